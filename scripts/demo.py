@@ -1,0 +1,395 @@
+"""Run the demo: the add-on service on the simulated meter plus a real Home Assistant.
+
+`./scripts/demo.sh` calls this after the venv exists. The same functions start the
+processes for the end-to-end tests (tests/e2e/), so the demo and the tests cannot drift.
+
+Home Assistant is provisioned only through its own public APIs (onboarding, auth, config
+flow, energy websocket commands), never by writing its private `.storage` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "energy-demo"  # documented in README.md
+CLIENT_ID = "http://127.0.0.1:8123/"
+
+HA_CONFIGURATION = """\
+# Written by scripts/demo.py: only what the demo needs, no default_config.
+homeassistant:
+  name: Energy Tracker demo
+  unit_system: metric
+  time_zone: {time_zone}
+  currency: EUR
+  country: FR
+  latitude: 48.78
+  longitude: 2.29
+  elevation: 60
+
+http:
+  server_host: {host}
+  server_port: {port}
+
+frontend:
+config:
+energy:
+history:
+logbook:
+recorder:
+  db_url: sqlite:///{config_dir}/home-assistant_v2.db
+  commit_interval: 1
+conversation:
+logger:
+  default: warning
+  logs:
+    custom_components.energy_tracker: debug
+"""
+
+
+@dataclass
+class Processes:
+    """The two processes of a running demo and how to reach them."""
+
+    addon: subprocess.Popen[bytes]
+    hass: subprocess.Popen[bytes]
+    addon_url: str
+    addon_token: str
+    hass_url: str
+
+
+def write_addon_options(data_dir: Path, options: dict[str, Any]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "options.json").write_text(json.dumps(options, indent=2))
+
+
+def write_ha_config(config_dir: Path, host: str, port: int) -> None:
+    """Write configuration.yaml and link our integration into custom_components/."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "configuration.yaml").write_text(
+        HA_CONFIGURATION.format(
+            host=host, port=port, config_dir=config_dir, time_zone=local_time_zone()
+        )
+    )
+    custom = config_dir / "custom_components"
+    custom.mkdir(exist_ok=True)
+    link = custom / "energy_tracker"
+    if not link.is_symlink():
+        if link.exists():
+            shutil.rmtree(link)
+        link.symlink_to(ROOT / "custom_components" / "energy_tracker")
+
+
+def local_time_zone() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/etc/timezone").read_text().strip() or "UTC"
+    return os.environ.get("TZ", "UTC") or "UTC"
+
+
+def start_addon(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(VENV_BIN / "energy-tracker-addon"), "--data-dir", str(data_dir),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def start_hass(config_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(VENV_BIN / "hass"), "-c", str(config_dir), "--skip-pip"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float,
+                    proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `url` answers anything below 500 (the server is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} while waiting for {url}")
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                if resp.status < 500:
+                    return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def ha_token(session: aiohttp.ClientSession, hass_url: str) -> str:
+    """Onboard Home Assistant (first run) or log in as the demo user; return an access token."""
+    async with session.get(f"{hass_url}/api/onboarding") as resp:
+        steps = {step["step"]: step["done"] for step in await resp.json()}
+    if not steps.get("user"):
+        async with session.post(
+            f"{hass_url}/api/onboarding/users",
+            json={"client_id": CLIENT_ID, "name": "Demo", "username": DEMO_USER,
+                  "password": DEMO_PASSWORD, "language": "en"},
+        ) as resp:
+            resp.raise_for_status()
+            auth_code = (await resp.json())["auth_code"]
+    else:
+        auth_code = await login_code(session, hass_url)
+    async with session.post(
+        f"{hass_url}/auth/token",
+        data={"grant_type": "authorization_code", "code": auth_code, "client_id": CLIENT_ID},
+    ) as resp:
+        resp.raise_for_status()
+        token: str = (await resp.json())["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    for step, body in (
+        ("core_config", {}),
+        ("analytics", {}),
+        ("integration", {"client_id": CLIENT_ID, "redirect_uri": f"{CLIENT_ID}?auth_callback=1"}),
+    ):
+        if not steps.get(step):
+            async with session.post(f"{hass_url}/api/onboarding/{step}", json=body,
+                                    headers=headers) as resp:
+                if resp.status not in (200, 403):  # 403: already done
+                    raise RuntimeError(f"onboarding {step}: {resp.status} {await resp.text()}")
+    await remove_onboarding_defaults(session, hass_url, headers)
+    return token
+
+
+# Onboarding adds these (weather, radio, cloud TTS); they would reach the internet, and the
+# demo promises no traffic beyond the local add-on API.
+ONBOARDING_DEFAULT_DOMAINS = frozenset({"met", "radio_browser", "google_translate", "shopping_list"})
+
+
+async def remove_onboarding_defaults(session: aiohttp.ClientSession, hass_url: str,
+                                     headers: dict[str, str]) -> None:
+    async with session.get(f"{hass_url}/api/config/config_entries/entry",
+                           headers=headers) as resp:
+        entries = await resp.json()
+    for entry in entries:
+        if entry["domain"] in ONBOARDING_DEFAULT_DOMAINS:
+            async with session.delete(
+                f"{hass_url}/api/config/config_entries/entry/{entry['entry_id']}", headers=headers
+            ) as resp:
+                resp.raise_for_status()
+
+
+async def login_code(session: aiohttp.ClientSession, hass_url: str) -> str:
+    """Log in with the demo user's password through HA's login flow."""
+    async with session.post(
+        f"{hass_url}/auth/login_flow",
+        json={"client_id": CLIENT_ID, "handler": ["homeassistant", None],
+              "redirect_uri": f"{CLIENT_ID}?auth_callback=1"},
+    ) as resp:
+        flow = await resp.json()
+    async with session.post(
+        f"{hass_url}/auth/login_flow/{flow['flow_id']}",
+        json={"client_id": CLIENT_ID, "username": DEMO_USER, "password": DEMO_PASSWORD},
+    ) as resp:
+        result = await resp.json()
+    if result.get("type") != "create_entry":
+        raise RuntimeError(f"demo login failed: {result}")
+    code: str = result["result"]
+    return code
+
+
+async def configure_integration(session: aiohttp.ClientSession, hass_url: str, token: str,
+                                addon_host: str, addon_port: int, addon_token: str) -> None:
+    """Add the energy_tracker config entry through the user config flow (once)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.get(f"{hass_url}/api/config/config_entries/entry",
+                           headers=headers) as resp:
+        entries = await resp.json()
+    if any(entry["domain"] == "energy_tracker" for entry in entries):
+        return
+    async with session.post(f"{hass_url}/api/config/config_entries/flow", headers=headers,
+                            json={"handler": "energy_tracker", "show_advanced_options": False}) as resp:
+        flow = await resp.json()
+    async with session.post(
+        f"{hass_url}/api/config/config_entries/flow/{flow['flow_id']}", headers=headers,
+        json={"host": addon_host, "port": addon_port, "api_token": addon_token},
+    ) as resp:
+        result = await resp.json()
+    if result.get("type") != "create_entry":
+        raise RuntimeError(f"energy_tracker config flow did not finish: {result}")
+
+
+class HAWebSocket:
+    """Minimal client for HA's websocket API (used for energy prefs and registries)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._next_id = 1
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, session: aiohttp.ClientSession, hass_url: str,
+                      token: str) -> Any:
+        async with session.ws_connect(f"{hass_url}/api/websocket") as ws:
+            await ws.receive_json()  # auth_required
+            await ws.send_json({"type": "auth", "access_token": token})
+            reply = await ws.receive_json()
+            if reply["type"] != "auth_ok":
+                raise RuntimeError(f"HA websocket auth failed: {reply}")
+            yield cls(ws)
+
+    async def call(self, msg_type: str, **payload: Any) -> Any:
+        msg_id = self._next_id
+        self._next_id += 1
+        await self._ws.send_json({"id": msg_id, "type": msg_type, **payload})
+        while True:
+            reply = await self._ws.receive_json()
+            if reply.get("id") == msg_id and reply["type"] == "result":
+                if not reply["success"]:
+                    raise RuntimeError(f"{msg_type}: {reply['error']}")
+                return reply["result"]
+
+
+async def energy_sensor_ids(ws: HAWebSocket, wait: float = 60) -> tuple[str, list[str]]:
+    """The integration's total-energy sensor and its per-channel energy sensors."""
+    deadline = time.monotonic() + wait
+    while True:
+        registry = await ws.call("config/entity_registry/list")
+        ours = [e for e in registry if e["platform"] == "energy_tracker"
+                and e["entity_id"].startswith("sensor.")]
+        total = [e["entity_id"] for e in ours if e["unique_id"].endswith("_total_energy")]
+        channels = sorted(e["entity_id"] for e in ours
+                          if "_channel_" in e["unique_id"] and e["unique_id"].endswith("_energy"))
+        if total:
+            return total[0], channels
+        if time.monotonic() > deadline:
+            raise TimeoutError("energy_tracker energy sensors did not appear")
+        await asyncio.sleep(1)
+
+
+async def configure_energy_dashboard(ws: HAWebSocket) -> None:
+    """Point the Energy dashboard at our total (grid) and per-channel (device) energy."""
+    total, channels = await energy_sensor_ids(ws)
+    await ws.call(
+        "energy/save_prefs",
+        energy_sources=[{
+            "type": "grid",
+            "flow_from": [{"stat_energy_from": total, "stat_cost": None,
+                           "entity_energy_price": None, "number_energy_price": None}],
+            "flow_to": [],
+            "cost_adjustment_day": 0,
+        }],
+        device_consumption=[{"stat_consumption": entity} for entity in channels],
+    )
+
+
+def read_addon_token(data_dir: Path, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    path = data_dir / "api_token"
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the add-on did not write {path}")
+        time.sleep(0.2)
+    return path.read_text().strip()
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, wait, then SIGKILL: both services shut down cleanly on SIGTERM."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_demo(workdir: Path, *, addon_port: int, hass_port: int,
+                 addon_options: dict[str, Any] | None = None) -> Iterator[Processes]:
+    """Start the add-on service and hass in `workdir`; stop both on exit."""
+    data_dir = workdir / "addon-data"
+    config_dir = workdir / "ha-config"
+    if addon_options is not None or not (data_dir / "options.json").exists():
+        write_addon_options(data_dir, addon_options or {})
+    write_ha_config(config_dir, "127.0.0.1", hass_port)
+    addon = start_addon(data_dir, addon_port, workdir / "addon.log")
+    hass: subprocess.Popen[bytes] | None = None
+    try:
+        token = read_addon_token(data_dir)
+        hass = start_hass(config_dir, workdir / "hass.log")
+        yield Processes(addon, hass, f"http://127.0.0.1:{addon_port}", token,
+                        f"http://127.0.0.1:{hass_port}")
+    finally:
+        if hass is not None:
+            stop(hass)
+        stop(addon)
+
+
+async def provision(procs: Processes, addon_port: int) -> str:
+    """Wait for both services, then onboard HA, add the integration, set up Energy."""
+    async with aiohttp.ClientSession() as session:
+        await wait_http(session, f"{procs.addon_url}/api/v1/health", 60, procs.addon)
+        await wait_http(session, f"{procs.hass_url}/api/onboarding", 180, procs.hass)
+        token = await ha_token(session, procs.hass_url)
+        await configure_integration(session, procs.hass_url, token, "127.0.0.1", addon_port,
+                                    procs.addon_token)
+        async with HAWebSocket.connect(session, procs.hass_url, token) as ws:
+            await configure_energy_dashboard(ws)
+    return token
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".demo")
+    parser.add_argument("--addon-port", type=int, default=8099)
+    parser.add_argument("--hass-port", type=int, default=8123)
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="replay speed of the simulated meter (1 = real time)")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    options = {"simulation_speed": args.speed}
+    stop_event = asyncio.Event()
+
+    with running_demo(args.workdir, addon_port=args.addon_port, hass_port=args.hass_port,
+                      addon_options=options) as procs:
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop_event.set)
+            print(f"==> waiting for Home Assistant (logs: {args.workdir}/hass.log)")
+            await provision(procs, args.addon_port)
+            print(
+                "\n"
+                f"  Home Assistant : {procs.hass_url}   user '{DEMO_USER}', "
+                f"password '{DEMO_PASSWORD}'\n"
+                f"  Add-on API     : {procs.addon_url}/api/v1/state   "
+                f"(Authorization: Bearer {procs.addon_token})\n"
+                "  Energy dashboard: "
+                f"{procs.hass_url}/energy\n\n"
+                "  Ctrl-C stops both.\n",
+                flush=True,
+            )
+            stopper = asyncio.create_task(stop_event.wait())
+            while not stop_event.is_set():
+                if procs.addon.poll() is not None or procs.hass.poll() is not None:
+                    print("a demo process exited; stopping", file=sys.stderr)
+                    break
+                await asyncio.wait({stopper}, timeout=1)
+            stopper.cancel()
+
+        asyncio.run(run())
+    print("==> stopped")
+
+
+if __name__ == "__main__":
+    main()

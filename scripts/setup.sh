@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Create or reuse the project venv at .venv/ (idempotent).
+# Picks a Python >= 3.13 by itself: python3.13 on PATH, then pyenv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+STAMP="$VENV/.setup-complete"
+
+find_python() {
+    local cand
+    for cand in python3.14 python3.13; do
+        if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null; then
+            command -v "$cand"; return 0
+        fi
+    done
+    if command -v pyenv >/dev/null 2>&1; then
+        for cand in 3.13.0 3.13; do
+            local prefix
+            if prefix=$(pyenv prefix "$cand" 2>/dev/null) && [ -x "$prefix/bin/python3" ]; then
+                echo "$prefix/bin/python3"; return 0
+            fi
+        done
+    fi
+    return 1
+}
+
+# The stamp records the hash of every requirements input: a change re-runs pip.
+want=$(cat requirements-dev.txt addon/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+    exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    if ! PY=$(find_python); then
+        echo "error: energy_tracker needs Python >= 3.13 (Home Assistant 2025.4)." >&2
+        echo "       Install it (e.g. 'pyenv install 3.13.0') or put python3.13 on PATH." >&2
+        exit 1
+    fi
+    echo "==> creating .venv with $PY ($("$PY" --version))"
+    "$PY" -m venv "$VENV"
+fi
+echo "==> installing dependencies into .venv (a cold install takes about 5 minutes)"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
+"$VENV/bin/python" -m pip install --quiet --no-deps -e .
+echo "$want" > "$STAMP"
+echo "==> .venv ready"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run every check the project promises: lint, types, the whole test suite with coverage.
+# Usage: ./scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+VENV=.venv/bin
+echo "==> ruff"
+"$VENV/ruff" check .
+echo "==> mypy --strict (integration and add-on service)"
+"$VENV/mypy" custom_components/energy_tracker addon/energy_tracker_addon
+echo "==> pytest"
+"$VENV/python" -m pytest \
+    --cov=custom_components/energy_tracker --cov=energy_tracker_addon \
+    --cov-report=term-missing:skip-covered "$@"
