@@ -137,6 +137,12 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float,
 
 async def ha_token(session: aiohttp.ClientSession, hass_url: str) -> str:
     """Onboard Home Assistant (first run) or log in as the demo user; return an access token."""
+    token: str = (await ha_tokens(session, hass_url))["access_token"]
+    return token
+
+
+async def ha_tokens(session: aiohttp.ClientSession, hass_url: str) -> dict[str, Any]:
+    """Onboard Home Assistant (first run) or log in as the demo user; return HA's tokens."""
     async with session.get(f"{hass_url}/api/onboarding") as resp:
         steps = {step["step"]: step["done"] for step in await resp.json()}
     if not steps.get("user"):
@@ -154,8 +160,8 @@ async def ha_token(session: aiohttp.ClientSession, hass_url: str) -> str:
         data={"grant_type": "authorization_code", "code": auth_code, "client_id": CLIENT_ID},
     ) as resp:
         resp.raise_for_status()
-        token: str = (await resp.json())["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
+        tokens: dict[str, Any] = await resp.json()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     for step, body in (
         ("core_config", {}),
         ("analytics", {}),
@@ -167,12 +173,14 @@ async def ha_token(session: aiohttp.ClientSession, hass_url: str) -> str:
                 if resp.status not in (200, 403):  # 403: already done
                     raise RuntimeError(f"onboarding {step}: {resp.status} {await resp.text()}")
     await remove_onboarding_defaults(session, hass_url, headers)
-    return token
+    return tokens
 
 
 # Onboarding adds these (weather, radio, cloud TTS); they would reach the internet, and the
 # demo promises no traffic beyond the local add-on API.
-ONBOARDING_DEFAULT_DOMAINS = frozenset({"met", "radio_browser", "google_translate", "shopping_list"})
+ONBOARDING_DEFAULT_DOMAINS = frozenset(
+    {"met", "radio_browser", "google_translate", "shopping_list"}
+)
 
 
 async def remove_onboarding_defaults(session: aiohttp.ClientSession, hass_url: str,
@@ -216,8 +224,10 @@ async def configure_integration(session: aiohttp.ClientSession, hass_url: str, t
         entries = await resp.json()
     if any(entry["domain"] == "energy_tracker" for entry in entries):
         return
-    async with session.post(f"{hass_url}/api/config/config_entries/flow", headers=headers,
-                            json={"handler": "energy_tracker", "show_advanced_options": False}) as resp:
+    async with session.post(
+        f"{hass_url}/api/config/config_entries/flow", headers=headers,
+        json={"handler": "energy_tracker", "show_advanced_options": False},
+    ) as resp:
         flow = await resp.json()
     async with session.post(
         f"{hass_url}/api/config/config_entries/flow/{flow['flow_id']}", headers=headers,

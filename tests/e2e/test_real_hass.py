@@ -1,0 +1,200 @@
+"""End to end: a real `hass` process with the integration, fed by a real add-on process.
+
+Both processes are started exactly as the demo starts them (scripts/demo.py), on free
+ports in a scratch directory; the simulated meter replays real data at 60x so values move
+quickly. Everything is observed through Home Assistant's own REST and WebSocket APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import demo
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Env:
+    def __init__(self, procs: demo.Processes, workdir: Path, addon_port: int, token: str) -> None:
+        self.procs = procs
+        self.workdir = workdir
+        self.addon_port = addon_port
+        self.token = token
+
+    async def states(self, session: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
+        async with session.get(f"{self.procs.hass_url}/api/states",
+                               headers={"Authorization": f"Bearer {self.token}"}) as resp:
+            resp.raise_for_status()
+            return {state["entity_id"]: state for state in await resp.json()}
+
+    async def our_entities(self, session: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
+        """Entity registry entries of our platform, by entity id."""
+        async with demo.HAWebSocket.connect(session, self.procs.hass_url, self.token) as ws:
+            registry = await ws.call("config/entity_registry/list")
+        return {e["entity_id"]: e for e in registry if e["platform"] == "energy_tracker"}
+
+    async def addon(self, session: aiohttp.ClientSession, path: str) -> Any:
+        headers = {"Authorization": f"Bearer {self.procs.addon_token}"}
+        async with session.get(f"{self.procs.addon_url}/api/v1/{path}",
+                               headers=headers) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    addon_port, hass_port = free_port(), free_port()
+    with demo.running_demo(workdir, addon_port=addon_port, hass_port=hass_port,
+                           addon_options={"simulation_speed": 60}) as procs:
+        try:
+            token = asyncio.run(demo.provision(procs, addon_port))
+        except BaseException:
+            print((workdir / "hass.log").read_text()[-5000:])
+            print((workdir / "addon.log").read_text()[-5000:])
+            raise
+        yield Env(procs, workdir, addon_port, token)
+
+
+def by_key(entities: dict[str, dict[str, Any]], suffix: str) -> str:
+    matches = [eid for eid, e in entities.items() if e["unique_id"].endswith(suffix)]
+    assert len(matches) == 1, f"one entity with unique_id ending {suffix!r}: {matches}"
+    return matches[0]
+
+
+def test_sensors_have_the_units_and_classes_the_energy_dashboard_needs(env: Env) -> None:
+    async def check() -> None:
+        async with aiohttp.ClientSession() as session:
+            info = await env.addon(session, "info")
+            deadline = time.monotonic() + 60
+            while True:
+                entities = await env.our_entities(session)
+                states = await env.states(session)
+                total_power = by_key(entities, "_total_power")
+                if states.get(total_power, {}).get("state") not in (None, "unavailable",
+                                                                    "unknown"):
+                    break
+                assert time.monotonic() < deadline, f"{total_power} never got a value"
+                await asyncio.sleep(1)
+
+            expected = {
+                "_total_power": ("power", "W", "measurement"),
+                "_total_energy": ("energy", "kWh", "total_increasing"),
+                "_voltage": ("voltage", "V", "measurement"),
+                "_frequency": ("frequency", "Hz", "measurement"),
+            }
+            for channel in info["channels"]:
+                expected[f"_channel_{channel['id']}_power"] = ("power", "W", "measurement")
+                expected[f"_channel_{channel['id']}_energy"] = ("energy", "kWh",
+                                                                "total_increasing")
+            for suffix, (device_class, unit, state_class) in expected.items():
+                attributes = states[by_key(entities, suffix)]["attributes"]
+                assert attributes.get("device_class") == device_class, suffix
+                assert attributes.get("unit_of_measurement") == unit, suffix
+                assert attributes.get("state_class") == state_class, suffix
+
+    asyncio.run(check())
+
+
+def test_states_follow_the_replay(env: Env) -> None:
+    async def check() -> None:
+        async with aiohttp.ClientSession() as session:
+            entities = await env.our_entities(session)
+            power_id = by_key(entities, "_total_power")
+            energy_id = by_key(entities, "_total_energy")
+            powers: set[str] = set()
+            energies: list[float] = []
+            for _ in range(20):
+                states = await env.states(session)
+                powers.add(states[power_id]["state"])
+                energies.append(float(states[energy_id]["state"]))
+                await asyncio.sleep(1)
+            # 20 s at 60x is 20 replayed minutes: several distinct readings.
+            assert len(powers - {"unavailable", "unknown"}) >= 3, powers
+            assert energies == sorted(energies), "energy went backwards"
+            assert energies[-1] > energies[0]
+            # HA shows exactly what the add-on serves: every reading HA displays was
+            # one of the add-on's readings (polled 4x per reading, so none is missed).
+            addon_seen: set[float] = set()
+            ha_seen: list[float] = []
+            for i in range(24):
+                addon_power = (await env.addon(session, "state"))["total_power_w"]
+                if addon_power is not None:
+                    addon_seen.add(round(float(addon_power), 3))
+                ha_state = (await env.states(session))[power_id]["state"]
+                if i >= 4 and ha_state not in ("unavailable", "unknown"):
+                    ha_seen.append(round(float(ha_state), 3))
+                await asyncio.sleep(0.5)
+            assert ha_seen
+            assert set(ha_seen) <= addon_seen, (ha_seen, addon_seen)
+
+    asyncio.run(check())
+
+
+def test_energy_dashboard_validation_reports_no_issue(env: Env) -> None:
+    """After the recorder's first statistics run, energy/validate is clean for our sensors."""
+    async def check() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            demo.HAWebSocket.connect(session, env.procs.hass_url, env.token) as ws,
+        ):
+                prefs = await ws.call("energy/get_prefs")
+                stat_ids = [prefs["energy_sources"][0]["flow_from"][0]["stat_energy_from"]]
+                stat_ids += [d["stat_consumption"] for d in prefs["device_consumption"]]
+                # Statistics are compiled every 5 minutes (at :00, :05, ... plus ~10 s).
+                deadline = time.monotonic() + 420
+                while True:
+                    meta = await ws.call("recorder/get_statistics_metadata",
+                                         statistic_ids=stat_ids)
+                    if {m["statistic_id"] for m in meta} >= set(stat_ids):
+                        break
+                    assert time.monotonic() < deadline, "statistics never compiled"
+                    await asyncio.sleep(5)
+                result: dict[str, Any] = await ws.call("energy/validate")
+                result["stat_ids"] = stat_ids
+                return result
+
+    result = asyncio.run(check())
+    assert len(result["stat_ids"]) >= 2  # the grid total and at least one channel
+    assert result["energy_sources"] == [[]], result
+    assert result["device_consumption"] == [[] for _ in result["device_consumption"]], result
+    assert len(result["device_consumption"]) == len(result["stat_ids"]) - 1
+
+
+def test_addon_restart_makes_entities_unavailable_then_back_within_10_s(env: Env) -> None:
+    async def check() -> None:
+        async with aiohttp.ClientSession() as session:
+            entities = await env.our_entities(session)
+            power_id = by_key(entities, "_total_power")
+            env.procs.addon.send_signal(signal.SIGTERM)
+            env.procs.addon.wait(20)
+            deadline = time.monotonic() + 15
+            while (await env.states(session))[power_id]["state"] != "unavailable":
+                assert time.monotonic() < deadline, "entity stayed available without the add-on"
+                await asyncio.sleep(0.5)
+
+            env.procs.addon = demo.start_addon(env.workdir / "addon-data", env.addon_port,
+                                               env.workdir / "addon.log")
+            started = time.monotonic()
+            while (await env.states(session))[power_id]["state"] in ("unavailable", "unknown"):
+                assert time.monotonic() - started < 10, "not back within 10 s of the restart"
+                await asyncio.sleep(0.25)
+
+    asyncio.run(check())
