@@ -1,0 +1,166 @@
+"""Own one serial port: open it, hand over complete lines, write lines, and reconnect.
+
+The port may be missing at start, be unplugged and plugged back (a USB adapter, or in
+tests a pseudo-terminal whose master is closed) or fail with read errors. The link keeps
+trying with exponential backoff (0.5 s doubling to 5 s), so a port that comes back is in
+use again within 5 s. Logging: the first occurrence of a problem at WARNING, repeats of
+the same problem at DEBUG, and INFO once connected again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import serial
+import serial_asyncio_fast
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 512
+"""A line longer than this is delivered once as its first MAX_LINE_BYTES + 1 bytes, with no
+line end (longer than any parser accepts, so it is rejected with reason "length"); the rest
+of it, up to the next newline, is dropped. Memory per link stays bounded either way."""
+
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 5.0
+_READ_CHUNK = 1024
+
+
+class SerialLinkError(Exception):
+    """The link cannot do what was asked (e.g. write while the port is not connected)."""
+
+
+class SerialLink:
+    """One serial port, read line by line, reopened whenever it goes away."""
+
+    def __init__(
+        self,
+        name: str,
+        port: str,
+        baudrate: int,
+        on_line: Callable[[bytes], None],
+        on_connection: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.baudrate = baudrate
+        self._on_line = on_line
+        self._on_connection = on_connection
+        self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._last_problem: str | None = None
+        self._ever_connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def start(self) -> None:
+        """Start the connect/read loop in a task and return at once."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"serial link {self.name}")
+
+    async def stop(self) -> None:
+        """Stop reading and close the port (on_connection(False) if it was connected)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def write_line(self, data: bytes) -> None:
+        """Write one complete line (ending in a newline) to the port."""
+        if not data.endswith(b"\n"):
+            raise ValueError("a line must end with a newline")
+        writer = self._writer
+        if writer is None:
+            raise SerialLinkError(f"{self.name}: {self.port} is not connected")
+        try:
+            writer.write(data)
+            await writer.drain()
+        except (OSError, serial.SerialException) as err:
+            raise SerialLinkError(f"{self.name}: write to {self.port} failed: {err}") from err
+
+    async def _run(self) -> None:
+        delay = BACKOFF_INITIAL_S
+        while True:
+            try:
+                reader, writer = await serial_asyncio_fast.open_serial_connection(
+                    url=self.port, baudrate=self.baudrate
+                )
+            except (OSError, serial.SerialException) as err:
+                self._problem(f"cannot open {self.port}: {err}", f"open:{type(err).__name__}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            delay = BACKOFF_INITIAL_S
+            problem = await self._serve(reader, writer)
+            self._problem(f"lost {self.port} ({problem}); reconnecting", "lost")
+            await asyncio.sleep(delay)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        """Read lines until the port fails; return what went wrong."""
+        again = " again" if self._ever_connected else ""
+        _LOGGER.info("%s: connected%s to %s at %d baud", self.name, again, self.port,
+                     self.baudrate)
+        self._last_problem = None
+        self._ever_connected = True
+        self._writer = writer
+        self._notify_connection(True)
+        try:
+            await self._read_lines(reader)
+            return "end of file"
+        except (OSError, serial.SerialException) as err:
+            return str(err) or type(err).__name__
+        finally:
+            self._writer = None
+            writer.close()
+            # Waits for the transport to close the port; it re-raises the read error.
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._notify_connection(False)
+
+    async def _read_lines(self, reader: asyncio.StreamReader) -> None:
+        buffer = bytearray()
+        discarding = False  # inside an overlong line, dropping bytes up to its newline
+        while chunk := await reader.read(_READ_CHUNK):
+            start = 0
+            while (newline := chunk.find(b"\n", start)) >= 0:
+                if discarding:
+                    discarding = False
+                else:
+                    buffer += chunk[start : newline + 1]
+                    # Cut like an unterminated overlong line so both read the same way.
+                    self._deliver(bytes(buffer[: MAX_LINE_BYTES + 1]))
+                buffer.clear()
+                start = newline + 1
+            if not discarding:
+                buffer += chunk[start:]
+                if len(buffer) > MAX_LINE_BYTES:
+                    _LOGGER.debug("%s: line longer than %d bytes", self.name, MAX_LINE_BYTES)
+                    self._deliver(bytes(buffer[: MAX_LINE_BYTES + 1]))
+                    buffer.clear()
+                    discarding = True
+
+    def _deliver(self, line: bytes) -> None:
+        try:
+            self._on_line(line)
+        except Exception:
+            # A consumer bug must not stop the port from being read.
+            _LOGGER.exception("%s: line handler failed for %r", self.name, line[:80])
+
+    def _notify_connection(self, connected: bool) -> None:
+        if self._on_connection is not None:
+            try:
+                self._on_connection(connected)
+            except Exception:
+                _LOGGER.exception("%s: connection handler failed", self.name)
+
+    def _problem(self, message: str, kind: str) -> None:
+        # After "lost ...; reconnecting" the failed reopen attempts are expected: DEBUG.
+        repeat = kind == self._last_problem or self._last_problem == "lost"
+        _LOGGER.log(logging.DEBUG if repeat else logging.WARNING, "%s: %s", self.name, message)
+        self._last_problem = kind
