@@ -1,0 +1,180 @@
+#include "board.h"
+
+#include <cstring>
+
+namespace et1 {
+
+Board::Board(const BoardConfig& config, Output& out, RelayOutputs& relays, SettingsStore& store)
+    : cfg_(config),
+      out_(out),
+      store_(store),
+      relays_(config.n_relays > kMaxRelays ? kMaxRelays : config.n_relays, relays),
+      meter_(config.meter),
+      gas_(config.gas_debounce_ms) {}
+
+void Board::begin(uint32_t now_ms) {
+    settings_ = load_settings(store_);
+    relays_.set_safe_state(settings_.safe_mask);
+    relays_.apply_safe();
+    last_report_ms_ = now_ms;
+    watchdog_.configure(0, now_ms);  // disabled until the host sends WDT
+    send_hello();
+}
+
+void Board::on_rx_byte(char c, uint32_t now_ms) {
+    if (c == '\n') {
+        if (line_too_long_) {
+            ++errors_.length;
+            send_error("ELEN");
+        } else {
+            size_t len = line_len_;
+            if (len > 0 && line_[len - 1] == '\r') --len;
+            if (len > 0) handle_line(line_, len, now_ms);  // blank lines are line noise
+        }
+        line_len_ = 0;
+        line_too_long_ = false;
+        return;
+    }
+    // The '\n' itself is the 128th byte of a maximal frame.
+    if (line_len_ >= kMaxFrameBytes - 1) {
+        line_too_long_ = true;
+        return;
+    }
+    line_[line_len_++] = c;
+}
+
+void Board::handle_line(char* line, size_t len, uint32_t now_ms) {
+    ParsedFrame f;
+    const FrameError err = parse_frame(line, len, f);
+    if (err == FrameError::Crc) {
+        ++errors_.crc;
+        send_error("ECRC");
+        return;
+    }
+    uint32_t cmd_id = 0;
+    if (err != FrameError::None || std::strcmp(f.type, "ETC") != 0 || f.n_fields < 1 ||
+        !parse_uint(f.fields[0], 65535, cmd_id) || cmd_id == 0) {
+        ++errors_.frame;
+        send_error("EFRAME");
+        return;
+    }
+    handle_command(cmd_id, f, now_ms);
+}
+
+void Board::handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_ms) {
+    const char* cmd = f.n_fields >= 2 ? f.fields[1] : "";
+    const char* const* args = f.fields + 2;
+    const size_t n_args = f.n_fields >= 2 ? f.n_fields - 2 : 0;
+    bool known = true;
+    bool ok = false;
+    bool hello_after = false;
+
+    if (std::strcmp(cmd, "RELAY") == 0) {
+        uint32_t index = 0;
+        uint32_t state = 0;
+        ok = n_args == 2 && parse_uint(args[0], kMaxRelays, index) &&
+             parse_uint(args[1], 1, state) &&
+             relays_.set(static_cast<uint8_t>(index), state == 1);
+    } else if (std::strcmp(cmd, "PING") == 0) {
+        ok = n_args == 0;
+    } else if (std::strcmp(cmd, "CAL") == 0) {
+        double factor = 0.0;
+        ok = n_args == 1 && parse_decimal(args[0], factor) && factor >= kMinCal &&
+             factor <= kMaxCal;
+        if (ok) {
+            settings_.cal = static_cast<float>(factor);
+            if (!save_settings(store_, settings_)) ++errors_.flash;
+        }
+    } else if (std::strcmp(cmd, "WDT") == 0) {
+        uint32_t seconds = 0;
+        ok = n_args == 1 && parse_uint(args[0], 65535, seconds);
+        if (ok) watchdog_.configure(seconds, now_ms);
+    } else if (std::strcmp(cmd, "SAFE") == 0) {
+        uint8_t mask = 0;
+        ok = n_args == 1 && parse_relay_pattern(args[0], relays_.count(), mask);
+        if (ok) {
+            relays_.set_safe_state(mask);
+            settings_.safe_mask = mask;
+            if (!save_settings(store_, settings_)) ++errors_.flash;
+        }
+    } else if (std::strcmp(cmd, "HELLO") == 0) {
+        ok = n_args == 0;
+        hello_after = ok;
+    } else {
+        known = false;
+    }
+
+    if (!known) {
+        ++errors_.bad_cmd;
+        send_ack(cmd_id, "EBADCMD");
+    } else if (!ok) {
+        ++errors_.bad_arg;
+        send_ack(cmd_id, "EBADARG");
+    } else {
+        watchdog_.feed(now_ms);  // only a valid command proves the host is alive and sane
+        send_ack(cmd_id, "OK");
+        if (hello_after) send_hello();
+    }
+}
+
+void Board::poll(uint32_t now_ms) {
+    if (watchdog_.poll(now_ms)) relays_.apply_safe();
+    if (now_ms - last_report_ms_ >= cfg_.report_interval_ms) {
+        // Keep a steady cadence, but do not burst to catch up after a long stall.
+        last_report_ms_ += cfg_.report_interval_ms;
+        if (now_ms - last_report_ms_ >= cfg_.report_interval_ms) last_report_ms_ = now_ms;
+        send_measurement();
+    }
+}
+
+void Board::send_hello() {
+    seq_ = 0;  // the hello frame restarts the sequence (docs/protocol.md 2.1)
+    char cal[24];
+    format_trimmed(settings_.cal, 6, cal, sizeof cal);
+    FrameWriter w("ETH");
+    w.add_uint(next_seq()).add(kFirmwareVersion).add_uint(relays_.count()).add(cal);
+    send(w);
+}
+
+void Board::send_measurement() {
+    const VoltageReading r = meter_.take(settings_.cal);
+    char relays[kMaxRelays + 1];
+    format_relay_pattern(relays_.state(), relays_.count(), relays);
+    FrameWriter w("ETM");
+    w.add_uint(next_seq());
+    // Outside the protocol's accepted ranges the host would drop the whole frame (relays and
+    // gas included), so such a value is sent as "not measured" instead.
+    if (r.valid && r.vrms <= 500.0) {
+        w.add_fixed(r.vrms, 1);
+    } else {
+        w.add_empty();
+    }
+    if (r.valid && r.freq_hz >= 40.0 && r.freq_hz <= 70.0) {
+        w.add_fixed(r.freq_hz, 2);
+    } else {
+        w.add_empty();
+    }
+    w.add(relays).add_uint(gas_.pulses());
+    send(w);
+}
+
+void Board::send_ack(uint32_t cmd_id, const char* result) {
+    char relays[kMaxRelays + 1];
+    format_relay_pattern(relays_.state(), relays_.count(), relays);
+    FrameWriter w("ETA");
+    w.add_uint(next_seq()).add_uint(cmd_id).add(result).add(relays);
+    send(w);
+}
+
+void Board::send_error(const char* code) {
+    FrameWriter w("ETE");
+    w.add_uint(next_seq()).add(code);
+    send(w);
+}
+
+void Board::send(FrameWriter& w) {
+    const size_t len = w.finish();
+    if (len > 0) out_.write(w.data(), len);
+}
+
+}  // namespace et1

@@ -1,0 +1,87 @@
+// The ET1 board: assembles command lines from the serial port, answers them, and sends the
+// hello, measurement and error frames (docs/protocol.md section 2). Portable: the hardware
+// is reached only through Output, RelayOutputs and SettingsStore.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "frame.h"
+#include "gas_counter.h"
+#include "relays.h"
+#include "settings.h"
+#include "voltage_meter.h"
+
+namespace et1 {
+
+constexpr const char* kFirmwareVersion = "1.0.0";
+
+// Hardware boundary: the serial port's transmit side.
+class Output {
+public:
+    virtual ~Output() = default;
+    virtual void write(const char* data, size_t len) = 0;
+};
+
+struct BoardConfig {
+    uint8_t n_relays = 3;
+    VoltageMeterConfig meter;
+    uint32_t report_interval_ms = 1000;
+    uint32_t gas_debounce_ms = 50;
+};
+
+// Every rejected incoming line is counted here (and answered with ETE or ETA).
+struct ErrorCounters {
+    uint32_t crc = 0;       // ETE ECRC
+    uint32_t frame = 0;     // ETE EFRAME (also non-ASCII bytes, wrong type, bad cmd_id)
+    uint32_t length = 0;    // ETE ELEN
+    uint32_t bad_cmd = 0;   // ETA EBADCMD
+    uint32_t bad_arg = 0;   // ETA EBADARG
+    uint32_t flash = 0;     // settings could not be written (value still used until reboot)
+};
+
+class Board {
+public:
+    Board(const BoardConfig& config, Output& out, RelayOutputs& relays, SettingsStore& store);
+
+    void begin(uint32_t now_ms);  // relays to their fail-safe state, then the hello frame
+    void on_rx_byte(char c, uint32_t now_ms);
+    void on_adc_sample(uint16_t raw) { meter_.add_sample(raw); }
+    void on_gas_input(bool closed, uint32_t last_edge_ms, uint32_t now_ms) {
+        gas_.update(closed, last_edge_ms, now_ms);
+    }
+    void poll(uint32_t now_ms);  // measurement frame when due; host watchdog
+
+    const ErrorCounters& errors() const { return errors_; }
+    const RelayBank& relays() const { return relays_; }
+    const HostWatchdog& watchdog() const { return watchdog_; }
+    double cal() const { return settings_.cal; }
+    uint32_t gas_pulses() const { return gas_.pulses(); }
+
+private:
+    void handle_line(char* line, size_t len, uint32_t now_ms);
+    void handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_ms);
+    void send_hello();
+    void send_measurement();
+    void send_ack(uint32_t cmd_id, const char* result);
+    void send_error(const char* code);
+    void send(FrameWriter& w);
+    uint16_t next_seq() { return seq_++; }
+
+    BoardConfig cfg_;
+    Output& out_;
+    SettingsStore& store_;
+    Settings settings_;
+    RelayBank relays_;
+    HostWatchdog watchdog_;
+    VoltageMeter meter_;
+    GasCounter gas_;
+    ErrorCounters errors_;
+    uint16_t seq_ = 0;
+    uint32_t last_report_ms_ = 0;
+
+    char line_[kMaxFrameBytes];
+    size_t line_len_ = 0;
+    bool line_too_long_ = false;
+};
+
+}  // namespace et1

@@ -1,0 +1,178 @@
+"""Cross-language ET1 contract: the compiled firmware core against the add-on's protocol
+module, both directions, over a real pseudo-terminal (docs/protocol.md section 2).
+
+The board program runs its clock 10x faster than real time (one ETM every 0.1 s) with a
+synthetic ZMPT101B signal and a bouncing gas reed switch closing once a (board) second.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from energy_tracker_addon.protocol import (
+    AckFrame,
+    BoardErrorFrame,
+    BoardFrame,
+    HelloFrame,
+    MeasurementFrame,
+    ProtocolError,
+    encode_command,
+    frame,
+    parse_board_line,
+)
+
+from .pty_board import PtyBoard
+
+FAST = ("--speed", "10")
+HARMONICS = math.sqrt(1 + 0.05**2 + 0.03**2)  # et1_pty_board's 3rd and 5th harmonics
+
+
+def next_frame(board: PtyBoard) -> BoardFrame:
+    return parse_board_line(board.read_line())
+
+
+def hello(board: PtyBoard) -> HelloFrame:
+    first = next_frame(board)
+    assert isinstance(first, HelloFrame)
+    return first
+
+
+def command(board: PtyBoard, cmd_id: int, name: str, *args: str) -> AckFrame:
+    """Send one add-on-encoded command; return its ETA, skipping measurement frames."""
+    board.send(encode_command(cmd_id, name, *args))
+    for _ in range(20):
+        got = next_frame(board)
+        if isinstance(got, AckFrame):
+            assert got.cmd_id == cmd_id
+            return got
+        assert isinstance(got, MeasurementFrame), got
+    raise AssertionError("no acknowledgement")
+
+
+def measurements(board: PtyBoard, count: int) -> list[MeasurementFrame]:
+    got = [next_frame(board) for _ in range(count)]
+    assert all(isinstance(f, MeasurementFrame) for f in got), got
+    return [f for f in got if isinstance(f, MeasurementFrame)]
+
+
+@pytest.mark.parametrize(("freq", "vrms"), [(50.0, 230.0), (60.0, 120.0)])
+def test_board_frames_parse_unchanged_and_carry_accurate_measurements(
+    start_board: Callable[..., PtyBoard], freq: float, vrms: float
+) -> None:
+    board = start_board(*FAST, "--freq", str(freq), "--vrms", str(vrms), "--gas-period-ms", "1000")
+    assert hello(board) == HelloFrame(seq=0, fw_version="1.0.0", n_relays=3, cal=1.8)
+    frames = measurements(board, 8)
+    assert [f.seq for f in frames] == list(range(1, 9))  # no gaps, hello was 0
+    assert frames[0].gas_pulses <= 1
+    # One reed closure per board second; frames[0]..[-1] span 7 of them (more only if the
+    # board process was descheduled and its next ETM window grew).
+    assert 6 <= frames[-1].gas_pulses - frames[0].gas_pulses <= 9
+    true_vrms = vrms * HARMONICS
+    for f in frames[1:]:  # the first window includes the ADC warm-up
+        assert f.vrms_v is not None
+        assert f.frequency_hz is not None
+        assert abs(f.vrms_v / true_vrms - 1) <= 0.005
+        assert abs(f.frequency_hz - freq) <= 0.05
+        assert f.relays == (False, False, False)  # fail-safe state at boot
+
+
+def test_addon_commands_are_accepted_and_acknowledged(
+    start_board: Callable[..., PtyBoard],
+) -> None:
+    board = start_board(*FAST)
+    hello(board)
+    started = time.monotonic()
+    ack = command(board, 42, "RELAY", "2", "1")
+    assert time.monotonic() - started < 0.2  # the protocol's answer deadline
+    assert (ack.result, ack.relays) == ("OK", (False, True, False))
+    assert command(board, 43, "PING").result == "OK"
+    assert command(board, 44, "SAFE", "001").result == "OK"
+    assert command(board, 45, "WDT", "0").result == "OK"
+    assert command(board, 46, "CAL", "0.4512").result == "OK"
+    # The new state is what the board reports from then on.
+    assert measurements(board, 1)[0].relays == (False, True, False)
+    board.send(encode_command(47, "HELLO"))
+    replies = [next_frame(board) for _ in range(3)]
+    ack_index = next(i for i, f in enumerate(replies) if isinstance(f, AckFrame))
+    after = replies[ack_index + 1]
+    assert isinstance(after, HelloFrame)
+    assert (after.seq, after.cal) == (0, 0.4512)
+    # Refusals are acknowledgements too: state unchanged.
+    assert command(board, 48, "RELAY", "9", "1").result == "EBADARG"
+    assert command(board, 49, "FLY").result == "EBADCMD"
+    assert command(board, 50, "PING").relays == (False, True, False)
+    assert "bad_cmd=1 bad_arg=1" in board.stop()
+
+
+def test_board_rejects_corrupted_commands_with_ete_and_counts_them(
+    start_board: Callable[..., PtyBoard],
+) -> None:
+    board = start_board(*FAST)
+    hello(board)
+    good = encode_command(7, "RELAY", "1", "1")
+    corrupted = good.replace(b"RELAY,1", b"RELAY,3")  # CRC no longer matches
+    sent = [
+        corrupted,
+        b"not a frame\r\n",
+        b"$ETC," + b"9" * 200 + b"\r\n",
+        frame("ETM", "1", "230.0", "50.00", "000", "0"),
+    ]
+    expected = ["ECRC", "EFRAME", "ELEN", "EFRAME"]
+    for line, code in zip(sent, expected, strict=True):
+        board.send(line)
+        got = next_frame(board)
+        while isinstance(got, MeasurementFrame):
+            got = next_frame(board)
+        assert isinstance(got, BoardErrorFrame)
+        assert got.code == code
+    # Nothing was changed by the rejected lines; the board is still in sync.
+    assert command(board, 8, "PING").relays == (False, False, False)
+    counters = board.stop()
+    assert re.search(r"crc=1 frame=2 length=1 ", counters), counters
+
+
+def test_addon_rejects_corrupted_board_frames(start_board: Callable[..., PtyBoard]) -> None:
+    board = start_board(*FAST)
+    line = board.read_line()
+    assert isinstance(parse_board_line(line), HelloFrame)
+    flipped = line.replace(b",3,", b",4,")  # n_relays changed in transit
+    with pytest.raises(ProtocolError) as crc:
+        parse_board_line(flipped)
+    assert crc.value.reason == "crc"
+    with pytest.raises(ProtocolError) as cut:
+        parse_board_line(line[:10] + b"\r\n")  # a frame cut short by a lost byte run
+    assert cut.value.reason == "frame"
+
+
+def test_calibration_survives_reboot(start_board: Callable[..., PtyBoard], tmp_path: Path) -> None:
+    flash = str(tmp_path / "flash.bin")
+    board = start_board(*FAST, "--settings", flash)
+    assert hello(board).cal == 1.8
+    assert command(board, 1, "CAL", "2.25").result == "OK"
+    assert command(board, 2, "SAFE", "010").result == "OK"
+    board.stop()
+    rebooted = start_board(*FAST, "--settings", flash)
+    assert hello(rebooted).cal == 2.25
+    # The stored fail-safe pattern is also the relays' state at boot.
+    assert measurements(rebooted, 1)[0].relays == (False, True, False)
+
+
+def test_watchdog_sets_fail_safe_relays_when_host_goes_silent(
+    start_board: Callable[..., PtyBoard],
+) -> None:
+    board = start_board(*FAST)
+    hello(board)
+    command(board, 1, "SAFE", "001")
+    command(board, 2, "RELAY", "1", "1")
+    assert command(board, 3, "WDT", "2").relays == (True, False, False)
+    # Silence: at 10x speed the 2 s watchdog trips after about 0.2 s. Only the watchdog
+    # applies the SAFE pattern, and nothing sets the relays back while the host is silent.
+    relays = [f.relays for f in measurements(board, 5)]
+    assert relays[-2:] == [(False, False, True)] * 2
+    assert set(relays) <= {(True, False, False), (False, False, True)}
