@@ -1,0 +1,225 @@
+"""Read and validate the add-on options (`<data dir>/options.json`, docs/architecture.md).
+
+Also owns the two small identities kept next to the options: the generated API token and
+the meter id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import voluptuous as vol
+
+_LOGGER = logging.getLogger(__name__)
+
+OPTIONS_FILE: Final = "options.json"
+TOKEN_FILE: Final = "api_token"  # noqa: S105 - a file name, not a secret
+METER_ID_FILE: Final = "meter_id"
+
+RPICT_MODELS: Final = ("rpict3t1", "rpict3v1", "rpict4v3", "rpict7v1", "rpict8")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+ROLES: Final = ("mains", "circuit")
+
+type Role = Literal["mains", "circuit"]
+
+
+class OptionsError(ValueError):
+    """An option is invalid; the message names the option and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    id: int
+    name: str
+    role: Role
+
+
+DEFAULT_CHANNELS: Final = (
+    ChannelConfig(1, "Mains", "mains"),
+    ChannelConfig(2, "Kitchen", "circuit"),
+    ChannelConfig(3, "Water heater & AC", "circuit"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    api_token: str = ""
+    rpict_port: str = ""
+    rpict_model: str = "rpict3t1"
+    rpict_baudrate: int = 38400
+    rpict_vest: float = 230.0
+    voltage_port: str = ""
+    voltage_baudrate: int = 115200
+    channels: tuple[ChannelConfig, ...] = DEFAULT_CHANNELS
+    stale_after_s: int = 10
+    persist_interval_s: int = 30
+    simulation_speed: float = 1.0
+    log_level: str = "info"
+
+
+def _integer(value: Any) -> int:
+    # bool is an int subclass, and JSON `true` for a baud rate is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise vol.Invalid("expected an integer")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise vol.Invalid("expected a number")
+    # json.loads accepts NaN and Infinity, which every range check would let through.
+    if not math.isfinite(value):
+        raise vol.Invalid("expected a finite number")
+    return float(value)
+
+
+def _unique_channel_ids(channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[int] = set()
+    for index, channel in enumerate(channels):
+        if channel["id"] in seen:
+            raise vol.Invalid(f"channel id {channel['id']} is used twice", path=[index, "id"])
+        seen.add(channel["id"])
+    return channels
+
+
+_CHANNEL_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=8)),
+        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Required("role"): vol.In(ROLES),
+    }
+)
+
+_SCHEMA: Final = vol.Schema(
+    {
+        vol.Optional("api_token"): str,
+        vol.Optional("rpict_port"): str,
+        vol.Optional("rpict_model"): vol.In(RPICT_MODELS),
+        vol.Optional("rpict_baudrate"): vol.All(_integer, vol.Range(min=1)),
+        vol.Optional("rpict_vest"): vol.All(_number, vol.Range(min=50, max=500)),
+        vol.Optional("voltage_port"): str,
+        vol.Optional("voltage_baudrate"): vol.All(_integer, vol.Range(min=1)),
+        vol.Optional("channels"): vol.All(
+            [_CHANNEL_SCHEMA], vol.Length(min=1, msg="needs at least one channel"),
+            _unique_channel_ids,
+        ),
+        vol.Optional("stale_after_s"): vol.All(_integer, vol.Range(min=2, max=600)),
+        vol.Optional("persist_interval_s"): vol.All(_integer, vol.Range(min=1, max=3600)),
+        vol.Optional("simulation_speed"): vol.All(_number, vol.Range(min=0.1, max=1000)),
+        vol.Optional("log_level"): vol.In(LOG_LEVELS),
+    }
+)
+
+
+def _describe(error: vol.Invalid, data: Any) -> str:
+    """`channels[1].role: value must be one of ['circuit', 'mains'] (got 'solar')`."""
+    name = ""
+    value: Any = data
+    found = True
+    for key in error.path:
+        name += f"[{key}]" if isinstance(key, int) else (f".{key}" if name else str(key))
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            found = False
+    got = f" (got {value!r})" if found and error.path else ""
+    return f"{name or 'options'}: {error.msg}{got}"
+
+
+def parse_options(data: Any) -> Options:
+    """Validate decoded options.json content; missing keys take their defaults."""
+    if not isinstance(data, dict):
+        raise OptionsError(f"options: expected a JSON object (got {type(data).__name__})")
+    try:
+        valid = _SCHEMA(data)
+    except vol.MultipleInvalid as error:
+        raise OptionsError(
+            "; ".join(sorted(_describe(e, data) for e in error.errors))
+        ) from None
+    if "channels" in valid:
+        valid["channels"] = tuple(
+            ChannelConfig(c["id"], c["name"], c["role"]) for c in valid["channels"]
+        )
+    return Options(**valid)
+
+
+def load_options(data_dir: Path) -> Options:
+    """Options from `<data_dir>/options.json`; a missing file means all defaults."""
+    path = data_dir / OPTIONS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        _LOGGER.info("No %s: using default options", path)
+        return Options()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise OptionsError(f"options: {path} is not valid JSON ({error})") from None
+    return parse_options(data)
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    """Write atomically, the file having `mode` from its first byte."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{32,}")
+_METER_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+
+
+def resolve_token(options: Options, data_dir: Path) -> str:
+    """The API token: the option if set, else one generated once and kept (mode 0600)."""
+    if options.api_token:
+        return options.api_token
+    path = data_dir / TOKEN_FILE
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        token = ""
+    if _TOKEN_RE.fullmatch(token):
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return token
+    if token:
+        _LOGGER.error("%s does not hold a valid token: generating a new one", path)
+    token = secrets.token_urlsafe(32)
+    _write_private(path, token + "\n", 0o600)
+    _LOGGER.info("Generated a new API token in %s", path)
+    return token
+
+
+def meter_id(data_dir: Path) -> str:
+    """This meter's random id, created once and kept in `<data_dir>/meter_id`."""
+    path = data_dir / METER_ID_FILE
+    try:
+        value = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        value = ""
+    if _METER_ID_RE.fullmatch(value):
+        return value
+    if value:
+        # A new id makes Home Assistant see a new device; say so loudly.
+        _LOGGER.error("%s does not hold a valid meter id: generating a new one", path)
+    value = uuid.uuid4().hex
+    _write_private(path, value + "\n", 0o644)
+    return value

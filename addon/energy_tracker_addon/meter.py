@@ -1,0 +1,490 @@
+"""The meter model: serial lines in, current state and energy counters out.
+
+Applies the voltage correction of docs/protocol.md section 1, integrates energy, tracks
+staleness, and builds the `/api/v1/state` object of docs/api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from .config import Options, OptionsError
+from .metrics import Metrics
+from .persistence import CounterStore, EnergyCounters
+from .protocol import (
+    AckFrame,
+    BoardErrorFrame,
+    HelloFrame,
+    MeasurementFrame,
+    ProtocolError,
+    RpictParser,
+    parse_board_line,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+type Board = Literal["rpict", "voltage"]
+type Listener = Callable[[dict[str, Any]], None]
+
+# Power inputs of each hat model (the P/RP fields of docs/protocol.md section 1).
+HAT_POWER_CHANNELS: Final[dict[str, int]] = {
+    "rpict3t1": 3, "rpict3v1": 3, "rpict4v3": 4, "rpict7v1": 7, "rpict8": 8,
+}
+CHECK_INTERVAL_S: Final = 0.5
+REJECT_LOG_INTERVAL_S: Final = 10.0
+SEQ_MODULUS: Final = 65_536
+JOULES_PER_KWH: Final = 3_600_000.0
+
+
+def iso_utc(moment: datetime) -> str:
+    """`2026-11-24T10:15:02.113Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(slots=True)
+class _BoardState:
+    connected: bool = False
+    last_frame: datetime | None = None
+    lines_ok: int = 0
+    lines_rejected: int = 0
+    # Rejected-line logging: at most one line per REJECT_LOG_INTERVAL_S per board.
+    last_reject_log: float | None = None
+    rejects_not_logged: int = 0
+
+
+class Meter:
+    """State of the whole meter, fed line by line by the serial links (or the simulator)."""
+
+    def __init__(
+        self,
+        options: Options,
+        store: CounterStore,
+        metrics: Metrics,
+        meter_id: str,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        inputs = HAT_POWER_CHANNELS[options.rpict_model]
+        for channel in options.channels:
+            if channel.id > inputs:
+                raise OptionsError(
+                    f"channels: channel id {channel.id} does not exist on an "
+                    f"{options.rpict_model}, which has {inputs} CT inputs"
+                )
+        self._options = options
+        self._store = store
+        self._metrics = metrics
+        self._meter_id = meter_id
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._parser = RpictParser(options.rpict_model)
+        self._channels = options.channels
+        mains = [i for i, c in enumerate(self._channels) if c.role == "mains"]
+        self._total_indices = mains or list(range(len(self._channels)))
+        # The voltage board exists when configured, or simulated along with the RPICT.
+        self._has_voltage_board = bool(options.voltage_port) or not options.rpict_port
+
+        self._boards: dict[Board, _BoardState] = {"rpict": _BoardState()}
+        if self._has_voltage_board:
+            self._boards["voltage"] = _BoardState()
+
+        # RPICT readings (configured channels, in option order; corrected powers).
+        self._powers: list[float] = [0.0] * len(self._channels)
+        self._currents: list[float | None] = [None] * len(self._channels)
+        self._power_factors: list[float | None] = [None] * len(self._channels)
+        self._total_power = 0.0
+        self._temperature: float | None = None
+        self._hat_voltage: float | None = None
+        self._last_rpict: float | None = None
+        self._available = False
+
+        # Voltage board readings.
+        self._vrms: float | None = None
+        self._frequency: float | None = None
+        self._last_measurement: float | None = None
+        self._voltage_fresh = False
+        self._relays: tuple[bool, ...] = ()
+        self._gas_pulses: int | None = None
+        self._fw_version: str | None = None
+        self._last_seq: int | None = None
+        self._frames_lost = 0
+
+        counters = store.load()
+        if counters is None:
+            counters = EnergyCounters(0.0, wall_clock())
+            self._unsaved = True
+        else:
+            self._unsaved = False
+        self._since = counters.since
+        self._energy_total = counters.total_kwh
+        self._energy_channels = [counters.channels_kwh.get(c.id, 0.0) for c in self._channels]
+        self._last_persist = clock()
+
+        self._seq = 0
+        self._timestamp = wall_clock()
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._update_energy_metrics()
+
+    # ------------------------------------------------------------------ input
+
+    def feed_rpict_line(self, line: bytes) -> None:
+        """One line from the RPICT hat."""
+        board = self._boards["rpict"]
+        self._metrics.serial_lines.labels("rpict").inc()
+        try:
+            frame = self._parser.parse(line)
+        except ProtocolError as error:
+            self._reject("rpict", board, line, error)
+            return
+        now = self._clock()
+        board.lines_ok += 1
+        board.last_frame = self._wall_clock()
+        vest = self._options.rpict_vest
+        hat_voltages = frame.voltages_v
+        measured = self._last_measurement
+        if (
+            hat_voltages is None
+            and self._vrms is not None
+            and measured is not None
+            and now - measured <= self._options.stale_after_s
+        ):
+            scale = self._vrms / vest
+        else:
+            # Without a measured voltage the printed power stands (docs/protocol.md §1).
+            scale = 1.0
+        powers: list[float] = []
+        for i, channel in enumerate(self._channels):
+            printed = frame.powers_w[channel.id - 1]
+            if hat_voltages is None:
+                powers.append(printed * scale)
+                self._currents[i] = abs(printed) / vest
+                self._power_factors[i] = None
+            else:
+                # Hats with a voltage input print real power and their own Irms and Vrms;
+                # power factors use V1 (the only Vrms of the ...v1 hats).
+                current = frame.currents_a[channel.id - 1] if frame.currents_a else None
+                self._currents[i] = current
+                self._power_factors[i] = _power_factor(printed, hat_voltages[0], current)
+                powers.append(printed)
+        total = sum(powers[i] for i in self._total_indices)
+
+        previous = self._last_rpict
+        if previous is not None and 0.0 < now - previous <= self._options.stale_after_s:
+            self._integrate(now - previous, powers, total)
+        self._powers = powers
+        self._total_power = total
+        self._temperature = frame.temperature_c
+        self._hat_voltage = hat_voltages[0] if hat_voltages else None
+        self._last_rpict = now
+        if not self._available:
+            _LOGGER.info("RPICT readings available")
+        self._available = True
+        self._update_power_metrics()
+        self._publish()
+
+    def feed_voltage_line(self, line: bytes) -> None:
+        """One line from the ESP8266 voltage board."""
+        board = self._boards.get("voltage")
+        if board is None:
+            board = self._boards["voltage"] = _BoardState()
+            self._has_voltage_board = True
+        self._metrics.serial_lines.labels("voltage").inc()
+        try:
+            frame = parse_board_line(line)
+        except ProtocolError as error:
+            self._reject("voltage", board, line, error)
+            return
+        board.lines_ok += 1
+        board.last_frame = self._wall_clock()
+        self._count_lost_frames(frame.seq, restart=isinstance(frame, HelloFrame))
+        if isinstance(frame, MeasurementFrame):
+            self._vrms = frame.vrms_v
+            self._frequency = frame.frequency_hz
+            self._relays = frame.relays
+            self._gas_pulses = frame.gas_pulses
+            self._last_measurement = self._clock()
+            self._metrics.voltage_v.set(_or_nan(frame.vrms_v))
+            self._metrics.frequency_hz.set(_or_nan(frame.frequency_hz))
+            if not self._voltage_fresh:
+                self._voltage_fresh = True
+                self._publish()
+        elif isinstance(frame, AckFrame):
+            self._relays = frame.relays
+        elif isinstance(frame, HelloFrame):
+            if frame.fw_version != self._fw_version:
+                _LOGGER.info(
+                    "Voltage board firmware %s, %d relays", frame.fw_version, frame.n_relays
+                )
+            self._fw_version = frame.fw_version
+        elif isinstance(frame, BoardErrorFrame):
+            _LOGGER.warning("Voltage board rejected a command line: %s", frame.code)
+
+    def set_board_connected(self, board: Board, connected: bool) -> None:
+        """Told by the serial link when its port opens or closes."""
+        state = self._boards.get(board)
+        if state is None or state.connected == connected:
+            return
+        state.connected = connected
+        self._publish()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the staleness and persistence checks."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="energy_tracker meter")
+
+    async def stop(self) -> None:
+        """Stop the checks and write the energy counters."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.persist()
+
+    def persist(self) -> None:
+        """Write the energy counters if they changed since the last write."""
+        self._last_persist = self._clock()
+        if not self._unsaved:
+            return
+        counters = EnergyCounters(
+            self._energy_total,
+            self._since,
+            {c.id: e for c, e in zip(self._channels, self._energy_channels, strict=True)},
+        )
+        try:
+            self._store.save(counters)
+        except OSError as error:
+            _LOGGER.error("Could not write the energy counters: %s", error)
+            return
+        self._unsaved = False
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            self._check_staleness()
+            if self._clock() - self._last_persist >= self._options.persist_interval_s:
+                self.persist()
+
+    def _check_staleness(self) -> None:
+        now = self._clock()
+        stale_after = self._options.stale_after_s
+        changed = False
+        if self._available and (
+            self._last_rpict is None or now - self._last_rpict > stale_after
+        ):
+            _LOGGER.warning("No RPICT reading for %d s: values unavailable", stale_after)
+            self._available = False
+            self._update_power_metrics()
+            changed = True
+        if self._voltage_fresh and (
+            self._last_measurement is None or now - self._last_measurement > stale_after
+        ):
+            _LOGGER.warning(
+                "No voltage-board measurement for %d s: using vest %g V",
+                stale_after, self._options.rpict_vest,
+            )
+            self._voltage_fresh = False
+            self._metrics.voltage_v.set(math.nan)
+            self._metrics.frequency_hz.set(math.nan)
+            changed = True
+        if changed:
+            self._publish()
+
+    # ------------------------------------------------------------------ output
+
+    def add_listener(self, callback: Listener) -> Callable[[], None]:
+        """`callback(snapshot)` after every reading and availability change; returns remove."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return remove
+
+    @property
+    def fw_version(self) -> str | None:
+        """The voltage board's firmware version from its last hello, if any."""
+        return self._fw_version
+
+    @property
+    def relays(self) -> tuple[bool, ...]:
+        """The voltage board's last reported relay states (relay 1 first)."""
+        return self._relays
+
+    def board_connected(self, board: Board) -> bool:
+        state = self._boards.get(board)
+        return state is not None and state.connected
+
+    def info_channels(self) -> list[dict[str, Any]]:
+        """The channel list of /api/v1/info."""
+        return [{"id": c.id, "name": c.name, "role": c.role} for c in self._channels]
+
+    def energy(self) -> dict[str, Any]:
+        """The /api/v1/energy object."""
+        return {
+            "total_energy_kwh": round(self._energy_total, 6),
+            "since": self._since.astimezone(UTC).isoformat(timespec="seconds").replace(
+                "+00:00", "Z"
+            ),
+            "channels": [
+                {"id": c.id, "energy_kwh": round(e, 6)}
+                for c, e in zip(self._channels, self._energy_channels, strict=True)
+            ],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The /api/v1/state object of docs/api.md (JSON-ready)."""
+        available = self._available
+        voltage_known = self._voltage_fresh
+        if available and self._hat_voltage is not None:
+            voltage: float | None = self._hat_voltage
+        else:
+            voltage = self._vrms if voltage_known else None
+        channels = [
+            {
+                "id": channel.id,
+                "name": channel.name,
+                "role": channel.role,
+                "power_w": round(self._powers[i], 2) if available else None,
+                "current_a": _round(self._currents[i], 3) if available else None,
+                "power_factor": _round(self._power_factors[i], 3) if available else None,
+                "energy_kwh": round(self._energy_channels[i], 6),
+            }
+            for i, channel in enumerate(self._channels)
+        ]
+        boards: dict[str, Any] = {
+            name: {
+                "connected": state.connected,
+                "last_frame": iso_utc(state.last_frame) if state.last_frame else None,
+                "lines_ok": state.lines_ok,
+                "lines_rejected": state.lines_rejected,
+            }
+            for name, state in self._boards.items()
+        }
+        if "voltage" in boards:
+            boards["voltage"]["frames_lost"] = self._frames_lost
+            boards["voltage"]["relays"] = list(self._relays)
+        return {
+            "meter_id": self._meter_id,
+            "seq": self._seq,
+            "timestamp": iso_utc(self._timestamp),
+            "available": available,
+            "total_power_w": round(self._total_power, 2) if available else None,
+            "total_energy_kwh": round(self._energy_total, 6),
+            "voltage_v": _round(voltage, 2),
+            "frequency_hz": _round(self._frequency, 3) if voltage_known else None,
+            "temperature_c": _round(self._temperature, 2) if available else None,
+            "power_factor": _round(self._total_power_factor(), 3) if available else None,
+            "channels": channels,
+            "boards": boards,
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _integrate(self, seconds: float, powers: list[float], total: float) -> None:
+        """Trapezoid rule on imported power (max(P, 0)) since the previous frame."""
+        factor = seconds / 2.0 / JOULES_PER_KWH
+        for i, power in enumerate(powers):
+            self._energy_channels[i] += (max(self._powers[i], 0.0) + max(power, 0.0)) * factor
+        self._energy_total += (max(self._total_power, 0.0) + max(total, 0.0)) * factor
+        self._unsaved = True
+        self._update_energy_metrics()
+
+    def _total_power_factor(self) -> float | None:
+        if self._hat_voltage is None:
+            return None
+        apparent = 0.0
+        for i in self._total_indices:
+            current = self._currents[i]
+            if current is None:
+                return None
+            apparent += self._hat_voltage * current
+        return _power_factor(self._total_power, 1.0, apparent)
+
+    def _count_lost_frames(self, seq: int, *, restart: bool) -> None:
+        last, self._last_seq = self._last_seq, seq
+        if restart or last is None:
+            return
+        gap = (seq - last - 1) % SEQ_MODULUS
+        if gap == SEQ_MODULUS - 1:
+            return  # the same seq again: a repeat, nothing lost
+        if gap >= SEQ_MODULUS // 2:
+            # Far behind: the board restarted and its hello was lost, not 30000+ frames.
+            _LOGGER.info("Voltage board sequence restarted (%d after %d)", seq, last)
+            return
+        if gap:
+            self._frames_lost += gap
+            self._metrics.serial_frames_lost.inc(gap)
+
+    def _reject(self, name: Board, board: _BoardState, line: bytes, error: ProtocolError) -> None:
+        board.lines_rejected += 1
+        self._metrics.serial_lines_rejected.labels(name, error.reason).inc()
+        now = self._clock()
+        if board.last_reject_log is not None and now - board.last_reject_log < (
+            REJECT_LOG_INTERVAL_S
+        ):
+            board.rejects_not_logged += 1
+            return
+        more = (
+            f" ({board.rejects_not_logged} more rejected since the last message)"
+            if board.rejects_not_logged
+            else ""
+        )
+        _LOGGER.warning("Rejected %s line %r: %s%s", name, line[:80], error, more)
+        board.last_reject_log = now
+        board.rejects_not_logged = 0
+
+    def _update_power_metrics(self) -> None:
+        metrics = self._metrics
+        available = self._available
+        metrics.total_power_w.set(self._total_power if available else math.nan)
+        for channel, power in zip(self._channels, self._powers, strict=True):
+            metrics.channel_power_w.labels(str(channel.id), channel.name).set(
+                power if available else math.nan
+            )
+
+    def _update_energy_metrics(self) -> None:
+        self._metrics.total_energy_kwh.set(self._energy_total)
+        for channel, energy in zip(self._channels, self._energy_channels, strict=True):
+            self._metrics.channel_energy_kwh.labels(str(channel.id), channel.name).set(energy)
+
+    def _publish(self) -> None:
+        self._seq += 1
+        self._timestamp = self._wall_clock()
+        if not self._listeners:
+            return
+        snapshot = self.snapshot()
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot)
+            except Exception:
+                _LOGGER.exception("State listener %r failed", listener)
+
+
+def _power_factor(power: float, voltage: float, current: float | None) -> float | None:
+    if current is None:
+        return None
+    apparent = voltage * current
+    if apparent <= 0.0:
+        return None
+    return max(-1.0, min(1.0, power / apparent))
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value

@@ -1,0 +1,304 @@
+"""The simulated meter: two pseudo-terminals that behave like the real boards.
+
+It replays real household data (`data/uci_replay.csv.gz`, see `data/ATTRIBUTION.md`): an
+RPICT3T1 line every 2 s and an ET1 `$ETM` frame every 1 s, so the add-on runs its real
+serial, parsing and correction path without hardware.
+
+What the data does not contain is made up, plainly:
+
+* mains frequency: no measurement in the data, every `$ETM` says the nominal 50.00 Hz;
+* temperature: no probe in the data, every RPICT line says 20.0 °C;
+* gas pulses: no gas meter in the data, the count stays 0;
+* relays: the simulated board has none (a later change adds simulated relays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import gzip
+import io
+import logging
+import math
+import os
+import tty
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .protocol import SEQ_MAX, CommandFrame, ProtocolError, frame, parse_command_line
+
+_LOGGER = logging.getLogger(__name__)
+
+REPLAY_FILE: Final = "uci_replay.csv.gz"
+ROW_SECONDS: Final = 60.0
+RPICT_INTERVAL_S: Final = 2.0
+BOARD_INTERVAL_S: Final = 1.0
+NODE_ID: Final = 11
+FIRMWARE_VERSION: Final = "1.0.0-sim"
+NOMINAL_FREQUENCY: Final = "50.00"
+TEMPERATURE: Final = "20.0"
+# No ADC behind the simulated board: a neutral calibration factor.
+CALIBRATION: Final = "1.0"
+# What a board keeps of a command line before giving up on it (the ET1 frame limit, x2).
+MAX_COMMAND_BUFFER: Final = 256
+# Lines a pty may hold back for a reader that is not reading, before new lines are dropped.
+MAX_PENDING_BYTES: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayData:
+    """The replay slice: one row per minute from `first` (local time of the house)."""
+
+    first: datetime
+    columns: dict[str, npt.NDArray[np.float64]]
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns["voltage_v"])
+
+
+def load_replay() -> ReplayData:
+    """Read the packaged replay slice (csv + numpy, no pandas in the add-on)."""
+    raw = resources.files(__package__).joinpath("data", REPLAY_FILE).read_bytes()
+    text = gzip.decompress(raw).decode("ascii")
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0]
+    first = datetime.fromisoformat(rows[1][0])
+    last = datetime.fromisoformat(rows[-1][0])
+    if last - first != timedelta(seconds=ROW_SECONDS * (len(rows) - 2)):
+        raise ValueError(f"{REPLAY_FILE} is not one row per minute")
+    # loadtxt converts in C: five times faster than float() over the csv rows.
+    values = np.loadtxt(
+        io.StringIO(text), delimiter=",", skiprows=1, usecols=range(1, len(header)),
+        dtype=np.float64, ndmin=2,
+    )
+    return ReplayData(
+        first, {name: values[:, i] for i, name in enumerate(header[1:])}
+    )
+
+
+class BoardEnd:
+    """The board's (master) end of one pty. Writes never block and never tear a line."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.master, self._slave = os.openpty()
+        # Raw: no echo of what the board writes, no LF→CRLF translation.
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        # Holding the slave open keeps the pty alive while the reader reconnects.
+        self.path = os.ttyname(self._slave)
+        self._pending = bytearray()
+        self.dropped = 0
+
+    def send(self, line: bytes) -> None:
+        if len(self._pending) + len(line) > MAX_PENDING_BYTES:
+            # Nobody is reading: drop whole lines rather than block or fill memory.
+            self.dropped += 1
+            return
+        self._pending += line
+        try:
+            written = os.write(self.master, self._pending)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self.dropped += 1
+            self._pending.clear()
+            _LOGGER.debug("Simulated %s: write failed (%s)", self.name, error)
+            return
+        del self._pending[:written]
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self._slave)
+
+
+class SimulatedMeter:
+    """An RPICT3T1 hat and an ET1 voltage board, replaying `data/uci_replay.csv.gz`.
+
+    The RPICT prints P = P_true * vest / V_true: a 3T1 measures only current and multiplies
+    by its configured `vest`, so for a resistive load the printed power is off by the ratio
+    of the estimated to the real voltage. The meter's correction with the `$ETM` voltage
+    recovers P_true.
+    """
+
+    def __init__(
+        self,
+        speed: float = 1.0,
+        vest: float = 230.0,
+        channel_columns: Sequence[str] = ("mains_w", "kitchen_w", "water_heater_ac_w"),
+        start: datetime | None = None,
+    ) -> None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive number (got {speed})")
+        self._replay = load_replay()
+        missing = [c for c in channel_columns if c not in self._replay.columns]
+        if len(channel_columns) != 3 or missing or "voltage_v" in channel_columns:
+            raise ValueError(
+                f"channel_columns must name 3 power columns of {REPLAY_FILE} "
+                f"(got {tuple(channel_columns)})"
+            )
+        self._speed = speed
+        self._vest = vest
+        self._powers = np.stack([self._replay.columns[c] for c in channel_columns])
+        self._voltages = self._replay.columns["voltage_v"]
+        self._duration_s = self._replay.rows * ROW_SECONDS
+        self._start_offset_s = self._offset_of(start)
+        self._started_at = 0.0
+        self._seq = 0
+        self._rpict: BoardEnd | None = None
+        self._board: BoardEnd | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._commands = bytearray()
+
+    def _offset_of(self, start: datetime | None) -> float:
+        """Seconds into the slice to start from."""
+        if start is None:
+            # Same time of week as now, so the replay looks like today's household.
+            now = datetime.now()
+            return (
+                now.weekday() * 86400 + now.hour * 3600 + now.minute * 60 + now.second
+            ) % self._duration_s
+        if start.tzinfo is not None:
+            raise ValueError("start is a local time of the replay data: pass a naive datetime")
+        offset = (start - self._replay.first).total_seconds()
+        if not 0 <= offset < self._duration_s:
+            raise ValueError(
+                f"start {start} is outside the replay data ({self._replay.first} + "
+                f"{self._replay.rows} minutes)"
+            )
+        return offset
+
+    async def start(self) -> tuple[str, str]:
+        """Open both ptys and start the boards; returns (RPICT path, voltage board path)."""
+        if self._task is not None:
+            raise RuntimeError("the simulated meter is already running")
+        loop = asyncio.get_running_loop()
+        self._rpict = BoardEnd("RPICT")
+        self._board = BoardEnd("voltage board")
+        self._started_at = loop.time()
+        loop.add_reader(self._board.master, self._read_commands)
+        self._task = asyncio.create_task(self._run(), name="energy_tracker simulator")
+        _LOGGER.info(
+            "Simulated meter on %s (RPICT) and %s (voltage board), speed %g",
+            self._rpict.path, self._board.path, self._speed,
+        )
+        return self._rpict.path, self._board.path
+
+    async def stop(self) -> None:
+        """Stop writing and close both ptys."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._board is not None:
+            asyncio.get_running_loop().remove_reader(self._board.master)
+        for end in (self._rpict, self._board):
+            if end is not None:
+                end.close()
+        self._rpict = self._board = None
+
+    def _row(self, now: float) -> int:
+        offset = self._start_offset_s + (now - self._started_at) * self._speed
+        return int((offset % self._duration_s) // ROW_SECONDS)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._send_hello()
+        ticks_per_rpict = round(RPICT_INTERVAL_S / BOARD_INTERVAL_S)
+        tick = 0
+        next_tick = loop.time()
+        while True:
+            row = self._row(loop.time())
+            self._send_measurement(row)
+            if tick % ticks_per_rpict == 0:
+                self._send_rpict(row)
+            tick += 1
+            # A schedule, not a fixed sleep, so the cadence does not drift; after a stall
+            # (suspended process) carry on from now instead of sending a burst.
+            next_tick = max(next_tick + BOARD_INTERVAL_S, loop.time())
+            await asyncio.sleep(next_tick - loop.time())
+
+    # ------------------------------------------------------------------ RPICT
+
+    def _send_rpict(self, row: int) -> None:
+        assert self._rpict is not None
+        scale = self._vest / self._voltages[row]
+        powers = " ".join(f"{p * scale:.1f}" for p in self._powers[:, row])
+        self._rpict.send(f"{NODE_ID} {powers} {TEMPERATURE}\r\n".encode("ascii"))
+
+    # ------------------------------------------------------------------ ET1 board
+
+    def _next_seq(self) -> str:
+        seq, self._seq = self._seq, (self._seq + 1) % (SEQ_MAX + 1)
+        return str(seq)
+
+    def _send_board(self, type_: str, *fields: str) -> None:
+        assert self._board is not None
+        self._board.send(frame(type_, self._next_seq(), *fields))
+
+    def _send_hello(self) -> None:
+        self._seq = 0  # the hello starts the sequence again (docs/protocol.md 2.1)
+        self._send_board("ETH", FIRMWARE_VERSION, "0", CALIBRATION)
+
+    def _send_measurement(self, row: int) -> None:
+        self._send_board("ETM", f"{self._voltages[row]:.2f}", NOMINAL_FREQUENCY, "", "0")
+
+    def _read_commands(self) -> None:
+        assert self._board is not None
+        try:
+            chunk = os.read(self._board.master, 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # EIO while no one has the slave open: nothing to read
+        self._commands += chunk
+        while (end := self._commands.find(b"\n")) >= 0:
+            line = bytes(self._commands[: end + 1])
+            del self._commands[: end + 1]
+            self._answer(line)
+        if len(self._commands) > MAX_COMMAND_BUFFER:
+            self._commands.clear()
+            self._send_board("ETE", "ELEN")
+
+    def _answer(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            command = parse_command_line(line)
+        except ProtocolError as error:
+            code = {"crc": "ECRC", "length": "ELEN"}.get(error.reason, "EFRAME")
+            self._send_board("ETE", code)
+            return
+        self._send_board("ETA", str(command.cmd_id), _result(command), "")
+        if command.command == "HELLO" and not command.args:
+            self._send_hello()
+
+
+def _result(command: CommandFrame) -> str:
+    """The simulated board's answer to one command (it has no relays)."""
+    name, args = command.command, command.args
+    if name in ("PING", "HELLO"):
+        return "OK" if not args else "EBADARG"
+    if name == "RELAY":
+        return "EBADARG"  # no relay has that index: there are none
+    if name == "CAL":
+        try:
+            factor = float(args[0]) if len(args) == 1 else math.nan
+        except ValueError:
+            factor = math.nan
+        return "OK" if math.isfinite(factor) and factor > 0 else "EBADARG"
+    if name == "WDT":
+        ok = len(args) == 1 and args[0].isdigit() and int(args[0]) <= SEQ_MAX
+        return "OK" if ok else "EBADARG"
+    if name == "SAFE":
+        return "OK" if args in ((), ("",)) else "EBADARG"
+    return "EBADCMD"

@@ -1,0 +1,158 @@
+"""Options loading and validation, the generated API token and the meter id."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from energy_tracker_addon.config import (
+    ChannelConfig,
+    Options,
+    OptionsError,
+    load_options,
+    meter_id,
+    resolve_token,
+)
+
+
+def write_options(data_dir: Path, data: Any) -> None:
+    (data_dir / "options.json").write_text(json.dumps(data))
+
+
+def test_missing_file_gives_the_documented_defaults(tmp_path: Path) -> None:
+    options = load_options(tmp_path)
+
+    assert options.rpict_model == "rpict3t1"
+    assert options.rpict_vest == 230.0
+    assert options.rpict_baudrate == 38400
+    assert options.voltage_baudrate == 115200
+    assert options.stale_after_s == 10
+    assert options.persist_interval_s == 30
+    assert options.simulation_speed == 1.0
+    assert options.log_level == "info"
+    assert options.api_token == options.rpict_port == options.voltage_port == ""
+    assert [(c.id, c.name, c.role) for c in options.channels] == [
+        (1, "Mains", "mains"),
+        (2, "Kitchen", "circuit"),
+        (3, "Water heater & AC", "circuit"),
+    ]
+
+
+def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -> None:
+    write_options(
+        tmp_path,
+        {
+            "rpict_vest": 240,
+            "rpict_model": "rpict8",
+            "channels": [{"id": 8, "name": "Heat pump", "role": "circuit"}],
+        },
+    )
+
+    options = load_options(tmp_path)
+
+    assert options.rpict_vest == 240.0
+    assert options.rpict_model == "rpict8"
+    assert options.channels == (ChannelConfig(8, "Heat pump", "circuit"),)
+    assert options.stale_after_s == Options().stale_after_s
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"rpict_vest": 9000}, "rpict_vest: value must be at most 500 (got 9000)"),
+        ({"rpict_vest": "230"}, "rpict_vest: expected a number (got '230')"),
+        ({"stale_after_s": 1}, "stale_after_s: value must be at least 2 (got 1)"),
+        ({"persist_interval_s": 10.5}, "persist_interval_s: expected an integer (got 10.5)"),
+        ({"rpict_baudrate": True}, "rpict_baudrate: expected an integer (got True)"),
+        ({"simulation_speed": 5000}, "simulation_speed: value must be at most 1000"),
+        ({"rpict_model": "rpict9"}, "rpict_model: value must be one of"),
+        ({"log_level": "loud"}, "log_level: value must be one of"),
+        ({"api_tokn": "x"}, "api_tokn: extra keys not allowed"),
+        ({"channels": []}, "channels: needs at least one channel"),
+        (
+            {"channels": [{"id": 1, "name": "Mains", "role": "solar"}]},
+            "channels[0].role: value must be one of ['circuit', 'mains'] (got 'solar')",
+        ),
+        (
+            {"channels": [{"id": 9, "name": "Nine", "role": "circuit"}]},
+            "channels[0].id: value must be at most 8 (got 9)",
+        ),
+        (
+            {
+                "channels": [
+                    {"id": 1, "name": "A", "role": "mains"},
+                    {"id": 1, "name": "B", "role": "circuit"},
+                ]
+            },
+            "channels[1].id: channel id 1 is used twice",
+        ),
+        ({"channels": [{"id": 2, "role": "mains"}]}, "channels[0].name: required key"),
+    ],
+)
+def test_bad_option_names_the_option_and_the_problem(
+    tmp_path: Path, data: dict[str, Any], message: str
+) -> None:
+    write_options(tmp_path, data)
+
+    with pytest.raises(OptionsError) as raised:
+        load_options(tmp_path)
+
+    assert message in str(raised.value)
+
+
+def test_non_finite_number_is_rejected(tmp_path: Path) -> None:
+    # json.loads accepts NaN, and NaN passes every range comparison.
+    (tmp_path / "options.json").write_text('{"rpict_vest": NaN}')
+
+    with pytest.raises(OptionsError, match="rpict_vest: expected a finite number"):
+        load_options(tmp_path)
+
+
+def test_file_that_is_not_json_is_an_options_error(tmp_path: Path) -> None:
+    (tmp_path / "options.json").write_text('{"rpict_vest": ')
+
+    with pytest.raises(OptionsError, match="not valid JSON"):
+        load_options(tmp_path)
+
+
+def test_generated_token_is_kept_private_and_reused(tmp_path: Path) -> None:
+    first = resolve_token(Options(), tmp_path)
+
+    token_file = tmp_path / "api_token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert len(first) >= 32
+    assert resolve_token(Options(), tmp_path) == first
+    # A second data directory gets its own random token.
+    other = tmp_path / "other"
+    other.mkdir()
+    assert resolve_token(Options(), other) != first
+
+
+def test_token_option_wins_over_the_generated_one(tmp_path: Path) -> None:
+    resolve_token(Options(), tmp_path)
+
+    assert resolve_token(Options(api_token="set-by-user"), tmp_path) == "set-by-user"
+
+
+def test_meter_id_is_created_once(tmp_path: Path) -> None:
+    first = meter_id(tmp_path)
+
+    assert len(first) == 32
+    int(first, 16)
+    assert meter_id(tmp_path) == first
+    assert (tmp_path / "meter_id").read_text().strip() == first
+
+
+def test_unreadable_meter_id_is_replaced_with_an_error_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "meter_id").write_text("\x00\x00")
+
+    value = meter_id(tmp_path)
+
+    assert len(value) == 32
+    assert "does not hold a valid meter id" in caplog.text

@@ -1,0 +1,134 @@
+"""The energy counter store survives crashes and never goes backwards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from energy_tracker_addon.persistence import CounterStore, EnergyCounters
+
+SINCE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def counters(total: float, **channels: float) -> EnergyCounters:
+    return EnergyCounters(total, SINCE, {int(k[1:]): v for k, v in channels.items()})
+
+
+def test_nothing_saved_loads_as_none(tmp_path: Path) -> None:
+    assert CounterStore(tmp_path / "energy.json").load() is None
+
+
+def test_saved_counters_load_in_a_new_store(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    CounterStore(path).save(counters(12.3456, c1=12.3456, c2=1.5))
+
+    loaded = CounterStore(path).load()
+
+    assert loaded == counters(12.3456, c1=12.3456, c2=1.5)
+    assert loaded is not None
+    assert loaded.since == SINCE
+
+
+def test_leftover_temp_file_from_a_crash_is_ignored_and_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "energy.json"
+    CounterStore(path).save(counters(5.0, c1=5.0))
+    # A crash after writing the temp file, before os.replace: half a JSON document.
+    leftover = tmp_path / ".energy.json.abc123.tmp"
+    leftover.write_text('{"version": 1, "total_kwh": 99')
+
+    loaded = CounterStore(path).load()
+
+    assert loaded == counters(5.0, c1=5.0)
+    assert not leftover.exists()
+    assert "left over from an interrupted save" in caplog.text
+
+
+def test_truncated_file_falls_back_to_the_previous_good_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(5.0, c1=5.0))
+    store.save(counters(6.0, c1=6.0))
+    path.write_bytes(path.read_bytes()[:20])
+
+    loaded = CounterStore(path).load()
+
+    assert loaded == counters(5.0, c1=5.0)
+    assert "corrupt" in caplog.text
+    assert "using the backup" in caplog.text
+
+
+def test_crash_between_rotation_and_rename_keeps_the_backup(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(5.0))
+    store.save(counters(6.0))
+    # The main file was moved to .bak and the new one never arrived.
+    path.replace(tmp_path / "energy.json.bak")
+
+    assert CounterStore(path).load() == counters(6.0)
+
+
+def test_corrupt_file_without_a_backup_is_an_error_not_a_silent_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "energy.json"
+    path.write_text("not json")
+
+    assert CounterStore(path).load() is None
+    assert "corrupt" in caplog.text
+    assert "no backup" in caplog.text
+
+
+def test_saving_after_a_corrupt_load_keeps_the_good_backup(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(5.0))
+    store.save(counters(6.0))
+    path.write_text("garbage")
+    recovering = CounterStore(path)
+    assert recovering.load() == counters(5.0)
+
+    recovering.save(counters(5.5))
+
+    assert CounterStore(path).load() == counters(5.5)
+    # The corrupt main file was not rotated over the good backup.
+    path.write_text("garbage again")
+    assert CounterStore(path).load() == counters(5.0)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"version": 1, "total_kwh": -1.0, "channels_kwh": {}, "since": "2026-11-20T08:00:00Z"}',
+        '{"version": 1, "total_kwh": NaN, "channels_kwh": {}, "since": "2026-11-20T08:00:00Z"}',
+        '{"version": 1, "total_kwh": 1.0, "channels_kwh": {}, "since": "yesterday"}',
+        '{"version": 2, "total_kwh": 1.0, "channels_kwh": {}, "since": "2026-11-20T08:00:00Z"}',
+        "[]",
+    ],
+)
+def test_invalid_contents_count_as_corrupt(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "energy.json"
+    CounterStore(path).save(counters(1.0))
+    CounterStore(path).save(counters(2.0))
+    path.write_text(content)
+
+    assert CounterStore(path).load() == counters(1.0)
+
+
+def test_counters_never_decrease(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(10.0, c1=4.0))
+
+    with pytest.raises(ValueError, match="never decrease"):
+        store.save(counters(9.0, c1=4.0))
+    with pytest.raises(ValueError, match="never decrease"):
+        store.save(counters(11.0, c1=3.0))
+
+    assert CounterStore(path).load() == counters(10.0, c1=4.0)

@@ -1,0 +1,261 @@
+"""The simulated meter over its real pseudo-terminals, checked against the replay data."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from importlib import resources
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from energy_tracker_addon.protocol import (
+    AckFrame,
+    BoardErrorFrame,
+    HelloFrame,
+    MeasurementFrame,
+    RpictParser,
+    encode_command,
+    parse_board_line,
+)
+from energy_tracker_addon.simulator import BoardEnd, SimulatedMeter
+
+VEST = 230.0
+COLUMNS = ("mains_w", "kitchen_w", "water_heater_ac_w")
+PARSE_RPICT = RpictParser("rpict3t1").parse
+
+
+class Replay:
+    """The packaged replay slice, read here with csv alone (independent of the simulator)."""
+
+    def __init__(self) -> None:
+        raw = resources.files("energy_tracker_addon").joinpath("data", "uci_replay.csv.gz")
+        rows = list(csv.DictReader(io.StringIO(gzip.decompress(raw.read_bytes()).decode())))
+        self.times = [datetime.fromisoformat(row["timestamp"]) for row in rows]
+        self.voltage = np.array([float(row["voltage_v"]) for row in rows])
+        self.powers = np.array([[float(row[c]) for c in COLUMNS] for row in rows])
+
+
+@pytest.fixture(scope="module")
+def replay() -> Replay:
+    return Replay()
+
+
+async def wait_readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+class SlaveReader:
+    """The add-on's side of a pty: what a serial link opening the path would see."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self._pending = bytearray()
+
+    async def line(self, timeout: float = 3.0) -> bytes:
+        async with asyncio.timeout(timeout):
+            while (end := self._pending.find(b"\n")) < 0:
+                try:
+                    self._pending += os.read(self.fd, 4096)
+                    continue
+                except BlockingIOError:
+                    pass
+                await wait_readable(self.fd)
+        line = bytes(self._pending[: end + 1])
+        del self._pending[: end + 1]
+        return line
+
+    async def board_frame[T](self, kind: type[T]) -> T:
+        """The next ET1 frame of one type, skipping the others (measurements every second)."""
+        while True:
+            parsed = parse_board_line(await self.line())
+            if isinstance(parsed, kind):
+                return parsed
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[SimulatedMeter]]:
+    """Simulators started by a test, stopped after it."""
+    started: list[SimulatedMeter] = []
+    yield started
+    for simulator in started:
+        await simulator.stop()
+
+
+async def start(
+    running: list[SimulatedMeter], simulator: SimulatedMeter
+) -> tuple[SlaveReader, SlaveReader]:
+    running.append(simulator)
+    rpict_path, board_path = await simulator.start()
+    return SlaveReader(rpict_path), SlaveReader(board_path)
+
+
+def corrected(line: bytes, voltage: float) -> npt.NDArray[np.float64]:
+    return np.array(PARSE_RPICT(line).powers_w, dtype=np.float64) * np.float64(voltage / VEST)
+
+
+async def test_lines_carry_the_replay_data(
+    running: list[SimulatedMeter], replay: Replay
+) -> None:
+    row = 600
+    rpict, board = await start(running, SimulatedMeter(vest=VEST, start=replay.times[row]))
+    try:
+        hello = parse_board_line(await board.line())
+        measurement = parse_board_line(await board.line())
+        line = await rpict.line()
+
+        assert isinstance(hello, HelloFrame)
+        assert (hello.seq, hello.n_relays) == (0, 0)
+        assert isinstance(measurement, MeasurementFrame)
+        assert measurement.seq == 1
+        assert measurement.vrms_v == replay.voltage[row]
+        assert measurement.frequency_hz == 50.0
+        assert measurement.relays == ()
+        frame = PARSE_RPICT(line)
+        assert frame.temperature_c == 20.0
+        # The hat prints P * vest / V; the meter's correction gives the real power back.
+        assert replay.voltage[row] != VEST
+        assert np.array(frame.powers_w) != pytest.approx(replay.powers[row], abs=0.5)
+        assert corrected(line, replay.voltage[row]) == pytest.approx(replay.powers[row], abs=0.1)
+
+        # Measurements every second, RPICT lines every two.
+        second = await board.board_frame(MeasurementFrame)
+        third = await board.board_frame(MeasurementFrame)
+        assert [second.seq, third.seq] == [2, 3]
+        assert corrected(await rpict.line(), replay.voltage[row]) == pytest.approx(
+            replay.powers[row], abs=0.1
+        )
+    finally:
+        rpict.close()
+        board.close()
+
+
+async def test_fast_replay_loops_to_the_start_of_the_data(
+    running: list[SimulatedMeter], replay: Replay
+) -> None:
+    last = len(replay.times) - 1
+    # 1000x: the 2 s between two RPICT lines are 33 minutes of data, past the end.
+    rpict, board = await start(
+        running, SimulatedMeter(speed=1000, vest=VEST, start=replay.times[last])
+    )
+    try:
+        await rpict.line()
+        measurement = await board.board_frame(MeasurementFrame)
+        assert measurement.vrms_v == replay.voltage[last]
+        line = await rpict.line()
+        # The measurement sent with that line carries the same row's voltage.
+        for _ in range(2):
+            measurement = await board.board_frame(MeasurementFrame)
+        voltage = measurement.vrms_v
+        assert voltage is not None
+        power = corrected(line, voltage)
+        matches = [
+            i for i in range(len(replay.times))
+            if replay.voltage[i] == voltage
+            and np.allclose(replay.powers[i], power, atol=0.1)
+        ]
+        assert matches
+        assert min(matches) < 60  # near the start of the slice again
+    finally:
+        rpict.close()
+        board.close()
+
+
+async def test_default_start_follows_the_time_of_week(
+    running: list[SimulatedMeter], replay: Replay
+) -> None:
+    now = datetime.now()
+    rpict, board = await start(running, SimulatedMeter(vest=VEST))
+    try:
+        line = await rpict.line()
+        measurement = await board.board_frame(MeasurementFrame)
+        voltage = measurement.vrms_v
+        assert voltage is not None
+        monday = now - timedelta(days=now.weekday(), hours=now.hour, minutes=now.minute)
+        minute_of_week = int((now - monday).total_seconds() // 60)
+        candidates = [minute_of_week + d for d in (-1, 0, 1)]
+        assert any(
+            replay.voltage[i] == voltage
+            and np.allclose(replay.powers[i], corrected(line, voltage), atol=0.1)
+            for i in candidates
+        )
+        assert replay.times[candidates[1]].weekday() == now.weekday()
+    finally:
+        rpict.close()
+        board.close()
+
+
+async def test_board_answers_commands(running: list[SimulatedMeter]) -> None:
+    rpict, board = await start(running, SimulatedMeter(start=datetime(2010, 3, 8)))
+    try:
+        board.write(encode_command(7, "PING"))
+        ping = await board.board_frame(AckFrame)
+        board.write(encode_command(8, "RELAY", "1", "1"))
+        relay = await board.board_frame(AckFrame)
+        board.write(encode_command(9, "DANCE"))
+        unknown = await board.board_frame(AckFrame)
+        board.write(encode_command(10, "HELLO"))
+        hello_ack = await board.board_frame(AckFrame)
+        hello = parse_board_line(await board.line())
+        board.write(b"$ETC,11,PING*0000\r\n")
+        error = await board.board_frame(BoardErrorFrame)
+
+        assert [(a.cmd_id, a.result, a.relays) for a in (ping, relay, unknown, hello_ack)] == [
+            (7, "OK", ()),
+            (8, "EBADARG", ()),
+            (9, "EBADCMD", ()),
+            (10, "OK", ()),
+        ]
+        assert isinstance(hello, HelloFrame)
+        assert hello.seq == 0
+        assert error.code == "ECRC"
+    finally:
+        rpict.close()
+        board.close()
+
+
+async def test_writing_with_nobody_reading_neither_blocks_nor_tears_lines() -> None:
+    end = BoardEnd("test")
+    try:
+        line = b"11 243.5 0.0 1520.2 20.0\r\n"
+        for _ in range(10_000):  # far more than a pty holds
+            end.send(line)
+        assert end.dropped > 0
+
+        reader = SlaveReader(end.path)
+        try:
+            received = []
+            while True:
+                try:
+                    received.append(await reader.line(timeout=0.2))
+                except TimeoutError:
+                    break
+        finally:
+            reader.close()
+        assert received
+        assert all(r == line for r in received)
+    finally:
+        end.close()
