@@ -18,11 +18,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_socket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import demo
 
-pytestmark = pytest.mark.e2e
+# pytest-homeassistant-custom-component blocks sockets in every test; these talk to real
+# processes on 127.0.0.1.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("socket_enabled")]
 
 
 def free_port() -> int:
@@ -60,6 +63,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    pytest_socket.enable_socket()  # module scope: set up before any test's socket_enabled
     workdir = tmp_path_factory.mktemp("e2e")
     addon_port, hass_port = free_port(), free_port()
     with demo.running_demo(workdir, addon_port=addon_port, hass_port=hass_port,

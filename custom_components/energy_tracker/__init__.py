@@ -1,0 +1,74 @@
+"""The Energy Tracker integration: entities fed by the Energy Tracker add-on's API."""
+
+from __future__ import annotations
+
+from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+
+from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
+from .const import DOMAIN
+from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
+from .entity import meter_device_info
+
+PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> bool:
+    """Connect to the add-on, read its first state and start the stream."""
+    client = EnergyTrackerClient(
+        async_get_clientsession(hass),
+        entry.data[CONF_HOST],
+        entry.data[CONF_PORT],
+        entry.data[CONF_API_TOKEN],
+    )
+    try:
+        info = await client.get_info()
+    except InvalidAuth as err:
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN, translation_key="invalid_auth"
+        ) from err
+    except (CannotConnect, InvalidData) as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="cannot_connect",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    if info.meter_id != entry.unique_id:
+        # Retrying cannot help: the user must point the entry at its meter (reconfigure).
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="wrong_meter",
+            translation_placeholders={"expected": str(entry.unique_id), "found": info.meter_id},
+        )
+
+    coordinator = EnergyTrackerCoordinator(hass, entry, client, info)
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = coordinator
+    # The boards' devices point at the meter (via_device): it must exist first.
+    dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, **meter_device_info(info)
+    )
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    coordinator.async_start_stream()
+
+    options_at_setup = dict(entry.options)
+
+    async def _async_reload_on_options_change(
+        hass: HomeAssistant, entry: EnergyTrackerConfigEntry
+    ) -> None:
+        # The shown channels decide which entities exist. Data changes (reauth,
+        # reconfigure) reload through their flows already.
+        if entry.options != options_at_setup:
+            await hass.config_entries.async_reload(entry.entry_id)
+
+    entry.async_on_unload(entry.add_update_listener(_async_reload_on_options_change))
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> bool:
+    """Unload platforms; the stream task and the coordinator stop with the entry."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+

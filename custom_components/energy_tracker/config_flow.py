@@ -1,0 +1,216 @@
+"""Config flow: manual setup, Supervisor add-on discovery, reauth, reconfigure, options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.config_entries import (
+    ConfigEntryState,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
+from homeassistant.core import callback
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.selector import (
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+from homeassistant.helpers.service_info.hassio import HassioServiceInfo
+
+from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
+from .const import CONF_CHANNELS, DEFAULT_PORT, DOMAIN, LOGGER
+from .coordinator import EnergyTrackerConfigEntry
+from .models import MeterInfo
+
+PORT = vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))
+TOKEN = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
+
+
+def _connection_schema(defaults: Mapping[str, Any]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_HOST, default=defaults.get(CONF_HOST, vol.UNDEFINED)): str,
+            vol.Required(CONF_PORT, default=defaults.get(CONF_PORT, DEFAULT_PORT)): PORT,
+            vol.Required(CONF_API_TOKEN): TOKEN,
+        }
+    )
+
+
+class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up one config entry per meter (the add-on's meter_id)."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        """Nothing discovered yet."""
+        self._discovered: dict[str, Any] = {}
+        self._discovered_info: MeterInfo | None = None
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: EnergyTrackerConfigEntry) -> OptionsFlow:
+        """Choose which channels get entities."""
+        return EnergyTrackerOptionsFlow()
+
+    async def _async_try_connect(
+        self, data: Mapping[str, Any]
+    ) -> tuple[MeterInfo | None, dict[str, str]]:
+        """The meter's info, or the form errors explaining why it could not be read."""
+        client = EnergyTrackerClient(
+            async_get_clientsession(self.hass),
+            data[CONF_HOST],
+            data[CONF_PORT],
+            data[CONF_API_TOKEN],
+        )
+        try:
+            return await client.get_info(), {}
+        except InvalidAuth:
+            return None, {"base": "invalid_auth"}
+        except CannotConnect as err:
+            LOGGER.debug("Cannot connect to the add-on: %s", err)
+            return None, {"base": "cannot_connect"}
+        except InvalidData:
+            LOGGER.exception("The add-on answered something unexpected")
+            return None, {"base": "unknown"}
+
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Host, port and API token typed by the user."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            info, errors = await self._async_try_connect(user_input)
+            if info is not None:
+                await self.async_set_unique_id(info.meter_id)
+                self._abort_if_unique_id_configured()
+                return self.async_create_entry(title=info.name, data=user_input)
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(
+                _connection_schema({}), user_input
+            ),
+            errors=errors,
+        )
+
+    async def async_step_hassio(self, discovery_info: HassioServiceInfo) -> ConfigFlowResult:
+        """The add-on announced itself through Supervisor discovery."""
+        config = discovery_info.config
+        try:
+            data = {
+                CONF_HOST: str(config[CONF_HOST]),
+                CONF_PORT: PORT(config[CONF_PORT]),
+                CONF_API_TOKEN: str(config[CONF_API_TOKEN]),
+            }
+        except (KeyError, vol.Invalid):
+            LOGGER.error("Add-on discovery without host, port and api_token: %s", config.keys())
+            return self.async_abort(reason="invalid_discovery_info")
+        info, errors = await self._async_try_connect(data)
+        if info is None:
+            return self.async_abort(reason=errors["base"])
+        await self.async_set_unique_id(info.meter_id)
+        # A known meter whose add-on moved or got a new token is simply updated.
+        self._abort_if_unique_id_configured(updates=data)
+        self._discovered = data
+        self._discovered_info = info
+        self.context["title_placeholders"] = {"name": info.name}
+        return await self.async_step_hassio_confirm()
+
+    async def async_step_hassio_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask before adding the discovered add-on."""
+        assert self._discovered_info is not None
+        if user_input is not None:
+            return self.async_create_entry(
+                title=self._discovered_info.name, data=self._discovered
+            )
+        self._set_confirm_only()
+        return self.async_show_form(
+            step_id="hassio_confirm",
+            description_placeholders={"name": self._discovered_info.name},
+        )
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The add-on refused the stored token."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the add-on's current API token."""
+        errors: dict[str, str] = {}
+        entry = self._get_reauth_entry()
+        if user_input is not None:
+            data = {**entry.data, CONF_API_TOKEN: user_input[CONF_API_TOKEN]}
+            info, errors = await self._async_try_connect(data)
+            if info is not None:
+                await self.async_set_unique_id(info.meter_id)
+                self._abort_if_unique_id_mismatch(reason="wrong_meter")
+                return self.async_update_reload_and_abort(entry, data=data)
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=vol.Schema({vol.Required(CONF_API_TOKEN): TOKEN}),
+            description_placeholders={
+                "host": entry.data[CONF_HOST], "port": str(entry.data[CONF_PORT])
+            },
+            errors=errors,
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Point the entry at a new host, port or token of the same meter."""
+        errors: dict[str, str] = {}
+        entry = self._get_reconfigure_entry()
+        if user_input is not None:
+            info, errors = await self._async_try_connect(user_input)
+            if info is not None:
+                await self.async_set_unique_id(info.meter_id)
+                self._abort_if_unique_id_mismatch(reason="wrong_meter")
+                return self.async_update_reload_and_abort(entry, data_updates=user_input)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=_connection_schema(entry.data),
+            errors=errors,
+        )
+
+
+class EnergyTrackerOptionsFlow(OptionsFlow):
+    """Which CT channels get entities."""
+
+    async def async_step_init(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Multi-select of the add-on's channels."""
+        entry: EnergyTrackerConfigEntry = self.config_entry
+        if entry.state is not ConfigEntryState.LOADED:
+            # The channel list comes from the running add-on.
+            return self.async_abort(reason="not_loaded")
+        if user_input is not None:
+            return self.async_create_entry(data=user_input)
+        channels = entry.runtime_data.info.channels
+        shown = entry.options.get(CONF_CHANNELS, [str(channel.id) for channel in channels])
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_CHANNELS, default=shown): SelectSelector(
+                    SelectSelectorConfig(
+                        options=[
+                            SelectOptionDict(value=str(c.id), label=f"{c.id}: {c.name}")
+                            for c in channels
+                        ],
+                        multiple=True,
+                        mode=SelectSelectorMode.LIST,
+                    )
+                )
+            }
+        )
+        return self.async_show_form(step_id="init", data_schema=schema)

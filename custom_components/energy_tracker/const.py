@@ -1,0 +1,23 @@
+"""Constants for the Energy Tracker integration."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Final
+
+DOMAIN: Final = "energy_tracker"
+LOGGER = logging.getLogger(__package__)
+
+CONF_CHANNELS: Final = "channels"
+DEFAULT_PORT: Final = 8099
+
+# Reconnect delays grow 1 s, 2 s, 4 s then stay at 5 s, so a restarted add-on is back
+# within a few seconds of answering again.
+RECONNECT_INITIAL_DELAY: Final = 1.0
+RECONNECT_MAX_DELAY: Final = 5.0
+
+# A short outage (add-on update, host reboot) is normal; only a long one is worth a
+# repairs issue.
+UNREACHABLE_ISSUE_AFTER: Final = timedelta(minutes=5)
+ISSUE_UNREACHABLE: Final = "addon_unreachable"

@@ -1,0 +1,165 @@
+"""Push coordinator: keeps the add-on's WebSocket stream open and fans states out."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from datetime import datetime
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_HOST, CONF_PORT
+from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
+from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.event import async_call_later
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+
+from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
+from .const import (
+    DOMAIN,
+    ISSUE_UNREACHABLE,
+    LOGGER,
+    RECONNECT_INITIAL_DELAY,
+    RECONNECT_MAX_DELAY,
+    UNREACHABLE_ISSUE_AFTER,
+)
+from .models import MeterInfo, MeterState
+
+type EnergyTrackerConfigEntry = ConfigEntry[EnergyTrackerCoordinator]
+
+
+class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
+    """Holds the latest MeterState; updated by the stream, not by polling."""
+
+    config_entry: EnergyTrackerConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: EnergyTrackerConfigEntry,
+        client: EnergyTrackerClient,
+        info: MeterInfo,
+    ) -> None:
+        """Set up without I/O; async_config_entry_first_refresh fetches the first state."""
+        super().__init__(
+            hass, LOGGER, config_entry=entry, name=info.name,
+            update_interval=None,
+        )
+        self.client = client
+        self.info = info
+        self._in_outage = False
+        self._cancel_issue_timer: CALLBACK_TYPE | None = None
+
+    @property
+    def issue_id(self) -> str:
+        """The repairs issue raised for this entry after a long outage."""
+        return f"{ISSUE_UNREACHABLE}_{self.config_entry.entry_id}"
+
+    async def _async_update_data(self) -> MeterState:
+        """One REST read: the first refresh at setup (and a manual update_entity)."""
+        try:
+            return self._checked(await self.client.get_state())
+        except InvalidAuth as err:
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="invalid_auth"
+            ) from err
+        except (CannotConnect, InvalidData) as err:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="cannot_read_state",
+                translation_placeholders={"error": str(err)},
+            ) from err
+
+    @callback
+    def async_start_stream(self) -> None:
+        """Run the stream for as long as the entry is loaded."""
+        self.config_entry.async_create_background_task(
+            self.hass, self._async_run_stream(), f"{DOMAIN} stream {self.info.meter_id}"
+        )
+
+    async def async_shutdown(self) -> None:
+        """Stop the outage timer; the entry cancels the stream task itself."""
+        self._async_cancel_issue_timer()
+        ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
+        await super().async_shutdown()
+
+    async def _async_run_stream(self) -> None:
+        delay = RECONNECT_INITIAL_DELAY
+        while True:
+            lost: Exception
+            try:
+                # aclosing: a refused message closes the WebSocket now, not at GC.
+                async with aclosing(self.client.stream()) as stream:
+                    async for state in stream:
+                        self._async_stream_state(self._checked(state))
+                        delay = RECONNECT_INITIAL_DELAY
+                lost = CannotConnect("the add-on closed the stream")
+            except InvalidAuth as err:
+                # Retrying with the same token cannot work; ask the user for a new one.
+                self.async_set_update_error(err)
+                self.config_entry.async_start_reauth(self.hass)
+                return
+            except (CannotConnect, InvalidData) as err:
+                lost = err
+            self._async_connection_lost(lost)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    def _checked(self, state: MeterState) -> MeterState:
+        if state.meter_id != self.info.meter_id:
+            # Another meter answers at this address: its values must not land on ours.
+            raise InvalidData(
+                f"meter {state.meter_id} answers instead of {self.info.meter_id}"
+            )
+        return state
+
+    @callback
+    def _async_stream_state(self, state: MeterState) -> None:
+        if self._in_outage:
+            self._in_outage = False
+            LOGGER.info("Connection to the Energy Tracker add-on restored")
+            self._async_cancel_issue_timer()
+            ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
+        self.async_set_updated_data(state)
+
+    @callback
+    def _async_connection_lost(self, err: Exception) -> None:
+        # The coordinator logs the start of an outage; a new reason during one (the
+        # add-on is back but serves another meter) is worth one more line.
+        if not self.last_update_success and str(err) != str(self.last_exception):
+            LOGGER.warning("Energy Tracker add-on still unavailable: %s", err)
+        self.async_set_update_error(err)
+        if not self._in_outage:
+            self._in_outage = True
+            self._cancel_issue_timer = async_call_later(
+                self.hass,
+                UNREACHABLE_ISSUE_AFTER,
+                HassJob(self._async_raise_unreachable_issue, cancel_on_shutdown=True),
+            )
+
+    @callback
+    def _async_raise_unreachable_issue(self, _now: datetime) -> None:
+        self._cancel_issue_timer = None
+        LOGGER.warning(
+            "The Energy Tracker add-on has been unreachable for more than %s",
+            UNREACHABLE_ISSUE_AFTER,
+        )
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            self.issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key=ISSUE_UNREACHABLE,
+            translation_placeholders={
+                "title": self.config_entry.title,
+                "host": str(self.config_entry.data[CONF_HOST]),
+                "port": str(self.config_entry.data[CONF_PORT]),
+            },
+        )
+
+    @callback
+    def _async_cancel_issue_timer(self) -> None:
+        if self._cancel_issue_timer is not None:
+            self._cancel_issue_timer()
+            self._cancel_issue_timer = None

@@ -1,0 +1,59 @@
+"""Base entity: unique ids and device registry entries shared by every platform."""
+
+from __future__ import annotations
+
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
+
+from .const import DOMAIN
+from .coordinator import EnergyTrackerCoordinator
+from .models import BoardInfo, MeterInfo
+
+# Boards the add-on documents get translated device names; others keep their id.
+KNOWN_BOARDS = {"rpict": "LeChacal", "voltage": None}
+
+
+def meter_device_info(info: MeterInfo) -> DeviceInfo:
+    """The meter: the main device, one per add-on."""
+    return DeviceInfo(
+        identifiers={(DOMAIN, info.meter_id)},
+        name=info.name,
+        manufacturer="Energy Tracker",
+        model="Simulated meter" if info.source == "simulated" else "Energy Tracker add-on",
+        sw_version=info.version,
+    )
+
+
+def board_device_info(info: MeterInfo, board: BoardInfo) -> DeviceInfo:
+    """A serial board, reached through the meter."""
+    device_info = DeviceInfo(
+        identifiers={(DOMAIN, f"{info.meter_id}_{board.id}")},
+        model=board.model,
+        sw_version=board.fw_version,
+        via_device=(DOMAIN, info.meter_id),
+    )
+    if board.id in KNOWN_BOARDS:
+        device_info["translation_key"] = f"board_{board.id}"
+        device_info["manufacturer"] = KNOWN_BOARDS[board.id]
+    else:
+        device_info["name"] = board.id
+    return device_info
+
+
+class EnergyTrackerEntity(CoordinatorEntity[EnergyTrackerCoordinator]):
+    """An entity of the meter device, or of one of its boards."""
+
+    _attr_has_entity_name = True
+
+    def __init__(
+        self, coordinator: EnergyTrackerCoordinator, key: str, board: BoardInfo | None = None
+    ) -> None:
+        """Derive the unique id from the meter id, so it survives host/port changes."""
+        super().__init__(coordinator)
+        info = coordinator.info
+        if board is None:
+            self._attr_unique_id = f"{info.meter_id}_{key}"
+            self._attr_device_info = meter_device_info(info)
+        else:
+            self._attr_unique_id = f"{info.meter_id}_{board.id}_{key}"
+            self._attr_device_info = board_device_info(info, board)

@@ -1,0 +1,231 @@
+"""Typed, validated views of the add-on API payloads (docs/api.md).
+
+The add-on is the integration's only data source, so anything that does not have the
+documented shape is refused here instead of surfacing later as a wrong entity state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import voluptuous as vol
+
+
+class InvalidData(Exception):
+    """The add-on answered with a payload that does not match docs/api.md."""
+
+
+def _number(value: Any) -> float:
+    # bool is an int subclass; "true" is not a measurement.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise vol.Invalid(f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise vol.Invalid(f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise vol.Invalid(f"expected an integer, got {value!r}")
+    return value
+
+
+NUMBER_OR_NULL = vol.Any(None, _number)
+INTEGER_OR_NULL = vol.Any(None, _integer)
+TEXT_OR_NULL = vol.Any(None, str)
+
+# Unknown keys are allowed so a newer add-on does not break an older integration.
+_CHANNEL_INFO = vol.Schema(
+    {vol.Required("id"): _integer, vol.Required("name"): str, vol.Required("role"): str},
+    extra=vol.ALLOW_EXTRA,
+)
+_BOARD_INFO = vol.Schema(
+    {
+        vol.Required("id"): str,
+        vol.Optional("model"): TEXT_OR_NULL,
+        vol.Optional("fw_version"): TEXT_OR_NULL,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+INFO_SCHEMA = vol.Schema(
+    {
+        vol.Required("meter_id"): vol.All(str, vol.Length(min=1)),
+        vol.Required("name"): str,
+        vol.Required("version"): str,
+        vol.Required("source"): str,
+        vol.Optional("rpict_model"): TEXT_OR_NULL,
+        vol.Required("boards"): [_BOARD_INFO],
+        vol.Required("channels"): [_CHANNEL_INFO],
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+_CHANNEL_STATE = vol.Schema(
+    {
+        vol.Required("id"): _integer,
+        vol.Required("name"): str,
+        vol.Optional("role"): str,
+        vol.Required("power_w"): NUMBER_OR_NULL,
+        vol.Required("current_a"): NUMBER_OR_NULL,
+        vol.Required("power_factor"): NUMBER_OR_NULL,
+        vol.Required("energy_kwh"): NUMBER_OR_NULL,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+_BOARD_STATE = vol.Schema(
+    {
+        vol.Required("connected"): bool,
+        vol.Optional("last_frame"): TEXT_OR_NULL,
+        vol.Optional("lines_ok"): INTEGER_OR_NULL,
+        vol.Optional("lines_rejected"): INTEGER_OR_NULL,
+        vol.Optional("frames_lost"): INTEGER_OR_NULL,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+STATE_SCHEMA = vol.Schema(
+    {
+        vol.Required("meter_id"): vol.All(str, vol.Length(min=1)),
+        vol.Required("seq"): _integer,
+        vol.Required("available"): bool,
+        vol.Required("total_power_w"): NUMBER_OR_NULL,
+        vol.Required("total_energy_kwh"): NUMBER_OR_NULL,
+        vol.Required("voltage_v"): NUMBER_OR_NULL,
+        vol.Required("frequency_hz"): NUMBER_OR_NULL,
+        vol.Required("temperature_c"): NUMBER_OR_NULL,
+        vol.Required("power_factor"): NUMBER_OR_NULL,
+        vol.Required("channels"): [_CHANNEL_STATE],
+        vol.Required("boards"): {str: _BOARD_STATE},
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+
+def _validate(schema: vol.Schema, payload: Any, what: str) -> dict[str, Any]:
+    try:
+        validated: dict[str, Any] = schema(payload)
+    except vol.Invalid as err:
+        raise InvalidData(f"{what} does not match the API: {err}") from err
+    return validated
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A CT channel as configured in the add-on."""
+
+    id: int
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class BoardInfo:
+    """A serial board the add-on reads (the RPICT hat, the voltage board)."""
+
+    id: str
+    model: str | None
+    fw_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInfo:
+    """GET /api/v1/info."""
+
+    meter_id: str
+    name: str
+    version: str
+    source: str
+    boards: tuple[BoardInfo, ...]
+    channels: tuple[ChannelInfo, ...]
+
+    @classmethod
+    def from_json(cls, payload: Any) -> MeterInfo:
+        """Validate and convert an info payload."""
+        data = _validate(INFO_SCHEMA, payload, "info")
+        return cls(
+            meter_id=data["meter_id"],
+            name=data["name"],
+            version=data["version"],
+            source=data["source"],
+            boards=tuple(
+                BoardInfo(b["id"], b.get("model"), b.get("fw_version")) for b in data["boards"]
+            ),
+            channels=tuple(
+                ChannelInfo(c["id"], c["name"], c["role"]) for c in data["channels"]
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    """One channel's current values; None means unknown right now."""
+
+    id: int
+    power_w: float | None
+    current_a: float | None
+    power_factor: float | None
+    energy_kwh: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BoardState:
+    """Link health of one board."""
+
+    connected: bool
+    last_frame: str | None
+    lines_ok: int | None
+    lines_rejected: int | None
+    frames_lost: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterState:
+    """GET /api/v1/state, and the data of every stream message."""
+
+    meter_id: str
+    seq: int
+    available: bool
+    total_power_w: float | None
+    total_energy_kwh: float | None
+    voltage_v: float | None
+    frequency_hz: float | None
+    temperature_c: float | None
+    power_factor: float | None
+    channels: dict[int, ChannelState]
+    boards: dict[str, BoardState]
+
+    @classmethod
+    def from_json(cls, payload: Any) -> MeterState:
+        """Validate and convert a state payload."""
+        data = _validate(STATE_SCHEMA, payload, "state")
+        return cls(
+            meter_id=data["meter_id"],
+            seq=data["seq"],
+            available=data["available"],
+            total_power_w=data["total_power_w"],
+            total_energy_kwh=data["total_energy_kwh"],
+            voltage_v=data["voltage_v"],
+            frequency_hz=data["frequency_hz"],
+            temperature_c=data["temperature_c"],
+            power_factor=data["power_factor"],
+            channels={
+                c["id"]: ChannelState(
+                    id=c["id"],
+                    power_w=c["power_w"],
+                    current_a=c["current_a"],
+                    power_factor=c["power_factor"],
+                    energy_kwh=c["energy_kwh"],
+                )
+                for c in data["channels"]
+            },
+            boards={
+                board_id: BoardState(
+                    connected=b["connected"],
+                    last_frame=b.get("last_frame"),
+                    lines_ok=b.get("lines_ok"),
+                    lines_rejected=b.get("lines_rejected"),
+                    frames_lost=b.get("frames_lost"),
+                )
+                for board_id, b in data["boards"].items()
+            },
+        )

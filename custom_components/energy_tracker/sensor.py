@@ -1,0 +1,318 @@
+"""Sensors of the meter, its CT channels and its boards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import (
+    EntityCategory,
+    UnitOfElectricCurrent,
+    UnitOfElectricPotential,
+    UnitOfEnergy,
+    UnitOfFrequency,
+    UnitOfPower,
+    UnitOfTemperature,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.util import dt as dt_util
+
+from .const import CONF_CHANNELS
+from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
+from .entity import EnergyTrackerEntity
+from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
+
+# Pushed entities: no polling, so no update concurrency to limit.
+PARALLEL_UPDATES = 0
+
+type SensorValue = float | int | datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterSensorDescription(SensorEntityDescription):
+    """A value of the whole meter."""
+
+    value_fn: Callable[[MeterState], SensorValue]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelSensorDescription(SensorEntityDescription):
+    """A value of one CT channel; the key is appended to `channel_<id>_`."""
+
+    value_fn: Callable[[ChannelState], SensorValue]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardSensorDescription(SensorEntityDescription):
+    """Link health of one serial board."""
+
+    value_fn: Callable[[BoardState], SensorValue]
+    exists_fn: Callable[[BoardState], bool] = lambda _: True
+
+
+METER_SENSORS: tuple[MeterSensorDescription, ...] = (
+    MeterSensorDescription(
+        key="total_power",
+        translation_key="total_power",
+        native_unit_of_measurement=UnitOfPower.WATT,
+        device_class=SensorDeviceClass.POWER,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value_fn=lambda s: s.total_power_w,
+    ),
+    MeterSensorDescription(
+        key="total_energy",
+        translation_key="total_energy",
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        suggested_display_precision=3,
+        value_fn=lambda s: s.total_energy_kwh,
+    ),
+    MeterSensorDescription(
+        key="voltage",
+        native_unit_of_measurement=UnitOfElectricPotential.VOLT,
+        device_class=SensorDeviceClass.VOLTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=1,
+        value_fn=lambda s: s.voltage_v,
+    ),
+    MeterSensorDescription(
+        key="frequency",
+        native_unit_of_measurement=UnitOfFrequency.HERTZ,
+        device_class=SensorDeviceClass.FREQUENCY,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=2,
+        value_fn=lambda s: s.frequency_hz,
+    ),
+    MeterSensorDescription(
+        key="power_factor",
+        device_class=SensorDeviceClass.POWER_FACTOR,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=2,
+        # Only hats with a voltage input measure it; the default RPICT3T1 never does.
+        entity_registry_enabled_default=False,
+        value_fn=lambda s: s.power_factor,
+    ),
+    MeterSensorDescription(
+        key="temperature",
+        native_unit_of_measurement=UnitOfTemperature.CELSIUS,
+        device_class=SensorDeviceClass.TEMPERATURE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=1,
+        value_fn=lambda s: s.temperature_c,
+    ),
+)
+
+CHANNEL_SENSORS: tuple[ChannelSensorDescription, ...] = (
+    ChannelSensorDescription(
+        key="power",
+        translation_key="channel_power",
+        native_unit_of_measurement=UnitOfPower.WATT,
+        device_class=SensorDeviceClass.POWER,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value_fn=lambda c: c.power_w,
+    ),
+    ChannelSensorDescription(
+        key="current",
+        translation_key="channel_current",
+        native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
+        device_class=SensorDeviceClass.CURRENT,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=2,
+        value_fn=lambda c: c.current_a,
+    ),
+    ChannelSensorDescription(
+        key="energy",
+        translation_key="channel_energy",
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        suggested_display_precision=3,
+        value_fn=lambda c: c.energy_kwh,
+    ),
+    ChannelSensorDescription(
+        key="power_factor",
+        translation_key="channel_power_factor",
+        device_class=SensorDeviceClass.POWER_FACTOR,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=2,
+        entity_registry_enabled_default=False,
+        value_fn=lambda c: c.power_factor,
+    ),
+)
+
+BOARD_SENSORS: tuple[BoardSensorDescription, ...] = (
+    BoardSensorDescription(
+        key="lines_rejected",
+        translation_key="lines_rejected",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda b: b.lines_rejected,
+    ),
+    BoardSensorDescription(
+        key="lines_ok",
+        translation_key="lines_ok",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        # Changes with every reading: recorded only when the user wants it.
+        entity_registry_enabled_default=False,
+        value_fn=lambda b: b.lines_ok,
+    ),
+    BoardSensorDescription(
+        key="frames_lost",
+        translation_key="frames_lost",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda b: b.frames_lost,
+        # Only the voltage board numbers its frames.
+        exists_fn=lambda b: b.frames_lost is not None,
+    ),
+    BoardSensorDescription(
+        key="last_frame",
+        translation_key="last_frame",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
+        value_fn=lambda b: dt_util.parse_datetime(b.last_frame) if b.last_frame else None,
+    ),
+)
+
+
+def shown_channels(entry: EnergyTrackerConfigEntry) -> list[ChannelInfo]:
+    """The channels the user chose in the options (all of them by default)."""
+    channels = entry.runtime_data.info.channels
+    chosen = entry.options.get(CONF_CHANNELS)
+    if chosen is None:
+        return list(channels)
+    return [channel for channel in channels if str(channel.id) in chosen]
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: EnergyTrackerConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Create the sensors the add-on's info describes."""
+    coordinator = entry.runtime_data
+    channels = shown_channels(entry)
+    _remove_hidden_channel_entities(hass, entry, {channel.id for channel in channels})
+    first_state = coordinator.data
+    entities: list[SensorEntity] = [
+        MeterSensor(coordinator, description) for description in METER_SENSORS
+    ]
+    entities.extend(
+        ChannelSensor(coordinator, description, channel)
+        for channel in channels
+        for description in CHANNEL_SENSORS
+    )
+    entities.extend(
+        BoardSensor(coordinator, description, board)
+        for board in coordinator.info.boards
+        for description in BOARD_SENSORS
+        if (board_state := first_state.boards.get(board.id)) is None
+        or description.exists_fn(board_state)
+    )
+    async_add_entities(entities)
+
+
+@callback
+def _remove_hidden_channel_entities(
+    hass: HomeAssistant, entry: EnergyTrackerConfigEntry, shown: set[int]
+) -> None:
+    """Drop registry entries of channels taken out in the options.
+
+    Otherwise they would linger as unavailable entities.
+    """
+    registry = er.async_get(hass)
+    prefix = f"{entry.runtime_data.info.meter_id}_channel_"
+    for registry_entry in er.async_entries_for_config_entry(registry, entry.entry_id):
+        if not registry_entry.unique_id.startswith(prefix):
+            continue
+        channel_id = registry_entry.unique_id.removeprefix(prefix).split("_", 1)[0]
+        if channel_id.isdigit() and int(channel_id) not in shown:
+            registry.async_remove(registry_entry.entity_id)
+
+
+class EnergyTrackerSensor(EnergyTrackerEntity, SensorEntity):
+    """Available only while connected and while the add-on knows the value."""
+
+    @property
+    def available(self) -> bool:
+        """A null from the add-on means unknown right now: unavailable, never 0."""
+        return super().available and self.native_value is not None
+
+
+class MeterSensor(EnergyTrackerSensor):
+    """A whole-meter value."""
+
+    entity_description: MeterSensorDescription
+
+    def __init__(
+        self, coordinator: EnergyTrackerCoordinator, description: MeterSensorDescription
+    ) -> None:
+        """Attach the sensor to the meter device."""
+        super().__init__(coordinator, description.key)
+        self.entity_description = description
+
+    @property
+    def native_value(self) -> SensorValue:
+        """The current value from the last state."""
+        return self.entity_description.value_fn(self.coordinator.data)
+
+
+class ChannelSensor(EnergyTrackerSensor):
+    """A value of one CT channel, named after the channel in the add-on."""
+
+    entity_description: ChannelSensorDescription
+
+    def __init__(
+        self,
+        coordinator: EnergyTrackerCoordinator,
+        description: ChannelSensorDescription,
+        channel: ChannelInfo,
+    ) -> None:
+        """Attach the sensor to the meter device."""
+        super().__init__(coordinator, f"channel_{channel.id}_{description.key}")
+        self.entity_description = description
+        self._channel_id = channel.id
+        self._attr_translation_placeholders = {"channel": channel.name}
+
+    @property
+    def native_value(self) -> SensorValue:
+        """The value, or None when the channel is not in the last state."""
+        channel = self.coordinator.data.channels.get(self._channel_id)
+        return None if channel is None else self.entity_description.value_fn(channel)
+
+
+class BoardSensor(EnergyTrackerSensor):
+    """A link-health value of one board."""
+
+    entity_description: BoardSensorDescription
+
+    def __init__(
+        self,
+        coordinator: EnergyTrackerCoordinator,
+        description: BoardSensorDescription,
+        board: BoardInfo,
+    ) -> None:
+        """Attach the sensor to the board's device."""
+        super().__init__(coordinator, description.key, board)
+        self.entity_description = description
+        self._board_id = board.id
+
+    @property
+    def native_value(self) -> SensorValue:
+        """The value, or None when the board is not in the last state."""
+        board = self.coordinator.data.boards.get(self._board_id)
+        return None if board is None else self.entity_description.value_fn(board)

@@ -1,0 +1,128 @@
+"""The client refuses what is not the documented API: payload shapes, other servers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from homeassistant import config_entries
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+
+from custom_components.energy_tracker.api import (
+    CannotConnect,
+    EnergyTrackerClient,
+    InvalidData,
+)
+from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.models import MeterInfo, MeterState
+
+from .conftest import HOST, Addon
+
+
+@pytest.fixture
+async def served_state(addon: Addon) -> dict[str, Any]:
+    """A real state payload to corrupt."""
+    state: dict[str, Any] = await addon.get("state")
+    return state
+
+
+async def test_real_payloads_are_accepted(addon: Addon, served_state: dict[str, Any]) -> None:
+    state = MeterState.from_json(served_state)
+    assert state.total_energy_kwh == served_state["total_energy_kwh"]
+    assert sorted(state.channels) == sorted(c["id"] for c in served_state["channels"])
+    info = MeterInfo.from_json(await addon.get("info"))
+    assert info.meter_id == addon.meter_id
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        (("total_power_w",), "1873.2"),      # a string is not a number
+        (("total_power_w",), True),          # nor is a boolean
+        (("voltage_v",), float("nan")),      # Python's json reads NaN; it is no reading
+        (("channels", 0, "energy_kwh"), [1]),
+        (("seq",), 1.5),
+        (("meter_id",), ""),
+    ],
+)
+def test_malformed_state_is_invalid_data(
+    served_state: dict[str, Any], path: tuple[str | int, ...], bad: object
+) -> None:
+    payload = copy.deepcopy(served_state)
+    target: Any = payload
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = bad
+    with pytest.raises(InvalidData):
+        MeterState.from_json(json.loads(json.dumps(payload)))
+
+
+def test_missing_field_is_invalid_data(served_state: dict[str, Any]) -> None:
+    del served_state["total_energy_kwh"]
+    with pytest.raises(InvalidData):
+        MeterState.from_json(served_state)
+
+
+class OtherServer:
+    """Something that is not the add-on, listening where the user pointed us."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self.runner = runner
+        self.port = port
+
+
+@pytest.fixture
+async def other_server() -> AsyncIterator[OtherServer]:
+    async def html(request: web.Request) -> web.Response:
+        return web.Response(text="<html>router login</html>", content_type="text/html")
+
+    async def teapot(request: web.Request) -> web.Response:
+        return web.json_response({"error": "teapot"}, status=418)
+
+    async def ws_garbage(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "log", "data": "ignored"}))
+        await ws.send_str("not json")
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v1/info", html)
+    app.router.add_get("/api/v1/state", teapot)
+    app.router.add_get("/api/v1/stream", ws_garbage)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield OtherServer(runner, port)
+    await runner.cleanup()
+
+
+async def test_other_server_errors(hass: HomeAssistant, other_server: OtherServer) -> None:
+    client = EnergyTrackerClient(async_get_clientsession(hass), HOST, other_server.port, "t")
+    with pytest.raises(InvalidData):
+        await client.get_info()
+    with pytest.raises(CannotConnect):
+        await client.get_state()
+    with pytest.raises(InvalidData):
+        async for _ in client.stream():
+            pass  # the unknown "log" message is skipped; "not json" is refused
+
+
+async def test_user_flow_pointed_at_another_server_is_unknown(
+    hass: HomeAssistant, other_server: OtherServer
+) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"host": HOST, "port": other_server.port, "api_token": "t"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "unknown"}

@@ -1,0 +1,116 @@
+"""The push stream: outages, recovery, repairs issue, token change."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
+from homeassistant.const import STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
+
+from custom_components.energy_tracker.const import DOMAIN, UNREACHABLE_ISSUE_AFTER
+
+from .conftest import Addon, wait_for
+
+
+def our_states(hass: HomeAssistant) -> list[str]:
+    return [state.state for state in hass.states.async_all()
+            if state.entity_id.startswith(("sensor.", "binary_sensor."))]
+
+
+def all_unavailable(hass: HomeAssistant) -> bool:
+    states = our_states(hass)
+    return bool(states) and all(state == STATE_UNAVAILABLE for state in states)
+
+
+def power_state(hass: HomeAssistant, registry: er.EntityRegistry, addon: Addon) -> str:
+    entity = registry.async_get_entity_id("sensor", DOMAIN, f"{addon.meter_id}_total_power")
+    assert entity is not None
+    state = hass.states.get(entity)
+    assert state is not None
+    return state.state
+
+
+async def test_addon_restart_unavailable_then_back_within_10_s(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    assert power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE
+
+    await addon.stop()
+    await wait_for(lambda: all_unavailable(hass), 5, "every entity to become unavailable")
+
+    restarted = asyncio.get_running_loop().time()
+    await addon.start()
+    await wait_for(lambda: power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE,
+                   10, "total power to come back")
+    assert asyncio.get_running_loop().time() - restarted < 10
+    assert loaded_entry.state is ConfigEntryState.LOADED
+
+
+async def test_long_outage_raises_a_repairs_issue_that_clears_on_reconnect(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    issue_id = f"addon_unreachable_{loaded_entry.entry_id}"
+    await addon.stop()
+    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None, "not after a blip"
+
+    async_fire_time_changed(hass, dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER
+                            + timedelta(seconds=1))
+    await hass.async_block_till_done()
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.severity is ir.IssueSeverity.ERROR
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["port"] == str(addon.port)
+
+    await addon.start()
+    await wait_for(lambda: power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE,
+                   10, "total power to come back")
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_new_token_on_the_addon_asks_for_reauth(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    await addon.stop()
+    await addon.start(api_token="a-brand-new-token")
+
+    def reauth_started() -> bool:
+        flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+        return [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
+
+    await wait_for(reauth_started, 10, "a reauth flow")
+    assert all_unavailable(hass)
+
+
+async def test_another_meter_on_the_port_never_shows_its_values(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The add-on's data was reset (new meter_id): our entities must not take its values."""
+    token = addon.token
+    await addon.stop()
+    impostor = Addon(tmp_path / "impostor")
+    impostor.data_dir.mkdir()
+    impostor.port = addon.port
+    await impostor.start(api_token=token)
+    try:
+        await impostor.wait_for_reading()
+        await wait_for(lambda: "answers instead of" in caplog.text, 10,
+                       "the mismatch to be logged")
+        assert all_unavailable(hass)
+    finally:
+        await impostor.stop()

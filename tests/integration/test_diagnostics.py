@@ -1,0 +1,31 @@
+"""Diagnostics download: useful content, no secrets."""
+
+from __future__ import annotations
+
+import json
+
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from .conftest import HOST, Addon
+
+
+async def test_diagnostics_redact_the_token_and_host(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, addon: Addon,
+    loaded_entry: MockConfigEntry,
+) -> None:
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, loaded_entry)
+
+    assert diagnostics["entry"]["data"]["api_token"] == "**REDACTED**"
+    assert diagnostics["entry"]["data"]["host"] == "**REDACTED**"
+    dumped = json.dumps(diagnostics)
+    assert addon.token not in dumped
+    assert HOST not in dumped
+    # What a maintainer needs: which meter, its boards and its last reading.
+    assert diagnostics["info"]["meter_id"] == addon.meter_id
+    assert diagnostics["state"]["meter_id"] == addon.meter_id
+    assert diagnostics["connected"] is True

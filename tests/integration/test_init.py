@@ -1,0 +1,66 @@
+"""Setting up and unloading an entry against the real add-on service."""
+
+from __future__ import annotations
+
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
+from homeassistant.const import CONF_API_TOKEN, CONF_PORT, STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker.const import DOMAIN
+
+from .conftest import Addon, wait_for
+
+
+async def test_unload_stops_the_stream_and_the_entities(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    power = entity_registry.async_get_entity_id("sensor", DOMAIN,
+                                                f"{addon.meter_id}_total_power")
+    assert power is not None
+    assert hass.states.get(power).state != STATE_UNAVAILABLE
+
+    assert await hass.config_entries.async_unload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    assert loaded_entry.state is ConfigEntryState.NOT_LOADED
+    assert hass.states.get(power).state == STATE_UNAVAILABLE
+    # The add-on saw the WebSocket close: no client left streaming.
+    async def no_stream_client() -> bool:
+        return "energy_tracker_websocket_clients 0.0" in await addon.get_text("/metrics")
+
+    await wait_for(no_stream_client, 5, "the add-on to see the stream close")
+
+
+async def test_unreachable_addon_retries_setup(
+    hass: HomeAssistant, addon: Addon, closed_port: int
+) -> None:
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
+                            data={**addon.entry_data, CONF_PORT: closed_port})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+
+
+async def test_refused_token_starts_reauth(hass: HomeAssistant, addon: Addon) -> None:
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
+                            data={**addon.entry_data, CONF_API_TOKEN: "wrong"})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
+
+
+async def test_another_meter_at_the_address_is_a_setup_error(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    entry = MockConfigEntry(domain=DOMAIN, unique_id="some-other-meter",
+                            data=addon.entry_data)
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.reason is not None
+    assert addon.meter_id in entry.reason

@@ -1,0 +1,192 @@
+"""Entities as a user sees them, compared with what the real add-on serves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from homeassistant.components.sensor import ATTR_STATE_CLASS
+from homeassistant.const import (
+    ATTR_DEVICE_CLASS,
+    ATTR_FRIENDLY_NAME,
+    ATTR_UNIT_OF_MEASUREMENT,
+    STATE_UNAVAILABLE,
+    EntityCategory,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker.const import DOMAIN
+
+from .conftest import Addon, wait_for
+
+
+def entity_id(registry: er.EntityRegistry, addon: Addon, key: str,
+              platform: str = "sensor") -> str:
+    found = registry.async_get_entity_id(platform, DOMAIN, f"{addon.meter_id}_{key}")
+    assert found is not None, f"no entity for {key}"
+    return found
+
+
+async def matching_reading(hass: HomeAssistant, addon: Addon,
+                           entry: MockConfigEntry) -> dict[str, Any]:
+    """A state of the add-on that HA is showing right now (same reading `seq`)."""
+    for _ in range(100):
+        served: dict[str, Any] = await addon.get("state")
+        await asyncio.sleep(0.05)  # let the pushed message of that reading arrive
+        if entry.runtime_data.data.seq == served["seq"]:
+            return served
+    raise AssertionError("HA never showed the reading the add-on served")
+
+
+def value(hass: HomeAssistant, entity: str) -> float | None:
+    state = hass.states.get(entity)
+    assert state is not None
+    return None if state.state == STATE_UNAVAILABLE else float(state.state)
+
+
+async def test_states_are_the_served_values(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    served = await matching_reading(hass, addon, loaded_entry)
+    registry = entity_registry
+    expected = {
+        "total_power": served["total_power_w"],
+        "total_energy": served["total_energy_kwh"],
+        "voltage": served["voltage_v"],
+        "frequency": served["frequency_hz"],
+        "temperature": served["temperature_c"],
+    }
+    for channel in served["channels"]:
+        for key, field in (("power", "power_w"), ("current", "current_a"),
+                           ("energy", "energy_kwh")):
+            expected[f"channel_{channel['id']}_{key}"] = channel[field]
+    assert expected["total_power"] is not None, "the simulated meter is running"
+    shown = {key: value(hass, entity_id(registry, addon, key)) for key in expected}
+    assert shown == expected
+
+    for board_id, board in served["boards"].items():
+        rejected = entity_id(registry, addon, f"{board_id}_lines_rejected")
+        assert value(hass, rejected) == board["lines_rejected"]
+        connected = hass.states.get(entity_id(registry, addon, f"{board_id}_connected",
+                                              "binary_sensor"))
+        assert connected is not None
+        assert connected.state == ("on" if board["connected"] else "off")
+
+
+async def test_states_follow_new_readings(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    energy = entity_id(entity_registry, addon, "total_energy")
+    first = value(hass, energy)
+    assert first is not None
+    # 60x replay: the energy counter grows within seconds.
+    await wait_for(lambda: (value(hass, energy) or 0) > first, 15, "energy to grow")
+
+
+async def test_units_and_classes_fit_the_energy_dashboard(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    info = await addon.get("info")
+    expected = {
+        "total_power": ("power", "W", "measurement"),
+        "total_energy": ("energy", "kWh", "total_increasing"),
+        "voltage": ("voltage", "V", "measurement"),
+        "frequency": ("frequency", "Hz", "measurement"),
+        "temperature": ("temperature", "°C", "measurement"),
+    }
+    for channel in info["channels"]:
+        expected[f"channel_{channel['id']}_power"] = ("power", "W", "measurement")
+        expected[f"channel_{channel['id']}_current"] = ("current", "A", "measurement")
+        expected[f"channel_{channel['id']}_energy"] = ("energy", "kWh", "total_increasing")
+    for key, (device_class, unit, state_class) in expected.items():
+        state = hass.states.get(entity_id(entity_registry, addon, key))
+        assert state is not None
+        assert state.attributes[ATTR_DEVICE_CLASS] == device_class, key
+        assert state.attributes[ATTR_UNIT_OF_MEASUREMENT] == unit, key
+        assert state.attributes[ATTR_STATE_CLASS] == state_class, key
+
+
+async def test_names_use_the_addon_channel_names(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    info = await addon.get("info")
+    total = hass.states.get(entity_id(entity_registry, addon, "total_power"))
+    assert total is not None
+    assert total.attributes[ATTR_FRIENDLY_NAME] == f"{info['name']} Total power"
+    for channel in info["channels"]:
+        state = hass.states.get(entity_id(entity_registry, addon,
+                                          f"channel_{channel['id']}_energy"))
+        assert state is not None
+        assert state.attributes[ATTR_FRIENDLY_NAME] == f"{info['name']} {channel['name']} energy"
+
+
+async def test_devices_meter_and_its_boards(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    info = await addon.get("info")
+    meter = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    assert meter is not None
+    assert meter.name == info["name"]
+    assert meter.sw_version == info["version"]
+    names = {"rpict": "RPICT hat", "voltage": "Voltage board"}
+    for board in info["boards"]:
+        device = device_registry.async_get_device(
+            identifiers={(DOMAIN, f"{addon.meter_id}_{board['id']}")})
+        assert device is not None
+        assert device.via_device_id == meter.id
+        assert device.model == board["model"]
+        assert device.name == names[board["id"]]
+        rejected = entity_registry.async_get(
+            entity_id(entity_registry, addon, f"{board['id']}_lines_rejected"))
+        assert rejected is not None
+        assert rejected.device_id == device.id
+        assert rejected.entity_category is EntityCategory.DIAGNOSTIC
+    power = entity_registry.async_get(entity_id(entity_registry, addon, "total_power"))
+    assert power is not None
+    assert power.device_id == meter.id
+
+
+async def test_board_connectivity_is_named_connected(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    state = hass.states.get(entity_id(entity_registry, addon, "rpict_connected",
+                                      "binary_sensor"))
+    assert state is not None
+    assert state.attributes[ATTR_FRIENDLY_NAME] == "RPICT hat Connected"
+
+
+async def test_unknown_values_are_unavailable_not_zero(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The RPICT3T1 has no voltage input: the add-on serves power factor as null."""
+    config_entry.add_to_hass(hass)
+    # Power factor is disabled by default; a user enabling it sees `unavailable`.
+    entity_registry.async_get_or_create("sensor", DOMAIN, f"{addon.meter_id}_power_factor",
+                                        config_entry=config_entry)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    served = await matching_reading(hass, addon, config_entry)
+    assert served["power_factor"] is None
+    power_factor = hass.states.get(entity_id(entity_registry, addon, "power_factor"))
+    assert power_factor is not None
+    assert power_factor.state == STATE_UNAVAILABLE
+
+
+async def test_chatty_and_empty_entities_are_disabled_by_default(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    for key in ("power_factor", "rpict_lines_ok", "rpict_last_frame"):
+        entry = entity_registry.async_get(entity_id(entity_registry, addon, key))
+        assert entry is not None
+        assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
