@@ -1,0 +1,346 @@
+"""Local history of the readings: SQLite in the data directory, bounded by a retention
+option, exported as CSV or Parquet for a time range.
+
+`HistoryStore` is the blocking store (one SQLite connection, WAL mode). `HistoryWriter` is
+what the service uses: `add()` only appends to a list; a single worker thread of its own
+writes the batches, prunes and exports, so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import math
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_LOGGER = logging.getLogger(__name__)
+
+type ExportFormat = Literal["csv", "parquet"]
+type Row = tuple[Any, ...]
+MAX_CHANNELS: Final = 8
+CHANNEL_IDS: Final = range(1, MAX_CHANNELS + 1)
+EXPORT_CHUNK_ROWS: Final = 50_000
+SCHEMA_VERSION: Final = 1
+_BASE_COLUMNS: Final = ("total_power_w", "total_energy_kwh", "voltage_v")
+_CHANNEL_COLUMNS: Final = tuple(
+    f"channel_{cid}_{quantity}" for cid in CHANNEL_IDS for quantity in ("power_w", "energy_kwh")
+)
+_VALUE_COLUMNS: Final = _BASE_COLUMNS + _CHANNEL_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One reading as stored; None where the value is unknown (stale, no voltage board)."""
+
+    timestamp: datetime  # aware
+    total_power_w: float | None
+    total_energy_kwh: float
+    voltage_v: float | None = None
+    channel_power_w: Mapping[int, float | None] = field(default_factory=dict)
+    channel_energy_kwh: Mapping[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Reading:
+        """From the `/api/v1/state` object of docs/api.md (what meter listeners receive)."""
+        channels = state["channels"]
+        return cls(
+            timestamp=datetime.fromisoformat(state["timestamp"]),
+            total_power_w=state["total_power_w"],
+            total_energy_kwh=state["total_energy_kwh"],
+            voltage_v=state["voltage_v"],
+            channel_power_w={c["id"]: c["power_w"] for c in channels},
+            channel_energy_kwh={c["id"]: c["energy_kwh"] for c in channels},
+        )
+
+    def row(self) -> Row:
+        if self.timestamp.tzinfo is None:
+            raise ValueError("a history reading needs an aware timestamp")
+        values: list[float | None] = [self.total_power_w, self.total_energy_kwh, self.voltage_v]
+        for cid in CHANNEL_IDS:
+            values += [self.channel_power_w.get(cid), self.channel_energy_kwh.get(cid)]
+        # NaN would come back as NULL from SQLite anyway: store it as unknown explicitly.
+        clean = [None if v is None or not math.isfinite(v) else float(v) for v in values]
+        return (_to_ms(self.timestamp), *clean)
+
+
+def _to_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _iso_ms(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class HistoryStore:
+    """Readings in `<data dir>/history.sqlite3`. Not thread-safe: use it from one thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        retention_days: float | None = 90.0,
+        max_size_mb: float | None = 500.0,
+    ) -> None:
+        self.path = path
+        self.retention = None if retention_days is None else timedelta(days=retention_days)
+        self.max_bytes = None if max_size_mb is None else int(max_size_mb * 1024 * 1024)
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        # auto_vacuum must be chosen before the first table: it lets pruning give disk back.
+        self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses at most a batch
+        self._db.execute("PRAGMA journal_size_limit = 4194304")
+        columns = ", ".join(f"{name} REAL" for name in _VALUE_COLUMNS)
+        with self._db:
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS readings (ts_ms INTEGER PRIMARY KEY, {columns})"
+                " WITHOUT ROWID"
+            )
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Column names in SQL text below are this module's constants, never user input.
+        self._insert = (
+            f"INSERT OR REPLACE INTO readings (ts_ms, {', '.join(_VALUE_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' * (len(_VALUE_COLUMNS) + 1))})"
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def append(self, readings: Sequence[Reading]) -> None:
+        """Write a batch in one transaction; a reading at an existing time replaces it."""
+        with self._db:
+            self._db.executemany(self._insert, [reading.row() for reading in readings])
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
+
+    def time_range(self) -> tuple[datetime, datetime] | None:
+        first, last = self._db.execute("SELECT min(ts_ms), max(ts_ms) FROM readings").fetchone()
+        if first is None:
+            return None
+        return (datetime.fromtimestamp(first / 1000, UTC), datetime.fromtimestamp(last / 1000, UTC))
+
+    def disk_bytes(self) -> int:
+        """The database file plus its WAL and shared-memory files."""
+        return sum(
+            part.stat().st_size
+            for part in (self.path, self.path.with_name(self.path.name + "-wal"),
+                         self.path.with_name(self.path.name + "-shm"))
+            if part.exists()
+        )
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Apply retention: drop readings older than `retention_days` before `now`, then the
+        oldest ones until the files fit in `max_size_mb`. Returns the rows deleted."""
+        deleted = 0
+        if self.retention is not None:
+            cutoff = _to_ms((now or datetime.now(UTC)) - self.retention)
+            with self._db:
+                deleted += self._db.execute(
+                    "DELETE FROM readings WHERE ts_ms < ?", (cutoff,)
+                ).rowcount
+        self._compact()
+        if self.max_bytes is not None:
+            for _ in range(20):  # each round removes about what the excess is worth
+                used = self.disk_bytes()
+                rows = self.count()
+                if used <= self.max_bytes or rows == 0:
+                    break
+                share = (used - self.max_bytes) / used
+                doomed = max(1, math.ceil(rows * share * 1.1))
+                with self._db:
+                    deleted += self._db.execute(
+                        "DELETE FROM readings WHERE ts_ms IN "
+                        "(SELECT ts_ms FROM readings ORDER BY ts_ms LIMIT ?)", (doomed,)
+                    ).rowcount
+                self._compact()
+            else:
+                _LOGGER.error("History still uses %d bytes after pruning", self.disk_bytes())
+        if deleted:
+            _LOGGER.info("History retention removed %d readings", deleted)
+        return deleted
+
+    def _compact(self) -> None:
+        # Each step of this pragma frees one page: fetch all of its rows to free them all.
+        self._db.execute("PRAGMA incremental_vacuum").fetchall()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def export(
+        self, start: datetime, end: datetime, fmt: ExportFormat, destination: Path,
+        channel_ids: Sequence[int] = (),
+    ) -> int:
+        """Write readings with start <= time < end to `destination`; returns the row count.
+
+        Columns: `timestamp` (ISO 8601 UTC, ms), the totals, voltage, and power and energy
+        of each channel in `channel_ids` (all channels that have data when empty). Empty
+        CSV cells / Parquet nulls are unknown values.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("export needs aware start and end times")
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"unknown export format {fmt!r}: use 'csv' or 'parquet'")
+        columns = list(_BASE_COLUMNS)
+        for cid in channel_ids or self._channels_with_data():
+            if cid not in CHANNEL_IDS:
+                raise ValueError(f"no channel {cid}: channels are 1 to {MAX_CHANNELS}")
+            columns += [f"channel_{cid}_power_w", f"channel_{cid}_energy_kwh"]
+        chunks = self._chunks(columns, _to_ms(start), _to_ms(end))
+        if fmt == "csv":
+            return _write_csv(destination, columns, chunks)
+        return _write_parquet(destination, columns, chunks)
+
+    def _channels_with_data(self) -> list[int]:
+        probes = ", ".join(f"max(channel_{cid}_energy_kwh IS NOT NULL)" for cid in CHANNEL_IDS)
+        found = self._db.execute(f"SELECT {probes} FROM readings").fetchone()  # noqa: S608
+        return [cid for cid, present in zip(CHANNEL_IDS, found, strict=True) if present]
+
+    def _chunks(self, columns: list[str], start_ms: int, end_ms: int) -> Iterator[list[Row]]:
+        cursor = self._db.execute(
+            f"SELECT ts_ms, {', '.join(columns)} FROM readings "  # noqa: S608
+            "WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",
+            (start_ms, end_ms),
+        )
+        while rows := cursor.fetchmany(EXPORT_CHUNK_ROWS):
+            yield rows
+
+
+def _write_csv(destination: Path, columns: list[str], chunks: Iterator[list[Row]]) -> int:
+    count = 0
+    with destination.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", *columns])
+        for rows in chunks:
+            # repr() of a float reads back to the same float; None is an empty cell.
+            writer.writerows(
+                (_iso_ms(row[0]), *("" if v is None else repr(v) for v in row[1:])) for row in rows
+            )
+            count += len(rows)
+    return count
+
+
+def _write_parquet(
+    destination: Path, columns: list[str], chunks: Iterator[list[Row]]
+) -> int:
+    schema = pa.schema(
+        [pa.field("timestamp", pa.timestamp("ms", tz="UTC"))]
+        + [pa.field(name, pa.float64()) for name in columns]
+    )
+    count = 0
+    with pq.ParquetWriter(destination, schema) as writer:
+        for rows in chunks:
+            transposed = list(zip(*rows, strict=True))
+            arrays = [pa.array(transposed[0], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))]
+            arrays += [pa.array(values, pa.float64()) for values in transposed[1:]]
+            writer.write_batch(pa.record_batch(arrays, schema=schema))
+            count += len(rows)
+    return count
+
+
+class HistoryWriter:
+    """Asynchronous front of a HistoryStore: batched writes, pruning and exports on one
+    worker thread of its own (so the store's connection only ever sees that thread)."""
+
+    def __init__(
+        self,
+        path: Path,
+        retention_days: float | None = 90.0,
+        max_size_mb: float | None = 500.0,
+        flush_interval_s: float = 10.0,
+        prune_interval_s: float = 3600.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._settings = (path, retention_days, max_size_mb)
+        self._flush_interval_s = flush_interval_s
+        self._prune_interval_s = prune_interval_s
+        self._pending: list[Reading] = []
+        self._max_pending = max_pending
+        self._dropped = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._store: HistoryStore | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        store = await self._run(HistoryStore, *self._settings)
+        self._store = store
+        await self._run(store.prune)
+        self._task = asyncio.create_task(self._loop(), name="history writer")
+
+    async def stop(self) -> None:
+        """Write what is pending, close the database, end the worker thread."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._store is not None:
+            await self.flush()
+            await self._run(self._store.close)
+            self._store = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # idle by now: returns at once
+            self._executor = None
+
+    def add(self, reading: Reading) -> None:
+        """Queue one reading (never blocks). Beyond `max_pending` (a disk that stopped
+        answering) the oldest queued readings are dropped and counted."""
+        self._pending.append(reading)
+        if len(self._pending) > self._max_pending:
+            del self._pending[0]
+            self._dropped += 1
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch and self._store is not None:
+            try:
+                await self._run(self._store.append, batch)
+            except (sqlite3.Error, OSError, ValueError) as error:
+                _LOGGER.error("History: could not write %d readings (%s)", len(batch), error)
+        if self._dropped:
+            _LOGGER.warning("History: %d readings dropped while the disk was slow", self._dropped)
+            self._dropped = 0
+
+    async def export(
+        self, start: datetime, end: datetime, fmt: ExportFormat, destination: Path,
+        channel_ids: Sequence[int] = (),
+    ) -> int:
+        """Flush, then export off the event loop (see HistoryStore.export)."""
+        store = self._require_store()
+        await self.flush()
+        return await self._run(store.export, start, end, fmt, destination, channel_ids)
+
+    async def prune(self, now: datetime | None = None) -> int:
+        return await self._run(self._require_store().prune, now)
+
+    async def disk_bytes(self) -> int:
+        return await self._run(self._require_store().disk_bytes)
+
+    def _require_store(self) -> HistoryStore:
+        if self._store is None:
+            raise RuntimeError("the history writer is not started")
+        return self._store
+
+    async def _run[T](self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + self._prune_interval_s
+        while True:
+            await asyncio.sleep(self._flush_interval_s)
+            await self.flush()
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + self._prune_interval_s
+                try:
+                    await self._run(self._require_store().prune)
+                except sqlite3.Error as error:
+                    _LOGGER.error("History: pruning failed (%s)", error)

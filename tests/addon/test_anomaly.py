@@ -1,0 +1,168 @@
+"""Anomaly detector on real UCI data: fit before 2010, judged on 2010 with injected faults."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pytest
+
+from energy_tracker_addon.anomaly import AnomalyDetector, DetectorSettings
+
+from .anomaly_faults import FAULT_KINDS, inject_faults, replay, score
+from .uci import HOLDOUT_START, UCI_TZ, read_uci
+
+FIT_WEEKS = 8
+
+
+def _epoch_s(index: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
+    return index.as_unit("s").asi8
+
+
+@cache
+def _history() -> pd.DataFrame:
+    """The 8 weeks before the hold-out, filled-gap rows marked missing."""
+    data = read_uci(HOLDOUT_START - timedelta(weeks=FIT_WEEKS), HOLDOUT_START)
+    return data.assign(mains=data["mains"].mask(data["filled"]))
+
+
+@cache
+def _holdout(days: int) -> pd.DataFrame:
+    return read_uci(HOLDOUT_START, HOLDOUT_START + timedelta(days=days))
+
+
+def _fitted(settings: DetectorSettings | None = None) -> AnomalyDetector:
+    history = _history()
+    detector = AnomalyDetector(UCI_TZ, settings=settings)
+    detector.fit(_epoch_s(history.index), history["mains"].to_numpy())
+    return detector
+
+
+def test_precision_and_recall_on_held_out_2010_with_injected_faults() -> None:
+    holdout = _holdout(days=30)
+    faulty, faults = inject_faults(holdout["mains"].to_numpy(), seed=2010)
+    alerts = replay(_fitted(), holdout.index, faulty)
+    scores = score(alerts, faults, holdout.index)
+    for name, result in scores.items():
+        print(f"{name:9s} faults {result.faults:3d} recall {result.recall:.2f} "
+              f"alerts {result.alerts:3d} precision {result.precision:.2f}")
+    assert {kind.name for kind in FAULT_KINDS} <= {fault.kind.name for fault in faults}
+    assert scores["all"].recall > 0.8
+    assert scores["all"].precision > 0.8
+
+
+def test_a_stuck_load_is_reported_with_the_slot_and_the_excess() -> None:
+    holdout = _holdout(days=7)
+    power = holdout["mains"].to_numpy().copy()
+    # 2010-01-05 is a Tuesday: a 2 kW heater left on from 01:00 to 06:00.
+    start = holdout.index.get_loc(pd.Timestamp("2010-01-05 01:00", tz=UCI_TZ))
+    power[start:start + 300] += 2000.0
+    detector = _fitted()
+    alerts = replay(detector, holdout.index, power)
+    during = [a for a in alerts if holdout.index[start] <= a.started
+              < holdout.index[start] + timedelta(minutes=360)]
+    assert [a.kind for a in during] == ["high"]
+    anomaly = during[0]
+    match = re.fullmatch(r"base load (\d+\.\d) kW above the usual for Tuesday (\d\d):00",
+                         anomaly.reason)
+    assert match is not None, anomaly.reason
+    assert float(match[1]) == pytest.approx(2.0, abs=0.3)
+    assert int(match[2]) == anomaly.started.astimezone(UCI_TZ).hour
+    assert anomaly.as_dict()["reason"] == anomaly.reason
+
+
+def test_quarter_hour_slots_name_the_quarter() -> None:
+    holdout = _holdout(days=7)
+    power = holdout["mains"].to_numpy().copy()
+    start = holdout.index.get_loc(pd.Timestamp("2010-01-06 03:00", tz=UCI_TZ))  # Wednesday
+    power[start:start + 30] = 0.0
+    detector = _fitted(DetectorSettings(slot_minutes=15))
+    alerts = [a for a in replay(detector, holdout.index, power) if a.kind == "low"]
+    assert len(alerts) == 1
+    assert re.fullmatch(r"\d\.\d kW below the usual for Wednesday 03:(00|15|30|45) \(now 0\.0 kW\)",
+                        alerts[0].reason), alerts[0].reason
+
+
+def test_missing_readings_are_not_taken_for_a_dropout() -> None:
+    holdout = _holdout(days=7)
+    keep = np.ones(len(holdout), bool)
+    rng = np.random.default_rng(7)
+    for start in rng.integers(0, len(holdout) - 200, size=40):  # 40 gaps of 1-5 minutes
+        keep[start:start + rng.integers(1, 6)] = False
+    keep[3000:3180] = False  # and a 3-hour outage of the meter
+    kept = holdout[keep]
+    full_alerts = replay(_fitted(), holdout.index, holdout["mains"].to_numpy())
+    gappy_alerts = replay(_fitted(), kept.index, kept["mains"].to_numpy())
+    assert [a.kind for a in gappy_alerts if a.kind == "low"] == []
+    assert len(gappy_alerts) <= len(full_alerts) + 1
+
+
+def test_learning_from_gappy_history_gives_the_same_verdicts() -> None:
+    """Short gaps in the history are interpolated before learning, not learned as holes."""
+    history = _history()
+    rng = np.random.default_rng(3)
+    gappy = history["mains"].to_numpy().copy()
+    gappy[rng.random(len(gappy)) < 0.05] = np.nan  # 5 % of minutes lost, singly
+    holed = AnomalyDetector(UCI_TZ)
+    holed.fit(_epoch_s(history.index), gappy)
+    holdout = _holdout(days=14)
+    faulty, faults = inject_faults(holdout["mains"].to_numpy(), seed=11)
+    clean_score = score(replay(_fitted(), holdout.index, faulty), faults, holdout.index)
+    holed_score = score(replay(holed, holdout.index, faulty), faults, holdout.index)
+    assert holed_score["all"].detected == clean_score["all"].detected
+    assert abs(holed_score["all"].alerts - clean_score["all"].alerts) <= 1
+
+
+def test_faults_in_the_history_do_not_become_usual() -> None:
+    """Outlier rejection: a heater left on every night of the last 3 training weeks is
+    still an anomaly afterwards."""
+    history = _history()
+    power = history["mains"].to_numpy().copy()
+    local = history.index.tz_convert(UCI_TZ)
+    recent = local >= HOLDOUT_START - timedelta(weeks=3)
+    power[recent & (local.hour >= 1) & (local.hour < 5)] += 2000.0
+    detector = AnomalyDetector(UCI_TZ)
+    detector.fit(_epoch_s(history.index), power)
+    holdout = _holdout(days=2)
+    faulty = holdout["mains"].to_numpy().copy()
+    night = (holdout.index.hour >= 1) & (holdout.index.hour < 5)
+    faulty[night] += 2000.0
+    kinds = [a.kind for a in replay(detector, holdout.index, faulty)]
+    assert kinds.count("high") >= 2  # both nights
+
+
+def test_restored_detector_judges_like_the_original() -> None:
+    holdout = _holdout(days=7)
+    faulty, _ = inject_faults(holdout["mains"].to_numpy(), seed=5)
+    original = _fitted()
+    half = len(holdout) // 2
+    replay(original, holdout.index[:half], faulty[:half])
+    state = json.loads(json.dumps(original.to_dict()))
+    restored = AnomalyDetector.from_dict(state, UCI_TZ)
+    # Both resume after a restart-sized pause, which resets the live windows anyway.
+    later = holdout.index[half + 300:]
+    expected = replay(original, later, faulty[half + 300:])
+    assert replay(restored, later, faulty[half + 300:]) == expected
+    assert len(expected) > 0
+
+
+def test_bad_input_is_refused_or_ignored_with_a_defined_state() -> None:
+    detector = _fitted()
+    moment = datetime(2010, 1, 4, 12, 0, tzinfo=UCI_TZ)
+    with pytest.raises(ValueError, match="aware"):
+        detector.check(moment.replace(tzinfo=None), 500.0)
+    for step, value in enumerate([500.0, float("nan"), float("inf"), 510.0]):
+        assert detector.check(moment + timedelta(minutes=step), value) is None
+    assert detector.active is None
+    with pytest.raises(ValueError, match="malformed anomaly detector state"):
+        AnomalyDetector.from_dict({"version": 1, "series": "total", "settings": {},
+                                   "next": [], "samples": "!!"}, UCI_TZ)
+    with pytest.raises(ValueError, match="slot_minutes must divide a day"):
+        DetectorSettings(slot_minutes=7)
+    with pytest.raises(ValueError, match="no finite readings"):
+        detector.fit([0.0, 60.0], [float("nan"), float("nan")])

@@ -1,0 +1,186 @@
+"""History store on real UCI slices: export round trips, retention, the async writer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy_tracker_addon.history import HistoryStore, HistoryWriter, Reading
+
+from .uci import UCI_TZ, read_uci
+
+# Channel ids as the add-on numbers its CT inputs; total = mains.
+CHANNELS = {1: "mains", 2: "kitchen", 3: "laundry", 4: "water_heater_ac"}
+START = datetime(2009, 2, 2, tzinfo=UCI_TZ)
+
+
+@cache
+def _frame(days: int) -> pd.DataFrame:
+    """What the store should hold: one row per minute, in the export's column layout."""
+    data = read_uci(START, START + timedelta(days=days))
+    frame = pd.DataFrame(index=data.index.tz_convert(UTC).as_unit("ms").rename("timestamp"))
+    frame["total_power_w"] = data["mains"].to_numpy()
+    frame["total_energy_kwh"] = (data["mains"].cumsum() / 60_000).to_numpy()
+    frame["voltage_v"] = data["voltage"].to_numpy()
+    for cid, name in CHANNELS.items():
+        frame[f"channel_{cid}_power_w"] = data[name].to_numpy()
+        frame[f"channel_{cid}_energy_kwh"] = (data[name].cumsum() / 60_000).to_numpy()
+    # A stale stretch: powers and voltage unknown, energies still known.
+    stale = slice(100, 130)
+    unknown = ["total_power_w", "voltage_v", *(f"channel_{c}_power_w" for c in CHANNELS)]
+    frame.iloc[stale, [frame.columns.get_loc(c) for c in unknown]] = np.nan
+    return frame
+
+
+def _readings(frame: pd.DataFrame) -> list[Reading]:
+    def known(value: float) -> float | None:
+        return None if np.isnan(value) else value
+
+    return [
+        Reading(
+            timestamp=moment.to_pydatetime(),
+            total_power_w=known(row["total_power_w"]),
+            total_energy_kwh=row["total_energy_kwh"],
+            voltage_v=known(row["voltage_v"]),
+            channel_power_w={c: known(row[f"channel_{c}_power_w"]) for c in CHANNELS},
+            channel_energy_kwh={c: row[f"channel_{c}_energy_kwh"] for c in CHANNELS},
+        )
+        for moment, row in zip(frame.index, frame.to_dict("records"), strict=True)
+    ]
+
+
+def _reload(path: Path, fmt: str) -> pd.DataFrame:
+    if fmt == "csv":
+        loaded = pd.read_csv(path)
+        loaded["timestamp"] = pd.to_datetime(loaded["timestamp"], utc=True, format="ISO8601")
+    else:
+        loaded = pd.read_parquet(path)
+    loaded = loaded.set_index("timestamp")
+    loaded.index = loaded.index.as_unit("ms")  # the stored resolution
+    return loaded
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[HistoryStore]:
+    opened = HistoryStore(tmp_path / "history.sqlite3", retention_days=None, max_size_mb=None)
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_reloads_to_the_same_values(
+    store: HistoryStore, tmp_path: Path, fmt: str
+) -> None:
+    frame = _frame(days=3)
+    store.append(_readings(frame))
+    start, end = START + timedelta(hours=1), START + timedelta(days=2, hours=18)
+    path = tmp_path / f"export.{fmt}"
+    rows = store.export(start, end, fmt, path)  # type: ignore[arg-type]
+    expected = frame[(frame.index >= start) & (frame.index < end)]
+    assert rows == len(expected)
+    loaded = _reload(path, fmt)
+    pd.testing.assert_frame_equal(loaded, expected, check_exact=True, check_freq=False)
+
+
+def test_export_of_chosen_channels_and_of_an_empty_range(
+    store: HistoryStore, tmp_path: Path
+) -> None:
+    store.append(_readings(_frame(days=1)))
+    path = tmp_path / "kitchen.csv"
+    store.export(START, START + timedelta(hours=2), "csv", path, channel_ids=[2])
+    assert list(pd.read_csv(path).columns) == [
+        "timestamp", "total_power_w", "total_energy_kwh", "voltage_v",
+        "channel_2_power_w", "channel_2_energy_kwh",
+    ]
+    empty = tmp_path / "empty.parquet"
+    assert store.export(START - timedelta(days=9), START, "parquet", empty) == 0
+    assert len(pd.read_parquet(empty)) == 0
+
+
+def test_age_retention_keeps_only_the_recent_readings(store: HistoryStore) -> None:
+    frame = _frame(days=6)
+    store.append(_readings(frame))
+    store.retention = timedelta(days=2)
+    now = frame.index[-1].to_pydatetime()
+    deleted = store.prune(now)
+    kept = frame.index[frame.index >= now - timedelta(days=2)]
+    assert store.count() == len(kept)
+    assert deleted == len(frame) - len(kept)
+    assert store.time_range() == (kept[0].to_pydatetime(), kept[-1].to_pydatetime())
+
+
+def test_size_retention_bounds_disk_use_and_drops_the_oldest(tmp_path: Path) -> None:
+    limit_mb = 1.0
+    store = HistoryStore(tmp_path / "history.sqlite3", retention_days=None, max_size_mb=limit_mb)
+    try:
+        frame = _frame(days=14)
+        for day in range(14):  # two weeks of minutes: several MB before pruning
+            store.append(_readings(frame.iloc[day * 1440:(day + 1) * 1440]))
+        before = store.disk_bytes()
+        store.prune()
+        after = store.disk_bytes()
+        assert before > 2 * limit_mb * 2**20
+        assert after <= limit_mb * 2**20
+        first, last = store.time_range() or (None, None)
+        assert last == frame.index[-1].to_pydatetime()
+        assert store.count() == len(frame[frame.index >= first])  # a newest, unbroken run
+        print(f"\nhistory: {before / 2**20:.2f} MB -> {after / 2**20:.2f} MB, "
+              f"{store.count()} of {len(frame)} readings kept")
+    finally:
+        store.close()
+
+
+def test_readings_survive_a_restart(tmp_path: Path) -> None:
+    frame = _frame(days=1)
+    store = HistoryStore(tmp_path / "history.sqlite3")
+    store.append(_readings(frame))
+    store.close()
+    reopened = HistoryStore(tmp_path / "history.sqlite3")
+    assert reopened.count() == len(frame)
+    reopened.close()
+
+
+def test_bad_export_requests_are_refused(store: HistoryStore, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        store.export(datetime(2009, 1, 1), datetime(2009, 1, 2), "csv", tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="unknown export format 'xlsx'"):
+        store.export(START, START, "xlsx", tmp_path / "x.xlsx")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no channel 9"):
+        store.export(START, START, "csv", tmp_path / "x.csv", channel_ids=[9])
+
+
+def test_reading_from_the_api_state_object() -> None:
+    state = {
+        "timestamp": "2026-11-24T10:15:02.113Z", "total_power_w": None,
+        "total_energy_kwh": 12.3456, "voltage_v": 231.4,
+        "channels": [{"id": 1, "power_w": None, "energy_kwh": 12.3456},
+                     {"id": 3, "power_w": 250.5, "energy_kwh": 1.5}],
+    }
+    reading = Reading.from_state(state)
+    assert reading.timestamp == datetime(2026, 11, 24, 10, 15, 2, 113000, tzinfo=UTC)
+    assert reading.channel_power_w == {1: None, 3: 250.5}
+    assert reading.channel_energy_kwh == {1: 12.3456, 3: 1.5}
+
+
+async def test_writer_batches_off_the_loop_and_exports(tmp_path: Path) -> None:
+    frame = _frame(days=2)
+    writer = HistoryWriter(tmp_path / "history.sqlite3", flush_interval_s=0.05)
+    await writer.start()
+    writers_thread = [t for t in threading.enumerate() if t.name.startswith("history")]
+    for reading in _readings(frame):
+        writer.add(reading)  # synchronous, never touches the disk
+    path = tmp_path / "out.parquet"
+    rows = await writer.export(START, START + timedelta(days=2), "parquet", path)
+    await writer.stop()
+    assert rows == len(frame)
+    pd.testing.assert_frame_equal(_reload(path, "parquet"), frame, check_exact=True,
+                                  check_freq=False)
+    assert len(writers_thread) == 1
+    assert not writers_thread[0].is_alive()  # stopped with the writer
