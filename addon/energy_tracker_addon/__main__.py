@@ -1,0 +1,61 @@
+"""Command line `energy-tracker-addon`: run the add-on service until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import Options, OptionsError, load_options
+from .service import AddonService
+
+EXIT_BAD_OPTIONS = 2
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="energy-tracker-addon",
+        description="Energy Tracker add-on service: serial meter -> power and energy -> API.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("/data"),
+                        help="directory with options.json; token and counters are kept here")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    parser.add_argument("--port", type=int, default=8099, help="TCP port of the API")
+    return parser.parse_args(argv)
+
+
+async def _run(options: Options, args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    service = AddonService(options, args.data_dir, args.host, args.port)
+    await service.start()
+    try:
+        await stop.wait()
+        logging.getLogger(__name__).info("Stopping")
+    finally:
+        await service.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        options = load_options(args.data_dir)
+    except OptionsError as error:
+        print(f"energy-tracker-addon: invalid option {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_run(options, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The add-on's HTTP API (docs/api.md): token auth, REST routes, WebSocket stream, metrics.
+
+The application only reads from the service it is given (see `ApiBackend`); it owns no
+meter state itself, only the set of connected WebSocket clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import WSCloseCode, web
+
+from . import __version__
+from .meter import Meter
+from .metrics import Metrics
+
+_LOGGER = logging.getLogger(__name__)
+
+HEALTH_PATH = "/api/v1/health"
+STREAM_HEARTBEAT_S = 30.0
+# Deep enough to ride out a scheduling hiccup at a reading every second; a client further
+# behind than this only needs the newest state anyway (every message is a full state).
+CLIENT_QUEUE_SIZE = 64
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiBackend(Protocol):
+    """The running service as the API sees it (implemented by `AddonService`)."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def meter(self) -> Meter: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def info(self) -> dict[str, Any]:
+        """The /api/v1/info object: it knows the boards' ports and connections."""
+        ...
+
+
+class StreamHub:
+    """Fans every reading out to the connected WebSocket clients, one bounded queue each."""
+
+    def __init__(self, backend: ApiBackend) -> None:
+        self._backend = backend
+        self._queues: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
+        self._remove_listener: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        self._remove_listener = self._backend.meter.add_listener(self._on_reading)
+
+    async def stop(self) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        clients = list(self._queues)
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+              for ws in clients),
+            return_exceptions=True,
+        )
+
+    def state_message(self, snapshot: dict[str, Any] | None = None) -> str:
+        if snapshot is None:
+            snapshot = self._backend.meter.snapshot()
+        return json.dumps({"type": "state", "data": snapshot})
+
+    def add(self, ws: web.WebSocketResponse) -> asyncio.Queue[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE_SIZE)
+        self._queues[ws] = queue
+        self._backend.metrics.websocket_clients.set(len(self._queues))
+        return queue
+
+    def remove(self, ws: web.WebSocketResponse) -> None:
+        self._queues.pop(ws, None)
+        self._backend.metrics.websocket_clients.set(len(self._queues))
+
+    def _on_reading(self, snapshot: dict[str, Any]) -> None:
+        if not self._queues:
+            return
+        message = self.state_message(snapshot)  # serialised once for all clients
+        for queue in self._queues.values():
+            if queue.full():
+                # A slow client loses its oldest message, not everyone else's latency.
+                queue.get_nowait()
+            queue.put_nowait(message)
+
+
+BACKEND_KEY = web.AppKey("backend", ApiBackend)
+STREAM_KEY = web.AppKey("stream", StreamHub)
+
+
+def create_app(backend: ApiBackend) -> web.Application:
+    """The aiohttp application serving docs/api.md for `backend`."""
+    app = web.Application(middlewares=[_json_errors, _require_token])
+    app[BACKEND_KEY] = backend
+    app[STREAM_KEY] = StreamHub(backend)
+    app.router.add_get(HEALTH_PATH, _health)
+    app.router.add_get("/api/v1/info", _info)
+    app.router.add_get("/api/v1/state", _state)
+    app.router.add_get("/api/v1/channels", _channels)
+    app.router.add_get("/api/v1/energy", _energy)
+    app.router.add_get("/api/v1/stream", _stream)
+    app.router.add_get("/metrics", _metrics)
+    # The ignores: aiosignal 1.4's Signal typing does not match aiohttp 3.11's annotation.
+    app.on_startup.append(_start_stream)  # type: ignore[arg-type]
+    # on_shutdown runs before the server waits for open handlers, so clients close first.
+    app.on_shutdown.append(_stop_stream)  # type: ignore[arg-type]
+    return app
+
+
+async def _start_stream(app: web.Application) -> None:
+    app[STREAM_KEY].start()
+
+
+async def _stop_stream(app: web.Application) -> None:
+    await app[STREAM_KEY].stop()
+
+
+def _error(status: int, code: str) -> web.Response:
+    return web.json_response({"error": code}, status=status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own error pages are HTML; the API answers JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _error(404, "not_found")
+    except web.HTTPMethodNotAllowed:
+        return _error(405, "method_not_allowed")
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path != HEALTH_PATH:
+        expected = f"Bearer {request.app[BACKEND_KEY].token}".encode()
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(401, "invalid_auth")
+    return await handler(request)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def _info(request: web.Request) -> web.Response:
+    return web.json_response(request.app[BACKEND_KEY].info())
+
+
+async def _state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[BACKEND_KEY].meter.snapshot())
+
+
+async def _channels(request: web.Request) -> web.Response:
+    snapshot = request.app[BACKEND_KEY].meter.snapshot()
+    return web.json_response({"channels": snapshot["channels"]})
+
+
+async def _energy(request: web.Request) -> web.Response:
+    return web.json_response(request.app[BACKEND_KEY].meter.energy())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[BACKEND_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": Metrics.content_type})
+
+
+async def _stream(request: web.Request) -> web.WebSocketResponse:
+    hub = request.app[STREAM_KEY]
+    ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S)
+    await ws.prepare(request)
+    queue = hub.add(ws)
+    sender = asyncio.create_task(_send_queue(ws, hub.state_message(), queue),
+                                 name="websocket sender")
+    try:
+        # Reading is what answers pings, notices pongs and sees the client's close frame;
+        # the client's own messages carry nothing for us.
+        async for _message in ws:
+            pass
+    finally:
+        hub.remove(ws)
+        sender.cancel()
+        await asyncio.wait({sender})
+    return ws
+
+
+async def _send_queue(ws: web.WebSocketResponse, first: str, queue: asyncio.Queue[str]) -> None:
+    try:
+        await ws.send_str(first)
+        while True:
+            await ws.send_str(await queue.get())
+    except ConnectionError as err:
+        _LOGGER.debug("websocket client gone: %s", err)
+        await ws.close()

@@ -1,0 +1,216 @@
+"""The HTTP API of a running add-on service (docs/api.md), through a real server and pty.
+
+The service is the real `AddonService` on 127.0.0.1 with its RPICT board on a
+pseudo-terminal the test writes to, so every reading goes the whole way: pty → serial link
+→ meter → API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from energy_tracker_addon.api import create_app
+from energy_tracker_addon.config import Options
+from energy_tracker_addon.service import AddonService
+
+from .polling import wait_until
+from .ptys import PtyPort
+
+# Real servers on 127.0.0.1 (phacc still refuses connections to any other host).
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+TOKEN = "test-token-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def rpict(pty_port: Callable[[str], PtyPort]) -> PtyPort:
+    port = pty_port("ttyRPICT")
+    port.plug()
+    return port
+
+
+@pytest.fixture
+async def service(tmp_path: Path, rpict: PtyPort) -> AsyncIterator[AddonService]:
+    """A running service reading an RPICT3T1 on `rpict` (no voltage board), connected."""
+    options = Options(api_token=TOKEN, rpict_port=str(rpict.path), stale_after_s=2)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        await wait_until(lambda: service.meter.board_connected("rpict"))
+        yield service
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    # No connection limit: the default of 100 would queue a request behind 100 streams.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+def rpict_line(p1: float, p2: float, p3: float) -> bytes:
+    return f"11 {p1} {p2} {p3} 21.5\r\n".encode()
+
+
+def protected_routes(service: AddonService) -> list[tuple[str, str]]:
+    """(method, path) of every route of the application except health."""
+    routes = []
+    for resource in create_app(service).router.resources():
+        for route in resource:
+            if route.method != "HEAD" and resource.canonical != "/api/v1/health":
+                routes.append((route.method, resource.canonical))
+    return routes
+
+
+async def test_every_route_but_health_needs_the_token(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    routes = protected_routes(service)
+    assert ("GET", "/api/v1/state") in routes
+    assert ("GET", "/metrics") in routes
+    for method, path in routes:
+        url = service.url + path
+        for headers in ({}, auth("wrong"), auth(TOKEN + "x"), {"Authorization": TOKEN}):
+            async with session.request(method, url, headers=headers) as resp:
+                assert resp.status == 401, (method, path, headers)
+                assert await resp.json() == {"error": "invalid_auth"}
+        if path == "/api/v1/stream":
+            async with session.ws_connect(url, headers=auth()) as ws:
+                assert (await ws.receive_json(timeout=5))["type"] == "state"
+        else:
+            async with session.request(method, url, headers=auth()) as resp:
+                assert resp.status == 200, (method, path)
+
+    async with session.get(service.url + "/api/v1/health") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ok", "version": "0.1.0"}
+
+
+async def test_unknown_route_answers_json_404(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    async with session.get(service.url + "/api/v1/nothing", headers=auth()) as resp:
+        assert resp.status == 404
+        assert await resp.json() == {"error": "not_found"}
+
+
+async def test_rest_routes_serve_the_current_reading(
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort
+) -> None:
+    await rpict.write(rpict_line(1200.5, 300.0, -0.0))
+
+    async def state() -> dict[str, Any]:
+        async with session.get(service.url + "/api/v1/state", headers=auth()) as resp:
+            result: dict[str, Any] = await resp.json()
+            return result
+
+    await wait_until(lambda: _available(state))
+    current = await state()
+    assert current["total_power_w"] == 1200.5  # Mains is the only "mains" channel
+    assert [c["power_w"] for c in current["channels"]] == [1200.5, 300.0, 0.0]
+    assert current["voltage_v"] is None  # no voltage board: unknown, not 0
+
+    async with session.get(service.url + "/api/v1/channels", headers=auth()) as resp:
+        assert (await resp.json())["channels"] == current["channels"]
+    async with session.get(service.url + "/api/v1/info", headers=auth()) as resp:
+        info = await resp.json()
+    assert info["meter_id"] == service.meter_id == current["meter_id"]
+    assert info["source"] == "serial"
+    assert info["boards"] == [
+        {"id": "rpict", "model": "rpict3t1", "port": str(rpict.path), "connected": True}
+    ]
+    async with session.get(service.url + "/api/v1/energy", headers=auth()) as resp:
+        energy = await resp.json()
+    assert [c["id"] for c in energy["channels"]] == [1, 2, 3]
+    assert energy["since"].endswith("Z")
+    async with session.get(service.url + "/metrics", headers=auth()) as resp:
+        assert resp.content_type == "text/plain"
+        assert "energy_tracker_total_power_watts 1200.5" in await resp.text()
+
+
+async def _available(state: Callable[[], Any]) -> bool:
+    return bool((await state())["available"])
+
+
+async def receive_states(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    states: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while len(states) < count:
+            message = await ws.receive_json()
+            assert message["type"] == "state"
+            states.append(message["data"])
+    return states
+
+
+async def test_stream_sends_current_state_then_every_reading(
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort
+) -> None:
+    async with session.ws_connect(service.url + "/api/v1/stream", headers=auth()) as ws:
+        first = (await receive_states(ws, 1))[0]
+        assert first["seq"] == service.meter.snapshot()["seq"]
+        powers = [100.0 + 7 * i for i in range(30)]
+        for power in powers:
+            await rpict.write(rpict_line(power, 1.0, 2.0))
+            await asyncio.sleep(0.01)
+        states = await receive_states(ws, len(powers))
+    assert [s["channels"][0]["power_w"] for s in states] == powers
+    assert [s["seq"] for s in states] == list(range(first["seq"] + 1, first["seq"] + 31))
+
+
+async def test_hundred_clients_all_receive_the_same_readings(
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort
+) -> None:
+    url = service.url + "/api/v1/stream"
+    clients = await asyncio.gather(*(session.ws_connect(url, headers=auth()) for _ in range(100)))
+    try:
+        await asyncio.gather(*(receive_states(ws, 1) for ws in clients))
+        async with session.get(service.url + "/metrics", headers=auth()) as resp:
+            assert "energy_tracker_websocket_clients 100.0" in await resp.text()
+        powers = [500.0 + i for i in range(10)]
+        for power in powers:
+            await rpict.write(rpict_line(power, 0.0, 0.0))
+            await asyncio.sleep(0.02)
+        received = await asyncio.gather(*(receive_states(ws, len(powers)) for ws in clients))
+    finally:
+        await asyncio.gather(*(ws.close() for ws in clients))
+    for states in received:
+        assert [s["total_power_w"] for s in states] == powers
+    assert len({json.dumps(states) for states in received}) == 1
+
+    async def gauge_is_zero() -> bool:
+        async with session.get(service.url + "/metrics", headers=auth()) as resp:
+            return "energy_tracker_websocket_clients 0.0" in await resp.text()
+
+    await wait_until(gauge_is_zero)
+
+
+async def test_stopping_the_service_closes_stream_clients(
+    tmp_path: Path, rpict: PtyPort, session: aiohttp.ClientSession
+) -> None:
+    options = Options(api_token=TOKEN, rpict_port=str(rpict.path))
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        ws = await session.ws_connect(service.url + "/api/v1/stream", headers=auth())
+        await receive_states(ws, 1)
+    finally:
+        async with asyncio.timeout(5):
+            await service.stop()
+    message = await ws.receive(timeout=5)
+    assert message.type is aiohttp.WSMsgType.CLOSE
+    assert message.data == aiohttp.WSCloseCode.GOING_AWAY
+    await ws.close()

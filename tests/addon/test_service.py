@@ -1,0 +1,287 @@
+"""The whole add-on service: real boards on ptys, the simulated meter, the real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from energy_tracker_addon.config import Options
+from energy_tracker_addon.meter import CHECK_INTERVAL_S
+from energy_tracker_addon.persistence import CounterStore
+from energy_tracker_addon.protocol import frame, parse_command_line
+from energy_tracker_addon.service import COUNTER_FILE, AddonService
+
+from .polling import wait_until
+from .ptys import PtyPort
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+TOKEN = "service-test-token-0123456789abcdefghijklmnop"
+ADDON_COMMAND = str(Path(sys.executable).with_name("energy-tracker-addon"))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def get(session: aiohttp.ClientSession, url: str, path: str, token: str = TOKEN) -> Any:
+    async with session.get(f"{url}/api/v1/{path}",
+                           headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200, path
+        return await resp.json()
+
+
+class Boards:
+    """Both boards on ptys; `send()` writes one reading of each, like the real hardware."""
+
+    def __init__(self, rpict: PtyPort, voltage: PtyPort) -> None:
+        self.rpict = rpict
+        self.voltage = voltage
+        self._seq = 0
+
+    async def send(self, printed_w: tuple[float, float, float], vrms: float) -> None:
+        self._seq += 1
+        etm = frame("ETM", str(self._seq), f"{vrms:.1f}", "50.00", "", "0")
+        await self.voltage.write(etm)
+        p1, p2, p3 = printed_w
+        await self.rpict.write(f"11 {p1} {p2} {p3} 21.5\r\n".encode())
+
+
+async def test_both_boards_over_ptys_survive_unplug_and_replug(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    boards = Boards(pty_port("ttyRPICT"), pty_port("ttyVOLT"))
+    boards.rpict.plug()
+    boards.voltage.plug()
+    options = Options(api_token=TOKEN, rpict_port=str(boards.rpict.path), rpict_vest=230,
+                      voltage_port=str(boards.voltage.path), stale_after_s=2)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        state: dict[str, Any] = {}
+
+        async def corrected_reading_arrives() -> bool:
+            # The hat prints P = I x 230; the board measures 240 V, so real P is 240/230 P.
+            await boards.send((230.0, 115.0, 0.0), vrms=240.0)
+            state.update(await get(session, service.url, "state"))
+            return bool(state["voltage_v"] == 240.0 and state["total_power_w"] == 240.0)
+
+        await wait_until(corrected_reading_arrives, what="corrected reading")
+        assert [c["power_w"] for c in state["channels"]] == [240.0, 120.0, 0.0]
+        assert state["frequency_hz"] == 50.0
+        assert state["boards"]["rpict"]["connected"] is True
+        assert state["boards"]["voltage"]["connected"] is True
+        # The host asks for the board's hello (its boot hello came before the port opened).
+        hello = parse_command_line(await boards.voltage.read_line())
+        assert (hello.command, hello.args) == ("HELLO", ())
+        await boards.voltage.write(frame("ETH", "0", "1.2.3", "0", "0.4512"))
+        info: dict[str, Any] = {}
+
+        async def firmware_known() -> bool:
+            info.update(await get(session, service.url, "info"))
+            return bool(info["boards"][1].get("fw_version") == "1.2.3")
+
+        await wait_until(firmware_known, what="voltage board firmware in /info")
+        assert [(b["id"], b["port"]) for b in info["boards"]] == [
+            ("rpict", str(boards.rpict.path)), ("voltage", str(boards.voltage.path))
+        ]
+
+        boards.rpict.unplug()
+        boards.voltage.unplug()
+
+        async def values_unavailable() -> bool:
+            unplugged.update(await get(session, service.url, "state"))
+            return unplugged["available"] is False and unplugged["voltage_v"] is None
+
+        # Stale after stale_after_s without a frame; the meter looks twice a second.
+        unplugged: dict[str, Any] = {}
+        await wait_until(values_unavailable, timeout=2 + CHECK_INTERVAL_S + 0.5,
+                         what="values null after unplugging")
+        assert unplugged["total_power_w"] is None
+        assert unplugged["frequency_hz"] is None
+        assert {c["power_w"] for c in unplugged["channels"]} == {None}
+        assert isinstance(unplugged["total_energy_kwh"], float)  # energy stays a number
+        assert unplugged["boards"]["rpict"]["connected"] is False
+        assert unplugged["boards"]["voltage"]["connected"] is False
+
+        boards.rpict.plug()
+        boards.voltage.plug()
+
+        async def data_again() -> bool:
+            await boards.send((460.0, 0.0, 0.0), vrms=230.0)
+            replugged.update(await get(session, service.url, "state"))
+            return bool(replugged["total_power_w"] == 460.0 and replugged["voltage_v"] == 230.0)
+
+        replugged: dict[str, Any] = {}
+        await wait_until(data_again, timeout=5, what="data after replugging")
+        assert replugged["boards"]["rpict"]["connected"] is True
+    finally:
+        await service.stop()
+
+
+async def test_empty_options_serve_the_simulated_meter(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    service = AddonService(Options(simulation_speed=60), tmp_path / "data",
+                           host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        token = (tmp_path / "data" / "api_token").read_text().strip()
+        assert token == service.token
+        info = await get(session, service.url, "info", token)
+        assert info["source"] == "simulated"
+        assert [b["id"] for b in info["boards"]] == ["rpict", "voltage"]
+
+        async def simulated_firmware_known() -> bool:
+            boards = (await get(session, service.url, "info", token))["boards"]
+            return bool(boards[1].get("fw_version", "").endswith("-sim"))
+
+        await wait_until(simulated_firmware_known, what="simulated board firmware in /info")
+        seen: set[float] = set()
+
+        async def readings_change() -> bool:
+            state = await get(session, service.url, "state", token)
+            if state["available"]:
+                assert state["voltage_v"] is not None
+                seen.add(state["total_power_w"])
+            return len(seen) >= 2
+
+        # The simulated RPICT prints every 2 s; at 60x each line is a new minute of data.
+        await wait_until(readings_change, timeout=10, what="two different total powers")
+    finally:
+        await service.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_process(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        ADDON_COMMAND, "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def wait_healthy(session: aiohttp.ClientSession, url: str,
+                       process: asyncio.subprocess.Process) -> None:
+    async def healthy() -> bool:
+        assert process.returncode is None, "the add-on exited"
+        try:
+            async with session.get(f"{url}/api/v1/health") as resp:
+                return resp.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await wait_until(healthy, timeout=20, what="the add-on answering health")
+
+
+async def test_energy_survives_sigkill_within_one_persist_interval(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    persist_interval_s = 1
+    (data_dir / "options.json").write_text(json.dumps(
+        {"persist_interval_s": persist_interval_s, "simulation_speed": 60}))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # Saves run at most persist_interval_s + one meter check apart (+ scheduling slack).
+    save_window = persist_interval_s + CHECK_INTERVAL_S + 0.5
+    loop = asyncio.get_running_loop()
+
+    process = await start_process(data_dir, port)
+    try:
+        await wait_healthy(session, url, process)
+        token = (data_dir / "api_token").read_text().strip()
+        seen: list[tuple[float, dict[str, Any]]] = []
+
+        async def energy_counted_a_save_window_ago() -> bool:
+            seen.append((loop.time(), await get(session, url, "energy", token)))
+            return any(e["total_energy_kwh"] > 0 for t, e in seen
+                       if t <= loop.time() - save_window)
+
+        await wait_until(energy_counted_a_save_window_ago, timeout=20, what="energy counting")
+        process.kill()
+        killed_at = loop.time()
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    # What the API showed a save window before the kill must have been saved.
+    saved_at_least = max((e for t, e in seen if t <= killed_at - save_window),
+                         key=lambda e: e["total_energy_kwh"])
+    last_seen = seen[-1][1]
+
+    process = await start_process(data_dir, port)
+    try:
+        await wait_healthy(session, url, process)
+        after = await get(session, url, "energy", token)
+        assert after["since"] == last_seen["since"]
+        assert after["total_energy_kwh"] >= saved_at_least["total_energy_kwh"] > 0
+        for channel, before in zip(after["channels"], saved_at_least["channels"], strict=True):
+            assert channel["energy_kwh"] >= before["energy_kwh"]
+
+        later = after
+        for _ in range(5):
+            await asyncio.sleep(0.3)
+            now = await get(session, url, "energy", token)
+            assert now["total_energy_kwh"] >= later["total_energy_kwh"]
+            later = now
+
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    # A clean stop saves everything counted.
+    stored = CounterStore(data_dir / COUNTER_FILE).load()
+    assert stored is not None
+    assert round(stored.total_kwh, 6) >= later["total_energy_kwh"]  # the API rounds to 6
+
+
+@pytest.mark.parametrize(
+    "command", [[ADDON_COMMAND], [sys.executable, "-m", "energy_tracker_addon"]]
+)
+async def test_bad_option_exits_2_naming_the_option(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "options.json").write_text(json.dumps({"rpict_vest": 9000}))
+    process = await asyncio.create_subprocess_exec(
+        *command, "--data-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(20):
+        _stdout, stderr = await process.communicate()
+    assert process.returncode == 2
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "rpict_vest" in lines[0]
+    assert "9000" in lines[0]
+    assert not (tmp_path / "api_token").exists()  # nothing started
+
+
+async def test_port_in_use_fails_start_and_leaves_nothing_running(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        service = AddonService(Options(), tmp_path / "data", host="127.0.0.1", port=port)
+        with pytest.raises(OSError, match="address already in use"):
+            await service.start()
+    # The simulator, links and meter were stopped again: verify_cleanup checks the tasks.
