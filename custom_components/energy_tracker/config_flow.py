@@ -16,6 +16,9 @@ from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
     SelectOptionDict,
     SelectSelector,
     SelectSelectorConfig,
@@ -27,7 +30,15 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
-from .const import CONF_CHANNELS, DEFAULT_PORT, DOMAIN, LOGGER
+from .const import (
+    CONF_CHANNELS,
+    CONF_UPDATE_INTERVAL,
+    DEFAULT_PORT,
+    DEFAULT_UPDATE_INTERVAL,
+    DOMAIN,
+    LOGGER,
+    MAX_UPDATE_INTERVAL,
+)
 from .coordinator import EnergyTrackerConfigEntry
 from .models import MeterInfo
 
@@ -185,7 +196,7 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class EnergyTrackerOptionsFlow(OptionsFlow):
-    """Which CT channels get entities."""
+    """Which CT channels get entities, and how often entities (and the recorder) update."""
 
     async def async_step_init(
         self, user_input: dict[str, Any] | None = None
@@ -210,7 +221,19 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
                         multiple=True,
                         mode=SelectSelectorMode.LIST,
                     )
-                )
+                ),
+                vol.Required(
+                    CONF_UPDATE_INTERVAL,
+                    default=entry.options.get(CONF_UPDATE_INTERVAL, DEFAULT_UPDATE_INTERVAL),
+                ): NumberSelector(
+                    NumberSelectorConfig(
+                        min=0,
+                        max=MAX_UPDATE_INTERVAL,
+                        step=1,
+                        mode=NumberSelectorMode.BOX,
+                        unit_of_measurement="s",
+                    )
+                ),
             }
         )
         return self.async_show_form(step_id="init", data_schema=schema)

@@ -10,6 +10,11 @@ DOMAIN: Final = "energy_tracker"
 LOGGER = logging.getLogger(__package__)
 
 CONF_CHANNELS: Final = "channels"
+# Minimum seconds between entity updates (and so recorded states); 0: every reading.
+# Energy counters lose nothing by it: each update carries the add-on's running total.
+CONF_UPDATE_INTERVAL: Final = "update_interval"
+DEFAULT_UPDATE_INTERVAL: Final = 0
+MAX_UPDATE_INTERVAL: Final = 300
 DEFAULT_PORT: Final = 8099
 
 # Reconnect delays grow 1 s, 2 s, 4 s then stay at 5 s, so a restarted add-on is back

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import aclosing
 from datetime import datetime
 
@@ -16,6 +17,8 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, Upda
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .const import (
+    CONF_UPDATE_INTERVAL,
+    DEFAULT_UPDATE_INTERVAL,
     DOMAIN,
     ISSUE_UNREACHABLE,
     LOGGER,
@@ -49,6 +52,12 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self.info = info
         self._in_outage = False
         self._cancel_issue_timer: CALLBACK_TYPE | None = None
+        self._min_interval = float(
+            entry.options.get(CONF_UPDATE_INTERVAL, DEFAULT_UPDATE_INTERVAL)
+        )
+        self._last_publish = -float("inf")
+        self._pending: MeterState | None = None
+        self._cancel_pending: CALLBACK_TYPE | None = None
 
     @property
     def issue_id(self) -> str:
@@ -80,6 +89,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
     async def async_shutdown(self) -> None:
         """Stop the outage timer; the entry cancels the stream task itself."""
         self._async_cancel_issue_timer()
+        self._async_drop_pending()
         ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
         await super().async_shutdown()
 
@@ -120,7 +130,38 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
             LOGGER.info("Connection to the Energy Tracker add-on restored")
             self._async_cancel_issue_timer()
             ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
+            self._async_publish(state)  # back from an outage: show it at once
+            return
+        wait = self._last_publish + self._min_interval - time.monotonic()
+        if wait <= 0 and self._cancel_pending is None:
+            self._async_publish(state)
+            return
+        # Throttled: keep only the newest reading and publish it when the interval ends.
+        self._pending = state
+        if self._cancel_pending is None:
+            self._cancel_pending = async_call_later(
+                self.hass, max(wait, 0), HassJob(self._async_publish_pending,
+                                                 cancel_on_shutdown=True)
+            )
+
+    @callback
+    def _async_publish(self, state: MeterState) -> None:
+        self._last_publish = time.monotonic()
         self.async_set_updated_data(state)
+
+    @callback
+    def _async_publish_pending(self, _now: datetime) -> None:
+        self._cancel_pending = None
+        if (state := self._pending) is not None:
+            self._pending = None
+            self._async_publish(state)
+
+    @callback
+    def _async_drop_pending(self) -> None:
+        self._pending = None
+        if self._cancel_pending is not None:
+            self._cancel_pending()
+            self._cancel_pending = None
 
     @callback
     def _async_connection_lost(self, err: Exception) -> None:
@@ -128,6 +169,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         # add-on is back but serves another meter) is worth one more line.
         if not self.last_update_success and str(err) != str(self.last_exception):
             LOGGER.warning("Energy Tracker add-on still unavailable: %s", err)
+        self._async_drop_pending()  # a reading from before the loss must not revive entities
         self.async_set_update_error(err)
         if not self._in_outage:
             self._in_outage = True

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
 )
 
-from custom_components.energy_tracker.const import DOMAIN, UNREACHABLE_ISSUE_AFTER
+from custom_components.energy_tracker.const import (
+    CONF_CHANNELS,
+    CONF_UPDATE_INTERVAL,
+    DOMAIN,
+    UNREACHABLE_ISSUE_AFTER,
+)
 
 from .conftest import Addon, wait_for
 
@@ -114,3 +122,34 @@ async def test_another_meter_on_the_port_never_shows_its_values(
         assert all_unavailable(hass)
     finally:
         await impostor.stop()
+
+
+async def test_update_interval_option_throttles_entity_updates(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """With a 5 s minimum interval, readings every 2 s give at most one update per 5 s."""
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_CHANNELS: ["1", "2", "3"], CONF_UPDATE_INTERVAL: 5})
+    await hass.async_block_till_done()
+    assert loaded_entry.options[CONF_UPDATE_INTERVAL] == 5
+    energy_id = entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{addon.meter_id}_total_energy")
+    assert energy_id is not None
+
+    changes: list[float] = []
+
+    @callback
+    def record(_event: Event[EventStateChangedData]) -> None:
+        changes.append(time.monotonic())
+
+    unsub = async_track_state_change_event(hass, [energy_id], record)
+    seq_before = (await addon.get("state"))["seq"]
+    await asyncio.sleep(11)
+    seq_after = (await addon.get("state"))["seq"]
+    unsub()
+
+    assert seq_after - seq_before >= 5  # the meter kept reading every 2 s
+    assert 1 <= len(changes) <= 3, changes
+    assert all(b - a >= 4.9 for a, b in itertools.pairwise(changes)), changes
