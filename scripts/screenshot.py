@@ -1,7 +1,8 @@
 """Screenshot of Home Assistant's Energy dashboard fed by energy_tracker.
 
 Starts the demo (add-on service on the simulated meter + real hass) in a scratch directory,
-lets the meter run until Home Assistant has compiled statistics, logs the headless Debian
+lets the meter run until Home Assistant has compiled hourly statistics (past the next full
+hour, so this takes up to ~65 minutes), logs the headless Debian
 `chromium` in through HA's own tokens (DevTools protocol, no extra packages) and saves a PNG.
 
     .venv/bin/python scripts/screenshot.py [--out docs/energy-dashboard.png]
@@ -61,12 +62,16 @@ class DevTools:
 
 
 async def wait_for_statistics(ws: demo.HAWebSocket, stat_ids: list[str], timeout: float) -> None:
-    """Wait until the recorder has compiled a 5-minute statistic for every id."""
+    """Wait until the recorder has compiled an hourly statistic for every id.
+
+    The Energy dashboard plots hourly statistics, which HA compiles just after each full
+    hour: a fresh demo needs to run past the next hour boundary (up to ~65 minutes).
+    """
     deadline = time.monotonic() + timeout
     start = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
     while True:
         stats = await ws.call("recorder/statistics_during_period", start_time=start,
-                              statistic_ids=stat_ids, period="5minute", types=["sum"])
+                              statistic_ids=stat_ids, period="hour", types=["sum"])
         if all(stats.get(stat_id) for stat_id in stat_ids):
             return
         if time.monotonic() > deadline:
@@ -131,8 +136,9 @@ async def run(args: argparse.Namespace) -> None:
                 async with demo.HAWebSocket.connect(session, procs.hass_url,
                                                     tokens["access_token"]) as ws:
                     total, channels = await demo.energy_sensor_ids(ws)
-                    print("==> waiting for the recorder's first 5-minute statistics")
-                    await wait_for_statistics(ws, [total, *channels], timeout=420)
+                    print("==> waiting for the recorder's first hourly statistics "
+                          "(compiled just after the next full hour)")
+                    await wait_for_statistics(ws, [total, *channels], timeout=4200)
             await capture(procs.hass_url, tokens, args.out, args.width, args.height)
     print(f"==> wrote {args.out}")
 

@@ -41,8 +41,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 echo "==> installing dependencies into .venv (a cold install takes about 5 minutes)"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
-"$VENV/bin/python" -m pip install --quiet --no-deps -e .
+# This machine's pip config lists local indexes that lack most projects; pip warns once per
+# project about each. Those lines say nothing about our install, so they are filtered out.
+pip_install() {
+    "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+pip_install --upgrade pip
+pip_install -r requirements-dev.txt
+pip_install --no-deps -e .
 echo "$want" > "$STAMP"
 echo "==> .venv ready"
