@@ -333,15 +333,18 @@ def running_demo(workdir: Path, *, addon_port: int, hass_port: int,
         write_addon_options(data_dir, addon_options or {})
     write_ha_config(config_dir, "127.0.0.1", hass_port)
     addon = start_addon(data_dir, addon_port, workdir / "addon.log")
-    hass: subprocess.Popen[bytes] | None = None
+    procs: Processes | None = None
     try:
         token = read_addon_token(data_dir)
         hass = start_hass(config_dir, workdir / "hass.log")
-        yield Processes(addon, hass, f"http://127.0.0.1:{addon_port}", token,
-                        f"http://127.0.0.1:{hass_port}")
+        procs = Processes(addon, hass, f"http://127.0.0.1:{addon_port}", token,
+                          f"http://127.0.0.1:{hass_port}")
+        yield procs
     finally:
-        if hass is not None:
-            stop(hass)
+        # A caller may have replaced a process (an add-on restart): stop the current ones.
+        if procs is not None:
+            stop(procs.hass)
+            stop(procs.addon)
         stop(addon)
 
 
