@@ -179,6 +179,15 @@ class AnomalyDetector:
             self._samples[slot, : len(rows)] = rows
             self._next[slot] = len(rows) % self._capacity
 
+    def adopt_learning(self, other: AnomalyDetector) -> None:
+        """Take what `other` learned (fitted off the event loop, say), keeping this one's
+        live windows and any anomaly in progress."""
+        if other.settings != self.settings:
+            raise ValueError("adopt_learning needs a detector with the same settings")
+        self._samples = other._samples.copy()
+        self._next = other._next.copy()
+        self._stats.clear()
+
     def check(self, timestamp: datetime, power_w: float) -> Anomaly | None:
         """Feed one reading. Returns an Anomaly when one starts, else None.
 

@@ -29,8 +29,14 @@ METER_ID_FILE: Final = "meter_id"
 RPICT_MODELS: Final = ("rpict3t1", "rpict3v1", "rpict4v3", "rpict7v1", "rpict8")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 ROLES: Final = ("mains", "circuit")
+RELAY_SOURCES: Final = ("board", "gpio")
+# BCM pins of the original system's three relay outputs, taken in order by gpio relays
+# that name no pin.
+DEFAULT_GPIO_PINS: Final = (22, 23, 24)
+MAX_BOARD_RELAYS: Final = 8  # ET1 n_relays limit (docs/protocol.md 2.1)
 
 type Role = Literal["mains", "circuit"]
+type RelaySource = Literal["board", "gpio"]
 
 
 class OptionsError(ValueError):
@@ -52,6 +58,24 @@ DEFAULT_CHANNELS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """One appliance relay (ids 1 to 8). A board relay's id is its relay number on the board."""
+
+    id: int
+    name: str
+    source: RelaySource
+    gpio: int | None = None  # BCM pin, gpio relays only
+    channel: int | None = None  # CT channel measuring the switched circuit, if any
+
+
+DEFAULT_RELAYS: Final = (
+    RelayConfig(1, "Water heater", "board", channel=3),
+    RelayConfig(2, "Kitchen", "board", channel=2),
+    RelayConfig(3, "Laundry", "board"),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     api_token: str = ""
     rpict_port: str = ""
@@ -61,10 +85,32 @@ class Options:
     voltage_port: str = ""
     voltage_baudrate: int = 115200
     channels: tuple[ChannelConfig, ...] = DEFAULT_CHANNELS
+    relays: tuple[RelayConfig, ...] = DEFAULT_RELAYS
+    relay_watchdog_s: int = 0
     stale_after_s: int = 10
     persist_interval_s: int = 30
     simulation_speed: float = 1.0
     log_level: str = "info"
+    # Analytics (analytics.py, gas.py).
+    rolling_window: int = 5
+    history_retention_days: int = 90
+    history_max_size_mb: int = 500
+    # Mainland France, the replayed house's grid: ADEME Base Empreinte's average
+    # consumption mix of the early 2020s (life cycle, imports included) is about 52 g.
+    co2_g_per_kwh: float = 52.0
+    gas_m3_per_pulse: float = 0.01
+    # MQTT publishing for fleets (mqtt.py).
+    mqtt_enabled: bool = False
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_topic_prefix: str = "energy_tracker"
+    mqtt_discovery_prefix: str = "homeassistant"
+
+
+# One or more topic levels, none empty, no wildcards (they are not allowed when publishing).
+MQTT_TOPIC_PATTERN: Final = r"^[^#+/\s]+(/[^#+/\s]+)*$"
 
 
 def _integer(value: Any) -> int:
@@ -92,6 +138,36 @@ def _unique_channel_ids(channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return channels
 
 
+def _check_relays(relays: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids: set[int] = set()
+    pins: set[int] = set()
+    spare_pins = [p for p in DEFAULT_GPIO_PINS if p not in {r.get("gpio") for r in relays}]
+    for index, relay in enumerate(relays):
+        if relay["id"] in ids:
+            raise vol.Invalid(f"relay id {relay['id']} is used twice", path=[index, "id"])
+        ids.add(relay["id"])
+        if relay["source"] == "board":
+            continue
+        if "gpio" not in relay:
+            if not spare_pins:
+                raise vol.Invalid("a gpio relay needs its BCM pin", path=[index, "gpio"])
+            relay["gpio"] = spare_pins.pop(0)
+        if relay["gpio"] in pins:
+            raise vol.Invalid(f"GPIO {relay['gpio']} is used twice", path=[index, "gpio"])
+        pins.add(relay["gpio"])
+    return relays
+
+
+_RELAY_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=MAX_BOARD_RELAYS)),
+        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Required("source"): vol.In(RELAY_SOURCES),
+        vol.Optional("gpio"): vol.All(_integer, vol.Range(min=0, max=27)),
+        vol.Optional("channel"): vol.All(_integer, vol.Range(min=1, max=8)),
+    }
+)
+
 _CHANNEL_SCHEMA: Final = vol.Schema(
     {
         vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=8)),
@@ -113,10 +189,28 @@ _SCHEMA: Final = vol.Schema(
             [_CHANNEL_SCHEMA], vol.Length(min=1, msg="needs at least one channel"),
             _unique_channel_ids,
         ),
+        vol.Optional("relays"): vol.All([_RELAY_SCHEMA], _check_relays),
+        vol.Optional("relay_watchdog_s"): vol.All(_integer, vol.Range(min=0, max=3600)),
         vol.Optional("stale_after_s"): vol.All(_integer, vol.Range(min=2, max=600)),
         vol.Optional("persist_interval_s"): vol.All(_integer, vol.Range(min=1, max=3600)),
         vol.Optional("simulation_speed"): vol.All(_number, vol.Range(min=0.1, max=1000)),
         vol.Optional("log_level"): vol.In(LOG_LEVELS),
+        vol.Optional("rolling_window"): vol.All(_integer, vol.Range(min=1, max=3600)),
+        vol.Optional("history_retention_days"): vol.All(_integer, vol.Range(min=1, max=3650)),
+        vol.Optional("history_max_size_mb"): vol.All(_integer, vol.Range(min=10, max=100000)),
+        vol.Optional("co2_g_per_kwh"): vol.All(_number, vol.Range(min=0, max=2000)),
+        vol.Optional("gas_m3_per_pulse"): vol.All(_number, vol.Range(min=0.001, max=10)),
+        vol.Optional("mqtt_enabled"): bool,
+        vol.Optional("mqtt_host"): str,
+        vol.Optional("mqtt_port"): vol.All(_integer, vol.Range(min=1, max=65535)),
+        vol.Optional("mqtt_username"): str,
+        vol.Optional("mqtt_password"): str,
+        vol.Optional("mqtt_topic_prefix"): vol.Match(
+            MQTT_TOPIC_PATTERN, msg="not an MQTT topic without wildcards"
+        ),
+        vol.Optional("mqtt_discovery_prefix"): vol.Match(
+            MQTT_TOPIC_PATTERN, msg="not an MQTT topic without wildcards"
+        ),
     }
 )
 
@@ -150,6 +244,13 @@ def parse_options(data: Any) -> Options:
         valid["channels"] = tuple(
             ChannelConfig(c["id"], c["name"], c["role"]) for c in valid["channels"]
         )
+    if "relays" in valid:
+        valid["relays"] = tuple(
+            RelayConfig(r["id"], r["name"], r["source"], r.get("gpio"), r.get("channel"))
+            for r in valid["relays"]
+        )
+    if valid.get("mqtt_enabled") and not valid.get("mqtt_host", "").strip():
+        raise OptionsError("mqtt_host: needed when mqtt_enabled is true")
     return Options(**valid)
 
 

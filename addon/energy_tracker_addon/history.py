@@ -199,6 +199,22 @@ class HistoryStore:
             return _write_csv(destination, columns, chunks)
         return _write_parquet(destination, columns, chunks)
 
+    def minute_means(
+        self, columns: Sequence[str], since: datetime
+    ) -> tuple[list[int], list[tuple[float | None, ...]]]:
+        """Mean of each column per UTC minute from `since` on: (epoch minutes, rows), for
+        learning (the anomaly detectors); SQLite averages, so only minutes cross threads."""
+        unknown = set(columns) - set(_VALUE_COLUMNS)
+        if unknown:
+            raise ValueError(f"no history columns {sorted(unknown)}")
+        means = ", ".join(f"avg({name})" for name in columns)
+        found = self._db.execute(
+            f"SELECT ts_ms / 60000 AS minute, {means} FROM readings "  # noqa: S608
+            "WHERE ts_ms >= ? GROUP BY minute ORDER BY minute",
+            (_to_ms(since),),
+        ).fetchall()
+        return [int(row[0]) for row in found], [tuple(row[1:]) for row in found]
+
     def _channels_with_data(self) -> list[int]:
         probes = ", ".join(f"max(channel_{cid}_energy_kwh IS NOT NULL)" for cid in CHANNEL_IDS)
         found = self._db.execute(f"SELECT {probes} FROM readings").fetchone()  # noqa: S608
@@ -318,6 +334,14 @@ class HistoryWriter:
         await self.flush()
         return await self._run(store.export, start, end, fmt, destination, channel_ids)
 
+    async def minute_means(
+        self, columns: Sequence[str], since: datetime
+    ) -> tuple[list[int], list[tuple[float | None, ...]]]:
+        """Flush, then HistoryStore.minute_means off the event loop."""
+        store = self._require_store()
+        await self.flush()
+        return await self._run(store.minute_means, columns, since)
+
     async def prune(self, now: datetime | None = None) -> int:
         return await self._run(self._require_store().prune, now)
 
@@ -328,6 +352,10 @@ class HistoryWriter:
         if self._store is None:
             raise RuntimeError("the history writer is not started")
         return self._store
+
+    async def run_in_worker[T](self, function: Callable[..., T], *args: Any) -> T:
+        """Run CPU work on the writer's own thread (no extra thread to clean up)."""
+        return await self._run(function, *args)
 
     async def _run[T](self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)

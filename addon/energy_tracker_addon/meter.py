@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from .config import Options, OptionsError
+from .gas import GasCounter
 from .metrics import Metrics
 from .persistence import CounterStore, EnergyCounters
 from .protocol import (
     AckFrame,
     BoardErrorFrame,
+    BoardFrame,
     HelloFrame,
     MeasurementFrame,
     ProtocolError,
@@ -33,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 
 type Board = Literal["rpict", "voltage"]
 type Listener = Callable[[dict[str, Any]], None]
+type FrameListener = Callable[[BoardFrame], None]
 
 # Power inputs of each hat model (the P/RP fields of docs/protocol.md section 1).
 HAT_POWER_CHANNELS: Final[dict[str, int]] = {
@@ -75,6 +78,7 @@ class Meter:
         meter_id: str,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        gas: GasCounter | None = None,
     ) -> None:
         inputs = HAT_POWER_CHANNELS[options.rpict_model]
         for channel in options.channels:
@@ -135,6 +139,10 @@ class Meter:
         self._seq = 0
         self._timestamp = wall_clock()
         self._listeners: list[Listener] = []
+        self._observers: list[Listener] = []
+        self._gas = gas
+        self._frame_listeners: list[FrameListener] = []
+        self._state_parts: dict[str, Callable[[], Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._update_energy_metrics()
 
@@ -210,11 +218,18 @@ class Meter:
         board.lines_ok += 1
         board.last_frame = self._wall_clock()
         self._count_lost_frames(frame.seq, restart=isinstance(frame, HelloFrame))
+        for frame_listener in list(self._frame_listeners):
+            try:
+                frame_listener(frame)
+            except Exception:
+                _LOGGER.exception("Voltage board frame listener %r failed", frame_listener)
         if isinstance(frame, MeasurementFrame):
             self._vrms = frame.vrms_v
             self._frequency = frame.frequency_hz
             self._relays = frame.relays
             self._gas_pulses = frame.gas_pulses
+            if self._gas is not None:
+                self._gas.update(frame.gas_pulses)
             self._last_measurement = self._clock()
             self._metrics.voltage_v.set(_or_nan(frame.vrms_v))
             self._metrics.frequency_hz.set(_or_nan(frame.frequency_hz))
@@ -259,6 +274,8 @@ class Meter:
     def persist(self) -> None:
         """Write the energy counters if they changed since the last write."""
         self._last_persist = self._clock()
+        if self._gas is not None:
+            self._gas.persist()
         if not self._unsaved:
             return
         counters = EnergyCounters(
@@ -316,6 +333,26 @@ class Meter:
                 self._listeners.remove(callback)
 
         return remove
+
+    def add_frame_listener(self, callback: FrameListener) -> Callable[[], None]:
+        """`callback(frame)` for every valid voltage-board frame (e.g. command acks)."""
+        self._frame_listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._frame_listeners.remove(callback)
+
+        return remove
+
+    def add_observer(self, callback: Listener) -> Callable[[], None]:
+        """Like add_listener, but called before every listener: state parts it updates
+        are current in the snapshot the listeners (the stream) get."""
+        self._observers.append(callback)
+        return lambda: self._observers.remove(callback) if callback in self._observers else None
+
+    def add_state_part(self, key: str, part: Callable[[], Any]) -> None:
+        """Put `part()` under `key` in every snapshot (state owned by another module)."""
+        self._state_parts[key] = part
 
     @property
     def fw_version(self) -> str | None:
@@ -393,7 +430,8 @@ class Meter:
             "power_factor": _round(self._total_power_factor(), 3) if available else None,
             "channels": channels,
             "boards": boards,
-        }
+            "gas_m3": None if self._gas is None else _round(self._gas.m3, 4),
+        } | {key: part() for key, part in self._state_parts.items()}
 
     # ------------------------------------------------------------------ internals
 
@@ -467,6 +505,13 @@ class Meter:
     def _publish(self) -> None:
         self._seq += 1
         self._timestamp = self._wall_clock()
+        if self._observers:
+            reading = self.snapshot()
+            for observer in list(self._observers):
+                try:
+                    observer(reading)
+                except Exception:
+                    _LOGGER.exception("State observer %r failed", observer)
         if not self._listeners:
             return
         snapshot = self.snapshot()

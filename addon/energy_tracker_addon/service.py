@@ -5,25 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
 from . import __version__
+from .aggregates import local_zone
+from .analytics import Analytics
 from .api import create_app
 from .config import Options, meter_id, resolve_token
+from .demand_response import DemandResponse
+from .gas import GasCounter
 from .meter import Board, Meter
 from .metrics import Metrics
+from .mqtt import MqttPublisher
 from .persistence import CounterStore
-from .protocol import SEQ_MAX, encode_command
+from .relay_service import RelayService
+from .relays import RelayManager
 from .serial_link import SerialLink, SerialLinkError
 from .simulator import SimulatedMeter
 
 _LOGGER = logging.getLogger(__name__)
 
 COUNTER_FILE: Final = "energy_counters.json"
+GAS_FILE: Final = "gas_counter.json"
 METER_NAME: Final = "Energy Tracker"
 VOLTAGE_BOARD_MODEL: Final = "esp8266-zmpt101b"
 
@@ -42,7 +51,12 @@ class AddonService:
         # In the add-on container Home Assistant reaches us over the Supervisor network.
         host: str = "0.0.0.0",  # noqa: S104
         port: int = 8099,
+        # Tests replay recorded minutes through ptys faster than real time.
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._clocks = (clock, wall_clock)
+        self._analytics: Analytics | None = None
         self.options = options
         self.data_dir = data_dir
         self.host = host
@@ -55,7 +69,7 @@ class AddonService:
         self._links: dict[Board, SerialLink] = {}
         self._simulated = False
         self._hello_requests: set[asyncio.Task[None]] = set()
-        self._next_cmd_id = 0
+        self._relays: RelayService | None = None
         # Everything started so far, to be undone in reverse, also after a failed start.
         self._running = contextlib.AsyncExitStack()
 
@@ -70,6 +84,22 @@ class AddonService:
     @property
     def meter(self) -> Meter:
         return _started(self._meter)
+
+    @property
+    def analytics(self) -> Analytics:
+        return _started(self._analytics)
+
+    @property
+    def relay_service(self) -> RelayService:
+        return _started(self._relays)
+
+    @property
+    def relays(self) -> RelayManager:
+        return self.relay_service.manager
+
+    @property
+    def demand_response(self) -> DemandResponse:
+        return self.relay_service.demand_response
 
     @property
     def metrics(self) -> Metrics:
@@ -110,7 +140,8 @@ class AddonService:
         self._meter_id = meter_id(data_dir)
         self._metrics = Metrics()
         store = CounterStore(data_dir / COUNTER_FILE)
-        self._meter = Meter(options, store, self._metrics, self._meter_id)
+        gas = GasCounter(options.gas_m3_per_pulse, data_dir / GAS_FILE)
+        self._meter = Meter(options, store, self._metrics, self._meter_id, *self._clocks, gas=gas)
 
         rpict_port, voltage_port = options.rpict_port, options.voltage_port
         self._simulated = not rpict_port
@@ -123,6 +154,23 @@ class AddonService:
         meter = self._meter
         await meter.start()
         self._running.push_async_callback(meter.stop)
+        # Before the boards start, so it sees the first reading; stops after they do.
+        self._analytics = Analytics(options, data_dir, meter, local_zone())
+        await self._analytics.start()
+        self._running.push_async_callback(self._analytics.stop)
+        if options.mqtt_enabled:
+            # Subscribed before the boards start, so the first reading is published too.
+            publisher = MqttPublisher(options, meter, self._meter_id)
+            await publisher.start()
+            self._running.push_async_callback(publisher.stop)
+
+        # Before the boards start, so it sees the voltage board's first frames.
+        self._relays = RelayService(
+            options, data_dir, meter, lambda: self._links.get("voltage"),
+            simulated_board=self._simulated and not options.voltage_port,
+        )
+        await self._relays.start()
+        self._running.push_async_callback(self._relays.stop)
 
         boards: list[tuple[Board, str, int, Callable[[bytes], None]]] = [
             ("rpict", rpict_port, options.rpict_baudrate, meter.feed_rpict_line)
@@ -165,12 +213,9 @@ class AddonService:
         return on_connection
 
     async def _request_hello(self) -> None:
-        link = self._links.get("voltage")
-        if link is None:
-            return
-        self._next_cmd_id = self._next_cmd_id % SEQ_MAX + 1
         try:
-            await link.write_line(encode_command(self._next_cmd_id, "HELLO"))
+            # Through the commander: it owns the command ids on this link.
+            await self.relay_service.commander.send("HELLO")
         except SerialLinkError as error:
             _LOGGER.debug("Could not ask the voltage board for its hello: %s", error)
 

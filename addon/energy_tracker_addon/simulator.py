@@ -8,8 +8,11 @@ What the data does not contain is made up, plainly:
 
 * mains frequency: no measurement in the data, every `$ETM` says the nominal 50.00 Hz;
 * temperature: no probe in the data, every RPICT line says 20.0 °C;
-* gas pulses: no gas meter in the data, the count stays 0;
-* relays: the simulated board has none (a later change adds simulated relays).
+* gas pulses: no gas meter in the data; the count follows the synthetic boiler profile
+  of simulated_gas.py;
+* relays: the simulated board has three (all on at start), switching the replay columns
+  `relay_columns`; one switched off takes that circuit's power out of the mains reading
+  and out of the CT channel replaying the same column.
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from .protocol import SEQ_MAX, CommandFrame, ProtocolError, frame, parse_command_line
+from .protocol import (
+    MAX_RELAYS,
+    SEQ_MAX,
+    CommandFrame,
+    ProtocolError,
+    frame,
+    parse_command_line,
+)
+from .simulated_gas import SimulatedGasMeter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -135,6 +146,7 @@ class SimulatedMeter:
         vest: float = 230.0,
         channel_columns: Sequence[str] = ("mains_w", "kitchen_w", "water_heater_ac_w"),
         start: datetime | None = None,
+        relay_columns: Sequence[str] = ("water_heater_ac_w", "kitchen_w", "laundry_w"),
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number (got {speed})")
@@ -145,9 +157,19 @@ class SimulatedMeter:
                 f"channel_columns must name 3 power columns of {REPLAY_FILE} "
                 f"(got {tuple(channel_columns)})"
             )
+        bad_relays = [c for c in relay_columns if c not in self._replay.columns or c in (
+            "voltage_v", channel_columns[0])]
+        if bad_relays or len(relay_columns) > MAX_RELAYS:
+            raise ValueError(
+                f"relay_columns must name up to {MAX_RELAYS} circuit columns of {REPLAY_FILE}"
+                f" other than the mains column (got {tuple(relay_columns)})"
+            )
         self._speed = speed
         self._vest = vest
         self._powers = np.stack([self._replay.columns[c] for c in channel_columns])
+        self._channel_columns = tuple(channel_columns)
+        self._relay_columns = tuple(relay_columns)
+        self.relays = [True] * len(relay_columns)
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
         self._start_offset_s = self._offset_of(start)
@@ -157,6 +179,8 @@ class SimulatedMeter:
         self._board: BoardEnd | None = None
         self._task: asyncio.Task[None] | None = None
         self._commands = bytearray()
+        self._gas = SimulatedGasMeter()
+        self._last_tick: float | None = None
 
     def _offset_of(self, start: datetime | None) -> float:
         """Seconds into the slice to start from."""
@@ -217,7 +241,12 @@ class SimulatedMeter:
         tick = 0
         next_tick = loop.time()
         while True:
-            row = self._row(loop.time())
+            now = loop.time()
+            row = self._row(now)
+            if self._last_tick is not None:
+                hour = (self._replay.first + timedelta(minutes=row)).hour
+                self._gas.advance(hour, (now - self._last_tick) * self._speed)
+            self._last_tick = now
             self._send_measurement(row)
             if tick % ticks_per_rpict == 0:
                 self._send_rpict(row)
@@ -229,10 +258,27 @@ class SimulatedMeter:
 
     # ------------------------------------------------------------------ RPICT
 
+    def true_powers(self, row: int) -> list[float]:
+        """The channels' true powers at `row` with the open relays' circuits taken out."""
+        powers = [float(p) for p in self._powers[:, row]]
+        for column, closed in zip(self._relay_columns, self.relays, strict=True):
+            if closed:
+                continue
+            circuit = float(self._replay.columns[column][row])
+            # The first channel is the mains clamp (constructor check): it loses the circuit.
+            powers[0] = max(powers[0] - circuit, 0.0)
+            for i, channel_column in enumerate(self._channel_columns[1:], start=1):
+                if channel_column == column:
+                    powers[i] = 0.0
+        return powers
+
+    def current_row(self) -> int:
+        return self._row(asyncio.get_running_loop().time())
+
     def _send_rpict(self, row: int) -> None:
         assert self._rpict is not None
         scale = self._vest / self._voltages[row]
-        powers = " ".join(f"{p * scale:.1f}" for p in self._powers[:, row])
+        powers = " ".join(f"{p * scale:.1f}" for p in self.true_powers(row))
         self._rpict.send(f"{NODE_ID} {powers} {TEMPERATURE}\r\n".encode("ascii"))
 
     # ------------------------------------------------------------------ ET1 board
@@ -247,10 +293,16 @@ class SimulatedMeter:
 
     def _send_hello(self) -> None:
         self._seq = 0  # the hello starts the sequence again (docs/protocol.md 2.1)
-        self._send_board("ETH", FIRMWARE_VERSION, "0", CALIBRATION)
+        self._send_board("ETH", FIRMWARE_VERSION, str(len(self.relays)), CALIBRATION)
+
+    def _relay_field(self) -> str:
+        return "".join("1" if closed else "0" for closed in self.relays)
 
     def _send_measurement(self, row: int) -> None:
-        self._send_board("ETM", f"{self._voltages[row]:.2f}", NOMINAL_FREQUENCY, "", "0")
+        self._send_board(
+            "ETM", f"{self._voltages[row]:.2f}", NOMINAL_FREQUENCY, self._relay_field(),
+            str(self._gas.pulses),
+        )
 
     def _read_commands(self) -> None:
         assert self._board is not None
@@ -278,18 +330,25 @@ class SimulatedMeter:
             code = {"crc": "ECRC", "length": "ELEN"}.get(error.reason, "EFRAME")
             self._send_board("ETE", code)
             return
-        self._send_board("ETA", str(command.cmd_id), _result(command), "")
+        result = _result(command, len(self.relays))
+        if result == "OK" and command.command == "RELAY":
+            self.relays[int(command.args[0]) - 1] = command.args[1] == "1"
+        self._send_board("ETA", str(command.cmd_id), result, self._relay_field())
         if command.command == "HELLO" and not command.args:
             self._send_hello()
 
 
-def _result(command: CommandFrame) -> str:
-    """The simulated board's answer to one command (it has no relays)."""
+def _result(command: CommandFrame, n_relays: int) -> str:
+    """The simulated board's answer to one command."""
     name, args = command.command, command.args
     if name in ("PING", "HELLO"):
         return "OK" if not args else "EBADARG"
     if name == "RELAY":
-        return "EBADARG"  # no relay has that index: there are none
+        ok = (
+            len(args) == 2 and args[0].isdigit() and 1 <= int(args[0]) <= n_relays
+            and args[1] in ("0", "1")
+        )
+        return "OK" if ok else "EBADARG"
     if name == "CAL":
         try:
             factor = float(args[0]) if len(args) == 1 else math.nan
@@ -300,5 +359,6 @@ def _result(command: CommandFrame) -> str:
         ok = len(args) == 1 and args[0].isdigit() and int(args[0]) <= SEQ_MAX
         return "OK" if ok else "EBADARG"
     if name == "SAFE":
-        return "OK" if args in ((), ("",)) else "EBADARG"
+        ok = len(args) == 1 and len(args[0]) == n_relays and set(args[0]) <= {"0", "1"}
+        return "OK" if ok else "EBADARG"
     return "EBADCMD"

@@ -76,9 +76,23 @@ def protected_routes(service: AddonService) -> list[tuple[str, str]]:
     return routes
 
 
+# What the routes with a path parameter or a required body need to answer 200.
+VALID_REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
+    ("GET", "/api/v1/aggregates"): ("/api/v1/aggregates?period=day", None),
+    ("GET", "/api/v1/export"): (
+        "/api/v1/export?start=2020-01-01T00:00:00Z&end=2100-01-01T00:00:00Z", None
+    ),
+    ("PUT", "/api/v1/relays/{id}"): ("/api/v1/relays/1", {"priority": 50}),
+    ("POST", "/api/v1/shed"): ("/api/v1/shed", {"limit_w": 100000}),
+    ("POST", "/api/v1/restore"): ("/api/v1/restore", {"stagger_s": 0}),
+}
+
+
 async def test_every_route_but_health_needs_the_token(
-    service: AddonService, session: aiohttp.ClientSession
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort
 ) -> None:
+    await rpict.write(rpict_line(100.0, 0.0, 0.0))  # a reading for the shed route
+    await wait_until(lambda: service.meter.snapshot()["available"])
     routes = protected_routes(service)
     assert ("GET", "/api/v1/state") in routes
     assert ("GET", "/metrics") in routes
@@ -92,7 +106,9 @@ async def test_every_route_but_health_needs_the_token(
             async with session.ws_connect(url, headers=auth()) as ws:
                 assert (await ws.receive_json(timeout=5))["type"] == "state"
         else:
-            async with session.request(method, url, headers=auth()) as resp:
+            valid_path, body = VALID_REQUESTS.get((method, path), (path, None))
+            async with session.request(method, service.url + valid_path, json=body,
+                                       headers=auth()) as resp:
                 assert resp.status == 200, (method, path)
 
     async with session.get(service.url + "/api/v1/health") as resp:

@@ -231,20 +231,24 @@ def test_every_service_option_is_in_the_schema(addon_cfg: dict[str, Any]) -> Non
     assert set(addon_cfg["schema"]) == fields
     channel_fields = {f.name for f in dataclasses.fields(addon_config.ChannelConfig)}
     assert set(addon_cfg["schema"]["channels"][0]) == channel_fields
+    relay_fields = {f.name for f in dataclasses.fields(addon_config.RelayConfig)}
+    assert set(addon_cfg["schema"]["relays"][0]) == relay_fields
 
 
 def _bounded_fields(addon_cfg: dict[str, Any]) -> list[tuple[str, str]]:
     fields = [(k, t) for k, t in addon_cfg["schema"].items() if isinstance(t, str)]
-    fields += [(f"channels.{k}", t) for k, t in addon_cfg["schema"]["channels"][0].items()]
+    for name in ("channels", "relays"):
+        fields += [(f"{name}.{k}", t) for k, t in addon_cfg["schema"][name][0].items()]
     return [(k, t) for k, t in fields if re.match(r"(int|float|str)\(", t)]
 
 
 def _with_value(options: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     changed = json.loads(json.dumps(options))
-    if key.startswith("channels."):
-        # One channel only, so a changed id cannot collide with another channel's.
-        changed["channels"] = [changed["channels"][0]]
-        changed["channels"][0][key.removeprefix("channels.")] = value
+    if "." in key:
+        # One entry only, so a changed id cannot collide with another entry's.
+        name, field = key.split(".")
+        changed[name] = [changed[name][0]]
+        changed[name][0][field] = value
     else:
         changed[key] = value
     return changed
@@ -292,12 +296,14 @@ def test_supervisor_and_service_agree_on_limits(addon_cfg: dict[str, Any]) -> No
 def test_every_choice_offered_is_accepted(addon_cfg: dict[str, Any]) -> None:
     schema = addon_cfg["schema"]
     lists = {k: t for k, t in schema.items() if isinstance(t, str) and t.startswith("list(")}
-    lists |= {f"channels.{k}": t for k, t in schema["channels"][0].items() if t.startswith("list(")}
-    assert {"rpict_model", "log_level", "channels.role"} <= set(lists)
+    for name in ("channels", "relays"):
+        lists |= {f"{name}.{k}": t for k, t in schema[name][0].items() if t.startswith("list(")}
+    assert {"rpict_model", "log_level", "channels.role", "relays.source"} <= set(lists)
     expected = {
         "rpict_model": addon_config.RPICT_MODELS,
         "log_level": addon_config.LOG_LEVELS,
         "channels.role": addon_config.ROLES,
+        "relays.source": addon_config.RELAY_SOURCES,
     }
     for key, typ in lists.items():
         match = RE_SCHEMA_ELEMENT.match(typ)
@@ -329,11 +335,13 @@ def test_options_follow_the_architecture_table(addon_cfg: dict[str, Any]) -> Non
     defaults = addon_config.Options()
     for key, (typ, default) in rows.items():
         value = getattr(defaults, key)
-        if key == "channels":
+        if key in ("channels", "relays"):
             assert default == " / ".join(c.name for c in value)
             continue
         if default == '`""`':
             assert value == ""
+        elif default in ("`true`", "`false`"):
+            assert value is (default == "`true`"), key
         elif re.fullmatch(r"`\w+`", default):
             assert value == default.strip("`")
         else:
@@ -363,9 +371,10 @@ def test_every_option_is_translated(addon_cfg: dict[str, Any]) -> None:
     for key, entry in configuration.items():
         assert entry.get("name"), key
         assert entry.get("description"), key
-    channel_fields = configuration["channels"]["fields"]
-    assert set(channel_fields) == set(addon_cfg["schema"]["channels"][0])
-    assert all(f.get("name") and f.get("description") for f in channel_fields.values())
+    for name in ("channels", "relays"):
+        fields = configuration[name]["fields"]
+        assert set(fields) == set(addon_cfg["schema"][name][0])
+        assert all(f.get("name") and f.get("description") for f in fields.values())
     assert set(translations["network"]) == set(addon_cfg["ports"])
 
 

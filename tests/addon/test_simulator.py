@@ -128,12 +128,12 @@ async def test_lines_carry_the_replay_data(
         line = await rpict.line()
 
         assert isinstance(hello, HelloFrame)
-        assert (hello.seq, hello.n_relays) == (0, 0)
+        assert (hello.seq, hello.n_relays) == (0, 3)
         assert isinstance(measurement, MeasurementFrame)
         assert measurement.seq == 1
         assert measurement.vrms_v == replay.voltage[row]
         assert measurement.frequency_hz == 50.0
-        assert measurement.relays == ()
+        assert measurement.relays == (True, True, True)  # every relay starts on
         frame = PARSE_RPICT(line)
         assert frame.temperature_c == 20.0
         # The hat prints P * vest / V; the meter's correction gives the real power back.
@@ -213,8 +213,10 @@ async def test_board_answers_commands(running: list[SimulatedMeter]) -> None:
     try:
         board.write(encode_command(7, "PING"))
         ping = await board.board_frame(AckFrame)
-        board.write(encode_command(8, "RELAY", "1", "1"))
+        board.write(encode_command(8, "RELAY", "1", "0"))
         relay = await board.board_frame(AckFrame)
+        board.write(encode_command(12, "RELAY", "4", "1"))
+        no_such_relay = await board.board_frame(AckFrame)
         board.write(encode_command(9, "DANCE"))
         unknown = await board.board_frame(AckFrame)
         board.write(encode_command(10, "HELLO"))
@@ -223,11 +225,13 @@ async def test_board_answers_commands(running: list[SimulatedMeter]) -> None:
         board.write(b"$ETC,11,PING*0000\r\n")
         error = await board.board_frame(BoardErrorFrame)
 
-        assert [(a.cmd_id, a.result, a.relays) for a in (ping, relay, unknown, hello_ack)] == [
-            (7, "OK", ()),
-            (8, "EBADARG", ()),
-            (9, "EBADCMD", ()),
-            (10, "OK", ()),
+        acks = (ping, relay, no_such_relay, unknown, hello_ack)
+        assert [(a.cmd_id, a.result, a.relays) for a in acks] == [
+            (7, "OK", (True, True, True)),
+            (8, "OK", (False, True, True)),
+            (12, "EBADARG", (False, True, True)),
+            (9, "EBADCMD", (False, True, True)),
+            (10, "OK", (False, True, True)),
         ]
         assert isinstance(hello, HelloFrame)
         assert hello.seq == 0

@@ -1,0 +1,347 @@
+"""Analytics of the live readings: one object that watches the meter and owns the rolling
+mean, the energy buckets, the anomaly detectors, the CO2 figures and the history writer.
+
+It sees every reading before the API's listeners do (`Meter.add_observer`) and adds its
+fields to the state (`Meter.add_state_part`), so each stream message carries them for the
+reading it describes. The history store is the detectors' memory: they learn from it at
+start and again every `REFIT_INTERVAL_S`. The buckets and the anomaly log are kept in
+`<data dir>/analytics.json` (atomic, see statefile.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from .aggregates import EnergyBuckets, Period, RollingMean
+from .anomaly import Anomaly, AnomalyDetector, DetectorSettings
+from .config import ChannelConfig, Options
+from .history import ExportFormat, HistoryWriter, Reading
+from .meter import Meter
+from .statefile import JsonStateFile
+
+_LOGGER = logging.getLogger(__name__)
+
+STATE_FILE: Final = "analytics.json"
+HISTORY_FILE: Final = "history.sqlite3"
+FORMAT_VERSION: Final = 1
+REFIT_INTERVAL_S: Final = 86_400.0
+KEPT_EVENTS: Final = 50  # GET /api/v1/anomalies
+STATE_EVENTS: Final = 5  # "anomalies" in every state message
+# A detector judges only after one week of history: each hourly slot seen once.
+READY_AFTER: Final = timedelta(days=7)
+# Below this, shares of today's energy say nothing useful.
+MIN_RECOMMEND_KWH: Final = 0.1
+TOTAL: Final = "total"
+
+
+class Analytics:
+    """Everything derived from the readings; `start()` before the meter is fed."""
+
+    def __init__(
+        self,
+        options: Options,
+        data_dir: Path,
+        meter: Meter,
+        tz: tzinfo,
+        flush_interval_s: float = 10.0,
+    ) -> None:
+        self._options = options
+        self._meter = meter
+        self._tz = tz
+        self._channels: tuple[ChannelConfig, ...] = options.channels
+        self._file = JsonStateFile(data_dir / STATE_FILE)
+        # Exports are written here, streamed, then deleted (api_analytics.py).
+        self.export_dir = data_dir / "exports"
+        self.history = HistoryWriter(
+            data_dir / HISTORY_FILE,
+            retention_days=options.history_retention_days,
+            max_size_mb=options.history_max_size_mb,
+            flush_interval_s=flush_interval_s,
+        )
+        self._rolling = RollingMean(options.rolling_window)
+        self._buckets = EnergyBuckets(tz)
+        # series key ("total" or a channel id) -> detector; named for readable reasons.
+        self._detectors: dict[str, AnomalyDetector] = {TOTAL: AnomalyDetector(tz, TOTAL)}
+        for channel in self._channels:
+            self._detectors[str(channel.id)] = AnomalyDetector(tz, channel.name)
+        self._ready: dict[str, bool] = dict.fromkeys(self._detectors, False)
+        self._events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
+        self._next_id = 1
+        self._last_lines: int | None = None
+        self._last_time: datetime | None = None
+        self._unsaved = False
+        self._task: asyncio.Task[None] | None = None
+        self._remove_observer: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._restore()
+        self.export_dir.mkdir(exist_ok=True)
+        for leftover in self.export_dir.iterdir():  # from a stop in mid-export
+            leftover.unlink(missing_ok=True)
+        await self.history.start()
+        try:
+            await self.refit()
+            self._remove_observer = self._meter.add_observer(self._observe)
+            for key, part in self._state_parts().items():
+                self._meter.add_state_part(key, part)
+            self._task = asyncio.create_task(self._run(), name="energy_tracker analytics")
+        except BaseException:
+            await self.history.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._remove_observer is not None:
+            self._remove_observer()
+            self._remove_observer = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.persist()
+        await self.history.stop()
+
+    async def refit(self) -> None:
+        """Learn what is usual from the history store (the newest `weeks` of it)."""
+        weeks = DetectorSettings().weeks
+        since = (self._last_time or datetime.now(self._tz)) - timedelta(weeks=weeks)
+        keys = list(self._detectors)
+        columns = ["total_power_w" if key == TOTAL else f"channel_{key}_power_w"
+                   for key in keys]
+        minutes, rows = await self.history.minute_means(columns, since)
+        if not minutes:
+            _LOGGER.info("No history yet: anomaly detection learns as readings arrive")
+            return
+        # About 0.3 s per detector for 8 weeks: fitted on the history's thread, not here.
+        fitted = await self.history.run_in_worker(self._fit, keys, minutes, rows)
+        for key, (detector, ready) in fitted.items():
+            self._detectors[key].adopt_learning(detector)
+            self._ready[key] = ready
+        _LOGGER.info("Anomaly detection learned from %d minutes of history", len(minutes))
+
+    def _fit(
+        self, keys: list[str], minutes: list[int], rows: list[tuple[float | None, ...]]
+    ) -> dict[str, tuple[AnomalyDetector, bool]]:
+        """Fresh detectors fitted on the history, and whether it spans READY_AFTER."""
+        epoch_s = np.asarray(minutes, np.float64) * 60.0
+        values = np.array(rows, dtype=np.float64)  # None -> nan
+        fitted = {}
+        for column, key in enumerate(keys):
+            powers = values[:, column]
+            finite = np.isfinite(powers)
+            if not finite.any():
+                continue
+            detector = AnomalyDetector(self._tz, self._detectors[key].series)
+            detector.fit(epoch_s, powers)
+            span = epoch_s[finite][-1] - epoch_s[finite][0]
+            fitted[key] = (detector, bool(span >= READY_AFTER.total_seconds()))
+        return fitted
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_refit = loop.time() + REFIT_INTERVAL_S
+        while True:
+            await asyncio.sleep(self._options.persist_interval_s)
+            self.persist()
+            if loop.time() >= next_refit:
+                next_refit = loop.time() + REFIT_INTERVAL_S
+                await self.refit()
+
+    # ------------------------------------------------------------------ input
+
+    def _observe(self, state: dict[str, Any]) -> None:
+        """Every meter publication; only a new RPICT reading (or its loss) counts."""
+        lines = state["boards"]["rpict"]["lines_ok"]
+        new_reading = lines != self._last_lines and state["available"]
+        lost = not state["available"] and self._rolling.value is not None
+        self._last_lines = lines
+        if not (new_reading or lost):
+            return
+        timestamp = datetime.fromisoformat(state["timestamp"])
+        self._last_time = timestamp
+        self.history.add(Reading.from_state(state))
+        if lost:
+            self._rolling.clear()
+            return
+        total = state["total_power_w"]
+        self._rolling.add(total)
+        counters = {TOTAL: state["total_energy_kwh"]}
+        counters |= {str(c["id"]): c["energy_kwh"] for c in state["channels"]}
+        self._buckets.record(timestamp, counters)
+        powers = {TOTAL: total} | {str(c["id"]): c["power_w"] for c in state["channels"]}
+        for key, detector in self._detectors.items():
+            power = powers.get(key)
+            if power is None:
+                continue
+            started = detector.check(timestamp, power)
+            if started is not None:
+                self._log_event(key, started)
+        self._unsaved = True
+
+    def _log_event(self, key: str, anomaly: Anomaly) -> None:
+        event = anomaly.as_dict() | {
+            "id": self._next_id, "channel": None if key == TOTAL else int(key),
+        }
+        self._next_id += 1
+        self._events.append(event)
+
+    # ------------------------------------------------------------------ output
+
+    def _state_parts(self) -> dict[str, Callable[[], Any]]:
+        return {
+            "rolling_power_w": self._rolling_power,
+            "energy_periods": self._energy_periods,
+            "energy_today_kwh": self._energy_today,
+            "co2_g_per_kwh": lambda: self._options.co2_g_per_kwh,
+            "co2_kg_today": self._co2_today,
+            "recommendations": self.recommendations,
+            "anomaly": self._anomaly_state,
+            "anomalies": lambda: self.anomalies()[-STATE_EVENTS:],
+        }
+
+    def _rolling_power(self) -> float | None:
+        value = self._rolling.value
+        return None if value is None else round(value, 2)
+
+    def aggregates(self, period: Period) -> dict[str, Any]:
+        """GET /api/v1/aggregates: energy per local hour, day or month."""
+        return self._buckets.as_json(period)
+
+    def _energy_periods(self) -> dict[str, Any]:
+        """The current hour, day and month (the newest bucket of each), or null."""
+        return {
+            period: buckets[-1] if (buckets := self._buckets.as_json(period)["buckets"])
+            else None
+            for period in ("hour", "day", "month")
+        }
+
+    def _today(self) -> dict[str, float] | None:
+        """kWh per counter key of the local day of the latest reading."""
+        if self._last_time is None:
+            return None
+        day = self._last_time.astimezone(self._tz).date().isoformat()
+        return self._buckets.energy("day").get(day)
+
+    def _energy_today(self) -> float | None:
+        today = self._today()
+        return None if today is None or TOTAL not in today else round(today[TOTAL], 6)
+
+    def _co2_today(self) -> float | None:
+        energy = self._energy_today()
+        return None if energy is None else round(energy * self._options.co2_g_per_kwh / 1000, 4)
+
+    def recommendations(self) -> list[dict[str, Any]]:
+        """Today's circuits by share of the total, largest first, each with a sentence."""
+        today = self._today()
+        total = None if today is None else today.get(TOTAL)
+        if today is None or total is None or total < MIN_RECOMMEND_KWH:
+            return []
+        intensity = self._options.co2_g_per_kwh
+        circuits = sorted(
+            ((energy, channel) for channel in self._channels
+             if channel.role == "circuit" and (energy := today.get(str(channel.id))) is not None),
+            key=lambda pair: -pair[0],
+        )
+        items = []
+        for rank, (energy, channel) in enumerate(circuits):
+            share = 100.0 * energy / total
+            co2 = energy * intensity / 1000
+            text = (f"{channel.name} used {share:.0f} % of today's energy "
+                    f"({energy:.2f} kWh, {co2:.2f} kg CO2)")
+            if rank == 0 and share >= 25:
+                text += ": the biggest share, where shifting or trimming use saves most"
+            items.append({
+                "channel": channel.id, "name": channel.name, "energy_kwh": round(energy, 3),
+                "share_pct": round(share, 1), "co2_kg": round(co2, 3), "text": text,
+            })
+        return items
+
+    def _anomaly_state(self) -> dict[str, Any]:
+        series = []
+        for key, detector in self._detectors.items():
+            ready = self._ready[key]
+            active = detector.active
+            series.append({
+                "series": detector.series, "channel": None if key == TOTAL else int(key),
+                "ready": ready, "active": (active is not None) if ready else None,
+                "reason": None if active is None else active.reason,
+            })
+        ready_series = [s for s in series if s["ready"]]
+        reasons = [str(s["reason"]) for s in ready_series if s["active"]]
+        return {
+            "ready": bool(ready_series),
+            "active": bool(reasons) if ready_series else None,
+            "reason": "; ".join(reasons) or None,
+            "last": self._events[-1] if self._events else None,
+            "series": series,
+        }
+
+    def anomalies(self) -> list[dict[str, Any]]:
+        """The most recent anomaly events, oldest first; `active` while in progress."""
+        in_progress = {
+            (a.series, a.started) for d in self._detectors.values() if (a := d.active)
+        }
+        return [
+            event | {"active": (event["series"], _parse(event["started"])) in in_progress}
+            for event in self._events
+        ]
+
+    async def export(
+        self, start: datetime, end: datetime, fmt: ExportFormat, destination: Path
+    ) -> int:
+        return await self.history.export(start, end, fmt, destination)
+
+    # ------------------------------------------------------------------ persistence
+
+    def persist(self) -> None:
+        if not self._unsaved:
+            return
+        try:
+            self._file.save({
+                "version": FORMAT_VERSION,
+                "buckets": self._buckets.to_dict(),
+                "events": list(self._events),
+                "next_id": self._next_id,
+                "last_time": None if self._last_time is None else self._last_time.isoformat(),
+            })
+        except OSError as error:
+            _LOGGER.error("Could not write the analytics state: %s", error)
+            return
+        self._unsaved = False
+
+    def _restore(self) -> None:
+        data = self._file.load()
+        if data is None:
+            return
+        try:
+            if data["version"] != FORMAT_VERSION:
+                raise ValueError(f"unknown version {data['version']!r}")
+            buckets = EnergyBuckets.from_dict(data["buckets"], self._tz)
+            events = [dict(event) for event in data["events"]]
+            next_id = int(data["next_id"])
+            last_time = None if data["last_time"] is None else _parse(data["last_time"])
+        except (KeyError, TypeError, ValueError) as error:
+            _LOGGER.error("Analytics state %s unusable (%s): starting afresh",
+                          self._file.path, error)
+            return
+        self._buckets, self._next_id, self._last_time = buckets, next_id, last_time
+        self._events.extend(events)
+
+
+def _parse(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None or not math.isfinite(moment.timestamp()):
+        raise ValueError(f"{text!r} is not an aware time")
+    return moment

@@ -1,0 +1,113 @@
+"""Routes of the analytics (docs/api.md): energy per period, anomaly events, history export.
+
+Registered on the main application by `register_analytics_routes(app, backend)`; the
+backend is resolved per request, so the routes exist even before the service has started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Protocol, cast
+
+from aiohttp import web
+
+from .aggregates import PERIODS
+from .analytics import Analytics
+from .history import ExportFormat
+
+_LOGGER = logging.getLogger(__name__)
+
+EXPORT_FORMATS: Final = ("csv", "parquet")
+CONTENT_TYPES: Final = {"csv": "text/csv; charset=utf-8",
+                        "parquet": "application/vnd.apache.parquet"}
+CHUNK_BYTES: Final = 256 * 1024
+
+
+class AnalyticsBackend(Protocol):
+    """The running service as these routes see it (implemented by `AddonService`)."""
+
+    @property
+    def analytics(self) -> Analytics: ...
+
+
+ANALYTICS_KEY = web.AppKey("analytics_backend", AnalyticsBackend)
+
+
+def register_analytics_routes(app: web.Application, backend: object) -> None:
+    app[ANALYTICS_KEY] = cast(AnalyticsBackend, backend)
+    app.router.add_get("/api/v1/aggregates", _aggregates)
+    app.router.add_get("/api/v1/anomalies", _anomalies)
+    app.router.add_get("/api/v1/export", _export)
+
+
+def _invalid(detail: str) -> web.Response:
+    return web.json_response({"error": "invalid", "detail": detail}, status=400)
+
+
+async def _aggregates(request: web.Request) -> web.Response:
+    period = request.query.get("period", "")
+    for known in PERIODS:
+        if period == known:
+            analytics = request.app[ANALYTICS_KEY].analytics
+            return web.json_response(analytics.aggregates(known))
+    return _invalid(f"period must be one of {', '.join(PERIODS)} (got {period!r})")
+
+
+async def _anomalies(request: web.Request) -> web.Response:
+    return web.json_response({"anomalies": request.app[ANALYTICS_KEY].analytics.anomalies()})
+
+
+def _time(query: Any, name: str) -> datetime:
+    text = query.get(name)
+    if not text:
+        raise ValueError(f"{name} is required (ISO 8601 with a time zone, e.g. "
+                         "2026-11-24T00:00:00Z)")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} is not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} needs a time zone (e.g. a trailing Z): {text!r}")
+    return moment
+
+
+async def _export(request: web.Request) -> web.StreamResponse:
+    query = request.query
+    fmt = query.get("format", "csv")
+    try:
+        start, end = _time(query, "start"), _time(query, "end")
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)} (got {fmt!r})")
+        if end <= start:
+            raise ValueError("end must be after start")
+    except ValueError as error:
+        return _invalid(str(error))
+    backend = request.app[ANALYTICS_KEY]
+    fd, name = tempfile.mkstemp(dir=backend.analytics.export_dir, suffix=f".{fmt}")
+    os.close(fd)
+    temp = Path(name)
+    try:
+        rows = await backend.analytics.export(start, end, cast(ExportFormat, fmt), temp)
+        stamp = f"{start:%Y%m%dT%H%M%S}_{end:%Y%m%dT%H%M%S}"
+        response = web.StreamResponse(headers={
+            "Content-Type": CONTENT_TYPES[fmt],
+            "Content-Disposition": f'attachment; filename="energy_tracker_{stamp}.{fmt}"',
+            "X-Export-Rows": str(rows),
+        })
+        # A local file in small chunks: each call takes far less than a reading's
+        # interval, and no thread is needed.
+        response.content_length = temp.stat().st_size  # noqa: ASYNC240
+        await response.prepare(request)
+        with temp.open("rb") as handle:  # noqa: ASYNC230
+            while chunk := handle.read(CHUNK_BYTES):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()  # noqa: ASYNC240

@@ -1,0 +1,178 @@
+"""The ESP8266 board's relays: ET1 commands matched to their `$ETA`, states from ETM/ETA.
+
+`BoardCommander` owns the command ids of the voltage board link (everything the host sends
+the board goes through it, so two commands never share an id). `BoardRelays` is the relay
+backend on top of it, and keeps the board's host-silence watchdog armed: the firmware
+resets `WDT` to 0 at every boot, so it is re-sent after every `$ETH`, and fed with `PING`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Final
+
+from .protocol import SEQ_MAX, AckFrame, BoardFrame, HelloFrame, MeasurementFrame, encode_command
+from .relays import RelayRejected, RelayTimeout, RelayUnavailable, Report
+from .serial_link import SerialLink, SerialLinkError
+
+_LOGGER = logging.getLogger(__name__)
+
+# docs/protocol.md 2.2: the board answers within 200 ms; the host waits 1 s.
+COMMAND_TIMEOUT_S: Final = 1.0
+# Commands acknowledged OK feed the watchdog: three pings per period ride out one lost one.
+PINGS_PER_WATCHDOG_PERIOD: Final = 3
+
+
+class BoardNotConnected(SerialLinkError):
+    """The voltage board's port is not open (or no voltage board is configured)."""
+
+
+class BoardCommander:
+    """Send ET1 commands to the voltage board and wait for the matching acknowledgement."""
+
+    def __init__(
+        self, link: Callable[[], SerialLink | None], timeout_s: float = COMMAND_TIMEOUT_S
+    ) -> None:
+        self._link = link  # the link is created (and replaced) by the service
+        self.timeout_s = timeout_s
+        self._cmd_id = 0
+        self._pending: dict[int, asyncio.Future[AckFrame]] = {}
+
+    @property
+    def connected(self) -> bool:
+        link = self._link()
+        return link is not None and link.connected
+
+    def next_cmd_id(self) -> int:
+        """A command id not used for the last 65534 commands (1-65535)."""
+        self._cmd_id = self._cmd_id % SEQ_MAX + 1
+        while self._cmd_id in self._pending:  # a long-timed-out id is still waited for
+            self._cmd_id = self._cmd_id % SEQ_MAX + 1
+        return self._cmd_id
+
+    async def send(self, command: str, *args: str) -> None:
+        """Send without waiting for the acknowledgement."""
+        await self._write(encode_command(self.next_cmd_id(), command, *args))
+
+    async def command(self, command: str, *args: str) -> AckFrame:
+        """Send and return the board's `$ETA` (TimeoutError after `timeout_s`)."""
+        cmd_id = self.next_cmd_id()
+        answer: asyncio.Future[AckFrame] = asyncio.get_running_loop().create_future()
+        self._pending[cmd_id] = answer
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._write(encode_command(cmd_id, command, *args))
+                return await answer
+        finally:
+            self._pending.pop(cmd_id, None)
+
+    def on_frame(self, frame: BoardFrame) -> None:
+        """Every valid frame from the voltage board (a meter frame listener)."""
+        if isinstance(frame, AckFrame):
+            answer = self._pending.pop(frame.cmd_id, None)
+            if answer is not None and not answer.done():
+                answer.set_result(frame)
+
+    async def _write(self, line: bytes) -> None:
+        link = self._link()
+        if link is None or not link.connected:
+            raise BoardNotConnected("the voltage board is not connected")
+        await link.write_line(line)
+
+
+class BoardRelays:
+    """Relay backend for the relays on the voltage board (a board relay's id = its number)."""
+
+    def __init__(
+        self,
+        relay_ids: Sequence[int],
+        commander: BoardCommander,
+        report: Report,
+        watchdog_s: int = 0,
+    ) -> None:
+        self._ids = tuple(relay_ids)
+        self._commander = commander
+        self._report = report
+        self._watchdog_s = watchdog_s
+        self._n_relays: int | None = None  # from the hello, else the relays field's length
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keepalive: asyncio.Task[None] | None = None
+
+    def available(self, relay_id: int) -> bool:
+        return (
+            self._commander.connected
+            and self._n_relays is not None
+            and relay_id <= self._n_relays
+        )
+
+    async def switch(self, relay_id: int, on: bool) -> None:
+        try:
+            ack = await self._commander.command("RELAY", str(relay_id), "1" if on else "0")
+        except BoardNotConnected:
+            raise RelayUnavailable from None
+        except SerialLinkError as error:
+            _LOGGER.warning("Relay %d: %s", relay_id, error)
+            raise RelayUnavailable(str(error)) from None
+        except TimeoutError:
+            _LOGGER.warning("Relay %d: the voltage board did not acknowledge in %g s",
+                            relay_id, self._commander.timeout_s)
+            raise RelayTimeout from None
+        if ack.result != "OK":
+            _LOGGER.warning("Relay %d: the voltage board answered %s", relay_id, ack.result)
+            raise RelayRejected(ack.result)
+
+    def on_frame(self, frame: BoardFrame) -> None:
+        """Every valid frame from the voltage board (a meter frame listener)."""
+        if isinstance(frame, HelloFrame):
+            self._n_relays = frame.n_relays
+            missing = [i for i in self._ids if i > frame.n_relays]
+            if missing:
+                _LOGGER.error("The voltage board has %d relays: relays %s are unavailable",
+                              frame.n_relays, missing)
+            if self._watchdog_s:
+                self._spawn(self._arm_watchdog())
+        elif isinstance(frame, MeasurementFrame | AckFrame):
+            if self._n_relays is None:
+                self._n_relays = len(frame.relays)
+            for relay_id in self._ids:
+                if relay_id <= len(frame.relays):
+                    self._report(relay_id, frame.relays[relay_id - 1])
+
+    async def start(self) -> None:
+        if self._watchdog_s and self._keepalive is None:
+            self._keepalive = asyncio.create_task(self._feed_watchdog(),
+                                                  name="voltage board watchdog")
+
+    async def stop(self) -> None:
+        tasks = set(self._tasks)
+        if self._keepalive is not None:
+            tasks.add(self._keepalive)
+            self._keepalive = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _arm_watchdog(self) -> None:
+        try:
+            ack = await self._commander.command("WDT", str(self._watchdog_s))
+        except (SerialLinkError, TimeoutError) as error:
+            _LOGGER.warning("Could not arm the voltage board's watchdog: %s",
+                            error or "no acknowledgement")
+            return
+        if ack.result != "OK":
+            _LOGGER.error("The voltage board refused WDT %d: %s", self._watchdog_s, ack.result)
+
+    async def _feed_watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(self._watchdog_s / PINGS_PER_WATCHDOG_PERIOD)
+            if self._commander.connected:
+                with contextlib.suppress(SerialLinkError):
+                    await self._commander.send("PING")

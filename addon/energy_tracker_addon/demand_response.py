@@ -1,0 +1,128 @@
+"""Demand response: shed relays until the measured total is under a limit, and restore them.
+
+Every decision is taken on measured readings: after each switch the next RPICT reading
+shows what the switch really removed, so shedding stops as soon as it is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from .meter import Meter
+from .relays import Relay, RelayError, RelayManager
+
+DEFAULT_STAGGER_S: Final = 5.0
+
+
+class NoReading(Exception):
+    """The meter has no current total to act on."""
+
+
+class DemandResponse:
+    def __init__(self, manager: RelayManager, meter: Meter, reading_timeout_s: float) -> None:
+        self._manager = manager
+        self._meter = meter
+        self._reading_timeout_s = reading_timeout_s
+        # One shed or restore at a time: each acts on what the previous one left.
+        self._lock = asyncio.Lock()
+
+    async def shed(self, *, limit_w: float | None = None, reduce_w: float | None = None
+                   ) -> dict[str, Any]:
+        """Switch relays off, lowest priority first, until the total is under the limit."""
+        async with self._lock:
+            snapshot = self._meter.snapshot()
+            before = snapshot["total_power_w"]
+            if before is None:
+                raise NoReading
+            limit = limit_w if limit_w is not None else before - (reduce_w or 0.0)
+            total: float = before
+            shed: list[dict[str, Any]] = []
+            skipped: list[dict[str, Any]] = []
+            draws = self._draws(snapshot)
+            order = sorted(self._manager.relays,
+                           key=lambda r: (r.priority, -draws.get(r.id, 0.0), r.id))
+            for relay in order:
+                if total < limit:
+                    break
+                reason = self._skip_reason(relay)
+                if reason is not None:
+                    skipped.append({"id": relay.id, "reason": reason})
+                    continue
+                try:
+                    await self._manager.switch(relay.id, False, shed=True)
+                except RelayError as error:
+                    skipped.append({"id": relay.id, "reason": error.code})
+                    continue
+                # Registered after the acknowledgement: only a later reading shows the drop.
+                reading = self._next_reading()
+                try:
+                    async with asyncio.timeout(self._reading_timeout_s):
+                        after = await reading
+                except TimeoutError:
+                    shed.append({"id": relay.id, "name": relay.name, "drop_w": None})
+                    break  # no reading to decide on: do not switch blindly
+                relay.last_drop_w = round(total - after, 2)
+                shed.append({"id": relay.id, "name": relay.name, "drop_w": relay.last_drop_w})
+                total = after
+            return {
+                "limit_w": round(limit, 2),
+                "total_before_w": before,
+                "total_after_w": total,
+                "reached": total < limit,
+                "shed": shed,
+                "skipped": skipped,
+            }
+
+    async def restore(self, stagger_s: float = DEFAULT_STAGGER_S) -> dict[str, Any]:
+        """Switch the shed relays back on, highest priority first, `stagger_s` apart."""
+        async with self._lock:
+            order = sorted((r for r in self._manager.relays if r.shed),
+                           key=lambda r: (-r.priority, r.id))
+            restored: list[dict[str, Any]] = []
+            failed: list[dict[str, Any]] = []
+            for index, relay in enumerate(order):
+                if index:
+                    await asyncio.sleep(stagger_s)  # one inrush at a time
+                try:
+                    await self._manager.switch(relay.id, True)
+                except RelayError as error:
+                    failed.append({"id": relay.id, "name": relay.name, "error": error.code})
+                else:
+                    restored.append({"id": relay.id, "name": relay.name})
+            return {"restored": restored, "failed": failed}
+
+    def _skip_reason(self, relay: Relay) -> str | None:
+        if not self._manager.available(relay):
+            return "unavailable"
+        if relay.state is False:
+            return "off"
+        if self._manager.inside_min_on(relay):
+            return "min_on_time"
+        return None
+
+    def _draws(self, snapshot: dict[str, Any]) -> dict[int, float]:
+        """What each relay draws now, for ties: its CT channel, else its last measured drop."""
+        channel_powers = {c["id"]: c["power_w"] for c in snapshot["channels"]}
+        draws: dict[int, float] = {}
+        for relay in self._manager.relays:
+            power = channel_powers.get(relay.config.channel) if relay.config.channel else None
+            if power is None:
+                power = relay.last_drop_w
+            draws[relay.id] = power or 0.0
+        return draws
+
+    def _next_reading(self) -> asyncio.Future[float]:
+        """The total of the next RPICT reading that has one."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        lines = self._meter.snapshot()["boards"]["rpict"]["lines_ok"]
+
+        def on_state(snapshot: dict[str, Any]) -> None:
+            total = snapshot["total_power_w"]
+            if not future.done() and snapshot["boards"]["rpict"]["lines_ok"] > lines \
+                    and total is not None:
+                future.set_result(total)
+
+        remove = self._meter.add_listener(on_state)
+        future.add_done_callback(lambda _: remove())
+        return future

@@ -1,0 +1,110 @@
+"""Gas volume from the voltage board's pulse count: a persisted m³ counter that never goes
+backwards.
+
+The ET1 `gas` field counts debounced pulses since the board's boot and wraps at 2**32
+(docs/protocol.md 2.1). Between two counts `last` and `now`:
+
+* `now >= last`: `now - last` new pulses;
+* `now < last` and `now + 2**32 - last` is plausible (at most `MAX_WRAP_PULSES`): the
+  counter wrapped;
+* otherwise the board rebooted: its count restarted at 0, so `now` pulses are new (pulses
+  between its last report and the reboot are lost; none are counted twice).
+
+The last count is persisted with the volume, so pulses counted while the add-on was down
+are added at the first report after a restart (or only the ones since boot, when the board
+rebooted meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Final
+
+from .statefile import JsonStateFile
+
+_LOGGER = logging.getLogger(__name__)
+
+PULSE_MODULUS: Final = 2**32
+# A wrap is only believed when few pulses separate the counts: 100 000 pulses are
+# 1000 m³ at 0.01 m³/pulse, more than a house uses between two reports.
+MAX_WRAP_PULSES: Final = 100_000
+FORMAT_VERSION: Final = 1
+
+
+class GasCounter:
+    """Cumulative gas volume in m³; `m3` is None until a board has ever reported a count."""
+
+    def __init__(self, m3_per_pulse: float, path: Path) -> None:
+        if not (math.isfinite(m3_per_pulse) and m3_per_pulse > 0):
+            raise ValueError(f"m3_per_pulse must be a positive number, not {m3_per_pulse!r}")
+        self._m3_per_pulse = m3_per_pulse
+        self._file = JsonStateFile(path)
+        self._pulses_total = 0  # counted pulses; m³ = pulses x factor (no float drift)
+        self._m3_offset = 0.0  # volume counted at earlier factors (option changed)
+        self._last_count: int | None = None
+        self._unsaved = False
+        self._load()
+
+    @property
+    def m3(self) -> float | None:
+        if self._last_count is None:
+            return None
+        return self._m3_offset + self._pulses_total * self._m3_per_pulse
+
+    def update(self, count: int) -> None:
+        """One count reported by the board (0 to 2**32 - 1)."""
+        if not 0 <= count < PULSE_MODULUS:
+            _LOGGER.warning("Gas pulse count %d out of range: ignored", count)
+            return
+        last, self._last_count = self._last_count, count
+        if last is None:
+            # The first count ever: the meter's reading starts here.
+            self._unsaved = True
+            return
+        if count >= last:
+            new = count - last
+        elif count + PULSE_MODULUS - last <= MAX_WRAP_PULSES:
+            new = count + PULSE_MODULUS - last
+        else:
+            _LOGGER.info("Gas pulse count went from %d to %d: board restarted", last, count)
+            new = count
+        if new or count != last:
+            self._pulses_total += new
+            self._unsaved = True
+
+    def persist(self) -> None:
+        """Write the counter if it changed (atomic; an error is logged, retried next time)."""
+        if not self._unsaved:
+            return
+        try:
+            self._file.save({
+                "version": FORMAT_VERSION,
+                "m3": self.m3,
+                "m3_per_pulse": self._m3_per_pulse,
+                "last_count": self._last_count,
+            })
+        except OSError as error:
+            _LOGGER.error("Could not write the gas counter: %s", error)
+            return
+        self._unsaved = False
+
+    def _load(self) -> None:
+        data = self._file.load()
+        if data is None:
+            return
+        try:
+            if data["version"] != FORMAT_VERSION:
+                raise ValueError(f"unknown version {data['version']!r}")
+            m3 = float(data["m3"])
+            last = data["last_count"]
+            if not (math.isfinite(m3) and m3 >= 0) or not isinstance(last, int):
+                raise ValueError("bad m3 or last_count")
+        except (KeyError, TypeError, ValueError) as error:
+            _LOGGER.error("Gas counter file %s unusable (%s): counting from zero",
+                          self._file.path, error)
+            return
+        # Volume so far stays as it was, also when gas_m3_per_pulse changed since.
+        self._m3_offset = m3
+        self._last_count = last

@@ -1,0 +1,276 @@
+"""Publish every reading to an MQTT broker, with Home Assistant MQTT discovery (docs/api.md).
+
+For fleets: a central Home Assistant (or any MQTT consumer) aggregates many meters from one
+broker. The meter's listener only appends to a bounded queue, so a slow or absent broker
+never holds up the meter; one background task owns the connection, reconnects with backoff
+and announces (discovery, availability) again on every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiomqtt
+
+from . import __version__
+from .config import Options
+from .meter import Meter
+
+_LOGGER = logging.getLogger(__name__)
+
+QUEUE_SIZE: Final = 100  # readings kept while the broker is away; the oldest go first
+BACKOFF_MIN_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+KEEPALIVE_S: Final = 30
+STOP_TIMEOUT_S: Final = 5.0
+ONLINE: Final = "online"
+OFFLINE: Final = "offline"
+DEVICE_NAME: Final = "Energy Tracker"
+PROJECT_URL: Final = "https://github.com/energy-tracker/energy_tracker"
+# CONNACK codes for a refused login: MQTT 3.1.1 (4, 5) and their MQTT 5 reason codes.
+_AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
+
+# (key, name, state JSON key, device_class, state_class, unit, extra discovery fields)
+_TOTALS: Final[tuple[tuple[str, str, str, str, str, str | None, dict[str, Any]], ...]] = (
+    ("total_power", "Total power", "total_power_w", "power", "measurement", "W", {}),
+    ("total_energy", "Total energy", "total_energy_kwh", "energy", "total_increasing", "kWh",
+     {"suggested_display_precision": 3}),
+    ("voltage", "Voltage", "voltage_v", "voltage", "measurement", "V", {}),
+    ("frequency", "Frequency", "frequency_hz", "frequency", "measurement", "Hz", {}),
+    ("power_factor", "Power factor", "power_factor", "power_factor", "measurement", None, {}),
+    ("temperature", "Temperature", "temperature_c", "temperature", "measurement", "°C",
+     {"entity_category": "diagnostic"}),
+)
+_PER_CHANNEL: Final[tuple[tuple[str, str, str, str, str | None, dict[str, Any]], ...]] = (
+    ("power", "power_w", "power", "measurement", "W", {}),
+    ("current", "current_a", "current", "measurement", "A", {}),
+    ("energy", "energy_kwh", "energy", "total_increasing", "kWh",
+     {"suggested_display_precision": 3}),
+)
+
+
+def _code(rc: object) -> int | None:
+    """A CONNACK code as a number, whether paho gave an int or a ReasonCode."""
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else None
+
+
+class MqttPublisher:
+    """Mirror the meter onto `<prefix>/<meter_id>/…`; `start()` returns at once."""
+
+    def __init__(self, options: Options, meter: Meter, meter_id: str) -> None:
+        self._options = options
+        self._meter = meter
+        self._meter_id = meter_id
+        base = f"{options.mqtt_topic_prefix}/{meter_id}"
+        self.state_topic = f"{base}/state"
+        self.availability_topic = f"{base}/availability"
+        self._queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=QUEUE_SIZE)
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connected = False
+        self._dropped = 0
+        self._outage_logged = False
+        self._task: asyncio.Task[None] | None = None
+        self._remove_listener: Callable[[], None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self) -> None:
+        self._remove_listener = self._meter.add_listener(self._on_reading)
+        self._task = asyncio.create_task(self._run(), name="energy_tracker mqtt")
+
+    async def stop(self) -> None:
+        """Say `offline` and disconnect cleanly (so the broker does not send the will)."""
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        self._wakeup.set()
+        if not self._connected:
+            task.cancel()  # connecting or backing off: nobody to say goodbye to
+        else:
+            done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _on_reading(self, snapshot: dict[str, Any]) -> None:
+        # Called by the meter: must stay cheap and never wait for the network.
+        if len(self._queue) == self._queue.maxlen:
+            self._dropped += 1
+        self._queue.append(snapshot)
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ connection
+
+    def _client(self) -> aiomqtt.Client:
+        options = self._options
+        return aiomqtt.Client(
+            options.mqtt_host,
+            options.mqtt_port,
+            username=options.mqtt_username or None,
+            password=options.mqtt_password or None,
+            # One id per meter: a meter that comes back replaces its own stale session.
+            identifier=f"energy_tracker_{self._meter_id}",
+            will=aiomqtt.Will(self.availability_topic, OFFLINE, qos=1, retain=True),
+            keepalive=KEEPALIVE_S,
+            timeout=10,
+            logger=_LOGGER.getChild("client"),
+        )
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        where = f"{self._options.mqtt_host}:{self._options.mqtt_port}"
+        while not self._stopping.is_set():
+            try:
+                async with self._client() as client:
+                    self._connected = True
+                    backoff = BACKOFF_MIN_S
+                    self._log_connected(where)
+                    await self._session(client)
+                    if self._stopping.is_set():
+                        await client.publish(self.availability_topic, OFFLINE, qos=1,
+                                             retain=True, timeout=2)
+            except aiomqtt.MqttError as error:
+                self._log_outage(where, error)
+            except Exception:
+                # Publishing is a side job: a bug here must not end it (nor the add-on).
+                _LOGGER.exception("MQTT publisher failed; reconnecting")
+            finally:
+                self._connected = False
+            if self._stopping.is_set():
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _log_connected(self, where: str) -> None:
+        if self._outage_logged:
+            _LOGGER.info("MQTT broker %s is back (%d readings dropped while it was away)",
+                         where, self._dropped)
+        else:
+            _LOGGER.info("Connected to MQTT broker %s, publishing to %s", where,
+                         self.state_topic)
+        self._outage_logged = False
+        self._dropped = 0
+
+    def _log_outage(self, where: str, error: aiomqtt.MqttError) -> None:
+        if self._stopping.is_set():
+            return
+        if not self._connected and isinstance(error, aiomqtt.MqttCodeError) \
+                and _code(error.rc) in _AUTH_REFUSED:
+            # Retried anyway (the broker's password file may be fixed meanwhile), but
+            # logged at error level: only the user can fix this one.
+            if not self._outage_logged:
+                _LOGGER.error("MQTT broker %s refused the login of user %r (%s): check "
+                              "mqtt_username and mqtt_password", where,
+                              self._options.mqtt_username, error)
+        elif not self._outage_logged:
+            _LOGGER.warning("MQTT broker %s unavailable (%s): retrying, keeping the newest "
+                            "%d readings", where, error, QUEUE_SIZE)
+        else:
+            _LOGGER.debug("MQTT broker %s still unavailable: %s", where, error)
+        self._outage_logged = True
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection: announce, then publish until stopping or disconnected."""
+        # Home Assistant says `online` here when it (re)starts and needs discovery again.
+        birth = f"{self._options.mqtt_discovery_prefix}/status"
+        await client.subscribe(birth, qos=1)
+        await self._announce(client)
+        listen = asyncio.create_task(self._listen(client, birth), name="mqtt listen")
+        drain = asyncio.create_task(self._drain(client), name="mqtt publish")
+        try:
+            done, _ = await asyncio.wait({listen, drain}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listen, drain):
+                task.cancel()
+            await asyncio.gather(listen, drain, return_exceptions=True)
+        for task in done:
+            task.result()  # raises the MqttError that ended the session
+
+    async def _listen(self, client: aiomqtt.Client, birth: str) -> None:
+        # The message iterator also raises MqttError as soon as the connection drops.
+        async for message in client.messages:
+            if message.topic.matches(birth) and message.payload in (b"online", "online"):
+                _LOGGER.debug("Home Assistant restarted: announcing again")
+                await self._announce(client)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while not self._stopping.is_set():
+            while self._queue:
+                snapshot = self._queue[0]
+                await client.publish(self.state_topic, json.dumps(snapshot), qos=0)
+                # Removed only once sent, so a reading in flight at a disconnect is kept.
+                if self._queue and self._queue[0] is snapshot:
+                    self._queue.popleft()
+            self._wakeup.clear()
+            if self._stopping.is_set():
+                return
+            await self._wakeup.wait()
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        for topic, payload in self.discovery_messages().items():
+            await client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+
+    # ------------------------------------------------------------------ discovery
+
+    def discovery_messages(self) -> dict[str, dict[str, Any]]:
+        """Home Assistant MQTT discovery: config topic → payload, one sensor each."""
+        node = f"energy_tracker_{self._meter_id}"
+        device = {
+            "identifiers": [node],
+            # Distinct names across a fleet; the user renames them in Home Assistant.
+            "name": f"{DEVICE_NAME} {self._meter_id[:8]}",
+            "manufacturer": "Energy Tracker",
+            "model": self._options.rpict_model,
+            "sw_version": __version__,
+        }
+        origin = {"name": "Energy Tracker add-on", "sw_version": __version__,
+                  "support_url": PROJECT_URL}
+        sensors: list[tuple[str, str, str, str, str, str | None, dict[str, Any]]] = [
+            (key, name, f"value_json.{field}", device_class, state_class, unit, extra)
+            for key, name, field, device_class, state_class, unit, extra in _TOTALS
+        ]
+        for index, channel in enumerate(self._meter.info_channels()):
+            for key, field, device_class, state_class, unit, extra in _PER_CHANNEL:
+                sensors.append((
+                    f"channel_{channel['id']}_{key}", f"{channel['name']} {key}",
+                    f"value_json.channels[{index}].{field}", device_class, state_class, unit,
+                    extra,
+                ))
+        messages: dict[str, dict[str, Any]] = {}
+        for key, name, value, device_class, state_class, unit, extra in sensors:
+            payload: dict[str, Any] = {
+                "name": name,
+                "unique_id": f"{node}_{key}",
+                "state_topic": self.state_topic,
+                # A null (stale) value renders "None", which Home Assistant shows as unknown.
+                "value_template": f"{{{{ {value} }}}}",
+                "availability_topic": self.availability_topic,
+                "payload_available": ONLINE,
+                "payload_not_available": OFFLINE,
+                "device_class": device_class,
+                "state_class": state_class,
+                "device": device,
+                "origin": origin,
+                **extra,
+            }
+            if unit is not None:
+                payload["unit_of_measurement"] = unit
+            topic = f"{self._options.mqtt_discovery_prefix}/sensor/{node}/{key}/config"
+            messages[topic] = payload
+        return messages

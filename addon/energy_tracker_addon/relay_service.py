@@ -1,0 +1,57 @@
+"""Wire one add-on service's relays: backends, meter frames and state, demand response."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .board_relays import BoardCommander, BoardRelays
+from .config import Options, OptionsError
+from .demand_response import DemandResponse
+from .gpio_relays import GpioRelays, RequestOpener, request_lines
+from .meter import Meter
+from .relays import RelayManager
+from .serial_link import SerialLink
+
+
+class RelayService:
+    """Relays from the options; `commander` is the voltage board's command channel."""
+
+    def __init__(
+        self,
+        options: Options,
+        data_dir: Path,
+        meter: Meter,
+        voltage_link: Callable[[], SerialLink | None],
+        *,
+        simulated_board: bool,
+        open_gpio: RequestOpener = request_lines,
+    ) -> None:
+        self.commander = BoardCommander(voltage_link)
+        meter.add_frame_listener(self.commander.on_frame)
+        self.manager = RelayManager(options.relays, data_dir, simulated_board=simulated_board)
+        channel_ids = {c.id for c in options.channels}
+        for relay in options.relays:
+            if relay.channel is not None and relay.channel not in channel_ids:
+                raise OptionsError(f"relays: relay {relay.id} names channel {relay.channel}, "
+                                   "which is not in channels")
+        board_ids = [r.id for r in options.relays if r.source == "board"]
+        if board_ids:
+            board = BoardRelays(board_ids, self.commander, self.manager.report,
+                                options.relay_watchdog_s)
+            meter.add_frame_listener(board.on_frame)
+            self.manager.attach(board_ids, board)
+        gpio_pins = {r.id: r.gpio for r in options.relays if r.source == "gpio"}
+        if gpio_pins:
+            pins = {relay_id: pin for relay_id, pin in gpio_pins.items() if pin is not None}
+            self.manager.attach(list(pins), GpioRelays(pins, self.manager.report, open_gpio))
+        # A reading comes every 2 s; after stale_after_s without one there is nothing to act on.
+        self.demand_response = DemandResponse(self.manager, meter, options.stale_after_s)
+        meter.add_state_part("relays", self.manager.all_json)
+
+    async def start(self) -> None:
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+

@@ -1,0 +1,259 @@
+"""Appliance relays: acknowledged state, runtime settings, and switching (docs/api.md).
+
+A relay's reported state is only ever what its backend reports back (the board's ETA/ETM,
+a GPIO line read back), never what was asked for. Backends: `board_relays.BoardRelays` (the
+ESP8266 board, real or simulated) and `gpio_relays.GpioRelays` (the Pi's GPIO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, TypeGuard
+
+from .config import RelayConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+SETTINGS_FILE: Final = "relay_settings.json"
+DEFAULT_PRIORITY: Final = 50
+DEFAULT_MIN_ON_S: Final = 0
+PRIORITY_MAX: Final = 100
+MIN_ON_MAX_S: Final = 86_400
+
+type ReportedSource = Literal["board", "gpio", "simulated"]
+type Report = Callable[[int, bool], None]
+
+
+class RelayError(Exception):
+    """A relay command failed; `status` and `code` are its API answer."""
+
+    status = 500
+    code = "relay_error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+
+
+class RelayNotFound(RelayError):
+    status, code = 404, "not_found"
+
+
+class RelayUnavailable(RelayError):
+    status, code = 503, "board_unavailable"
+
+
+class RelayTimeout(RelayError):
+    status, code = 504, "relay_timeout"
+
+
+class RelayRejected(RelayError):
+    status, code = 502, "relay_rejected"
+
+
+class RelayBackend(Protocol):
+    """Where a group of relays lives; it reports acknowledged states through `report`."""
+
+    def available(self, relay_id: int) -> bool: ...
+
+    async def switch(self, relay_id: int, on: bool) -> None:
+        """Switch and return once acknowledged (state reported); raise RelayError."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Relay:
+    config: RelayConfig
+    source: ReportedSource
+    priority: int = DEFAULT_PRIORITY
+    min_on_s: int = DEFAULT_MIN_ON_S
+    state: bool | None = None
+    last_changed: datetime | None = None
+    # Monotonic time of the last *seen* off→on change; None: on since before we knew.
+    on_since: float | None = None
+    shed: bool = False  # switched off by demand response, not restored since
+    last_drop_w: float | None = None  # measured when demand response last shed it
+
+    @property
+    def id(self) -> int:
+        return self.config.id
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class RelayManager:
+    """All configured relays; switching goes through each relay's backend."""
+
+    def __init__(
+        self,
+        configs: Sequence[RelayConfig],
+        data_dir: Path,
+        *,
+        simulated_board: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._path = data_dir / SETTINGS_FILE
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._relays: dict[int, Relay] = {}
+        for config in configs:
+            source: ReportedSource = config.source
+            if config.source == "board" and simulated_board:
+                source = "simulated"
+            self._relays[config.id] = Relay(config, source)
+        self._backends: dict[int, RelayBackend] = {}
+        self._locks = {relay_id: asyncio.Lock() for relay_id in self._relays}
+        self._save_lock = asyncio.Lock()
+        self._load_settings()
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self, relay_ids: Sequence[int], backend: RelayBackend) -> None:
+        for relay_id in relay_ids:
+            self._backends[relay_id] = backend
+
+    def report(self, relay_id: int, state: bool) -> None:
+        """An acknowledged state from a backend (ack, measurement frame, line read back)."""
+        relay = self._relays.get(relay_id)
+        if relay is None or relay.state == state:
+            return
+        if relay.state is not None:
+            relay.last_changed = self._wall_clock()
+            if state:
+                relay.on_since = self._clock()
+        relay.state = state
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def relays(self) -> list[Relay]:
+        return list(self._relays.values())
+
+    def get(self, relay_id: int) -> Relay:
+        try:
+            return self._relays[relay_id]
+        except KeyError:
+            raise RelayNotFound from None
+
+    def available(self, relay: Relay) -> bool:
+        backend = self._backends.get(relay.id)
+        return backend is not None and backend.available(relay.id)
+
+    def inside_min_on(self, relay: Relay) -> bool:
+        return relay.on_since is not None and self._clock() - relay.on_since < relay.min_on_s
+
+    def as_json(self, relay: Relay) -> dict[str, Any]:
+        changed = relay.last_changed
+        return {
+            "id": relay.id,
+            "name": relay.name,
+            "source": relay.source,
+            "state": relay.state,
+            "available": self.available(relay),
+            "priority": relay.priority,
+            "min_on_s": relay.min_on_s,
+            "last_changed": (
+                None if changed is None
+                else changed.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            ),
+            "shed": relay.shed,
+        }
+
+    def all_json(self) -> list[dict[str, Any]]:
+        return [self.as_json(relay) for relay in self._relays.values()]
+
+    # ------------------------------------------------------------------ commands
+
+    async def switch(self, relay_id: int, on: bool, *, shed: bool = False) -> Relay:
+        """Switch and wait for the acknowledgement; `shed` marks a demand-response switch."""
+        relay = self.get(relay_id)
+        backend = self._backends.get(relay_id)
+        if backend is None or not backend.available(relay_id):
+            raise RelayUnavailable
+        async with self._locks[relay_id]:
+            await backend.switch(relay_id, on)
+        # A manual switch takes the relay out of what `restore` would switch back on.
+        relay.shed = shed and relay.state is False
+        return relay
+
+    async def update_settings(
+        self, relay_id: int, *, priority: int | None = None, min_on_s: int | None = None
+    ) -> Relay:
+        relay = self.get(relay_id)
+        if priority is not None:
+            relay.priority = priority
+        if min_on_s is not None:
+            relay.min_on_s = min_on_s
+        async with self._save_lock:
+            data = {
+                str(r.id): {"priority": r.priority, "min_on_s": r.min_on_s}
+                for r in self._relays.values()
+            }
+            await asyncio.to_thread(_write_atomic, self._path, json.dumps(data, indent=1))
+        return relay
+
+    async def start(self) -> None:
+        for backend in self._distinct_backends():
+            await backend.start()
+
+    async def stop(self) -> None:
+        for backend in reversed(self._distinct_backends()):
+            await backend.stop()
+
+    def _distinct_backends(self) -> list[RelayBackend]:
+        return list({id(b): b for b in self._backends.values()}.values())
+
+    def _load_settings(self) -> None:
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as error:
+            _LOGGER.error("Ignoring %s (%s): relay settings are the defaults", self._path, error)
+            return
+        if not isinstance(data, dict):
+            _LOGGER.error("Ignoring %s: not a JSON object", self._path)
+            return
+        for key, entry in data.items():
+            relay = self._relays.get(int(key)) if key.isdigit() else None
+            if relay is None or not isinstance(entry, dict):
+                continue  # a relay removed from the options since
+            priority, min_on = entry.get("priority"), entry.get("min_on_s")
+            if _in_range(priority, PRIORITY_MAX):
+                relay.priority = priority
+            if _in_range(min_on, MIN_ON_MAX_S):
+                relay.min_on_s = min_on
+
+
+def _in_range(value: Any, high: int) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= high
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so a crash leaves the old or the new file, never half."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

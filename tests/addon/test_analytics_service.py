@@ -1,0 +1,287 @@
+"""Analytics wired into the real service: real UCI minutes through pty boards, read back
+through the API and compared with an independent pandas computation."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy_tracker_addon.history import HistoryStore, Reading
+
+from .analytics_rig import Clocks, Rig
+from .ptys import PtyPort
+from .uci import read_uci
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+PARIS = "Europe/Paris"
+# Crosses midnight and a month end, so hour, day and month buckets all split.
+SLICE = (datetime.fromisoformat("2009-05-31T22:00+01:00"),
+         datetime.fromisoformat("2009-06-01T02:00+01:00"))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+@pytest.fixture
+def paris(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The add-on's local zone ($TZ, as the Supervisor sets it)."""
+    monkeypatch.setenv("TZ", PARIS)
+
+
+def _weeks_to_now(moment: datetime) -> timedelta:
+    """Whole weeks that bring `moment` to within the last week (keeps the time of week)."""
+    weeks = (datetime.now(UTC) - moment) // timedelta(weeks=1)
+    return timedelta(weeks=weeks)
+
+
+def _printed_frame(data: pd.DataFrame, printed: list[tuple[str, str, str]]) -> pd.DataFrame:
+    values = np.array([[float(v) for v in line] for line in printed])
+    return pd.DataFrame(values, index=data.index, columns=["1", "2", "3"])
+
+
+@pytest.mark.usefixtures("paris")
+async def test_energy_per_hour_day_month_and_co2_equal_pandas_on_real_data(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    data = read_uci(*SLICE)
+    clocks = Clocks(data.index[0].to_pydatetime())
+    rig = Rig(tmp_path / "data", clocks, pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        printed = await rig.replay(data)
+        got = {period: (await rig.get(session, f"aggregates?period={period}"))[1]
+               for period in ("hour", "day", "month")}
+        state = (await rig.get(session, "state"))[1]
+    finally:
+        await rig.stop()
+
+    # Independent: trapezoid energy of each minute interval, in the hour it starts.
+    power = _printed_frame(data, printed)
+    power["total"] = power["1"]  # channel 1 is the only mains channel
+    kwh = ((power.shift(1) + power) / 2 * 60 / 3.6e6).iloc[1:]
+    kwh.index = data.index[:-1].tz_convert(PARIS)
+    keys = {"hour": kwh.index.floor("h"), "day": kwh.index.normalize(),
+            "month": kwh.index.to_period("M").to_timestamp().tz_localize(PARIS)}
+    for period, key in keys.items():
+        expected = kwh.groupby(key).sum()
+        buckets = got[period]["buckets"]
+        assert got[period]["time_zone"] == PARIS
+        assert [pd.Timestamp(b["start"]) for b in buckets] == list(expected.index), period
+        for bucket, (_, row) in zip(buckets, expected.iterrows(), strict=True):
+            for name in ("total", "1", "2", "3"):
+                assert bucket["energy_kwh"][name] == pytest.approx(row[name], abs=2e-6)
+    assert len(got["hour"]["buckets"]) == 4
+    assert [b["start"][:10] for b in got["day"]["buckets"]] == ["2009-05-31", "2009-06-01"]
+
+    # The state: rolling mean of the last 5 totals, today's energy and its CO2.
+    assert state["rolling_power_w"] == pytest.approx(power["total"].iloc[-5:].mean(), abs=0.01)
+    today = kwh[kwh.index.normalize() == pd.Timestamp("2009-06-01", tz=PARIS)].sum()
+    assert state["energy_today_kwh"] == pytest.approx(today["total"], abs=2e-6)
+    assert state["co2_g_per_kwh"] == 52.0
+    assert state["co2_kg_today"] == pytest.approx(today["total"] * 0.052, abs=1e-4)
+    shares = {item["channel"]: item["share_pct"] for item in state["recommendations"]}
+    assert shares == pytest.approx(
+        {2: 100 * today["2"] / today["total"], 3: 100 * today["3"] / today["total"]}, abs=0.05
+    )
+    top = state["recommendations"][0]
+    assert top["share_pct"] == max(shares.values())
+    assert top["text"].startswith(f"{top['name']} used {top['share_pct']:.0f} % of today's")
+
+
+async def test_export_reloads_to_the_readings_sent_and_bad_requests_get_400(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    data = read_uci(SLICE[0], SLICE[0] + timedelta(minutes=30))
+    shift = _weeks_to_now(data.index[0].to_pydatetime())
+    clocks = Clocks(data.index[0].to_pydatetime() + shift)
+    rig = Rig(tmp_path / "data", clocks, pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        printed = await rig.replay(data, shift)
+        first, last = data.index[0] + shift, data.index[-1] + shift
+        query = f"start={first.isoformat()}&end={(last + timedelta(seconds=1)).isoformat()}"
+        query = query.replace("+", "%2B")
+        status_csv, csv_body = await rig.get(session, f"export?{query}&format=csv")
+        status_pq, pq_body = await rig.get(session, f"export?{query}&format=parquet")
+        bad = {q: await rig.get(session, f"export?{q}") for q in (
+            "start=yesterday&end=2030-01-01T00:00:00Z",
+            "start=2030-01-01T00:00:00&end=2030-01-02T00:00:00Z",
+            "start=2030-01-02T00:00:00Z&end=2030-01-01T00:00:00Z",
+            f"{query}&format=xlsx",
+            "end=2030-01-01T00:00:00Z",
+        )}
+        bad_period = await rig.get(session, "aggregates?period=week")
+        left_behind = list((rig.data_dir / "exports").iterdir())
+    finally:
+        await rig.stop()
+
+    assert status_csv == status_pq == 200
+    sent = _printed_frame(data, printed)
+    for frame in (pd.read_csv(io.BytesIO(csv_body)), pd.read_parquet(io.BytesIO(pq_body))):
+        times = pd.to_datetime(frame["timestamp"], utc=True)
+        assert list(times) == list((data.index + shift).tz_convert(UTC))
+        for channel in ("1", "2", "3"):
+            assert list(frame[f"channel_{channel}_power_w"]) == list(sent[channel])
+        assert list(frame["total_power_w"]) == list(sent["1"])
+        assert frame["total_energy_kwh"].is_monotonic_increasing
+    for query, (status, body) in bad.items():
+        assert status == 400, query
+        assert body["error"] == "invalid", query
+        assert body["detail"], query
+    naive = bad["start=2030-01-01T00:00:00&end=2030-01-02T00:00:00Z"][1]
+    assert "start needs a time zone" in naive["detail"]
+    assert bad_period[0] == 400
+    assert "hour, day, month" in bad_period[1]["detail"]
+    assert left_behind == []
+
+
+def _prefill(path: Path, data: pd.DataFrame, shift: timedelta) -> None:
+    store = HistoryStore(path, retention_days=None, max_size_mb=None)
+    store.append([
+        Reading(moment.to_pydatetime() + shift, row.mains, 0.0, row.voltage,
+                {1: row.mains, 2: row.kitchen, 3: row.water_heater_ac})
+        for moment, row in zip(data.index, data.itertuples(), strict=True)
+    ])
+    store.close()
+
+
+async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_survives_restart(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    start = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    live_start = start + timedelta(days=14)
+    shift = _weeks_to_now(live_start + timedelta(minutes=10))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _prefill(data_dir / "history.sqlite3", read_uci(start, live_start), shift)
+    live = read_uci(live_start, live_start + timedelta(minutes=6))
+    clocks = Clocks(live_start + shift)
+    rig = Rig(data_dir, clocks, pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        before = rig.state["anomaly"]
+        # Two usual minutes, one 8 kW above the real reading, then usual ones again.
+        await rig.replay(live, shift, extra_w={2: 8000.0})
+        state = rig.state
+        _, events = await rig.get(session, "anomalies")
+    finally:
+        await rig.stop()
+    assert before["ready"] is True
+    assert before["active"] is False
+    anomaly = state["anomaly"]
+    assert anomaly["active"] is True
+    assert "spike" in anomaly["reason"]
+    assert "above the usual for" in anomaly["reason"]
+    total = next(s for s in anomaly["series"] if s["series"] == "total")
+    kitchen = next(s for s in anomaly["series"] if s["channel"] == 2)
+    assert total["active"] is True
+    assert kitchen["active"] is False
+    spike_minute = (live.index[2] + shift).tz_convert(UTC)
+    assert anomaly["last"]["started"] == spike_minute.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert anomaly["last"]["power_w"] == pytest.approx(live["mains"].iloc[2] + 8000, abs=0.1)
+    assert [e["kind"] for e in events["anomalies"]] == ["spike", "spike"]  # total and mains
+    assert {e["id"] for e in events["anomalies"]} == {1, 2}
+    assert all(e["active"] for e in events["anomalies"])
+    assert state["anomalies"] == events["anomalies"]
+
+    await rig.start()  # the log is kept, numbering goes on
+    try:
+        assert [e["id"] for e in rig.state["anomalies"]] == [1, 2]
+        assert rig.state["anomaly"]["last"]["id"] == 2
+    finally:
+        await rig.stop()
+
+
+async def test_history_keeps_to_the_retention_options(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    rpict = pty_port("ttyRPICT")
+    # Age: three days of minutes, one day kept.
+    data = read_uci(SLICE[0], SLICE[0] + timedelta(days=3))
+    shift = now - data.index[-1].to_pydatetime()
+    aged = tmp_path / "aged"
+    aged.mkdir()
+    _prefill(aged / "history.sqlite3", data, shift)
+    rig = Rig(aged, Clocks(now), rpict, history_retention_days=1)
+    await rig.start()
+    await rig.stop()
+    store = HistoryStore(aged / "history.sqlite3", None, None)
+    oldest, newest = store.time_range() or (None, None)
+    store.close()
+    assert oldest is not None
+    assert newest is not None
+    assert now - timedelta(days=1) <= oldest <= now - timedelta(days=1) + timedelta(minutes=2)
+    assert newest == now
+
+    # Size: 14 MB of one-second readings, 10 MB allowed; the newest stay.
+    big = tmp_path / "big"
+    big.mkdir()
+    store = HistoryStore(big / "history.sqlite3", None, None)
+    store.append([Reading(now - timedelta(seconds=i), 500.0 + i % 13, 1e6 - i, 231.0,
+                          {1: 500.0, 2: 20.0, 3: 1000.0}, {1: 1.0, 2: 2.0, 3: 3.0})
+                  for i in range(80_000)])
+    assert store.disk_bytes() > 12 * 2**20
+    store.close()
+    rig = Rig(big, Clocks(now), rpict, history_max_size_mb=10)
+    await rig.start()
+    await rig.stop()
+    store = HistoryStore(big / "history.sqlite3", None, None)
+    size, (_, newest) = store.disk_bytes(), store.time_range() or (None, None)
+    store.close()
+    assert size <= 10 * 2**20
+    assert newest == now
+
+
+async def test_gas_pulses_become_m3_through_reboot_and_restart(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    clocks = Clocks(datetime.now(UTC))
+    rig = Rig(tmp_path / "data", clocks, pty_port("ttyRPICT"), pty_port("ttyVOLT"))
+    await rig.start()
+    try:
+        assert rig.state["gas_m3"] is None  # no count from the board yet
+        seen = []
+        for count in (1200, 1250, 1251, 3, 40):  # 3: the board rebooted (count from 0)
+            await rig.etm(count)
+            seen.append(rig.state["gas_m3"])
+    finally:
+        await rig.stop()
+    # The first count is where the meter starts; then 50, 1, 3 (since boot) and 37 pulses.
+    assert seen == [0.0, 0.5, 0.51, 0.54, 0.91]
+
+    await rig.start()  # the board kept counting while the add-on was down: 40 -> 65
+    try:
+        assert rig.state["gas_m3"] == 0.91
+        await rig.etm(65)
+        after_restart = rig.state["gas_m3"]
+    finally:
+        await rig.stop()
+    assert after_restart == 1.16
+
+
+async def test_gas_counter_wrap_counts_the_pulses_across_it(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    rig = Rig(tmp_path / "data", Clocks(datetime.now(UTC)), pty_port("ttyRPICT"),
+              pty_port("ttyVOLT"), gas_m3_per_pulse=0.1)
+    await rig.start()
+    try:
+        seen = []
+        for count in (2**32 - 6, 2**32 - 1, 4):
+            await rig.etm(count)
+            seen.append(rig.state["gas_m3"])
+    finally:
+        await rig.stop()
+    assert seen == [0.0, 0.5, 1.0]  # 5 pulses, then 5 more across the wrap

@@ -1,0 +1,172 @@
+"""Simulated relays and demand response, measured: the service reads a simulated meter.
+
+The test starts the `SimulatedMeter` itself at a minute of the replay where all three
+switched circuits draw power (at real-time speed a minute of the replay outlasts each test),
+and the service reads its two ptys like real boards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from energy_tracker_addon.config import Options
+from energy_tracker_addon.service import AddonService
+from energy_tracker_addon.simulator import ROW_SECONDS, SimulatedMeter, load_replay
+
+from .polling import wait_until
+from .test_api import TOKEN, auth
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+# Printed to 0.1 W after the vest scaling, then corrected with a 0.01 V voltage.
+TOLERANCE_W = 2.0
+
+
+@pytest.fixture(scope="module")
+def row() -> dict[str, float]:
+    """The first replay minute where every switched circuit draws over 500 W."""
+    replay = load_replay()
+    c = replay.columns
+    busy = np.flatnonzero(
+        (c["water_heater_ac_w"] > 500) & (c["kitchen_w"] > 500) & (c["laundry_w"] > 500)
+    )
+    index = int(busy[0])
+    values = {name: float(column[index]) for name, column in c.items()}
+    values["start_s"] = index * ROW_SECONDS
+    return values
+
+
+@pytest.fixture
+async def service(tmp_path: Path, row: dict[str, float]) -> AsyncIterator[AddonService]:
+    replay = load_replay()
+    simulator = SimulatedMeter(start=replay.first + timedelta(seconds=row["start_s"]))
+    rpict, voltage = await simulator.start()
+    options = Options(api_token=TOKEN, rpict_port=rpict, voltage_port=voltage)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    try:
+        await service.start()
+        await wait_until(lambda: service.meter.snapshot()["available"]
+                         and all(service.relays.available(r) for r in service.relays.relays))
+        yield service
+    finally:
+        await service.stop()
+        await simulator.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+async def _call(session: aiohttp.ClientSession, service: AddonService, method: str,
+                path: str, body: Any = None) -> Any:
+    async with session.request(method, service.url + path, json=body, headers=auth()) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def _next_reading(service: AddonService) -> dict[str, Any]:
+    lines = service.meter.snapshot()["boards"]["rpict"]["lines_ok"]
+    await wait_until(lambda: service.meter.snapshot()["boards"]["rpict"]["lines_ok"] > lines)
+    return service.meter.snapshot()
+
+
+async def test_switching_a_simulated_relay_off_removes_its_circuit(
+    service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
+) -> None:
+    before = await _next_reading(service)
+    assert before["total_power_w"] == pytest.approx(row["mains_w"], abs=TOLERANCE_W)
+    heater_channel = next(c for c in before["channels"] if c["id"] == 3)
+    assert heater_channel["power_w"] == pytest.approx(row["water_heater_ac_w"], abs=TOLERANCE_W)
+
+    relay = await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
+    assert (relay["name"], relay["state"]) == ("Water heater", False)
+    after = await _next_reading(service)
+    assert after["total_power_w"] == pytest.approx(
+        row["mains_w"] - row["water_heater_ac_w"], abs=TOLERANCE_W)
+    assert next(c for c in after["channels"] if c["id"] == 3)["power_w"] == 0.0
+    assert after["boards"]["voltage"]["relays"] == [False, True, True]
+    assert [r["state"] for r in after["relays"]] == [False, True, True]
+
+    # Laundry has no CT channel: only the mains loses it.
+    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
+    later = await _next_reading(service)
+    assert later["total_power_w"] == pytest.approx(
+        row["mains_w"] - row["water_heater_ac_w"] - row["laundry_w"], abs=TOLERANCE_W)
+
+
+async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
+    service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
+) -> None:
+    mains, heater, kitchen = row["mains_w"], row["water_heater_ac_w"], row["kitchen_w"]
+    for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
+                               (1, {"priority": 20}), (2, {"priority": 30})):
+        await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}", settings)
+    # Laundry was just switched on again: it is inside its 600 s minimum on-time.
+    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
+    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": True})
+    await _next_reading(service)
+
+    # Only the water heater is needed to get under this limit.
+    first = await _call(session, service, "POST", "/api/v1/shed",
+                        {"limit_w": mains - heater + 100})
+    assert first["limit_w"] == mains - heater + 100
+    assert first["total_before_w"] == pytest.approx(mains, abs=TOLERANCE_W)
+    assert first["total_after_w"] == pytest.approx(mains - heater, abs=TOLERANCE_W)
+    assert first["reached"] is True
+    assert [(s["id"], s["name"]) for s in first["shed"]] == [(1, "Water heater")]
+    assert first["shed"][0]["drop_w"] == pytest.approx(heater, abs=TOLERANCE_W)
+    assert first["skipped"] == [{"id": 3, "reason": "min_on_time"}]
+
+    # Reduce by more than the kitchen can give: it goes too, and the limit is not reached.
+    second = await _call(session, service, "POST", "/api/v1/shed", {"reduce_w": kitchen + 500})
+    assert [s["id"] for s in second["shed"]] == [2]
+    assert second["shed"][0]["drop_w"] == pytest.approx(kitchen, abs=TOLERANCE_W)
+    assert second["skipped"] == [{"id": 3, "reason": "min_on_time"}, {"id": 1, "reason": "off"}]
+    assert second["reached"] is False
+
+    relays = (await _call(session, service, "GET", "/api/v1/relays"))["relays"]
+    assert [(r["id"], r["state"], r["shed"]) for r in relays] == [
+        (1, False, True), (2, False, True), (3, True, False),
+    ]
+
+    # Restore: highest priority first (kitchen 30, then the water heater 20), staggered.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    restored = await _call(session, service, "POST", "/api/v1/restore", {"stagger_s": 1.5})
+    elapsed = loop.time() - started
+    assert restored == {"restored": [{"id": 2, "name": "Kitchen"},
+                                     {"id": 1, "name": "Water heater"}], "failed": []}
+    assert elapsed >= 1.5
+    changed = {r["id"]: r["last_changed"]
+               for r in (await _call(session, service, "GET", "/api/v1/relays"))["relays"]}
+    assert changed[2] is not None
+    assert changed[1] is not None
+    after = await _next_reading(service)
+    assert after["total_power_w"] == pytest.approx(mains, abs=TOLERANCE_W)
+    assert [r["shed"] for r in after["relays"]] == [False, False, False]
+    # Nothing left to restore.
+    assert await _call(session, service, "POST", "/api/v1/restore") == {
+        "restored": [], "failed": []}
+
+
+async def test_shed_ties_go_to_the_larger_load_first(
+    service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
+) -> None:
+    # All priorities equal (50): the relay whose CT channel reads more goes first.
+    heater, kitchen = row["water_heater_ac_w"], row["kitchen_w"]
+    assert heater != kitchen
+    larger = 1 if heater > kitchen else 2
+    result = await _call(session, service, "POST", "/api/v1/shed",
+                         {"limit_w": row["mains_w"] - max(heater, kitchen) + 100})
+    assert [s["id"] for s in result["shed"]] == [larger]
+    assert result["reached"] is True

@@ -1,0 +1,158 @@
+"""GPIO relays: only the gpiod line request is a test double (there is no GPIO chip here).
+
+The double behaves like the kernel's lines: each has a level, `get_value` reads it back,
+and a line can be "stuck" (its driver does not follow, as with a dead relay board).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from gpiod import LineSettings
+from gpiod.line import Direction, Value
+
+from energy_tracker_addon.config import Options, RelayConfig
+from energy_tracker_addon.gpio_relays import GpioRelays
+from energy_tracker_addon.relays import RelayManager, RelayUnavailable
+from energy_tracker_addon.service import AddonService
+
+from .test_api import TOKEN, auth
+
+PINS = {1: 22, 2: 23, 3: 24}
+CONFIGS = [RelayConfig(i, f"Relay {i}", "gpio", gpio=pin) for i, pin in PINS.items()]
+
+
+class FakeLineRequest:
+    """Stands in for `gpiod.LineRequest` on BCM lines with the given starting levels."""
+
+    def __init__(self, levels: dict[int, Value]) -> None:
+        self.levels = dict(levels)
+        self.directions = dict.fromkeys(levels, Direction.AS_IS)
+        self.stuck: set[int] = set()
+        self.released = False
+
+    def get_value(self, line: int | str) -> Value:
+        return self.levels[int(line)]
+
+    def set_value(self, line: int | str, value: Value) -> None:
+        pin = int(line)
+        if self.directions[pin] != Direction.OUTPUT:
+            raise OSError(1, "line is not an output")
+        if pin not in self.stuck:
+            self.levels[pin] = value
+
+    def reconfigure_lines(
+        self, config: dict[Iterable[int | str] | int | str, LineSettings | None]
+    ) -> None:
+        for line, settings in config.items():
+            assert isinstance(line, int)
+            assert settings is not None
+            self.directions[line] = settings.direction
+            self.levels[line] = settings.output_value
+
+    def release(self) -> None:
+        self.released = True
+
+
+async def _manager(tmp_path: Path, request_or_error: FakeLineRequest | Exception
+                   ) -> tuple[RelayManager, GpioRelays, list[tuple[str, tuple[int, ...]]]]:
+    manager = RelayManager(CONFIGS, tmp_path)
+    opened: list[tuple[str, tuple[int, ...]]] = []
+
+    def open_request(chip: str, pins: tuple[int, ...]) -> Any:
+        opened.append((chip, pins))
+        if isinstance(request_or_error, Exception):
+            raise request_or_error
+        return request_or_error
+
+    backend = GpioRelays(PINS, manager.report, open_request)
+    manager.attach(list(PINS), backend)
+    await manager.start()
+    return manager, backend, opened
+
+
+async def test_gpio_relays_keep_their_levels_at_start_and_report_the_line_read_back(
+    tmp_path: Path,
+) -> None:
+    lines = FakeLineRequest({22: Value.ACTIVE, 23: Value.INACTIVE, 24: Value.INACTIVE})
+    manager, _, opened = await _manager(tmp_path, lines)
+    try:
+        assert opened == [("/dev/gpiochip0", (22, 23, 24))]
+        # A restart of the add-on does not click any relay: outputs keep the levels read.
+        assert lines.directions == dict.fromkeys((22, 23, 24), Direction.OUTPUT)
+        assert [r.state for r in manager.relays] == [True, False, False]
+        assert [manager.as_json(r)["source"] for r in manager.relays] == ["gpio"] * 3
+
+        await manager.switch(2, True)
+        assert lines.levels[23] == Value.ACTIVE
+        assert manager.get(2).state is True
+        await manager.switch(1, False)
+        assert (lines.levels[22], manager.get(1).state) == (Value.INACTIVE, False)
+
+        # A line that does not follow: the reported state is what it reads, not the request.
+        lines.stuck.add(24)
+        await manager.switch(3, True)
+        assert manager.get(3).state is False
+    finally:
+        await manager.stop()
+    assert lines.released
+
+
+async def test_gpio_relays_that_cannot_be_requested_are_unavailable_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    manager, _, _ = await _manager(tmp_path, PermissionError(13, "Permission denied"))
+    try:
+        assert [manager.as_json(r)["available"] for r in manager.relays] == [False] * 3
+        assert [r.state for r in manager.relays] == [None] * 3
+        with pytest.raises(RelayUnavailable):
+            await manager.switch(1, True)
+        assert "GPIO relays on BCM [22, 23, 24] are unavailable" in caplog.text
+        assert "Permission denied" in caplog.text
+    finally:
+        await manager.stop()
+
+
+async def test_missing_gpiod_package_is_logged_clearly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, _, _ = await _manager(tmp_path, ImportError("No module named 'gpiod'"))
+    try:
+        assert not manager.as_json(manager.get(1))["available"]
+        assert "gpiod package is not installed" in caplog.text
+    finally:
+        await manager.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+@pytest.mark.usefixtures("socket_enabled")
+async def test_service_without_a_gpio_chip_serves_gpio_relays_as_unavailable(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """The real gpiod on this machine, which has no /dev/gpiochip0: no double at all."""
+    options = Options(api_token=TOKEN, relays=(
+        RelayConfig(1, "Water heater", "board"), RelayConfig(4, "Pump", "gpio", gpio=22),
+    ))
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        async with session.get(service.url + "/api/v1/relays", headers=auth()) as resp:
+            pump = (await resp.json())["relays"][1]
+        assert (pump["id"], pump["source"], pump["available"], pump["state"]) == (
+            4, "gpio", False, None)
+        async with session.put(service.url + "/api/v1/relays/4", json={"state": True},
+                               headers=auth()) as resp:
+            assert resp.status == 503
+    finally:
+        await service.stop()

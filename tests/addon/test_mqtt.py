@@ -1,0 +1,468 @@
+"""MQTT publishing for fleets, against a real Mosquitto broker started on loopback.
+
+The broker is Debian's `mosquitto` (apt-get install mosquitto), run per test from a config
+file in tmp_path, listening on 127.0.0.1 only, without persistence; the tests stop, kill
+and restart it. A second real client (aiomqtt) plays the central Home Assistant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+import voluptuous as vol
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.template import Template
+
+from energy_tracker_addon.config import Options, OptionsError, parse_options
+from energy_tracker_addon.meter import Meter
+from energy_tracker_addon.metrics import Metrics
+from energy_tracker_addon.mqtt import QUEUE_SIZE, MqttPublisher
+from energy_tracker_addon.persistence import CounterStore
+from energy_tracker_addon.service import AddonService
+
+from .polling import wait_until
+from .test_packaging import ADDON, _supervisor_validate, _yaml
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+TOKEN = "mqtt-test-token-0123456789abcdefghijklmnopqrstuv"
+ADDON_COMMAND = str(Path(sys.executable).with_name("energy-tracker-addon"))
+LOGGER = "energy_tracker_addon.mqtt"
+MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mosquitto:
+    """One broker process; `start()` again after `stop()` reuses the same port."""
+
+    def __init__(self, directory: Path, password_file: Path | None = None) -> None:
+        assert MOSQUITTO is not None
+        self.directory = directory
+        self.port = _free_port()
+        self.log = directory / "mosquitto.log"
+        self.password_file = password_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",  # a restart loses the retained messages, as after a crash
+            "log_dest stderr",
+            "log_type all",
+            # Root would otherwise switch to the `mosquitto` user, who cannot read tmp_path.
+            f"user {getpass.getuser()}",
+        ]
+        if self.password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        config = self.directory / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 10
+        while f"Opening ipv4 listen socket on port {self.port}" not in self.log_text():
+            assert self._process.poll() is None, self.log_text()
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.02)
+        time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password file again."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGHUP)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture
+def broker_dir(tmp_path: Path) -> Path:
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def broker(broker_dir: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(broker_dir)
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Subscriber:
+    """The central consumer: a second real MQTT client recording everything it gets."""
+
+    def __init__(self, port: int, username: str | None = None,
+                 password: str | None = None) -> None:
+        self._client = aiomqtt.Client("127.0.0.1", port, username=username, password=password)
+        self.messages: list[Received] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        await self._client.__aenter__()
+        await self._client.subscribe("#", qos=1)
+        self._task = asyncio.create_task(self._collect())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.__aexit__(None, None, None)
+
+    async def _collect(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):  # the broker went away
+            async for message in self._client.messages:
+                payload = message.payload
+                assert isinstance(payload, bytes)
+                self.messages.append(Received(str(message.topic), payload, message.retain))
+
+    def on(self, topic: str) -> list[Received]:
+        return [m for m in self.messages if m.topic == topic]
+
+    def states(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.on(topic)]
+
+    def configs(self, prefix: str = "homeassistant/") -> dict[str, dict[str, Any]]:
+        """The latest discovery payload per config topic (an empty one deletes it)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for m in self.messages:
+            if m.topic.startswith(prefix) and m.topic.endswith("/config"):
+                if m.payload:
+                    latest[m.topic] = json.loads(m.payload)
+                else:
+                    latest.pop(m.topic, None)
+        return latest
+
+
+async def get_state(session: aiohttp.ClientSession, service: AddonService) -> dict[str, Any]:
+    async with session.get(f"{service.url}/api/v1/state",
+                           headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 200
+        result: dict[str, Any] = await resp.json()
+        return result
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+def mqtt_options(port: int, **extra: Any) -> Options:
+    return Options(api_token=TOKEN, mqtt_enabled=True, mqtt_host="127.0.0.1", mqtt_port=port,
+                   simulation_speed=50, **extra)
+
+
+def _expected_values(state: dict[str, Any]) -> dict[str, Any]:
+    """What each sensor of a central Home Assistant must show, by unique_id suffix."""
+    values = {
+        "total_power": state["total_power_w"], "total_energy": state["total_energy_kwh"],
+        "voltage": state["voltage_v"], "frequency": state["frequency_hz"],
+        "power_factor": state["power_factor"], "temperature": state["temperature_c"],
+    }
+    for channel in state["channels"]:
+        values[f"channel_{channel['id']}_power"] = channel["power_w"]
+        values[f"channel_{channel['id']}_current"] = channel["current_a"]
+        values[f"channel_{channel['id']}_energy"] = channel["energy_kwh"]
+    return values
+
+
+async def test_discovery_and_states_match_the_api(
+    hass: HomeAssistant, broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    # Imported here: the MQTT platform needs the running Home Assistant to check templates.
+    from homeassistant.components.mqtt.sensor import DISCOVERY_SCHEMA
+
+    service = AddonService(mqtt_options(broker.port), tmp_path / "data", "127.0.0.1", 0)
+    async with Subscriber(broker.port) as central:
+        await service.start()
+        try:
+            meter_id = service.meter_id
+            state_topic = f"energy_tracker/{meter_id}/state"
+            availability = f"energy_tracker/{meter_id}/availability"
+            api: dict[str, Any] = {}
+
+            async def api_state_was_published() -> bool:
+                api.clear()
+                api.update(await get_state(session, service))
+                return api["available"] and any(s == api for s in central.states(state_topic))
+
+            # Every field of a message is the API's, for the same reading (seq).
+            await wait_until(api_state_was_published, timeout=15, what="API state on MQTT")
+            assert api["total_power_w"] is not None
+            assert [m.payload for m in central.on(availability)] == [b"online"]
+
+            configs = central.configs()
+            expected = _expected_values(api)
+            node = f"energy_tracker_{meter_id}"
+            assert {c["unique_id"].removeprefix(f"{node}_") for c in configs.values()} \
+                == set(expected), "one sensor per value, each unique"
+            for topic, config in configs.items():
+                key = config["unique_id"].removeprefix(f"{node}_")
+                assert topic == f"homeassistant/sensor/{node}/{key}/config"
+                assert config["state_topic"] == state_topic
+                assert config["availability_topic"] == availability
+                assert config["device"]["identifiers"] == [node]
+                # Home Assistant's own MQTT sensor schema accepts it...
+                DISCOVERY_SCHEMA(config)
+                # ...and its template engine shows what the API says.
+                shown = Template(config["value_template"], hass).async_render(
+                    {"value_json": api}, parse_result=False
+                )
+                assert shown == str(expected[key]), key
+            # The Energy dashboard takes only these.
+            for key in ("total_energy", "channel_1_energy"):
+                config = configs[f"homeassistant/sensor/{node}/{key}/config"]
+                assert (config["device_class"], config["state_class"],
+                        config["unit_of_measurement"]) == ("energy", "total_increasing", "kWh")
+
+            # A central Home Assistant connecting later gets it all from retained messages.
+            async with Subscriber(broker.port) as late:
+                await wait_until(lambda: late.configs() == configs, what="retained discovery")
+                assert [(m.payload, m.retain) for m in late.on(availability)] \
+                    == [(b"online", True)]
+
+            # A restarted Home Assistant (its broker without persistence) lost the
+            # discovery; its birth message brings it back.
+            async with aiomqtt.Client("127.0.0.1", broker.port) as ha:
+                for topic in configs:
+                    await ha.publish(topic, b"", qos=1, retain=True)
+                await wait_until(lambda: not central.configs(), what="discovery deleted")
+                await ha.publish("homeassistant/status", b"online", qos=1)
+                await wait_until(lambda: central.configs() == configs, what="rediscovery")
+        finally:
+            await service.stop()
+
+        # Stopped: `offline`, retained, and a clean DISCONNECT (not the broker's will).
+        await wait_until(lambda: central.on(availability)[-1].payload == b"offline",
+                         what="offline on stop")
+    assert f"Received DISCONNECT from {node}" in broker.log_text()
+    async with Subscriber(broker.port) as late:
+        await wait_until(lambda: bool(late.on(availability)), what="retained availability")
+        assert [(m.payload, m.retain) for m in late.on(availability)] == [(b"offline", True)]
+
+
+async def test_broker_restart_resumes_publishing_and_the_api_keeps_serving(
+    broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    service = AddonService(mqtt_options(broker.port), tmp_path / "data", "127.0.0.1", 0)
+    await service.start()
+    try:
+        state_topic = f"energy_tracker/{service.meter_id}/state"
+        async with Subscriber(broker.port) as central:
+            await wait_until(lambda: bool(central.on(state_topic)), timeout=15,
+                             what="first state")
+
+        broker.stop()
+        before = (await get_state(session, service))["seq"]
+
+        async def meter_goes_on() -> bool:
+            return bool((await get_state(session, service))["seq"] >= before + 3)
+
+        # The meter and the API do not wait for the broker (several retries meanwhile).
+        await wait_until(meter_goes_on, timeout=15, what="readings while the broker is down")
+        outage = [r for r in caplog.records
+                  if r.name == LOGGER and "unavailable" in r.getMessage()]
+        assert len(outage) == 1, "one log line per outage, not one per retry"
+
+        broker.start()
+        async with Subscriber(broker.port) as central:
+            # Retained messages died with the broker: the add-on announces again.
+            sensors = len(_expected_values(await get_state(session, service)))
+            await wait_until(lambda: len(central.configs()) == sensors, timeout=20,
+                             what="discovery after the restart")
+            availability = f"energy_tracker/{service.meter_id}/availability"
+            assert central.on(availability)[-1].payload == b"online"
+            await wait_until(
+                lambda: any(s["seq"] > before + 3 for s in central.states(state_topic)),
+                what="new readings after the restart",
+            )
+        assert any(r.name == LOGGER and "is back" in r.getMessage() for r in caplog.records)
+    finally:
+        await service.stop()
+
+
+async def test_killed_addon_goes_offline_by_its_will(broker: Mosquitto, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    options = {"mqtt_enabled": True, "mqtt_host": "127.0.0.1", "mqtt_port": broker.port}
+    (data / "options.json").write_text(json.dumps(options), encoding="utf-8")
+    async with Subscriber(broker.port) as central:
+        with (tmp_path / "addon.log").open("wb") as log:
+            process = subprocess.Popen(
+                [ADDON_COMMAND, "--data-dir", str(data), "--host", "127.0.0.1", "--port", "0"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        try:
+            await wait_until(lambda: (data / "meter_id").exists(), timeout=30, what="meter id")
+            availability = f"energy_tracker/{(data / 'meter_id').read_text().strip()}" \
+                "/availability"
+            await wait_until(lambda: [m.payload for m in central.on(availability)] == [b"online"],
+                             timeout=30, what="online")
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            # No goodbye from a killed process: the broker sends its will.
+            await wait_until(lambda: central.on(availability)[-1].payload == b"offline",
+                             what="will after SIGKILL")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert f"Received DISCONNECT from energy_tracker_{availability.split('/')[1]}" \
+        not in broker.log_text()
+    async with Subscriber(broker.port) as late:
+        await wait_until(lambda: bool(late.on(availability)), what="retained availability")
+        assert [(m.payload, m.retain) for m in late.on(availability)] == [(b"offline", True)]
+
+
+async def test_no_broker_neither_delays_start_nor_stop(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    # Nothing listens on this port: every connection attempt is refused.
+    service = AddonService(mqtt_options(_free_port()), tmp_path / "data", "127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    await service.start()
+    try:
+        first = (await get_state(session, service))["seq"]
+
+        async def readings_go_on() -> bool:
+            return bool((await get_state(session, service))["seq"] > first + 1)
+
+        await wait_until(readings_go_on, timeout=15, what="readings without a broker")
+    finally:
+        started = loop.time()
+        await service.stop()
+    assert loop.time() - started < 2, "stop waited for the absent broker"
+
+
+def _set_password(path: Path, user: str, password: str) -> None:
+    subprocess.run(["mosquitto_passwd", "-b", str(path), user, password], check=True)
+
+
+RPICT_LINE = b"11 230.0 115.0 0.0 21.5\r\n"
+
+
+async def test_wrong_password_is_logged_once_and_readings_wait_in_a_bounded_queue(
+    broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
+    passwords = broker_dir / "passwords"
+    passwords.touch(mode=0o600)
+    _set_password(passwords, "central", "central-secret")
+    _set_password(passwords, "meter", "the-real-one")
+    broker = Mosquitto(broker_dir, password_file=passwords)
+    broker.start()
+    options = mqtt_options(broker.port, mqtt_username="meter", mqtt_password="a-typo")
+    meter_id = "0123456789abcdef0123456789abcdef"
+    meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
+    publisher = MqttPublisher(options, meter, meter_id)
+    try:
+        async with Subscriber(broker.port, "central", "central-secret") as central:
+            await publisher.start()
+            await wait_until(lambda: broker.log_text().count("not authorised") >= 3, timeout=10,
+                             what="three refused logins")
+            refused = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.ERROR]
+            assert len(refused) == 1, "logged once, not at every retry"
+            assert "refused the login of user 'meter'" in refused[0].getMessage()
+            assert "mqtt_password" in refused[0].getMessage()
+
+            # Readings go on meanwhile (the meter never waits); only the newest are kept.
+            for _ in range(QUEUE_SIZE + 50):
+                meter.feed_rpict_line(RPICT_LINE)
+            assert not central.on(publisher.state_topic)
+
+            # The user fixes the broker's password file: the add-on logs in at its next try.
+            _set_password(passwords, "meter", "a-typo")
+            broker.reload()
+            await wait_until(lambda: len(central.on(publisher.state_topic)) == QUEUE_SIZE,
+                             timeout=30, what="queued readings delivered")
+            seqs = [s["seq"] for s in central.states(publisher.state_topic)]
+            assert seqs == list(range(51, QUEUE_SIZE + 51)), "the oldest 50 were dropped"
+            meter.feed_rpict_line(RPICT_LINE)
+            await wait_until(lambda: central.states(publisher.state_topic)[-1]["seq"] == 151,
+                             what="live again")
+    finally:
+        await publisher.stop()
+        broker.stop()
+    assert "u'meter'" in broker.log_text()
+
+
+# --- options -------------------------------------------------------------------------
+
+
+def test_publishing_needs_a_broker_host() -> None:
+    with pytest.raises(OptionsError, match="mqtt_host"):
+        parse_options({"mqtt_enabled": True})
+    assert parse_options({"mqtt_enabled": True, "mqtt_host": "core-mosquitto"}).mqtt_enabled
+
+
+@pytest.mark.parametrize(
+    ("prefix", "valid"),
+    [("energy_tracker", True), ("fleet/site-7", True), ("a/#", False), ("+", False),
+     ("fleet/", False), ("/fleet", False), ("two words", False), ("", False)],
+)
+def test_supervisor_and_service_agree_on_topic_prefixes(prefix: str, valid: bool) -> None:
+    config = _yaml(ADDON / "config.yaml")
+    for key in ("mqtt_topic_prefix", "mqtt_discovery_prefix"):
+        options = {**config["options"], key: prefix}
+        try:
+            _supervisor_validate(config["schema"], options)
+        except vol.Invalid:
+            supervisor_ok = False
+        else:
+            supervisor_ok = True
+        try:
+            parse_options(options)
+        except OptionsError:
+            service_ok = False
+        else:
+            service_ok = True
+        assert (supervisor_ok, service_ok) == (valid, valid), key
+

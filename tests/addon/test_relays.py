@@ -1,0 +1,292 @@
+"""Relays over the API (docs/api.md, "Relays and demand response"), through a real service.
+
+The voltage board is a pseudo-terminal the test answers for (or stays silent on), so every
+command goes the whole way: HTTP → relay manager → serial link → pty → ack → response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from energy_tracker_addon.config import Options
+from energy_tracker_addon.protocol import CommandFrame, frame, parse_command_line
+from energy_tracker_addon.relays import SETTINGS_FILE
+from energy_tracker_addon.service import AddonService
+
+from .polling import wait_until
+from .ptys import PtyPort
+from .test_api import TOKEN, auth, rpict_line
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+
+class BoardPeer:
+    """The test's side of the voltage board's pty: reads commands, answers like a board."""
+
+    def __init__(self, port: PtyPort) -> None:
+        self.port = port
+        self.relays = "111"
+        self.seq = 0
+
+    async def send(self, type_: str, *fields: str) -> None:
+        self.seq += 1
+        await self.port.write(frame(type_, str(self.seq), *fields))
+
+    async def command(self, timeout: float = 3.0) -> CommandFrame:
+        """The next command other than the HELLO the service sends on every connect."""
+        while True:
+            command = parse_command_line(await self.port.read_line(timeout))
+            if command.command != "HELLO":
+                return command
+
+    async def boot(self) -> None:
+        """Answer the service's HELLO with an ack, the hello and a measurement."""
+        hello = parse_command_line(await self.port.read_line())
+        assert hello.command == "HELLO"
+        await self.send("ETA", str(hello.cmd_id), "OK", self.relays)
+        self.seq = -1
+        await self.send("ETH", "1.0.0", str(len(self.relays)), "1.8")
+        await self.send("ETM", "230.0", "50.00", self.relays, "0")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+@pytest.fixture
+def ports(pty_port: Callable[[str], PtyPort]) -> tuple[PtyPort, PtyPort]:
+    rpict, voltage = pty_port("ttyRPICT"), pty_port("ttyVOLT")
+    rpict.plug()
+    voltage.plug()
+    return rpict, voltage
+
+
+def _options(rpict: PtyPort, voltage: PtyPort, **changes: Any) -> Options:
+    return Options(api_token=TOKEN, rpict_port=str(rpict.path), voltage_port=str(voltage.path),
+                   **changes)
+
+
+@pytest.fixture
+async def board(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort]
+) -> AsyncIterator[tuple[AddonService, BoardPeer]]:
+    """A running service whose voltage board (3 relays, all on) the test plays."""
+    service = AddonService(_options(*ports), tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    try:
+        await peer.boot()
+        await wait_until(lambda: all(service.relays.available(r) for r in service.relays.relays))
+        yield service, peer
+    finally:
+        await service.stop()
+
+
+async def _get(session: aiohttp.ClientSession, service: AddonService, path: str) -> Any:
+    async with session.get(service.url + path, headers=auth()) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def _relay(session: aiohttp.ClientSession, service: AddonService, relay_id: int) -> Any:
+    relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    return next(r for r in relays if r["id"] == relay_id)
+
+
+async def test_relays_are_listed_with_their_board_states(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, _ = board
+    relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    assert [(r["id"], r["name"], r["source"], r["state"], r["available"]) for r in relays] == [
+        (1, "Water heater", "board", True, True),
+        (2, "Kitchen", "board", True, True),
+        (3, "Laundry", "board", True, True),
+    ]
+    assert (await _get(session, service, "/api/v1/state"))["relays"] == relays
+
+
+async def test_switching_reports_the_state_the_board_acknowledged(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, peer = board
+    url = service.url + "/api/v1/relays/2"
+
+    async def answer(relays_after: str) -> CommandFrame:
+        command = await peer.command()
+        await peer.send("ETA", str(command.cmd_id), "OK", relays_after)
+        return command
+
+    answering = asyncio.create_task(answer("101"))
+    async with session.put(url, json={"state": False}, headers=auth()) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    command = await answering
+    assert (command.command, command.args) == ("RELAY", ("2", "0"))
+    assert body["state"] is False
+    assert body["last_changed"] is not None
+    assert (await _relay(session, service, 2))["state"] is False
+
+    # The board says OK but its relay did not move (welded contact): the ack's state wins.
+    answering = asyncio.create_task(answer("101"))
+    async with session.put(url, json={"state": True}, headers=auth()) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["state"] is False
+    assert (await answering).args == ("2", "1")
+
+
+async def test_unacknowledged_command_times_out_and_keeps_the_state(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, peer = board
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with session.put(service.url + "/api/v1/relays/1", json={"state": False},
+                           headers=auth()) as resp:
+        elapsed = loop.time() - started
+        assert resp.status == 504
+        assert await resp.json() == {"error": "relay_timeout"}
+    assert (await peer.command()).args == ("1", "0")  # it was sent; nobody answered
+    assert 0.9 <= elapsed < 1.8
+    assert (await _relay(session, service, 1))["state"] is True
+
+
+async def test_board_refusal_answers_502_and_keeps_the_state(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, peer = board
+
+    async def refuse() -> None:
+        command = await peer.command()
+        await peer.send("ETA", str(command.cmd_id), "EBADARG", "111")
+
+    refusing = asyncio.create_task(refuse())
+    async with session.put(service.url + "/api/v1/relays/3", json={"state": False},
+                           headers=auth()) as resp:
+        assert resp.status == 502
+        assert await resp.json() == {"error": "relay_rejected", "detail": "EBADARG"}
+    await refusing
+    assert (await _relay(session, service, 3))["state"] is True
+
+
+async def test_bad_requests_get_clear_errors(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, _ = board
+    cases: list[tuple[str, str, Any, int, str]] = [
+        ("PUT", "/api/v1/relays/9", {"state": True}, 404, "not_found"),
+        ("PUT", "/api/v1/relays/x", {"state": True}, 404, "not_found"),
+        ("PUT", "/api/v1/relays/1", {"state": "on"}, 400, "invalid"),
+        ("PUT", "/api/v1/relays/1", {"priority": 101}, 400, "invalid"),
+        ("PUT", "/api/v1/relays/1", {"min_on_s": -1}, 400, "invalid"),
+        ("PUT", "/api/v1/relays/1", {"priority": True}, 400, "invalid"),
+        ("PUT", "/api/v1/relays/1", {"colour": "red"}, 400, "invalid"),
+        ("PUT", "/api/v1/relays/1", {}, 400, "invalid"),
+        ("PUT", "/api/v1/relays/1", "not json{", 400, "invalid"),
+        ("POST", "/api/v1/shed", {}, 400, "invalid"),
+        ("POST", "/api/v1/shed", {"limit_w": 1000, "reduce_w": 5}, 400, "invalid"),
+        ("POST", "/api/v1/shed", {"limit_w": -5}, 400, "invalid"),
+        ("POST", "/api/v1/shed", {"reduce_w": 0}, 400, "invalid"),
+        ("POST", "/api/v1/restore", {"stagger_s": -1}, 400, "invalid"),
+        # No RPICT reading yet: nothing to measure a shed against.
+        ("POST", "/api/v1/shed", {"limit_w": 1000}, 503, "unavailable"),
+    ]
+    for method, path, body, status, error in cases:
+        data = body if isinstance(body, str) else json.dumps(body)
+        async with session.request(method, service.url + path, data=data,
+                                   headers=auth()) as resp:
+            answer = await resp.json()
+            assert (resp.status, answer["error"]) == (status, error), (path, body, answer)
+            if status == 400:
+                assert answer["detail"]
+    relay = await _relay(session, service, 1)
+    assert (relay["state"], relay["priority"], relay["min_on_s"]) == (True, 50, 0)
+
+
+async def test_unplugged_board_answers_503(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, peer = board
+    peer.port.unplug()
+    await wait_until(lambda: not service.relays.available(service.relays.get(1)))
+    async with session.put(service.url + "/api/v1/relays/1", json={"state": False},
+                           headers=auth()) as resp:
+        assert resp.status == 503
+        assert await resp.json() == {"error": "board_unavailable"}
+    assert (await _relay(session, service, 1))["available"] is False
+
+
+async def test_settings_survive_a_restart(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession
+) -> None:
+    data = tmp_path / "data"
+    for attempt in range(2):
+        service = AddonService(_options(*ports), data, host="127.0.0.1", port=0)
+        await service.start()
+        try:
+            if attempt == 0:
+                async with session.put(service.url + "/api/v1/relays/2",
+                                       json={"priority": 10, "min_on_s": 600},
+                                       headers=auth()) as resp:
+                    assert resp.status == 200
+                    assert (await resp.json())["priority"] == 10
+            relay = await _relay(session, service, 2)
+            assert (relay["priority"], relay["min_on_s"]) == (10, 600)
+        finally:
+            await service.stop()
+    # Written atomically: no temporary file left next to it.
+    assert [p.name for p in data.iterdir() if SETTINGS_FILE in p.name] == [SETTINGS_FILE]
+
+
+async def test_watchdog_is_rearmed_after_every_board_hello(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort]
+) -> None:
+    options = _options(*ports, relay_watchdog_s=30)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    try:
+        await peer.boot()
+        command = await peer.command()
+        assert (command.command, command.args) == ("WDT", ("30",))
+        await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+        # The board reboots (its watchdog is 0 again) and says hello on its own.
+        peer.seq = -1
+        await peer.send("ETH", "1.0.0", "3", "1.8")
+        command = await peer.command()
+        assert (command.command, command.args) == ("WDT", ("30",))
+    finally:
+        await service.stop()
+
+
+async def test_relays_beyond_the_boards_count_are_unavailable(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession
+) -> None:
+    service = AddonService(_options(*ports), tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    peer.relays = "10"  # a board with two relays
+    try:
+        await peer.boot()
+        await wait_until(lambda: service.relays.available(service.relays.get(1)))
+        relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+        assert [(r["state"], r["available"]) for r in relays] == [
+            (True, True), (False, True), (None, False),
+        ]
+        async with session.put(service.url + "/api/v1/relays/3", json={"state": True},
+                               headers=auth()) as resp:
+            assert resp.status == 503
+        # The RPICT still works: relays do not get in the way of readings.
+        await ports[0].write(rpict_line(100.0, 0.0, 0.0))
+        await wait_until(lambda: service.meter.snapshot()["available"])
+    finally:
+        await service.stop()
