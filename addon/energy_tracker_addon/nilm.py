@@ -1,0 +1,345 @@
+"""NILM inference: load a model bundle and disaggregate a stream of total-power samples.
+
+A bundle is a folder with `bundle.json` and one int8 TFLite model per appliance, written by
+`energy-tracker-models export`. Each model is a Seq2Point network: a window of mains
+samples at the model's period in, the appliance power at the window's midpoint out, so a
+live estimate lags by half a window. Inference uses LiteRT (`ai_edge_litert`), never
+TensorFlow. Any problem with the bundle raises `NilmBundleError` so that the add-on can log
+it and keep running without NILM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+BUNDLE_FORMAT = 1
+DEFAULT_BUNDLE = Path(__file__).with_name("nilm_bundle")
+# Gaps up to this many periods are bridged with the last value; longer ones restart the window
+MAX_FILL_PERIODS = 2
+_BATCH = 256
+
+FloatArray = NDArray[np.float32]
+
+
+class NilmBundleError(Exception):
+    """A bundle (or one of its model files) is missing or unusable."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One appliance's model and how to use it (an entry of `bundle.json`)."""
+
+    name: str
+    kind: str
+    file: str
+    period_s: int
+    window: int
+    input_mean: float
+    input_std: float
+    output_scale: float
+    on_w: float
+    off_w: float
+    min_on_s: float
+    min_off_s: float
+    sha256: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> ModelSpec:
+        spec = cls(
+            name=str(entry["name"]),
+            kind=str(entry["kind"]),
+            file=str(entry["file"]),
+            period_s=int(entry["period_s"]),
+            window=int(entry["window"]),
+            input_mean=float(entry["normalisation"]["input_mean"]),
+            input_std=float(entry["normalisation"]["input_std"]),
+            output_scale=float(entry["normalisation"]["output_scale"]),
+            on_w=float(entry["thresholds"]["on_w"]),
+            off_w=float(entry["thresholds"]["off_w"]),
+            min_on_s=float(entry["thresholds"]["min_on_s"]),
+            min_off_s=float(entry["thresholds"]["min_off_s"]),
+            sha256=str(entry["sha256"]),
+            metadata=entry,
+        )
+        if spec.period_s <= 0 or spec.window < 1 or spec.window % 2 == 0:
+            raise ValueError("period_s must be > 0 and window odd")
+        if spec.input_std <= 0 or spec.output_scale <= 0 or spec.off_w > spec.on_w:
+            raise ValueError("input_std and output_scale must be > 0, off_w <= on_w")
+        return spec
+
+
+class ModelRunner:
+    """One LiteRT interpreter: normalised mains windows in, appliance watts out."""
+
+    def __init__(self, path: Path, spec: ModelSpec, num_threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.spec = spec
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise NilmBundleError(path, f"cannot read model file ({err.strerror})") from err
+        if hashlib.sha256(data).hexdigest() != spec.sha256:
+            raise NilmBundleError(path, "model file does not match its sha256 in bundle.json")
+        try:
+            self._interp = Interpreter(model_content=data, num_threads=num_threads)
+            self._interp.allocate_tensors()
+            self._in = self._interp.get_input_details()[0]
+            self._out = self._interp.get_output_details()[0]
+        except (ValueError, RuntimeError) as err:
+            raise NilmBundleError(path, f"not a usable TFLite model ({err})") from err
+        shape = tuple(int(d) for d in self._in["shape"])
+        if len(shape) != 3 or shape[1:] != (spec.window, 1):
+            raise NilmBundleError(path, f"model input {shape} does not match window {spec.window}")
+        self._batch = 1
+
+    def _quantise(self, x: FloatArray) -> NDArray[Any]:
+        dtype = self._in["dtype"]
+        if dtype == np.float32:
+            return x
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(dtype)
+        q: NDArray[Any] = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        return q
+
+    def _dequantise(self, y: NDArray[Any]) -> FloatArray:
+        if self._out["dtype"] == np.float32:
+            return y.astype(np.float32)
+        scale, zero = self._out["quantization"]
+        out: FloatArray = ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+        return out
+
+    def predict(self, windows: FloatArray) -> FloatArray:
+        """Appliance power (W, unclipped) at the midpoint of each row of `windows` (N, window)."""
+        spec = self.spec
+        x = ((windows - spec.input_mean) / spec.input_std).astype(np.float32)[..., None]
+        out = np.empty(len(x), dtype=np.float32)
+        for start in range(0, len(x), _BATCH):
+            chunk = x[start : start + _BATCH]
+            if len(chunk) != self._batch:
+                self._interp.resize_tensor_input(self._in["index"], [len(chunk), spec.window, 1])
+                self._interp.allocate_tensors()
+                self._batch = len(chunk)
+            self._interp.set_tensor(self._in["index"], self._quantise(chunk))
+            self._interp.invoke()
+            y = self._dequantise(self._interp.get_tensor(self._out["index"]))
+            out[start : start + len(chunk)] = y.reshape(-1) * spec.output_scale
+        return out
+
+
+@dataclass
+class NilmBundle:
+    path: Path
+    version: str
+    models: dict[str, ModelRunner]
+    metadata: dict[str, Any]
+
+    @property
+    def specs(self) -> dict[str, ModelSpec]:
+        return {name: runner.spec for name, runner in self.models.items()}
+
+
+def load_bundle(path: Path | None = None, num_threads: int = 1) -> NilmBundle:
+    """Load `bundle.json` and every model in it; raises `NilmBundleError` on any problem."""
+    folder = Path(path) if path is not None else DEFAULT_BUNDLE
+    manifest = folder / "bundle.json"
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise NilmBundleError(manifest, "bundle.json not found") from err
+    except OSError as err:
+        raise NilmBundleError(manifest, f"cannot read ({err.strerror})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NilmBundleError(manifest, f"not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raise NilmBundleError(manifest, f"unsupported bundle format (want {BUNDLE_FORMAT})")
+    try:
+        specs = [ModelSpec.from_json(entry) for entry in meta["models"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise NilmBundleError(manifest, f"invalid model entry ({err!r})") from err
+    if not specs:
+        raise NilmBundleError(manifest, "the bundle lists no models")
+    models = {}
+    for spec in specs:
+        if Path(spec.file).name != spec.file:
+            raise NilmBundleError(manifest, f"model file {spec.file!r} is outside the bundle")
+        models[spec.name] = ModelRunner(folder / spec.file, spec, num_threads)
+    return NilmBundle(folder, str(meta.get("version", "")), models, meta)
+
+
+class OnOffTracker:
+    """On/off state with hysteresis and minimum durations, like NILMTK's activations.
+
+    Switches on once power has reached on_w and stayed at or above off_w for min_on_s,
+    dips below off_w shorter than min_off_s included (a washing machine's drum pauses);
+    switches off after min_off_s below off_w.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._spec = spec
+        self.on = False
+        self._candidate_s: float | None = None  # time since a possible start (state off)
+        self._below_s = 0.0  # time spent below off_w
+
+    def update(self, power_w: float, dt_s: float) -> bool:
+        spec = self._spec
+        below = power_w < spec.off_w
+        self._below_s = self._below_s + dt_s if below else 0.0
+        if self.on:
+            if self._below_s >= spec.min_off_s and below:
+                self.on = False
+            return self.on
+        if self._candidate_s is None:
+            if power_w < spec.on_w:
+                return False
+            self._candidate_s = 0.0
+        self._candidate_s += dt_s
+        if below and self._below_s >= spec.min_off_s:
+            self._candidate_s = None
+        elif not below and self._candidate_s >= spec.min_on_s:
+            self.on, self._candidate_s = True, None
+        return self.on
+
+
+def postprocess(predicted: FloatArray, mains_mid: FloatArray) -> FloatArray:
+    """An appliance can draw neither less than nothing nor more than the whole house."""
+    return np.clip(predicted, 0.0, np.maximum(mains_mid, 0.0)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One appliance estimate; `timestamp` is the midpoint of the window's middle bin."""
+
+    appliance: str
+    timestamp: float
+    power_w: float
+    on: bool
+    energy_wh: float
+
+
+class _PeriodStream:
+    """Averages raw samples into fixed bins and keeps the last `window` bins."""
+
+    def __init__(self, period_s: int, window: int) -> None:
+        self.period_s = period_s
+        self.buffer: deque[float] = deque(maxlen=window)
+        self._bin: int | None = None
+        self._sum = 0.0
+        self._count = 0
+
+    def add(self, timestamp: float, watts: float) -> list[float]:
+        """Add one sample; returns the start times of bins completed by it."""
+        index = math.floor(timestamp / self.period_s)
+        closed: list[float] = []
+        if self._bin is not None and index > self._bin:
+            closed.extend(self._close(index))
+        if self._bin is None or index > self._bin:
+            self._bin, self._sum, self._count = index, 0.0, 0
+        if index == self._bin:  # late samples of an older bin are dropped
+            self._sum += watts
+            self._count += 1
+        return closed
+
+    def _close(self, next_index: int) -> list[float]:
+        assert self._bin is not None
+        value = self._sum / self._count
+        missing = next_index - self._bin - 1
+        self.buffer.append(value)
+        closed = [float(self._bin * self.period_s)]
+        if missing > MAX_FILL_PERIODS:
+            self.buffer.clear()
+            return closed
+        for k in range(1, missing + 1):
+            self.buffer.append(value)
+            closed.append(float((self._bin + k) * self.period_s))
+        return closed
+
+
+class Disaggregator:
+    """Streaming NILM: feed total power samples, read per-appliance power, state and energy."""
+
+    def __init__(self, bundle: NilmBundle) -> None:
+        self._bundle = bundle
+        self._streams: dict[str, _PeriodStream] = {}
+        self._trackers = {name: OnOffTracker(r.spec) for name, r in bundle.models.items()}
+        self._energy_wh = dict.fromkeys(bundle.models, 0.0)
+        self._latest: dict[str, Estimate] = {}
+        for name, runner in bundle.models.items():
+            self._streams[name] = _PeriodStream(runner.spec.period_s, runner.spec.window)
+
+    def feed(self, timestamp: float, mains_w: float) -> list[Estimate]:
+        """Add one total-power sample (unix seconds, W); returns the estimates it completed."""
+        if not math.isfinite(mains_w) or not math.isfinite(timestamp):
+            return []
+        made = []
+        for name, stream in self._streams.items():
+            runner = self._bundle.models[name]
+            spec = runner.spec
+            for bin_start in stream.add(timestamp, mains_w):
+                if len(stream.buffer) < spec.window:
+                    continue
+                window = np.fromiter(stream.buffer, dtype=np.float32, count=spec.window)
+                power = float(postprocess(runner.predict(window[None, :]),
+                                          window[spec.window // 2 : spec.window // 2 + 1])[0])
+                mid = bin_start - (spec.window // 2) * spec.period_s + spec.period_s / 2
+                made.append(self._record(name, mid, power))
+        return made
+
+    def _record(self, name: str, timestamp: float, power: float) -> Estimate:
+        spec = self._bundle.models[name].spec
+        on = self._trackers[name].update(power, spec.period_s)
+        self._energy_wh[name] += power * spec.period_s / 3600.0
+        estimate = Estimate(name, timestamp, power, on, self._energy_wh[name])
+        self._latest[name] = estimate
+        return estimate
+
+    def snapshot(self) -> dict[str, Estimate]:
+        """The latest estimate per appliance (appliances without one yet are absent)."""
+        return dict(self._latest)
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """Batch disaggregation of a regular series: NaN power where no full window exists."""
+
+    power_w: FloatArray
+    on: NDArray[np.bool_]
+
+
+def disaggregate_series(runner: ModelRunner, mains: Iterable[float]) -> SeriesResult:
+    """Run one model over a series already at its period (NaN marks missing bins).
+
+    Same normalisation, model, clipping and on/off tracking as `Disaggregator`, batched for
+    offline evaluation; windows containing NaN yield NaN and leave the on/off state as is.
+    """
+    spec = runner.spec
+    x = np.asarray(list(mains) if not isinstance(mains, np.ndarray) else mains, np.float32)
+    power = np.full(len(x), np.nan, dtype=np.float32)
+    on = np.zeros(len(x), dtype=bool)
+    if len(x) >= spec.window:
+        windows = np.lib.stride_tricks.sliding_window_view(x, spec.window)
+        ok = np.flatnonzero(np.isfinite(windows).all(axis=1))
+        half = spec.window // 2
+        if len(ok):
+            pred = runner.predict(np.ascontiguousarray(windows[ok]))
+            power[ok + half] = postprocess(pred, x[ok + half])
+    tracker = OnOffTracker(spec)
+    for i, p in enumerate(power):
+        on[i] = tracker.update(float(p), spec.period_s) if np.isfinite(p) else tracker.on
+    return SeriesResult(power, on)

@@ -1,0 +1,81 @@
+"""Command line `energy-tracker-models`: prepare, train, export, report, evaluate, forecast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from energy_tracker_addon.nilm import DEFAULT_BUNDLE, NilmBundleError
+
+from .data import DataError
+from .forecast_train import add_arguments as add_forecast_arguments
+from .targets import ALL_TARGETS
+
+DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache"
+DEFAULT_VERSION = "1.0.0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="energy-tracker-models", description=__doc__)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help="prepared data and checkpoints (default models/.cache)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare", help="UCI + synthetic appliance data sets")
+    p_train = sub.add_parser("train", help="train Keras models (needs the models extra)")
+    p_train.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
+                         default=list(ALL_TARGETS))
+    p_train.add_argument("--epochs", type=int, default=15)
+    p_export = sub.add_parser("export", help="int8 TFLite + bundle.json")
+    p_export.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
+                          default=list(ALL_TARGETS))
+    p_export.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
+    p_export.add_argument("--version", default=DEFAULT_VERSION)
+    p_report = sub.add_parser("report", help="held-out evaluation with baselines, model card")
+    p_report.add_argument("--models", type=Path, default=DEFAULT_BUNDLE)
+    p_report.add_argument("--ukdale", type=Path, default=None,
+                          help="UK-DALE CSV (default: the shipped test slice)")
+    p_eval = sub.add_parser("evaluate", help="score a bundle on a CSV; JSON on the last line")
+    p_eval.add_argument("--data", type=Path, required=True)
+    p_eval.add_argument("--models", type=Path, default=None,
+                        help="bundle folder (default: the add-on's shipped bundle)")
+    add_forecast_arguments(sub.add_parser("forecast", help="energy forecast: train < 2010, "
+                                          "test on 2010 against baselines"))
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "prepare":
+            from .prepare import prepare
+
+            for name, path in prepare(args.cache).items():
+                print(f"{name}: {path}")
+        elif args.command == "train":
+            from .train import train
+
+            for name in args.targets:
+                print(f"saved {train(name, args.cache, args.epochs)}", flush=True)
+        elif args.command == "export":
+            from .export import export
+
+            print(f"wrote {export(args.targets, args.cache, args.out, args.version)}")
+        elif args.command == "report":
+            from .report import report
+
+            print(f"wrote {report(args.cache, args.models, args.ukdale)}")
+        elif args.command == "forecast":
+            from .forecast_train import run as forecast
+
+            return forecast(args)
+        else:
+            from .evaluate import evaluate_csv
+
+            print(json.dumps(evaluate_csv(args.data, args.models)))
+    except (NilmBundleError, DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""`train`: one small Seq2Point CNN per target on CPU (TensorFlow, the `models` extra)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .prepare import load_set
+from .targets import ALL_TARGETS, Target
+from .windows import gather, sample_centres, valid_centres
+
+N_TRAIN = {"circuit": 250_000, "appliance": 150_000}
+N_VAL = 20_000
+
+
+@dataclass
+class Normalisation:
+    input_mean: float
+    input_std: float
+    output_scale: float
+
+
+def set_name(target: Target, split: str) -> str:
+    return f"{'uci' if target.kind == 'circuit' else 'synth'}_{split}.npz"
+
+
+def build_model(window: int) -> Any:
+    """Seq2Point with strided convolutions and a 64-unit head (~0.1 MB int8, not 5 MB)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((window, 1))
+    x = layers.Conv1D(16, 9, padding="same", activation="relu")(inp)
+    x = layers.Conv1D(24, 7, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv1D(32, 5, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv1D(32, 5, strides=2, padding="same", activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    out = layers.Dense(1)(x)
+    return keras.Model(inp, out)
+
+
+def training_arrays(target: Target, cache: Path, split: str, n: int, seed: int,
+                    norm: Normalisation | None = None, on_share: float = 0.0
+                    ) -> tuple[NDArray[np.float32], NDArray[np.float32], Normalisation]:
+    data = load_set(cache / set_name(target, split))
+    truth = data.truth[target.name]
+    centres = valid_centres(data.valid, target.window)
+    rng = np.random.default_rng(seed)
+    picked = sample_centres(centres, truth, target.on_w, n, rng, on_share)
+    if norm is None:
+        on = truth[centres][truth[centres] >= target.on_w]
+        scale = float(np.percentile(on, 99)) if len(on) else float(truth.max())
+        norm = Normalisation(float(data.mains[data.valid].mean()),
+                             float(data.mains[data.valid].std()), scale)
+    x = (gather(data.mains, picked, target.window) - norm.input_mean) / norm.input_std
+    y = truth[picked] / norm.output_scale
+    return x[..., None].astype(np.float32), y.astype(np.float32), norm
+
+
+def validation_mae(model: Any, target: Target, cache: Path, norm: Normalisation,
+                   stride: int = 5) -> float:
+    """MAE (W) over every `stride`-th window of the whole validation series (natural mix)."""
+    data = load_set(cache / set_name(target, "val"))
+    centres = valid_centres(data.valid, target.window)[::stride]
+    x = (gather(data.mains, centres, target.window) - norm.input_mean) / norm.input_std
+    y = model.predict(x[..., None], batch_size=4096, verbose=0).reshape(-1)
+    pred = np.clip(y * norm.output_scale, 0, data.mains[centres])
+    return float(np.mean(np.abs(pred - data.truth[target.name][centres])))
+
+
+def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_THREADS", "2")))
+    keras.utils.set_random_seed(seed)
+    target = ALL_TARGETS[name]
+    x, y, norm = training_arrays(target, cache, "train", N_TRAIN[target.kind], seed,
+                                 on_share=target.on_share)
+    xv, yv, _ = training_arrays(target, cache, "val", N_VAL, seed + 1, norm,
+                                on_share=target.on_share)
+    model = build_model(target.window)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
+    stop = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
+    print(f"training {name}: {len(x)} windows of {target.window}, "
+          f"{model.count_params()} parameters", flush=True)
+    history = model.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=256,
+                        callbacks=[stop], verbose=1 if sys.stdout.isatty() else 2)
+    out = cache / "keras"
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / f"{name}.keras")
+    (out / f"{name}.json").write_text(json.dumps({
+        "normalisation": asdict(norm), "epochs_run": len(history.history["loss"]),
+        "val_loss": min(history.history["val_loss"]), "train_windows": len(x),
+        "val_mae_w": round(validation_mae(model, target, cache, norm), 3),
+        "on_share": target.on_share,
+        "parameters": model.count_params(),
+    }, indent=2))
+    return out / f"{name}.keras"

@@ -1,0 +1,40 @@
+"""int8 export (needs TensorFlow: skipped without it) loads and runs in the add-on's runner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from energy_tracker_addon.nilm import load_bundle
+
+tf = pytest.importorskip("tensorflow")
+
+
+def test_int8_export_matches_float_model(tmp_path: Path) -> None:
+    from energy_tracker_models.export import to_tflite_int8
+    from energy_tracker_models.train import build_model
+
+    window = 31
+    model = build_model(window)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (400, window, 1)).astype(np.float32)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, x[:, window // 2, 0] ** 2, epochs=2, verbose=0)
+    blob = to_tflite_int8(model, x[:200])
+    (tmp_path / "sq.tflite").write_bytes(blob)
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 1, "version": "t", "models": [{
+        "name": "sq", "kind": "appliance", "file": "sq.tflite", "period_s": 6,
+        "window": window, "sha256": hashlib.sha256(blob).hexdigest(),
+        "normalisation": {"input_mean": 0, "input_std": 1, "output_scale": 1},
+        "thresholds": {"on_w": 1, "off_w": 0.5, "min_on_s": 0, "min_off_s": 0}}]}))
+    runner = load_bundle(tmp_path).models["sq"]
+    test = x[200:, :, 0]
+    float_out = model.predict(test[..., None], verbose=0).reshape(-1)
+    int8_out = runner.predict(test)
+    spread = float(float_out.max() - float_out.min())
+    assert np.abs(int8_out - float_out).mean() < 0.05 * spread
+    assert len(blob) < 200_000
