@@ -107,6 +107,9 @@ class Options:
     mqtt_password: str = ""
     mqtt_topic_prefix: str = "energy_tracker"
     mqtt_discovery_prefix: str = "homeassistant"
+    # Appliance detection (nilm_service.py); empty dir: the bundle shipped with the add-on.
+    nilm_enabled: bool = True
+    nilm_bundle_dir: str = ""
 
 
 # One or more topic levels, none empty, no wildcards (they are not allowed when publishing).
@@ -211,6 +214,8 @@ _SCHEMA: Final = vol.Schema(
         vol.Optional("mqtt_discovery_prefix"): vol.Match(
             MQTT_TOPIC_PATTERN, msg="not an MQTT topic without wildcards"
         ),
+        vol.Optional("nilm_enabled"): bool,
+        vol.Optional("nilm_bundle_dir"): str,
     }
 )
 

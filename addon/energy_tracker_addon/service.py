@@ -19,10 +19,11 @@ from .analytics import Analytics
 from .api import create_app
 from .config import Options, meter_id, resolve_token
 from .demand_response import DemandResponse
+from .forecasting import Forecasting
 from .gas import GasCounter
 from .meter import Board, Meter
 from .metrics import Metrics
-from .mqtt import MqttPublisher
+from .nilm_service import NilmService
 from .persistence import CounterStore
 from .relay_service import RelayService
 from .relays import RelayManager
@@ -57,6 +58,8 @@ class AddonService:
     ) -> None:
         self._clocks = (clock, wall_clock)
         self._analytics: Analytics | None = None
+        self._forecasting: Forecasting | None = None
+        self._nilm: NilmService | None = None
         self.options = options
         self.data_dir = data_dir
         self.host = host
@@ -88,6 +91,14 @@ class AddonService:
     @property
     def analytics(self) -> Analytics:
         return _started(self._analytics)
+
+    @property
+    def forecasting(self) -> Forecasting:
+        return _started(self._forecasting)
+
+    @property
+    def nilm(self) -> NilmService:
+        return _started(self._nilm)
 
     @property
     def relay_service(self) -> RelayService:
@@ -155,11 +166,25 @@ class AddonService:
         await meter.start()
         self._running.push_async_callback(meter.stop)
         # Before the boards start, so it sees the first reading; stops after they do.
-        self._analytics = Analytics(options, data_dir, meter, local_zone())
+        tz = local_zone()
+        self._analytics = Analytics(options, data_dir, meter, tz)
         await self._analytics.start()
         self._running.push_async_callback(self._analytics.stop)
+        # On the analytics' history store; stops before it.
+        self._forecasting = Forecasting(meter, self._analytics.history, data_dir, tz,
+                                        self._clocks[1])
+        await self._forecasting.start()
+        self._running.push_async_callback(self._forecasting.stop)
+        # Fed the total power of every reading; a replay runs on its own, faster clock.
+        self._nilm = NilmService(options, data_dir, meter,
+                                 options.simulation_speed if self._simulated else 1.0)
+        await self._nilm.start()
+        self._running.push_async_callback(self._nilm.stop)
         if options.mqtt_enabled:
             # Subscribed before the boards start, so the first reading is published too.
+            # aiomqtt/paho cost ~14 MB: imported only when publishing is on.
+            from .mqtt import MqttPublisher
+
             publisher = MqttPublisher(options, meter, self._meter_id)
             await publisher.start()
             self._running.push_async_callback(publisher.stop)

@@ -85,6 +85,8 @@ VALID_REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("PUT", "/api/v1/relays/{id}"): ("/api/v1/relays/1", {"priority": 50}),
     ("POST", "/api/v1/shed"): ("/api/v1/shed", {"limit_w": 100000}),
     ("POST", "/api/v1/restore"): ("/api/v1/restore", {"stagger_s": 0}),
+    ("POST", "/api/v1/labels"): ("/api/v1/labels", {
+        "appliance": "kettle", "start": "2026-11-24T07:00:00Z", "end": "2026-11-24T07:05:00Z"}),
 }
 
 

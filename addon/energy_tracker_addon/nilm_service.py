@@ -1,0 +1,339 @@
+"""Appliance detection in the running service: nilm.py's `Disaggregator` on the total power.
+
+Every reading's total power goes to one worker thread that runs the models (a window per
+model period; a slow board must never stall the meter or the API), and the estimates come
+back to the event loop, so the `appliances` state field lags the reading by one message.
+Energies are integrated in the meter's time (a simulated meter replays faster than real
+time: its data is binned on the replay's clock, `time_scale`), added to the totals kept in
+`<data dir>/nilm_energy.json` (atomic, statefile.py), so they never go backwards.
+
+A missing or corrupt bundle is logged once as an error and NILM stays off (`appliances`
+null, `GET /api/v1/appliances` says why); the rest of the add-on runs as usual. User
+feedback on detections (labels) is kept in `<data dir>/nilm_labels.jsonl` for fine-tuning
+(models/README.md, "Feedback").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from .config import Options
+from .meter import Meter, iso_utc
+from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
+from .statefile import JsonStateFile
+
+_LOGGER = logging.getLogger(__name__)
+
+ENERGY_FILE: Final = "nilm_energy.json"
+LABELS_FILE: Final = "nilm_labels.jsonl"
+FORMAT_VERSION: Final = 1
+DISABLED: Final = "disabled (option nilm_enabled)"
+# The bundle names models by id; what people call them.
+DISPLAY_NAMES: Final = {
+    "kitchen": "Kitchen circuit",
+    "laundry": "Laundry circuit",
+    "water_heater_ac": "Water heater & AC circuit",
+    "kettle": "Kettle",
+    "fridge": "Fridge",
+    "microwave": "Microwave",
+    "washing_machine": "Washing machine",
+    "dishwasher": "Dishwasher",
+}
+# An estimate older than its lag (half a window) plus this many periods is not current:
+# the readings stopped or a gap restarted the window.
+FRESH_PERIODS: Final = 3
+APPLIANCE_ID: Final = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+def display_name(appliance: str) -> str:
+    return DISPLAY_NAMES.get(appliance, appliance.replace("_", " ").capitalize())
+
+
+@dataclass(slots=True)
+class _Appliance:
+    """What the state shows of one appliance (updated on the event loop only)."""
+
+    power_w: float | None = None
+    running: bool | None = None
+    since: datetime | None = None
+    estimate_time: float | None = None  # data-time midpoint of the latest estimate
+    model_wh: float = 0.0  # the Disaggregator's own integral at the latest estimate
+
+
+class LabelError(ValueError):
+    """A label the user sent is not valid (the message says why)."""
+
+
+class LabelStore:
+    """Feedback labels, one JSON object per line; appended and fsynced, never rewritten."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        labels = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                labels.append(json.loads(line))
+            except ValueError:  # a line torn by a crash mid-append
+                _LOGGER.warning("%s line %d is not JSON: skipped", self.path, number)
+        return labels
+
+    def append(self, label: dict[str, Any]) -> None:
+        line = json.dumps(label, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def parse_label(body: Any, known: set[str] | None, now: datetime) -> dict[str, Any]:
+    """A label from a POST body: `appliance`, `start`, `end` (ISO with zone), `was_running`."""
+    if not isinstance(body, dict):
+        raise LabelError("body must be a JSON object")
+    appliance = body.get("appliance")
+    if not isinstance(appliance, str) or not APPLIANCE_ID.match(appliance):
+        raise LabelError("appliance must be an appliance id such as 'kettle'")
+    if known is not None and appliance not in known:
+        raise LabelError(f"unknown appliance {appliance!r} (known: {', '.join(sorted(known))})")
+    times = []
+    for key in ("start", "end"):
+        try:
+            moment = datetime.fromisoformat(body[key])
+        except (KeyError, TypeError, ValueError):
+            raise LabelError(f"{key} must be an ISO 8601 time") from None
+        if moment.tzinfo is None:
+            raise LabelError(f"{key} needs a time zone")
+        times.append(moment)
+    start, end = times
+    if end <= start:
+        raise LabelError("end must be after start")
+    was_running = body.get("was_running", True)
+    if not isinstance(was_running, bool):
+        raise LabelError("was_running must be true or false")
+    return {"appliance": appliance, "start": iso_utc(start), "end": iso_utc(end),
+            "was_running": was_running, "created": iso_utc(now)}
+
+
+class NilmService:
+    """Owns the bundle, the disaggregator, the persisted energies and the labels."""
+
+    def __init__(self, options: Options, data_dir: Path, meter: Meter,
+                 time_scale: float = 1.0) -> None:
+        self._options = options
+        self._meter = meter
+        self._scale = time_scale
+        self._energy_file = JsonStateFile(data_dir / ENERGY_FILE)
+        self.labels = LabelStore(data_dir / LABELS_FILE)
+        self._bundle: NilmBundle | None = None
+        self._disaggregator: Disaggregator | None = None
+        self.reason: str | None = DISABLED
+        self._energy_wh: dict[str, float] = {}
+        self._appliances: dict[str, _Appliance] = {}
+        self._t0: float | None = None  # first reading (the replay clock starts there)
+        self._newest: float | None = None  # data time of the newest reading fed
+        self.as_of: datetime | None = None  # the newest reading included in the estimates
+        self._pending: list[tuple[float, float, datetime]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._remove_observer: Callable[[], None] | None = None
+        self._last_persist = 0.0
+
+    @property
+    def available(self) -> bool:
+        return self._disaggregator is not None
+
+    @property
+    def bundle_version(self) -> str | None:
+        return None if self._bundle is None else self._bundle.version
+
+    @property
+    def appliance_ids(self) -> set[str] | None:
+        return None if self._bundle is None else set(self._bundle.models)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nilm")
+        self._meter.add_state_part("appliances", self.state)
+        if not self._options.nilm_enabled:
+            return
+        folder = Path(self._options.nilm_bundle_dir) if self._options.nilm_bundle_dir \
+            else DEFAULT_BUNDLE
+        try:
+            # Eight interpreters and their sha256 checks: not on the event loop.
+            bundle = await self._in_worker(load_bundle, folder)
+        except NilmBundleError as error:
+            _LOGGER.error("Appliance detection (NILM) off, the add-on runs without it: "
+                          "bundle %s", error)
+            self.reason = f"no NILM models: {error}"
+            return
+        self._bundle, self._disaggregator = bundle, Disaggregator(bundle)
+        self.reason = None
+        self._energy_wh = self._restore()
+        for name in bundle.models:
+            self._energy_wh.setdefault(name, 0.0)
+            self._appliances[name] = _Appliance()
+        self._last_persist = asyncio.get_running_loop().time()
+        self._remove_observer = self._meter.add_observer(self._observe)
+        self._task = asyncio.create_task(self._run(), name="nilm")
+        _LOGGER.info("Appliance detection on: bundle %s (%s) from %s", bundle.version,
+                     ", ".join(bundle.models), folder)
+
+    async def stop(self) -> None:
+        if self._remove_observer is not None:
+            self._remove_observer()
+            self._remove_observer = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            if self._disaggregator is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, self._persist,
+                                                                 dict(self._energy_wh))
+            executor.shutdown(wait=True)
+
+    async def _in_worker[T](self, function: Callable[..., T], *args: Any) -> T:
+        result: T = await asyncio.get_running_loop().run_in_executor(
+            self._executor, function, *args)
+        return result
+
+    # ------------------------------------------------------------------ readings
+
+    def _observe(self, state: dict[str, Any]) -> None:
+        total = state["total_power_w"]
+        if not state["available"] or total is None:
+            return  # no sample: the disaggregator bridges short gaps, restarts after long ones
+        moment = datetime.fromisoformat(state["timestamp"])
+        wall = moment.timestamp()
+        if self._t0 is None:
+            self._t0 = wall
+        self._pending.append((self._t0 + (wall - self._t0) * self._scale, float(total), moment))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            estimates = await self._in_worker(self._feed, [(t, w) for t, w, _ in batch])
+            self._newest, self.as_of = batch[-1][0], batch[-1][2]
+            for estimate in estimates:
+                self._apply(estimate)
+            if loop.time() - self._last_persist >= self._options.persist_interval_s:
+                self._last_persist = loop.time()
+                await self._in_worker(self._persist, dict(self._energy_wh))
+
+    def _feed(self, samples: list[tuple[float, float]]) -> list[Estimate]:
+        """On the worker thread: the only place the disaggregator is used."""
+        assert self._disaggregator is not None
+        made: list[Estimate] = []
+        for timestamp, watts in samples:
+            made.extend(self._disaggregator.feed(timestamp, watts))
+        return made
+
+    def _apply(self, estimate: Estimate) -> None:
+        appliance = self._appliances[estimate.appliance]
+        # Energy in the meter's time, so it adds up with the meter's own kWh counters.
+        added = max(estimate.energy_wh - appliance.model_wh, 0.0) / self._scale
+        appliance.model_wh = estimate.energy_wh
+        self._energy_wh[estimate.appliance] += added
+        if estimate.on and not appliance.running:
+            appliance.since = self._wall_time(estimate.timestamp)
+        elif not estimate.on:
+            appliance.since = None
+        appliance.power_w, appliance.running = estimate.power_w, estimate.on
+        appliance.estimate_time = estimate.timestamp
+
+    def _wall_time(self, data_time: float) -> datetime:
+        t0 = self._t0 if self._t0 is not None else data_time
+        return datetime.fromtimestamp(t0 + (data_time - t0) / self._scale, UTC)
+
+    # ------------------------------------------------------------------ output
+
+    def state(self) -> list[dict[str, Any]] | None:
+        """The `appliances` state field (docs/api.md, "Appliances"); None without NILM."""
+        if self._bundle is None:
+            return None
+        out = []
+        for name, runner in self._bundle.models.items():
+            appliance = self._appliances[name]
+            current = self._current(appliance, runner.spec.period_s, runner.spec.window)
+            out.append({
+                "id": name,
+                "name": display_name(name),
+                "kind": runner.spec.kind,
+                "power_w": round(appliance.power_w, 1) if current and
+                appliance.power_w is not None else None,
+                "energy_kwh": round(self._energy_wh[name] / 1000.0, 6),
+                "running": appliance.running if current else None,
+                "since": iso_utc(appliance.since) if current and appliance.since else None,
+            })
+        return out
+
+    def _current(self, appliance: _Appliance, period_s: int, window: int) -> bool:
+        if appliance.estimate_time is None or self._newest is None:
+            return False
+        lag = (window // 2 + FRESH_PERIODS) * period_s
+        return self._newest - appliance.estimate_time <= lag
+
+    def summary(self) -> dict[str, Any]:
+        """The `GET /api/v1/appliances` object."""
+        return {
+            "available": self.available,
+            "reason": self.reason,
+            "bundle_version": self.bundle_version,
+            "as_of": None if self.as_of is None else iso_utc(self.as_of),
+            "appliances": self.state(),
+        }
+
+    async def add_label(self, body: Any) -> dict[str, Any]:
+        """Validate and store one label; raises LabelError."""
+        label = parse_label(body, self.appliance_ids, datetime.now(UTC))
+        label["bundle_version"] = self.bundle_version
+        await self._in_worker(self.labels.append, label)
+        return label
+
+    async def all_labels(self) -> list[dict[str, Any]]:
+        return await self._in_worker(self.labels.load)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _persist(self, energy_wh: dict[str, float]) -> None:
+        try:
+            self._energy_file.save({"version": FORMAT_VERSION, "energy_wh": energy_wh})
+        except OSError as error:
+            _LOGGER.error("Could not write the appliance energies: %s", error)
+
+    def _restore(self) -> dict[str, float]:
+        data = self._energy_file.load()
+        stored = data.get("energy_wh") if isinstance(data, dict) else None
+        if not isinstance(stored, dict):
+            return {}
+        return {
+            str(name): float(wh) for name, wh in stored.items()
+            if isinstance(wh, int | float) and math.isfinite(wh) and wh >= 0
+        }

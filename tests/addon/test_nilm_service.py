@@ -1,0 +1,138 @@
+"""nilm_service.py in the running add-on: option off, labels route, persisted energies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from energy_tracker_addon.config import Options
+from energy_tracker_addon.nilm_service import ENERGY_FILE, LABELS_FILE
+from energy_tracker_addon.service import AddonService
+
+from .polling import wait_until
+from .ptys import PtyPort
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+TOKEN = "test-token-0123456789abcdefghijklmnopqrstuvwxyz"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def running(tmp_path: Path, rpict: PtyPort, **options: Any) -> AddonService:
+    service = AddonService(Options(api_token=TOKEN, rpict_port=str(rpict.path), **options),
+                           tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    return service
+
+
+@pytest.fixture
+async def rpict(pty_port: Callable[[str], PtyPort]) -> PtyPort:
+    port = pty_port("ttyRPICT")
+    port.plug()
+    return port
+
+
+@pytest.fixture
+async def service(tmp_path: Path, rpict: PtyPort) -> AsyncIterator[AddonService]:
+    service = await running(tmp_path, rpict)
+    yield service
+    await service.stop()
+
+
+async def request(service: AddonService, method: str, path: str,
+                  body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.request(
+        method, f"{service.url}/api/v1/{path}", headers=HEADERS,
+        data=None if body is None else (body if isinstance(body, str) else json.dumps(body)),
+    ) as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ("{", "body must be JSON"),
+        ([], "body must be a JSON object"),
+        ({"appliance": "Kettle!", "start": "2026-11-24T07:00:00Z",
+          "end": "2026-11-24T07:05:00Z"}, "appliance must be"),
+        ({"appliance": "toaster", "start": "2026-11-24T07:00:00Z",
+          "end": "2026-11-24T07:05:00Z"}, "unknown appliance 'toaster'"),
+        ({"appliance": "kettle", "start": "yesterday", "end": "2026-11-24T07:05:00Z"},
+         "start must be an ISO 8601 time"),
+        ({"appliance": "kettle", "start": "2026-11-24T07:00:00",
+          "end": "2026-11-24T07:05:00Z"}, "start needs a time zone"),
+        ({"appliance": "kettle", "start": "2026-11-24T07:05:00Z",
+          "end": "2026-11-24T07:00:00Z"}, "end must be after start"),
+        ({"appliance": "kettle", "start": "2026-11-24T07:00:00Z",
+          "end": "2026-11-24T07:05:00Z", "was_running": "no"}, "was_running must be"),
+    ],
+)
+async def test_bad_labels_are_refused_and_not_stored(
+    service: AddonService, body: Any, detail: str
+) -> None:
+    status, answer = await request(service, "POST", "labels", body)
+    assert (status, answer["error"]) == (400, "invalid")
+    assert detail in answer["detail"]
+    assert await request(service, "GET", "labels") == (200, {"labels": []})
+
+
+async def test_labels_survive_a_restart_and_a_torn_line(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    service = await running(tmp_path, rpict)
+    try:
+        status, label = await request(service, "POST", "labels", {
+            "appliance": "fridge", "start": "2026-11-24T08:00:00+01:00",
+            "end": "2026-11-24T08:20:00+01:00"})
+    finally:
+        await service.stop()
+    assert status == 200
+    assert (label["start"], label["was_running"], label["bundle_version"]) == (
+        "2026-11-24T07:00:00.000Z", True, "1.0.0")
+    with (tmp_path / "data" / LABELS_FILE).open("a") as handle:
+        handle.write('{"appliance": "kett')  # a crash in the middle of an append
+    service = await running(tmp_path, rpict)
+    try:
+        assert await request(service, "GET", "labels") == (200, {"labels": [label]})
+    finally:
+        await service.stop()
+
+
+async def test_option_off_means_no_appliances(tmp_path: Path, rpict: PtyPort) -> None:
+    service = await running(tmp_path, rpict, nilm_enabled=False)
+    try:
+        await rpict.write(b"11 900.0 0.0 0.0 20.0\r\n")
+        await wait_until(lambda: service.meter.snapshot()["total_power_w"] == 900.0)
+        assert service.meter.snapshot()["appliances"] is None
+        status, summary = await request(service, "GET", "appliances")
+        assert status == 200
+        assert (summary["available"], summary["appliances"]) == (False, None)
+        assert "nilm_enabled" in summary["reason"]
+    finally:
+        await service.stop()
+
+
+async def test_energies_are_restored_and_never_go_backwards(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ENERGY_FILE).write_text(json.dumps(
+        {"version": 1, "energy_wh": {"kettle": 1234.5, "fridge": -5, "dishwasher": "x"}}))
+    service = await running(tmp_path, rpict)
+    try:
+        energies = {a["id"]: a["energy_kwh"] for a in service.nilm.state() or []}
+        assert energies["kettle"] == 1.2345
+        assert energies["fridge"] == energies["dishwasher"] == 0.0  # invalid: not trusted
+        # Before any estimate nothing is known but the energy: unknown, never 0 W.
+        kettle = next(a for a in service.nilm.state() or [] if a["id"] == "kettle")
+        assert (kettle["power_w"], kettle["running"], kettle["since"]) == (None, None, None)
+    finally:
+        await service.stop()
+    saved = json.loads((data / ENERGY_FILE).read_text())["energy_wh"]
+    assert saved["kettle"] == 1234.5
