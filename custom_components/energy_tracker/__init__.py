@@ -5,15 +5,35 @@ from __future__ import annotations
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.typing import ConfigType
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
+from .appliance_events import ApplianceEvents
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .entity import meter_device_info
+from .events import MeterEvents
+from .export_action import async_setup_export_action
+from .label_action import async_setup_label_action
+from .services import async_setup_services
+from .voice import async_setup_voice
 
-PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR, Platform.NUMBER, Platform.SENSOR, Platform.SWITCH
+]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Actions and Assist sentences exist once, whether or not an entry is loaded."""
+    async_setup_services(hass)
+    async_setup_export_action(hass)
+    async_setup_label_action(hass)
+    await async_setup_voice(hass)
+    return True
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> bool:
@@ -52,6 +72,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         config_entry_id=entry.entry_id, **meter_device_info(info)
     )
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    # After the platforms: relay events carry the relays' device ids.
+    entry.async_on_unload(MeterEvents(hass, coordinator).async_start())
+    entry.async_on_unload(ApplianceEvents(hass, coordinator).async_start())
     coordinator.async_start_stream()
 
     options_at_setup = dict(entry.options)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
-from .models import InvalidData, MeterInfo, MeterState
+from .models import InvalidData, MeterInfo, MeterState, RelayState, relays_from_json
 
 __all__ = [
     "CannotConnect",
+    "CommandFailed",
     "EnergyTrackerClient",
     "EnergyTrackerError",
     "InvalidAuth",
@@ -23,6 +24,11 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 # The server pings every 30 s; our own heartbeat notices a half-open connection
 # (add-on host gone without closing TCP) that would otherwise look alive forever.
 STREAM_HEARTBEAT_S = 30.0
+# Shedding waits for a reading after every relay it switches, restoring for the stagger.
+SHED_TIMEOUT = aiohttp.ClientTimeout(total=120)
+# An export of months of readings is large: no total limit, only a stalled connection ends it.
+EXPORT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+EXPORT_CHUNK_BYTES = 1024 * 1024
 
 
 class EnergyTrackerError(Exception):
@@ -35,6 +41,21 @@ class CannotConnect(EnergyTrackerError):
 
 class InvalidAuth(EnergyTrackerError):
     """The add-on refused the API token."""
+
+
+class CommandFailed(EnergyTrackerError):
+    """The add-on answered a command with an error (docs/api.md, relays and shedding).
+
+    `code` is the API's error code: relay_timeout, relay_rejected, board_unavailable,
+    invalid or not_found.
+    """
+
+    def __init__(self, status: int, code: str, detail: str | None) -> None:
+        """Keep the answer; the message is for logs."""
+        super().__init__(f"{status} {code}" + (f": {detail}" if detail else ""))
+        self.status = status
+        self.code = code
+        self.detail = detail
 
 
 class EnergyTrackerClient:
@@ -53,6 +74,62 @@ class EnergyTrackerClient:
     async def get_state(self) -> MeterState:
         """GET /api/v1/state."""
         return MeterState.from_json(await self._get_json("state"))
+
+    async def get_relays(self) -> dict[int, RelayState]:
+        """GET /api/v1/relays."""
+        return relays_from_json(await self._get_json("relays"))
+
+    async def set_relay(self, relay_id: int, **changes: bool | int) -> RelayState:
+        """PUT /api/v1/relays/{id} with any of state, priority, min_on_s.
+
+        Answers once the relay acknowledged a state change; CommandFailed otherwise.
+        """
+        return RelayState.from_json(
+            await self._send_json("PUT", f"relays/{relay_id}", changes)
+        )
+
+    async def shed(self, *, limit_w: float | None = None,
+                   reduce_w: float | None = None) -> dict[str, Any]:
+        """POST /api/v1/shed; the add-on's report (what was shed, what was skipped)."""
+        body = {"limit_w": limit_w} if limit_w is not None else {"reduce_w": reduce_w}
+        return await self._send_json("POST", "shed", body, timeout=SHED_TIMEOUT)
+
+    async def restore(self, stagger_s: float | None = None) -> dict[str, Any]:
+        """POST /api/v1/restore; the add-on's report (restored, failed)."""
+        body = {} if stagger_s is None else {"stagger_s": stagger_s}
+        return await self._send_json("POST", "restore", body, timeout=SHED_TIMEOUT)
+
+    async def add_label(self, label: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/v1/labels: feedback on a detected appliance; the stored label."""
+        return await self._send_json("POST", "labels", label)
+
+    async def download_export(
+        self, start: str, end: str, fmt: str, sink: Callable[[bytes], Awaitable[None]]
+    ) -> int:
+        """GET /api/v1/export, streamed chunk by chunk into `sink`; the add-on's row count.
+
+        A refused request (bad times or format) raises CommandFailed with its detail.
+        """
+        params = {"start": start, "end": end, "format": fmt}
+        try:
+            async with self._session.get(
+                f"{self._base_url}/export", headers=self._headers, params=params,
+                timeout=EXPORT_TIMEOUT,
+            ) as response:
+                if response.status == 401:
+                    raise InvalidAuth("the add-on refused the API token")
+                if response.status != 200:
+                    try:
+                        answer = await response.json()
+                    except (aiohttp.ContentTypeError, ValueError):
+                        answer = {}
+                    raise CommandFailed(response.status, str(answer.get("error", "unknown")),
+                                        answer.get("detail"))
+                async for chunk in response.content.iter_chunked(EXPORT_CHUNK_BYTES):
+                    await sink(chunk)
+                return int(response.headers.get("X-Export-Rows", "0"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise CannotConnect(f"GET export failed: {err!r}") from err
 
     async def stream(self) -> AsyncGenerator[MeterState]:
         """Yield the current state, then every new reading, until the connection ends.
@@ -102,6 +179,31 @@ class EnergyTrackerClient:
                     raise InvalidData(f"GET {path} did not answer JSON") from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise CannotConnect(f"GET {path} failed: {err!r}") from err
+
+
+    async def _send_json(self, method: str, path: str, body: dict[str, Any],
+                         timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT) -> dict[str, Any]:
+        try:
+            async with self._session.request(
+                method, f"{self._base_url}/{path}", headers=self._headers, json=body,
+                timeout=timeout,
+            ) as response:
+                if response.status == 401:
+                    raise InvalidAuth("the add-on refused the API token")
+                try:
+                    answer = await response.json()
+                except (aiohttp.ContentTypeError, ValueError) as err:
+                    raise InvalidData(f"{method} {path} did not answer JSON") from err
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise CannotConnect(f"{method} {path} failed: {err!r}") from err
+        if response.status != 200:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            detail = answer.get("detail") if isinstance(answer, dict) else None
+            raise CommandFailed(response.status, str(error or "unknown"),
+                                None if detail is None else str(detail))
+        if not isinstance(answer, dict):
+            raise InvalidData(f"{method} {path} did not answer an object")
+        return answer
 
 
 def _parse_stream_message(text: str) -> MeterState | None:

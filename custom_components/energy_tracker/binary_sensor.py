@@ -1,6 +1,8 @@
-"""Connectivity of each serial board."""
+"""Connectivity of each serial board, and the meter's anomaly detection."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from homeassistant.components.binary_sensor import (
     BinarySensorDeviceClass,
@@ -11,11 +13,18 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .appliance_entity import appliance_binary_sensors
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .entity import EnergyTrackerEntity
 from .models import BoardInfo
 
 PARALLEL_UPDATES = 0
+
+ANOMALY = BinarySensorEntityDescription(
+    key="anomaly",
+    translation_key="anomaly",
+    device_class=BinarySensorDeviceClass.PROBLEM,
+)
 
 CONNECTED = BinarySensorEntityDescription(
     key="connected",
@@ -35,6 +44,8 @@ async def async_setup_entry(
     async_add_entities(
         BoardConnectedSensor(coordinator, board) for board in coordinator.info.boards
     )
+    async_add_entities([AnomalySensor(coordinator)])
+    appliance_binary_sensors(hass, entry, async_add_entities)
 
 
 class BoardConnectedSensor(EnergyTrackerEntity, BinarySensorEntity):
@@ -57,3 +68,37 @@ class BoardConnectedSensor(EnergyTrackerEntity, BinarySensorEntity):
         """Whether the board's port is open."""
         board = self.coordinator.data.boards.get(self._board_id)
         return None if board is None else board.connected
+
+
+class AnomalySensor(EnergyTrackerEntity, BinarySensorEntity):
+    """On while the add-on reports unusual consumption; unavailable while it is learning
+    what is usual (its first week of history)."""
+
+    entity_description = ANOMALY
+
+    def __init__(self, coordinator: EnergyTrackerCoordinator) -> None:
+        """Attach the sensor to the meter device."""
+        super().__init__(coordinator, ANOMALY.key)
+
+    @property
+    def available(self) -> bool:
+        """Unknown until the detection has learned (or from an add-on without it)."""
+        return super().available and self.is_on is not None
+
+    @property
+    def is_on(self) -> bool | None:
+        """Whether an anomaly is in progress on the total or any channel."""
+        status = self.coordinator.data.analytics.anomaly
+        return None if status is None else status.active
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Why, and the latest episode (also after it ended)."""
+        status = self.coordinator.data.analytics.anomaly
+        if status is None:
+            return None
+        return {
+            "reason": status.reason,
+            "last": status.last,
+            "series": [s.get("series") for s in status.series if s.get("active")],
+        }

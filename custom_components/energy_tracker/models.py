@@ -7,10 +7,13 @@ documented shape is refused here instead of surfacing later as a wrong entity st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import voluptuous as vol
+
+from .analytics_models import ANALYTICS_SCHEMA, AnalyticsState
+from .nilm_models import APPLIANCES_SCHEMA, ApplianceState, appliances_from_validated
 
 
 class InvalidData(Exception):
@@ -83,6 +86,35 @@ _BOARD_STATE = vol.Schema(
     },
     extra=vol.ALLOW_EXTRA,
 )
+_RELAY = vol.Schema(
+    {
+        vol.Required("id"): _integer,
+        vol.Required("name"): str,
+        vol.Optional("source"): TEXT_OR_NULL,
+        vol.Required("state"): vol.Any(None, bool),
+        vol.Required("available"): bool,
+        vol.Required("priority"): _integer,
+        vol.Required("min_on_s"): _integer,
+        vol.Optional("last_changed"): TEXT_OR_NULL,
+        vol.Optional("shed", default=False): bool,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+RELAYS_SCHEMA = vol.Schema({vol.Required("relays"): [_RELAY]}, extra=vol.ALLOW_EXTRA)
+# Assumed shape of the analytics' anomalies (anomaly.Anomaly.as_dict()): the episodes in
+# progress; one episode is identified by its series, kind and start.
+_ANOMALY = vol.Schema(
+    {
+        vol.Required("kind"): str,
+        vol.Required("series"): str,
+        vol.Required("started"): str,
+        vol.Optional("power_w"): NUMBER_OR_NULL,
+        vol.Optional("usual_w"): NUMBER_OR_NULL,
+        vol.Optional("slot"): TEXT_OR_NULL,
+        vol.Optional("reason"): TEXT_OR_NULL,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
 STATE_SCHEMA = vol.Schema(
     {
         vol.Required("meter_id"): vol.All(str, vol.Length(min=1)),
@@ -96,6 +128,9 @@ STATE_SCHEMA = vol.Schema(
         vol.Required("power_factor"): NUMBER_OR_NULL,
         vol.Required("channels"): [_CHANNEL_STATE],
         vol.Required("boards"): {str: _BOARD_STATE},
+        # Optional: add-ons before relays / analytics send neither.
+        vol.Optional("relays", default=list): [_RELAY],
+        vol.Optional("anomalies", default=list): [_ANOMALY],
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -179,6 +214,49 @@ class BoardState:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayState:
+    """One relay: `state` is what the relay acknowledged (None while unknown)."""
+
+    id: int
+    name: str
+    state: bool | None
+    available: bool
+    priority: int
+    min_on_s: int
+    shed: bool
+    last_changed: str | None
+
+    @classmethod
+    def from_json(cls, payload: Any) -> RelayState:
+        """Validate and convert a relay object (PUT /api/v1/relays/{id})."""
+        return cls.from_validated(_validate(_RELAY, payload, "relay"))
+
+    @classmethod
+    def from_validated(cls, r: dict[str, Any]) -> RelayState:
+        """Convert an already validated relay object."""
+        return cls(r["id"], r["name"], r["state"], r["available"], r["priority"],
+                   r["min_on_s"], r["shed"], r.get("last_changed"))
+
+
+def relays_from_json(payload: Any) -> dict[int, RelayState]:
+    """GET /api/v1/relays."""
+    data = _validate(RELAYS_SCHEMA, payload, "relays")
+    return {r["id"]: RelayState.from_validated(r) for r in data["relays"]}
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """An anomaly episode the add-on's analytics report as in progress."""
+
+    kind: str
+    series: str
+    started: str
+    power_w: float | None
+    usual_w: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class MeterState:
     """GET /api/v1/state, and the data of every stream message."""
 
@@ -193,6 +271,11 @@ class MeterState:
     power_factor: float | None
     channels: dict[int, ChannelState]
     boards: dict[str, BoardState]
+    relays: dict[int, RelayState] = field(default_factory=dict)
+    anomalies: tuple[Anomaly, ...] = ()
+    analytics: AnalyticsState = field(default_factory=AnalyticsState)
+    # NILM estimates by appliance id; None while the add-on's detection is off.
+    appliances: dict[str, ApplianceState] | None = None
 
     @classmethod
     def from_json(cls, payload: Any) -> MeterState:
@@ -228,4 +311,19 @@ class MeterState:
                 )
                 for board_id, b in data["boards"].items()
             },
+            relays={r["id"]: RelayState.from_validated(r) for r in data["relays"]},
+            anomalies=tuple(
+                Anomaly(
+                    kind=a["kind"], series=a["series"], started=a["started"],
+                    power_w=a.get("power_w"), usual_w=a.get("usual_w"),
+                    reason=a.get("reason"),
+                )
+                for a in data["anomalies"]
+            ),
+            analytics=AnalyticsState.from_validated(
+                _validate(ANALYTICS_SCHEMA, payload, "state analytics")
+            ),
+            appliances=appliances_from_validated(
+                _validate(APPLIANCES_SCHEMA, payload, "state appliances")
+            ),
         )

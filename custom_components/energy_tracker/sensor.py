@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -18,17 +19,21 @@ from homeassistant.const import (
     UnitOfElectricPotential,
     UnitOfEnergy,
     UnitOfFrequency,
+    UnitOfMass,
     UnitOfPower,
     UnitOfTemperature,
+    UnitOfVolume,
 )
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
+from .appliance_entity import appliance_sensors
 from .const import CONF_CHANNELS
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .entity import EnergyTrackerEntity
+from .forecast_sensor import forecast_sensors
 from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
 
 # Pushed entities: no polling, so no update concurrency to limit.
@@ -42,6 +47,7 @@ class MeterSensorDescription(SensorEntityDescription):
     """A value of the whole meter."""
 
     value_fn: Callable[[MeterState], SensorValue]
+    attrs_fn: Callable[[MeterState], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +116,47 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
         value_fn=lambda s: s.temperature_c,
+    ),
+    # Analytics (docs/api.md, "Analytics"); None from an add-on without them.
+    MeterSensorDescription(
+        key="gas",
+        translation_key="gas",
+        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+        device_class=SensorDeviceClass.GAS,
+        state_class=SensorStateClass.TOTAL_INCREASING,  # an Energy dashboard gas source
+        suggested_display_precision=2,
+        value_fn=lambda s: s.analytics.gas_m3,
+    ),
+    MeterSensorDescription(
+        key="rolling_power",
+        translation_key="rolling_power",
+        native_unit_of_measurement=UnitOfPower.WATT,
+        device_class=SensorDeviceClass.POWER,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value_fn=lambda s: s.analytics.rolling_power_w,
+    ),
+    MeterSensorDescription(
+        key="energy_today",
+        translation_key="energy_today",
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        device_class=SensorDeviceClass.ENERGY,
+        state_class=SensorStateClass.TOTAL_INCREASING,  # back to 0 at local midnight
+        suggested_display_precision=2,
+        value_fn=lambda s: s.analytics.energy_today_kwh,
+    ),
+    MeterSensorDescription(
+        key="co2_today",
+        translation_key="co2_today",
+        native_unit_of_measurement=UnitOfMass.KILOGRAMS,
+        device_class=SensorDeviceClass.WEIGHT,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        suggested_display_precision=2,
+        value_fn=lambda s: s.analytics.co2_kg_today,
+        attrs_fn=lambda s: {
+            "co2_g_per_kwh": s.analytics.co2_g_per_kwh,
+            "recommendations": [r["text"] for r in s.analytics.recommendations],
+        },
     ),
 )
 
@@ -223,7 +270,9 @@ async def async_setup_entry(
         if (board_state := first_state.boards.get(board.id)) is None
         or description.exists_fn(board_state)
     )
+    entities.extend(forecast_sensors(coordinator))
     async_add_entities(entities)
+    appliance_sensors(hass, entry, async_add_entities)
 
 
 @callback
@@ -269,6 +318,12 @@ class MeterSensor(EnergyTrackerSensor):
     def native_value(self) -> SensorValue:
         """The current value from the last state."""
         return self.entity_description.value_fn(self.coordinator.data)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Context some values carry (the CO2 sensor's recommendations)."""
+        attrs_fn = self.entity_description.attrs_fn
+        return None if attrs_fn is None else attrs_fn(self.coordinator.data)
 
 
 class ChannelSensor(EnergyTrackerSensor):

@@ -1,0 +1,46 @@
+"""Commands to the add-on (relays, shedding): its errors as translated HA errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
+
+from .api import CannotConnect, CommandFailed, InvalidAuth, InvalidData
+from .const import DOMAIN
+
+# docs/api.md error codes → translation keys under "exceptions".
+_COMMAND_ERRORS = {
+    "relay_timeout": "relay_timeout",
+    "relay_rejected": "relay_rejected",
+    "board_unavailable": "board_unavailable",
+    "not_found": "relay_not_found",
+    "invalid": "command_invalid",
+}
+
+
+async def run_command[T](command: Awaitable[T], target: str) -> T:
+    """Await one command; any failure becomes a HomeAssistantError the user can read.
+
+    `target` names what was commanded (a relay's name, "shed_load") in the message.
+    """
+    try:
+        return await command
+    except CommandFailed as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key=_COMMAND_ERRORS.get(err.code, "command_failed"),
+            translation_placeholders={
+                "target": target, "detail": err.detail or err.code, "status": str(err.status)
+            },
+        ) from err
+    except InvalidAuth as err:
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN, translation_key="invalid_auth"
+        ) from err
+    except (CannotConnect, InvalidData) as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="cannot_connect",
+            translation_placeholders={"error": str(err)},
+        ) from err

@@ -1,0 +1,215 @@
+"""Device triggers: appliances starting / finishing, power thresholds, anomalies.
+
+Appliance and anomaly triggers listen for `energy_tracker_event` (events.py); power
+thresholds are numeric_state triggers on the meter's power sensors, with the threshold and
+duration the user picks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import voluptuous as vol
+from homeassistant.components.device_automation import DEVICE_TRIGGER_BASE_SCHEMA
+from homeassistant.components.device_automation.exceptions import (
+    InvalidDeviceAutomationConfig,
+)
+from homeassistant.components.homeassistant.triggers import event as event_trigger
+from homeassistant.components.homeassistant.triggers import (
+    numeric_state as numeric_state_trigger,
+)
+from homeassistant.components.sensor import SensorDeviceClass
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import (
+    CONF_ABOVE,
+    CONF_BELOW,
+    CONF_DEVICE_ID,
+    CONF_DOMAIN,
+    CONF_ENTITY_ID,
+    CONF_EVENT_DATA,
+    CONF_FOR,
+    CONF_PLATFORM,
+    CONF_TYPE,
+    UnitOfPower,
+)
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
+from homeassistant.helpers.typing import ConfigType
+
+from .appliance_entity import APPLIANCE_PREFIX, nilm_appliance
+from .const import DOMAIN
+from .coordinator import EnergyTrackerConfigEntry
+from .events import (
+    ANOMALY_DETECTED,
+    APPLIANCE_FINISHED,
+    APPLIANCE_STARTED,
+    EVENT_ENERGY_TRACKER,
+    channel_appliance,
+    relay_appliance,
+)
+
+CONF_EVENT_TYPE: Final = "event_type"
+CONF_APPLIANCE: Final = "appliance"
+CONF_THRESHOLD: Final = "threshold"
+POWER_ABOVE: Final = "power_above"
+POWER_BELOW: Final = "power_below"
+APPLIANCE_TYPES: Final = (APPLIANCE_STARTED, APPLIANCE_FINISHED)
+POWER_TYPES: Final = (POWER_ABOVE, POWER_BELOW)
+TRIGGER_TYPES: Final = (*APPLIANCE_TYPES, ANOMALY_DETECTED, *POWER_TYPES)
+
+TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
+    {
+        vol.Required(CONF_TYPE): vol.In(TRIGGER_TYPES),
+        vol.Optional(CONF_ENTITY_ID): cv.entity_id_or_uuid,
+        vol.Optional(CONF_APPLIANCE): cv.string,
+        vol.Optional(CONF_THRESHOLD): vol.All(vol.Coerce(float), vol.Range(min=0)),
+        vol.Optional(CONF_FOR): cv.positive_time_period_dict,
+    }
+)
+
+
+async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType) -> ConfigType:
+    """A power trigger needs its sensor and threshold."""
+    config = TRIGGER_SCHEMA(config)
+    if config[CONF_TYPE] in POWER_TYPES and (
+        CONF_ENTITY_ID not in config or CONF_THRESHOLD not in config
+    ):
+        raise InvalidDeviceAutomationConfig(
+            translation_domain=DOMAIN, translation_key="power_trigger_incomplete"
+        )
+    return config
+
+
+async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, Any]]:
+    """The meter offers all types (power per power sensor); a relay its start / finish."""
+    device = dr.async_get(hass).async_get(device_id)
+    if device is None:
+        return []
+    base = {CONF_PLATFORM: "device", CONF_DOMAIN: DOMAIN, CONF_DEVICE_ID: device_id}
+    if _own_device_key(device) is not None:
+        return [{**base, CONF_TYPE: kind} for kind in APPLIANCE_TYPES]
+    if not _is_meter_device(hass, device):
+        return []  # the boards: link health only, no triggers
+    triggers = [{**base, CONF_TYPE: kind} for kind in (*APPLIANCE_TYPES, ANOMALY_DETECTED)]
+    registry = er.async_get(hass)
+    for entry in er.async_entries_for_device(registry, device_id):
+        if entry.domain == "sensor" and entry.original_device_class == SensorDeviceClass.POWER:
+            triggers.extend(
+                {**base, CONF_TYPE: kind, CONF_ENTITY_ID: entry.id} for kind in POWER_TYPES
+            )
+    return triggers
+
+
+async def async_get_trigger_capabilities(
+    hass: HomeAssistant, config: ConfigType
+) -> dict[str, vol.Schema]:
+    """Threshold and duration for power; optionally one appliance on the meter."""
+    kind = config[CONF_TYPE]
+    if kind in POWER_TYPES:
+        return {
+            "extra_fields": vol.Schema(
+                {
+                    vol.Required(CONF_THRESHOLD, description={"suffix": UnitOfPower.WATT}):
+                        vol.Coerce(float),
+                    vol.Optional(CONF_FOR): cv.positive_time_period_dict,
+                }
+            )
+        }
+    device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
+    if (
+        kind in APPLIANCE_TYPES and device is not None and _own_device_key(device) is None
+        and (appliances := _appliances(hass, device))
+    ):
+        return {"extra_fields": vol.Schema({vol.Optional(CONF_APPLIANCE): vol.In(appliances)})}
+    return {}
+
+
+async def async_attach_trigger(
+    hass: HomeAssistant,
+    config: ConfigType,
+    action: TriggerActionType,
+    trigger_info: TriggerInfo,
+) -> CALLBACK_TYPE:
+    """Attach an event trigger, or a numeric_state trigger for the power types."""
+    kind = config[CONF_TYPE]
+    if kind in POWER_TYPES:
+        numeric_config: dict[str, Any] = {
+            CONF_PLATFORM: "numeric_state",
+            CONF_ENTITY_ID: config[CONF_ENTITY_ID],
+            CONF_ABOVE if kind == POWER_ABOVE else CONF_BELOW: config[CONF_THRESHOLD],
+        }
+        if CONF_FOR in config:
+            numeric_config[CONF_FOR] = config[CONF_FOR]
+        numeric_config = await numeric_state_trigger.async_validate_trigger_config(
+            hass, numeric_config
+        )
+        return await numeric_state_trigger.async_attach_trigger(
+            hass, numeric_config, action, trigger_info, platform_type="device"
+        )
+    device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
+    # A relay's device: its own starts and finishes; the meter: any, or the chosen one.
+    device_key = (device is not None and _own_device_key(device)) or CONF_DEVICE_ID
+    event_data: dict[str, Any] = {device_key: config[CONF_DEVICE_ID], CONF_TYPE: kind}
+    if CONF_APPLIANCE in config:
+        event_data[CONF_APPLIANCE] = config[CONF_APPLIANCE]
+    event_config = event_trigger.TRIGGER_SCHEMA(
+        {
+            CONF_PLATFORM: "event",
+            CONF_EVENT_TYPE: EVENT_ENERGY_TRACKER,
+            CONF_EVENT_DATA: event_data,
+        }
+    )
+    return await event_trigger.async_attach_trigger(
+        hass, event_config, action, trigger_info, platform_type="device"
+    )
+
+
+def _is_relay_device(device: dr.DeviceEntry) -> bool:
+    return any(domain == DOMAIN and "_relay_" in ident for domain, ident in device.identifiers)
+
+
+def _own_device_key(device: dr.DeviceEntry) -> str | None:
+    """The event data key naming this device when it is one relay's or one detected
+    appliance's (appliance_events.py), else None."""
+    if _is_relay_device(device):
+        return "relay_device_id"
+    if any(domain == DOMAIN and f"_{APPLIANCE_PREFIX}" in ident
+           for domain, ident in device.identifiers):
+        return "appliance_device_id"
+    return None
+
+
+def _is_meter_device(hass: HomeAssistant, device: dr.DeviceEntry) -> bool:
+    for entry_id in device.config_entries:
+        entry = hass.config_entries.async_get_entry(entry_id)
+        if entry is not None and entry.domain == DOMAIN \
+                and (DOMAIN, str(entry.unique_id)) in device.identifiers:
+            return True
+    return False
+
+
+def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, str]:
+    """Appliance keys → names: the relays and circuits of the meter, while loaded."""
+    for entry_id in device.config_entries:
+        entry: EnergyTrackerConfigEntry | None = hass.config_entries.async_get_entry(entry_id)
+        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
+            continue
+        coordinator = entry.runtime_data
+        appliances = {
+            # A relay and a circuit often share a name ("Kitchen"): say which is which.
+            relay_appliance(relay.id): f"{relay.name} (relay)"
+            for relay in coordinator.data.relays.values()
+        }
+        appliances.update(
+            (channel_appliance(channel.id), f"{channel.name} (circuit)")
+            for channel in coordinator.info.channels if channel.role == "circuit"
+        )
+        appliances.update(
+            (nilm_appliance(a.id), f"{a.name} (detected)")
+            for a in (coordinator.data.appliances or {}).values()
+        )
+        return appliances
+    return {}

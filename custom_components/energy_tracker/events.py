@@ -1,0 +1,167 @@
+"""`energy_tracker_event` bus events, derived from the meter's pushed states.
+
+Fired (event data `type`):
+
+* `appliance_started` / `appliance_finished` — a relay acknowledged on / off, or a circuit
+  channel's power rose above APPLIANCE_ON_W / fell below APPLIANCE_OFF_W (hysteresis, so a
+  reading hovering at one threshold does not flap). NILM detections will fire the same types.
+* `anomaly_detected` — an anomaly episode appeared in the state's `anomalies` list.
+
+Only changes between two published states fire: whatever is already on, running or
+anomalous when the entry is set up (a restart of HA) is not announced again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr
+
+from .const import DOMAIN
+from .coordinator import EnergyTrackerCoordinator
+from .models import Anomaly, MeterState
+
+EVENT_ENERGY_TRACKER: Final = f"{DOMAIN}_event"
+APPLIANCE_STARTED: Final = "appliance_started"
+APPLIANCE_FINISHED: Final = "appliance_finished"
+ANOMALY_DETECTED: Final = "anomaly_detected"
+# A circuit drawing more than this runs something; below the lower bound it is idle
+# (standby loads of a few watts stay "idle").
+APPLIANCE_ON_W: Final = 30.0
+APPLIANCE_OFF_W: Final = 10.0
+
+
+def relay_appliance(relay_id: int) -> str:
+    """The `appliance` key of a relay in events and device triggers."""
+    return f"relay_{relay_id}"
+
+
+def channel_appliance(channel_id: int) -> str:
+    """The `appliance` key of a circuit channel in events and device triggers."""
+    return f"channel_{channel_id}"
+
+
+def relay_device_identifier(meter_id: str, relay_id: int) -> tuple[str, str]:
+    """Device registry identifier of a relay's device (see relay_entity.py)."""
+    return (DOMAIN, f"{meter_id}_relay_{relay_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Appliance:
+    key: str
+    name: str
+    relay_id: int | None = None
+    channel_id: int | None = None
+
+
+class MeterEvents:
+    """Compares each published state with the previous one and fires the differences."""
+
+    def __init__(self, hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
+        """Take the first state as the baseline."""
+        self._hass = hass
+        self._coordinator = coordinator
+        self._circuits = {c.id: c.name for c in coordinator.info.channels if c.role == "circuit"}
+        first = coordinator.data
+        self._relay_on = {r.id: r.state for r in first.relays.values()}
+        self._running = {
+            cid: _above(first, cid, APPLIANCE_ON_W) for cid in self._circuits
+        }
+        self._anomalies = {_anomaly_key(a) for a in first.anomalies}
+
+    @callback
+    def async_start(self) -> CALLBACK_TYPE:
+        """Listen until the returned callback is called (at unload)."""
+        return self._coordinator.async_add_listener(self._async_on_state)
+
+    @callback
+    def _async_on_state(self) -> None:
+        if not self._coordinator.last_update_success:
+            return  # an outage changes nothing about the appliances
+        state = self._coordinator.data
+        for relay in state.relays.values():
+            was_on = self._relay_on.get(relay.id)
+            self._relay_on[relay.id] = relay.state
+            if relay.state is None or was_on is None or relay.state == was_on:
+                continue  # unknown on either side is not a start or a finish
+            self._async_fire_appliance(
+                relay.state, _Appliance(relay_appliance(relay.id), relay.name, relay_id=relay.id)
+            )
+        for cid, name in self._circuits.items():
+            running = self._running[cid]
+            if not running and _above(state, cid, APPLIANCE_ON_W):
+                self._running[cid] = True
+            elif running and _below(state, cid, APPLIANCE_OFF_W):
+                self._running[cid] = False
+            else:
+                continue
+            self._async_fire_appliance(
+                self._running[cid], _Appliance(channel_appliance(cid), name, channel_id=cid),
+                power_w=state.channels[cid].power_w,
+            )
+        current = {_anomaly_key(a): a for a in state.anomalies}
+        for key in current.keys() - self._anomalies:
+            self._async_fire_anomaly(current[key])
+        self._anomalies = set(current)
+
+    @callback
+    def _async_fire_appliance(self, started: bool, appliance: _Appliance,
+                              power_w: float | None = None) -> None:
+        data: dict[str, Any] = {
+            "type": APPLIANCE_STARTED if started else APPLIANCE_FINISHED,
+            "appliance": appliance.key,
+            "name": appliance.name,
+        }
+        if appliance.relay_id is not None:
+            data["relay_id"] = appliance.relay_id
+            if (device_id := self._device_id(relay_device_identifier(
+                    self._coordinator.info.meter_id, appliance.relay_id))) is not None:
+                data["relay_device_id"] = device_id
+        if appliance.channel_id is not None:
+            data["channel_id"] = appliance.channel_id
+            data["power_w"] = power_w
+        self._async_fire(data)
+
+    @callback
+    def _async_fire_anomaly(self, anomaly: Anomaly) -> None:
+        self._async_fire({
+            "type": ANOMALY_DETECTED,
+            "kind": anomaly.kind,
+            "series": anomaly.series,
+            "started": anomaly.started,
+            "power_w": anomaly.power_w,
+            "usual_w": anomaly.usual_w,
+            "reason": anomaly.reason,
+        })
+
+    @callback
+    def _async_fire(self, data: dict[str, Any]) -> None:
+        data["device_id"] = self._device_id((DOMAIN, self._coordinator.info.meter_id))
+        data["config_entry_id"] = self._coordinator.config_entry.entry_id
+        self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, data)
+
+    def _device_id(self, identifier: tuple[str, str]) -> str | None:
+        device = dr.async_get(self._hass).async_get_device(identifiers={identifier})
+        return None if device is None else device.id
+
+
+def _power(state: MeterState, channel_id: int) -> float | None:
+    channel = state.channels.get(channel_id)
+    return None if channel is None else channel.power_w
+
+
+def _above(state: MeterState, channel_id: int, watts: float) -> bool:
+    power = _power(state, channel_id)
+    return power is not None and power >= watts
+
+
+def _below(state: MeterState, channel_id: int, watts: float) -> bool:
+    # Unknown (stale board) is not "finished": the appliance may well still run.
+    power = _power(state, channel_id)
+    return power is not None and power < watts
+
+
+def _anomaly_key(anomaly: Anomaly) -> tuple[str, str, str]:
+    return (anomaly.series, anomaly.kind, anomaly.started)

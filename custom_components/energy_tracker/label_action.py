@@ -1,0 +1,67 @@
+"""The `energy_tracker.label_appliance` action: tell the add-on when a detected appliance
+really ran (or did not: `was_running: false` corrects a false detection). The add-on keeps
+the labels for fine-tuning its models (models/README.md, "Feedback")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import voluptuous as vol
+from homeassistant.const import ATTR_DEVICE_ID
+from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+from homeassistant.util import dt as dt_util
+
+from .commands import run_command
+from .const import DOMAIN
+from .services import ATTR_CONFIG_ENTRY_ID, _target_entry
+
+SERVICE_LABEL_APPLIANCE: Final = "label_appliance"
+ATTR_APPLIANCE: Final = "appliance"
+ATTR_START: Final = "start"
+ATTR_END: Final = "end"
+ATTR_WAS_RUNNING: Final = "was_running"
+LABEL_SCHEMA = vol.Schema(
+    {
+        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        vol.Optional(ATTR_DEVICE_ID): cv.string,
+        vol.Required(ATTR_APPLIANCE): cv.string,
+        vol.Required(ATTR_START): cv.datetime,
+        vol.Required(ATTR_END): cv.datetime,
+        vol.Optional(ATTR_WAS_RUNNING, default=True): cv.boolean,
+    }
+)
+
+
+def async_setup_label_action(hass: HomeAssistant) -> None:
+    """Register the action once for the integration."""
+    hass.services.async_register(
+        DOMAIN, SERVICE_LABEL_APPLIANCE, _async_label, schema=LABEL_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+
+
+async def _async_label(call: ServiceCall) -> ServiceResponse:
+    """Send the label to the add-on; answers the label it stored."""
+    # A time without a zone is Home Assistant's local time, as in the UI.
+    start, end = (_aware(call.data[key]) for key in (ATTR_START, ATTR_END))
+    if end <= start:
+        raise ServiceValidationError(translation_domain=DOMAIN,
+                                     translation_key="label_end_before_start")
+    entry = _target_entry(call)
+    # Accept the appliance key of events and triggers too ("nilm_kettle").
+    appliance = str(call.data[ATTR_APPLIANCE]).removeprefix("nilm_")
+    return await run_command(
+        entry.runtime_data.client.add_label({
+            "appliance": appliance, "start": start.isoformat(), "end": end.isoformat(),
+            "was_running": call.data[ATTR_WAS_RUNNING],
+        }),
+        SERVICE_LABEL_APPLIANCE,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(
+        tzinfo=dt_util.get_default_time_zone())

@@ -1,0 +1,91 @@
+"""Per-relay settings for demand response: priority and minimum on time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from homeassistant.components.number import (
+    NumberDeviceClass,
+    NumberEntity,
+    NumberEntityDescription,
+    NumberMode,
+)
+from homeassistant.const import EntityCategory, UnitOfTime
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
+from .models import RelayState
+from .relay_entity import RelayEntity
+
+PARALLEL_UPDATES = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayNumberDescription(NumberEntityDescription):
+    """A relay setting; `key` is also its field in PUT /api/v1/relays/{id}."""
+
+    value_fn: Callable[[RelayState], int]
+
+
+RELAY_NUMBERS: tuple[RelayNumberDescription, ...] = (
+    RelayNumberDescription(
+        key="priority",
+        translation_key="priority",
+        entity_category=EntityCategory.CONFIG,
+        native_min_value=0,
+        native_max_value=100,
+        native_step=1,
+        mode=NumberMode.BOX,
+        value_fn=lambda r: r.priority,
+    ),
+    RelayNumberDescription(
+        key="min_on_s",
+        translation_key="min_on_time",
+        entity_category=EntityCategory.CONFIG,
+        device_class=NumberDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.SECONDS,
+        native_min_value=0,
+        native_max_value=86400,
+        native_step=1,
+        mode=NumberMode.BOX,
+        value_fn=lambda r: r.min_on_s,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: EnergyTrackerConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """The settings of every relay in the first state."""
+    coordinator = entry.runtime_data
+    async_add_entities(
+        RelayNumber(coordinator, relay, description)
+        for relay in coordinator.data.relays.values()
+        for description in RELAY_NUMBERS
+    )
+
+
+class RelayNumber(RelayEntity, NumberEntity):
+    """A setting kept by the add-on (in its data directory), written through the API."""
+
+    entity_description: RelayNumberDescription
+
+    def __init__(self, coordinator: EnergyTrackerCoordinator, relay: RelayState,
+                 description: RelayNumberDescription) -> None:
+        """Attach the setting to the relay's device."""
+        super().__init__(coordinator, relay, description.key)
+        self.entity_description = description
+
+    @property
+    def native_value(self) -> int | None:
+        """The add-on's value."""
+        relay = self.relay
+        return None if relay is None else self.entity_description.value_fn(relay)
+
+    async def async_set_native_value(self, value: float) -> None:
+        """Write the setting; the add-on answers the stored relay."""
+        await self._async_set(**{self.entity_description.key: round(value)})

@@ -1,0 +1,71 @@
+"""Base of the per-relay entities: the relay's device and its newest known state."""
+
+from __future__ import annotations
+
+from homeassistant.core import callback
+from homeassistant.helpers.device_registry import DeviceInfo
+
+from .commands import run_command
+from .const import DOMAIN
+from .coordinator import EnergyTrackerCoordinator
+from .entity import EnergyTrackerEntity
+from .events import relay_device_identifier
+from .models import RelayState
+
+# A stream message may already be on its way when a command is answered; the answer wins
+# over readings up to this many after the one HA had then.
+_IN_FLIGHT_READINGS = 1
+
+
+def relay_device_info(coordinator: EnergyTrackerCoordinator, relay: RelayState) -> DeviceInfo:
+    """One device per relay, named after it in the add-on, so users rename it and put it in
+    an area, and Assist finds it by that name ("turn off the water heater")."""
+    return DeviceInfo(
+        identifiers={relay_device_identifier(coordinator.info.meter_id, relay.id)},
+        name=relay.name,
+        manufacturer="Energy Tracker",
+        model="Relay",
+        via_device=(DOMAIN, coordinator.info.meter_id),
+    )
+
+
+class RelayEntity(EnergyTrackerEntity):
+    """An entity of one relay's device."""
+
+    def __init__(self, coordinator: EnergyTrackerCoordinator, relay: RelayState,
+                 key: str) -> None:
+        """Attach the entity to the relay's device."""
+        super().__init__(coordinator, f"relay_{relay.id}_{key}")
+        self._attr_device_info = relay_device_info(coordinator, relay)
+        self._relay_id = relay.id
+        self._answer: RelayState | None = None
+        self._answer_seq = 0
+
+    @property
+    def relay(self) -> RelayState | None:
+        """The add-on's answer to our last command, until the stream has caught up."""
+        if self._answer is not None:
+            return self._answer
+        return self.coordinator.data.relays.get(self._relay_id)
+
+    @property
+    def available(self) -> bool:
+        """Unavailable when the add-on, the relay or its board is."""
+        relay = self.relay
+        return super().available and relay is not None and relay.available
+
+    async def _async_set(self, **changes: bool | int) -> None:
+        """PUT the changes; show the acknowledged relay at once."""
+        relay = self.relay
+        name = relay.name if relay is not None else str(self._relay_id)
+        self._answer = await run_command(
+            self.coordinator.client.set_relay(self._relay_id, **changes), name
+        )
+        self._answer_seq = self.coordinator.data.seq
+        self.async_write_ha_state()
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        if self.coordinator.data.seq > self._answer_seq + _IN_FLIGHT_READINGS:
+            self._answer = None
+        super()._handle_coordinator_update()

@@ -1,0 +1,105 @@
+"""Actions: demand response through the add-on (shed_load, restore_load)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import voluptuous as vol
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import ATTR_DEVICE_ID
+from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
+
+from .commands import run_command
+from .const import DOMAIN
+from .coordinator import EnergyTrackerConfigEntry
+
+SERVICE_SHED_LOAD: Final = "shed_load"
+SERVICE_RESTORE_LOAD: Final = "restore_load"
+ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
+ATTR_LIMIT_W: Final = "limit_w"
+ATTR_REDUCE_W: Final = "reduce_w"
+ATTR_STAGGER_S: Final = "stagger_s"
+
+_TARGET = {
+    vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+    vol.Optional(ATTR_DEVICE_ID): cv.string,
+}
+SHED_LOAD_SCHEMA = vol.Schema(
+    {
+        **_TARGET,
+        vol.Exclusive(ATTR_LIMIT_W, "amount"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+        vol.Exclusive(ATTR_REDUCE_W, "amount"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+    }
+)
+RESTORE_LOAD_SCHEMA = vol.Schema(
+    {**_TARGET, vol.Optional(ATTR_STAGGER_S): vol.All(vol.Coerce(float), vol.Range(0, 600))}
+)
+
+
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the actions once for the integration (not per entry)."""
+    hass.services.async_register(
+        DOMAIN, SERVICE_SHED_LOAD, _async_shed_load, schema=SHED_LOAD_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN, SERVICE_RESTORE_LOAD, _async_restore_load, schema=RESTORE_LOAD_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+
+
+async def _async_shed_load(call: ServiceCall) -> ServiceResponse:
+    """Switch relays off, lowest priority first, until the limit or reduction is met."""
+    if ATTR_LIMIT_W not in call.data and ATTR_REDUCE_W not in call.data:
+        raise ServiceValidationError(translation_domain=DOMAIN,
+                                     translation_key="shed_amount_required")
+    entry = _target_entry(call)
+    return await run_command(
+        entry.runtime_data.client.shed(limit_w=call.data.get(ATTR_LIMIT_W),
+                                       reduce_w=call.data.get(ATTR_REDUCE_W)),
+        SERVICE_SHED_LOAD,
+    )
+
+
+async def _async_restore_load(call: ServiceCall) -> ServiceResponse:
+    """Switch back on what the last sheds switched off, staggered."""
+    entry = _target_entry(call)
+    return await run_command(
+        entry.runtime_data.client.restore(call.data.get(ATTR_STAGGER_S)),
+        SERVICE_RESTORE_LOAD,
+    )
+
+
+def _target_entry(call: ServiceCall) -> EnergyTrackerConfigEntry:
+    """The chosen meter (entry or one of its devices), or the only one there is."""
+    hass = call.hass
+    entry_id: str | None = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    if entry_id is None and (device_id := call.data.get(ATTR_DEVICE_ID)) is not None:
+        device = dr.async_get(hass).async_get(device_id)
+        entry_id = next(
+            (e for e in device.config_entries
+             if (ce := hass.config_entries.async_get_entry(e)) and ce.domain == DOMAIN),
+            None,
+        ) if device is not None else None
+        if entry_id is None:
+            raise ServiceValidationError(translation_domain=DOMAIN,
+                                         translation_key="unknown_meter",
+                                         translation_placeholders={"target": device_id})
+    if entry_id is None:
+        loaded = hass.config_entries.async_loaded_entries(DOMAIN)
+        if len(loaded) != 1:
+            raise ServiceValidationError(translation_domain=DOMAIN,
+                                         translation_key="meter_required")
+        return loaded[0]
+    entry: EnergyTrackerConfigEntry | None = hass.config_entries.async_get_entry(entry_id)
+    if entry is None or entry.domain != DOMAIN:
+        raise ServiceValidationError(translation_domain=DOMAIN,
+                                     translation_key="unknown_meter",
+                                     translation_placeholders={"target": entry_id})
+    if entry.state is not ConfigEntryState.LOADED:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="not_loaded",
+                                     translation_placeholders={"title": entry.title})
+    return entry

@@ -1,0 +1,171 @@
+"""Analytics entities and the export action, against the real add-on service on pty boards
+(real UCI minutes, a clock the test moves; see tests/addon/analytics_rig.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker import export_action
+from custom_components.energy_tracker.const import DOMAIN
+from energy_tracker_addon.history import HistoryStore, Reading
+from tests.addon.analytics_rig import TOKEN, Clocks, Rig
+from tests.addon.ptys import PtyPort
+from tests.addon.uci import read_uci
+
+from .conftest import HOST, wait_for
+
+HISTORY_START = datetime.fromisoformat("2009-03-02T00:00+01:00")
+LIVE_START = HISTORY_START + timedelta(days=14)
+
+
+def _weeks_to_now(moment: datetime) -> timedelta:
+    return timedelta(weeks=(datetime.now(UTC) - moment) // timedelta(weeks=1))
+
+
+SHIFT = _weeks_to_now(LIVE_START + timedelta(minutes=10))
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    """The add-on on pty boards, having learned two weeks of real history."""
+    data_dir = tmp_path / "addon"
+    data_dir.mkdir()
+    history = read_uci(HISTORY_START, LIVE_START)
+    store = HistoryStore(data_dir / "history.sqlite3", None, None)
+    store.append([
+        Reading(moment.to_pydatetime() + SHIFT, row.mains, 0.0, row.voltage,
+                {1: row.mains, 2: row.kitchen, 3: row.water_heater_ac})
+        for moment, row in zip(history.index, history.itertuples(), strict=True)
+    ])
+    store.close()
+    ports = [PtyPort(tmp_path / "ttyRPICT"), PtyPort(tmp_path / "ttyVOLT")]
+    rig = Rig(data_dir, Clocks(LIVE_START + SHIFT), *ports)
+    await rig.start()
+    yield rig
+    await rig.stop()
+    for port in ports:
+        port.unplug()
+
+
+@pytest.fixture
+async def entry(hass: HomeAssistant, rig: Rig) -> MockConfigEntry:
+    assert rig.service is not None
+    await rig.etm(500)  # the gas meter's first count
+    live = read_uci(LIVE_START, LIVE_START + timedelta(minutes=1))
+    await rig.replay(live, SHIFT)  # a first reading
+    entry = MockConfigEntry(
+        domain=DOMAIN, title="Energy Tracker", unique_id=rig.service.meter_id,
+        data={CONF_HOST: HOST, CONF_PORT: rig.service.port, CONF_API_TOKEN: TOKEN},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    return entry
+
+
+def _entity_id(hass: HomeAssistant, entry: MockConfigEntry, key: str, domain: str) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(domain, DOMAIN,
+                                                        f"{entry.unique_id}_{key}")
+    assert entity_id is not None, key
+    return entity_id
+
+
+async def test_anomaly_sensor_turns_on_with_the_reason_after_an_injected_spike(
+    hass: HomeAssistant, rig: Rig, entry: MockConfigEntry
+) -> None:
+    anomaly_id = _entity_id(hass, entry, "anomaly", "binary_sensor")
+    assert hass.states.get(anomaly_id).state == "off"  # learned from history: judging
+
+    live = read_uci(LIVE_START + timedelta(minutes=1), LIVE_START + timedelta(minutes=7))
+    await rig.replay(live, SHIFT, extra_w={2: 8000.0})  # one minute 8 kW above the real one
+
+    await wait_for(lambda: hass.states.get(anomaly_id).state == "on", 5, "anomaly on")
+    state = hass.states.get(anomaly_id)
+    assert state.attributes["device_class"] == "problem"
+    reason = rig.state["anomaly"]["reason"]
+    assert "spike" in reason
+    assert state.attributes["reason"] == reason
+    assert state.attributes["last"]["kind"] == "spike"
+    assert "total" in state.attributes["series"]
+
+
+async def test_gas_sensor_is_an_energy_dashboard_gas_source_that_follows_the_pulses(
+    hass: HomeAssistant, rig: Rig, entry: MockConfigEntry
+) -> None:
+    gas_id = _entity_id(hass, entry, "gas", "sensor")
+    state = hass.states.get(gas_id)
+    assert state.state == "0.0"
+    assert state.attributes["device_class"] == "gas"
+    assert state.attributes["unit_of_measurement"] == "m³"
+    assert state.attributes["state_class"] == "total_increasing"
+
+    await rig.etm(537)  # 37 pulses of 0.01 m³; shown with the next reading
+    live = read_uci(LIVE_START + timedelta(minutes=1), LIVE_START + timedelta(minutes=2))
+    await rig.replay(live, SHIFT)
+    await wait_for(lambda: hass.states.get(gas_id).state == "0.37", 5, "gas 0.37 m³")
+
+    co2 = hass.states.get(_entity_id(hass, entry, "co2_today", "sensor"))
+    assert float(co2.state) == rig.state["co2_kg_today"]
+    assert co2.attributes["co2_g_per_kwh"] == 52.0
+    assert co2.attributes["recommendations"] == [r["text"] for r in rig.state["recommendations"]]
+    rolling = hass.states.get(_entity_id(hass, entry, "rolling_power", "sensor"))
+    assert float(rolling.state) == pytest.approx(rig.state["rolling_power_w"])
+
+
+async def test_export_action_writes_the_readings_into_a_file(
+    hass: HomeAssistant, rig: Rig, entry: MockConfigEntry, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live = read_uci(LIVE_START + timedelta(minutes=1), LIVE_START + timedelta(minutes=11))
+    await rig.replay(live, SHIFT)
+    hass.config.config_dir = str(tmp_path / "config")
+    monkeypatch.setattr(export_action, "SHARE_DIR", tmp_path / "no-share")
+    start = (LIVE_START + SHIFT).astimezone(UTC)
+    end = start + timedelta(minutes=11)
+
+    answer = await hass.services.async_call(
+        DOMAIN, "export", {"start": start.isoformat(), "end": end.isoformat()},
+        blocking=True, return_response=True,
+    )
+    path = Path(str(answer["path"]))
+    assert path.parent == tmp_path / "config" / "energy_tracker_exports"
+    csv = pd.read_csv(path)
+    assert answer["rows"] == len(csv) == 11
+    assert list(pd.to_datetime(csv["timestamp"], utc=True)) == [
+        start + timedelta(minutes=i) for i in range(11)
+    ]
+    sent = pd.concat([read_uci(LIVE_START, LIVE_START + timedelta(minutes=1)), live])
+    assert list(csv["channel_2_power_w"]) == [round(v, 1) for v in sent["kitchen"]]
+
+    (tmp_path / "share").mkdir()
+    monkeypatch.setattr(export_action, "SHARE_DIR", tmp_path / "share")
+    answer = await hass.services.async_call(
+        DOMAIN, "export",
+        {"start": start.isoformat(), "end": end.isoformat(), "format": "parquet"},
+        blocking=True, return_response=True,
+    )
+    parquet = pd.read_parquet(str(answer["path"]))
+    assert Path(str(answer["path"])).parent == tmp_path / "share" / DOMAIN
+    assert list(parquet["channel_2_power_w"]) == list(csv["channel_2_power_w"])
+    assert list(parquet["total_energy_kwh"]) == list(csv["total_energy_kwh"])
+
+    with pytest.raises(ServiceValidationError):
+        await hass.services.async_call(
+            DOMAIN, "export", {"start": end.isoformat(), "end": start.isoformat()},
+            blocking=True, return_response=True,
+        )
+    assert sorted(p.name for p in (tmp_path / "share" / DOMAIN).iterdir()) == [
+        Path(str(answer["path"])).name
+    ]

@@ -1,0 +1,302 @@
+"""Detected appliances (NILM) end to end: the add-on's real disaggregator, HA's entities.
+
+The replay feeds a real slice (UK-DALE house 1, models/data/, 6 s mains) to the add-on's
+RPICT port on a pty, one line per 6 s of *data* time on the service's injected clocks, in
+lock step (each line waits for the add-on and HA to take the previous one). That runs 2.5 h
+of a real house in seconds, with every sample where the models expect it — the simulated
+meter replays 1-minute rows and sends a line every 2 s, too coarse for the 6 s appliance
+models. The reference is what the evaluation CLI computes on the same samples
+(`resample` + `disaggregate_series`, energy_tracker_models/evaluate.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from homeassistant.const import STATE_UNAVAILABLE
+from homeassistant.core import Event, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker import device_trigger
+from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.coordinator import EnergyTrackerCoordinator
+from custom_components.energy_tracker.events import EVENT_ENERGY_TRACKER
+from energy_tracker_addon.config import parse_options
+from energy_tracker_addon.nilm import disaggregate_series, load_bundle
+from energy_tracker_addon.service import AddonService
+from energy_tracker_models.data import resample
+from tests.addon.ptys import PtyPort
+
+from .conftest import HOST, Addon
+
+SLICE = Path(__file__).resolve().parents[2] / "models/data/ukdale_h1_2014-09-11_6s.csv.gz"
+PERIOD_S = 6
+# Breakfast: a microwave, then a washing machine starting; 2.5 h so that the 60 s circuit
+# models (99-minute windows) have estimates too.
+START, END = "2014-09-11 06:30:00+00:00", "2014-09-11 09:00:00+00:00"
+# Streaming bins vs pandas' bin means differ only in float rounding, which can move an int8
+# model input by one quantisation step now and then.
+REL_TOL, ABS_TOL_KWH = 0.01, 1e-5
+
+
+def read_slice() -> pd.Series:
+    with gzip.open(SLICE, "rt") as handle:
+        df = pd.read_csv(handle, parse_dates=["timestamp"], index_col="timestamp")
+    # What the hat prints (one decimal) is what both the add-on and the reference see.
+    return df.loc[START:END, "mains"].iloc[:-1].round(1)
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.seconds = 0.0
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds)
+
+
+async def start_addon(addon: Addon, clock: Clock | None = None, **options: Any) -> None:
+    kwargs: dict[str, Any] = {}
+    if clock is not None:
+        kwargs = {"clock": clock.monotonic, "wall_clock": clock.wall}
+    addon.service = AddonService(parse_options({"stale_after_s": 60, **options}),
+                                 addon.data_dir, host=HOST, port=addon.port, **kwargs)
+    await addon.service.start()
+    addon.port = addon.service.port
+    # Opening the port discards what was written before: wait for it to be open.
+    meter = addon.service.meter
+    async with asyncio.timeout(10):
+        while not meter.board_connected("rpict"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def pty_addon(tmp_path: Path) -> AsyncIterator[tuple[Addon, PtyPort, Clock]]:
+    """The add-on on a pty RPICT (no voltage board: printed power = measured power)."""
+    port = PtyPort(tmp_path / "ttyRPICT")
+    port.plug()
+    data = tmp_path / "addon"
+    data.mkdir()
+    addon = Addon(data)
+    clock = Clock(datetime.fromisoformat(START).astimezone(UTC))
+    await start_addon(addon, clock, rpict_port=str(port.path))
+    yield addon, port, clock
+    await addon.stop()
+    port.unplug()
+
+
+async def setup_entry(hass: HomeAssistant, addon: Addon) -> MockConfigEntry:
+    entry = MockConfigEntry(domain=DOMAIN, title="Energy Tracker", unique_id=addon.meter_id,
+                            data=addon.entry_data)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+def entity_id(hass: HomeAssistant, addon: Addon, appliance: str, key: str) -> str:
+    domain = "binary_sensor" if key == "running" else "sensor"
+    found = er.async_get(hass).async_get_entity_id(
+        domain, DOMAIN, f"{addon.meter_id}_appliance_{appliance}_{key}")
+    assert found is not None, f"no {key} entity for {appliance}"
+    return found
+
+
+def reference(mains: pd.Series, last_fed: pd.Timestamp) -> dict[str, dict[str, Any]]:
+    """Per model, the CLI's estimates that the stream has emitted once `last_fed` is in:
+    a midpoint bin is estimated when the bin half a window later has closed."""
+    bundle = load_bundle()
+    out = {}
+    for name, runner in bundle.models.items():
+        spec = runner.spec
+        series = resample(mains.to_frame("mains"), spec.period_s)["mains"]
+        result = disaggregate_series(runner, series.to_numpy(np.float32))
+        closed = int((series.index < last_fed.floor(f"{spec.period_s}s")).sum())
+        emitted = slice(0, max(closed - spec.window // 2, 0))
+        power, on = result.power_w[emitted], result.on[emitted]
+        valid = np.isfinite(power)
+        starts = int(np.sum(on[valid][1:] & ~on[valid][:-1]))
+        out[name] = {
+            "energy_kwh": float(np.nansum(power)) * spec.period_s / 3.6e6,
+            "running": bool(on[valid][-1]) if valid.any() else None,
+            "starts": starts,
+            "estimates": int(valid.sum()),
+        }
+    return out
+
+
+async def test_replay_matches_the_evaluation_cli(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    """The shipped bundle runs in the add-on (LiteRT, no TensorFlow) and HA's appliance
+    entities show what the evaluation CLI computes on the same real samples."""
+    addon, port, clock = pty_addon
+    assert addon.service is not None
+    meter, nilm = addon.service.meter, addon.service.nilm
+    entry = await setup_entry(hass, addon)
+    coordinator: EnergyTrackerCoordinator = entry.runtime_data
+    events: list[Event] = []
+    hass.bus.async_listen(EVENT_ENERGY_TRACKER, events.append)
+    # A device trigger on the washing machine's own device, as a user would set one up.
+    washer = dr.async_get(hass).async_get_device(
+        {(DOMAIN, f"{addon.meter_id}_appliance_washing_machine")})
+    assert washer is not None
+    assert washer.name == "Washing machine"
+    offered = await device_trigger.async_get_triggers(hass, washer.id)
+    assert {t["type"] for t in offered} == {"appliance_started", "appliance_finished"}
+    washes: list[Event] = []
+    hass.bus.async_listen("wash_started", washes.append)
+    assert await async_setup_component(hass, "automation", {"automation": [{
+        "trigger": {"platform": "device", "domain": DOMAIN, "device_id": washer.id,
+                    "type": "appliance_started"},
+        "action": {"event": "wash_started"}}]})
+    meter_device = dr.async_get(hass).async_get_device({(DOMAIN, addon.meter_id)})
+    assert meter_device is not None
+    capabilities = await device_trigger.async_get_trigger_capabilities(hass, {
+        "platform": "device", "domain": DOMAIN, "device_id": meter_device.id,
+        "type": "appliance_started"})
+    assert "nilm_kettle" in capabilities["extra_fields"].schema["appliance"].container
+    mains = read_slice()
+    assert len(mains) == 1500
+
+    async def caught_up(seq: int, as_of: datetime) -> None:
+        # Three parties to wait for (meter, NILM worker thread, HA): a short poll.
+        while (meter.snapshot()["seq"] < seq or nilm.as_of != as_of  # noqa: ASYNC110
+               or coordinator.data.seq < seq):
+            await asyncio.sleep(0.0005)
+
+    for i, (moment, watts) in enumerate(mains.items()):
+        clock.seconds = (moment - mains.index[0]).total_seconds()
+        async with asyncio.timeout(10):
+            await port.write(f"11 {watts:.1f} 0.0 0.0 20.0\r\n".encode())
+            await caught_up(i + 1, clock.wall())
+    # The last message carries the estimates of every line but the last (one-message lag).
+    expected = reference(mains, mains.index[-2])
+    await hass.async_block_till_done()
+
+    assert all(r["estimates"] > 20 for r in expected.values()), expected
+    for name, ref in expected.items():
+        energy = float(hass.states.get(entity_id(hass, addon, name, "energy")).state)
+        assert math.isclose(energy, ref["energy_kwh"], rel_tol=REL_TOL,
+                            abs_tol=ABS_TOL_KWH), (name, energy, ref)
+        running = hass.states.get(entity_id(hass, addon, name, "running")).state
+        assert running == ("on" if ref["running"] else "off"), (name, running, ref)
+        started = [e for e in events if e.data["appliance"] == f"nilm_{name}"
+                   and e.data["type"] == "appliance_started"]
+        assert len(started) == ref["starts"], (name, len(started), ref)
+    assert any(r["starts"] for r in expected.values())  # the check above compared something
+    assert len(washes) == expected["washing_machine"]["starts"] == 1
+    power = hass.states.get(entity_id(hass, addon, "washing_machine", "power"))
+    assert power.attributes["unit_of_measurement"] == "W"
+    energy_state = hass.states.get(entity_id(hass, addon, "washing_machine", "energy"))
+    assert energy_state.attributes["state_class"] == "total_increasing"
+    assert energy_state.attributes["device_class"] == "energy"
+
+    # Restarted, the add-on carries on from its persisted energies: never backwards.
+    before = {a["id"]: a["energy_kwh"] for a in (await addon.get("appliances"))["appliances"]}
+    await hass.config_entries.async_unload(entry.entry_id)
+    await addon.stop()
+    await start_addon(addon, clock, rpict_port=str(port.path))
+    after = {a["id"]: a["energy_kwh"] for a in (await addon.get("appliances"))["appliances"]}
+    assert after == before
+
+
+async def test_bad_bundle_keeps_the_addon_running(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A corrupt model file: one clear error, readings still served, appliance entities
+    (known from before) unavailable, never 0."""
+    addon, port, clock = pty_addon
+    entry = await setup_entry(hass, addon)
+    kettle = entity_id(hass, addon, "kettle", "energy")
+    await hass.config_entries.async_unload(entry.entry_id)
+    await addon.stop()
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shipped = load_bundle().path
+    for file in shipped.iterdir():
+        (bundle / file.name).write_bytes(file.read_bytes())
+    (bundle / "kettle.tflite").write_bytes(b"not a model")
+    with caplog.at_level(logging.ERROR):
+        await start_addon(addon, clock, rpict_port=str(port.path), nilm_bundle_dir=str(bundle))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("NILM" in m and "kettle.tflite" in m and "sha256" in m for m in errors), errors
+
+    await port.write(b"11 1500.0 0.0 0.0 20.0\r\n")
+    await addon.wait_for_reading()
+    state = await addon.get("state")
+    assert state["total_power_w"] == 1500.0
+    assert state["appliances"] is None
+    summary = await addon.get("appliances")
+    assert summary["available"] is False
+    assert "kettle.tflite" in summary["reason"]
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(kettle).state == STATE_UNAVAILABLE
+    running = hass.states.get(entity_id(hass, addon, "fridge", "running"))
+    assert running.state == STATE_UNAVAILABLE
+
+
+async def test_label_action_round_trip(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    """A label sent from HA is stored by the add-on, in its data dir, and served back."""
+    addon, _port, _clock = pty_addon
+    await setup_entry(hass, addon)
+    answer = await hass.services.async_call(
+        DOMAIN, "label_appliance",
+        {"appliance": "nilm_kettle", "start": "2026-11-24T07:02:00+00:00",
+         "end": "2026-11-24T07:06:00+00:00", "was_running": False},
+        blocking=True, return_response=True,
+    )
+    assert answer is not None
+    assert answer["appliance"] == "kettle"
+    assert answer["was_running"] is False
+    labels = (await addon.get("labels"))["labels"]
+    assert [(lbl["appliance"], lbl["start"], lbl["end"], lbl["was_running"])
+            for lbl in labels] == [("kettle", "2026-11-24T07:02:00.000Z",
+                                    "2026-11-24T07:06:00.000Z", False)]
+    stored = (addon.data_dir / "nilm_labels.jsonl").read_text().splitlines()
+    assert [json.loads(line)["appliance"] for line in stored] == ["kettle"]
+
+    with pytest.raises(HomeAssistantError, match="unknown appliance"):
+        await hass.services.async_call(
+            DOMAIN, "label_appliance",
+            {"appliance": "toaster", "start": "2026-11-24T07:02:00+00:00",
+             "end": "2026-11-24T07:06:00+00:00"}, blocking=True)
+    with pytest.raises(ServiceValidationError):
+        await hass.services.async_call(
+            DOMAIN, "label_appliance",
+            {"appliance": "kettle", "start": "2026-11-24T07:06:00+00:00",
+             "end": "2026-11-24T07:02:00+00:00"}, blocking=True)
+    # A time without a zone is Home Assistant's.
+    local = datetime(2026, 11, 24, 8, 0, tzinfo=dt_util.get_default_time_zone())
+    await hass.services.async_call(
+        DOMAIN, "label_appliance",
+        {"appliance": "fridge", "start": "2026-11-24 08:00:00", "end": "2026-11-24 08:30:00"},
+        blocking=True)
+    labels = (await addon.get("labels"))["labels"]
+    assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[1:]] == [
+        ("fridge", local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), True)]

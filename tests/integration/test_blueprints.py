@@ -1,0 +1,170 @@
+"""The automation blueprints (blueprints/automation/energy_tracker), run by HA's machinery."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.components import automation
+from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF
+from homeassistant.core import HomeAssistant, ServiceCall
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
+from homeassistant.util.yaml import load_yaml_dict
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_mock_service
+
+from custom_components.energy_tracker.const import DOMAIN
+from energy_tracker_addon.analytics import TOTAL
+from energy_tracker_addon.anomaly import Anomaly
+
+from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
+from .conftest import Addon, wait_for
+from .test_switch import relay_entity, served_relay
+
+BLUEPRINTS = Path(__file__).parents[2] / "blueprints" / "automation" / "energy_tracker"
+REPOSITORY = "https://github.com/energy-tracker/energy_tracker"
+
+
+@pytest.fixture
+def installed(hass: HomeAssistant, tmp_path: Path) -> None:
+    """The blueprints installed in a config dir of the test's own."""
+    hass.config.config_dir = str(tmp_path)
+    shutil.copytree(BLUEPRINTS, tmp_path / "blueprints" / "automation" / "energy_tracker")
+
+
+@pytest.fixture
+def notify(hass: HomeAssistant, installed: None) -> list[ServiceCall]:
+    """notify.notify, recorded: where the blueprints send their messages."""
+    return async_mock_service(hass, "notify", "notify")
+
+
+async def use_blueprint(hass: HomeAssistant, name: str, inputs: dict[str, Any]) -> None:
+    assert await async_setup_component(hass, automation.DOMAIN, {automation.DOMAIN: {
+        "use_blueprint": {"path": f"energy_tracker/{name}.yaml", "input": inputs}}})
+    await hass.async_block_till_done()
+    state = hass.states.get("automation.automation_0")
+    assert state is not None
+    assert state.state == "on", f"{name} did not set up"
+
+
+async def set_up(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+
+def meter_id(device_registry: dr.DeviceRegistry, addon: Addon) -> str:
+    device = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    assert device is not None
+    return device.id
+
+
+def test_every_blueprint_is_importable_from_the_repository() -> None:
+    for path in BLUEPRINTS.glob("*.yaml"):
+        blueprint = load_yaml_dict(path)["blueprint"]
+        assert blueprint["source_url"] == f"{REPOSITORY}/blob/main/{path.relative_to(
+            BLUEPRINTS.parents[2])}"
+        assert blueprint["domain"] == "automation"
+
+
+async def test_power_above_a_threshold_notifies(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    notify: list[ServiceCall],
+) -> None:
+    boards.powers = [500.0, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    await use_blueprint(hass, "power_threshold_notify", {
+        "sensor": "sensor.energy_tracker_total_power", "threshold": 3000})
+    boards.powers = [3500.0, 0.0, 0.0]
+    await wait_for(lambda: len(notify) == 1, 10, "the notification")
+    assert notify[0].data == {
+        "title": "Energy Tracker",
+        "message": "Energy Tracker Total power is at 3500 W, above 3000 W.",
+    }
+
+
+async def test_power_above_its_rolling_average_notifies(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    notify: list[ServiceCall],
+) -> None:
+    boards.powers = [400.0, 0.0, 0.0]
+    # The rolling average the README tells users to create: a Statistics helper.
+    assert await async_setup_component(hass, "sensor", {"sensor": {
+        "platform": "statistics", "name": "Power average",
+        "entity_id": "sensor.energy_tracker_total_power",
+        "state_characteristic": "mean", "sampling_size": 5}})
+    await set_up(hass, config_entry)
+    await wait_for(lambda: hass.states.get("sensor.power_average").state == "400.0", 10,
+                   "the average to settle")
+    await use_blueprint(hass, "power_threshold_notify", {
+        "sensor": "sensor.energy_tracker_total_power", "compare_to": "average",
+        "average_sensor": "sensor.power_average", "factor": 2})
+    boards.powers = [700.0, 0.0, 0.0]  # under twice the average: nothing
+    await wait_for(lambda: hass.states.get("sensor.energy_tracker_total_power").state
+                   == "700.0", 10, "700 W")
+    boards.powers = [1500.0, 0.0, 0.0]
+    await wait_for(lambda: len(notify) == 1, 10, "the notification")
+    assert "Energy Tracker Total power is at 1500 W" in notify[0].data["message"]
+    assert "(2\u00d7 its average)" in notify[0].data["message"]
+
+
+async def test_appliance_finished_notifies(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry, device_registry: dr.DeviceRegistry,
+    notify: list[ServiceCall],
+) -> None:
+    await use_blueprint(hass, "appliance_finished_notify",
+                        {"meter": meter_id(device_registry, addon)})
+    await hass.services.async_call("switch", SERVICE_TURN_OFF, {
+        ATTR_ENTITY_ID: relay_entity(entity_registry, addon, 3)}, blocking=True)
+    await wait_for(lambda: len(notify) >= 1, 10, "the notification")
+    assert notify[0].data == {"title": "Energy Tracker", "message": "Laundry has finished."}
+
+
+async def test_anomaly_notifies(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, notify: list[ServiceCall],
+) -> None:
+    await use_blueprint(hass, "anomaly_notify", {"meter": meter_id(device_registry, addon)})
+    assert addon.service is not None
+    addon.service.analytics._log_event(TOTAL, Anomaly(
+        kind="high", series="total", started=datetime.now(UTC), power_w=2500.0,
+        usual_w=400.0, slot="Monday 03:00", reason="Base load far above the usual"))
+    await wait_for(lambda: len(notify) == 1, 10, "the notification")
+    assert notify[0].data == {
+        "title": "Unusual energy use",
+        "message": "Base load far above the usual (now 2500 W, usually 400 W).",
+    }
+
+
+async def test_demand_response_sheds_and_restores(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
+) -> None:
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"peak": {}}})
+    # The grid's view of the house: a power sensor the test controls.
+    hass.states.async_set("sensor.grid_power", "50", {"device_class": "power",
+                                                     "unit_of_measurement": "W"})
+    await use_blueprint(hass, "demand_response", {
+        "meter": loaded_entry.entry_id, "power_sensor": "sensor.grid_power",
+        "limit_w": 100, "over_for": {"seconds": 0}, "signal": ["input_boolean.peak"],
+        "restore_below_w": 30, "restore_after": {"seconds": 0}, "stagger_s": 0})
+
+    async def all_relays(on: bool) -> bool:
+        return all([(await served_relay(addon, i))["state"] is on for i in (1, 2, 3)])
+
+    # The simulated house draws far more than 100 W: everything is shed.
+    hass.states.async_set("sensor.grid_power", "200", {"device_class": "power"})
+    await wait_for(lambda: all_relays(False), 20, "shedding over the limit")
+    hass.states.async_set("sensor.grid_power", "20", {"device_class": "power"})
+    await wait_for(lambda: all_relays(True), 20, "restoring under the limit")
+
+    await hass.services.async_call("input_boolean", "turn_on",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await wait_for(lambda: all_relays(False), 20, "shedding on the grid signal")
+    await hass.services.async_call("input_boolean", "turn_off",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await wait_for(lambda: all_relays(True), 20, "restoring when the signal ends")

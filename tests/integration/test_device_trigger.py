@@ -1,0 +1,187 @@
+"""Device triggers firing automations, driven through the real add-on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from homeassistant.components import automation
+from homeassistant.components.device_automation import DeviceAutomationType
+from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF, SERVICE_TURN_ON
+from homeassistant.core import HomeAssistant, ServiceCall
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_get_device_automation_capabilities,
+    async_get_device_automations,
+    async_mock_service,
+)
+
+from custom_components.energy_tracker.const import DOMAIN
+from energy_tracker_addon.analytics import TOTAL
+from energy_tracker_addon.anomaly import Anomaly
+
+from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
+from .conftest import Addon, wait_for
+from .test_switch import relay_entity
+
+
+async def automation_calls(hass: HomeAssistant, trigger: dict[str, Any]) -> list[ServiceCall]:
+    """An automation with `trigger` that calls test.fired with what triggered it."""
+    calls = async_mock_service(hass, "test", "fired")
+    assert await async_setup_component(hass, automation.DOMAIN, {automation.DOMAIN: {
+        "triggers": trigger,
+        "actions": {"action": "test.fired", "data": {
+            "what": "{{ trigger.event.data.name if trigger.event is defined "
+                    "else trigger.to_state.state }}",
+        }},
+    }})
+    await hass.async_block_till_done()
+    return calls
+
+
+async def set_up(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+
+def meter_device(device_registry: dr.DeviceRegistry, addon: Addon) -> dr.DeviceEntry:
+    device = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    assert device is not None
+    return device
+
+
+async def test_offered_triggers(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    meter = meter_device(device_registry, addon)
+    triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, meter.id)
+    ours = [t for t in triggers if t["domain"] == DOMAIN]
+    kinds = {(t["type"], t.get("entity_id")) for t in ours}
+    power_sensors = {entity_registry.async_get(f"sensor.energy_tracker_{name}").id  # type: ignore[union-attr]
+                     for name in ("total_power", "mains_power", "kitchen_power",
+                                  "water_heater_ac_power")}
+    assert {("appliance_started", None), ("appliance_finished", None),
+            ("anomaly_detected", None)} <= kinds
+    assert {(kind, sensor) for kind in ("power_above", "power_below")
+            for sensor in power_sensors} <= kinds
+    energy = entity_registry.async_get("sensor.energy_tracker_total_energy")
+    assert energy is not None
+    assert ("power_above", energy.id) not in kinds  # only power sensors
+    started = next(t for t in ours if t["type"] == "appliance_started")
+    capabilities = await async_get_device_automation_capabilities(
+        hass, DeviceAutomationType.TRIGGER, started)
+    [field] = capabilities["extra_fields"]
+    assert (field["name"], field["type"], field["optional"]) == ("appliance", "select", True)
+    # The relays and circuits (appliances NILM detects follow them).
+    assert field["options"][:5] == [
+        ("relay_1", "Water heater (relay)"), ("relay_2", "Kitchen (relay)"),
+        ("relay_3", "Laundry (relay)"), ("channel_2", "Kitchen (circuit)"),
+        ("channel_3", "Water heater & AC (circuit)")]
+    above = next(t for t in ours if t["type"] == "power_above")
+    capabilities = await async_get_device_automation_capabilities(
+        hass, DeviceAutomationType.TRIGGER, above)
+    assert [f["name"] for f in capabilities["extra_fields"]] == ["threshold", "for"]
+
+    heater_switch = entity_registry.async_get(relay_entity(entity_registry, addon, 1))
+    assert heater_switch is not None
+    relay_triggers = await async_get_device_automations(
+        hass, DeviceAutomationType.TRIGGER, heater_switch.device_id)
+    assert {t["type"] for t in relay_triggers if t["domain"] == DOMAIN} == {
+        "appliance_started", "appliance_finished"}
+
+
+async def test_relay_switched_fires_appliance_finished_and_started(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    switch = relay_entity(entity_registry, addon, 1)
+    device_id = entity_registry.async_get(switch).device_id  # type: ignore[union-attr]
+    calls = await automation_calls(hass, [
+        {"trigger": "device", "domain": DOMAIN, "device_id": device_id,
+         "type": kind} for kind in ("appliance_finished", "appliance_started")])
+    await hass.services.async_call("switch", SERVICE_TURN_OFF, {ATTR_ENTITY_ID: switch},
+                                   blocking=True)
+    await wait_for(lambda: len(calls) == 1, 10, "appliance finished")
+    await hass.services.async_call("switch", SERVICE_TURN_ON, {ATTR_ENTITY_ID: switch},
+                                   blocking=True)
+    await wait_for(lambda: len(calls) == 2, 10, "appliance started")
+    assert [call.data["what"] for call in calls] == ["Water heater", "Water heater"]
+
+
+async def test_circuit_power_crossing_fires_appliance_started_and_finished(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    await set_up(hass, config_entry)
+    meter = meter_device(device_registry, addon)
+    events: list[dict[str, Any]] = []
+    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(dict(e.data)))
+    calls = await automation_calls(hass, [
+        {"trigger": "device", "domain": DOMAIN, "device_id": meter.id, "type": kind,
+         "appliance": "channel_2"} for kind in ("appliance_started", "appliance_finished")])
+    boards.powers = [2000.0, 2000.0, 0.0]
+    await wait_for(lambda: len(calls) == 1, 10, "the kitchen circuit to start")
+    boards.powers = [300.0, 20.0, 0.0]  # between the thresholds: still running
+    boards.powers = [0.0, 5.0, 0.0]
+    await wait_for(lambda: len(calls) == 2, 10, "the kitchen circuit to finish")
+    assert [e["type"] for e in events] == ["appliance_started", "appliance_finished"]
+    assert events[0] | {"device_id": None, "config_entry_id": None} == {
+        "type": "appliance_started", "appliance": "channel_2", "name": "Kitchen",
+        "channel_id": 2, "power_w": 2000.0, "device_id": None, "config_entry_id": None}
+    assert events[0]["device_id"] == meter.id
+
+
+@pytest.mark.parametrize(("kind", "threshold", "power"),
+                         [("power_above", 1500, 2000.0), ("power_below", 50, 10.0)])
+async def test_power_threshold_for_a_duration(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+    kind: str, threshold: float, power: float,
+) -> None:
+    boards.powers = [500.0, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    total = entity_registry.async_get("sensor.energy_tracker_total_power")
+    assert total is not None
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
+            device_registry, addon).id,
+        "type": kind, "entity_id": total.id, "threshold": threshold, "for": {"seconds": 1}})
+    await wait_for(lambda: hass.states.get(total.entity_id).state == "500.0", 10, "500 W")
+    boards.powers = [power, 0.0, 0.0]
+    waited = await wait_for(lambda: len(calls) == 1, 10, f"{kind} {threshold}")
+    assert waited >= 1.0  # only after the duration
+    assert float(calls[0].data["what"]) == power
+
+
+async def test_anomaly_from_the_addon_fires_anomaly_detected(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN,
+        "device_id": meter_device(device_registry, addon).id, "type": "anomaly_detected"})
+    assert addon.service is not None
+    # What the add-on's detector reports when one starts (learning a baseline takes weeks).
+    addon.service.analytics._log_event(TOTAL, Anomaly(
+        kind="high", series="total", started=datetime.now(UTC), power_w=2500.0,
+        usual_w=400.0, slot="Monday 03:00", reason="base load 2.5 kW, usually 0.4 kW"))
+    await wait_for(lambda: len(calls) == 1, 10, "the anomaly")
+    await hass.async_block_till_done()
+    assert len(calls) == 1
+
+
+async def test_incomplete_power_trigger_is_refused(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN,
+        "device_id": meter_device(device_registry, addon).id, "type": "power_above"})
+    assert hass.states.get("automation.automation_0").state == "unavailable"
+    assert calls == []

@@ -1,0 +1,119 @@
+"""shed_load / restore_load against the real add-on's demand response."""
+
+from __future__ import annotations
+
+import pytest
+from homeassistant.components.number import ATTR_VALUE, SERVICE_SET_VALUE
+from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF, SERVICE_TURN_ON, STATE_ON
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker.const import DOMAIN
+
+from .conftest import Addon, wait_for
+from .test_switch import relay_entity, served_relay, shown
+
+WATER_HEATER, KITCHEN, LAUNDRY = 1, 2, 3
+
+
+async def set_number(hass: HomeAssistant, entity_id: str, value: float) -> None:
+    await hass.services.async_call("number", SERVICE_SET_VALUE,
+                                   {ATTR_ENTITY_ID: entity_id, ATTR_VALUE: value}, blocking=True)
+
+
+async def test_shed_by_priority_skipping_minimum_on_time_then_restore(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    for relay_id, priority in ((WATER_HEATER, 90), (KITCHEN, 20), (LAUNDRY, 10)):
+        await set_number(hass, relay_entity(entity_registry, addon, relay_id, "priority",
+                                            "number"), priority)
+    # Just switched on, with a 10 minute minimum: shedding must leave it alone.
+    await set_number(hass, relay_entity(entity_registry, addon, WATER_HEATER, "min_on_s",
+                                        "number"), 600)
+    heater = relay_entity(entity_registry, addon, WATER_HEATER)
+    for service in (SERVICE_TURN_OFF, SERVICE_TURN_ON):
+        await hass.services.async_call("switch", service, {ATTR_ENTITY_ID: heater},
+                                       blocking=True)
+
+    # A limit of 0 W cannot be reached: everything allowed is shed, in priority order.
+    shed = await hass.services.async_call(
+        DOMAIN, "shed_load", {"config_entry_id": loaded_entry.entry_id, "limit_w": 0},
+        blocking=True, return_response=True)
+    assert shed is not None
+    assert [r["id"] for r in shed["shed"]] == [LAUNDRY, KITCHEN]
+    assert shed["skipped"] == [{"id": WATER_HEATER, "reason": "min_on_time"}]
+    assert shed["reached"] is False
+    assert (await served_relay(addon, WATER_HEATER))["state"] is True
+    for relay_id in (LAUNDRY, KITCHEN):
+        assert (await served_relay(addon, relay_id))["shed"] is True
+        switch = relay_entity(entity_registry, addon, relay_id)
+        await wait_for(lambda s=switch: shown(hass, s) == "off", 10, f"{switch} off")
+
+    restored = await hass.services.async_call(
+        DOMAIN, "restore_load", {"stagger_s": 0}, blocking=True, return_response=True)
+    assert restored == {"restored": [{"id": KITCHEN, "name": "Kitchen"},
+                                     {"id": LAUNDRY, "name": "Laundry"}], "failed": []}
+    for relay_id in (LAUNDRY, KITCHEN):
+        switch = relay_entity(entity_registry, addon, relay_id)
+        await wait_for(lambda s=switch: shown(hass, s) == STATE_ON, 10, f"{switch} on")
+
+
+async def test_shed_by_device_with_a_reduction(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    meter = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    assert meter is not None
+    shed = await hass.services.async_call(
+        DOMAIN, "shed_load", {"device_id": meter.id, "reduce_w": 100000},
+        blocking=True, return_response=True)
+    assert shed is not None
+    assert shed["reached"] is False
+    assert {r["id"] for r in shed["shed"]} == {WATER_HEATER, KITCHEN, LAUNDRY}
+
+
+async def test_bad_calls_get_clear_errors(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(DOMAIN, "shed_load", {}, blocking=True,
+                                       return_response=True)
+    assert raised.value.translation_key == "shed_amount_required"
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(DOMAIN, "shed_load",
+                                       {"config_entry_id": "nope", "limit_w": 1},
+                                       blocking=True, return_response=True)
+    assert raised.value.translation_key == "unknown_meter"
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(DOMAIN, "restore_load", {"device_id": "nope"},
+                                       blocking=True, return_response=True)
+    assert raised.value.translation_key == "unknown_meter"
+    assert await hass.config_entries.async_unload(loaded_entry.entry_id)
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(DOMAIN, "restore_load", {}, blocking=True,
+                                       return_response=True)
+    assert raised.value.translation_key == "meter_required"
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(
+            DOMAIN, "restore_load", {"config_entry_id": loaded_entry.entry_id},
+            blocking=True, return_response=True)
+    assert raised.value.translation_key == "not_loaded"
+
+
+async def test_addon_refusals_and_outages_are_translated_errors(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(DOMAIN, "shed_load", {"reduce_w": 0}, blocking=True,
+                                       return_response=True)
+    assert raised.value.translation_key == "command_invalid"
+    assert "reduce_w" in str(raised.value)
+    await addon.stop()
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(DOMAIN, "restore_load", {}, blocking=True,
+                                       return_response=True)
+    assert raised.value.translation_key == "cannot_connect"

@@ -1,0 +1,182 @@
+"""Relay switches and their settings, against the real add-on service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from homeassistant.components.number import ATTR_VALUE, SERVICE_SET_VALUE
+from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
+from homeassistant.const import (
+    ATTR_ENTITY_ID,
+    ATTR_FRIENDLY_NAME,
+    SERVICE_TURN_OFF,
+    SERVICE_TURN_ON,
+    STATE_OFF,
+    STATE_ON,
+    EntityCategory,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker.const import DOMAIN
+
+from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
+from .conftest import Addon, wait_for
+
+
+def relay_entity(registry: er.EntityRegistry, addon: Addon, relay_id: int,
+                 key: str = "switch", platform: str = "switch") -> str:
+    found = registry.async_get_entity_id(platform, DOMAIN,
+                                         f"{addon.meter_id}_relay_{relay_id}_{key}")
+    assert found is not None, f"no {platform} for relay {relay_id} {key}"
+    return found
+
+
+async def served_relay(addon: Addon, relay_id: int) -> dict[str, Any]:
+    relays: list[dict[str, Any]] = (await addon.get("relays"))["relays"]
+    return next(r for r in relays if r["id"] == relay_id)
+
+
+def shown(hass: HomeAssistant, entity_id: str) -> str:
+    state = hass.states.get(entity_id)
+    assert state is not None
+    return state.state
+
+
+async def test_switches_are_named_after_the_relays_on_their_own_devices(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry, device_registry: dr.DeviceRegistry,
+) -> None:
+    meter = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    assert meter is not None
+    for relay in (await addon.get("relays"))["relays"]:
+        entity_id = relay_entity(entity_registry, addon, relay["id"])
+        state = hass.states.get(entity_id)
+        assert state is not None
+        # The relay's own name (not "Energy Tracker …"): what Assist and users call it.
+        assert state.attributes[ATTR_FRIENDLY_NAME] == relay["name"]
+        assert state.state == (STATE_ON if relay["state"] else STATE_OFF)
+        entry = entity_registry.async_get(entity_id)
+        assert entry is not None
+        device = device_registry.async_get(entry.device_id or "")
+        assert device is not None
+        assert device.name == relay["name"]
+        assert device.via_device_id == meter.id
+
+
+async def test_turn_off_and_on_round_trip(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    heater = relay_entity(entity_registry, addon, 1)
+    assert (await served_relay(addon, 1))["name"] == "Water heater"
+    assert shown(hass, heater) == STATE_ON
+
+    await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: heater},
+                                   blocking=True)
+    # Shown at once from the acknowledgement, and the add-on reports the same.
+    assert shown(hass, heater) == STATE_OFF
+    assert (await served_relay(addon, 1))["state"] is False
+
+    await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_ON, {ATTR_ENTITY_ID: heater},
+                                   blocking=True)
+    assert shown(hass, heater) == STATE_ON
+    assert (await served_relay(addon, 1))["state"] is True
+    # Later stream messages keep it (no flip back to a stale state).
+    seq = loaded_entry.runtime_data.data.seq
+    await wait_for(lambda: loaded_entry.runtime_data.data.seq >= seq + 3, 15, "3 readings")
+    assert shown(hass, heater) == STATE_ON
+
+
+async def test_water_heater_off_takes_its_load_out_of_the_mains(
+    hass: HomeAssistant, addon: Addon, entity_registry: er.EntityRegistry,
+) -> None:
+    """The simulated meter replays a real house: the rest of its load moves too.
+
+    At 600x (so the replayed heater runs within seconds) two readings are 20 replayed
+    minutes apart, and in ~6 % of the heater's runs the other loads grow by more than the
+    heater draws meanwhile; so up to three tries.
+    """
+    await addon.stop()
+    await addon.start(simulation_speed=600)
+    await addon.wait_for_reading()
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    coordinator = entry.runtime_data
+    heater = relay_entity(entity_registry, addon, 1)
+    heater_power = entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{addon.meter_id}_channel_3_power")
+    assert heater_power is not None
+    drops: list[tuple[float, float]] = []
+    for _ in range(3):
+        await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_ON,
+                                       {ATTR_ENTITY_ID: heater}, blocking=True)
+        await wait_for(lambda: float(shown(hass, heater_power)) >= 1000, 120,
+                       "the water heater to run in the replay")
+        total_on = coordinator.data.total_power_w
+        await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF,
+                                       {ATTR_ENTITY_ID: heater}, blocking=True)
+        seq = coordinator.data.seq
+        await wait_for(lambda seq=seq: coordinator.data.seq > seq, 10, "the next reading")
+        # Its circuit reads nothing while the relay is open.
+        assert float(shown(hass, heater_power)) == 0
+        total_off = coordinator.data.total_power_w
+        assert total_on is not None
+        assert total_off is not None
+        drops.append((total_on, total_off))
+        if total_off < total_on:
+            return
+    raise AssertionError(f"the mains never dropped with the water heater off: {drops}")
+
+
+async def test_unacknowledged_command_raises_and_keeps_the_state(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    heater = relay_entity(entity_registry, addon, 1)
+    await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the board's relay states")
+
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF,
+                                       {ATTR_ENTITY_ID: heater}, blocking=True)
+    assert raised.value.translation_key == "relay_timeout"
+    assert str(raised.value) == (
+        "Water heater did not acknowledge the command in time; its state is unchanged"
+    )
+    assert shown(hass, heater) == STATE_ON
+    assert (await served_relay(addon, 1))["state"] is True
+
+
+async def test_priority_and_minimum_on_time_are_written_to_the_addon(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    priority = relay_entity(entity_registry, addon, 2, "priority", "number")
+    min_on = relay_entity(entity_registry, addon, 2, "min_on_s", "number")
+    for entity_id in (priority, min_on):
+        entry = entity_registry.async_get(entity_id)
+        assert entry is not None
+        assert entry.entity_category is EntityCategory.CONFIG
+    relay = await served_relay(addon, 2)
+    assert float(shown(hass, priority)) == relay["priority"]
+
+    await hass.services.async_call("number", SERVICE_SET_VALUE,
+                                   {ATTR_ENTITY_ID: priority, ATTR_VALUE: 7}, blocking=True)
+    await hass.services.async_call("number", SERVICE_SET_VALUE,
+                                   {ATTR_ENTITY_ID: min_on, ATTR_VALUE: 900}, blocking=True)
+    relay = await served_relay(addon, 2)
+    assert (relay["priority"], relay["min_on_s"]) == (7, 900)
+    assert float(shown(hass, priority)) == 7
+    assert float(shown(hass, min_on)) == 900
+    state = hass.states.get(min_on)
+    assert state is not None
+    assert state.attributes[ATTR_FRIENDLY_NAME] == "Kitchen Minimum on time"

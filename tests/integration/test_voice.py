@@ -1,0 +1,73 @@
+"""Assist: switching relays by name, asking for the power use."""
+
+from __future__ import annotations
+
+from homeassistant.components import conversation
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
+from .conftest import Addon, wait_for
+from .test_switch import served_relay
+
+
+async def ask(hass: HomeAssistant, text: str) -> str:
+    result = await conversation.async_converse(hass, text, None, Context(), language="en")
+    speech: str = result.response.speech["plain"]["speech"]
+    return speech
+
+
+async def set_up_assist(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    for component in ("homeassistant", "conversation", "intent"):
+        assert await async_setup_component(hass, component, {})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+
+async def test_turn_off_a_relay_by_its_name(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+) -> None:
+    await set_up_assist(hass, config_entry)
+    assert (await served_relay(addon, 1))["state"] is True
+    await ask(hass, "turn off the water heater")
+    assert (await served_relay(addon, 1))["state"] is False
+    await ask(hass, "turn on the water heater")
+    assert (await served_relay(addon, 1))["state"] is True
+
+
+async def test_power_use_questions_are_answered_in_watts(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+) -> None:
+    boards.powers = [1873.4, 420.0, 0.0]
+    await set_up_assist(hass, config_entry)
+    await wait_for(lambda: config_entry.runtime_data.data.total_power_w == 1873.4, 10,
+                   "the reading")
+    for question in ("what is the power use", "how much electricity are we using right now",
+                     "What is the current power consumption?"):
+        assert await ask(hass, question) == "The home is using 1873 watts."
+    assert await ask(hass, "how much power is the kitchen using") == "Kitchen uses 420 watts."
+    assert await ask(hass, "how much power is the garage using") == (
+        "I don't know how much power garage uses right now.")
+
+
+async def test_power_use_unknown_when_the_addon_is_gone(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+) -> None:
+    await set_up_assist(hass, config_entry)
+    await addon.stop()
+    await wait_for(lambda: not config_entry.runtime_data.last_update_success, 10,
+                   "the outage")
+    assert await ask(hass, "what is the power use") == "I don't know the power use right now."
+
+
+async def test_sentences_work_when_assist_loads_after_the_integration(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    for component in ("homeassistant", "conversation", "intent"):
+        assert await async_setup_component(hass, component, {})
+    await hass.async_block_till_done()
+    answer = await ask(hass, "what is the power use")
+    assert answer.startswith("The home is using ")
+    assert answer.removeprefix("The home is using ").removesuffix(" watts.").isdigit()
