@@ -40,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--data", type=Path, required=True)
     p_eval.add_argument("--models", type=Path, default=None,
                         help="bundle folder (default: the add-on's shipped bundle)")
+    p_tune = sub.add_parser("finetune", help="adapt trained models to a home's labels "
+                            "(needs the models extra); then run export")
+    p_tune.add_argument("--labels", type=Path, required=True,
+                        help="the add-on's nilm_labels.jsonl (or GET /api/v1/labels)")
+    p_tune.add_argument("--history", type=Path, required=True,
+                        help="an add-on export (GET /api/v1/export) covering the labels")
+    p_tune.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS), default=None)
+    p_tune.add_argument("--epochs", type=int, default=5)
     add_forecast_arguments(sub.add_parser("forecast", help="energy forecast: train < 2010, "
                                           "test on 2010 against baselines"))
     args = parser.parse_args(argv)
@@ -63,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             from .report import report
 
             print(f"wrote {report(args.cache, args.models, args.ukdale)}")
+        elif args.command == "finetune":
+            from .finetune import finetune
+
+            print(json.dumps(finetune(args.labels, args.history, args.cache, args.epochs,
+                                      args.targets)))
         elif args.command == "forecast":
             from .forecast_train import run as forecast
 

@@ -1,0 +1,136 @@
+"""`finetune`: adapt the trained models to one home from the user's labels (README, Feedback).
+
+Labels come from Home Assistant's `energy_tracker.label_appliance` action, kept by the add-on
+(`<data>/nilm_labels.jsonl`, or `GET /api/v1/labels`); the mains history from the add-on's
+export (`GET /api/v1/export`, column `total_power_w`). A label turns into training windows
+at the model's period, one per bin inside [start, end) with a full window of history:
+
+* `was_running: true` — the target is what the house drew above its level just before
+  the start (the median of the `BASELINE_BINS` bins before it): the appliance's share;
+* `was_running: false` — a wrong detection: the target is 0 W over the whole interval.
+
+Turning labels into windows needs numpy and pandas only (tested without TensorFlow); the
+fit itself starts from the Keras checkpoint of `train` with a small learning rate and
+writes it back, so `export` builds the home's bundle from it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from .data import DataError, resample
+
+BASELINE_BINS = 5
+LEARNING_RATE = 1e-4
+
+
+@dataclass(frozen=True)
+class Label:
+    appliance: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    was_running: bool
+
+
+def read_labels(path: Path) -> list[Label]:
+    """JSONL as the add-on stores it, or the `{"labels": [...]}` of GET /api/v1/labels."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        if text.startswith("{\"labels\""):
+            rows = json.loads(text)["labels"]
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [Label(str(r["appliance"]), pd.Timestamp(r["start"]), pd.Timestamp(r["end"]),
+                      bool(r.get("was_running", True))) for r in rows]
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a label file ({err})") from err
+
+
+def read_history(path: Path) -> pd.Series:
+    """The add-on's export: `timestamp` and `total_power_w` (W), indexed by UTC time."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    df = pd.read_csv(path)
+    if "timestamp" not in df.columns or "total_power_w" not in df.columns:
+        raise DataError(f"{path}: needs columns 'timestamp' and 'total_power_w' "
+                        "(an add-on export)")
+    index = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    power = pd.to_numeric(df["total_power_w"], errors="coerce")
+    return pd.Series(power.to_numpy(), index=pd.DatetimeIndex(index), name="mains").sort_index()
+
+
+def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_s: int,
+                  window: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Mains windows (N, window) in W and target powers (N,) in W for one appliance."""
+    series = resample(mains.to_frame(), period_s)["mains"]
+    values = series.to_numpy(np.float32)
+    half = window // 2
+    xs: list[NDArray[np.float32]] = []
+    ys: list[float] = []
+    for label in labels:
+        if label.appliance != appliance:
+            continue
+        inside = np.flatnonzero((series.index >= label.start) & (series.index < label.end))
+        if not len(inside):
+            continue
+        before = values[max(inside[0] - BASELINE_BINS, 0):inside[0]]
+        before = before[np.isfinite(before)]
+        baseline = float(np.median(before)) if len(before) else float(np.nanmin(values[inside]))
+        for i in inside:
+            if i < half or i + half >= len(values):
+                continue
+            x = values[i - half:i + half + 1]
+            if not np.isfinite(x).all():
+                continue
+            xs.append(x)
+            ys.append(max(float(values[i]) - baseline, 0.0) if label.was_running else 0.0)
+    if not xs:
+        return np.empty((0, window), np.float32), np.empty(0, np.float32)
+    return np.stack(xs), np.asarray(ys, np.float32)
+
+
+def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
+             targets: list[str] | None = None) -> dict[str, Any]:
+    """Fit each labelled target's checkpoint on its label windows; returns what was done."""
+    import keras
+
+    from .targets import ALL_TARGETS
+
+    labels, mains = read_labels(labels_path), read_history(history_path)
+    names = sorted({label.appliance for label in labels} & set(targets or ALL_TARGETS))
+    if not names:
+        raise DataError(f"{labels_path}: no label for {sorted(targets or ALL_TARGETS)}")
+    done: dict[str, Any] = {}
+    for name in names:
+        target = ALL_TARGETS[name]
+        x, y = label_windows(labels, mains, name, target.period_s, target.window)
+        if not len(x):
+            done[name] = {"windows": 0, "skipped": "no label inside the history"}
+            continue
+        path = cache / "keras" / f"{name}.keras"
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise DataError(f"{path}: no trained checkpoint (run `train` first)")
+        meta = json.loads(meta_path.read_text())
+        norm = meta["normalisation"]
+        shutil.copy2(path, path.with_name(f"{name}.before-finetune.keras"))
+        model = keras.models.load_model(path)
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
+        xn = ((x - norm["input_mean"]) / norm["input_std"])[..., None]
+        history = model.fit(xn, y / norm["output_scale"], epochs=epochs,
+                            batch_size=min(256, len(x)), verbose=0)
+        model.save(path)
+        meta["finetuned_windows"] = len(x) + int(meta.get("finetuned_windows", 0))
+        meta_path.write_text(json.dumps(meta, indent=2))
+        done[name] = {"windows": len(x), "loss": float(history.history["loss"][-1])}
+    return done
