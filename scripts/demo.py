@@ -271,6 +271,13 @@ class HAWebSocket:
 
 async def energy_sensor_ids(ws: HAWebSocket, wait: float = 60) -> tuple[str, list[str]]:
     """The integration's total-energy sensor and its per-channel energy sensors."""
+    total, channels, _gas = await energy_dashboard_ids(ws, wait)
+    return total, channels
+
+
+async def energy_dashboard_ids(ws: HAWebSocket,
+                               wait: float = 60) -> tuple[str, list[str], str | None]:
+    """Total energy (grid), per-channel energy (devices) and gas volume sensors."""
     deadline = time.monotonic() + wait
     while True:
         registry = await ws.call("config/entity_registry/list")
@@ -279,25 +286,30 @@ async def energy_sensor_ids(ws: HAWebSocket, wait: float = 60) -> tuple[str, lis
         total = [e["entity_id"] for e in ours if e["unique_id"].endswith("_total_energy")]
         channels = sorted(e["entity_id"] for e in ours
                           if "_channel_" in e["unique_id"] and e["unique_id"].endswith("_energy"))
+        gas = [e["entity_id"] for e in ours if e["unique_id"].endswith("_gas")]
         if total:
-            return total[0], channels
+            return total[0], channels, (gas[0] if gas else None)
         if time.monotonic() > deadline:
             raise TimeoutError("energy_tracker energy sensors did not appear")
         await asyncio.sleep(1)
 
 
 async def configure_energy_dashboard(ws: HAWebSocket) -> None:
-    """Point the Energy dashboard at our total (grid) and per-channel (device) energy."""
-    total, channels = await energy_sensor_ids(ws)
+    """Point the Energy dashboard at our total (grid), per-channel (device) energy and gas."""
+    total, channels, gas = await energy_dashboard_ids(ws)
+    sources: list[dict[str, Any]] = [{
+        "type": "grid",
+        "flow_from": [{"stat_energy_from": total, "stat_cost": None,
+                       "entity_energy_price": None, "number_energy_price": None}],
+        "flow_to": [],
+        "cost_adjustment_day": 0,
+    }]
+    if gas is not None:
+        sources.append({"type": "gas", "stat_energy_from": gas, "stat_cost": None,
+                        "entity_energy_price": None, "number_energy_price": None})
     await ws.call(
         "energy/save_prefs",
-        energy_sources=[{
-            "type": "grid",
-            "flow_from": [{"stat_energy_from": total, "stat_cost": None,
-                           "entity_energy_price": None, "number_energy_price": None}],
-            "flow_to": [],
-            "cost_adjustment_day": 0,
-        }],
+        energy_sources=sources,
         device_consumption=[{"stat_consumption": entity} for entity in channels],
     )
 

@@ -103,6 +103,7 @@ def test_sensors_have_the_units_and_classes_the_energy_dashboard_needs(env: Env)
                 "_total_energy": ("energy", "kWh", "total_increasing"),
                 "_voltage": ("voltage", "V", "measurement"),
                 "_frequency": ("frequency", "Hz", "measurement"),
+                "_gas": ("gas", "m³", "total_increasing"),
             }
             for channel in info["channels"]:
                 expected[f"_channel_{channel['id']}_power"] = ("power", "W", "measurement")
@@ -160,7 +161,10 @@ def test_energy_dashboard_validation_reports_no_issue(env: Env) -> None:
             demo.HAWebSocket.connect(session, env.procs.hass_url, env.token) as ws,
         ):
                 prefs = await ws.call("energy/get_prefs")
-                stat_ids = [prefs["energy_sources"][0]["flow_from"][0]["stat_energy_from"]]
+                sources = {source["type"]: source for source in prefs["energy_sources"]}
+                assert set(sources) == {"grid", "gas"}, prefs  # the simulated board counts gas
+                stat_ids = [sources["grid"]["flow_from"][0]["stat_energy_from"],
+                            sources["gas"]["stat_energy_from"]]
                 stat_ids += [d["stat_consumption"] for d in prefs["device_consumption"]]
                 # Statistics are compiled every 5 minutes (at :00, :05, ... plus ~10 s);
                 # until then validation can only say "statistics_not_defined".
@@ -179,10 +183,62 @@ def test_energy_dashboard_validation_reports_no_issue(env: Env) -> None:
                 return result
 
     result = asyncio.run(check())
-    assert len(result["stat_ids"]) >= 2  # the grid total and at least one channel
-    assert result["energy_sources"] == [[]], result
+    assert len(result["stat_ids"]) >= 3  # the grid total, gas and at least one channel
+    assert result["energy_sources"] == [[], []], result
     assert result["device_consumption"] == [[] for _ in result["device_consumption"]], result
-    assert len(result["device_consumption"]) == len(result["stat_ids"]) - 1
+    assert len(result["device_consumption"]) == len(result["stat_ids"]) - 2
+
+
+def test_assist_switches_a_relay_and_answers_the_power_use(env: Env) -> None:
+    """Through HA's conversation API, as a voice assistant would send it."""
+    async def converse(session: aiohttp.ClientSession, text: str) -> str:
+        async with session.post(
+            f"{env.procs.hass_url}/api/conversation/process",
+            headers={"Authorization": f"Bearer {env.token}"},
+            json={"text": text, "language": "en"},
+        ) as resp:
+            resp.raise_for_status()
+            speech: str = (await resp.json())["response"]["speech"]["plain"]["speech"]
+            return speech
+
+    async def water_heater(session: aiohttp.ClientSession) -> dict[str, Any]:
+        relays = (await env.addon(session, "relays"))["relays"]
+        relay: dict[str, Any] = next(r for r in relays if r["name"] == "Water heater")
+        return relay
+
+    async def check() -> None:
+        async with aiohttp.ClientSession() as session:
+            assert (await water_heater(session))["state"] is True
+            await converse(session, "turn off the water heater")
+            deadline = time.monotonic() + 10
+            while (await water_heater(session))["state"] is not False:
+                assert time.monotonic() < deadline, "the relay did not switch off"
+                await asyncio.sleep(0.2)
+            # The simulated mains loses the water heater's circuit: its CT reads 0 W.
+            circuit = next(c for c in (await env.addon(session, "state"))["channels"]
+                           if c["name"].startswith("Water heater"))
+            while True:
+                state = await env.addon(session, "state")
+                power = next(c for c in state["channels"] if c["id"] == circuit["id"])
+                if power["power_w"] == 0:
+                    break
+                assert time.monotonic() < deadline, "the circuit kept drawing power"
+                await asyncio.sleep(0.2)
+            await converse(session, "turn on the water heater")
+            while (await water_heater(session))["state"] is not True:
+                assert time.monotonic() < deadline + 10, "the relay did not switch on"
+                await asyncio.sleep(0.2)
+
+            entities = await env.our_entities(session)
+            power_id = by_key(entities, "_total_power")
+            before = float((await env.states(session))[power_id]["state"])
+            answer = await converse(session, "what is the power use")
+            after = float((await env.states(session))[power_id]["state"])
+            numbers = {float(word) for word in answer.replace(".", " ").split()
+                       if word.isdigit()}
+            assert {round(before), round(after)} & {round(n) for n in numbers}, answer
+
+    asyncio.run(check())
 
 
 def test_addon_restart_makes_entities_unavailable_then_back_within_10_s(env: Env) -> None:
