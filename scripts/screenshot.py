@@ -117,6 +117,9 @@ async def capture(hass_url: str, tokens: dict[str, Any], out: Path, width: int,
                         "JSON.stringify({theme: 'default', dark: false}));"))
                     await cdp.call("Page.navigate", url=f"{hass_url}/energy")
                     await asyncio.sleep(15)  # frontend boot + statistics fetch + charts
+                    where = await cdp.call("Runtime.evaluate", expression="location.pathname")
+                    if where["result"]["value"] != "/energy":
+                        raise RuntimeError(f"not logged in: the page is {where['result']}")
                     shot = await cdp.call("Page.captureScreenshot", format="png")
                     out.write_bytes(base64.b64decode(shot["data"]))
         finally:
@@ -139,6 +142,8 @@ async def run(args: argparse.Namespace) -> None:
                     print("==> waiting for the recorder's first hourly statistics "
                           "(compiled just after the next full hour)")
                     await wait_for_statistics(ws, [total, *channels], timeout=4200)
+                # Log in again: the first access token expired during the wait.
+                tokens = await demo.ha_tokens(session, procs.hass_url)
             await capture(procs.hass_url, tokens, args.out, args.width, args.height)
     print(f"==> wrote {args.out}")
 
