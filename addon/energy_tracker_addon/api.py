@@ -17,6 +17,7 @@ from aiohttp import WSCloseCode, web
 
 from . import __version__
 from .api_analytics import register_analytics_routes
+from .api_meters import register_meter_routes
 from .api_nilm import register_nilm_routes
 from .api_relays import register_relay_routes
 from .meter import Meter
@@ -117,6 +118,7 @@ def create_app(backend: ApiBackend) -> web.Application:
     register_analytics_routes(app, backend)
     register_relay_routes(app, backend)
     register_nilm_routes(app, backend)
+    register_meter_routes(app, backend)
     # The ignores: aiosignal 1.4's Signal typing does not match aiohttp 3.11's annotation.
     app.on_startup.append(_start_stream)  # type: ignore[arg-type]
     # on_shutdown runs before the server waits for open handlers, so clients close first.

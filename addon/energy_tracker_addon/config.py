@@ -76,6 +76,22 @@ DEFAULT_RELAYS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
+class ExtraMeterConfig:
+    """Another board/meter served by this add-on (extra_meters.py); its own device in HA."""
+
+    id: str  # slug: URLs, the data folder <data>/meters/<id>/
+    name: str
+    rpict_port: str = ""  # empty: simulated, the replay shifted by a week
+    rpict_model: str = "rpict3t1"
+    rpict_vest: float = 230.0
+
+
+# The main meter's id in the meter list and URLs: no extra meter may take it.
+MAIN_METER: Final = "main"
+METER_SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9_]{0,31}$"
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     api_token: str = ""
     rpict_port: str = ""
@@ -110,6 +126,8 @@ class Options:
     # Appliance detection (nilm_service.py); empty dir: the bundle shipped with the add-on.
     nilm_enabled: bool = True
     nilm_bundle_dir: str = ""
+    # Several meters / locations (extra_meters.py).
+    extra_meters: tuple[ExtraMeterConfig, ...] = ()
 
 
 # One or more topic levels, none empty, no wildcards (they are not allowed when publishing).
@@ -160,6 +178,28 @@ def _check_relays(relays: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pins.add(relay["gpio"])
     return relays
 
+
+def _check_extra_meters(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    for index, meter in enumerate(meters):
+        if meter["id"] == MAIN_METER:
+            raise vol.Invalid(f"meter id {MAIN_METER!r} is the main meter's", path=[index, "id"])
+        if meter["id"] in seen:
+            raise vol.Invalid(f"meter id {meter['id']!r} is used twice", path=[index, "id"])
+        seen.add(meter["id"])
+    return meters
+
+
+_EXTRA_METER_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("id"): vol.All(str, vol.Match(
+            METER_SLUG_PATTERN, msg="not a slug (a-z, 0-9 and _, at most 32)")),
+        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Optional("rpict_port"): str,
+        vol.Optional("rpict_model"): vol.In(RPICT_MODELS),
+        vol.Optional("rpict_vest"): vol.All(_number, vol.Range(min=50, max=500)),
+    }
+)
 
 _RELAY_SCHEMA: Final = vol.Schema(
     {
@@ -216,6 +256,7 @@ _SCHEMA: Final = vol.Schema(
         ),
         vol.Optional("nilm_enabled"): bool,
         vol.Optional("nilm_bundle_dir"): str,
+        vol.Optional("extra_meters"): vol.All([_EXTRA_METER_SCHEMA], _check_extra_meters),
     }
 )
 
@@ -254,6 +295,8 @@ def parse_options(data: Any) -> Options:
             RelayConfig(r["id"], r["name"], r["source"], r.get("gpio"), r.get("channel"))
             for r in valid["relays"]
         )
+    if "extra_meters" in valid:
+        valid["extra_meters"] = tuple(ExtraMeterConfig(**m) for m in valid["extra_meters"])
     if valid.get("mqtt_enabled") and not valid.get("mqtt_host", "").strip():
         raise OptionsError("mqtt_host: needed when mqtt_enabled is true")
     return Options(**valid)

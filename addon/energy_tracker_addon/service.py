@@ -19,6 +19,7 @@ from .analytics import Analytics
 from .api import create_app
 from .config import Options, meter_id, resolve_token
 from .demand_response import DemandResponse
+from .extra_meters import ExtraMeters
 from .forecasting import Forecasting
 from .gas import GasCounter
 from .meter import Board, Meter
@@ -60,6 +61,7 @@ class AddonService:
         self._analytics: Analytics | None = None
         self._forecasting: Forecasting | None = None
         self._nilm: NilmService | None = None
+        self._extra_meters: ExtraMeters | None = None
         self.options = options
         self.data_dir = data_dir
         self.host = host
@@ -99,6 +101,10 @@ class AddonService:
     @property
     def nilm(self) -> NilmService:
         return _started(self._nilm)
+
+    @property
+    def extra_meters(self) -> ExtraMeters:
+        return _started(self._extra_meters)
 
     @property
     def relay_service(self) -> RelayService:
@@ -196,6 +202,11 @@ class AddonService:
         )
         await self._relays.start()
         self._running.push_async_callback(self._relays.stop)
+        # The other meters (option extra_meters) and the energy comparison of all of them.
+        self._extra_meters = ExtraMeters(options, data_dir, meter, self._meter_id, METER_NAME,
+                                         tz, *self._clocks)
+        await self._extra_meters.start()
+        self._running.push_async_callback(self._extra_meters.stop)
 
         boards: list[tuple[Board, str, int, Callable[[bytes], None]]] = [
             ("rpict", rpict_port, options.rpict_baudrate, meter.feed_rpict_line)

@@ -147,6 +147,8 @@ class SimulatedMeter:
         channel_columns: Sequence[str] = ("mains_w", "kitchen_w", "water_heater_ac_w"),
         start: datetime | None = None,
         relay_columns: Sequence[str] = ("water_heater_ac_w", "kitchen_w", "laundry_w"),
+        # A second simulated meter replays the same data shifted, so the two differ.
+        shift: timedelta = timedelta(0),
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number (got {speed})")
@@ -172,7 +174,9 @@ class SimulatedMeter:
         self.relays = [True] * len(relay_columns)
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
-        self._start_offset_s = self._offset_of(start)
+        self._start_offset_s = (
+            self._offset_of(start) + shift.total_seconds()
+        ) % self._duration_s
         self._started_at = 0.0
         self._seq = 0
         self._rpict: BoardEnd | None = None

@@ -13,6 +13,13 @@ from typing import Any
 import voluptuous as vol
 
 from .analytics_models import ANALYTICS_SCHEMA, AnalyticsState
+from .meters_models import (
+    METERS_SCHEMA,
+    ExtraMeterState,
+    MeterComparison,
+    comparison_from_validated,
+    extra_meters_from_validated,
+)
 from .nilm_models import APPLIANCES_SCHEMA, ApplianceState, appliances_from_validated
 
 
@@ -276,11 +283,15 @@ class MeterState:
     analytics: AnalyticsState = field(default_factory=AnalyticsState)
     # NILM estimates by appliance id; None while the add-on's detection is off.
     appliances: dict[str, ApplianceState] | None = None
+    # The add-on's other meters by id, and today's comparison (both empty with one meter).
+    extra_meters: dict[str, ExtraMeterState] = field(default_factory=dict)
+    meter_comparison: MeterComparison | None = None
 
     @classmethod
     def from_json(cls, payload: Any) -> MeterState:
         """Validate and convert a state payload."""
         data = _validate(STATE_SCHEMA, payload, "state")
+        meters = _validate(METERS_SCHEMA, payload, "state meters")
         return cls(
             meter_id=data["meter_id"],
             seq=data["seq"],
@@ -326,4 +337,6 @@ class MeterState:
             appliances=appliances_from_validated(
                 _validate(APPLIANCES_SCHEMA, payload, "state appliances")
             ),
+            extra_meters=extra_meters_from_validated(meters),
+            meter_comparison=comparison_from_validated(meters),
         )

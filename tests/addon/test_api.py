@@ -83,6 +83,7 @@ VALID_REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
         "/api/v1/export?start=2020-01-01T00:00:00Z&end=2100-01-01T00:00:00Z", None
     ),
     ("PUT", "/api/v1/relays/{id}"): ("/api/v1/relays/1", {"priority": 50}),
+    ("GET", "/api/v1/meters/{id}/state"): ("/api/v1/meters/main/state", None),
     ("POST", "/api/v1/shed"): ("/api/v1/shed", {"limit_w": 100000}),
     ("POST", "/api/v1/restore"): ("/api/v1/restore", {"stagger_s": 0}),
     ("POST", "/api/v1/labels"): ("/api/v1/labels", {

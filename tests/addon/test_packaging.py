@@ -233,6 +233,8 @@ def test_every_service_option_is_in_the_schema(addon_cfg: dict[str, Any]) -> Non
     assert set(addon_cfg["schema"]["channels"][0]) == channel_fields
     relay_fields = {f.name for f in dataclasses.fields(addon_config.RelayConfig)}
     assert set(addon_cfg["schema"]["relays"][0]) == relay_fields
+    meter_fields = {f.name for f in dataclasses.fields(addon_config.ExtraMeterConfig)}
+    assert set(addon_cfg["schema"]["extra_meters"][0]) == meter_fields
 
 
 def _bounded_fields(addon_cfg: dict[str, Any]) -> list[tuple[str, str]]:
@@ -338,6 +340,9 @@ def test_options_follow_the_architecture_table(addon_cfg: dict[str, Any]) -> Non
         if key in ("channels", "relays"):
             assert default == " / ".join(c.name for c in value)
             continue
+        if key == "extra_meters":
+            assert (default, value) == ("none", ())
+            continue
         if default == '`""`':
             assert value == ""
         elif default in ("`true`", "`false`"):
@@ -371,7 +376,7 @@ def test_every_option_is_translated(addon_cfg: dict[str, Any]) -> None:
     for key, entry in configuration.items():
         assert entry.get("name"), key
         assert entry.get("description"), key
-    for name in ("channels", "relays"):
+    for name in ("channels", "relays", "extra_meters"):
         fields = configuration[name]["fields"]
         assert set(fields) == set(addon_cfg["schema"][name][0])
         assert all(f.get("name") and f.get("description") for f in fields.values())

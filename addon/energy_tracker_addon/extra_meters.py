@@ -1,0 +1,236 @@
+"""Several meters / locations: the extra RPICT boards of the `extra_meters` option.
+
+Each extra meter is a full `Meter` (its own serial link or simulator, counters in
+`<data>/meters/<id>/`, stable meter id, staleness). Energy per local hour, day and month
+of every meter (the main one included) comes from its own counters through `EnergyBuckets`,
+so `compare()` agrees with the counters; the buckets are kept in `<data>/meters/periods.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any, Final
+
+from .aggregates import EnergyBuckets, Period
+from .config import DEFAULT_CHANNELS, MAIN_METER, ExtraMeterConfig, Options, meter_id
+from .meter import HAT_POWER_CHANNELS, Meter
+from .metrics import Metrics
+from .persistence import CounterStore
+from .serial_link import SerialLink
+from .simulator import SimulatedMeter
+from .statefile import JsonStateFile
+
+_LOGGER = logging.getLogger(__name__)
+
+METERS_DIR: Final = "meters"
+COUNTER_FILE: Final = "energy_counters.json"
+PERIODS_FILE: Final = "periods.json"
+# A simulated extra meter replays the same 4 weeks of data one week later than the main one.
+SIMULATED_SHIFT: Final = timedelta(days=7)
+TOTAL: Final = "total"
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One meter as the comparison sees it."""
+
+    id: str
+    name: str
+    meter_id: str
+    meter: Meter
+    buckets: EnergyBuckets
+    source: str = "serial"
+    link: SerialLink | None = None
+
+
+def extra_meter_options(options: Options, config: ExtraMeterConfig, port: str) -> Options:
+    """The options of one extra meter: its board, the main meter's channels it has, no
+    voltage board (a simulated extra meter is an RPICT3T1, the simulator's model)."""
+    model = config.rpict_model if config.rpict_port else "rpict3t1"
+    inputs = HAT_POWER_CHANNELS[model]
+    channels = tuple(c for c in options.channels if c.id <= inputs) or DEFAULT_CHANNELS[:1]
+    return dataclasses.replace(
+        options, rpict_port=port, rpict_model=model, rpict_vest=config.rpict_vest,
+        voltage_port="", channels=channels, extra_meters=(),
+    )
+
+
+class ExtraMeters:
+    """The extra meters, and energy per period of every meter for `compare()`."""
+
+    def __init__(
+        self,
+        options: Options,
+        data_dir: Path,
+        main: Meter,
+        main_id: str,
+        main_name: str,
+        tz: tzinfo,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._options = options
+        self._dir = data_dir / METERS_DIR
+        self._tz = tz
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._file = JsonStateFile(self._dir / PERIODS_FILE)
+        self._main = _Entry(MAIN_METER, main_name, main_id, main, EnergyBuckets(tz))
+        self._extras: dict[str, _Entry] = {}
+        self._running = contextlib.AsyncExitStack()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._options.extra_meters)
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        saved = self._file.load() if self.configured else None
+        # An observer, not a listener: the main state's comparison includes this reading.
+        self._running.callback(self._main.meter.add_observer(self._record(self._main)))
+        for config in self._options.extra_meters:
+            await self._start_meter(config)
+        self._restore(saved if isinstance(saved, dict) else {})
+        if self.configured:
+            self._running.callback(self._persist)
+            self._main.meter.add_state_part("meters", self.extra_summary)
+            self._main.meter.add_state_part("meter_comparison", lambda: self.compare("day"))
+
+    async def _start_meter(self, config: ExtraMeterConfig) -> None:
+        folder = self._dir / config.id
+        folder.mkdir(parents=True, exist_ok=True)
+        port, source = config.rpict_port, "serial"
+        if not port:
+            source = "simulated"
+            simulator = SimulatedMeter(speed=self._options.simulation_speed,
+                                       vest=config.rpict_vest, shift=SIMULATED_SHIFT)
+            port, _unused_voltage_board = await simulator.start()
+            self._running.push_async_callback(simulator.stop)
+        options = extra_meter_options(self._options, config, port)
+        own_id = meter_id(folder)
+        # Its own metrics registry: /metrics stays the main meter's.
+        meter = Meter(options, CounterStore(folder / COUNTER_FILE), Metrics(), own_id,
+                      self._clock, self._wall_clock)
+        entry = _Entry(config.id, config.name, own_id, meter,
+                       EnergyBuckets(self._tz), source)
+        self._extras[config.id] = entry
+        await meter.start()
+        self._running.push_async_callback(meter.stop)
+        self._running.callback(meter.add_listener(self._record(entry)))
+        entry.link = SerialLink(f"rpict {config.id}", port, options.rpict_baudrate,
+                                meter.feed_rpict_line,
+                                lambda connected: meter.set_board_connected("rpict", connected))
+        await entry.link.start()
+        self._running.push_async_callback(entry.link.stop)
+        _LOGGER.info("Extra meter %s (%s) on %s", config.id, source, port)
+
+    async def stop(self) -> None:
+        """Stop the links and meters (which persist their counters), keep the buckets."""
+        await self._running.aclose()
+        self._running = contextlib.AsyncExitStack()
+        self._extras = {}
+
+    def _record(self, entry: _Entry) -> Callable[[dict[str, Any]], None]:
+        def record(state: dict[str, Any]) -> None:
+            entry.buckets.record(datetime.fromisoformat(state["timestamp"]),
+                                 {TOTAL: state["total_energy_kwh"]})
+
+        return record
+
+    def _persist(self) -> None:
+        data = {e.id: e.buckets.to_dict() for e in self._entries()}
+        try:
+            self._file.save(data)
+        except OSError as error:
+            _LOGGER.error("Could not write %s: %s", self._file.path, error)
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        for entry in self._entries():
+            if (data := saved.get(entry.id)) is None:
+                continue
+            try:
+                entry.buckets = EnergyBuckets.from_dict(data, self._tz)
+            except ValueError as error:
+                _LOGGER.error("Meter %s: energy per period not restored (%s)", entry.id, error)
+
+    def _entries(self) -> list[_Entry]:
+        return [self._main, *self._extras.values()]
+
+    # ------------------------------------------------------------------ output
+
+    def get(self, meter: str) -> Meter | None:
+        """The meter with this id (`main` or an extra meter's), if any."""
+        entry = self._main if meter == MAIN_METER else self._extras.get(meter)
+        return None if entry is None else entry.meter
+
+    def summary(self) -> list[dict[str, Any]]:
+        """GET /api/v1/meters: the main meter first, then the extra ones."""
+        return [self._summary(self._main, self._main.meter.snapshot()), *self.extra_summary()]
+
+    def extra_summary(self) -> list[dict[str, Any]]:
+        """The `meters` state field (the main meter's own values are the state itself)."""
+        return [self._summary(e, e.meter.snapshot()) for e in self._extras.values()]
+
+    @staticmethod
+    def _summary(entry: _Entry, state: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": entry.id,
+            "meter_id": entry.meter_id,
+            "name": entry.name,
+            "source": entry.source,
+            "available": state["available"],
+            "total_power_w": state["total_power_w"],
+            "total_energy_kwh": state["total_energy_kwh"],
+        }
+
+    def compare(self, period: Period) -> dict[str, Any]:
+        """Energy of every meter in the current local `period`, and its share of the sum.
+
+        A meter without any reading in the period has null energy and share, not 0.
+        """
+        start, key = self._current(period)
+        energies = [
+            (entry, entry.buckets.energy(period).get(key, {}).get(TOTAL))
+            for entry in self._entries()
+        ]
+        known = [kwh for _entry, kwh in energies if kwh is not None]
+        total = math.fsum(known) if known else None
+        return {
+            "period": period,
+            "start": start.isoformat(timespec="seconds"),
+            "total_kwh": None if total is None else round(total, 6),
+            "meters": [
+                {
+                    "id": entry.id,
+                    "name": entry.name,
+                    "energy_kwh": None if kwh is None else round(kwh, 6),
+                    "share_pct": None if kwh is None or not total
+                    else round(100.0 * kwh / total, 2),
+                }
+                for entry, kwh in energies
+            ],
+        }
+
+    def _current(self, period: Period) -> tuple[datetime, str]:
+        """Start and `EnergyBuckets` key of the local period holding now."""
+        hour = self._wall_clock().astimezone(self._tz).replace(minute=0, second=0,
+                                                               microsecond=0)
+        if period == "hour":
+            return hour, hour.isoformat(timespec="seconds")
+        day = datetime(hour.year, hour.month, 1 if period == "month" else hour.day,
+                       tzinfo=self._tz)
+        return day, day.date().isoformat() if period == "day" else day.strftime("%Y-%m")

@@ -1,0 +1,199 @@
+"""Several meters: extra RPICT boards on their own ptys, their states, counters and comparison."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from energy_tracker_addon.config import ExtraMeterConfig, Options, OptionsError, parse_options
+from energy_tracker_addon.meter import CHECK_INTERVAL_S
+from energy_tracker_addon.persistence import CounterStore
+from energy_tracker_addon.service import AddonService
+
+from .polling import wait_until
+from .ptys import PtyPort
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+TOKEN = "extra-meters-test-token-0123456789abcdefghijk"
+# 07:00 in Paris: an hour of readings stays within the local day.
+START = datetime(2026, 1, 15, 6, 0, tzinfo=UTC)
+STEP_S = 360.0  # ten readings an hour, within stale_after_s
+
+
+class FakeClocks:
+    """The service's monotonic and wall clocks, moved by the test."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def wall(self) -> datetime:
+        return START + timedelta(seconds=self.seconds)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def get(session: aiohttp.ClientSession, url: str, path: str,
+              status: int = 200) -> Any:
+    async with session.get(f"{url}/api/v1/{path}",
+                           headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == status, path
+        return await resp.json()
+
+
+async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparison(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    main, garage = pty_port("ttyMAIN"), pty_port("ttyGARAGE")
+    main.plug()
+    garage.plug()
+    clocks = FakeClocks()
+    options = Options(
+        api_token=TOKEN, rpict_port=str(main.path), stale_after_s=600, nilm_enabled=False,
+        extra_meters=(ExtraMeterConfig("garage", "Garage", rpict_port=str(garage.path)),),
+    )
+    data_dir = tmp_path / "data"
+    service = AddonService(options, data_dir, host="127.0.0.1", port=0,
+                           clock=clocks.monotonic, wall_clock=clocks.wall)
+    await service.start()
+    try:
+        lines = {"main": 0, "garage": 0}
+
+        async def reading(name: str, port: PtyPort, mains_w: float) -> None:
+            await port.write(f"11 {mains_w} 0.0 0.0 20.0\r\n".encode())
+            lines[name] += 1
+
+            async def arrived() -> bool:
+                state = await get(session, service.url, f"meters/{name}/state")
+                return bool(state["boards"]["rpict"]["lines_ok"] == lines[name])
+
+            await wait_until(arrived, what=f"{name} reading {lines[name]}")
+
+        # One hour at a steady 1000 W in the house and 500 W in the garage.
+        for step in range(11):
+            clocks.seconds = step * STEP_S
+            await reading("main", main, 1000.0)
+            await reading("garage", garage, 500.0)
+
+        garage_state = await get(session, service.url, "meters/garage/state")
+        main_state = await get(session, service.url, "state")
+        assert garage_state["total_power_w"] == 500.0
+        assert garage_state["total_energy_kwh"] == pytest.approx(0.5, abs=1e-6)
+        assert main_state["total_power_w"] == 1000.0
+        assert main_state["total_energy_kwh"] == pytest.approx(1.0, abs=1e-6)
+        # Each meter has its own stable id; the summary rides on the main state.
+        assert garage_state["meter_id"] != main_state["meter_id"]
+        assert garage_state["meter_id"] == (data_dir / "meters/garage/meter_id").read_text().strip()
+        assert [m["id"] for m in main_state["meters"]] == ["garage"]
+        assert main_state["meters"][0]["total_energy_kwh"] == garage_state["total_energy_kwh"]
+
+        listed = (await get(session, service.url, "meters"))["meters"]
+        assert [(m["id"], m["name"], m["total_power_w"]) for m in listed] == [
+            ("main", "Energy Tracker", 1000.0), ("garage", "Garage", 500.0)
+        ]
+
+        day = await get(session, service.url, "compare?period=day")
+        assert day["start"] == "2026-01-15T00:00:00+01:00"
+        assert day["total_kwh"] == pytest.approx(1.5, abs=1e-6)
+        shares = {m["id"]: (m["energy_kwh"], m["share_pct"]) for m in day["meters"]}
+        assert shares["main"] == (pytest.approx(1.0, abs=1e-6), pytest.approx(66.67))
+        assert shares["garage"] == (pytest.approx(0.5, abs=1e-6), pytest.approx(33.33))
+        assert main_state["meter_comparison"]["meters"] == day["meters"]
+        # No reading yet in the hour that has just begun: unknown, not 0.
+        hour = await get(session, service.url, "compare?period=hour")
+        assert {m["energy_kwh"] for m in hour["meters"]} == {None}
+        await get(session, service.url, "compare?period=week", status=400)
+        await get(session, service.url, "meters/cellar/state", status=404)
+
+        # The garage board goes silent: its power is unknown, its energy stays.
+        clocks.seconds += 700
+
+        async def garage_stale() -> bool:
+            meters = (await get(session, service.url, "meters"))["meters"]
+            return meters[1]["available"] is False
+
+        await wait_until(garage_stale, timeout=CHECK_INTERVAL_S + 2, what="garage stale")
+        stale = (await get(session, service.url, "meters"))["meters"][1]
+        assert stale["total_power_w"] is None
+        assert stale["total_energy_kwh"] == pytest.approx(0.5, abs=1e-6)
+    finally:
+        await service.stop()
+
+    # Each meter's counters are its own, persisted when it stops.
+    garage_counters = CounterStore(data_dir / "meters/garage/energy_counters.json").load()
+    assert garage_counters is not None
+    assert garage_counters.total_kwh == pytest.approx(0.5, abs=1e-6)
+    # Restarted, both meters continue from their own counters.
+    clocks.seconds += 10
+    service = AddonService(options, data_dir, host="127.0.0.1", port=0,
+                           clock=clocks.monotonic, wall_clock=clocks.wall)
+    await service.start()
+    try:
+        listed = (await get(session, service.url, "meters"))["meters"]
+        assert [m["total_energy_kwh"] for m in listed] == [
+            pytest.approx(1.0, abs=1e-6), pytest.approx(0.5, abs=1e-6)
+        ]
+        day = await get(session, service.url, "compare?period=day")
+        assert day["total_kwh"] == pytest.approx(1.5, abs=1e-6)
+    finally:
+        await service.stop()
+
+
+async def test_without_extra_meters_the_state_has_no_meter_fields(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
+) -> None:
+    main = pty_port("ttyMAIN")
+    main.plug()
+    options = Options(api_token=TOKEN, rpict_port=str(main.path), nilm_enabled=False)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        state = await get(session, service.url, "state")
+        assert "meters" not in state
+        assert "meter_comparison" not in state
+        assert [m["id"] for m in (await get(session, service.url, "meters"))["meters"]] == [
+            "main"
+        ]
+        assert not (tmp_path / "data/meters").exists()
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize(
+    ("meters", "message"),
+    [
+        ([{"id": "garage", "name": "A"}, {"id": "garage", "name": "B"}],
+         "extra_meters[1].id: meter id 'garage' is used twice (got 'garage')"),
+        ([{"id": "Garage 2", "name": "A"}],
+         "extra_meters[0].id: not a slug (a-z, 0-9 and _, at most 32) (got 'Garage 2')"),
+        ([{"id": "main", "name": "A"}],
+         "extra_meters[0].id: meter id 'main' is the main meter's (got 'main')"),
+        ([{"id": "shed", "name": "A", "rpict_model": "rpict9"}],
+         "extra_meters[0].rpict_model: value must be one of"),
+    ],
+)
+def test_bad_extra_meters_are_refused_naming_the_entry(
+    meters: list[dict[str, Any]], message: str
+) -> None:
+    with pytest.raises(OptionsError) as error:
+        parse_options({"extra_meters": meters})
+    assert str(error.value).startswith(message)
+
+
+def test_extra_meters_parse_with_defaults() -> None:
+    options = parse_options({"extra_meters": [{"id": "shed_1", "name": "Shed"}]})
+    assert options.extra_meters == (ExtraMeterConfig("shed_1", "Shed", "", "rpict3t1", 230.0),)

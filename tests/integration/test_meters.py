@@ -1,0 +1,124 @@
+"""Several meters: an extra simulated meter of the add-on is its own device in HA, and the
+comparison sensor shows what /api/v1/compare serves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.energy_tracker.const import DOMAIN
+
+from .conftest import Addon, wait_for
+
+GARAGE = {"id": "garage", "name": "Garage"}
+
+
+@pytest.fixture
+async def two_meter_addon(tmp_path: Path) -> AsyncIterator[Addon]:
+    """The add-on with one extra simulated meter."""
+    data_dir = tmp_path / "addon"
+    data_dir.mkdir()
+    addon = Addon(data_dir)
+    await addon.start(extra_meters=[GARAGE])
+    yield addon
+    await addon.stop()
+
+
+@pytest.fixture
+async def two_meter_entry(hass: HomeAssistant, two_meter_addon: Addon) -> MockConfigEntry:
+    async def both_used_energy() -> bool:
+        meters = (await two_meter_addon.get("compare?period=day"))["meters"]
+        return all(m["share_pct"] for m in meters)
+
+    await wait_for(both_used_energy, 15, "energy of both meters today")
+    entry = MockConfigEntry(domain=DOMAIN, title="Energy Tracker",
+                            unique_id=two_meter_addon.meter_id,
+                            data=two_meter_addon.entry_data)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    return entry
+
+
+async def steady_reading(addon: Addon, entry: MockConfigEntry) -> tuple[dict[str, Any],
+                                                                       dict[str, Any]]:
+    """A state HA shows right now whose comparison is what /api/v1/compare serves."""
+    for _ in range(200):
+        compared = await addon.get("compare?period=day")
+        served: dict[str, Any] = await addon.get("state")
+        await asyncio.sleep(0.05)  # let the pushed message of that reading arrive
+        if (entry.runtime_data.data.seq == served["seq"]
+                and served["meter_comparison"] == compared
+                and await addon.get("compare?period=day") == compared):
+            return served, compared
+    raise AssertionError("never caught HA, the state and /compare on the same reading")
+
+
+def shown(hass: HomeAssistant, entity: str) -> Any:
+    state = hass.states.get(entity)
+    assert state is not None
+    return state
+
+
+async def test_extra_meter_is_its_own_device_with_the_served_values(
+    hass: HomeAssistant, two_meter_addon: Addon, two_meter_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry, device_registry: dr.DeviceRegistry,
+) -> None:
+    served, compared = await steady_reading(two_meter_addon, two_meter_entry)
+    garage = served["meters"][0]
+    assert garage["id"] == "garage"
+    device = device_registry.async_get_device(identifiers={(DOMAIN, garage["meter_id"])})
+    assert device is not None
+    assert device.name == "Garage"
+    main = device_registry.async_get_device(identifiers={(DOMAIN, two_meter_addon.meter_id)})
+    assert main is not None
+    assert device.via_device_id == main.id
+
+    power_id = entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{garage['meter_id']}_total_power")
+    energy_id = entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{garage['meter_id']}_total_energy")
+    assert power_id is not None
+    assert energy_id is not None
+    assert entity_registry.async_get(power_id).device_id == device.id  # type: ignore[union-attr]
+    assert float(shown(hass, power_id).state) == garage["total_power_w"]
+    energy = shown(hass, energy_id)
+    assert float(energy.state) == garage["total_energy_kwh"]
+    # Usable as an individual device in the Energy dashboard.
+    assert energy.attributes[ATTR_STATE_CLASS] == SensorStateClass.TOTAL_INCREASING
+    assert energy.attributes[ATTR_UNIT_OF_MEASUREMENT] == "kWh"
+    # The two simulated meters replay different weeks.
+    assert garage["total_power_w"] != served["total_power_w"]
+
+    comparison_id = entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{two_meter_addon.meter_id}_meter_comparison")
+    assert comparison_id is not None
+    comparison = shown(hass, comparison_id)
+    by_id = {m["id"]: m for m in compared["meters"]}
+    assert comparison.state != STATE_UNAVAILABLE
+    assert float(comparison.state) == by_id["main"]["share_pct"]
+    assert comparison.attributes[ATTR_UNIT_OF_MEASUREMENT] == "%"
+    assert comparison.attributes["meters"] == compared["meters"]
+    assert comparison.attributes["total_kwh"] == compared["total_kwh"]
+    assert comparison.attributes["friendly_name"] == "Energy Tracker Main meter share today"
+
+
+async def test_one_meter_add_on_has_no_comparison_sensor(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    assert entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{addon.meter_id}_meter_comparison") is None
+    assert loaded_entry.runtime_data.data.extra_meters == {}
