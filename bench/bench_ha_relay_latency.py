@@ -50,9 +50,10 @@ async def measure(hass_url: str, token: str, commands: int) -> list[float]:
         await raw.send_json({"type": "auth", "access_token": token})
         await raw.receive_json()
         entity_id = await water_heater_switch(demo.HAWebSocket(raw))
-        await raw.send_json({"id": 1, "type": "subscribe_events",
+        # HAWebSocket used the low ids for get_states; ids must keep increasing.
+        await raw.send_json({"id": 1000, "type": "subscribe_events",
                              "event_type": "state_changed"})
-        next_id = 2
+        next_id = 1001
         latencies: list[float] = []
         target = "off"
         for _ in range(commands):

@@ -13,3 +13,10 @@ echo "==> pytest"
 "$VENV/python" -m pytest \
     --cov=custom_components/energy_tracker --cov=energy_tracker_addon \
     --cov-report=term-missing:skip-covered "$@"
+# The integration's own coverage must stay >= 95 %; silent when it does, so pytest's
+# summary stays the last line.
+if ! "$VENV/coverage" report --include="custom_components/*" --fail-under=95 >/dev/null; then
+    "$VENV/coverage" report --include="custom_components/*" | tail -1
+    echo "error: integration coverage is below 95 %" >&2
+    exit 1
+fi
