@@ -47,6 +47,8 @@ MODEL_PATH: Path = DEFAULT_MODEL
 STATE_FILE: Final = "forecast.json"
 FORMAT_VERSION: Final = 1
 POWER_COLUMN: Final = "total_power_w"
+# The RPICT probe; the forecaster adds degree-hours when it reported most of the time.
+TEMPERATURE_COLUMN: Final = "temperature_c"
 PREDICT_DAYS: Final = 29  # the features look back 4 weeks (forecast.HISTORY_HOURS)
 RETRAIN_DAYS: Final = 56
 RETRAIN_RETRY: Final = timedelta(days=1)  # after "not enough history yet"
@@ -144,7 +146,7 @@ class Forecasting:
         days = RETRAIN_DAYS if retrain else PREDICT_DAYS
         try:
             minutes, rows = await self._history.minute_means(
-                [POWER_COLUMN], hour_start(now) - timedelta(days=days))
+                [POWER_COLUMN, TEMPERATURE_COLUMN], hour_start(now) - timedelta(days=days))
             history = await self._history.run_in_worker(_hourly, minutes, rows, now, days)
             if retrain:
                 model = await self._retrain(model, history, now)
@@ -272,7 +274,8 @@ class Forecasting:
 def _hourly(
     minutes: list[int], rows: list[tuple[float | None, ...]], now: datetime, days: int
 ) -> HourlyHistory:
-    return hourly_history(minutes, [row[0] for row in rows], now, days=days)
+    return hourly_history(minutes, [row[0] for row in rows], now, days=days,
+                          temperature_c=[row[1] for row in rows])
 
 
 def _iso(moment: datetime | None) -> str | None:

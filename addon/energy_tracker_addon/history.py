@@ -27,8 +27,9 @@ type Row = tuple[Any, ...]
 MAX_CHANNELS: Final = 8
 CHANNEL_IDS: Final = range(1, MAX_CHANNELS + 1)
 EXPORT_CHUNK_ROWS: Final = 50_000
-SCHEMA_VERSION: Final = 1
-_BASE_COLUMNS: Final = ("total_power_w", "total_energy_kwh", "voltage_v")
+SCHEMA_VERSION: Final = 2  # 2: temperature_c
+# temperature_c: the RPICT probe, a forecast feature (forecast.py).
+_BASE_COLUMNS: Final = ("total_power_w", "total_energy_kwh", "voltage_v", "temperature_c")
 _CHANNEL_COLUMNS: Final = tuple(
     f"channel_{cid}_{quantity}" for cid in CHANNEL_IDS for quantity in ("power_w", "energy_kwh")
 )
@@ -45,6 +46,7 @@ class Reading:
     voltage_v: float | None = None
     channel_power_w: Mapping[int, float | None] = field(default_factory=dict)
     channel_energy_kwh: Mapping[int, float] = field(default_factory=dict)
+    temperature_c: float | None = None
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Reading:
@@ -55,6 +57,7 @@ class Reading:
             total_power_w=state["total_power_w"],
             total_energy_kwh=state["total_energy_kwh"],
             voltage_v=state["voltage_v"],
+            temperature_c=state.get("temperature_c"),
             channel_power_w={c["id"]: c["power_w"] for c in channels},
             channel_energy_kwh={c["id"]: c["energy_kwh"] for c in channels},
         )
@@ -62,7 +65,9 @@ class Reading:
     def row(self) -> Row:
         if self.timestamp.tzinfo is None:
             raise ValueError("a history reading needs an aware timestamp")
-        values: list[float | None] = [self.total_power_w, self.total_energy_kwh, self.voltage_v]
+        values: list[float | None] = [
+            self.total_power_w, self.total_energy_kwh, self.voltage_v, self.temperature_c
+        ]
         for cid in CHANNEL_IDS:
             values += [self.channel_power_w.get(cid), self.channel_energy_kwh.get(cid)]
         # NaN would come back as NULL from SQLite anyway: store it as unknown explicitly.
@@ -103,6 +108,11 @@ class HistoryStore:
                 f"CREATE TABLE IF NOT EXISTS readings (ts_ms INTEGER PRIMARY KEY, {columns})"
                 " WITHOUT ROWID"
             )
+            # A store from an older version lacks newer columns: add them (empty).
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(readings)")}
+            for name in _VALUE_COLUMNS:
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE readings ADD COLUMN {name} REAL")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         # Column names in SQL text below are this module's constants, never user input.
         self._insert = (

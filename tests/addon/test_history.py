@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -29,12 +31,15 @@ def _frame(days: int) -> pd.DataFrame:
     frame["total_power_w"] = data["mains"].to_numpy()
     frame["total_energy_kwh"] = (data["mains"].cumsum() / 60_000).to_numpy()
     frame["voltage_v"] = data["voltage"].to_numpy()
+    # The UCI house had no probe: a slow indoor drift stands in for the RPICT temperature.
+    frame["temperature_c"] = 19.5 + 0.001 * np.arange(len(frame))
     for cid, name in CHANNELS.items():
         frame[f"channel_{cid}_power_w"] = data[name].to_numpy()
         frame[f"channel_{cid}_energy_kwh"] = (data[name].cumsum() / 60_000).to_numpy()
     # A stale stretch: powers and voltage unknown, energies still known.
     stale = slice(100, 130)
-    unknown = ["total_power_w", "voltage_v", *(f"channel_{c}_power_w" for c in CHANNELS)]
+    unknown = ["total_power_w", "voltage_v", "temperature_c",
+               *(f"channel_{c}_power_w" for c in CHANNELS)]
     frame.iloc[stale, [frame.columns.get_loc(c) for c in unknown]] = np.nan
     return frame
 
@@ -49,6 +54,7 @@ def _readings(frame: pd.DataFrame) -> list[Reading]:
             total_power_w=known(row["total_power_w"]),
             total_energy_kwh=row["total_energy_kwh"],
             voltage_v=known(row["voltage_v"]),
+            temperature_c=known(row["temperature_c"]),
             channel_power_w={c: known(row[f"channel_{c}_power_w"]) for c in CHANNELS},
             channel_energy_kwh={c: row[f"channel_{c}_energy_kwh"] for c in CHANNELS},
         )
@@ -96,7 +102,7 @@ def test_export_of_chosen_channels_and_of_an_empty_range(
     path = tmp_path / "kitchen.csv"
     store.export(START, START + timedelta(hours=2), "csv", path, channel_ids=[2])
     assert list(pd.read_csv(path).columns) == [
-        "timestamp", "total_power_w", "total_energy_kwh", "voltage_v",
+        "timestamp", "total_power_w", "total_energy_kwh", "voltage_v", "temperature_c",
         "channel_2_power_w", "channel_2_energy_kwh",
     ]
     empty = tmp_path / "empty.parquet"
@@ -159,7 +165,7 @@ def test_bad_export_requests_are_refused(store: HistoryStore, tmp_path: Path) ->
 def test_reading_from_the_api_state_object() -> None:
     state = {
         "timestamp": "2026-11-24T10:15:02.113Z", "total_power_w": None,
-        "total_energy_kwh": 12.3456, "voltage_v": 231.4,
+        "total_energy_kwh": 12.3456, "voltage_v": 231.4, "temperature_c": 21.5,
         "channels": [{"id": 1, "power_w": None, "energy_kwh": 12.3456},
                      {"id": 3, "power_w": 250.5, "energy_kwh": 1.5}],
     }
@@ -167,6 +173,7 @@ def test_reading_from_the_api_state_object() -> None:
     assert reading.timestamp == datetime(2026, 11, 24, 10, 15, 2, 113000, tzinfo=UTC)
     assert reading.channel_power_w == {1: None, 3: 250.5}
     assert reading.channel_energy_kwh == {1: 12.3456, 3: 1.5}
+    assert reading.temperature_c == 21.5
 
 
 async def test_writer_batches_off_the_loop_and_exports(tmp_path: Path) -> None:
@@ -184,3 +191,27 @@ async def test_writer_batches_off_the_loop_and_exports(tmp_path: Path) -> None:
                                   check_freq=False)
     assert len(writers_thread) == 1
     assert not writers_thread[0].is_alive()  # stopped with the writer
+
+
+def test_a_store_from_before_the_temperature_column_gains_it(tmp_path: Path) -> None:
+    """Schema 1 stores (no temperature_c) keep their rows and accept temperatures."""
+    path = tmp_path / "history.sqlite3"
+    old_columns = ("total_power_w", "total_energy_kwh", "voltage_v",
+                   *(f"channel_{c}_{q}" for c in range(1, 9) for q in ("power_w", "energy_kwh")))
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE readings (ts_ms INTEGER PRIMARY KEY, "
+                   + ", ".join(f"{c} REAL" for c in old_columns) + ") WITHOUT ROWID")
+        db.execute("INSERT INTO readings (ts_ms, total_power_w, total_energy_kwh) "
+                   "VALUES (?, 1500.0, 2.5)", (int(START.timestamp() * 1000),))
+    store = HistoryStore(path)
+    try:
+        store.append([Reading(timestamp=START + timedelta(minutes=1), total_power_w=900.0,
+                              total_energy_kwh=2.6, temperature_c=20.25)])
+        out = tmp_path / "all.csv"
+        assert store.export(START, START + timedelta(minutes=2), "csv", out) == 2
+        frame = pd.read_csv(out)
+        assert list(frame["total_power_w"]) == [1500.0, 900.0]
+        assert np.isnan(frame["temperature_c"][0])
+        assert frame["temperature_c"][1] == 20.25
+    finally:
+        store.close()
