@@ -11,7 +11,6 @@ start and again every `REFIT_INTERVAL_S`. The buckets and the anomaly log are ke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import deque
@@ -28,6 +27,7 @@ from .config import ChannelConfig, Options
 from .history import ExportFormat, HistoryWriter, Reading
 from .meter import Meter
 from .statefile import JsonStateFile
+from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,10 +106,7 @@ class Analytics:
             self._remove_observer()
             self._remove_observer = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self.persist()
         await self.history.stop()
 

@@ -14,7 +14,6 @@ State fields (docs/api.md, "Forecast"): `forecast` (null while unavailable) and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from .forecast import (
 from .history import HistoryWriter
 from .meter import Meter, iso_utc
 from .statefile import JsonStateFile
+from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -119,10 +119,7 @@ class Forecasting:
             self._remove_observer()
             self._remove_observer = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._persist()
 
     # ------------------------------------------------------------------ hour turns

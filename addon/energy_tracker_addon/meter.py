@@ -30,6 +30,7 @@ from .protocol import (
     RpictParser,
     parse_board_line,
 )
+from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -265,10 +266,7 @@ class Meter:
     async def stop(self) -> None:
         """Stop the checks and write the energy counters."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self.persist()
 
     def persist(self) -> None:

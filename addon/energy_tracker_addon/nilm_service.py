@@ -16,7 +16,6 @@ feedback on detections (labels) is kept in `<data dir>/nilm_labels.jsonl` for fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from .config import Options
 from .meter import Meter, iso_utc
 from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
 from .statefile import JsonStateFile
+from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -204,10 +204,7 @@ class NilmService:
             self._remove_observer()
             self._remove_observer = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         executor, self._executor = self._executor, None
         if executor is not None:
             if self._disaggregator is not None:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import serial
 import serial_asyncio_fast
 
+from .tasks import cancel_and_wait
+
 _LOGGER = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 512
@@ -66,10 +68,7 @@ class SerialLink:
     async def stop(self) -> None:
         """Stop reading and close the port (on_connection(False) if it was connected)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def write_line(self, data: bytes) -> None:
         """Write one complete line (ending in a newline) to the port."""

@@ -18,7 +18,6 @@ What the data does not contain is made up, plainly:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import gzip
 import io
@@ -44,6 +43,7 @@ from .protocol import (
     parse_command_line,
 )
 from .simulated_gas import SimulatedGasMeter
+from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -223,10 +223,7 @@ class SimulatedMeter:
     async def stop(self) -> None:
         """Stop writing and close both ptys."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._board is not None:
             asyncio.get_running_loop().remove_reader(self._board.master)
         for end in (self._rpict, self._board):
