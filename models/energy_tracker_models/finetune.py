@@ -102,14 +102,14 @@ def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_
 def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
              targets: list[str] | None = None) -> dict[str, Any]:
     """Fit each labelled target's checkpoint on its label windows; returns what was done."""
-    import keras
-
     from .targets import ALL_TARGETS
 
+    # Bad input is reported before TensorFlow (an optional extra) is even needed.
     labels, mains = read_labels(labels_path), read_history(history_path)
     names = sorted({label.appliance for label in labels} & set(targets or ALL_TARGETS))
     if not names:
         raise DataError(f"{labels_path}: no label for {sorted(targets or ALL_TARGETS)}")
+    import keras
     done: dict[str, Any] = {}
     for name in names:
         target = ALL_TARGETS[name]
