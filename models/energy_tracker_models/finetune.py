@@ -125,7 +125,7 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
         norm = meta["normalisation"]
         shutil.copy2(path, path.with_name(f"{name}.before-finetune.keras"))
         model = keras.models.load_model(path)
-        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mae")  # as in train
         xn = ((x - norm["input_mean"]) / norm["input_std"])[..., None]
         history = model.fit(xn, y / norm["output_scale"], epochs=epochs,
                             batch_size=min(256, len(x)), verbose=0)

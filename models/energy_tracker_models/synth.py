@@ -64,20 +64,23 @@ def _place(day: NDArray[np.float64], profile: NDArray[np.float64], start: int) -
         day[start:end] += profile[: end - start]
 
 
-def _variation(rng: np.random.Generator, augment: bool,
-               power_range: tuple[float, float] = (0.85, 1.15)) -> tuple[float, float]:
+Range = tuple[float, float]
+
+
+def _variation(rng: np.random.Generator, augment: bool, power_range: Range = (0.85, 1.15),
+               duration_range: Range = (0.8, 1.25)) -> tuple[float, float]:
     """(stretch, scale): wide for training augmentation, narrow for test runs."""
     if augment:
-        return rng.uniform(0.8, 1.25), rng.uniform(*power_range)
+        return rng.uniform(*duration_range), rng.uniform(*power_range)
     return rng.uniform(0.9, 1.1), rng.uniform(0.95, 1.05)
 
 
 def _activations(rng: np.random.Generator, models: Sequence[ApplianceModel], per_day: float,
-                 augment: bool, power_range: tuple[float, float] = (0.85, 1.15)
-                 ) -> NDArray[np.float64]:
+                 augment: bool, power_range: Range = (0.85, 1.15),
+                 duration_range: Range = (0.8, 1.25)) -> NDArray[np.float64]:
     day = np.zeros(DAY_S)
     for _ in range(rng.poisson(per_day)):
-        stretch, scale = _variation(rng, augment, power_range)
+        stretch, scale = _variation(rng, augment, power_range, duration_range)
         profile = models[rng.integers(len(models))].synthesize(stretch, scale)
         _place(day, profile, int(rng.integers(*ACTIVE_HOURS)))
     return day
@@ -120,7 +123,7 @@ def synthesize(background: pd.DataFrame, days: Sequence[pd.Timestamp], unseen: b
                 fine = _fridge(rng, models, augment, target.power_range)
             else:
                 fine = _activations(rng, models, USES_PER_DAY[target.name], augment,
-                                    target.power_range)
+                                    target.power_range, target.duration_range)
             coarse = fine.reshape(per, period_s).mean(axis=1)
             truth[target.name].append(coarse)
             total += coarse

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from energy_tracker_addon import __version__
 from energy_tracker_addon.api import create_app
 from energy_tracker_addon.config import Options
 from energy_tracker_addon.service import AddonService
@@ -116,7 +117,7 @@ async def test_every_route_but_health_needs_the_token(
 
     async with session.get(service.url + "/api/v1/health") as resp:
         assert resp.status == 200
-        assert await resp.json() == {"status": "ok", "version": "0.1.0"}
+        assert await resp.json() == {"status": "ok", "version": __version__}
 
 
 async def test_unknown_route_answers_json_404(

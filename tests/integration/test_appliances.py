@@ -204,7 +204,7 @@ async def test_replay_matches_the_evaluation_cli(
                    and e.data["type"] == "appliance_started"]
         assert len(started) == ref["starts"], (name, len(started), ref)
     assert any(r["starts"] for r in expected.values())  # the check above compared something
-    assert len(washes) == expected["washing_machine"]["starts"] == 1
+    assert len(washes) == expected["washing_machine"]["starts"] >= 1
     power = hass.states.get(entity_id(hass, addon, "washing_machine", "power"))
     assert power.attributes["unit_of_measurement"] == "W"
     energy_state = hass.states.get(entity_id(hass, addon, "washing_machine", "energy"))

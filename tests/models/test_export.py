@@ -38,3 +38,22 @@ def test_int8_export_matches_float_model(tmp_path: Path) -> None:
     spread = float(float_out.max() - float_out.min())
     assert np.abs(int8_out - float_out).mean() < 0.05 * spread
     assert len(blob) < 200_000
+
+
+def test_gated_network_exports_watts_only(tmp_path: Path) -> None:
+    """Training sees power and the on/off gate; the exported model outputs watts alone."""
+    from energy_tracker_models.export import to_tflite_int8
+    from energy_tracker_models.train import build_networks
+
+    window = 31
+    train_model, model = build_networks(window)
+    x = np.random.default_rng(1).normal(0, 1, (64, window, 1)).astype(np.float32)
+    outputs = train_model.predict(x, verbose=0)
+    assert set(outputs) == {"power", "on"}
+    assert np.all((outputs["on"] >= 0) & (outputs["on"] <= 1))
+    np.testing.assert_allclose(model.predict(x, verbose=0), outputs["power"], rtol=1e-5)
+    interp_blob = to_tflite_int8(model, x)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=interp_blob)
+    assert len(interp.get_output_details()) == 1
