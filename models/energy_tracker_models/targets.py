@@ -53,8 +53,9 @@ APPLIANCES = (
            (0.7, 3.0), on_share=0.5),  # compressors: 40-200 W
     Target("microwave", "appliance", 6, 99, 200.0, 100.0, 12.0, 30.0, "MICROWAVE",
            ("MICROWAVE/dev_98A0D3/mode0",), (0.6, 1.4), (0.3, 2.0)),  # 0.8-1.8 kW, 30 s-13 min
+    # washing machine: a fifth of the windows on a wash (validation MAE 5.0 W vs 8.7 W at 0.5)
     Target("washing_machine", "appliance", 6, 299, 20.0, 10.0, 300.0, 160.0, "WASHINGMACHINE",
-           ("WASHINGMACHINE/ECO-H1/mode3",), (0.85, 1.15), (0.7, 1.5), on_share=0.5),
+           ("WASHINGMACHINE/ECO-H1/mode3",), (0.85, 1.15), (0.7, 1.5), on_share=0.2),
     # AMBAL has a single dishwasher model: its test runs use unseen power/duration variations
     Target("dishwasher", "appliance", 6, 299, 20.0, 10.0, 300.0, 300.0, "DISHWASHER", (),
            (0.85, 1.15), on_share=0.5),

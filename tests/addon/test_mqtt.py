@@ -263,6 +263,7 @@ async def test_discovery_and_states_match_the_api(
             # A central Home Assistant connecting later gets it all from retained messages.
             async with Subscriber(broker.port) as late:
                 await wait_until(lambda: late.configs() == configs, what="retained discovery")
+                await wait_until(lambda: bool(late.on(availability)), what="retained availability")
                 assert [(m.payload, m.retain) for m in late.on(availability)] \
                     == [(b"online", True)]
 
@@ -318,6 +319,8 @@ async def test_broker_restart_resumes_publishing_and_the_api_keeps_serving(
             await wait_until(lambda: len(central.configs()) == sensors, timeout=20,
                              what="discovery after the restart")
             availability = f"energy_tracker/{service.meter_id}/availability"
+            # published right after the discovery configs
+            await wait_until(lambda: bool(central.on(availability)), what="availability")
             assert central.on(availability)[-1].payload == b"online"
             await wait_until(
                 lambda: any(s["seq"] > before + 3 for s in central.states(state_topic)),

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from energy_tracker_addon.config import Options
+from energy_tracker_addon.nilm import load_bundle
 from energy_tracker_addon.nilm_service import ENERGY_FILE, LABELS_FILE
 from energy_tracker_addon.service import AddonService
 
@@ -93,7 +94,7 @@ async def test_labels_survive_a_restart_and_a_torn_line(
         await service.stop()
     assert status == 200
     assert (label["start"], label["was_running"], label["bundle_version"]) == (
-        "2026-11-24T07:00:00.000Z", True, "1.0.0")
+        "2026-11-24T07:00:00.000Z", True, load_bundle().version)
     with (tmp_path / "data" / LABELS_FILE).open("a") as handle:
         handle.write('{"appliance": "kett')  # a crash in the middle of an append
     service = await running(tmp_path, rpict)

@@ -106,9 +106,10 @@ async def test_power_above_its_rolling_average_notifies(
     boards.powers = [700.0, 0.0, 0.0]  # under twice the average: nothing
     await wait_for(lambda: hass.states.get("sensor.energy_tracker_total_power").state
                    == "700.0", 10, "700 W")
-    boards.powers = [1500.0, 0.0, 0.0]
+    # above twice the average even once the average holds four 700 W readings and this one
+    boards.powers = [2000.0, 0.0, 0.0]
     await wait_for(lambda: len(notify) == 1, 10, "the notification")
-    assert "Energy Tracker Total power is at 1500 W" in notify[0].data["message"]
+    assert "Energy Tracker Total power is at 2000 W" in notify[0].data["message"]
     assert "(2\u00d7 its average)" in notify[0].data["message"]
 
 
