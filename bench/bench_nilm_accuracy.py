@@ -16,14 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from energy_tracker_addon.nilm import DEFAULT_BUNDLE, load_bundle
 from energy_tracker_models.cli import DEFAULT_CACHE
-from energy_tracker_models.prepare import load_set, prepare
-from energy_tracker_models.report import PUBLISHED_MAE, compare
+from energy_tracker_models.prepare import prepare
+from energy_tracker_models.report import PUBLISHED_MAE, held_out
 from energy_tracker_models.targets import ALL_TARGETS
-from energy_tracker_models.train import set_name
 
 CIRCUIT_GOAL_RATIO = 0.4
 
@@ -40,10 +37,7 @@ def main() -> None:
     figures: dict[str, dict[str, float | str | bool]] = {}
     for name, runner in bundle.models.items():
         target = ALL_TARGETS[name]
-        test = load_set(args.cache / set_name(target, "test"))
-        train_mean = float(load_set(args.cache / set_name(target, "train")).truth[name].mean())
-        mains = np.where(test.valid, test.mains, np.nan).astype(np.float32)
-        rows, _ = compare(name, args.cache, runner, mains, test.truth[name], train_mean)
+        rows = held_out(name, args.cache, runner).rows
         mae = {label: row["mae_w"] for label, row in rows.items()}
         if target.kind == "circuit":
             goal_w = CIRCUIT_GOAL_RATIO * mae["always_off"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,6 +72,25 @@ def compare(name: str, cache: Path, runner: ModelRunner, mains: NDArray[np.float
     return rows, int8.power_w
 
 
+class HeldOut(NamedTuple):
+    rows: dict[str, Any]  # baseline or model → metrics
+    pred: NDArray[np.float32]  # int8 power
+    mains: NDArray[np.float32]
+    truth: NDArray[np.float32]
+    train_mean: float
+
+
+def held_out(name: str, cache: Path, runner: ModelRunner) -> HeldOut:
+    """Baselines and models on the target's held-out set."""
+    target = ALL_TARGETS[name]
+    test = load_set(cache / set_name(target, "test"))
+    train_mean = float(load_set(cache / set_name(target, "train")).truth[name].mean())
+    mains = np.where(test.valid, test.mains, np.nan).astype(np.float32)
+    truth = test.truth[name]
+    rows, pred = compare(name, cache, runner, mains, truth, train_mean)
+    return HeldOut(rows, pred, mains, truth, train_mean)
+
+
 def _busiest_day(truth: NDArray[np.float32], per_day: int) -> int:
     days = len(truth) // per_day
     energy = truth[: days * per_day].reshape(days, per_day)
@@ -92,11 +111,7 @@ def report(cache: Path, models: Path, ukdale: Path | None) -> Path:
     real_plots: list[tuple[str, Any, NDArray[np.float32]]] = []
     for name, runner in bundle.models.items():
         target = ALL_TARGETS[name]
-        test = load_set(cache / set_name(target, "test"))
-        train_mean = float(load_set(cache / set_name(target, "train")).truth[name].mean())
-        mains = np.where(test.valid, test.mains, np.nan).astype(np.float32)
-        truth = test.truth[name]
-        rows, pred = compare(name, cache, runner, mains, truth, train_mean)
+        rows, pred, mains, truth, train_mean = held_out(name, cache, runner)
         entry: dict[str, Any] = {"held_out": rows}
         if target.kind == "circuit":
             entry["goal"] = {"mae_ratio_to_always_off": round(
