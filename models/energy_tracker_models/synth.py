@@ -16,7 +16,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .ambal import ApplianceModel, load_models
-from .targets import APPLIANCES, DISTRACTORS, USES_PER_DAY
+from .targets import APPLIANCES, DISTRACTORS, DURATION_RANGE, POWER_RANGE, USES_PER_DAY
 
 DAY_S = 86_400
 ACTIVE_HOURS = (6 * 3600, 23 * 3600)
@@ -67,8 +67,8 @@ def _place(day: NDArray[np.float64], profile: NDArray[np.float64], start: int) -
 Range = tuple[float, float]
 
 
-def _variation(rng: np.random.Generator, augment: bool, power_range: Range = (0.85, 1.15),
-               duration_range: Range = (0.8, 1.25)) -> tuple[float, float]:
+def _variation(rng: np.random.Generator, augment: bool, power_range: Range = POWER_RANGE,
+               duration_range: Range = DURATION_RANGE) -> tuple[float, float]:
     """(stretch, scale): wide for training augmentation, narrow for test runs."""
     if augment:
         return rng.uniform(*duration_range), rng.uniform(*power_range)
@@ -76,8 +76,8 @@ def _variation(rng: np.random.Generator, augment: bool, power_range: Range = (0.
 
 
 def _activations(rng: np.random.Generator, models: Sequence[ApplianceModel], per_day: float,
-                 augment: bool, power_range: Range = (0.85, 1.15),
-                 duration_range: Range = (0.8, 1.25)) -> NDArray[np.float64]:
+                 augment: bool, power_range: Range = POWER_RANGE,
+                 duration_range: Range = DURATION_RANGE) -> NDArray[np.float64]:
     day = np.zeros(DAY_S)
     for _ in range(rng.poisson(per_day)):
         stretch, scale = _variation(rng, augment, power_range, duration_range)
