@@ -26,7 +26,7 @@ from .anomaly import Anomaly, AnomalyDetector, DetectorSettings
 from .config import ChannelConfig, Options
 from .history import ExportFormat, HistoryWriter, Reading
 from .meter import Meter
-from .statefile import JsonStateFile
+from .statefile import VersionedStateFile
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class Analytics:
         self._meter = meter
         self._tz = tz
         self._channels: tuple[ChannelConfig, ...] = options.channels
-        self._file = JsonStateFile(data_dir / STATE_FILE)
+        self._file = VersionedStateFile(data_dir / STATE_FILE, FORMAT_VERSION, "analytics state",
+                                       _LOGGER)
         # Exports are written here, streamed, then deleted (api_analytics.py).
         self.export_dir = data_dir / "exports"
         self.history = HistoryWriter(
@@ -303,36 +304,25 @@ class Analytics:
     # ------------------------------------------------------------------ persistence
 
     def persist(self) -> None:
-        if not self._unsaved:
-            return
-        try:
-            self._file.save({
-                "version": FORMAT_VERSION,
-                "buckets": self._buckets.to_dict(),
-                "events": list(self._events),
-                "next_id": self._next_id,
-                "last_time": None if self._last_time is None else self._last_time.isoformat(),
-            })
-        except OSError as error:
-            _LOGGER.error("Could not write the analytics state: %s", error)
-            return
-        self._unsaved = False
+        if self._unsaved and self._file.write({
+            "buckets": self._buckets.to_dict(),
+            "events": list(self._events),
+            "next_id": self._next_id,
+            "last_time": None if self._last_time is None else self._last_time.isoformat(),
+        }):
+            self._unsaved = False
 
     def _restore(self) -> None:
-        data = self._file.load()
-        if data is None:
+        def parse(data: dict[str, Any]
+                  ) -> tuple[EnergyBuckets, list[dict[str, Any]], int, datetime | None]:
+            return (EnergyBuckets.from_dict(data["buckets"], self._tz),
+                    [dict(event) for event in data["events"]], int(data["next_id"]),
+                    None if data["last_time"] is None else _parse(data["last_time"]))
+
+        stored = self._file.read(parse, "starting afresh")
+        if stored is None:
             return
-        try:
-            if data["version"] != FORMAT_VERSION:
-                raise ValueError(f"unknown version {data['version']!r}")
-            buckets = EnergyBuckets.from_dict(data["buckets"], self._tz)
-            events = [dict(event) for event in data["events"]]
-            next_id = int(data["next_id"])
-            last_time = None if data["last_time"] is None else _parse(data["last_time"])
-        except (KeyError, TypeError, ValueError) as error:
-            _LOGGER.error("Analytics state %s unusable (%s): starting afresh",
-                          self._file.path, error)
-            return
+        buckets, events, next_id, last_time = stored
         self._buckets, self._next_id, self._last_time = buckets, next_id, last_time
         self._events.extend(events)
 

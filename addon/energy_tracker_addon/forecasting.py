@@ -37,7 +37,7 @@ from .forecast import (
 )
 from .history import HistoryWriter
 from .meter import Meter, iso_utc
-from .statefile import JsonStateFile
+from .statefile import VersionedStateFile
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class Forecasting:
         self._history = history
         self._tz = tz
         self._now = wall_clock
-        self._file = JsonStateFile(data_dir / STATE_FILE)
+        self._file = VersionedStateFile(data_dir / STATE_FILE, FORMAT_VERSION, "forecast state",
+                                       _LOGGER)
         self._model: Forecaster | None = None
         self._trained: datetime | None = None  # set: the model is a local retrain
         self._last_retrain: datetime | None = None
@@ -234,39 +235,35 @@ class Forecasting:
 
     def _persist(self) -> None:
         model = self._model if self._trained is not None else None
-        try:
-            self._file.save({
-                "version": FORMAT_VERSION,
-                "model": None if model is None else model.to_dict(),
-                "trained": _iso(self._trained),
-                "last_retrain": _iso(self._last_retrain),
-                "retry_retrain": _iso(self._retry_retrain),
-                "drift": self._drift.to_dict(),
-            })
-        except OSError as error:
-            _LOGGER.error("Could not write the forecast state: %s", error)
+        self._file.write({
+            "model": None if model is None else model.to_dict(),
+            "trained": _iso(self._trained),
+            "last_retrain": _iso(self._last_retrain),
+            "retry_retrain": _iso(self._retry_retrain),
+            "drift": self._drift.to_dict(),
+        })
 
     def _restore(self) -> None:
-        data = self._file.load()
-        if data is None:
+        stored = self._file.read(_parse_state, "shipped model, drift afresh",
+                                 errors=(ForecastModelError,))
+        if stored is None:
             return
-        try:
-            if data["version"] != FORMAT_VERSION:
-                raise ValueError(f"unknown version {data['version']!r}")
-            drift = DriftTracker.from_dict(data["drift"])
-            times = [_parse(data[key]) for key in ("trained", "last_retrain", "retry_retrain")]
-            model = None if data["model"] is None else Forecaster.from_dict(data["model"])
-            if model is not None and times[0] is None:
-                raise ValueError("a retrained model without its training time")
-        except (KeyError, TypeError, ValueError, ForecastModelError) as error:
-            _LOGGER.error("Forecast state %s unusable (%s): shipped model, drift afresh",
-                          self._file.path, error)
-            return
+        drift, times, model = stored
         self._drift = drift
         self._last_retrain, self._retry_retrain = times[1], times[2]
         if model is not None:
             self._model, self._trained = model, times[0]
 
+
+
+def _parse_state(data: dict[str, Any]
+                 ) -> tuple[DriftTracker, list[datetime | None], Forecaster | None]:
+    drift = DriftTracker.from_dict(data["drift"])
+    times = [_parse(data[key]) for key in ("trained", "last_retrain", "retry_retrain")]
+    model = None if data["model"] is None else Forecaster.from_dict(data["model"])
+    if model is not None and times[0] is None:
+        raise ValueError("a retrained model without its training time")
+    return drift, times, model
 
 def _hourly(
     minutes: list[int], rows: list[tuple[float | None, ...]], now: datetime, days: int

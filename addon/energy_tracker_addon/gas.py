@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from .statefile import JsonStateFile
+from .statefile import VersionedStateFile
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class GasCounter:
         if not (math.isfinite(m3_per_pulse) and m3_per_pulse > 0):
             raise ValueError(f"m3_per_pulse must be a positive number, not {m3_per_pulse!r}")
         self._m3_per_pulse = m3_per_pulse
-        self._file = JsonStateFile(path)
+        self._file = VersionedStateFile(path, FORMAT_VERSION, "gas counter file", _LOGGER)
         self._pulses_total = 0  # counted pulses; m³ = pulses x factor (no float drift)
         self._m3_offset = 0.0  # volume counted at earlier factors (option changed)
         self._last_count: int | None = None
@@ -76,35 +76,24 @@ class GasCounter:
 
     def persist(self) -> None:
         """Write the counter if it changed (atomic; an error is logged, retried next time)."""
-        if not self._unsaved:
-            return
-        try:
-            self._file.save({
-                "version": FORMAT_VERSION,
-                "m3": self.m3,
-                "m3_per_pulse": self._m3_per_pulse,
-                "last_count": self._last_count,
-            })
-        except OSError as error:
-            _LOGGER.error("Could not write the gas counter: %s", error)
-            return
-        self._unsaved = False
+        if self._unsaved and self._file.write({
+            "m3": self.m3, "m3_per_pulse": self._m3_per_pulse, "last_count": self._last_count,
+        }):
+            self._unsaved = False
 
     def _load(self) -> None:
-        data = self._file.load()
-        if data is None:
+        stored = self._file.read(_parse_counter, "counting from zero")
+        if stored is None:
             return
-        try:
-            if data["version"] != FORMAT_VERSION:
-                raise ValueError(f"unknown version {data['version']!r}")
-            m3 = float(data["m3"])
-            last = data["last_count"]
-            if not (math.isfinite(m3) and m3 >= 0) or not isinstance(last, int):
-                raise ValueError("bad m3 or last_count")
-        except (KeyError, TypeError, ValueError) as error:
-            _LOGGER.error("Gas counter file %s unusable (%s): counting from zero",
-                          self._file.path, error)
-            return
+        m3, last = stored
         # Volume so far stays as it was, also when gas_m3_per_pulse changed since.
         self._m3_offset = m3
         self._last_count = last
+
+
+def _parse_counter(data: dict[str, Any]) -> tuple[float, int]:
+    m3 = float(data["m3"])
+    last = data["last_count"]
+    if not (math.isfinite(m3) and m3 >= 0) or not isinstance(last, int):
+        raise ValueError("bad m3 or last_count")
+    return m3, last

@@ -31,7 +31,7 @@ from typing import Any, Final
 from .config import Options
 from .meter import Meter, iso_utc
 from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
-from .statefile import JsonStateFile
+from .statefile import VersionedStateFile
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ class NilmService:
         self._options = options
         self._meter = meter
         self._scale = time_scale
-        self._energy_file = JsonStateFile(data_dir / ENERGY_FILE)
+        self._energy_file = VersionedStateFile(data_dir / ENERGY_FILE, FORMAT_VERSION,
+                                               "appliance energies", _LOGGER)
         self.labels = LabelStore(data_dir / LABELS_FILE)
         self._bundle: NilmBundle | None = None
         self._disaggregator: Disaggregator | None = None
@@ -320,17 +321,18 @@ class NilmService:
     # ------------------------------------------------------------------ persistence
 
     def _persist(self, energy_wh: dict[str, float]) -> None:
-        try:
-            self._energy_file.save({"version": FORMAT_VERSION, "energy_wh": energy_wh})
-        except OSError as error:
-            _LOGGER.error("Could not write the appliance energies: %s", error)
+        self._energy_file.write({"energy_wh": energy_wh})
 
     def _restore(self) -> dict[str, float]:
-        data = self._energy_file.load()
-        stored = data.get("energy_wh") if isinstance(data, dict) else None
-        if not isinstance(stored, dict):
-            return {}
-        return {
-            str(name): float(wh) for name, wh in stored.items()
-            if isinstance(wh, int | float) and math.isfinite(wh) and wh >= 0
-        }
+        return self._energy_file.read(_parse_energies, "counting from zero") or {}
+
+
+def _parse_energies(data: dict[str, Any]) -> dict[str, float]:
+    """Stored appliance energies (Wh); entries that are not finite and >= 0 are dropped."""
+    stored = data["energy_wh"]
+    if not isinstance(stored, dict):
+        raise TypeError("energy_wh is not an object")
+    return {
+        str(name): float(wh) for name, wh in stored.items()
+        if isinstance(wh, int | float) and math.isfinite(wh) and wh >= 0
+    }

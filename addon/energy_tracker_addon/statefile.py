@@ -11,10 +11,12 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class JsonStateFile:
@@ -55,3 +57,44 @@ class JsonStateFile:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class VersionedStateFile(JsonStateFile):
+    """A JsonStateFile holding `{"version": N, ...}`: the version check and the logging of
+    unwritable or unusable state live here once, for every service that keeps state."""
+
+    def __init__(self, path: Path, version: int, what: str, logger: logging.Logger) -> None:
+        super().__init__(path)
+        self.version = version
+        self._what = what  # "gas counter": how log lines name this state
+        self._logger = logger  # the owning service's, so its log lines keep their origin
+
+    def write(self, payload: dict[str, Any]) -> bool:
+        """Save atomically; an OSError is logged and False returned (the caller retries)."""
+        try:
+            self.save({"version": self.version, **payload})
+        except OSError as error:
+            self._logger.error("Could not write the %s: %s", self._what, error)
+            return False
+        return True
+
+    def read(self, parse: Callable[[dict[str, Any]], T], consequence: str,
+             errors: tuple[type[Exception], ...] = ()) -> T | None:
+        """`parse(document)`, or None when there is none or it is unusable.
+
+        `parse` raises KeyError, TypeError, ValueError (or one of `errors`) on a document it
+        cannot use; that is logged with `consequence` ("counting from zero").
+        """
+        data = self.load()
+        if data is None:
+            return None
+        caught: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, *errors)
+        try:
+            if not isinstance(data, dict) or data.get("version") != self.version:
+                version = data.get("version") if isinstance(data, dict) else None
+                raise ValueError(f"unknown version {version!r}")
+            return parse(data)
+        except caught as error:
+            self._logger.error("%s %s unusable (%s): %s", self._what.capitalize(), self.path,
+                               error, consequence)
+            return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from energy_tracker_addon import nilm_service
 from energy_tracker_addon.config import Options
 from energy_tracker_addon.nilm import load_bundle
 from energy_tracker_addon.nilm_service import ENERGY_FILE, LABELS_FILE
@@ -137,3 +139,25 @@ async def test_energies_are_restored_and_never_go_backwards(
         await service.stop()
     saved = json.loads((data / ENERGY_FILE).read_text())["energy_wh"]
     assert saved["kettle"] == 1234.5
+
+
+@pytest.mark.parametrize(("document", "reason"), [
+    ({"version": 2, "energy_wh": {"kettle": 10.0}}, "unknown version 2"),
+    ({"version": 1, "energy_wh": [10.0]}, "energy_wh is not an object"),
+])
+async def test_an_unusable_energies_file_is_logged_and_counting_starts_afresh(
+    tmp_path: Path, rpict: PtyPort, caplog: pytest.LogCaptureFixture,
+    document: dict[str, Any], reason: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ENERGY_FILE).write_text(json.dumps(document))
+    with caplog.at_level(logging.ERROR, logger=nilm_service.__name__):
+        service = await running(tmp_path, rpict)
+    try:
+        energies = {a["id"]: a["energy_kwh"] for a in service.nilm.state() or []}
+        assert energies["kettle"] == 0.0
+    finally:
+        await service.stop()
+    assert [r.getMessage() for r in caplog.records if r.name == nilm_service.__name__] == [
+        f"Appliance energies {data / ENERGY_FILE} unusable ({reason}): counting from zero"]
