@@ -121,6 +121,10 @@ class Options:
     mqtt_port: int = 1883
     mqtt_username: str = ""
     mqtt_password: str = ""
+    mqtt_tls: bool = False
+    # PEM file of the CA that signed the broker's certificate (/ssl/...); empty: the
+    # system's public CAs, right for a broker with a certificate from a public CA.
+    mqtt_ca_certificate: str = ""
     mqtt_topic_prefix: str = "energy_tracker"
     mqtt_discovery_prefix: str = "homeassistant"
     # Appliance detection (nilm_service.py); empty dir: the bundle shipped with the add-on.
@@ -248,6 +252,8 @@ _SCHEMA: Final = vol.Schema(
         vol.Optional("mqtt_port"): vol.All(_integer, vol.Range(min=1, max=65535)),
         vol.Optional("mqtt_username"): str,
         vol.Optional("mqtt_password"): str,
+        vol.Optional("mqtt_tls"): bool,
+        vol.Optional("mqtt_ca_certificate"): str,
         vol.Optional("mqtt_topic_prefix"): vol.Match(
             MQTT_TOPIC_PATTERN, msg="not an MQTT topic without wildcards"
         ),
@@ -299,6 +305,12 @@ def parse_options(data: Any) -> Options:
         valid["extra_meters"] = tuple(ExtraMeterConfig(**m) for m in valid["extra_meters"])
     if valid.get("mqtt_enabled") and not valid.get("mqtt_host", "").strip():
         raise OptionsError("mqtt_host: needed when mqtt_enabled is true")
+    ca = valid.get("mqtt_ca_certificate", "")
+    if ca and not valid.get("mqtt_tls"):
+        raise OptionsError("mqtt_ca_certificate: only used with mqtt_tls: true")
+    if ca and not ca.startswith("/"):
+        raise OptionsError(f"mqtt_ca_certificate: an absolute path such as /ssl/ca.crt "
+                           f"(got {ca!r})")
     return Options(**valid)
 
 

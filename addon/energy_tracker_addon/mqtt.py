@@ -13,6 +13,7 @@ import collections
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -79,12 +80,20 @@ class MqttPublisher:
         self._outage_logged = False
         self._task: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
+        self._tls: ssl.SSLContext | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     async def start(self) -> None:
+        try:
+            self._tls = self._tls_context()
+        except (OSError, ssl.SSLError) as error:
+            # Never fall back to plain MQTT: the user asked for an encrypted link.
+            _LOGGER.error("MQTT publishing off: cannot load mqtt_ca_certificate %s (%s)",
+                          self._options.mqtt_ca_certificate, error)
+            return
         self._remove_listener = self._meter.add_listener(self._on_reading)
         self._task = asyncio.create_task(self._run(), name="energy_tracker mqtt")
 
@@ -116,6 +125,13 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------ connection
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """With mqtt_tls: certificate and host name checked, against the given CA or the
+        system's public CAs."""
+        if not self._options.mqtt_tls:
+            return None
+        return ssl.create_default_context(cafile=self._options.mqtt_ca_certificate or None)
+
     def _client(self) -> aiomqtt.Client:
         options = self._options
         return aiomqtt.Client(
@@ -128,6 +144,7 @@ class MqttPublisher:
             will=aiomqtt.Will(self.availability_topic, OFFLINE, qos=1, retain=True),
             keepalive=KEEPALIVE_S,
             timeout=10,
+            tls_context=self._tls,
             logger=_LOGGER.getChild("client"),
         )
 
@@ -169,7 +186,14 @@ class MqttPublisher:
     def _log_outage(self, where: str, error: aiomqtt.MqttError) -> None:
         if self._stopping.is_set():
             return
-        if not self._connected and isinstance(error, aiomqtt.MqttCodeError) \
+        if not self._connected and isinstance(error.__context__, ssl.SSLError):
+            # A certificate the CA does not vouch for (or a broker without TLS): only the
+            # user can fix it, so an error, once per outage; retried all the same.
+            if not self._outage_logged:
+                _LOGGER.error("MQTT broker %s failed the TLS handshake (%s): check "
+                              "mqtt_ca_certificate, mqtt_host (the name in the broker's "
+                              "certificate) and mqtt_port", where, error)
+        elif not self._connected and isinstance(error, aiomqtt.MqttCodeError) \
                 and _code(error.rc) in _AUTH_REFUSED:
             # Retried anyway (the broker's password file may be fixed meanwhile), but
             # logged at error level: only the user can fix this one.

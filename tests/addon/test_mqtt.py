@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import getpass
 import json
 import logging
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -54,20 +56,82 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class BrokerCertificate:
+    ca: Path  # the private CA's certificate (PEM), what mqtt_ca_certificate points to
+    cert: Path  # the broker's, for the name "localhost", signed by that CA
+    key: Path
+
+
+def make_broker_certificate(directory: Path) -> BrokerCertificate:
+    """A private CA and a broker certificate for `localhost`, as a user's own broker has."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+                    signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): key identifiers are needed.
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject)).issuer_name(name(issuer))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                signer.public_key()), critical=False)
+        )
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate("Energy Tracker test CA", ca_key, "Energy Tracker test CA", ca_key,
+                          ca=True)
+    cert = certificate("localhost", key, "Energy Tracker test CA", ca_key, ca=False)
+    paths = BrokerCertificate(directory / "ca.crt", directory / "broker.crt",
+                              directory / "broker.key")
+    paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return paths
+
+
 class Mosquitto:
     """One broker process; `start()` again after `stop()` reuses the same port."""
 
-    def __init__(self, directory: Path, password_file: Path | None = None) -> None:
+    def __init__(self, directory: Path, password_file: Path | None = None,
+                 tls: BrokerCertificate | None = None) -> None:
         assert MOSQUITTO is not None
         self.directory = directory
         self.port = _free_port()
         self.log = directory / "mosquitto.log"
         self.password_file = password_file
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *([] if self.tls is None else [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}",
+                                           f"keyfile {self.tls.key}"]),
             "persistence false",  # a restart loses the retained messages, as after a crash
             "log_dest stderr",
             "log_type all",
@@ -134,8 +198,10 @@ class Subscriber:
     """The central consumer: a second real MQTT client recording everything it gets."""
 
     def __init__(self, port: int, username: str | None = None,
-                 password: str | None = None) -> None:
-        self._client = aiomqtt.Client("127.0.0.1", port, username=username, password=password)
+                 password: str | None = None, tls_ca: Path | None = None) -> None:
+        tls = None if tls_ca is None else ssl.create_default_context(cafile=tls_ca)
+        self._client = aiomqtt.Client("localhost" if tls else "127.0.0.1", port,
+                                      username=username, password=password, tls_context=tls)
         self.messages: list[Received] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -193,8 +259,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def mqtt_options(port: int, **extra: Any) -> Options:
-    return Options(api_token=TOKEN, mqtt_enabled=True, mqtt_host="127.0.0.1", mqtt_port=port,
-                   simulation_speed=50, **extra)
+    return Options(**{"api_token": TOKEN, "mqtt_enabled": True, "mqtt_host": "127.0.0.1",
+                      "mqtt_port": port, "simulation_speed": 50, **extra})
 
 
 def _expected_values(state: dict[str, Any]) -> dict[str, Any]:
@@ -437,7 +503,94 @@ async def test_wrong_password_is_logged_once_and_readings_wait_in_a_bounded_queu
     assert "u'meter'" in broker.log_text()
 
 
+@pytest.fixture
+def tls_broker(broker_dir: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(broker_dir, tls=make_broker_certificate(broker_dir))
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def _publisher(tmp_path: Path, options: Options) -> tuple[Meter, MqttPublisher]:
+    meter_id = "0123456789abcdef0123456789abcdef"
+    meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
+    return meter, MqttPublisher(options, meter, meter_id)
+
+
+async def test_tls_publishes_to_a_broker_signed_by_the_users_ca(
+    tls_broker: Mosquitto, tmp_path: Path
+) -> None:
+    assert tls_broker.tls is not None
+    options = mqtt_options(tls_broker.port, mqtt_host="localhost", mqtt_tls=True,
+                           mqtt_ca_certificate=str(tls_broker.tls.ca))
+    meter, publisher = _publisher(tmp_path, options)
+    try:
+        async with Subscriber(tls_broker.port, tls_ca=tls_broker.tls.ca) as central:
+            await publisher.start()
+            await wait_until(lambda: publisher.connected, what="TLS connection")
+            meter.feed_rpict_line(RPICT_LINE)
+            await wait_until(lambda: bool(central.states(publisher.state_topic)),
+                             what="a reading over TLS")
+            assert central.states(publisher.state_topic)[-1]["total_power_w"] == 230.0
+    finally:
+        await publisher.stop()
+
+
+async def test_tls_refuses_a_broker_its_ca_does_not_vouch_for(
+    tls_broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert tls_broker.tls is not None
+    # No mqtt_ca_certificate: the system's public CAs, which never signed the private one.
+    options = mqtt_options(tls_broker.port, mqtt_host="localhost", mqtt_tls=True)
+    meter, publisher = _publisher(tmp_path, options)
+    try:
+        async with Subscriber(tls_broker.port, tls_ca=tls_broker.tls.ca) as central:
+            await publisher.start()
+            await wait_until(lambda: tls_broker.log_text().count("OpenSSL Error") >= 2,
+                             timeout=10, what="two refused handshakes")
+            meter.feed_rpict_line(RPICT_LINE)
+            refused = [r.getMessage() for r in caplog.records
+                       if r.name == LOGGER and r.levelno >= logging.ERROR]
+            assert len(refused) == 1, "logged once, not at every retry"
+            assert "failed the TLS handshake" in refused[0]
+            assert "CERTIFICATE_VERIFY_FAILED" in refused[0]
+            assert not publisher.connected
+            assert not central.on(publisher.state_topic), "nothing left in plain text"
+    finally:
+        await publisher.stop()
+
+
+async def test_an_unreadable_ca_file_turns_publishing_off_not_the_meter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "ssl" / "mqtt-ca.crt"
+    options = mqtt_options(_free_port(), mqtt_tls=True, mqtt_ca_certificate=str(missing))
+    meter, publisher = _publisher(tmp_path, options)
+    await publisher.start()
+    try:
+        meter.feed_rpict_line(RPICT_LINE)
+        assert meter.snapshot()["total_power_w"] == 230.0
+        assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
+            f"MQTT publishing off: cannot load mqtt_ca_certificate {missing} "
+            "([Errno 2] No such file or directory)"]
+    finally:
+        await publisher.stop()
+
+
 # --- options -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"mqtt_ca_certificate": "/ssl/ca.crt"}, "only used with mqtt_tls: true"),
+    ({"mqtt_tls": True, "mqtt_ca_certificate": "ca.crt"}, "an absolute path"),
+])
+def test_a_ca_certificate_needs_tls_and_an_absolute_path(
+    options: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(OptionsError, match=error):
+        parse_options({"mqtt_enabled": True, "mqtt_host": "broker.example", **options})
+    assert parse_options({"mqtt_enabled": True, "mqtt_host": "broker.example",
+                          "mqtt_tls": True, "mqtt_ca_certificate": "/ssl/ca.crt"}).mqtt_tls
 
 
 def test_publishing_needs_a_broker_host() -> None:
