@@ -43,7 +43,7 @@ class SimulatedGasMeter:
         self._m3 = 0.0
 
     def advance(self, hour: int, seconds: float) -> None:
-        """`seconds` of replayed time at local `hour` have passed."""
+        """`seconds` of gas flow at the rate of the local `hour` have passed."""
         self._m3 += rate_m3_per_h(hour) * seconds / 3600.0
 
     @property

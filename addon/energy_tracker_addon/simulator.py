@@ -246,7 +246,9 @@ class SimulatedMeter:
             row = self._row(now)
             if self._last_tick is not None:
                 hour = (self._replay.first + timedelta(minutes=row)).hour
-                self._gas.advance(hour, (now - self._last_tick) * self._speed)
+                # The flow of the replayed hour over wall time, as the meter integrates
+                # replayed power: at 60x an hour of gas is an hour's worth, not 60.
+                self._gas.advance(hour, now - self._last_tick)
             self._last_tick = now
             self._send_measurement(row)
             if tick % ticks_per_rpict == 0:

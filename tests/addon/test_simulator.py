@@ -184,6 +184,24 @@ async def test_fast_replay_loops_to_the_start_of_the_data(
         board.close()
 
 
+async def test_fast_replay_counts_gas_over_wall_time_like_electricity(
+    running: list[SimulatedMeter], replay: Replay
+) -> None:
+    # 3600x: each wall second replays an hour. Energy is power over wall time, so gas is
+    # too: at most 0.45 m³/h, far below one 0.01 m³ pulse in two seconds (60 would be
+    # 0.9 m³, what counting replayed time gives).
+    _, board = await start(running, SimulatedMeter(speed=3600, vest=VEST,
+                                                   start=replay.times[0]))
+    try:
+        first = await board.board_frame(MeasurementFrame)
+        for _ in range(2):
+            last = await board.board_frame(MeasurementFrame)
+        assert last.seq == first.seq + 2
+        assert last.gas_pulses - first.gas_pulses <= 1
+    finally:
+        board.close()
+
+
 async def test_default_start_follows_the_time_of_week(
     running: list[SimulatedMeter], replay: Replay
 ) -> None:
