@@ -131,6 +131,13 @@ class ExtraMeters:
         await meter.start()
         self._running.push_async_callback(meter.stop)
         self._running.callback(meter.add_listener(self._record(entry)))
+        if options.mqtt_enabled:
+            # Each meter is its own MQTT device, like a meter of another site in the fleet.
+            from .mqtt import MqttPublisher
+
+            publisher = MqttPublisher(options, meter, own_id)
+            await publisher.start()
+            self._running.push_async_callback(publisher.stop)
         entry.link = SerialLink(f"rpict {config.id}", port, options.rpict_baudrate,
                                 meter.feed_rpict_line,
                                 lambda connected: meter.set_board_connected("rpict", connected))

@@ -32,7 +32,7 @@ import voluptuous as vol
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.template import Template
 
-from energy_tracker_addon.config import Options, OptionsError, parse_options
+from energy_tracker_addon.config import ExtraMeterConfig, Options, OptionsError, parse_options
 from energy_tracker_addon.meter import Meter
 from energy_tracker_addon.metrics import Metrics
 from energy_tracker_addon.mqtt import QUEUE_SIZE, MqttPublisher
@@ -428,6 +428,39 @@ async def test_killed_addon_goes_offline_by_its_will(broker: Mosquitto, tmp_path
     async with Subscriber(broker.port) as late:
         await wait_until(lambda: bool(late.on(availability)), what="retained availability")
         assert [(m.payload, m.retain) for m in late.on(availability)] == [(b"offline", True)]
+
+
+async def test_every_extra_meter_is_its_own_mqtt_device(
+    broker: Mosquitto, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    options = mqtt_options(broker.port, extra_meters=(ExtraMeterConfig("garage", "Garage"),))
+    service = AddonService(options, tmp_path / "data", "127.0.0.1", 0)
+    async with Subscriber(broker.port) as central:
+        await service.start()
+        try:
+            garage = next(m for m in service.extra_meters.summary() if m["id"] == "garage")
+            ids = (service.meter_id, garage["meter_id"])
+            assert ids[0] != ids[1]
+            topics = [f"energy_tracker/{meter}/state" for meter in ids]
+            await wait_until(lambda: all(central.states(t) for t in topics), timeout=15,
+                             what="both meters on MQTT")
+            garage_meter = service.extra_meters.get("garage")
+            assert garage_meter is not None
+            # The garage publishes its own readings: its power, not the main meter's.
+            await wait_until(lambda: any(
+                s["total_power_w"] == garage_meter.snapshot()["total_power_w"]
+                and s["seq"] == garage_meter.snapshot()["seq"]
+                for s in central.states(topics[1])), timeout=15, what="garage state")
+            devices = {c["device"]["identifiers"][0] for c in central.configs().values()}
+            assert devices == {f"energy_tracker_{meter}" for meter in ids}
+            for meter in ids:
+                assert [m.payload for m in central.on(f"energy_tracker/{meter}/availability")
+                        ] == [b"online"]
+        finally:
+            await service.stop()
+        await wait_until(lambda: all(
+            central.on(f"energy_tracker/{meter}/availability")[-1].payload == b"offline"
+            for meter in ids), what="both meters offline after a clean stop")
 
 
 async def test_no_broker_neither_delays_start_nor_stop(
