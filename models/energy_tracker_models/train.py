@@ -66,6 +66,17 @@ def build_model(window: int) -> Any:
     return build_networks(window)[1]
 
 
+def average(members: list[Any], window: int) -> Any:
+    """One network whose output is the mean of the members' (one TFLite model to ship)."""
+    import keras
+    from keras import layers
+
+    if len(members) == 1:
+        return members[0]
+    inp = keras.Input((window, 1))
+    return keras.Model(inp, layers.Average()([member(inp) for member in members]))
+
+
 def training_arrays(target: Target, cache: Path, split: str, n: int, seed: int,
                     norm: Normalisation | None = None, on_share: float = 0.0
                     ) -> tuple[NDArray[np.float32], NDArray[np.float32], Normalisation]:
@@ -95,13 +106,12 @@ def validation_mae(model: Any, target: Target, cache: Path, norm: Normalisation,
     return float(np.mean(np.abs(pred - data.truth[target.name][centres])))
 
 
-def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
+def fit_member(target: Target, cache: Path, epochs: int, seed: int
+               ) -> tuple[Any, dict[str, Any], Normalisation, int]:
+    """One gated network trained on its own sample of windows (early stopping on val)."""
     import keras
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_THREADS", "2")))
     keras.utils.set_random_seed(seed)
-    target = ALL_TARGETS[name]
     x, y, norm = training_arrays(target, cache, "train", N_TRAIN[target.kind], seed,
                                  on_share=target.on_share)
     xv, yv, _ = training_arrays(target, cache, "val", N_VAL, seed + 1, norm,
@@ -113,7 +123,7 @@ def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
                         loss_weights={"power": 1.0, "on": ON_LOSS_WEIGHT})
     stop = keras.callbacks.EarlyStopping(monitor="val_power_loss", mode="min", patience=3,
                                          restore_best_weights=True)
-    print(f"training {name}: {len(x)} windows of {target.window}, "
+    print(f"training {target.name} (seed {seed}): {len(x)} windows of {target.window}, "
           f"{model.count_params()} parameters", flush=True)
     on_at = target.off_w / norm.output_scale  # "on" for the gate: above the off threshold
     history = train_model.fit(
@@ -121,13 +131,31 @@ def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
         validation_data=(xv, {"power": yv, "on": (yv >= on_at).astype(np.float32)}),
         epochs=epochs, batch_size=256, callbacks=[stop],
         verbose=1 if sys.stdout.isatty() else 2)
+    return model, history.history, norm, len(x)
+
+
+def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_THREADS", "2")))
+    target = ALL_TARGETS[name]
+    members, histories = [], []
+    for k in range(target.members):
+        model, history, norm, n_windows = fit_member(target, cache, epochs, seed + 10 * k)
+        members.append(model)
+        histories.append(history)
+    model = average(members, target.window)
     out = cache / "keras"
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / f"{name}.keras")
     (out / f"{name}.json").write_text(json.dumps({
-        "normalisation": asdict(norm), "epochs_run": len(history.history["loss"]),
-        "val_loss": min(history.history["val_power_loss"]), "train_windows": len(x),
+        "normalisation": asdict(norm), "members": target.members,
+        "epochs_run": [len(h["loss"]) for h in histories],
+        "val_loss": [min(h["val_power_loss"]) for h in histories],
+        "train_windows": n_windows,
         "val_mae_w": round(validation_mae(model, target, cache, norm), 3),
+        "member_val_mae_w": [round(validation_mae(m, target, cache, norm), 3)
+                             for m in members] if len(members) > 1 else None,
         "on_share": target.on_share,
         "parameters": model.count_params(),
     }, indent=2))

@@ -57,3 +57,23 @@ def test_gated_network_exports_watts_only(tmp_path: Path) -> None:
 
     interp = Interpreter(model_content=interp_blob)
     assert len(interp.get_output_details()) == 1
+
+
+def test_averaged_members_export_as_one_model_of_their_mean(tmp_path: Path) -> None:
+    """kitchen and laundry ship three networks averaged: one int8 model, one output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from energy_tracker_models.export import to_tflite_int8
+    from energy_tracker_models.train import average, build_model
+
+    window = 31
+    members = [build_model(window) for _ in range(3)]
+    model = average(members, window)
+    assert average(members[:1], window) is members[0]
+    x = np.random.default_rng(2).normal(0, 1, (64, window, 1)).astype(np.float32)
+    each = np.stack([m.predict(x, verbose=0).reshape(-1) for m in members])
+    np.testing.assert_allclose(model.predict(x, verbose=0).reshape(-1), each.mean(axis=0),
+                               rtol=1e-5, atol=1e-6)
+    assert model.count_params() == 3 * members[0].count_params()
+    interp = Interpreter(model_content=to_tflite_int8(model, x))
+    assert len(interp.get_input_details()) == len(interp.get_output_details()) == 1
