@@ -255,7 +255,6 @@ class Forecasting:
             self._model, self._trained = model, times[0]
 
 
-
 def _parse_state(data: dict[str, Any]
                  ) -> tuple[DriftTracker, list[datetime | None], Forecaster | None]:
     drift = DriftTracker.from_dict(data["drift"])
@@ -264,6 +263,7 @@ def _parse_state(data: dict[str, Any]
     if model is not None and times[0] is None:
         raise ValueError("a retrained model without its training time")
     return drift, times, model
+
 
 def _hourly(
     minutes: list[int], rows: list[tuple[float | None, ...]], now: datetime, days: int

@@ -66,7 +66,7 @@ class VersionedStateFile(JsonStateFile):
     def __init__(self, path: Path, version: int, what: str, logger: logging.Logger) -> None:
         super().__init__(path)
         self.version = version
-        self._what = what  # "gas counter": how log lines name this state
+        self._what = what  # "gas counter file": how log lines name this state
         self._logger = logger  # the owning service's, so its log lines keep their origin
 
     def write(self, payload: dict[str, Any]) -> bool:
@@ -90,8 +90,8 @@ class VersionedStateFile(JsonStateFile):
             return None
         caught: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, *errors)
         try:
-            if not isinstance(data, dict) or data.get("version") != self.version:
-                version = data.get("version") if isinstance(data, dict) else None
+            version = data.get("version") if isinstance(data, dict) else None
+            if version != self.version:
                 raise ValueError(f"unknown version {version!r}")
             return parse(data)
         except caught as error:
