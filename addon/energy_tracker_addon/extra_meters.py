@@ -73,6 +73,7 @@ class ExtraMeters:
         main: Meter,
         main_id: str,
         main_name: str,
+        main_metrics: Metrics,
         tz: tzinfo,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -83,6 +84,7 @@ class ExtraMeters:
         self._clock = clock
         self._wall_clock = wall_clock
         self._file = JsonStateFile(self._dir / PERIODS_FILE)
+        self._main_metrics = main_metrics
         self._main = _Entry(MAIN_METER, main_name, main_id, main, EnergyBuckets(tz))
         self._extras: dict[str, _Entry] = {}
         self._running = contextlib.AsyncExitStack()
@@ -109,6 +111,7 @@ class ExtraMeters:
             self._running.callback(self._persist)
             self._main.meter.add_state_part("meters", self.extra_summary)
             self._main.meter.add_state_part("meter_comparison", lambda: self.compare("day"))
+            self._running.callback(self._main_metrics.watch_extra_meters(self.extra_summary))
 
     async def _start_meter(self, config: ExtraMeterConfig) -> None:
         folder = self._dir / config.id
@@ -122,7 +125,7 @@ class ExtraMeters:
             self._running.push_async_callback(simulator.stop)
         options = extra_meter_options(self._options, config, port)
         own_id = meter_id(folder)
-        # Its own metrics registry: /metrics stays the main meter's.
+        # Its own registry: the main /metrics exports its summary (watch_extra_meters).
         meter = Meter(options, CounterStore(folder / COUNTER_FILE), Metrics(), own_id,
                       self._clock, self._wall_clock)
         entry = _Entry(config.id, config.name, own_id, meter,

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 from .config import Options, OptionsError
 from .gas import GasCounter
-from .metrics import Metrics
+from .metrics import Metrics, or_nan
 from .persistence import CounterStore, EnergyCounters
 from .protocol import (
     AckFrame,
@@ -232,8 +232,8 @@ class Meter:
             if self._gas is not None:
                 self._gas.update(frame.gas_pulses)
             self._last_measurement = self._clock()
-            self._metrics.voltage_v.set(_or_nan(frame.vrms_v))
-            self._metrics.frequency_hz.set(_or_nan(frame.frequency_hz))
+            self._metrics.voltage_v.set(or_nan(frame.vrms_v))
+            self._metrics.frequency_hz.set(or_nan(frame.frequency_hz))
             if not self._voltage_fresh:
                 self._voltage_fresh = True
                 self._publish()
@@ -527,7 +527,3 @@ def _power_factor(power: float, voltage: float, current: float | None) -> float 
     if apparent <= 0.0:
         return None
     return max(-1.0, min(1.0, power / apparent))
-
-
-def _or_nan(value: float | None) -> float:
-    return math.nan if value is None else value

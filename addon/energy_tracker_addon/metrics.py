@@ -6,10 +6,59 @@ process without their series colliding.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 BOARDS = ("rpict", "voltage")
+METER_LABELS = ["meter", "name"]
+
+
+class ExtraMeterCollector(Collector):
+    """Power, energy and availability of the extra meters, read when /metrics is scraped.
+
+    A collector instead of gauges: the meters' summaries are the one source, and nothing
+    has to be kept in step when a reading arrives.
+    """
+
+    def __init__(self, meters: Callable[[], Sequence[Mapping[str, Any]]]) -> None:
+        self._meters = meters
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        power, energy, up = self._families()
+        for meter in self._meters():
+            labels = [meter["id"], meter["name"]]
+            power.add_metric(labels, or_nan(meter["total_power_w"]))
+            energy.add_metric(labels, or_nan(meter["total_energy_kwh"]))
+            up.add_metric(labels, 1.0 if meter["available"] else 0.0)
+        yield from (power, energy, up)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("energy_tracker_extra_meter_power_watts",
+                              "Total power of an extra meter (NaN while stale)",
+                              labels=METER_LABELS),
+            GaugeMetricFamily("energy_tracker_extra_meter_energy_kwh",
+                              "Imported energy of an extra meter since its counters were created",
+                              labels=METER_LABELS),
+            GaugeMetricFamily("energy_tracker_extra_meter_up",
+                              "1 while an extra meter's board sends fresh readings, else 0",
+                              labels=METER_LABELS),
+        )
+
+
+def or_nan(value: float | None) -> float:
+    """A gauge's value: NaN for unknown, never 0."""
+    return math.nan if value is None else float(value)
 
 
 class Metrics:
@@ -79,6 +128,13 @@ class Metrics:
         nan = float("nan")
         for gauge in (self.total_power_w, self.voltage_v, self.frequency_hz):
             gauge.set(nan)
+
+    def watch_extra_meters(self, meters: Callable[[], Sequence[Mapping[str, Any]]]
+                           ) -> Callable[[], None]:
+        """Export the extra meters' summaries; returns the function that stops it."""
+        collector = ExtraMeterCollector(meters)
+        self.registry.register(collector)
+        return lambda: self.registry.unregister(collector)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from energy_tracker_addon.config import ExtraMeterConfig, Options, OptionsError, parse_options
 from energy_tracker_addon.meter import CHECK_INTERVAL_S
@@ -51,6 +53,17 @@ async def get(session: aiohttp.ClientSession, url: str, path: str,
                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
         assert resp.status == status, path
         return await resp.json()
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, str], float]:
+    """/metrics as {(sample name, meter label): value} for the extra meters' series."""
+    async with session.get(f"{url}/metrics",
+                           headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {(sample.name, sample.labels["meter"]): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples if "meter" in sample.labels}
 
 
 async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparison(
@@ -106,6 +119,14 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
             ("main", "Energy Tracker", 1000.0), ("garage", "Garage", 500.0)
         ]
 
+        # Prometheus sees the garage beside the main meter's own series.
+        metrics = await scrape(session, service.url)
+        assert metrics == {
+            ("energy_tracker_extra_meter_power_watts", "garage"): 500.0,
+            ("energy_tracker_extra_meter_energy_kwh", "garage"): pytest.approx(0.5, abs=1e-6),
+            ("energy_tracker_extra_meter_up", "garage"): 1.0,
+        }
+
         day = await get(session, service.url, "compare?period=day")
         assert day["start"] == "2026-01-15T00:00:00+01:00"
         assert day["total_kwh"] == pytest.approx(1.5, abs=1e-6)
@@ -130,6 +151,10 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
         stale = (await get(session, service.url, "meters"))["meters"][1]
         assert stale["total_power_w"] is None
         assert stale["total_energy_kwh"] == pytest.approx(0.5, abs=1e-6)
+        metrics = await scrape(session, service.url)
+        assert math.isnan(metrics["energy_tracker_extra_meter_power_watts", "garage"])
+        assert metrics["energy_tracker_extra_meter_up", "garage"] == 0.0
+        assert metrics["energy_tracker_extra_meter_energy_kwh", "garage"] == pytest.approx(0.5)
     finally:
         await service.stop()
 
