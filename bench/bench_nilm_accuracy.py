@@ -7,6 +7,8 @@ TensorFlow and the `train` checkpoints; "n/a" otherwise) and the shipped int8 TF
 through the add-on's inference code, on the held-out set — UCI 2010 for the circuits,
 synthetic 2010 houses with unseen AMBAL models for the appliances — and the issue's goal:
 circuits ≤ 40 % of always-off, appliances ≤ the published Seq2Point MAE on UK-DALE house 2.
+For the circuits it then prints where the int8 error lies by true power (W of the MAE
+under- and over-estimated per band), which shows what a miss is made of.
 Missing prepared sets are made first (`energy-tracker-models prepare`, ~10 s).
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from energy_tracker_addon.nilm import DEFAULT_BUNDLE, load_bundle
 from energy_tracker_models.cli import DEFAULT_CACHE
+from energy_tracker_models.drift import error_by_band
 from energy_tracker_models.prepare import prepare
 from energy_tracker_models.report import PUBLISHED_MAE, held_out
 from energy_tracker_models.targets import ALL_TARGETS
@@ -35,9 +38,13 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     print(f"{'target':16} {'always_off':>10} {'mean':>8} {'keras':>8} {'int8':>8}  goal")
     figures: dict[str, dict[str, float | str | bool]] = {}
+    bands: dict[str, list[dict[str, float | str]]] = {}
     for name, runner in bundle.models.items():
         target = ALL_TARGETS[name]
-        rows = held_out(name, args.cache, runner).rows
+        result = held_out(name, args.cache, runner)
+        rows = result.rows
+        if target.kind == "circuit":
+            bands[name] = error_by_band(result.pred, result.truth)
         mae = {label: row["mae_w"] for label, row in rows.items()}
         if target.kind == "circuit":
             goal_w = CIRCUIT_GOAL_RATIO * mae["always_off"]
@@ -52,6 +59,12 @@ def main() -> None:
               f"{mae['tflite_int8']:8.1f}  {goal}: {'met' if met else 'MISSED'}")
         figures[name] = {**{f"{k}_mae_w": round(v, 2) for k, v in mae.items()},
                          "goal_mae_w": round(goal_w, 2), "goal_met": met}
+    for name, parts in bands.items():
+        print(f"\n{name}, held-out int8 error by true power (W of MAE):")
+        print(f"  {'true power':14} {'minutes':>8} {'under':>7} {'over':>7}")
+        for part in parts:
+            print(f"  {part['band']:14} {part['share']:8.1%} {part['under_w']:7.1f} "
+                  f"{part['over_w']:7.1f}")
     print(json.dumps(figures))
 
 

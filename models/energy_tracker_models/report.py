@@ -7,6 +7,7 @@ unseen AMBAL models for appliances — plus the real UK-DALE slice for the appli
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ from energy_tracker_addon.nilm import ModelRunner, disaggregate_series, load_bun
 
 from .card import write_card
 from .data import read_power_csv, resample
+from .drift import energy_by_band_per_year, error_by_band
 from .evaluate import score, track
 from .export import attach_metrics
 from .prepare import load_set
@@ -91,6 +93,17 @@ def held_out(name: str, cache: Path, runner: ModelRunner) -> HeldOut:
     return HeldOut(rows, pred, mains, truth, train_mean)
 
 
+def circuit_years(name: str, cache: Path) -> dict[int, dict[str, float]]:
+    """Wh/day per power band and year of a UCI circuit over training, validation, held-out."""
+    parts = [load_set(cache / f"uci_{split}.npz") for split in ("train", "val", "test")]
+    for before, after in itertools.pairwise(parts):
+        if int(before.start) + 60 * len(before.mains) != int(after.start):
+            raise ValueError(f"{cache}: UCI sets are not contiguous; run `prepare` again")
+    return energy_by_band_per_year(int(parts[0].start), 60,
+                                   np.concatenate([p.truth[name] for p in parts]),
+                                   np.concatenate([p.valid for p in parts]))
+
+
 def _busiest_day(truth: NDArray[np.float32], per_day: int) -> int:
     days = len(truth) // per_day
     energy = truth[: days * per_day].reshape(days, per_day)
@@ -119,9 +132,12 @@ def report(cache: Path, models: Path, ukdale: Path | None) -> Path:
             # The months that steered training, beside the held-out year: the gap between
             # them is how much the house changed, not something tuning could close
             val = load_set(cache / set_name(target, "val"))
-            entry["validation"], _ = compare(
+            entry["validation"], val_pred = compare(
                 name, cache, runner, np.where(val.valid, val.mains, np.nan).astype(np.float32),
                 val.truth[name], train_mean)
+            entry["error_by_band"] = {"validation": error_by_band(val_pred, val.truth[name]),
+                                      "held_out": error_by_band(pred, truth)}
+            entry["energy_by_band"] = circuit_years(name, cache)
         else:
             entry["goal"] = {"published_seq2point_mae_w": PUBLISHED_MAE[name]}
         if name in real.columns:
