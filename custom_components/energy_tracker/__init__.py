@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.device_registry import DeviceEntry
 from homeassistant.helpers.typing import ConfigType
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .appliance_events import ApplianceEvents
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
+from .devices import is_stale
 from .entity import meter_device_info
 from .events import MeterEvents
 from .export_action import async_setup_export_action
@@ -95,3 +98,11 @@ async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntr
     """Unload platforms; the stream task and the coordinator stop with the entry."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
 
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: EnergyTrackerConfigEntry, device: DeviceEntry
+) -> bool:
+    """Let the user delete a device only once the add-on no longer serves it (which is
+    only known while the entry is loaded)."""
+    return entry.state is ConfigEntryState.LOADED and is_stale(entry.runtime_data, device)

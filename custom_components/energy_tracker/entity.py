@@ -24,10 +24,15 @@ def meter_device_info(info: MeterInfo) -> DeviceInfo:
     )
 
 
+def board_device_identifier(meter_id: str, board_id: str) -> tuple[str, str]:
+    """Device registry identifier of a serial board's device."""
+    return (DOMAIN, f"{meter_id}_{board_id}")
+
+
 def board_device_info(info: MeterInfo, board: BoardInfo) -> DeviceInfo:
     """A serial board, reached through the meter."""
     device_info = DeviceInfo(
-        identifiers={(DOMAIN, f"{info.meter_id}_{board.id}")},
+        identifiers={board_device_identifier(info.meter_id, board.id)},
         model=board.model,
         sw_version=board.fw_version,
         via_device=(DOMAIN, info.meter_id),

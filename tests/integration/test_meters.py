@@ -15,7 +15,9 @@ from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.energy_tracker.const import DOMAIN
 
@@ -122,3 +124,40 @@ async def test_one_meter_add_on_has_no_comparison_sensor(
     assert entity_registry.async_get_entity_id(
         "sensor", DOMAIN, f"{addon.meter_id}_meter_comparison") is None
     assert loaded_entry.runtime_data.data.extra_meters == {}
+
+
+async def test_a_meter_taken_out_of_the_addon_can_be_deleted_and_served_ones_cannot(
+    hass: HomeAssistant, hass_ws_client: WebSocketGenerator, two_meter_addon: Addon,
+    two_meter_entry: MockConfigEntry, device_registry: dr.DeviceRegistry,
+) -> None:
+    assert await async_setup_component(hass, "config", {})
+    client = await hass_ws_client(hass)
+
+    async def delete(device: dr.DeviceEntry) -> bool:
+        await client.send_json_auto_id({
+            "type": "config/device_registry/remove_config_entry",
+            "config_entry_id": two_meter_entry.entry_id, "device_id": device.id})
+        return bool((await client.receive_json())["success"])
+
+    garage_id = (await two_meter_addon.get("meters"))["meters"][1]["meter_id"]
+    garage = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
+    main = device_registry.async_get_device(identifiers={(DOMAIN, two_meter_addon.meter_id)})
+    assert garage is not None
+    assert main is not None
+    assert not await delete(garage)  # still served: deleting it would only bring it back
+    assert not await delete(main)
+
+    # The user removes the garage from the add-on's options; the add-on restarts.
+    await two_meter_addon.stop()
+    await two_meter_addon.start()
+    await hass.config_entries.async_reload(two_meter_entry.entry_id)
+    await hass.async_block_till_done()
+    assert two_meter_entry.runtime_data.data.extra_meters == {}
+    assert device_registry.async_get(garage.id) is not None  # never removed behind their back
+
+    assert await delete(garage)
+    assert device_registry.async_get(garage.id) is None
+    assert not await delete(main)
+    devices = dr.async_entries_for_config_entry(device_registry, two_meter_entry.entry_id)
+    for device in devices:
+        assert not await delete(device), f"{device.name} is served but could be deleted"
