@@ -29,6 +29,13 @@ from .const import (
 from .models import MeterInfo, MeterState
 
 type EnergyTrackerConfigEntry = ConfigEntry[EnergyTrackerCoordinator]
+# What decides which devices and entities exist, besides the appliances (added on the fly):
+# the add-on's info (boards, channels, version) and its relays and extra meters.
+type DeviceLayout = tuple[MeterInfo, frozenset[int], frozenset[str]]
+
+
+def device_layout(info: MeterInfo, state: MeterState) -> DeviceLayout:
+    return info, frozenset(state.relays), frozenset(state.extra_meters)
 
 
 class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
@@ -58,6 +65,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self._last_publish = -float("inf")
         self._pending: MeterState | None = None
         self._cancel_pending: CALLBACK_TYPE | None = None
+        self._layout: DeviceLayout | None = None
 
     @property
     def issue_id(self) -> str:
@@ -82,6 +90,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
     @callback
     def async_start_stream(self) -> None:
         """Run the stream for as long as the entry is loaded."""
+        self._layout = device_layout(self.info, self.data)  # what the entities were made of
         self.config_entry.async_create_background_task(
             self.hass, self._async_run_stream(), f"{DOMAIN} stream {self.info.meter_id}"
         )
@@ -131,6 +140,10 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
             self._async_cancel_issue_timer()
             ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
             self._async_publish(state)  # back from an outage: show it at once
+            # The add-on may have restarted with other options (boards, relays, meters).
+            self.config_entry.async_create_background_task(
+                self.hass, self._async_check_info(), f"{DOMAIN} info {self.info.meter_id}"
+            )
             return
         wait = self._last_publish + self._min_interval - time.monotonic()
         if wait <= 0 and self._cancel_pending is None:
@@ -148,6 +161,26 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
     def _async_publish(self, state: MeterState) -> None:
         self._last_publish = time.monotonic()
         self.async_set_updated_data(state)
+        self._async_check_layout(device_layout(self.info, state))
+
+    async def _async_check_info(self) -> None:
+        try:
+            info = await self.client.get_info()
+        except (CannotConnect, InvalidAuth, InvalidData):
+            return  # the stream reports outages; the next reconnection checks again
+        if info.meter_id == self.info.meter_id and self.data is not None:
+            self._async_check_layout(device_layout(info, self.data))
+
+    @callback
+    def _async_check_layout(self, layout: DeviceLayout) -> None:
+        """Reload the entry when the add-on's devices changed (new relay, extra meter,
+        board, channel or version), so they appear without the user's help."""
+        if self._layout is None:
+            self._layout = layout
+        elif layout != self._layout:
+            LOGGER.info("The Energy Tracker add-on's devices changed; reloading its entities")
+            self._layout = layout  # one reload per change
+            self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
 
     @callback
     def _async_publish_pending(self, _now: datetime) -> None:

@@ -161,3 +161,26 @@ async def test_a_meter_taken_out_of_the_addon_can_be_deleted_and_served_ones_can
     devices = dr.async_entries_for_config_entry(device_registry, two_meter_entry.entry_id)
     for device in devices:
         assert not await delete(device), f"{device.name} is served but could be deleted"
+
+
+async def test_an_extra_meter_added_to_the_addon_appears_without_a_reload(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    assert loaded_entry.runtime_data.data.extra_meters == {}
+    # The user adds a garage meter to the add-on's options; the add-on restarts.
+    await addon.stop()
+    await addon.start(extra_meters=[GARAGE])
+    garage_id = (await addon.get("meters"))["meters"][1]["meter_id"]
+
+    def garage_shown() -> bool:
+        entity = entity_registry.async_get_entity_id("sensor", DOMAIN,
+                                                     f"{garage_id}_total_energy")
+        state = None if entity is None else hass.states.get(entity)
+        return state is not None and state.state != STATE_UNAVAILABLE
+
+    await wait_for(garage_shown, 20, "the garage's energy sensor")
+    device = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
+    assert device is not None
+    assert device.name == "Garage"
+    assert loaded_entry.state is ConfigEntryState.LOADED
