@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .appliance_entity import appliance_device_identifier
+from .appliance_entity import APPLIANCE_PREFIX, appliance_device_identifier
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
 from .entity import board_device_identifier
@@ -31,5 +31,14 @@ def served_device_identifiers(coordinator: EnergyTrackerCoordinator) -> set[tupl
 
 
 def is_stale(coordinator: EnergyTrackerCoordinator, device: DeviceEntry) -> bool:
-    """True when the add-on no longer serves this device."""
+    """True when the add-on no longer serves this device.
+
+    While the add-on's detection is off (no working bundle) nobody knows which appliances
+    exist: their devices count as served.
+    """
+    if coordinator.data.appliances is None:
+        prefix = f"{coordinator.info.meter_id}_{APPLIANCE_PREFIX}"
+        if any(domain == DOMAIN and name.startswith(prefix)
+               for domain, name in device.identifiers):
+            return False
     return not device.identifiers & served_device_identifiers(coordinator)

@@ -32,6 +32,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.energy_tracker import device_trigger
 from custom_components.energy_tracker.const import DOMAIN
@@ -222,10 +223,10 @@ async def test_replay_matches_the_evaluation_cli(
 
 async def test_bad_bundle_keeps_the_addon_running(
     hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock], tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, hass_ws_client: WebSocketGenerator,
 ) -> None:
     """A corrupt model file: one clear error, readings still served, appliance entities
-    (known from before) unavailable, never 0."""
+    (known from before) unavailable, never 0, and their devices kept."""
     addon, port, clock = pty_addon
     entry = await setup_entry(hass, addon)
     kettle = entity_id(hass, addon, "kettle", "energy")
@@ -257,6 +258,13 @@ async def test_bad_bundle_keeps_the_addon_running(
     assert hass.states.get(kettle).state == STATE_UNAVAILABLE
     running = hass.states.get(entity_id(hass, addon, "fridge", "running"))
     assert running.state == STATE_UNAVAILABLE
+    # Detection off says nothing about which appliances exist: their devices stay.
+    assert await async_setup_component(hass, "config", {})
+    client = await hass_ws_client(hass)
+    device_id = er.async_get(hass).async_get(kettle).device_id  # type: ignore[union-attr]
+    await client.send_json_auto_id({"type": "config/device_registry/remove_config_entry",
+                                    "config_entry_id": entry.entry_id, "device_id": device_id})
+    assert not (await client.receive_json())["success"]
 
 
 async def test_label_action_round_trip(
