@@ -4,7 +4,8 @@ Fired (event data `type`):
 
 * `appliance_started` / `appliance_finished` — a relay acknowledged on / off, or a circuit
   channel's power rose above APPLIANCE_ON_W / fell below APPLIANCE_OFF_W (hysteresis, so a
-  reading hovering at one threshold does not flap). NILM detections will fire the same types.
+  reading hovering at one threshold does not flap). Appliances detected by NILM fire the
+  same types (appliance_events.py).
 * `anomaly_detected` — an anomaly episode appeared in the state's `anomalies` list.
 
 Only changes between two published states fire: whatever is already on, running or

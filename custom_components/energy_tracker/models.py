@@ -108,7 +108,7 @@ _RELAY = vol.Schema(
     extra=vol.ALLOW_EXTRA,
 )
 RELAYS_SCHEMA = vol.Schema({vol.Required("relays"): [_RELAY]}, extra=vol.ALLOW_EXTRA)
-# Assumed shape of the analytics' anomalies (anomaly.Anomaly.as_dict()): the episodes in
+# The analytics' anomalies (anomaly.Anomaly.as_dict(), docs/api.md): the episodes in
 # progress; one episode is identified by its series, kind and start.
 _ANOMALY = vol.Schema(
     {

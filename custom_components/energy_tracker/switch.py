@@ -16,7 +16,8 @@ from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .models import RelayState
 from .relay_entity import RelayEntity
 
-# Commands wait for the relay's acknowledgement; one at a time per entity is plenty.
+# No limit here: the add-on serialises each relay's commands (and waits for its
+# acknowledgement), so switching several relays at once runs side by side.
 PARALLEL_UPDATES = 0
 
 RELAY = SwitchEntityDescription(key="switch", device_class=SwitchDeviceClass.OUTLET)

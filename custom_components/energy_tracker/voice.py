@@ -25,7 +25,8 @@ from .coordinator import EnergyTrackerConfigEntry
 
 INTENT_GET_POWER: Final = "EnergyTrackerGetPower"
 SLOT_NAME: Final = "name"
-# hassil templates; {name} is a wildcard (a channel or relay name).
+# hassil templates; {name} is a wildcard (a CT channel's name; relays are switched by name
+# through HA's own intents, as they are switches).
 SENTENCES: Final = [
     "what is [the] [current] [total] (power|electricity|energy) (use|usage|consumption)",
     "how much (power|electricity|energy) (am I|are we|is the house|is the home) using"
@@ -75,7 +76,7 @@ async def _async_attach_sentences(hass: HomeAssistant) -> None:
 
 
 class GetPowerIntentHandler(intent.IntentHandler):
-    """The power the meters measure: in total, or of one channel or relay by name."""
+    """The power the meters measure: in total, or of one CT channel by name."""
 
     intent_type = INTENT_GET_POWER
     description = "Tells how much electrical power the home (or one circuit) uses right now"

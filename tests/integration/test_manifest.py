@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 COMPONENT = Path(__file__).resolve().parents[2] / "custom_components" / "energy_tracker"
 
 
@@ -25,3 +27,14 @@ def test_english_translations_are_the_strings() -> None:
     strings = json.loads((COMPONENT / "strings.json").read_text(encoding="utf-8"))
     english = json.loads((COMPONENT / "translations" / "en.json").read_text(encoding="utf-8"))
     assert english == strings
+
+
+def test_every_action_has_an_icon_and_translated_name() -> None:
+    services = yaml.safe_load((COMPONENT / "services.yaml").read_text(encoding="utf-8"))
+    icons = json.loads((COMPONENT / "icons.json").read_text(encoding="utf-8"))["services"]
+    strings = json.loads((COMPONENT / "strings.json").read_text(encoding="utf-8"))["services"]
+    assert set(icons) == set(services)
+    assert set(strings) == set(services)
+    for name, fields in strings.items():
+        assert fields["name"], name
+        assert fields["description"], name
