@@ -383,6 +383,20 @@ def test_every_option_is_translated(addon_cfg: dict[str, Any]) -> None:
     assert set(translations["network"]) == set(addon_cfg["ports"])
 
 
+def test_every_option_is_in_the_documentation_table(addon_cfg: dict[str, Any]) -> None:
+    """The add-on's Documentation tab has a table row for every option users can set."""
+    docs = (ADDON / "DOCS.md").read_text(encoding="utf-8")
+    rows = {name for line in docs.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`(\w+)`", line.split("|")[1])}
+    assert rows >= set(addon_cfg["schema"])
+
+
+def test_a_bundle_dir_in_share_is_reachable(addon_cfg: dict[str, Any]) -> None:
+    """models/README.md puts fine-tuned bundles in /share for `nilm_bundle_dir`."""
+    assert "/share/" in (ROOT / "models/README.md").read_text(encoding="utf-8")
+    assert "share:ro" in addon_cfg["map"]
+
+
 # --- build.yaml and Dockerfile ----------------------------------------------------
 
 DEBIAN_PYTHON = {"bookworm": (3, 11), "trixie": (3, 13)}
