@@ -134,6 +134,7 @@ class ExtraMeters:
         await meter.start()
         self._running.push_async_callback(meter.stop)
         self._running.callback(meter.add_listener(self._record(entry)))
+        self._running.callback(meter.add_listener(self._carry_without_main))
         if options.mqtt_enabled:
             # Each meter is its own MQTT device, like a meter of another site in the fleet.
             from .mqtt import MqttPublisher
@@ -160,6 +161,12 @@ class ExtraMeters:
                                  {TOTAL: state["total_energy_kwh"]})
 
         return record
+
+    def _carry_without_main(self, _state: dict[str, Any]) -> None:
+        # The stream sends the main meter's state, which carries the extra meters' values:
+        # while the main board is silent, an extra meter's reading sends it (same seq).
+        if not self._main.meter.available:
+            self._main.meter.republish()
 
     def _persist(self) -> None:
         data = {e.id: e.buckets.to_dict() for e in self._entries()}

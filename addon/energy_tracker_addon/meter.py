@@ -353,6 +353,11 @@ class Meter:
         self._state_parts[key] = part
 
     @property
+    def available(self) -> bool:
+        """True while the RPICT board sends fresh readings."""
+        return self._available
+
+    @property
     def fw_version(self) -> str | None:
         """The voltage board's firmware version from its last hello, if any."""
         return self._fw_version
@@ -510,6 +515,15 @@ class Meter:
                     observer(reading)
                 except Exception:
                     _LOGGER.exception("State observer %r failed", observer)
+        self._notify_listeners()
+
+    def republish(self) -> None:
+        """Send the current state to the listeners again, without a new reading (same
+        `seq`, observers not called): a part another module owns changed while this
+        meter has no fresh reading to carry it."""
+        self._notify_listeners()
+
+    def _notify_listeners(self) -> None:
         if not self._listeners:
             return
         snapshot = self.snapshot()

@@ -222,3 +222,45 @@ def test_bad_extra_meters_are_refused_naming_the_entry(
 def test_extra_meters_parse_with_defaults() -> None:
     options = parse_options({"extra_meters": [{"id": "shed_1", "name": "Shed"}]})
     assert options.extra_meters == (ExtraMeterConfig("shed_1", "Shed", "", "rpict3t1", 230.0),)
+
+
+async def test_extra_meters_stay_live_on_the_stream_while_the_main_board_is_silent(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
+) -> None:
+    main, garage = pty_port("ttyMAIN"), pty_port("ttyGARAGE")
+    main.plug()
+    garage.plug()
+    clocks = FakeClocks()
+    options = Options(
+        api_token=TOKEN, rpict_port=str(main.path), stale_after_s=10, nilm_enabled=False,
+        extra_meters=(ExtraMeterConfig("garage", "Garage", rpict_port=str(garage.path)),),
+    )
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0,
+                           clock=clocks.monotonic, wall_clock=clocks.wall)
+    await service.start()
+    try:
+        await main.write(b"11 1000.0 0.0 0.0 20.0\r\n")
+        await garage.write(b"11 500.0 0.0 0.0 20.0\r\n")
+
+        async def both_read() -> bool:
+            listed = (await get(session, service.url, "meters"))["meters"]
+            return [m["total_power_w"] for m in listed] == [1000.0, 500.0]
+
+        await wait_until(both_read, what="a reading of each meter")
+        async with session.ws_connect(f"{service.url}/api/v1/stream",
+                                      headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+            first = (await ws.receive_json(timeout=5))["data"]
+            # The main board falls silent; the garage goes on.
+            clocks.seconds += 20
+            while (state := (await ws.receive_json(timeout=CHECK_INTERVAL_S + 5))["data"])[
+                    "available"]:
+                pass
+            await garage.write(b"11 800.0 0.0 0.0 20.0\r\n")
+            while (state := (await ws.receive_json(timeout=5))["data"])["meters"][0][
+                    "total_power_w"] != 800.0:
+                pass
+            assert state["available"] is False
+            assert state["total_power_w"] is None  # the main meter's own value stays unknown
+            assert state["seq"] == first["seq"] + 1  # the stale transition only: no reading
+    finally:
+        await service.stop()
