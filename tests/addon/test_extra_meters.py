@@ -55,6 +55,20 @@ async def get(session: aiohttp.ClientSession, url: str, path: str,
         return await resp.json()
 
 
+def main_and_garage(pty_port: Callable[[str], PtyPort], stale_after_s: int
+                    ) -> tuple[PtyPort, PtyPort, Options]:
+    """Two plugged ptys, the main meter's and a garage meter's, and options using them."""
+    main, garage = pty_port("ttyMAIN"), pty_port("ttyGARAGE")
+    main.plug()
+    garage.plug()
+    options = Options(
+        api_token=TOKEN, rpict_port=str(main.path), stale_after_s=stale_after_s,
+        nilm_enabled=False,
+        extra_meters=(ExtraMeterConfig("garage", "Garage", rpict_port=str(garage.path)),),
+    )
+    return main, garage, options
+
+
 async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, str], float]:
     """/metrics as {(sample name, meter label): value} for the extra meters' series."""
     async with session.get(f"{url}/metrics",
@@ -71,14 +85,8 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TZ", "Europe/Paris")
-    main, garage = pty_port("ttyMAIN"), pty_port("ttyGARAGE")
-    main.plug()
-    garage.plug()
+    main, garage, options = main_and_garage(pty_port, stale_after_s=600)
     clocks = FakeClocks()
-    options = Options(
-        api_token=TOKEN, rpict_port=str(main.path), stale_after_s=600, nilm_enabled=False,
-        extra_meters=(ExtraMeterConfig("garage", "Garage", rpict_port=str(garage.path)),),
-    )
     data_dir = tmp_path / "data"
     service = AddonService(options, data_dir, host="127.0.0.1", port=0,
                            clock=clocks.monotonic, wall_clock=clocks.wall)
@@ -227,14 +235,8 @@ def test_extra_meters_parse_with_defaults() -> None:
 async def test_extra_meters_stay_live_on_the_stream_while_the_main_board_is_silent(
     tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
 ) -> None:
-    main, garage = pty_port("ttyMAIN"), pty_port("ttyGARAGE")
-    main.plug()
-    garage.plug()
+    main, garage, options = main_and_garage(pty_port, stale_after_s=10)
     clocks = FakeClocks()
-    options = Options(
-        api_token=TOKEN, rpict_port=str(main.path), stale_after_s=10, nilm_enabled=False,
-        extra_meters=(ExtraMeterConfig("garage", "Garage", rpict_port=str(garage.path)),),
-    )
     service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0,
                            clock=clocks.monotonic, wall_clock=clocks.wall)
     await service.start()
