@@ -88,6 +88,11 @@ class EnergyBuckets:
 
     # ------------------------------------------------------------------ feeding
 
+    @property
+    def last_counters(self) -> dict[str, float]:
+        """The counters of the last recorded reading (a copy)."""
+        return dict(self._last_counters)
+
     def record(self, timestamp: datetime, counters: Mapping[str, float]) -> None:
         """Attribute the counters' increase since the previous reading to its buckets.
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .aggregates import EnergyBuckets, Period, RollingMean
 from .anomaly import Anomaly, AnomalyDetector, DetectorSettings
+from .carbon import CarbonIntensity
 from .config import ChannelConfig, Options
 from .history import ExportFormat, HistoryWriter, Reading
 from .meter import Meter
@@ -54,8 +55,10 @@ class Analytics:
         meter: Meter,
         tz: tzinfo,
         flush_interval_s: float = 10.0,
+        carbon: CarbonIntensity | None = None,
     ) -> None:
         self._options = options
+        self.carbon = carbon or CarbonIntensity(options.co2_g_per_kwh)
         self._meter = meter
         self._tz = tz
         self._channels: tuple[ChannelConfig, ...] = options.channels
@@ -71,6 +74,9 @@ class Analytics:
         )
         self._rolling = RollingMean(options.rolling_window)
         self._buckets = EnergyBuckets(tz)
+        # Cumulative kg CO2 per counter key, accumulated at the intensity of each reading's
+        # time, bucketed like the energy (a live intensity varies within the day).
+        self._co2_buckets = EnergyBuckets(tz)
         # series key ("total" or a channel id) -> detector; named for readable reasons.
         self._detectors: dict[str, AnomalyDetector] = {TOTAL: AnomalyDetector(tz, TOTAL)}
         for channel in self._channels:
@@ -177,7 +183,9 @@ class Analytics:
         self._rolling.add(total)
         counters = {TOTAL: state["total_energy_kwh"]}
         counters |= {str(c["id"]): c["energy_kwh"] for c in state["channels"]}
+        previous = self._buckets.last_counters
         self._buckets.record(timestamp, counters)
+        self._record_co2(timestamp, previous, counters)
         powers = {TOTAL: total} | {str(c["id"]): c["power_w"] for c in state["channels"]}
         for key, detector in self._detectors.items():
             power = powers.get(key)
@@ -187,6 +195,16 @@ class Analytics:
             if started is not None:
                 self._log_event(key, started)
         self._unsaved = True
+
+    def _record_co2(self, timestamp: datetime, previous: dict[str, float],
+                    counters: dict[str, float]) -> None:
+        """Each counter's energy since the previous reading, at the intensity now."""
+        kg_per_kwh = self.carbon.g_per_kwh / 1000
+        co2 = self._co2_buckets.last_counters
+        self._co2_buckets.record(timestamp, {
+            key: co2.get(key, 0.0) + kg_per_kwh * max(kwh - previous.get(key, kwh), 0.0)
+            for key, kwh in counters.items() if math.isfinite(kwh)
+        })
 
     def _log_event(self, key: str, anomaly: Anomaly) -> None:
         event = anomaly.as_dict() | {
@@ -202,7 +220,8 @@ class Analytics:
             "rolling_power_w": self._rolling_power,
             "energy_periods": self._energy_periods,
             "energy_today_kwh": self._energy_today,
-            "co2_g_per_kwh": lambda: self._options.co2_g_per_kwh,
+            "co2_g_per_kwh": lambda: self.carbon.g_per_kwh,
+            "co2_intensity_source": lambda: self.carbon.source,
             "co2_kg_today": self._co2_today,
             "recommendations": self.recommendations,
             "anomaly": self._anomaly_state,
@@ -227,18 +246,21 @@ class Analytics:
 
     def _today(self) -> dict[str, float] | None:
         """kWh per counter key of the local day of the latest reading."""
+        return self._day(self._buckets)
+
+    def _day(self, buckets: EnergyBuckets) -> dict[str, float] | None:
         if self._last_time is None:
             return None
         day = self._last_time.astimezone(self._tz).date().isoformat()
-        return self._buckets.energy("day").get(day)
+        return buckets.energy("day").get(day)
 
     def _energy_today(self) -> float | None:
         today = self._today()
         return None if today is None or TOTAL not in today else round(today[TOTAL], 6)
 
     def _co2_today(self) -> float | None:
-        energy = self._energy_today()
-        return None if energy is None else round(energy * self._options.co2_g_per_kwh / 1000, 4)
+        today = self._day(self._co2_buckets)
+        return None if today is None or TOTAL not in today else round(today[TOTAL], 4)
 
     def recommendations(self) -> list[dict[str, Any]]:
         """Today's circuits by share of the total, largest first, each with a sentence."""
@@ -246,7 +268,7 @@ class Analytics:
         total = None if today is None else today.get(TOTAL)
         if today is None or total is None or total < MIN_RECOMMEND_KWH:
             return []
-        intensity = self._options.co2_g_per_kwh
+        co2_today = self._day(self._co2_buckets) or {}
         circuits = sorted(
             ((energy, channel) for channel in self._channels
              if channel.role == "circuit" and (energy := today.get(str(channel.id))) is not None),
@@ -255,7 +277,7 @@ class Analytics:
         items = []
         for rank, (energy, channel) in enumerate(circuits):
             share = 100.0 * energy / total
-            co2 = energy * intensity / 1000
+            co2 = co2_today.get(str(channel.id), 0.0)
             text = (f"{channel.name} used {share:.0f} % of today's energy "
                     f"({energy:.2f} kWh, {co2:.2f} kg CO2)")
             if rank == 0 and share >= 25:
@@ -306,6 +328,7 @@ class Analytics:
     def persist(self) -> None:
         if self._unsaved and self._file.write({
             "buckets": self._buckets.to_dict(),
+            "co2_buckets": self._co2_buckets.to_dict(),
             "events": list(self._events),
             "next_id": self._next_id,
             "last_time": None if self._last_time is None else self._last_time.isoformat(),
@@ -313,17 +336,22 @@ class Analytics:
             self._unsaved = False
 
     def _restore(self) -> None:
-        def parse(data: dict[str, Any]
-                  ) -> tuple[EnergyBuckets, list[dict[str, Any]], int, datetime | None]:
+        def parse(data: dict[str, Any]) -> tuple[EnergyBuckets, EnergyBuckets,
+                                                 list[dict[str, Any]], int, datetime | None]:
+            # Files from before 0.3.1 have no CO2 buckets: CO2 counts from the upgrade on.
+            co2 = data.get("co2_buckets")
             return (EnergyBuckets.from_dict(data["buckets"], self._tz),
+                    EnergyBuckets(self._tz) if co2 is None
+                    else EnergyBuckets.from_dict(co2, self._tz),
                     [dict(event) for event in data["events"]], int(data["next_id"]),
                     None if data["last_time"] is None else _parse(data["last_time"]))
 
         stored = self._file.read(parse, "starting afresh")
         if stored is None:
             return
-        buckets, events, next_id, last_time = stored
-        self._buckets, self._next_id, self._last_time = buckets, next_id, last_time
+        buckets, co2_buckets, events, next_id, last_time = stored
+        self._buckets, self._co2_buckets = buckets, co2_buckets
+        self._next_id, self._last_time = next_id, last_time
         self._events.extend(events)
 
 

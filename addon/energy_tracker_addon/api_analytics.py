@@ -43,6 +43,8 @@ def register_analytics_routes(app: web.Application, backend: object) -> None:
     app.router.add_get("/api/v1/aggregates", _aggregates)
     app.router.add_get("/api/v1/anomalies", _anomalies)
     app.router.add_get("/api/v1/export", _export)
+    app.router.add_get("/api/v1/co2_intensity", _co2_intensity)
+    app.router.add_put("/api/v1/co2_intensity", _set_co2_intensity)
 
 
 def _invalid(detail: str) -> web.Response:
@@ -60,6 +62,23 @@ async def _aggregates(request: web.Request) -> web.Response:
 
 async def _anomalies(request: web.Request) -> web.Response:
     return web.json_response({"anomalies": request.app[ANALYTICS_KEY].analytics.anomalies()})
+
+
+async def _co2_intensity(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ANALYTICS_KEY].analytics.carbon.as_json())
+
+
+async def _set_co2_intensity(request: web.Request) -> web.Response:
+    """A live carbon intensity from Home Assistant: {"g_per_kwh": number}."""
+    carbon = request.app[ANALYTICS_KEY].analytics.carbon
+    try:
+        body = await request.json()
+        if not isinstance(body, dict) or "g_per_kwh" not in body:
+            raise ValueError('expected {"g_per_kwh": number}')
+        carbon.push(body["g_per_kwh"])
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        return _invalid(str(error))
+    return web.json_response(carbon.as_json())
 
 
 def _time(query: Any, name: str) -> datetime:

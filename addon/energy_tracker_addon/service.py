@@ -17,6 +17,7 @@ from . import __version__
 from .aggregates import local_zone
 from .analytics import Analytics
 from .api import create_app
+from .carbon import CarbonIntensity
 from .config import Options, meter_id, resolve_token
 from .demand_response import DemandResponse
 from .extra_meters import ExtraMeters
@@ -173,7 +174,8 @@ class AddonService:
         self._running.push_async_callback(meter.stop)
         # Before the boards start, so it sees the first reading; stops after they do.
         tz = local_zone()
-        self._analytics = Analytics(options, data_dir, meter, tz)
+        self._analytics = Analytics(options, data_dir, meter, tz,
+                                    carbon=CarbonIntensity(options.co2_g_per_kwh, *self._clocks))
         await self._analytics.start()
         self._running.push_async_callback(self._analytics.stop)
         # On the analytics' history store; stops before it.

@@ -14,7 +14,8 @@ from homeassistant.helpers.typing import ConfigType
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .appliance_events import ApplianceEvents
-from .const import DOMAIN
+from .carbon import CarbonIntensityForwarder
+from .const import CONF_CO2_INTENSITY_ENTITY, DOMAIN
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .devices import is_stale
 from .entity import meter_device_info
@@ -78,6 +79,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     # After the platforms: relay events carry the relays' device ids.
     entry.async_on_unload(MeterEvents(hass, coordinator).async_start())
     entry.async_on_unload(ApplianceEvents(hass, coordinator).async_start())
+    if intensity_entity := entry.options.get(CONF_CO2_INTENSITY_ENTITY):
+        entry.async_on_unload(
+            CarbonIntensityForwarder(hass, coordinator, intensity_entity).async_start()
+        )
     coordinator.async_start_stream()
 
     options_at_setup = dict(entry.options)

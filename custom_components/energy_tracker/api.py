@@ -99,6 +99,10 @@ class EnergyTrackerClient:
         body = {} if stagger_s is None else {"stagger_s": stagger_s}
         return await self._send_json("POST", "restore", body, timeout=SHED_TIMEOUT)
 
+    async def set_co2_intensity(self, g_per_kwh: float) -> dict[str, Any]:
+        """PUT /api/v1/co2_intensity: the grid's live carbon intensity (g/kWh)."""
+        return await self._send_json("PUT", "co2_intensity", {"g_per_kwh": g_per_kwh})
+
     async def add_label(self, label: dict[str, Any]) -> dict[str, Any]:
         """POST /api/v1/labels: feedback on a detected appliance; the stored label."""
         return await self._send_json("POST", "labels", label)

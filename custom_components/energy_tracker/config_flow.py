@@ -16,6 +16,8 @@ from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
+    EntitySelector,
+    EntitySelectorConfig,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -32,6 +34,7 @@ from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .const import (
     CONF_CHANNELS,
+    CONF_CO2_INTENSITY_ENTITY,
     CONF_UPDATE_INTERVAL,
     DEFAULT_PORT,
     DEFAULT_UPDATE_INTERVAL,
@@ -196,7 +199,8 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class EnergyTrackerOptionsFlow(OptionsFlow):
-    """Which CT channels get entities, and how often entities (and the recorder) update."""
+    """Which CT channels get entities, how often entities (and the recorder) update, and
+    which entity gives the grid's carbon intensity."""
 
     async def async_step_init(
         self, user_input: dict[str, Any] | None = None
@@ -234,6 +238,10 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
                         unit_of_measurement="s",
                     )
                 ),
+                vol.Optional(
+                    CONF_CO2_INTENSITY_ENTITY,
+                    description={"suggested_value": entry.options.get(CONF_CO2_INTENSITY_ENTITY)},
+                ): EntitySelector(EntitySelectorConfig(domain="sensor")),
             }
         )
         return self.async_show_form(step_id="init", data_schema=schema)

@@ -13,6 +13,7 @@ CONF_CHANNELS: Final = "channels"
 # Minimum seconds between entity updates (and so recorded states); 0: every reading.
 # Energy counters lose nothing by it: each update carries the add-on's running total.
 CONF_UPDATE_INTERVAL: Final = "update_interval"
+CONF_CO2_INTENSITY_ENTITY: Final = "co2_intensity_entity"
 DEFAULT_UPDATE_INTERVAL: Final = 0
 MAX_UPDATE_INTERVAL: Final = 300
 DEFAULT_PORT: Final = 8099

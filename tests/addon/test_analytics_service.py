@@ -7,6 +7,7 @@ import io
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -285,3 +286,58 @@ async def test_gas_counter_wrap_counts_the_pulses_across_it(
     finally:
         await rig.stop()
     assert seen == [0.0, 0.5, 1.0]  # 5 pulses, then 5 more across the wrap
+
+
+@pytest.mark.usefixtures("paris")
+async def test_co2_follows_a_live_intensity_and_falls_back_to_the_option(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """Home Assistant pushes the grid's intensity: each reading's energy counts at the
+    intensity of its time; without pushes for two hours the option applies again."""
+    data = read_uci(datetime.fromisoformat("2009-06-01T00:00+02:00"),
+                    datetime.fromisoformat("2009-06-01T04:00+02:00"))
+    clocks = Clocks(data.index[0].to_pydatetime())
+    rig = Rig(tmp_path / "data", clocks, pty_port("ttyRPICT"))
+    await rig.start()
+    url = f"{rig.service.url}/api/v1/co2_intensity"  # type: ignore[union-attr]
+    headers = {"Authorization": "Bearer " + rig.options["api_token"]}
+
+    async def push(body: Any) -> tuple[int, Any]:
+        async with session.put(url, json=body, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    first, second = data.iloc[:60], data.iloc[60:]
+    try:
+        assert (await rig.get(session, "co2_intensity"))[1] == {
+            "g_per_kwh": 52.0, "source": "option", "updated": None}
+        assert (await push({"g_per_kwh": 100}))[1]["source"] == "home_assistant"
+        printed = await rig.replay(first)
+        assert (await push({"g_per_kwh": 400.0}))[0] == 200
+        printed += await rig.replay(second)  # the last 60 minutes go past the 2 h limit
+        state = (await rig.get(session, "state"))[1]
+        refused = [await push(body) for body in (
+            {"g_per_kwh": -1}, {"g_per_kwh": 2001}, {"g_per_kwh": "high"}, {"g_per_kwh": True},
+            {}, [100])]
+        after = (await rig.get(session, "co2_intensity"))[1]
+        await rig.stop()
+        await rig.start()  # CO2 per period is persisted like the energy
+        restarted = (await rig.get(session, "state"))[1]
+    finally:
+        await rig.stop()
+
+    power = _printed_frame(data, printed)
+    kwh = ((power.shift(1) + power) / 2 * 60 / 3.6e6).iloc[1:]
+    # An interval counts at the intensity when its closing reading arrived: 100 g/kWh up to
+    # minute 59 (when 400 was pushed), 400 for two hours after that, then the option.
+    minutes = np.arange(1, len(data))
+    intensity = np.where(minutes < 60, 100.0, np.where(minutes <= 59 + 120, 400.0, 52.0))
+    expected_kg = float((kwh["1"].to_numpy() * intensity).sum() / 1000)
+    assert state["co2_kg_today"] == pytest.approx(expected_kg, abs=2e-4)
+    assert restarted["co2_kg_today"] == state["co2_kg_today"]
+    assert state["co2_g_per_kwh"] == 52.0
+    assert state["co2_intensity_source"] == "option"
+    assert after["source"] == "option"
+    assert all(status == 400 for status, _ in refused), refused
+    by_channel = {item["channel"]: item["co2_kg"] for item in state["recommendations"]}
+    assert by_channel[2] == pytest.approx(float((kwh["2"].to_numpy() * intensity).sum() / 1000),
+                                          abs=2e-3)

@@ -89,6 +89,7 @@ VALID_REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("POST", "/api/v1/restore"): ("/api/v1/restore", {"stagger_s": 0}),
     ("POST", "/api/v1/labels"): ("/api/v1/labels", {
         "appliance": "kettle", "start": "2026-11-24T07:00:00Z", "end": "2026-11-24T07:05:00Z"}),
+    ("PUT", "/api/v1/co2_intensity"): ("/api/v1/co2_intensity", {"g_per_kwh": 120}),
 }
 
 

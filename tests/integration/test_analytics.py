@@ -12,18 +12,23 @@ import pytest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker import export_action
-from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.const import (
+    CONF_CHANNELS,
+    CONF_CO2_INTENSITY_ENTITY,
+    DOMAIN,
+)
 from energy_tracker_addon.history import HistoryStore, Reading
 from tests.addon.analytics_rig import TOKEN, Clocks, Rig
 from tests.addon.ptys import PtyPort
 from tests.addon.uci import read_uci
 
-from .conftest import HOST, wait_for
+from .conftest import HOST, Addon, wait_for
 
 HISTORY_START = datetime.fromisoformat("2009-03-02T00:00+01:00")
 LIVE_START = HISTORY_START + timedelta(days=14)
@@ -169,3 +174,39 @@ async def test_export_action_writes_the_readings_into_a_file(
     assert sorted(p.name for p in (tmp_path / "share" / DOMAIN).iterdir()) == [
         Path(str(answer["path"])).name
     ]
+
+
+async def test_a_carbon_intensity_sensor_drives_the_addons_co2(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Options → a grid intensity sensor; its value (any usual unit) reaches the add-on,
+    and HA's CO2 sensor shows the intensity in use; what is not an intensity is refused."""
+    hass.states.async_set("sensor.grid_co2", "250", {"unit_of_measurement": "gCO2eq/kWh"})
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: [str(c["id"]) for c in (await addon.get("info"))["channels"]],
+        CONF_CO2_INTENSITY_ENTITY: "sensor.grid_co2"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert loaded_entry.options[CONF_CO2_INTENSITY_ENTITY] == "sensor.grid_co2"
+
+    async def addon_uses(g_per_kwh: float) -> bool:
+        served = await addon.get("co2_intensity")
+        return bool(served == {**served, "g_per_kwh": g_per_kwh, "source": "home_assistant"})
+
+    await wait_for(lambda: addon_uses(250.0), 10, "250 g/kWh at the add-on")
+    co2_sensor = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{addon.meter_id}_co2_today")
+    assert co2_sensor is not None
+    await wait_for(lambda: hass.states.get(co2_sensor).attributes.get(  # type: ignore[union-attr]
+        "co2_g_per_kwh") == 250.0, 10, "HA's CO2 sensor at 250 g/kWh")
+
+    hass.states.async_set("sensor.grid_co2", "0.31", {"unit_of_measurement": "kg/kWh"})
+    await wait_for(lambda: addon_uses(310.0), 10, "310 g/kWh at the add-on")
+    # Unknown for a while: the add-on keeps the last value (for up to two hours).
+    hass.states.async_set("sensor.grid_co2", "unavailable", {})
+    hass.states.async_set("sensor.grid_co2", "42", {"unit_of_measurement": "%"})
+    await hass.async_block_till_done()
+    assert await addon_uses(310.0)
+    assert "sensor.grid_co2 is 42 %: not a carbon intensity" in caplog.text

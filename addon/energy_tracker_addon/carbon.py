@@ -1,0 +1,78 @@
+"""The grid's carbon intensity: the `co2_g_per_kwh` option, or a live value pushed by Home
+Assistant (PUT /api/v1/co2_intensity, from an entity such as an Electricity Maps sensor).
+
+A pushed value holds for PUSH_TTL_S; after that (Home Assistant stopped pushing) the option
+applies again, logged once, so a stale live figure never lingers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_G_PER_KWH: Final = 2000.0  # the option's limit too: no grid emits more
+PUSH_TTL_S: Final = 2 * 3600.0
+OPTION: Final = "option"
+PUSHED: Final = "home_assistant"
+
+
+class CarbonIntensity:
+    """The intensity (g CO2 per kWh) that applies now, and where it comes from."""
+
+    def __init__(
+        self,
+        option_g_per_kwh: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._option = option_g_per_kwh
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._pushed: float | None = None
+        self._pushed_at = 0.0
+        self._updated: datetime | None = None
+
+    def push(self, g_per_kwh: float) -> None:
+        """A live value; ValueError when it is not a number in 0..MAX_G_PER_KWH."""
+        if isinstance(g_per_kwh, bool) or not isinstance(g_per_kwh, int | float) \
+                or not math.isfinite(g_per_kwh) or not 0 <= g_per_kwh <= MAX_G_PER_KWH:
+            raise ValueError(f"g_per_kwh must be a number from 0 to {MAX_G_PER_KWH:g}")
+        if self._pushed is None:
+            _LOGGER.info("Carbon intensity now comes from Home Assistant (%g g/kWh)", g_per_kwh)
+        self._pushed = float(g_per_kwh)
+        self._pushed_at = self._clock()
+        self._updated = self._wall_clock()
+
+    @property
+    def g_per_kwh(self) -> float:
+        live = self._live()
+        return self._option if live is None else live
+
+    @property
+    def source(self) -> str:
+        return OPTION if self._live() is None else PUSHED
+
+    def as_json(self) -> dict[str, Any]:
+        """GET/PUT /api/v1/co2_intensity."""
+        live = self._live()
+        return {
+            "g_per_kwh": self.g_per_kwh,
+            "source": self.source,
+            "updated": None if live is None or self._updated is None
+            else self._updated.isoformat(timespec="seconds"),
+        }
+
+    def _live(self) -> float | None:
+        if self._pushed is not None and self._clock() - self._pushed_at > PUSH_TTL_S:
+            _LOGGER.warning(
+                "No carbon intensity from Home Assistant for %d h: using the option's %g g/kWh",
+                PUSH_TTL_S // 3600, self._option,
+            )
+            self._pushed = None
+        return self._pushed
