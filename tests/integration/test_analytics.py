@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker import export_action
+from custom_components.energy_tracker.carbon import intensity_g_per_kwh
 from custom_components.energy_tracker.const import (
     CONF_CHANNELS,
     CONF_CO2_INTENSITY_ENTITY,
@@ -210,3 +211,27 @@ async def test_a_carbon_intensity_sensor_drives_the_addons_co2(
     await hass.async_block_till_done()
     assert await addon_uses(310.0)
     assert "sensor.grid_co2 is 42 %: not a carbon intensity" in caplog.text
+    # More than any grid emits: the add-on refuses it, the log says so.
+    hass.states.async_set("sensor.grid_co2", "5000", {"unit_of_measurement": "g/kWh"})
+    await wait_for(lambda: "Could not send the carbon intensity 5000 g/kWh" in caplog.text,
+                   10, "the refusal in the log")
+    assert await addon_uses(310.0)
+
+    # The add-on restarts (without the live value): sent again once it is back.
+    hass.states.async_set("sensor.grid_co2", "280", {"unit_of_measurement": "kgCO2eq/MWh"})
+    await wait_for(lambda: addon_uses(280.0), 10, "280 g/kWh at the add-on")
+    await addon.stop()
+    await wait_for(lambda: not loaded_entry.runtime_data.last_update_success, 10, "outage")
+    await addon.start()
+    await wait_for(lambda: addon_uses(280.0), 15, "280 g/kWh again after the restart")
+
+
+@pytest.mark.parametrize(("value", "unit", "expected"), [
+    ("250", "gCO2eq/kWh", 250.0), ("250", "g/kWh", 250.0), ("250", "gCO₂eq/kWh", 250.0),
+    ("250", "kg/MWh", 250.0), ("0.25", "kgCO2/kWh", 250.0), ("0.25", "t/MWh", 250.0),
+    ("250", "%", None), ("250", None, None), ("high", "g/kWh", None), ("nan", "g/kWh", None),
+    ("unknown", "g/kWh", None),
+])
+def test_intensity_units(value: str, unit: str | None, expected: float | None) -> None:
+    attributes = {} if unit is None else {"unit_of_measurement": unit}
+    assert intensity_g_per_kwh(State("sensor.grid_co2", value, attributes)) == expected
