@@ -25,8 +25,8 @@ from .coordinator import EnergyTrackerConfigEntry
 
 INTENT_GET_POWER: Final = "EnergyTrackerGetPower"
 SLOT_NAME: Final = "name"
-# hassil templates; {name} is a wildcard (a CT channel's name; relays are switched by name
-# through HA's own intents, as they are switches).
+# hassil templates; {name} is a wildcard: a CT channel's, an extra meter's or a detected
+# appliance's name (relays are switched by name through HA's own intents: they are switches).
 SENTENCES: Final = [
     "what is [the] [current] [total] (power|electricity|energy) (use|usage|consumption)",
     "how much (power|electricity|energy) (am I|are we|is the house|is the home) using"
@@ -76,7 +76,8 @@ async def _async_attach_sentences(hass: HomeAssistant) -> None:
 
 
 class GetPowerIntentHandler(intent.IntentHandler):
-    """The power the meters measure: in total, or of one CT channel by name."""
+    """The power the meters measure: in total, or of one channel, extra meter or detected
+    appliance by name."""
 
     intent_type = INTENT_GET_POWER
     description = "Tells how much electrical power the home (or one circuit) uses right now"
@@ -91,13 +92,16 @@ class GetPowerIntentHandler(intent.IntentHandler):
             DOMAIN
         )
         response = intent_obj.create_response()
-        watts = _channel_power(entries, name) if name else _total_power(entries)
+        watts, estimate = _named_power(entries, name) if name else (_total_power(entries),
+                                                                    False)
         if watts is None:
             speech = (f"I don't know how much power {name} uses right now." if name
                       else "I don't know the power use right now.")
+        elif name:
+            speech = (f"{name.strip().capitalize()} uses {'about ' if estimate else ''}"
+                      f"{round(watts)} watts{' (an estimate)' if estimate else ''}.")
         else:
-            speech = (f"{name.strip().capitalize() if name else 'The home'} "
-                      f"{'uses' if name else 'is using'} {round(watts)} watts.")
+            speech = f"The home is using {round(watts)} watts."
         response.async_set_speech(speech)
         return response
 
@@ -109,13 +113,25 @@ def _total_power(entries: list[EnergyTrackerConfigEntry]) -> float | None:
     return sum(known) if known else None
 
 
-def _channel_power(entries: list[EnergyTrackerConfigEntry], name: str) -> float | None:
+def _named_power(entries: list[EnergyTrackerConfigEntry], name: str
+                 ) -> tuple[float | None, bool]:
+    """(watts, whether a NILM estimate) of the channel, extra meter or detected appliance
+    with this name; measured values first."""
     wanted = name.strip().casefold()
     for entry in entries:
         coordinator = entry.runtime_data
+        if not coordinator.last_update_success:
+            continue
+        state = coordinator.data
         for channel in coordinator.info.channels:
-            if channel.name.casefold() == wanted and coordinator.last_update_success:
-                state = coordinator.data.channels.get(channel.id)
-                return None if state is None else state.power_w
-    return None
+            if channel.name.casefold() == wanted:
+                reading = state.channels.get(channel.id)
+                return (None if reading is None else reading.power_w), False
+        for meter in state.extra_meters.values():
+            if meter.name.casefold() == wanted:
+                return meter.total_power_w, False
+        for appliance in (state.appliances or {}).values():
+            if appliance.name.casefold() == wanted:
+                return appliance.power_w, True
+    return None, False
 

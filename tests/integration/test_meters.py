@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from homeassistant.components import conversation
 from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, STATE_UNAVAILABLE
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -184,3 +185,35 @@ async def test_an_extra_meter_added_to_the_addon_appears_without_a_reload(
     assert device is not None
     assert device.name == "Garage"
     assert loaded_entry.state is ConfigEntryState.LOADED
+
+
+async def test_assist_answers_for_an_extra_meter(
+    hass: HomeAssistant, two_meter_addon: Addon, two_meter_entry: MockConfigEntry,
+) -> None:
+    for component in ("homeassistant", "conversation", "intent"):
+        assert await async_setup_component(hass, component, {})
+    await hass.async_block_till_done()  # our sentences register once Assist has loaded
+    coordinator = two_meter_entry.runtime_data
+
+    async def ask(text: str) -> str:
+        result = await conversation.async_converse(hass, text, None, Context(), language="en")
+        speech: str = result.response.speech["plain"]["speech"]
+        return speech
+
+    served = []
+    for _ in range(50):  # an answer given from a state HA held before and after asking
+        before = coordinator.data.extra_meters["garage"].total_power_w
+        answer = await ask("how much power is the garage using")
+        if coordinator.data.extra_meters["garage"].total_power_w == before:
+            served.append((before, answer))
+            break
+    assert served, "the garage's power never held still for one question"
+    watts, answer = served[0]
+    assert watts is not None
+    assert answer == f"Garage uses {round(watts)} watts."
+    # A detected appliance by its name: still warming up here, so unknown, not 0.
+    assert coordinator.data.appliances
+    kettle = coordinator.data.appliances["kettle"]
+    assert kettle.power_w is None
+    assert await ask("how much power does the kettle use") == (
+        "I don't know how much power kettle uses right now.")
