@@ -383,6 +383,22 @@ def test_every_option_is_translated(addon_cfg: dict[str, Any]) -> None:
     assert set(translations["network"]) == set(addon_cfg["ports"])
 
 
+def _keys(tree: Any, path: str = "") -> set[str]:
+    if isinstance(tree, dict):
+        return {k for key, sub in tree.items() for k in _keys(sub, f"{path}/{key}")}
+    assert isinstance(tree, str), path
+    assert tree.strip(), path
+    return {path}
+
+
+def test_other_languages_translate_every_option() -> None:
+    english = _keys(_yaml(ADDON / "translations/en.yaml"))
+    others = sorted((ADDON / "translations").glob("*.yaml"))
+    assert [p.name for p in others] == ["en.yaml", "fr.yaml"]
+    for path in others:
+        assert _keys(_yaml(path)) == english, path.name
+
+
 def test_every_option_is_in_the_documentation_table(addon_cfg: dict[str, Any]) -> None:
     """The add-on's Documentation tab has a table row for every option users can set."""
     docs = (ADDON / "DOCS.md").read_text(encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -38,3 +39,25 @@ def test_every_action_has_an_icon_and_translated_name() -> None:
     for name, fields in strings.items():
         assert fields["name"], name
         assert fields["description"], name
+
+
+def _strings(tree: object, path: str = "") -> dict[str, str]:
+    """Every string of a translation tree by its key path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items()
+                for k, v in _strings(sub, f"{path}/{key}").items()}
+    assert isinstance(tree, str), path
+    return {path: tree}
+
+
+def test_other_languages_translate_every_string_with_the_same_placeholders() -> None:
+    english = _strings(json.loads((COMPONENT / "strings.json").read_text(encoding="utf-8")))
+    others = sorted((COMPONENT / "translations").glob("*.json"))
+    assert [p.name for p in others] == ["en.json", "fr.json"]
+    for path in others:
+        translated = _strings(json.loads(path.read_text(encoding="utf-8")))
+        assert translated.keys() == english.keys(), path.name
+        for key, text in english.items():
+            for pattern in (r"\{\w+\}", r"`[^`]+`"):
+                assert sorted(re.findall(pattern, translated[key])) == sorted(
+                    re.findall(pattern, text)), (path.name, key)
