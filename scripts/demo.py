@@ -141,11 +141,32 @@ async def ha_token(session: aiohttp.ClientSession, hass_url: str) -> str:
     return token
 
 
+async def onboarding_state(session: aiohttp.ClientSession, hass_url: str,
+                           timeout: float = 180) -> tuple[dict[str, bool], str | None]:
+    """HA's onboarding steps, or (nothing left, a login code) for an HA onboarded earlier.
+
+    Once every step is done HA no longer serves /api/onboarding (404), which is also what
+    it answers before the onboarding component has loaded: an onboarded HA is told apart
+    by letting the demo user log in.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        async with session.get(f"{hass_url}/api/onboarding") as resp:
+            if resp.status == 200:
+                return {step["step"]: step["done"] for step in await resp.json()}, None
+        with contextlib.suppress(aiohttp.ClientError, RuntimeError, KeyError, ValueError):
+            return {}, await login_code(session, hass_url)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{hass_url}: neither onboarding nor the demo login within "
+                               f"{timeout:.0f} s")
+        await asyncio.sleep(0.5)
+
+
 async def ha_tokens(session: aiohttp.ClientSession, hass_url: str) -> dict[str, Any]:
     """Onboard Home Assistant (first run) or log in as the demo user; return HA's tokens."""
-    async with session.get(f"{hass_url}/api/onboarding") as resp:
-        steps = {step["step"]: step["done"] for step in await resp.json()}
-    if not steps.get("user"):
+    steps, auth_code = await onboarding_state(session, hass_url)
+    onboarded = auth_code is not None
+    if auth_code is None and not steps.get("user"):
         async with session.post(
             f"{hass_url}/api/onboarding/users",
             json={"client_id": CLIENT_ID, "name": "Demo", "username": DEMO_USER,
@@ -153,7 +174,7 @@ async def ha_tokens(session: aiohttp.ClientSession, hass_url: str) -> dict[str, 
         ) as resp:
             resp.raise_for_status()
             auth_code = (await resp.json())["auth_code"]
-    else:
+    elif auth_code is None:
         auth_code = await login_code(session, hass_url)
     async with session.post(
         f"{hass_url}/auth/token",
@@ -167,7 +188,7 @@ async def ha_tokens(session: aiohttp.ClientSession, hass_url: str) -> dict[str, 
         ("analytics", {}),
         ("integration", {"client_id": CLIENT_ID, "redirect_uri": f"{CLIENT_ID}?auth_callback=1"}),
     ):
-        if not steps.get(step):
+        if not onboarded and not steps.get(step):
             async with session.post(f"{hass_url}/api/onboarding/{step}", json=body,
                                     headers=headers) as resp:
                 if resp.status not in (200, 403):  # 403: already done

@@ -261,3 +261,38 @@ def test_addon_restart_makes_entities_unavailable_then_back_within_10_s(env: Env
                 await asyncio.sleep(0.25)
 
     asyncio.run(check())
+
+
+# The demo (the README's first command) run a second time on its own data: Home Assistant
+# is onboarded already and no longer serves /api/onboarding; the entry exists already.
+
+
+async def our_entries(procs: demo.Processes, token: str) -> list[dict[str, Any]]:
+    """The energy_tracker entries, once none is still setting up."""
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{procs.hass_url}/api/config/config_entries/entry",
+                                   headers={"Authorization": f"Bearer {token}"}) as resp:
+                resp.raise_for_status()
+                entries = [e for e in await resp.json() if e["domain"] == "energy_tracker"]
+            if all(e["state"] not in ("not_loaded", "setup_in_progress") for e in entries):
+                return entries
+            assert time.monotonic() < deadline, entries
+            await asyncio.sleep(0.5)
+
+
+def test_the_demo_starts_again_on_its_own_data(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    addon_port, hass_port = free_port(), free_port()
+    for run in ("first", "second"):
+        with demo.running_demo(workdir, addon_port=addon_port, hass_port=hass_port,
+                               addon_options={"simulation_speed": 60}) as procs:
+            try:
+                token = asyncio.run(demo.provision(procs, addon_port))
+                entries = asyncio.run(our_entries(procs, token))
+            except BaseException:
+                print((workdir / "hass.log").read_text()[-3000:])
+                raise
+        assert [e["state"] for e in entries] == ["loaded"], (run, entries)
