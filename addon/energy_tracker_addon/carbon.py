@@ -61,12 +61,10 @@ class CarbonIntensity:
     def as_json(self) -> dict[str, Any]:
         """GET/PUT /api/v1/co2_intensity."""
         live = self._live()
-        return {
-            "g_per_kwh": self.g_per_kwh,
-            "source": self.source,
-            "updated": None if live is None or self._updated is None
-            else self._updated.isoformat(timespec="seconds"),
-        }
+        if live is None or self._updated is None:
+            return {"g_per_kwh": self._option, "source": OPTION, "updated": None}
+        return {"g_per_kwh": live, "source": PUSHED,
+                "updated": self._updated.isoformat(timespec="seconds")}
 
     def _live(self) -> float | None:
         if self._pushed is not None and self._clock() - self._pushed_at > PUSH_TTL_S:

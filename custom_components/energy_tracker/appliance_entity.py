@@ -90,17 +90,25 @@ APPLIANCE_BINARY_SENSORS: tuple[ApplianceBinarySensorDescription, ...] = (
 )
 
 
+def device_appliance_id(meter_id: str, device: dr.DeviceEntry) -> str | None:
+    """The appliance id of a detected appliance's device of this meter, else None."""
+    prefix = f"{meter_id}_{APPLIANCE_PREFIX}"
+    for domain, identifier in device.identifiers:
+        if domain == DOMAIN and identifier.startswith(prefix):
+            return identifier.removeprefix(prefix)
+    return None
+
+
 def known_appliances(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> dict[str, str]:
     """Appliance ids → names: from the state, or (detection off) from the device registry."""
     coordinator = entry.runtime_data
     if (appliances := coordinator.data.appliances) is not None:
         return {a.id: a.name for a in appliances.values()}
-    prefix = f"{coordinator.info.meter_id}_{APPLIANCE_PREFIX}"
+    meter_id = coordinator.info.meter_id
     known = {}
     for device in dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id):
-        for domain, identifier in device.identifiers:
-            if domain == DOMAIN and identifier.startswith(prefix):
-                known[identifier.removeprefix(prefix)] = device.name or identifier
+        if (key := device_appliance_id(meter_id, device)) is not None:
+            known[key] = device.name or appliance_device_identifier(meter_id, key)[1]
     return known
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .appliance_entity import APPLIANCE_PREFIX, appliance_device_identifier
+from .appliance_entity import appliance_device_identifier, device_appliance_id
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
 from .entity import board_device_identifier
@@ -36,9 +36,7 @@ def is_stale(coordinator: EnergyTrackerCoordinator, device: DeviceEntry) -> bool
     While the add-on's detection is off (no working bundle) nobody knows which appliances
     exist: their devices count as served.
     """
-    if coordinator.data.appliances is None:
-        prefix = f"{coordinator.info.meter_id}_{APPLIANCE_PREFIX}"
-        if any(domain == DOMAIN and name.startswith(prefix)
-               for domain, name in device.identifiers):
-            return False
+    if coordinator.data.appliances is None \
+            and device_appliance_id(coordinator.info.meter_id, device) is not None:
+        return False
     return not device.identifiers & served_device_identifiers(coordinator)
