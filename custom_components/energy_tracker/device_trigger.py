@@ -39,7 +39,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
-from .appliance_entity import APPLIANCE_PREFIX, nilm_appliance
+from .appliance_entity import device_appliance_id, nilm_appliance
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
 from .events import (
@@ -48,6 +48,7 @@ from .events import (
     APPLIANCE_STARTED,
     EVENT_ENERGY_TRACKER,
     channel_appliance,
+    is_relay_device,
     relay_appliance,
 )
 
@@ -84,16 +85,17 @@ async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType)
 
 
 async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, Any]]:
-    """The meter offers all types (power per power sensor); a relay its start / finish."""
+    """The meter offers all types (power per power sensor); a relay or detected appliance
+    its start / finish; an extra meter its power thresholds; a board none."""
     device = dr.async_get(hass).async_get(device_id)
     if device is None:
         return []
     base = {CONF_PLATFORM: "device", CONF_DOMAIN: DOMAIN, CONF_DEVICE_ID: device_id}
-    if _own_device_key(device) is not None:
+    if _own_device_key(hass, device) is not None:
         return [{**base, CONF_TYPE: kind} for kind in APPLIANCE_TYPES]
-    if not _is_meter_device(hass, device):
-        return []  # the boards: link health only, no triggers
-    triggers = [{**base, CONF_TYPE: kind} for kind in (*APPLIANCE_TYPES, ANOMALY_DETECTED)]
+    triggers = []
+    if _is_meter_device(hass, device):
+        triggers = [{**base, CONF_TYPE: kind} for kind in (*APPLIANCE_TYPES, ANOMALY_DETECTED)]
     registry = er.async_get(hass)
     for entry in er.async_entries_for_device(registry, device_id):
         if entry.domain == "sensor" and entry.original_device_class == SensorDeviceClass.POWER:
@@ -120,7 +122,8 @@ async def async_get_trigger_capabilities(
         }
     device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
     if (
-        kind in APPLIANCE_TYPES and device is not None and _own_device_key(device) is None
+        kind in APPLIANCE_TYPES and device is not None
+        and _own_device_key(hass, device) is None
         and (appliances := _appliances(hass, device))
     ):
         return {"extra_fields": vol.Schema({vol.Optional(CONF_APPLIANCE): vol.In(appliances)})}
@@ -151,7 +154,7 @@ async def async_attach_trigger(
         )
     device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
     # A relay's device: its own starts and finishes; the meter: any, or the chosen one.
-    device_key = (device is not None and _own_device_key(device)) or CONF_DEVICE_ID
+    device_key = (device is not None and _own_device_key(hass, device)) or CONF_DEVICE_ID
     event_data: dict[str, Any] = {device_key: config[CONF_DEVICE_ID], CONF_TYPE: kind}
     if CONF_APPLIANCE in config:
         event_data[CONF_APPLIANCE] = config[CONF_APPLIANCE]
@@ -167,28 +170,28 @@ async def async_attach_trigger(
     )
 
 
-def _is_relay_device(device: dr.DeviceEntry) -> bool:
-    return any(domain == DOMAIN and "_relay_" in ident for domain, ident in device.identifiers)
+def _meter_ids(hass: HomeAssistant, device: dr.DeviceEntry) -> list[str]:
+    """The ids of the meters whose entries hold this device."""
+    entries = (hass.config_entries.async_get_entry(entry_id)
+               for entry_id in device.config_entries)
+    return [str(entry.unique_id) for entry in entries
+            if entry is not None and entry.domain == DOMAIN]
 
 
-def _own_device_key(device: dr.DeviceEntry) -> str | None:
+def _own_device_key(hass: HomeAssistant, device: dr.DeviceEntry) -> str | None:
     """The event data key naming this device when it is one relay's or one detected
-    appliance's (appliance_events.py), else None."""
-    if _is_relay_device(device):
-        return "relay_device_id"
-    if any(domain == DOMAIN and f"_{APPLIANCE_PREFIX}" in ident
-           for domain, ident in device.identifiers):
-        return "appliance_device_id"
+    appliance's (appliance_events.py), else None. Matched on the meter's exact identifiers:
+    an extra meter or board may be called "dryer_relay_1"."""
+    for meter_id in _meter_ids(hass, device):
+        if device_appliance_id(meter_id, device) is not None:
+            return "appliance_device_id"
+        if is_relay_device(meter_id, device):
+            return "relay_device_id"
     return None
 
 
 def _is_meter_device(hass: HomeAssistant, device: dr.DeviceEntry) -> bool:
-    for entry_id in device.config_entries:
-        entry = hass.config_entries.async_get_entry(entry_id)
-        if entry is not None and entry.domain == DOMAIN \
-                and (DOMAIN, str(entry.unique_id)) in device.identifiers:
-            return True
-    return False
+    return any((DOMAIN, meter_id) in device.identifiers for meter_id in _meter_ids(hass, device))
 
 
 def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, str]:

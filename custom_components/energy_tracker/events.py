@@ -49,6 +49,13 @@ def relay_device_identifier(meter_id: str, relay_id: int) -> tuple[str, str]:
     return (DOMAIN, f"{meter_id}_relay_{relay_id}")
 
 
+def is_relay_device(meter_id: str, device: dr.DeviceEntry) -> bool:
+    """Whether this is the device of one of this meter's relays."""
+    prefix = f"{meter_id}_relay_"
+    return any(domain == DOMAIN and ident.startswith(prefix)
+               and ident.removeprefix(prefix).isdigit() for domain, ident in device.identifiers)
+
+
 @dataclass(frozen=True, slots=True)
 class _Appliance:
     key: str

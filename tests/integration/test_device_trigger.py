@@ -185,3 +185,24 @@ async def test_incomplete_power_trigger_is_refused(
         "device_id": meter_device(device_registry, addon).id, "type": "power_above"})
     assert hass.states.get("automation.automation_0").state == "unavailable"
     assert calls == []
+
+
+async def test_a_detected_appliance_named_like_a_relay_fires_its_own_triggers(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    # A fine-tuned bundle may call an appliance "dryer_relay_1": its device is still the
+    # appliance's, so its events (appliance_events.py) carry `appliance_device_id`.
+    dryer = device_registry.async_get_or_create(
+        config_entry_id=loaded_entry.entry_id, name="Dryer",
+        identifiers={(DOMAIN, f"{addon.meter_id}_appliance_dryer_relay_1")})
+    triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, dryer.id)
+    assert {t["type"] for t in triggers if t["domain"] == DOMAIN} == {
+        "appliance_started", "appliance_finished"}
+    calls = await automation_calls(hass, {"trigger": "device", "domain": DOMAIN,
+                                          "device_id": dryer.id, "type": "appliance_started"})
+    hass.bus.async_fire("energy_tracker_event", {
+        "type": "appliance_started", "appliance": "nilm_dryer_relay_1", "name": "Dryer",
+        "appliance_device_id": dryer.id, "device_id": meter_device(device_registry, addon).id})
+    await hass.async_block_till_done()
+    assert [call.data["what"] for call in calls] == ["Dryer"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from homeassistant.components import conversation
+from homeassistant.components.device_automation import DeviceAutomationType
 from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, STATE_UNAVAILABLE
@@ -17,7 +18,10 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_get_device_automations,
+)
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.energy_tracker.const import DOMAIN
@@ -116,6 +120,22 @@ async def test_extra_meter_is_its_own_device_with_the_served_values(
     assert comparison.attributes["meters"] == compared["meters"]
     assert comparison.attributes["total_kwh"] == compared["total_kwh"]
     assert comparison.attributes["friendly_name"] == "Energy Tracker Main meter share today"
+
+
+async def test_an_extra_meter_offers_power_thresholds_as_device_triggers(
+    hass: HomeAssistant, two_meter_addon: Addon, two_meter_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    garage_id = (await two_meter_addon.get("meters"))["meters"][1]["meter_id"]
+    garage = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
+    assert garage is not None
+    power = entity_registry.async_get_entity_id("sensor", DOMAIN, f"{garage_id}_total_power")
+    assert power is not None
+    triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, garage.id)
+    # Its own power only: appliances, anomalies and the circuits are the main meter's.
+    assert {(t["type"], t.get("entity_id")) for t in triggers if t["domain"] == DOMAIN} == {
+        ("power_above", entity_registry.async_get(power).id),  # type: ignore[union-attr]
+        ("power_below", entity_registry.async_get(power).id)}  # type: ignore[union-attr]
 
 
 async def test_one_meter_add_on_has_no_comparison_sensor(
