@@ -61,3 +61,35 @@ def test_other_languages_translate_every_string_with_the_same_placeholders() -> 
             for pattern in (r"\{\w+\}", r"`[^`]+`"):
                 assert sorted(re.findall(pattern, translated[key])) == sorted(
                     re.findall(pattern, text)), (path.name, key)
+
+
+def test_brand_images_follow_the_brands_rules() -> None:
+    """Home Assistant 2026.3+ shows these instead of a blank icon (scripts/make_brand_images.py):
+    icons square at 256/512 px, logos landscape with a short side of 128-256 / 256-512 px,
+    transparent around the mark, and a dark-theme logo whose text is not dark."""
+    from PIL import Image
+
+    brand = COMPONENT / "brand"
+    images = {path.name: Image.open(path) for path in brand.glob("*.png")}
+    assert set(images) == {f"{prefix}{kind}{suffix}.png" for prefix, kind in
+                           (("", "icon"), ("", "logo"), ("dark_", "logo"))
+                           for suffix in ("", "@2x")}
+    for name, image in images.items():
+        assert image.mode == "RGBA", name
+        assert image.getpixel((0, 0))[3] == 0, f"{name} is not transparent in its corner"
+        assert image.format == "PNG", name
+    assert images["icon.png"].size == (256, 256)
+    assert images["icon@2x.png"].size == (512, 512)
+    for prefix in ("", "dark_"):
+        logo, logo_2x = images[f"{prefix}logo.png"], images[f"{prefix}logo@2x.png"]
+        assert logo.width > logo.height
+        assert 128 <= logo.height <= 256
+        assert logo_2x.size == (2 * logo.width, 2 * logo.height)
+
+    def darkest_text(image: Image.Image) -> int:
+        # Brightness of the darkest opaque pixel right of the mark (the words).
+        words = image.crop((image.height, 0, image.width, image.height)).convert("RGBA")
+        return min(sum(pixel[:3]) // 3 for pixel in words.getdata() if pixel[3] == 255)
+
+    assert darkest_text(images["logo.png"]) < 80
+    assert darkest_text(images["dark_logo.png"]) > 100  # readable on a dark header
