@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p_train = sub.add_parser("train", help="train Keras models (needs the models extra)")
     p_train.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
                          default=list(ALL_TARGETS))
-    p_train.add_argument("--epochs", type=int, default=25)
+    p_train.add_argument("--epochs", type=int, default=30)
     p_export = sub.add_parser("export", help="int8 TFLite + bundle.json")
     p_export.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
                           default=list(ALL_TARGETS))

@@ -43,11 +43,15 @@ class Target:
     # Networks averaged (each on its own sample of windows, own seed): more for the
     # circuits that miss their goal
     members: int = 1
+    # Cut the learning rate by 0.3 after 2 epochs without progress on validation (and stop
+    # after 5, not 3). Validation MAE of one network (seed 7): kitchen 19.5 -> 18.4 W,
+    # laundry 35.0 -> 33.1 W. The other models meet their goals and were trained without.
+    lr_cuts: bool = False
 
 
 CIRCUITS = (
-    Target("kitchen", "circuit", 60, 99, 100.0, 50.0, 60.0, 60.0, members=3),
-    Target("laundry", "circuit", 60, 99, 100.0, 50.0, 60.0, 60.0, members=3),
+    Target("kitchen", "circuit", 60, 99, 100.0, 50.0, 60.0, 60.0, members=3, lr_cuts=True),
+    Target("laundry", "circuit", 60, 99, 100.0, 50.0, 60.0, 60.0, members=3, lr_cuts=True),
     Target("water_heater_ac", "circuit", 60, 99, 500.0, 250.0, 120.0, 60.0),
 )
 

@@ -121,15 +121,19 @@ def fit_member(target: Target, cache: Path, epochs: int, seed: int
     train_model.compile(optimizer=keras.optimizers.Adam(1e-3),
                         loss={"power": "mae", "on": "binary_crossentropy"},
                         loss_weights={"power": 1.0, "on": ON_LOSS_WEIGHT})
-    stop = keras.callbacks.EarlyStopping(monitor="val_power_loss", mode="min", patience=3,
-                                         restore_best_weights=True)
+    callbacks = [keras.callbacks.EarlyStopping(
+        monitor="val_power_loss", mode="min", patience=5 if target.lr_cuts else 3,
+        restore_best_weights=True)]
+    if target.lr_cuts:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_power_loss", mode="min", factor=0.3, patience=2))
     print(f"training {target.name} (seed {seed}): {len(x)} windows of {target.window}, "
           f"{model.count_params()} parameters", flush=True)
     on_at = target.off_w / norm.output_scale  # "on" for the gate: above the off threshold
     history = train_model.fit(
         x, {"power": y, "on": (y >= on_at).astype(np.float32)},
         validation_data=(xv, {"power": yv, "on": (yv >= on_at).astype(np.float32)}),
-        epochs=epochs, batch_size=256, callbacks=[stop],
+        epochs=epochs, batch_size=256, callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2)
     return model, history.history, norm, len(x)
 
@@ -157,6 +161,7 @@ def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
         "member_val_mae_w": [round(validation_mae(m, target, cache, norm), 3)
                              for m in members] if len(members) > 1 else None,
         "on_share": target.on_share,
+        "lr_cuts": target.lr_cuts,
         "parameters": model.count_params(),
     }, indent=2))
     return out / f"{name}.keras"
