@@ -169,3 +169,18 @@ async def test_demand_response_sheds_and_restores(
     await hass.services.async_call("input_boolean", "turn_off",
                                    {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
     await wait_for(lambda: all_relays(True), 20, "restoring when the signal ends")
+
+
+async def test_anomaly_without_figures_still_notifies(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, notify: list[ServiceCall],
+) -> None:
+    # The event schema allows null powers (events.py passes what the add-on sent).
+    await use_blueprint(hass, "anomaly_notify", {"meter": meter_id(device_registry, addon)})
+    hass.bus.async_fire("energy_tracker_event", {
+        "type": "anomaly_detected", "kind": "low", "series": "total", "reason": None,
+        "power_w": None, "usual_w": None,
+        "device_id": meter_id(device_registry, addon)})
+    await hass.async_block_till_done()
+    assert [call.data for call in notify] == [
+        {"title": "Unusual energy use", "message": "Unusual low consumption."}]
