@@ -14,7 +14,6 @@ from .forecast_train import add_arguments as add_forecast_arguments
 from .targets import ALL_TARGETS
 
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache"
-DEFAULT_VERSION = "1.0.0"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
                           default=list(ALL_TARGETS))
     p_export.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
-    p_export.add_argument("--version", default=DEFAULT_VERSION)
+    p_export.add_argument("--version", required=True,
+                          help="the bundle's version, e.g. 2.2.0+home for a fine-tuned one")
     p_report = sub.add_parser("report", help="held-out evaluation with baselines, model card")
     p_report.add_argument("--models", type=Path, default=DEFAULT_BUNDLE)
     p_report.add_argument("--ukdale", type=Path, default=None,

@@ -117,3 +117,10 @@ def test_uci_2010_week_scores_the_circuits(tmp_path: Path) -> None:
     assert set(apps) == {"kitchen", "laundry", "water_heater_ac"}
     # held-out data: the water heater estimate beats predicting nothing by far
     assert apps["water_heater_ac"]["mae_w"] < 0.5 * week["water_heater_ac"].mean()
+
+
+def test_export_needs_a_version() -> None:
+    # No default: a fine-tuned bundle must not come out as an old release's version.
+    result = run_cli("export", "--out", "/nonexistent")
+    assert result.returncode == 2
+    assert "--version" in result.stderr
