@@ -181,7 +181,7 @@ def _meter_ids(hass: HomeAssistant, device: dr.DeviceEntry) -> list[str]:
 def _own_device_key(hass: HomeAssistant, device: dr.DeviceEntry) -> str | None:
     """The event data key naming this device when it is one relay's or one detected
     appliance's (appliance_events.py), else None. Matched on the meter's exact identifiers:
-    an extra meter or board may be called "dryer_relay_1"."""
+    a detected appliance may be called "dryer_relay_1"."""
     for meter_id in _meter_ids(hass, device):
         if device_appliance_id(meter_id, device) is not None:
             return "appliance_device_id"
