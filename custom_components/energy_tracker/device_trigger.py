@@ -170,12 +170,16 @@ async def async_attach_trigger(
     )
 
 
-def _meter_ids(hass: HomeAssistant, device: dr.DeviceEntry) -> list[str]:
-    """The ids of the meters whose entries hold this device."""
+def _our_entries(hass: HomeAssistant, device: dr.DeviceEntry) -> list[EnergyTrackerConfigEntry]:
+    """This integration's config entries that hold this device."""
     entries = (hass.config_entries.async_get_entry(entry_id)
                for entry_id in device.config_entries)
-    return [str(entry.unique_id) for entry in entries
-            if entry is not None and entry.domain == DOMAIN]
+    return [entry for entry in entries if entry is not None and entry.domain == DOMAIN]
+
+
+def _meter_ids(hass: HomeAssistant, device: dr.DeviceEntry) -> list[str]:
+    """The ids of the meters whose entries hold this device."""
+    return [str(entry.unique_id) for entry in _our_entries(hass, device)]
 
 
 def _own_device_key(hass: HomeAssistant, device: dr.DeviceEntry) -> str | None:
@@ -196,9 +200,8 @@ def _is_meter_device(hass: HomeAssistant, device: dr.DeviceEntry) -> bool:
 
 def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, str]:
     """Appliance keys → names: the relays and circuits of the meter, while loaded."""
-    for entry_id in device.config_entries:
-        entry: EnergyTrackerConfigEntry | None = hass.config_entries.async_get_entry(entry_id)
-        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
+    for entry in _our_entries(hass, device):
+        if entry.state is not ConfigEntryState.LOADED:
             continue
         coordinator = entry.runtime_data
         appliances = {
