@@ -129,13 +129,13 @@ async def test_an_extra_meter_offers_power_thresholds_as_device_triggers(
     garage_id = (await two_meter_addon.get("meters"))["meters"][1]["meter_id"]
     garage = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
     assert garage is not None
-    power = entity_registry.async_get_entity_id("sensor", DOMAIN, f"{garage_id}_total_power")
+    power = entity_registry.async_get(
+        entity_registry.async_get_entity_id("sensor", DOMAIN, f"{garage_id}_total_power") or "")
     assert power is not None
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, garage.id)
     # Its own power only: appliances, anomalies and the circuits are the main meter's.
     assert {(t["type"], t.get("entity_id")) for t in triggers if t["domain"] == DOMAIN} == {
-        ("power_above", entity_registry.async_get(power).id),  # type: ignore[union-attr]
-        ("power_below", entity_registry.async_get(power).id)}  # type: ignore[union-attr]
+        ("power_above", power.id), ("power_below", power.id)}
 
 
 async def test_one_meter_add_on_has_no_comparison_sensor(
