@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Create or reuse the project venv at .venv/ (idempotent).
 # Picks a Python >= 3.13 by itself: python3.13 on PATH, then pyenv.
+# Usage: scripts/setup.sh [--with-models]   (adds the `models` extra: TensorFlow for training)
 set -euo pipefail
+with_models=0
+case "${1:-}" in
+    "") ;;
+    --with-models) with_models=1 ;;
+    *) echo "usage: $0 [--with-models]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
@@ -25,9 +32,12 @@ find_python() {
     return 1
 }
 
-# The stamp records the hash of every requirements input: a change re-runs pip.
-want=$(cat requirements-dev.txt addon/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+# The stamp records the hash of every requirements input (a change re-runs pip), plus a
+# second line when the models extra went in too.
+base=$(cat requirements-dev.txt addon/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$base
+[ "$with_models" = 1 ] && want="$base+models"
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && grep -qx "$want" "$STAMP"; then
     exit 0
 fi
 
@@ -48,6 +58,12 @@ pip_install() {
 }
 pip_install --upgrade pip
 pip_install -r requirements-dev.txt
-pip_install --no-deps -e .
-echo "$want" > "$STAMP"
+if [ "$with_models" = 1 ]; then
+    echo "==> installing the models extra too (TensorFlow, about 1.3 GB)"
+    pip_install -e '.[models]'
+    printf '%s\n%s\n' "$base" "$base+models" > "$STAMP"
+else
+    pip_install --no-deps -e .
+    echo "$base" > "$STAMP"
+fi
 echo "==> .venv ready"

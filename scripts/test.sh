@@ -3,7 +3,8 @@
 # Usage: ./scripts/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+# The models extra too: the training and export tests need TensorFlow.
+./scripts/setup.sh --with-models
 VENV=.venv/bin
 echo "==> ruff"
 "$VENV/ruff" check .

@@ -141,7 +141,11 @@ def fit_member(target: Target, cache: Path, epochs: int, seed: int
 def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_THREADS", "2")))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(
+            int(os.environ.get("TF_THREADS", "2")))
+    except RuntimeError:
+        pass  # TensorFlow already ran in this process (a test, a notebook): its pool stays
     target = ALL_TARGETS[name]
     members, histories = [], []
     for k in range(target.members):
