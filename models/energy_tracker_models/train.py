@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -141,11 +142,10 @@ def fit_member(target: Target, cache: Path, epochs: int, seed: int
 def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
     import tensorflow as tf
 
-    try:
+    # Once TensorFlow has run in this process (a test, a notebook) its pool stays as it is
+    with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(
             int(os.environ.get("TF_THREADS", "2")))
-    except RuntimeError:
-        pass  # TensorFlow already ran in this process (a test, a notebook): its pool stays
     target = ALL_TARGETS[name]
     members, histories = [], []
     for k in range(target.members):
