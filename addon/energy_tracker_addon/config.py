@@ -130,10 +130,14 @@ class Options:
     # Appliance detection (nilm_service.py); empty dir: the bundle shipped with the add-on.
     nilm_enabled: bool = True
     nilm_bundle_dir: str = ""
+    # Model ids to run (kettle, fridge, ...); empty: every model of the bundle.
+    nilm_appliances: tuple[str, ...] = ()
     # Several meters / locations (extra_meters.py).
     extra_meters: tuple[ExtraMeterConfig, ...] = ()
 
 
+# The ids of a NILM bundle's models (models/README.md), as the API and the labels use them.
+APPLIANCE_ID_PATTERN: Final = r"^[a-z0-9_]{1,64}$"
 # One or more topic levels, none empty, no wildcards (they are not allowed when publishing).
 MQTT_TOPIC_PATTERN: Final = r"^[^#+/\s]+(/[^#+/\s]+)*$"
 
@@ -262,6 +266,10 @@ _SCHEMA: Final = vol.Schema(
         ),
         vol.Optional("nilm_enabled"): bool,
         vol.Optional("nilm_bundle_dir"): str,
+        vol.Optional("nilm_appliances"): vol.All(
+            [vol.Match(APPLIANCE_ID_PATTERN, msg="not a model id such as kettle")],
+            vol.Unique(msg="lists a model twice"),
+        ),
         vol.Optional("extra_meters"): vol.All([_EXTRA_METER_SCHEMA], _check_extra_meters),
     }
 )
@@ -303,6 +311,8 @@ def parse_options(data: Any) -> Options:
         )
     if "extra_meters" in valid:
         valid["extra_meters"] = tuple(ExtraMeterConfig(**m) for m in valid["extra_meters"])
+    if "nilm_appliances" in valid:
+        valid["nilm_appliances"] = tuple(valid["nilm_appliances"])
     if valid.get("mqtt_enabled") and not valid.get("mqtt_host", "").strip():
         raise OptionsError("mqtt_host: needed when mqtt_enabled is true")
     ca = valid.get("mqtt_ca_certificate", "")

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,13 @@ class NilmBundle:
         return {name: runner.spec for name, runner in self.models.items()}
 
 
-def load_bundle(path: Path | None = None, num_threads: int = 1) -> NilmBundle:
-    """Load `bundle.json` and every model in it; raises `NilmBundleError` on any problem."""
+def load_bundle(path: Path | None = None, num_threads: int = 1,
+                only: Collection[str] = ()) -> NilmBundle:
+    """Load `bundle.json` and its models; raises `NilmBundleError` on any problem.
+
+    `only` names the models to load (ids the bundle lacks are skipped; the caller says so);
+    empty: all of them.
+    """
     folder = Path(path) if path is not None else DEFAULT_BUNDLE
     manifest = folder / "bundle.json"
     try:
@@ -175,6 +180,13 @@ def load_bundle(path: Path | None = None, num_threads: int = 1) -> NilmBundle:
         raise NilmBundleError(manifest, f"invalid model entry ({err!r})") from err
     if not specs:
         raise NilmBundleError(manifest, "the bundle lists no models")
+    if only:
+        wanted = [spec for spec in specs if spec.name in only]
+        if not wanted:
+            raise NilmBundleError(manifest, f"it has none of the models asked for "
+                                  f"({', '.join(only)}); it has "
+                                  f"{', '.join(spec.name for spec in specs)}")
+        specs = wanted
     models = {}
     for spec in specs:
         if Path(spec.file).name != spec.file:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from .config import Options
+from .config import APPLIANCE_ID_PATTERN, Options
 from .meter import Meter, iso_utc
 from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
 from .statefile import VersionedStateFile
@@ -54,7 +54,7 @@ DISPLAY_NAMES: Final = {
 # An estimate older than its lag (half a window) plus this many periods is not current:
 # the readings stopped or a gap restarted the window.
 FRESH_PERIODS: Final = 3
-APPLIANCE_ID: Final = re.compile(r"^[a-z0-9_]{1,64}$")
+APPLIANCE_ID: Final = re.compile(APPLIANCE_ID_PATTERN)
 
 
 def display_name(appliance: str) -> str:
@@ -180,14 +180,18 @@ class NilmService:
             return
         folder = Path(self._options.nilm_bundle_dir) if self._options.nilm_bundle_dir \
             else DEFAULT_BUNDLE
+        chosen = self._options.nilm_appliances
         try:
             # Eight interpreters and their sha256 checks: not on the event loop.
-            bundle = await self._in_worker(load_bundle, folder)
+            bundle = await self._in_worker(load_bundle, folder, 1, chosen)
         except NilmBundleError as error:
             _LOGGER.error("Appliance detection (NILM) off, the add-on runs without it: "
                           "bundle %s", error)
             self.reason = f"no NILM models: {error}"
             return
+        if unknown := [name for name in chosen if name not in bundle.models]:
+            _LOGGER.warning("Option nilm_appliances: bundle %s has no model %s; running %s",
+                            bundle.version, ", ".join(unknown), ", ".join(bundle.models))
         self._bundle, self._disaggregator = bundle, Disaggregator(bundle)
         self.reason = None
         self._energy_wh = self._restore()

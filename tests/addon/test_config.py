@@ -49,6 +49,7 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
             "rpict_vest": 240,
             "rpict_model": "rpict8",
             "channels": [{"id": 8, "name": "Heat pump", "role": "circuit"}],
+            "nilm_appliances": ["kettle", "fridge"],
         },
     )
 
@@ -57,6 +58,7 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
     assert options.rpict_vest == 240.0
     assert options.rpict_model == "rpict8"
     assert options.channels == (ChannelConfig(8, "Heat pump", "circuit"),)
+    assert options.nilm_appliances == ("kettle", "fridge")
     assert options.stale_after_s == Options().stale_after_s
 
 
@@ -91,6 +93,9 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
             "channels[1].id: channel id 1 is used twice",
         ),
         ({"channels": [{"id": 2, "role": "mains"}]}, "channels[0].name: required key"),
+        ({"nilm_appliances": ["kettle", "Dish washer"]},
+         "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
+        ({"nilm_appliances": ["kettle", "kettle"]}, "nilm_appliances: lists a model twice"),
     ],
 )
 def test_bad_option_names_the_option_and_the_problem(

@@ -161,3 +161,46 @@ async def test_an_unusable_energies_file_is_logged_and_counting_starts_afresh(
         await service.stop()
     assert [r.getMessage() for r in caplog.records if r.name == nilm_service.__name__] == [
         f"Appliance energies {data / ENERGY_FILE} unusable ({reason}): counting from zero"]
+
+
+async def test_only_the_chosen_appliances_run_and_the_others_keep_their_energy(
+    tmp_path: Path, rpict: PtyPort, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A home without a dishwasher (or a typo) should not get a phantom dishwasher.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ENERGY_FILE).write_text(json.dumps(
+        {"version": 1, "energy_wh": {"kettle": 100.0, "dishwasher": 2500.0}}))
+    with caplog.at_level(logging.WARNING, logger=nilm_service.__name__):
+        service = await running(tmp_path, rpict,
+                                nilm_appliances=("fridge", "kettle", "toaster"))
+    try:
+        status, summary = await request(service, "GET", "appliances")
+        assert status == 200
+        assert [a["id"] for a in summary["appliances"]] == ["kettle", "fridge"]  # bundle order
+        assert set(service.nilm.appliance_ids or ()) == {"kettle", "fridge"}
+        status, answer = await request(service, "POST", "labels", {
+            "appliance": "dishwasher", "start": "2026-11-24T07:00:00Z",
+            "end": "2026-11-24T08:00:00Z"})
+        assert (status, answer["error"]) == (400, "invalid")
+    finally:
+        await service.stop()
+    version = load_bundle().version
+    assert f"bundle {version} has no model toaster; running kettle, fridge" in caplog.text
+    # Switching the dishwasher back on later continues from its count.
+    saved = json.loads((data / ENERGY_FILE).read_text())["energy_wh"]
+    assert (saved["kettle"], saved["dishwasher"]) == (100.0, 2500.0)
+
+
+async def test_choosing_no_model_of_the_bundle_turns_detection_off(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    service = await running(tmp_path, rpict, nilm_appliances=("toaster",))
+    try:
+        await rpict.write(b"11 900.0 0.0 0.0 20.0\r\n")
+        await wait_until(lambda: service.meter.snapshot()["total_power_w"] == 900.0)
+        status, summary = await request(service, "GET", "appliances")
+        assert (status, summary["available"], summary["appliances"]) == (200, False, None)
+        assert "none of the models asked for (toaster)" in summary["reason"]
+    finally:
+        await service.stop()

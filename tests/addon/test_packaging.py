@@ -340,7 +340,7 @@ def test_options_follow_the_architecture_table(addon_cfg: dict[str, Any]) -> Non
         if key in ("channels", "relays"):
             assert default == " / ".join(c.name for c in value)
             continue
-        if key == "extra_meters":
+        if key in ("extra_meters", "nilm_appliances"):
             assert (default, value) == ("none", ())
             continue
         if default == '`""`':

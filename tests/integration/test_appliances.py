@@ -267,6 +267,38 @@ async def test_bad_bundle_keeps_the_addon_running(
     assert not (await client.receive_json())["success"]
 
 
+
+async def test_appliances_left_out_by_the_option_go_unavailable_and_can_be_deleted(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock],
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """`nilm_appliances: [kettle]` (a home without the others): the fridge's entities are
+    unavailable, never 0, and its device may now be deleted; the kettle's may not."""
+    addon, port, clock = pty_addon
+    entry = await setup_entry(hass, addon)
+    kettle, fridge = (entity_id(hass, addon, name, "energy") for name in ("kettle", "fridge"))
+    await hass.config_entries.async_unload(entry.entry_id)
+    await addon.stop()
+
+    await start_addon(addon, clock, rpict_port=str(port.path), nilm_appliances=["kettle"])
+    await port.write(b"11 1500.0 0.0 0.0 20.0\r\n")
+    await addon.wait_for_reading()
+    assert [a["id"] for a in (await addon.get("appliances"))["appliances"]] == ["kettle"]
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(kettle).state == "0.0"
+    assert hass.states.get(fridge).state == STATE_UNAVAILABLE
+    assert await async_setup_component(hass, "config", {})
+    client = await hass_ws_client(hass)
+    entities = er.async_get(hass)
+    for entity, removable in ((kettle, False), (fridge, True)):
+        device_id = entities.async_get(entity).device_id  # type: ignore[union-attr]
+        await client.send_json_auto_id({"type": "config/device_registry/remove_config_entry",
+                                        "config_entry_id": entry.entry_id,
+                                        "device_id": device_id})
+        assert (await client.receive_json())["success"] is removable, entity
+
 async def test_label_action_round_trip(
     hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
 ) -> None:
