@@ -30,6 +30,8 @@ async def running(tmp_path: Path, rpict: PtyPort, **options: Any) -> AddonServic
     service = AddonService(Options(api_token=TOKEN, rpict_port=str(rpict.path), **options),
                            tmp_path / "data", host="127.0.0.1", port=0)
     await service.start()
+    # Opening the port discards what was written before: a line sent earlier is lost.
+    await wait_until(lambda: service.meter.board_connected("rpict"))
     return service
 
 
