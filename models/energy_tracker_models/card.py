@@ -31,8 +31,10 @@ the add-on with LiteRT (`energy_tracker_addon/nilm.py`). Outputs are clipped to
 identical rows (filled gaps) are excluded. Appliances (`kettle`, `fridge`, `microwave`,
 `washing_machine`, `dishwasher`): AMBAL appliance models (antgen 0.4.1, MIT) synthesised at
 1 s, averaged to 6 s and added, with AMBAL distractor appliances (toaster, iron, coffee
-maker, stove, TV, PC, dryer, …), to the UCI house's unmetered load (mains minus its three
-sub-meters, interpolated to 6 s with noise). Training houses use 2006-2009 backgrounds with
+maker, stove, TV, PC, dryer, …), to the UCI house without its kitchen and laundry
+circuits, which hold unlabelled target appliances: its unmetered load (interpolated to 6 s
+with noise) plus, since bundle 2.3.0, its water-heater/AC circuit (held flat over each
+minute). Training houses use 2006-2009 backgrounds with
 random power (±15 %) and duration (-20/+25 %) variation; test houses use 2010 backgrounds
 and the AMBAL models kept out of training (kettle `dev_5AE2CA`, fridge `dev20111228`,
 microwave `mode0`, washing machine `ECO-H1/mode3`). AMBAL has a single dishwasher model,
@@ -81,6 +83,23 @@ while the laundry's fell from 0.36 to 0.31. The other models are unchanged (the 
 files). Retraining every model in a new environment moves single-network figures by a watt
 or two (kettle 7.5 → 8.7 W, fridge 16.8 → 19.8 W between bundles 2.0.0 and 2.1.0, same
 code and seeds): read differences of that size as noise.
+
+Since bundle 2.3.0 the appliance houses (training, validation and test alike) hold the UCI
+water-heater/AC circuit in their background. Before, the only long 1-3 kW plateaus in
+training were target runs, and the models took such loads for targets: on validation
+houses with the water heater the 2.2.0 networks scored dishwasher 42.8 W (11.1 W without),
+washing machine 28.8 W (5.8), fridge 45.5 W (23.8). Retrained on the new houses, float
+validation MAE on the houses without / with the water heater: kettle 3.4 / 4.7 → 2.5 /
+2.9 W, fridge 23.8 / 45.5 → 25.6 / 31.9 W, microwave 2.5 / 3.1 → 2.2 / 2.5 W, washing
+machine 5.8 / 28.8 → 4.8 / 6.7 W, dishwasher 11.1 / 42.8 → 7.3 / 15.4 W; all five kept.
+The change was prompted by the real UK-DALE slice, where the dishwasher model claims the
+washer-dryer's heating; that slice is therefore no longer an independent check, and it did
+not get better for the dishwasher (63.6 → 69.4 W on a day without dishwasher: the
+washer-dryer's heat-pause-heat programme still reads as a dishwasher) nor the washing
+machine (127.3 → 147.1 W; energy error 0.64 → 0.55), the fridge did (30.4 → 27.2 W).
+Appliance test figures since 2.3.0 are on the new test houses and not comparable with
+earlier bundles'. Bundle 2.2.0 on the new test houses (int8): kettle 8.9, fridge 48.9,
+microwave 4.3, washing machine 53.2, dishwasher 10.5 W.
 """
 
 LIMITS = """\
@@ -99,13 +118,16 @@ LIMITS = """\
   ~80 W compressor steps are buried in 1-minute background noise (half of all 3-minute
   windows move by more than 50 W), another cycling load of the same size runs outside
   the circuit, and the sub-meter counts whole Wh per minute (60/120 W).
-* The washing machine meets the published figure but not always-off (8.7 vs 7.7 W): the
-  unseen test runs are rare and short, so a few false alarms outweigh what the runs add;
-  int8 costs it ~0.5 W over float (30 W input steps blur its drum motor). The microwave
-  is barely below always-off (4.1 vs 4.3 W) for the same reason.
+* The washing machine and the microwave meet the published figures but not always-off
+  (9.6 vs 7.7 W, 4.5 vs 4.3 W): their unseen test runs are rare and short, so a few false
+  alarms outweigh what the runs add (their energy errors, 0.19 and 0.87, show what the
+  estimates are worth). Int8 costs the washing machine ~0.3 W over float (30 W input
+  steps blur its drum motor).
 
 * The appliance models have only seen synthetic houses: AMBAL signatures are piecewise
-  models of a few real devices (1-3 devices per type), and real appliances differ. The real
+  models of a few real devices (1-3 devices per type), and real appliances differ; a real
+  washer-dryer's heating passes for a dishwasher. The add-on's `nilm_appliances` option
+  runs only the models of appliances a home has. The real
   UK-DALE slice (one house, 16 hours) above is the honest check of transfer; expect
   appliance estimates in a real home to be rough (energy share per day rather than exact
   power), and calibrate thresholds on real data before trusting on/off events.

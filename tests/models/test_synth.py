@@ -10,7 +10,8 @@ from energy_tracker_models.synth import synthesize
 
 def _background(days: int) -> pd.DataFrame:
     idx = pd.date_range("2009-03-01", periods=days * 1440, freq="60s")
-    bg = pd.DataFrame({"other": 300.0, "valid": True}, index=idx)
+    bg = pd.DataFrame({"other": 300.0, "water_heater_ac": 0.0, "valid": True}, index=idx)
+    bg.loc[idx[600] : idx[629], "water_heater_ac"] = 2000.0  # half an hour of water heater
     bg.loc[idx[1440 + 100] : idx[1440 + 200], "valid"] = False  # day 2 has a long filled gap
     return bg
 
@@ -27,3 +28,15 @@ def test_house_days_hold_every_appliance_and_skip_gappy_backgrounds() -> None:
     assert 0.1 < (house.truth["fridge"] > 25).mean() < 0.9  # the fridge cycles
     for name, power in house.truth.items():
         assert np.all(power >= 0), name
+
+
+def test_the_water_heater_circuit_is_background_in_steps() -> None:
+    # A real house's long resistive plateaus belong to no target: they are in the mains,
+    # switching within one sample, and in nobody's truth.
+    bg = _background(2)
+    house = synthesize(bg, [pd.Timestamp("2009-03-01")], unseen=True, augment=False, seed=3)
+    per_minute = 60 // house.period_s
+    rest = house.mains - sum(house.truth.values())
+    start, end = 600 * per_minute, 630 * per_minute
+    assert np.median(rest[start:end]) > np.median(rest[start - 60 : start]) + 1900
+    assert rest[start] - rest[start - 1] > 1500  # one step, not a minute-long ramp
