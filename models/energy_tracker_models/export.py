@@ -22,7 +22,8 @@ TRAINING_DATA = {
                "1-min sub-meters 2006-12-16..2009-09-30; validation 2009-10..12; "
                "2010 held out",
     "appliance": "AMBAL appliance models (antgen 0.4.1, MIT) on the UCI unmetered load "
-                 "(2006-12..2009-09, upsampled to 6 s), with AMBAL distractor appliances",
+                 "and water-heater circuit (2006-12..2009-09, upsampled to 6 s), with AMBAL "
+                 "distractor appliances",
 }
 
 
