@@ -22,6 +22,7 @@ from .entity import meter_device_info
 from .events import MeterEvents
 from .export_action import async_setup_export_action
 from .label_action import async_setup_label_action
+from .nilm_repair import NilmIssue
 from .services import async_setup_services
 from .voice import async_setup_voice
 
@@ -79,6 +80,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     # After the platforms: relay events carry the relays' device ids.
     entry.async_on_unload(MeterEvents(hass, coordinator).async_start())
     entry.async_on_unload(ApplianceEvents(hass, coordinator).async_start())
+    entry.async_on_unload(NilmIssue(hass, coordinator).async_start())
     if intensity_entity := entry.options.get(CONF_CO2_INTENSITY_ENTITY):
         entry.async_on_unload(
             CarbonIntensityForwarder(hass, coordinator, intensity_entity).async_start()

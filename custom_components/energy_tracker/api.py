@@ -9,7 +9,14 @@ from typing import Any
 
 import aiohttp
 
-from .models import InvalidData, MeterInfo, MeterState, RelayState, relays_from_json
+from .models import (
+    InvalidData,
+    MeterInfo,
+    MeterState,
+    NilmStatus,
+    RelayState,
+    relays_from_json,
+)
 
 __all__ = [
     "CannotConnect",
@@ -74,6 +81,10 @@ class EnergyTrackerClient:
     async def get_state(self) -> MeterState:
         """GET /api/v1/state."""
         return MeterState.from_json(await self._get_json("state"))
+
+    async def get_nilm_status(self) -> NilmStatus:
+        """GET /api/v1/appliances: is appliance detection running, and why not."""
+        return NilmStatus.from_json(await self._get_json("appliances"))
 
     async def get_relays(self) -> dict[int, RelayState]:
         """GET /api/v1/relays."""

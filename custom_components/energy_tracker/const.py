@@ -27,3 +27,4 @@ RECONNECT_MAX_DELAY: Final = 5.0
 # repairs issue.
 UNREACHABLE_ISSUE_AFTER: Final = timedelta(minutes=5)
 ISSUE_UNREACHABLE: Final = "addon_unreachable"
+ISSUE_NILM_BROKEN: Final = "nilm_broken"

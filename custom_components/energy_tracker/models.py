@@ -245,6 +245,31 @@ class RelayState:
                    r["min_on_s"], r["shed"], r.get("last_changed"))
 
 
+NILM_STATUS_SCHEMA = vol.Schema(
+    {vol.Required("available"): bool, vol.Required("reason"): TEXT_OR_NULL},
+    extra=vol.ALLOW_EXTRA,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NilmStatus:
+    """Whether the add-on's appliance detection runs, and why not (GET /api/v1/appliances)."""
+
+    available: bool
+    reason: str | None
+
+    @property
+    def broken(self) -> bool:
+        """Off for a reason to fix (models missing or unusable), not by its option."""
+        return not self.available and not (self.reason or "").startswith("disabled")
+
+    @classmethod
+    def from_json(cls, payload: Any) -> NilmStatus:
+        """Validate and convert the appliances summary."""
+        data = _validate(NILM_STATUS_SCHEMA, payload, "appliances")
+        return cls(data["available"], data["reason"])
+
+
 def relays_from_json(payload: Any) -> dict[int, RelayState]:
     """GET /api/v1/relays."""
     data = _validate(RELAYS_SCHEMA, payload, "relays")

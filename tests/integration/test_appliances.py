@@ -29,6 +29,7 @@ from homeassistant.core import Event, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -266,6 +267,33 @@ async def test_bad_bundle_keeps_the_addon_running(
                                     "config_entry_id": entry.entry_id, "device_id": device_id})
     assert not (await client.receive_json())["success"]
 
+    # Home Assistant says why, not only the add-on's log: a repairs issue with the reason...
+    issue_id = f"nilm_broken_{entry.entry_id}"
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert "kettle.tflite" in issue.translation_placeholders["reason"]
+    # ...that goes by itself once the add-on runs with working models again.
+    await addon.stop()
+    await start_addon(addon, clock, rpict_port=str(port.path))
+    async with asyncio.timeout(20):
+        while ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None:
+            await port.write(b"11 1500.0 0.0 0.0 20.0\r\n")
+            await asyncio.sleep(0.5)
+
+
+async def test_detection_switched_off_is_not_a_repairs_issue(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    addon, port, clock = pty_addon
+    await addon.stop()
+    await start_addon(addon, clock, rpict_port=str(port.path), nilm_enabled=False)
+    entry = await setup_entry(hass, addon)
+    assert er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)  # the meter's
+    assert er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{addon.meter_id}_appliance_kettle_energy") is None
+    assert ir.async_get(hass).async_get_issue(DOMAIN, f"nilm_broken_{entry.entry_id}") is None
+    await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_appliances_left_out_by_the_option_go_unavailable_and_can_be_deleted(

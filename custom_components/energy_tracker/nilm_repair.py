@@ -1,0 +1,78 @@
+"""A repairs issue while the add-on's appliance detection is broken.
+
+The add-on runs on without NILM when its models are missing or unusable (a wrong
+`nilm_bundle_dir`, a corrupt file, `nilm_appliances` naming none of the models); the
+appliance entities are then unavailable and only the add-on's log said why. This says it
+in Home Assistant too. Switching detection off with `nilm_enabled` raises nothing.
+"""
+
+from __future__ import annotations
+
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+
+from .api import CannotConnect, InvalidAuth, InvalidData
+from .const import DOMAIN, ISSUE_NILM_BROKEN
+from .coordinator import EnergyTrackerCoordinator
+
+
+class NilmIssue:
+    """Asks the add-on why each time its appliances turn null; clears when they return."""
+
+    def __init__(self, hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
+        """Nothing is checked before `async_start`."""
+        self._hass = hass
+        self._coordinator = coordinator
+        self._issue_id = f"{ISSUE_NILM_BROKEN}_{coordinator.config_entry.entry_id}"
+        self._off: bool | None = None
+
+    @callback
+    def async_start(self) -> CALLBACK_TYPE:
+        """Check now and on every state; the returned callback stops and clears."""
+        remove_listener = self._coordinator.async_add_listener(self._async_state)
+        self._async_state()
+
+        @callback
+        def stop() -> None:
+            remove_listener()
+            ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
+
+        return stop
+
+    @callback
+    def _async_state(self) -> None:
+        state = self._coordinator.data
+        if state is None or not self._coordinator.last_update_success:
+            return  # an outage says nothing about the models
+        off = state.appliances is None
+        if off == self._off:
+            return
+        self._off = off
+        if off:
+            self._coordinator.config_entry.async_create_background_task(
+                self._hass, self._async_ask_why(), f"{DOMAIN} NILM status"
+            )
+        else:
+            ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
+
+    async def _async_ask_why(self) -> None:
+        try:
+            status = await self._coordinator.client.get_nilm_status()
+        except (CannotConnect, InvalidAuth, InvalidData):
+            self._off = None  # unknown: ask again with the next state
+            return
+        if not status.broken:
+            ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
+            return
+        ir.async_create_issue(
+            self._hass,
+            DOMAIN,
+            self._issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_NILM_BROKEN,
+            translation_placeholders={
+                "title": self._coordinator.config_entry.title,
+                "reason": status.reason or "",
+            },
+        )
