@@ -40,6 +40,8 @@ ENERGY_FILE: Final = "nilm_energy.json"
 LABELS_FILE: Final = "nilm_labels.jsonl"
 FORMAT_VERSION: Final = 1
 DISABLED: Final = "disabled (option nilm_enabled)"
+# `status` of GET /api/v1/appliances: clients tell "off by choice" from "broken" by it
+RUNNING, OFF, BROKEN = "running", "disabled", "error"
 # The bundle names models by id; what people call them.
 DISPLAY_NAMES: Final = {
     "kitchen": "Kitchen circuit",
@@ -147,6 +149,7 @@ class NilmService:
         self._bundle: NilmBundle | None = None
         self._disaggregator: Disaggregator | None = None
         self.reason: str | None = DISABLED
+        self.status = OFF
         self._energy_wh: dict[str, float] = {}
         self._appliances: dict[str, _Appliance] = {}
         self._t0: float | None = None  # first reading (the replay clock starts there)
@@ -187,13 +190,13 @@ class NilmService:
         except NilmBundleError as error:
             _LOGGER.error("Appliance detection (NILM) off, the add-on runs without it: "
                           "bundle %s", error)
-            self.reason = f"no NILM models: {error}"
+            self.reason, self.status = f"no NILM models: {error}", BROKEN
             return
         if unknown := [name for name in chosen if name not in bundle.models]:
             _LOGGER.warning("Option nilm_appliances: bundle %s has no model %s; running %s",
                             bundle.version, ", ".join(unknown), ", ".join(bundle.models))
         self._bundle, self._disaggregator = bundle, Disaggregator(bundle)
-        self.reason = None
+        self.reason, self.status = None, RUNNING
         self._energy_wh = self._restore()
         for name in bundle.models:
             self._energy_wh.setdefault(name, 0.0)
@@ -306,6 +309,7 @@ class NilmService:
         """The `GET /api/v1/appliances` object."""
         return {
             "available": self.available,
+            "status": self.status,
             "reason": self.reason,
             "bundle_version": self.bundle_version,
             "as_of": None if self.as_of is None else iso_utc(self.as_of),

@@ -246,7 +246,11 @@ class RelayState:
 
 
 NILM_STATUS_SCHEMA = vol.Schema(
-    {vol.Required("available"): bool, vol.Required("reason"): TEXT_OR_NULL},
+    {
+        vol.Required("available"): bool,
+        vol.Optional("status"): str,  # add-on 0.3.4+; new values may come
+        vol.Required("reason"): TEXT_OR_NULL,
+    },
     extra=vol.ALLOW_EXTRA,
 )
 
@@ -257,17 +261,21 @@ class NilmStatus:
 
     available: bool
     reason: str | None
+    status: str | None  # running, disabled, error; None from add-ons before 0.3.4
 
     @property
     def broken(self) -> bool:
         """Off for a reason to fix (models missing or unusable), not by its option."""
+        if self.status is not None:
+            return self.status == "error"
+        # Older add-ons say it only in words
         return not self.available and not (self.reason or "").startswith("disabled")
 
     @classmethod
     def from_json(cls, payload: Any) -> NilmStatus:
         """Validate and convert the appliances summary."""
         data = _validate(NILM_STATUS_SCHEMA, payload, "appliances")
-        return cls(data["available"], data["reason"])
+        return cls(data["available"], data["reason"], data.get("status"))
 
 
 def relays_from_json(payload: Any) -> dict[int, RelayState]:

@@ -117,6 +117,8 @@ async def test_option_off_means_no_appliances(tmp_path: Path, rpict: PtyPort) ->
         status, summary = await request(service, "GET", "appliances")
         assert status == 200
         assert (summary["available"], summary["appliances"]) == (False, None)
+        # Off by choice, not broken: clients must not raise an alarm
+        assert summary["status"] == "disabled"
         assert "nilm_enabled" in summary["reason"]
     finally:
         await service.stop()
@@ -180,6 +182,7 @@ async def test_only_the_chosen_appliances_run_and_the_others_keep_their_energy(
         status, summary = await request(service, "GET", "appliances")
         assert status == 200
         assert [a["id"] for a in summary["appliances"]] == ["kettle", "fridge"]  # bundle order
+        assert (summary["status"], summary["reason"]) == ("running", None)
         assert set(service.nilm.appliance_ids or ()) == {"kettle", "fridge"}
         status, answer = await request(service, "POST", "labels", {
             "appliance": "dishwasher", "start": "2026-11-24T07:00:00Z",
@@ -203,6 +206,7 @@ async def test_choosing_no_model_of_the_bundle_turns_detection_off(
         await wait_until(lambda: service.meter.snapshot()["total_power_w"] == 900.0)
         status, summary = await request(service, "GET", "appliances")
         assert (status, summary["available"], summary["appliances"]) == (200, False, None)
+        assert summary["status"] == "error"  # something for the user to fix
         assert "none of the models asked for (toaster)" in summary["reason"]
     finally:
         await service.stop()

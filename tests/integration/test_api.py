@@ -20,7 +20,7 @@ from custom_components.energy_tracker.api import (
     InvalidData,
 )
 from custom_components.energy_tracker.const import DOMAIN
-from custom_components.energy_tracker.models import MeterInfo, MeterState
+from custom_components.energy_tracker.models import MeterInfo, MeterState, NilmStatus
 
 from .conftest import HOST, Addon
 
@@ -67,6 +67,33 @@ def test_missing_field_is_invalid_data(served_state: dict[str, Any]) -> None:
     del served_state["total_energy_kwh"]
     with pytest.raises(InvalidData):
         MeterState.from_json(served_state)
+
+
+async def test_the_nilm_status_of_a_running_addon_is_not_broken(addon: Addon) -> None:
+    status = NilmStatus.from_json(await addon.get("appliances"))
+    assert (status.available, status.status, status.broken) == (True, "running", False)
+
+
+@pytest.mark.parametrize(
+    ("payload", "broken"),
+    [
+        ({"available": False, "status": "error", "reason": "no NILM models: /m: gone"}, True),
+        # Decided by `status`, whatever the add-on's wording of `reason`
+        ({"available": False, "status": "disabled", "reason": "switched off"}, False),
+        ({"available": False, "status": "updating", "reason": None}, False),  # a newer add-on
+        # Add-ons before 0.3.4 send no status: their reasons are known
+        ({"available": False, "reason": "disabled (option nilm_enabled)"}, False),
+        ({"available": False, "reason": "no NILM models: /m: gone"}, True),
+        ({"available": True, "reason": None}, False),
+    ],
+)
+def test_nilm_status_tells_broken_from_switched_off(payload: dict[str, Any], broken: bool) -> None:
+    assert NilmStatus.from_json(payload).broken is broken
+
+
+def test_a_nilm_status_that_is_not_text_is_invalid_data() -> None:
+    with pytest.raises(InvalidData):
+        NilmStatus.from_json({"available": False, "status": 3, "reason": None})
 
 
 class OtherServer:
