@@ -30,7 +30,8 @@ the add-on with LiteRT (`energy_tracker_addon/nilm.py`). Outputs are clipped to
 2009-10..12; everything from 2010-01-01 is held out and only used below. Minutes in runs of
 identical rows (filled gaps) are excluded. Appliances (`kettle`, `fridge`, `microwave`,
 `washing_machine`, `dishwasher`): AMBAL appliance models (antgen 0.4.1, MIT) synthesised at
-1 s, averaged to 6 s and added, with AMBAL distractor appliances (toaster, iron, coffee
+1 s (since bundle 2.4.0 with the washing machines' drums turning in bursts), averaged to
+6 s and added, with AMBAL distractor appliances (toaster, iron, coffee
 maker, stove, TV, PC, dryer, …), to the UCI house without its kitchen and laundry
 circuits, which hold unlabelled target appliances: its unmetered load (interpolated to 6 s
 with noise) plus, since bundle 2.3.0, its water-heater/AC circuit (held flat over each
@@ -100,6 +101,26 @@ machine (127.3 → 147.1 W; energy error 0.64 → 0.55), the fridge did (30.4 �
 Appliance test figures since 2.3.0 are on the new test houses and not comparable with
 earlier bundles'. Bundle 2.2.0 on the new test houses (int8): kettle 8.9, fridge 48.9,
 microwave 4.3, washing machine 53.2, dishwasher 10.5 W.
+
+Since bundle 2.4.0 the synthetic washing machines tumble (`synth.tumble`). AMBAL's washer
+phases are smooth averages (~60 W washing, a flat 2.2 kW heating), while a real drum turns
+for 10-15 s, rests and turns back: while it runs, UK-DALE house 1's washer-dryer moves by a
+median 115 W from one 6 s sample to the next, AMBAL's by 0 W. The wash phases are now drawn
+in bursts of the same mean power (12-18 s cycles, 60-80 % turning) and heating carries a
+100-250 W motor on top. Every house (training, validation, test) was synthesised again and
+the washing-machine network retrained: int8 validation MAE on the new validation houses
+5.1 → 3.3 W (bundle 2.3.0 → 2.4.0). It has learnt the drum: on the 2.3.0 validation
+houses, whose washers are smooth, it scores 19.0 W, like always-off. The other four
+appliance networks were retrained on the new houses too and not kept: on the new
+validation houses the kettle (2.2 → 2.4 W) and the fridge (32.8 → 35.3 W) got worse, the
+microwave moved within noise (2.25 → 2.16 W), and the dishwasher improved (13.1 → 6.0 W;
+6.0-8.4 W over seeds 7, 17, 27) but claimed more of the real washer-dryer's heating (UK-DALE
+slice 69.4 → 103-114 W over the three seeds). They ship as in 2.3.0, their int8 calibration
+redone on the new training houses. This change was also prompted by the real slice (the
+2.3.0 washer model found little of the washer-dryer's run), so that slice does not check
+it independently: there the washing machine went 147.1 → 114.3 W, its on/off F1 0.84 →
+0.98. Bundle 2.3.0 on the new test houses (int8): kettle 6.1, fridge 27.3,
+microwave 5.4, washing machine 8.0, dishwasher 5.5 W (the same networks but the washer).
 """
 
 LIMITS = """\
@@ -116,17 +137,20 @@ LIMITS = """\
   fridge (50-150 W minutes: 23 % of validation minutes, 32 % of 2010's) carries 14 W of
   the 31.5 W validation MAE and 20 W of 37.8 W held out, nearly all under-estimated. Its
   ~80 W compressor steps are buried in 1-minute background noise (half of all 3-minute
-  windows move by more than 50 W), another cycling load of the same size runs outside
-  the circuit, and the sub-meter counts whole Wh per minute (60/120 W).
-* The washing machine and the microwave meet the published figures but not always-off
-  (9.6 vs 7.7 W, 4.5 vs 4.3 W): their unseen test runs are rare and short, so a few false
-  alarms outweigh what the runs add (their energy errors, 0.19 and 0.87, show what the
-  estimates are worth). Int8 costs the washing machine ~0.3 W over float (30 W input
-  steps blur its drum motor).
+  windows move by more than 50 W) and another cycling load of the same size runs outside
+  the circuit. The sub-meter counts whole Wh per minute (60/120 W), but that is not the
+  miss: a model that knew every fridge minute and could not know the counter's phase
+  would lose 4.9 W to it in 2010.
+* The microwave meets the published figure but not always-off (5.4 vs 5.3 W): its unseen
+  test runs are rare and short, so a few false alarms outweigh what the runs add (its
+  energy error, 0.91, shows what the estimates are worth). Int8 costs the washing machine
+  ~0.5 W over float (30 W input steps blur its drum's bursts).
 
 * The appliance models have only seen synthetic houses: AMBAL signatures are piecewise
   models of a few real devices (1-3 devices per type), and real appliances differ; a real
-  washer-dryer's heating passes for a dishwasher. The add-on's `nilm_appliances` option
+  washer-dryer's heat-pause-heat programme (20 min at 1.7 kW, pauses, again) passes for a
+  dishwasher, and the washing-machine model, which has only seen AMBAL's few minutes of
+  heating, gives up on it after ten. The add-on's `nilm_appliances` option
   runs only the models of appliances a home has. The real
   UK-DALE slice (one house, 16 hours) above is the honest check of transfer; expect
   appliance estimates in a real home to be rough (energy share per day rather than exact
