@@ -149,7 +149,6 @@ class NilmService:
         self._bundle: NilmBundle | None = None
         self._disaggregator: Disaggregator | None = None
         self.reason: str | None = DISABLED
-        self.status = OFF
         self._energy_wh: dict[str, float] = {}
         self._appliances: dict[str, _Appliance] = {}
         self._t0: float | None = None  # first reading (the replay clock starts there)
@@ -165,6 +164,12 @@ class NilmService:
     @property
     def available(self) -> bool:
         return self._disaggregator is not None
+
+    @property
+    def status(self) -> str:
+        if self.available:
+            return RUNNING
+        return OFF if self.reason == DISABLED else BROKEN
 
     @property
     def bundle_version(self) -> str | None:
@@ -190,13 +195,13 @@ class NilmService:
         except NilmBundleError as error:
             _LOGGER.error("Appliance detection (NILM) off, the add-on runs without it: "
                           "bundle %s", error)
-            self.reason, self.status = f"no NILM models: {error}", BROKEN
+            self.reason = f"no NILM models: {error}"
             return
         if unknown := [name for name in chosen if name not in bundle.models]:
             _LOGGER.warning("Option nilm_appliances: bundle %s has no model %s; running %s",
                             bundle.version, ", ".join(unknown), ", ".join(bundle.models))
         self._bundle, self._disaggregator = bundle, Disaggregator(bundle)
-        self.reason, self.status = None, RUNNING
+        self.reason = None
         self._energy_wh = self._restore()
         for name in bundle.models:
             self._energy_wh.setdefault(name, 0.0)
