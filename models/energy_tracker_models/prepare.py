@@ -9,10 +9,11 @@ import pandas as pd
 
 from .data import CIRCUIT_COLUMNS, HOLDOUT_START, load_uci
 from .synth import SynthSet, synthesize
+from .targets import VAL_START as VAL_START_DAY
 
 # Training uses UCI before VAL_START, validation (early stopping, thresholds) the rest of
 # 2009; 2010 on is the held-out test period for circuits and appliance backgrounds alike.
-VAL_START = pd.Timestamp("2009-10-01")
+VAL_START = pd.Timestamp(VAL_START_DAY)
 N_DAYS = {"train": 160, "val": 30, "test": 30}
 
 

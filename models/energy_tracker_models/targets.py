@@ -11,6 +11,11 @@ phases. Live estimates lag by half a window (the Seq2Point midpoint). The UCI ci
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+# UCI validation (early stopping and choices) runs from here to the end of 2009 unless a
+# circuit sets its own start; 2010 on is held out
+VAL_START = "2009-10-01"
 
 # Training variation of AMBAL profiles unless a target sets its own (power and time scale)
 POWER_RANGE = (0.85, 1.15)
@@ -47,11 +52,26 @@ class Target:
     # after 5, not 3). Validation MAE of one network (seed 7): kitchen 19.5 -> 18.4 W,
     # laundry 35.0 -> 33.1 W. The other models meet their goals and were trained without.
     lr_cuts: bool = False
+    # A circuit's own start of validation (ISO date) instead of prepare.VAL_START: its
+    # validation months then come from the end of the prepared training set
+    val_start: str | None = None
+
+    def validation_months(self) -> str:
+        """The UCI validation months, e.g. "2009-10..12"."""
+        return f"{(self.val_start or VAL_START)[:7]}..12"
+
+    def last_training_day(self) -> str:
+        """The last UCI day a circuit trains on (ISO date)."""
+        return str(date.fromisoformat(self.val_start or VAL_START) - timedelta(days=1))
 
 
 CIRCUITS = (
     Target("kitchen", "circuit", 60, 99, 100.0, 50.0, 60.0, 60.0, members=3, lr_cuts=True),
-    Target("laundry", "circuit", 60, 99, 100.0, 50.0, 60.0, 60.0, members=3, lr_cuts=True),
+    # laundry validates on summer and autumn: its fridge's long runs (>= 45 min: 31 % of
+    # 2009-Q3 minutes, 1.5 % of Q4's) are in no autumn quarter. On 2009-07..12, one network
+    # (seed 7): window 99 -> 199 minutes 33.4 -> 32.4 W (Q3 33.6 -> 31.6, Q4 33.3 -> 33.2)
+    Target("laundry", "circuit", 60, 199, 100.0, 50.0, 60.0, 60.0, members=3, lr_cuts=True,
+           val_start="2009-07-01"),
     Target("water_heater_ac", "circuit", 60, 99, 500.0, 250.0, 120.0, 60.0),
 )
 

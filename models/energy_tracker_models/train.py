@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .prepare import load_set
+from .synth import SynthSet
 from .targets import ALL_TARGETS, Target
 from .windows import gather, sample_centres, valid_centres
 
@@ -30,6 +31,29 @@ class Normalisation:
 
 def set_name(target: Target, split: str) -> str:
     return f"{'uci' if target.kind == 'circuit' else 'synth'}_{split}.npz"
+
+
+def target_set(target: Target, cache: Path, split: str) -> SynthSet:
+    """The target's training, validation or test set from the prepared cache.
+
+    A circuit with its own `val_start` moves the boundary between the prepared UCI training
+    and validation sets back to that date (the held-out year never moves).
+    """
+    if target.val_start is None or split == "test":
+        return load_set(cache / set_name(target, split))
+    train, val = load_set(cache / "uci_train.npz"), load_set(cache / "uci_val.npz")
+    cut = (int(np.datetime64(target.val_start, "s").astype(np.int64)) - int(train.start)
+           ) // train.period_s
+    if not 0 < cut < len(train.mains):
+        raise ValueError(f"{target.name}: val_start {target.val_start} is not inside the "
+                         "prepared training set")
+    pick = slice(None, cut) if split == "train" else slice(cut, None)
+    return SynthSet(
+        train.period_s,
+        np.concatenate([train.mains, val.mains])[pick],
+        {k: np.concatenate([train.truth[k], val.truth[k]])[pick] for k in train.truth},
+        np.concatenate([train.valid, val.valid])[pick],
+        np.asarray(int(train.start) + (0 if split == "train" else cut * train.period_s)))
 
 
 # Weight of the on/off classification loss next to the power loss (both on scaled targets)
@@ -81,7 +105,7 @@ def average(members: list[Any], window: int) -> Any:
 def training_arrays(target: Target, cache: Path, split: str, n: int, seed: int,
                     norm: Normalisation | None = None, on_share: float = 0.0
                     ) -> tuple[NDArray[np.float32], NDArray[np.float32], Normalisation]:
-    data = load_set(cache / set_name(target, split))
+    data = target_set(target, cache, split)
     truth = data.truth[target.name]
     centres = valid_centres(data.valid, target.window)
     rng = np.random.default_rng(seed)
@@ -99,7 +123,7 @@ def training_arrays(target: Target, cache: Path, split: str, n: int, seed: int,
 def validation_mae(model: Any, target: Target, cache: Path, norm: Normalisation,
                    stride: int = 5) -> float:
     """MAE (W) over every `stride`-th window of the whole validation series (natural mix)."""
-    data = load_set(cache / set_name(target, "val"))
+    data = target_set(target, cache, "val")
     centres = valid_centres(data.valid, target.window)[::stride]
     x = (gather(data.mains, centres, target.window) - norm.input_mean) / norm.input_std
     y = model.predict(x[..., None], batch_size=4096, verbose=0).reshape(-1)

@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_tracker_models.drift import energy_by_band_per_year, error_by_band
+from energy_tracker_models.drift import (
+    energy_by_band_per_year,
+    error_by_band,
+    long_runs_per_quarter,
+)
 
 
 def test_error_parts_add_up_to_the_mae_and_land_in_the_missed_band() -> None:
@@ -44,3 +48,27 @@ def test_energy_per_band_shows_a_load_that_changes_at_new_year() -> None:
     assert years[2009]["600-1600 W"] == 0
     assert years[2010]["600-1600 W"] == pytest.approx(1000.0)  # one measured day
     assert years[2010]["≥ 2600 W"] == 0
+
+
+def test_long_fridge_runs_are_counted_in_the_quarter_they_start() -> None:
+    # 2009-06-30 and 2009-07-01 at 1 min: short 25-min cycles in June, then a run that
+    # starts in July and keeps going for two hours, then one broken by a missing minute
+    start = int(pd.Timestamp("2009-06-30").timestamp())
+    truth = np.zeros(2 * 1440)
+    valid = np.ones(2 * 1440, dtype=bool)
+    for cycle in range(0, 1440, 100):
+        truth[cycle : cycle + 25] = 60.0
+    truth[1440 + 60 : 1440 + 180] = np.where(np.arange(120) % 3, 60.0, 120.0)
+    truth[1440 + 300 : 1440 + 360] = 60.0
+    valid[1440 + 330] = False
+    truth[1440 + 600 : 1440 + 700] = 2000.0  # a heater: not in the fridge band
+    quarters = long_runs_per_quarter(start, 60, truth, valid)
+    assert quarters["2009Q2"] == {"share": 0.0, "median_min": 0.0}
+    assert quarters["2009Q3"]["share"] == pytest.approx(120 / 1439, abs=1e-4)
+    assert quarters["2009Q3"]["median_min"] == 120.0
+    # 45 minutes is the shortest run that counts
+    truth[1440 + 60 : 1440 + 180] = 0.0
+    truth[1440 + 60 : 1440 + 105] = 60.0
+    assert long_runs_per_quarter(start, 60, truth, valid)["2009Q3"]["median_min"] == 45.0
+    truth[1440 + 104] = 0.0
+    assert long_runs_per_quarter(start, 60, truth, valid)["2009Q3"]["share"] == 0.0
