@@ -106,12 +106,6 @@ def whole_circuit(name: str, cache: Path) -> tuple[int, NDArray[np.float32], NDA
             np.concatenate([p.valid for p in parts]))
 
 
-def circuit_years(name: str, cache: Path) -> dict[int, dict[str, float]]:
-    """Wh/day per power band and year of a UCI circuit over training, validation, held-out."""
-    start, truth, valid = whole_circuit(name, cache)
-    return energy_by_band_per_year(start, 60, truth, valid)
-
-
 def _busiest_day(truth: NDArray[np.float32], per_day: int) -> int:
     days = len(truth) // per_day
     energy = truth[: days * per_day].reshape(days, per_day)
@@ -145,9 +139,9 @@ def report(cache: Path, models: Path, ukdale: Path | None) -> Path:
                 val.truth[name], train_mean)
             entry["error_by_band"] = {"validation": error_by_band(val_pred, val.truth[name]),
                                       "held_out": error_by_band(pred, truth)}
-            entry["energy_by_band"] = circuit_years(name, cache)
+            start, truth_all, valid_all = whole_circuit(name, cache)
+            entry["energy_by_band"] = energy_by_band_per_year(start, 60, truth_all, valid_all)
             if name in FRIDGE_CIRCUITS:
-                start, truth_all, valid_all = whole_circuit(name, cache)
                 entry["long_fridge_runs"] = long_runs_per_quarter(start, 60, truth_all,
                                                                   valid_all)
         else:
