@@ -12,13 +12,14 @@ import math
 import os
 import re
 import secrets
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import voluptuous as vol
+
+from .statefile import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -339,21 +340,6 @@ def load_options(data_dir: Path) -> Options:
     return parse_options(data)
 
 
-def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write atomically, the file having `mode` from its first byte."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{32,}")
 _METER_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 
@@ -374,7 +360,7 @@ def resolve_token(options: Options, data_dir: Path) -> str:
     if token:
         _LOGGER.error("%s does not hold a valid token: generating a new one", path)
     token = secrets.token_urlsafe(32)
-    _write_private(path, token + "\n", 0o600)
+    write_atomic(path, token + "\n", mode=0o600)
     _LOGGER.info("Generated a new API token in %s", path)
     return token
 
@@ -392,5 +378,5 @@ def meter_id(data_dir: Path) -> str:
         # A new id makes Home Assistant see a new device; say so loudly.
         _LOGGER.error("%s does not hold a valid meter id: generating a new one", path)
     value = uuid.uuid4().hex
-    _write_private(path, value + "\n", 0o644)
+    write_atomic(path, value + "\n", mode=0o644)
     return value

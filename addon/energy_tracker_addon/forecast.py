@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from .statefile import write_atomic
 
 type FloatArray = npt.NDArray[np.float64]
 type IntArray = npt.NDArray[np.int64]
@@ -397,9 +398,7 @@ class Forecaster:
     def save(self, path: Path) -> None:
         """Write atomically (a crash leaves the previous file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(path.name + ".tmp")
-        scratch.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(scratch, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     # ------------------------------------------------------------------ forecasting
 

@@ -11,13 +11,13 @@ import glob
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+from .statefile import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -128,20 +128,10 @@ class CounterStore:
             )
             if lower:
                 raise ValueError("energy counters must never decrease")
-        directory = self.path.parent
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=self._temp_prefix, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(_encode(counters))
-                handle.flush()
-                os.fsync(handle.fileno())
-            if self._main_is_good or self._main_decodes():
-                os.replace(self.path, self.backup_path)
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        self._fsync_directory()
+        # A main file that does not decode must not overwrite the good backup
+        keep = self._main_is_good or self._main_decodes()
+        write_atomic(self.path, _encode(counters),
+                     keep_previous=self.backup_path if keep else None)
         self._main_is_good = True
         self._last_saved = counters
 
@@ -151,13 +141,6 @@ class CounterStore:
         except (OSError, CorruptCounterFile, UnicodeDecodeError):
             return False
         return True
-
-    def _fsync_directory(self) -> None:
-        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _remove_leftover_temp_files(self) -> None:
         """A crash between writing and renaming leaves a temp file nobody will finish."""

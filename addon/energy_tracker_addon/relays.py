@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeGuard
 
 from .config import RelayConfig
+from .statefile import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -205,7 +204,7 @@ class RelayManager:
                 str(r.id): {"priority": r.priority, "min_on_s": r.min_on_s}
                 for r in self._relays.values()
             }
-            await asyncio.to_thread(_write_atomic, self._path, json.dumps(data, indent=1))
+            await asyncio.to_thread(write_atomic, self._path, json.dumps(data, indent=1))
         return relay
 
     async def start(self) -> None:
@@ -245,15 +244,3 @@ def _in_range(value: Any, high: int) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= high
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a crash leaves the old or the new file, never half."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -1,8 +1,9 @@
-"""A small JSON state file written atomically, with the previous good write kept as backup.
+"""Files written atomically, and a small JSON state file that keeps its previous good write.
 
-Same crash guarantee as the energy counter store (persistence.py): temp file, fsync,
-previous file to `<name>.bak`, rename, fsync of the directory; a load falls back to the
-backup when the main file is missing or does not decode.
+`write_atomic` is the one crash-safe write of the add-on (counters, state, token, relay
+settings, forecast weights): temp file beside the target, fsync, optionally the previous
+file to a backup, rename, fsync of the directory. A JSON state file's load falls back to
+the backup when the main file is missing or does not decode.
 """
 
 from __future__ import annotations
@@ -17,6 +18,33 @@ from typing import Any, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def write_atomic(path: Path, text: str, *, mode: int | None = None,
+                 keep_previous: Path | None = None) -> None:
+    """Replace `path` with `text` so that a crash leaves the old or the new file, never
+    half of one. `mode` is the file's from its first byte (a secret is never readable by
+    others); `keep_previous` receives the file being replaced, if there is one."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    # The renames are only durable once the directory entry is
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class JsonStateFile:
@@ -39,24 +67,8 @@ class JsonStateFile:
 
     def save(self, data: Any) -> None:
         """Write atomically; OSError is left to the caller (which logs and retries later)."""
-        directory = self.path.parent
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            if self.path.exists():
-                os.replace(self.path, self.backup_path)
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")),
+                     keep_previous=self.backup_path)
 
 
 class VersionedStateFile(JsonStateFile):

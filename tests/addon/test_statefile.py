@@ -1,0 +1,45 @@
+"""The add-on's one crash-safe write, and JSON state that falls back to its last good copy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from energy_tracker_addon.statefile import JsonStateFile, write_atomic
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_scratch(tmp_path: Path) -> None:
+    path = tmp_path / "relays.json"
+    write_atomic(path, '{"1": {"priority": 2}}')
+    # A lone surrogate cannot be encoded: the write fails halfway, like a full disk
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(path, '{"1": "\ud800"}')
+    assert path.read_text(encoding="utf-8") == '{"1": {"priority": 2}}'
+    assert [p.name for p in tmp_path.iterdir()] == ["relays.json"]
+
+
+def test_a_secret_is_private_from_its_first_byte(tmp_path: Path) -> None:
+    path = tmp_path / "api_token"
+    write_atomic(path, "secret\n", mode=0o600)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    write_atomic(path, "public\n", mode=0o644)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_text(encoding="utf-8") == "public\n"
+
+
+def test_state_falls_back_to_the_previous_write_when_the_file_is_corrupt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = JsonStateFile(tmp_path / "nilm_energy.json")
+    assert state.load() is None
+    state.save({"kettle": 0.5})
+    state.save({"kettle": 0.7})
+    assert json.loads(state.backup_path.read_text(encoding="utf-8")) == {"kettle": 0.5}
+    state.path.write_text('{"kettle": 0.', encoding="utf-8")  # torn by a power cut
+    with caplog.at_level(logging.ERROR):
+        assert state.load() == {"kettle": 0.5}
+    assert "is corrupt" in caplog.text
