@@ -84,14 +84,14 @@ class Rig:
         assert self.service is not None
         return self.service.meter.snapshot()
 
-    async def _until(self, condition: Any, what: str) -> None:
+    async def _until(self, condition: Any, what: str, timeout: float = 5) -> None:
         # Polled every 2 ms, not 50 (polling.py): hundreds of lines go through one test.
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(timeout):
                 while not condition():  # noqa: ASYNC110 - state of a service, no event
                     await asyncio.sleep(0.002)
         except TimeoutError:
-            raise TimeoutError(f"not within 5 s: {what}") from None
+            raise TimeoutError(f"not within {timeout:g} s: {what}") from None
 
     async def rpict_line(self, when: datetime, powers: tuple[str, str, str]) -> None:
         """One RPICT line printed at `when`; returns once the meter has taken it."""

@@ -91,7 +91,8 @@ async def _settled(rig: Rig, generated_after: str | None = None) -> dict[str, An
         return generated_after is None or (
             forecast is not None and forecast["generated"] > generated_after)
 
-    await rig._until(done, "the forecast")
+    # A retrain takes about a second alone, several on a loaded machine
+    await rig._until(done, "the forecast", timeout=30)
     return rig.state
 
 
