@@ -154,6 +154,15 @@ not seen added to 30 % of the windows (always-off 91.4 W) it scored 29.1 W, the 
 seed-7 network 29.3 W. On real validation it claimed more of the rest of the house
 (over-estimates while the kitchen was below 50 W: 4.4 → 6.2 W of the MAE) and found the
 kitchen's 0.6-1.6 kW minutes no better (under-estimates 1.1 → 1.0 W).
+
+Also tried after 2.5.0 and not kept: a 399-minute laundry window, to see more of 2010-long
+fridge runs, by a rule fixed before training (ship only at least 1 W better than the
+199-minute average on the same validation minutes, as the lag would double to 200
+minutes). On 2009-07..12, every minute with a full 399-minute window: seeds 7 / 17 / 27
+34.3 / 34.3 / 35.9 W (199 minutes: 32.4 / 33.3 / 34.5 W), their average 33.1 W against
+31.7 W, all six averaged 31.7 W. The longer networks stopped early (9-13 epochs against
+23-25) and found no more of the long runs (their part of the MAE 8.5-8.9 W against
+8.3-8.6 W).
 """
 
 LIMITS = """\
