@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from .statefile import write_atomic
+from .statefile import temp_prefix, write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class CounterStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.backup_path = path.with_name(path.name + ".bak")
-        self._temp_prefix = f".{path.name}."  # how write_atomic names its temp files
+        self._temp_prefix = temp_prefix(path)
         # Only a main file known to be good may be rotated into the backup.
         self._main_is_good = False
         self._last_saved: EnergyCounters | None = None

@@ -20,12 +20,17 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def temp_prefix(path: Path) -> str:
+    """How `write_atomic` names its temp files for `path` (a crash can leave one behind)."""
+    return f".{path.name}."
+
+
 def write_atomic(path: Path, text: str, *, mode: int | None = None,
                  keep_previous: Path | None = None) -> None:
     """Replace `path` with `text` so that a crash leaves the old or the new file, never
     half of one. `mode` is the file's from its first byte (a secret is never readable by
     others); `keep_previous` receives the file being replaced, if there is one."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         if mode is not None:
             os.fchmod(fd, mode)
