@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,16 @@ def load_set(path: Path) -> SynthSet:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: run `energy-tracker-models prepare` first")
     return SynthSet.load(str(path))
+
+
+def join_uci(parts: Sequence[SynthSet], cache: Path) -> SynthSet:
+    """Prepared UCI sets as one series; they must follow each other without a gap."""
+    for before, after in itertools.pairwise(parts):
+        if int(before.start) + before.period_s * len(before.mains) != int(after.start):
+            raise ValueError(f"{cache}: UCI sets are not contiguous; run `prepare` again")
+    return SynthSet(parts[0].period_s, np.concatenate([p.mains for p in parts]),
+                    {k: np.concatenate([p.truth[k] for p in parts]) for k in parts[0].truth},
+                    np.concatenate([p.valid for p in parts]), np.asarray(int(parts[0].start)))
 
 
 def prepare(cache: Path, seed: int = 2024) -> dict[str, Path]:

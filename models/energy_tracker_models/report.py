@@ -7,7 +7,6 @@ unseen AMBAL models for appliances — plus the real UK-DALE slice for the appli
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +21,7 @@ from .data import read_power_csv, resample
 from .drift import energy_by_band_per_year, error_by_band, long_runs_per_quarter
 from .evaluate import score, track
 from .export import attach_metrics
-from .prepare import load_set
+from .prepare import join_uci, load_set
 from .targets import ALL_TARGETS
 from .train import target_set
 from .windows import gather, valid_centres
@@ -98,12 +97,9 @@ def held_out(name: str, cache: Path, runner: ModelRunner) -> HeldOut:
 
 def whole_circuit(name: str, cache: Path) -> tuple[int, NDArray[np.float32], NDArray[np.bool_]]:
     """(start, truth, valid) of a UCI circuit over training, validation and held-out sets."""
-    parts = [load_set(cache / f"uci_{split}.npz") for split in ("train", "val", "test")]
-    for before, after in itertools.pairwise(parts):
-        if int(before.start) + 60 * len(before.mains) != int(after.start):
-            raise ValueError(f"{cache}: UCI sets are not contiguous; run `prepare` again")
-    return (int(parts[0].start), np.concatenate([p.truth[name] for p in parts]),
-            np.concatenate([p.valid for p in parts]))
+    whole = join_uci([load_set(cache / f"uci_{split}.npz") for split in ("train", "val", "test")],
+                     cache)
+    return int(whole.start), whole.truth[name], whole.valid
 
 
 def _busiest_day(truth: NDArray[np.float32], per_day: int) -> int:

@@ -52,7 +52,7 @@ class Target:
     # after 5, not 3). Validation MAE of one network (seed 7): kitchen 19.5 -> 18.4 W,
     # laundry 35.0 -> 33.1 W. The other models meet their goals and were trained without.
     lr_cuts: bool = False
-    # A circuit's own start of validation (ISO date) instead of prepare.VAL_START: its
+    # A circuit's own start of validation (ISO date) instead of VAL_START: its
     # validation months then come from the end of the prepared training set
     val_start: str | None = None
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .prepare import load_set
+from .prepare import join_uci, load_set
 from .synth import SynthSet
 from .targets import ALL_TARGETS, Target
 from .windows import gather, sample_centres, valid_centres
@@ -47,13 +47,12 @@ def target_set(target: Target, cache: Path, split: str) -> SynthSet:
     if not 0 < cut < len(train.mains):
         raise ValueError(f"{target.name}: val_start {target.val_start} is not inside the "
                          "prepared training set")
+    joined = join_uci([train, val], cache)
     pick = slice(None, cut) if split == "train" else slice(cut, None)
     return SynthSet(
-        train.period_s,
-        np.concatenate([train.mains, val.mains])[pick],
-        {k: np.concatenate([train.truth[k], val.truth[k]])[pick] for k in train.truth},
-        np.concatenate([train.valid, val.valid])[pick],
-        np.asarray(int(train.start) + (0 if split == "train" else cut * train.period_s)))
+        joined.period_s, joined.mains[pick], {k: v[pick] for k, v in joined.truth.items()},
+        joined.valid[pick],
+        np.asarray(int(joined.start) + (0 if split == "train" else cut * joined.period_s)))
 
 
 # Weight of the on/off classification loss next to the power loss (both on scaled targets)

@@ -69,6 +69,14 @@ def test_a_validation_start_outside_the_training_set_is_refused(cache: Path, day
         target_set(bad, cache, "train")
 
 
+def test_sets_that_do_not_follow_each_other_are_refused(tmp_path: Path) -> None:
+    # A cache from two different `prepare` runs: joining them would shift every minute
+    save_uci(_uci_part("2009-09-27", "2009-09-30 23:59", 0), tmp_path / "uci_train.npz")
+    save_uci(_uci_part("2009-10-02", "2009-10-02 23:59", 0), tmp_path / "uci_val.npz")
+    with pytest.raises(ValueError, match="not contiguous"):
+        target_set(replace(ALL_TARGETS["laundry"], val_start="2009-09-29"), tmp_path, "val")
+
+
 def test_the_bundle_states_each_circuits_training_and_validation_months() -> None:
     kitchen = training_data(ALL_TARGETS["kitchen"])
     assert "2006-12-16..2009-09-30; validation 2009-10..12; 2010 held out" in kitchen
