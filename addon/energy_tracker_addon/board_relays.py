@@ -3,7 +3,8 @@
 `BoardCommander` owns the command ids of the voltage board link (everything the host sends
 the board goes through it, so two commands never share an id). `BoardRelays` is the relay
 backend on top of it, and keeps the board's host-silence watchdog armed: the firmware
-resets `WDT` to 0 at every boot, so it is re-sent after every `$ETH`, and fed with `PING`.
+resets `WDT` to 0 at every boot, so it is re-sent after every `$ETH`, and the keepalive that
+feeds it is `WDT` itself: a reboot whose `$ETH` drowned in boot noise is re-armed by the next.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # docs/protocol.md 2.2: the board answers within 200 ms; the host waits 1 s.
 COMMAND_TIMEOUT_S: Final = 1.0
-# Commands acknowledged OK feed the watchdog: three pings per period ride out one lost one.
-PINGS_PER_WATCHDOG_PERIOD: Final = 3
+# Commands acknowledged OK feed the watchdog: three per period ride out one lost one.
+KEEPALIVES_PER_WATCHDOG_PERIOD: Final = 3
 
 
 class BoardNotConnected(SerialLinkError):
@@ -172,7 +173,8 @@ class BoardRelays:
 
     async def _feed_watchdog(self) -> None:
         while True:
-            await asyncio.sleep(self._watchdog_s / PINGS_PER_WATCHDOG_PERIOD)
+            await asyncio.sleep(self._watchdog_s / KEEPALIVES_PER_WATCHDOG_PERIOD)
             if self._commander.connected:
                 with contextlib.suppress(SerialLinkError):
-                    await self._commander.send("PING")
+                    # Not PING: WDT also re-arms a board that rebooted unnoticed.
+                    await self._commander.send("WDT", str(self._watchdog_s))

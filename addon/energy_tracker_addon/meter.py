@@ -28,6 +28,7 @@ from .protocol import (
     MeasurementFrame,
     ProtocolError,
     RpictParser,
+    is_blank,
     parse_board_line,
 )
 from .tasks import cancel_and_wait
@@ -117,6 +118,7 @@ class Meter:
 
         # Voltage board readings.
         self._vrms: float | None = None
+        self._vrms_withheld = False  # mains seen without a voltage: warned once
         self._frequency: float | None = None
         self._last_measurement: float | None = None
         self._voltage_fresh = False
@@ -151,6 +153,8 @@ class Meter:
 
     def feed_rpict_line(self, line: bytes) -> None:
         """One line from the RPICT hat."""
+        if is_blank(line):
+            return
         board = self._boards["rpict"]
         self._metrics.serial_lines.labels("rpict").inc()
         try:
@@ -206,6 +210,8 @@ class Meter:
 
     def feed_voltage_line(self, line: bytes) -> None:
         """One line from the ESP8266 voltage board."""
+        if is_blank(line):
+            return  # the board starts every boot with one (docs/protocol.md)
         board = self._boards.get("voltage")
         if board is None:
             board = self._boards["voltage"] = _BoardState()
@@ -225,6 +231,7 @@ class Meter:
             except Exception:
                 _LOGGER.exception("Voltage board frame listener %r failed", frame_listener)
         if isinstance(frame, MeasurementFrame):
+            self._warn_if_vrms_withheld(frame)
             self._vrms = frame.vrms_v
             self._frequency = frame.frequency_hz
             self._relays = frame.relays
@@ -457,6 +464,19 @@ class Meter:
                 return None
             apparent += self._hat_voltage * current
         return _power_factor(self._total_power, 1.0, apparent)
+
+    def _warn_if_vrms_withheld(self, frame: MeasurementFrame) -> None:
+        """Say once why powers are no longer voltage-corrected though mains is present."""
+        if frame.vrms_v is not None:
+            if self._vrms_withheld:
+                _LOGGER.info("The voltage board sends the mains voltage again")
+                self._vrms_withheld = False
+        elif frame.frequency_hz is not None and not self._vrms_withheld:
+            _LOGGER.warning(
+                "The voltage board sees the mains (%.2f Hz) but sends no voltage: the "
+                "ZMPT101B signal clips the ADC (turn its trimmer down) or reads above 500 V "
+                "(check CAL). Powers use rpict_vest meanwhile", frame.frequency_hz)
+            self._vrms_withheld = True
 
     def _count_lost_frames(self, seq: int, *, restart: bool) -> None:
         last, self._last_seq = self._last_seq, seq

@@ -36,6 +36,8 @@ FREQUENCY_MAX_HZ: Final = 70.0
 SEQ_MAX: Final = 65_535
 GAS_PULSES_MAX: Final = 4_294_967_295
 MAX_RELAYS: Final = 8
+CAL_MIN: Final = 0.001  # V per ADC RMS count: the firmware's accepted calibration range
+CAL_MAX: Final = 100.0
 
 # Bytes a line may contain besides its line end: printable ASCII.
 _PRINTABLE: Final = bytes(range(0x20, 0x7F))
@@ -410,9 +412,7 @@ def parse_board_line(line: bytes) -> BoardFrame:
     if type_ == "ETH":
         if not fields[2]:
             raise ProtocolError("fields", "empty fw_version")
-        cal = _decimal(fields[4], "cal", 0.0, float("inf"))
-        if cal == 0.0:
-            raise ProtocolError("range", "calibration factor 0")
+        cal = _decimal(fields[4], "cal", CAL_MIN, CAL_MAX)
         return HelloFrame(
             seq, fields[2].decode("ascii"), _uint(fields[3], "n_relays", 0, MAX_RELAYS), cal
         )
@@ -423,17 +423,26 @@ def parse_command_line(line: bytes) -> CommandFrame:
     """Parse one host→board ET1 command line. Raises `ProtocolError`.
 
     The command name and its arguments are not checked here: the board answers an
-    unknown command or a bad argument with an `ETA` carrying EBADCMD/EBADARG.
+    unknown, empty or missing command or a bad argument with an `ETA` carrying
+    EBADCMD/EBADARG, since its `cmd_id` can be acknowledged (docs/protocol.md 2.1).
     """
     fields = _unframe(line)
     type_ = fields[0].decode("ascii")
     if type_ != COMMAND_FRAME_TYPE:
         raise ProtocolError("type", f"{type_!r} is not a command frame")
-    if len(fields) < 3:
-        raise ProtocolError("fields", "a command frame needs cmd_id and command")
+    if len(fields) < 2:
+        raise ProtocolError("fields", "a command frame needs a cmd_id")
     cmd_id = _uint(fields[1], "cmd_id", 1, SEQ_MAX)
-    if not fields[2]:
-        raise ProtocolError("fields", "empty command")
-    return CommandFrame(
-        cmd_id, fields[2].decode("ascii"), tuple([arg.decode("ascii") for arg in fields[3:]])
-    )
+    command = fields[2].decode("ascii") if len(fields) > 2 else ""
+    return CommandFrame(cmd_id, command, tuple([arg.decode("ascii") for arg in fields[3:]]))
+
+
+def is_blank(line: bytes) -> bool:
+    """A line with nothing before its line end: line noise both sides skip unlogged."""
+    return not _strip_line_end(line)
+
+
+def is_calibration_factor(text: str) -> bool:
+    """What the board accepts as a `CAL` factor: a plain decimal in CAL_MIN-CAL_MAX."""
+    token = text.encode("ascii", "replace")
+    return _NUMBER_RE.fullmatch(token) is not None and CAL_MIN <= float(token) <= CAL_MAX

@@ -40,6 +40,8 @@ from .protocol import (
     CommandFrame,
     ProtocolError,
     frame,
+    is_blank,
+    is_calibration_factor,
     parse_command_line,
 )
 from .simulated_gas import SimulatedGasMeter
@@ -325,7 +327,7 @@ class SimulatedMeter:
             self._send_board("ETE", "ELEN")
 
     def _answer(self, line: bytes) -> None:
-        if not line.strip():
+        if is_blank(line):
             return
         try:
             command = parse_command_line(line)
@@ -353,11 +355,7 @@ def _result(command: CommandFrame, n_relays: int) -> str:
         )
         return "OK" if ok else "EBADARG"
     if name == "CAL":
-        try:
-            factor = float(args[0]) if len(args) == 1 else math.nan
-        except ValueError:
-            factor = math.nan
-        return "OK" if math.isfinite(factor) and factor > 0 else "EBADARG"
+        return "OK" if len(args) == 1 and is_calibration_factor(args[0]) else "EBADARG"
     if name == "WDT":
         ok = len(args) == 1 and args[0].isdigit() and int(args[0]) <= SEQ_MAX
         return "OK" if ok else "EBADARG"

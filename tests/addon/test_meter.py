@@ -28,6 +28,7 @@ from energy_tracker_addon.protocol import (
     ProtocolError,
     RpictParser,
     frame,
+    is_blank,
     parse_board_line,
 )
 
@@ -384,8 +385,9 @@ def _mutations(valid: list[bytes]) -> st.SearchStrategy[bytes]:
 
 
 def _garbage(valid: list[bytes], parse: Callable[[bytes], object]) -> st.SearchStrategy[bytes]:
+    # Empty lines are not garbage but line noise, skipped uncounted (the test below).
     return st.one_of(st.binary(max_size=300), _mutations(valid)).filter(
-        lambda line: _rejected(parse, line)
+        lambda line: not is_blank(line) and _rejected(parse, line)
     )
 
 
@@ -431,6 +433,47 @@ def test_garbage_is_counted_by_reason_and_changes_nothing(
         assert sample(metrics, "energy_tracker_serial_lines_total", board=board) == len(lines) + 1
         after["boards"][board]["lines_rejected"] -= len(lines)
     assert after == before
+
+
+def test_empty_lines_are_skipped_without_counting_or_logging(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The voltage board starts every boot with one, to end its ROM's boot noise.
+    metrics = Metrics()
+    meter = make_meter(tmp_path, clock, metrics)
+    caplog.set_level(logging.INFO)
+    for line in (b"\r\n", b"\n"):
+        meter.feed_rpict_line(line)
+        meter.feed_voltage_line(line)
+    meter.feed_rpict_line(rpict(100.0, 0.0, 0.0))
+
+    boards = meter.snapshot()["boards"]
+    assert boards["rpict"]["lines_rejected"] == 0
+    assert (boards["voltage"]["lines_ok"], boards["voltage"]["lines_rejected"]) == (0, 0)
+    assert sample(metrics, "energy_tracker_serial_lines_total", board="rpict") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_mains_seen_without_a_voltage_is_explained_once(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The board withholds the Vrms of a wave clipped on its ADC's rails (firmware/).
+    meter = make_meter(tmp_path, clock, rpict_vest=230.0)
+    caplog.set_level(logging.INFO)
+    for seq in (1, 2, 3):
+        meter.feed_voltage_line(etm(seq, vrms="", freq="50.01"))
+    meter.feed_rpict_line(rpict(1000.0, 0.0, 0.0))
+    assert meter.snapshot()["voltage_v"] is None
+    assert meter.snapshot()["channels"][0]["power_w"] == 1000.0  # as printed, at vest
+
+    meter.feed_voltage_line(etm(4, vrms="", freq=""))  # no mains: nothing new to say
+    meter.feed_voltage_line(etm(5, vrms="235.0", freq="50.01"))
+    messages = [r.getMessage() for r in caplog.records if "voltage board" in r.getMessage()]
+    assert len(messages) == 2
+    assert "clips the ADC" in messages[0]
+    assert "trimmer" in messages[0]
+    assert "again" in messages[1]
+    assert meter.snapshot()["voltage_v"] == 235.0
 
 
 def test_rejected_lines_are_logged_at_a_limited_rate(

@@ -25,6 +25,8 @@ from energy_tracker_addon.protocol import (
     crc16,
     encode_command,
     frame,
+    is_blank,
+    is_calibration_factor,
     parse_board_line,
     parse_command_line,
 )
@@ -202,6 +204,9 @@ def with_crc(body: bytes) -> bytes:
         (with_crc(b"ETM,1,231.4,50,010,4294967296"), "range"),
         (with_crc(b"ETH,0,1.0.0,9,0.45"), "range"),
         (with_crc(b"ETH,0,1.0.0,3,0"), "range"),
+        (with_crc(b"ETH,0,1.0.0,3,0.0009"), "range"),
+        (with_crc(b"ETH,0,1.0.0,3,100.5"), "range"),
+        (with_crc(b"ETH,0,1.0.0,3,1e-07"), "number"),
         (with_crc(b"ETA,1,0,OK,010"), "range"),
     ],
 )
@@ -215,10 +220,10 @@ def test_board_line_rejections(line: bytes, reason: str) -> None:
     ("line", "reason"),
     [
         (frame("ETM", "1", "231.4", "50.01", "010", "1532"), "type"),
-        (with_crc(b"ETC,42"), "fields"),
+        (with_crc(b"ETC"), "fields"),
         (with_crc(b"ETC,0,PING"), "range"),
         (with_crc(b"ETC,abc,PING"), "number"),
-        (with_crc(b"ETC,42,"), "fields"),
+        (with_crc(b"ETC,,PING"), "number"),
         (encode_command(42, "PING").replace(b"42", b"43"), "crc"),
     ],
 )
@@ -226,6 +231,29 @@ def test_command_line_rejections(line: bytes, reason: str) -> None:
     with pytest.raises(ProtocolError) as rejected:
         parse_command_line(line)
     assert rejected.value.reason == reason
+
+
+@pytest.mark.parametrize("body", [b"ETC,42", b"ETC,42,"])
+def test_a_command_frame_without_a_command_keeps_its_cmd_id(body: bytes) -> None:
+    # The board can acknowledge it (EBADCMD) instead of an unattributable ETE.
+    assert parse_command_line(with_crc(body)) == CommandFrame(42, "", ())
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [("0.4512", True), ("0.001", True), ("100", True), ("100.0001", False),
+     ("0.0009", False), ("0", False), ("-1", False), ("1e3", False), ("nan", False),
+     ("", False), ("é", False)],
+)
+def test_calibration_factors_the_board_accepts(text: str, accepted: bool) -> None:
+    assert is_calibration_factor(text) is accepted
+
+
+@pytest.mark.parametrize(("line", "blank"), [
+    (b"\r\n", True), (b"\n", True), (b"", True), (b" \r\n", False), (b"\r\r\n", False),
+])
+def test_only_a_line_with_nothing_before_its_line_end_is_blank(line: bytes, blank: bool) -> None:
+    assert is_blank(line) is blank
 
 
 @pytest.mark.parametrize(
@@ -402,4 +430,8 @@ def test_et1_parsers_only_return_valid_frames_or_documented_rejections(line: byt
         assert command.reason in REJECT_REASONS
     else:
         assert 1 <= command.cmd_id <= 65535
-        assert command.command
+        # An empty command is kept for the board's EBADCMD; every field is plain ASCII.
+        for field in (command.command, *command.args):
+            assert field.isascii()
+            assert field.isprintable()
+            assert not set(field) & set("$*,")

@@ -268,6 +268,30 @@ async def test_watchdog_is_rearmed_after_every_board_hello(
         await service.stop()
 
 
+async def test_watchdog_is_rearmed_when_a_reboots_hello_is_lost(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort]
+) -> None:
+    # After a reset the ESP8266 ROM prints at 74880 baud: read at 115200 that is garbage,
+    # and a hello glued to it is rejected. The keepalive itself must re-arm the watchdog.
+    options = _options(*ports, relay_watchdog_s=3)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    try:
+        await peer.boot()
+        command = await peer.command()
+        assert (command.command, command.args) == ("WDT", ("3",))
+        await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+        peer.seq = -1
+        await peer.port.write(b"\xe0\x8frl\x12" + frame("ETH", "0", "1.0.0", "3", "1.8"))
+        await peer.send("ETM", "230.0", "50.00", peer.relays, "0")
+        await wait_until(lambda: service.meter.snapshot()["boards"]["voltage"]["lines_rejected"])
+        keepalive = await peer.command()
+        assert (keepalive.command, keepalive.args) == ("WDT", ("3",))
+    finally:
+        await service.stop()
+
+
 async def test_relays_beyond_the_boards_count_are_unavailable(
     tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession
 ) -> None:

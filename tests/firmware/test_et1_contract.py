@@ -11,6 +11,7 @@ import math
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,11 @@ from energy_tracker_addon.protocol import (
     ProtocolError,
     encode_command,
     frame,
+    is_blank,
     parse_board_line,
 )
+from energy_tracker_addon.simulator import SimulatedMeter
+from tests.addon.test_simulator import SlaveReader
 
 from .pty_board import PtyBoard
 
@@ -38,6 +42,8 @@ def next_frame(board: PtyBoard) -> BoardFrame:
 
 
 def hello(board: PtyBoard) -> HelloFrame:
+    """The boot: an empty line (it ends the ROM's boot noise), then the hello frame."""
+    assert is_blank(board.read_line())
     first = next_frame(board)
     assert isinstance(first, HelloFrame)
     return first
@@ -139,6 +145,7 @@ def test_board_rejects_corrupted_commands_with_ete_and_counts_them(
 
 def test_addon_rejects_corrupted_board_frames(start_board: Callable[..., PtyBoard]) -> None:
     board = start_board(*FAST)
+    assert is_blank(board.read_line())
     line = board.read_line()
     assert isinstance(parse_board_line(line), HelloFrame)
     flipped = line.replace(b",3,", b",4,")  # n_relays changed in transit
@@ -176,3 +183,56 @@ def test_watchdog_sets_fail_safe_relays_when_host_goes_silent(
     relays = [f.relays for f in measurements(board, 5)]
     assert relays[-2:] == [(False, False, True)] * 2
     assert set(relays) <= {(True, False, False), (False, False, True)}
+
+
+
+# Commands at the edges of docs/protocol.md 2.2, as the fields after the cmd_id.
+EDGE_COMMANDS: list[tuple[str, ...]] = [
+    ("RELAY", "2", "1"), ("RELAY", "2", "01"), ("RELAY", "2", "00"), ("RELAY", "9", "1"),
+    ("RELAY", "2"), ("CAL", "0.4512"), ("CAL", "1e3"), ("CAL", "500"), ("CAL", "0.0005"),
+    ("CAL", "-1"), ("WDT", "0"), ("WDT", "70000"), ("SAFE", "010"), ("SAFE", "0101"),
+    ("PING", "1"), ("PING", *[""] * 7), ("FLY",), ("FLY", *[""] * 7), (), ("",),
+    ("HELLO", "now"),
+]
+
+
+def answer(reply: BoardFrame) -> tuple[str, int | None, str] | None:
+    """An ETA as (ETA, cmd_id, result), an ETE as (ETE, None, code); None for the rest."""
+    if isinstance(reply, AckFrame):
+        return ("ETA", reply.cmd_id, reply.result)
+    if isinstance(reply, BoardErrorFrame):
+        return ("ETE", None, reply.code)
+    return None
+
+
+async def test_simulated_board_answers_edge_commands_as_the_firmware_does(
+    start_board: Callable[..., PtyBoard],
+) -> None:
+    """The simulated meter stands in for the firmware in the demo and most tests: a command
+    one accepts and the other refuses would make those tests prove less than they say."""
+    lines = [frame("ETC", str(i), *fields) for i, fields in enumerate(EDGE_COMMANDS, 1)]
+
+    board = start_board(*FAST)
+    hello(board)
+    firmware = []
+    for line in lines:
+        board.send(line)
+        while (got := answer(next_frame(board))) is None:
+            pass
+        firmware.append(got)
+
+    simulator = SimulatedMeter(start=datetime(2010, 3, 8))
+    _, board_path = await simulator.start()
+    reader = SlaveReader(board_path)
+    simulated = []
+    try:
+        for line in lines:
+            reader.write(line)
+            while (got := answer(parse_board_line(await reader.line()))) is None:
+                pass
+            simulated.append(got)
+    finally:
+        reader.close()
+        await simulator.stop()
+    assert simulated == firmware
+    assert [result for _, _, result in firmware].count("OK") == 4

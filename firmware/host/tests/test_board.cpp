@@ -33,7 +33,10 @@ struct Rig {
     void command(const std::string& body) { raw(frame_line(body)); }
     std::vector<Sent> sent() {
         std::vector<Sent> v;
-        for (const std::string& l : out.take_lines()) v.push_back(decode_sent(l));
+        // The blank line before each boot's hello is line noise to the host as well.
+        for (const std::string& l : out.take_lines()) {
+            if (!l.empty()) v.push_back(decode_sent(l));
+        }
         return v;
     }
     Sent only() {
@@ -68,6 +71,18 @@ TEST(boot_sets_relays_to_stored_safe_state_then_says_hello) {
     CHECK(hello.fields == (std::vector<std::string>{"0", "1.0.0", "3", "0.4512"}));
 }
 
+TEST(boot_ends_the_roms_unterminated_output_before_the_hello) {
+    // The ROM's 74880-baud boot bytes reach the host as garbage without a line end; the
+    // hello must start a line of its own or it is rejected together with them.
+    Rig r;
+    r.out.bytes = "\x8f\x1c\xe4rl";
+    r.boot();
+    CHECK_EQ(r.out.bytes.substr(0, 12), std::string("\x8f\x1c\xe4rl\r\n$ETH,"));
+    const std::vector<std::string> lines = r.out.take_lines();
+    CHECK_EQ(lines.size(), size_t{2});
+    CHECK(decode_sent(lines.back()).crc_ok);
+}
+
 TEST(blank_flash_boots_with_relays_open_and_default_cal) {
     Rig r;
     r.boot();
@@ -95,7 +110,8 @@ TEST(bad_arguments_and_unknown_commands_are_refused_and_counted) {
     r.sent();
     const char* bad_args[] = {"RELAY,4,1", "RELAY,0,1", "RELAY,1,2", "RELAY,1", "RELAY,1,1,1",
                               "PING,1",    "CAL,-1",    "CAL,1e3",   "CAL,abc", "CAL,500",
-                              "WDT,-5",    "WDT,70000", "SAFE,01",   "SAFE,0101", "SAFE,0a0"};
+                              "WDT,-5",    "WDT,70000", "SAFE,01",   "SAFE,0101", "SAFE,0a0",
+                              "RELAY,1,01", "RELAY,1,00", "RELAY,1,"};
     uint32_t id = 100;
     for (const char* a : bad_args) {
         r.command("ETC," + std::to_string(id) + "," + a);
@@ -104,12 +120,22 @@ TEST(bad_arguments_and_unknown_commands_are_refused_and_counted) {
                                                       std::to_string(id), "EBADARG", "100"}));
         ++id;
     }
+    // More fields than a frame holds: the cmd_id is still known, so it is acknowledged.
+    r.command("ETC,199,CAL,2.5,,,,,,,");
+    const Sent too_many = r.only();
+    CHECK_EQ(too_many.type, std::string("ETA"));
+    CHECK(too_many.fields.size() == 4 && too_many.fields[1] == "199" &&
+          too_many.fields[2] == "EBADARG");
     r.command("ETC,200,REBOOT");
     CHECK_EQ(r.only().fields[2], std::string("EBADCMD"));
     r.command("ETC,201");
     CHECK_EQ(r.only().fields[2], std::string("EBADCMD"));
-    CHECK_EQ(r.board.errors().bad_arg, uint32_t{15});
-    CHECK_EQ(r.board.errors().bad_cmd, uint32_t{2});
+    r.command("ETC,202,");
+    CHECK_EQ(r.only().fields[2], std::string("EBADCMD"));
+    r.command("ETC,203,REBOOT,,,,,,,,");
+    CHECK_EQ(r.only().fields[2], std::string("EBADCMD"));
+    CHECK_EQ(r.board.errors().bad_arg, uint32_t{19});
+    CHECK_EQ(r.board.errors().bad_cmd, uint32_t{4});
     CHECK_EQ(r.pins.pattern(3), std::string("100"));  // nothing changed
     CHECK_NEAR(r.board.cal(), 1.8, 1e-6);
 }
@@ -235,6 +261,25 @@ TEST(measurement_without_mains_has_empty_vrms_and_frequency) {
     const std::vector<Sent> v = r.sent();
     CHECK_EQ(v.size(), size_t{2});
     CHECK(v.back().fields == (std::vector<std::string>{"2", "", "", "000", "0"}));
+}
+
+TEST(clipped_wave_has_empty_vrms_but_still_a_frequency) {
+    // A ZMPT101B trimmed too high: the wave's tops are cut off at the ADC's rails, so its
+    // RMS would read low. The host gets no Vrms rather than a wrong one.
+    Rig r;
+    r.boot();
+    r.sent();
+    MainsSignal sig;
+    sig.vrms = 230.0;
+    sig.cal = 0.6;  // 542 counts peak around 512: both rails
+    for (int ms = 1; ms <= 2000; ++ms) {
+        r.board.on_adc_sample(sig.next());
+        r.board.on_adc_sample(sig.next());
+        r.board.poll(static_cast<uint32_t>(ms));
+    }
+    const Sent last = r.sent().back();
+    CHECK_EQ(last.fields[1], std::string(""));
+    CHECK_NEAR(std::stod(last.fields[2]), 50.0, 0.05);
 }
 
 TEST(watchdog_applies_fail_safe_state_after_host_silence) {

@@ -55,6 +55,26 @@ TEST(gas_magnet_parked_on_reed_at_boot_is_not_a_pulse) {
     CHECK_EQ(count_pulses({300, 1000}, 2000, true), uint32_t{1});  // opens, closes again
 }
 
+TEST(gas_edge_newer_than_the_polls_clock_is_not_taken_as_old) {
+    // loop() reads millis(), then the edge time; an edge in between is 1 ms "in the future".
+    et1::GasCounter gas(50);
+    gas.update(false, 0, 1000);
+    gas.update(true, 2001, 2000);
+    CHECK_EQ(gas.pulses(), uint32_t{0});
+    gas.update(true, 2001, 2051);
+    CHECK_EQ(gas.pulses(), uint32_t{1});
+}
+
+TEST(gas_debounce_holds_across_millis_wrapping) {
+    et1::GasCounter gas(50);
+    const uint32_t edge = 0xFFFFFFF0u;  // 16 ms before millis() wraps to 0
+    gas.update(false, 0, edge - 1000);
+    gas.update(true, edge, 10);  // 26 ms after the edge
+    CHECK_EQ(gas.pulses(), uint32_t{0});
+    gas.update(true, edge, 40);  // 56 ms after
+    CHECK_EQ(gas.pulses(), uint32_t{1});
+}
+
 TEST(relay_patterns) {
     uint8_t m = 0;
     CHECK(et1::parse_relay_pattern("101", 3, m) && m == 0b101);

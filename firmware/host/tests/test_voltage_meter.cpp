@@ -134,6 +134,24 @@ TEST(offset_tracks_drift) {
     CHECK_NEAR(meter.offset_counts(), 552.0, 4.0);
 }
 
+TEST(clipping_on_the_adc_rails_is_flagged) {
+    MainsSignal s = realistic(50.0, 230.0, 1.8, 21);
+    et1::VoltageMeter meter;
+    auto second = [&]() {
+        for (int i = 0; i < 2000; ++i) meter.add_sample(s.next());
+        return meter.take(s.cal);
+    };
+    second();
+    const et1::VoltageReading fine = second();
+    CHECK(fine.valid && !fine.clipped);
+    s.cal = 0.4;  // trimmer turned up 4.5-fold: 813 counts peak, far past both rails
+    second();
+    const et1::VoltageReading clipped = second();
+    CHECK(clipped.valid && clipped.clipped);
+    CHECK(clipped.vrms < s.true_vrms() * 0.95);  // what it would have reported: too low
+    CHECK_NEAR(clipped.freq_hz, 50.0, 0.05);
+}
+
 TEST(no_signal_gives_no_reading) {
     MainsSignal s;
     s.vrms = 0.0;

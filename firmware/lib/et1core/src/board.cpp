@@ -1,5 +1,6 @@
 #include "board.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace et1 {
@@ -18,6 +19,9 @@ void Board::begin(uint32_t now_ms) {
     relays_.apply_safe();
     last_report_ms_ = now_ms;
     watchdog_.configure(0, now_ms);  // disabled until the host sends WDT
+    // Ends whatever the boot ROM printed (at 74880 baud, no line end of its own), so the
+    // hello does not share that garbage's line and get rejected with it.
+    out_.write("\r\n", 2);
     send_hello();
 }
 
@@ -64,17 +68,20 @@ void Board::handle_line(char* line, size_t len, uint32_t now_ms) {
 void Board::handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_ms) {
     const char* cmd = f.n_fields >= 2 ? f.fields[1] : "";
     const char* const* args = f.fields + 2;
-    const size_t n_args = f.n_fields >= 2 ? f.n_fields - 2 : 0;
+    // Past kMaxFields no command's argument count matches: EBADARG (EBADCMD if unknown).
+    const size_t n_args = f.too_many_fields ? SIZE_MAX : f.n_fields >= 2 ? f.n_fields - 2 : 0;
     bool known = true;
     bool ok = false;
     bool hello_after = false;
 
     if (std::strcmp(cmd, "RELAY") == 0) {
         uint32_t index = 0;
-        uint32_t state = 0;
+        // The state is exactly "0" or "1" (docs/protocol.md 2.2), not any number up to 1.
+        const char* state = n_args == 2 ? args[1] : "";
+        const bool on = std::strcmp(state, "1") == 0;
         ok = n_args == 2 && parse_uint(args[0], kMaxRelays, index) &&
-             parse_uint(args[1], 1, state) &&
-             relays_.set(static_cast<uint8_t>(index), state == 1);
+             (on || std::strcmp(state, "0") == 0) &&
+             relays_.set(static_cast<uint8_t>(index), on);
     } else if (std::strcmp(cmd, "PING") == 0) {
         ok = n_args == 0;
     } else if (std::strcmp(cmd, "CAL") == 0) {
@@ -143,8 +150,9 @@ void Board::send_measurement() {
     FrameWriter w("ETM");
     w.add_uint(next_seq());
     // Outside the protocol's accepted ranges the host would drop the whole frame (relays and
-    // gas included), so such a value is sent as "not measured" instead.
-    if (r.valid && r.vrms <= 500.0) {
+    // gas included), so such a value is sent as "not measured" instead. So is the Vrms of a
+    // clipped wave: its tops are cut off, it would read low and skew every corrected power.
+    if (r.valid && !r.clipped && r.vrms <= 500.0) {
         w.add_fixed(r.vrms, 1);
     } else {
         w.add_empty();

@@ -84,7 +84,11 @@ FrameError parse_frame(char* line, size_t len, ParsedFrame& out) {
     if (body_len == 3) return FrameError::None;
     char* p = body + 4;
     while (true) {
-        if (out.n_fields == kMaxFields) return FrameError::Frame;
+        if (out.n_fields == kMaxFields) {
+            // Still a frame: a command's cmd_id is known and gets its EBADARG.
+            out.too_many_fields = true;
+            break;
+        }
         out.fields[out.n_fields++] = p;
         char* comma = std::strchr(p, ',');
         if (comma == nullptr) break;

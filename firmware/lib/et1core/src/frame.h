@@ -33,6 +33,7 @@ struct ParsedFrame {
     char type[4] = {0, 0, 0, 0};
     const char* fields[kMaxFields] = {};
     size_t n_fields = 0;
+    bool too_many_fields = false;  // more than kMaxFields: only the first ones are kept
 };
 
 // Parses a line without its line end. Splits `line` in place (commas become NULs).

@@ -33,6 +33,7 @@ void VoltageMeter::add_sample(uint16_t raw) {
     open_.n += 1;
     open_.sx += raw;
     open_.sxx += static_cast<int64_t>(raw) * raw;
+    if (raw == 0 || raw >= cfg_.adc_max) ++open_.clipped;
     const int32_t mag = dev < 0 ? -dev : dev;
     if (mag > cycle_peak_q16_) cycle_peak_q16_ = mag;
     ++since_cross_;
@@ -89,6 +90,7 @@ VoltageReading VoltageMeter::take(double cal) {
         r.vrms = cal * std::sqrt(var > 0.0 ? var : 0.0);
         r.freq_hz = closed_cycles_ * cfg_.sample_rate_hz / closed_duration_;
         r.cycles = closed_cycles_;
+        r.clipped = closed_.clipped > 0;
     }
     closed_ = Sums();
     closed_cycles_ = 0;

@@ -10,6 +10,7 @@ struct VoltageReading {
     double vrms = 0.0;      // V (calibration applied)
     double freq_hz = 0.0;
     uint32_t cycles = 0;    // whole cycles behind this reading
+    bool clipped = false;   // some of those samples sat on an ADC rail: vrms reads low
 };
 
 struct VoltageMeterConfig {
@@ -18,6 +19,7 @@ struct VoltageMeterConfig {
     int32_t min_hysteresis = 4;   // counts; the hysteresis is otherwise a quarter of the peak
     double min_freq_hz = 38.0;    // cycles outside this band are glitches, not mains
     double max_freq_hz = 72.0;
+    uint16_t adc_max = 1023;      // the ESP8266's 10-bit ADC; 0 and this are its rails
 };
 
 class VoltageMeter {
@@ -37,7 +39,13 @@ private:
         uint64_t n = 0;
         int64_t sx = 0;
         int64_t sxx = 0;
-        void add(const Sums& o) { n += o.n; sx += o.sx; sxx += o.sxx; }
+        uint32_t clipped = 0;  // samples at 0 or adc_max
+        void add(const Sums& o) {
+            n += o.n;
+            sx += o.sx;
+            sxx += o.sxx;
+            clipped += o.clipped;
+        }
     };
 
     void on_rising_crossing(double t_cross);
