@@ -195,6 +195,8 @@ class Analytics:
             if started is not None:
                 self._log_event(key, started)
         self._unsaved = True
+        # Observers run before the state is published: what is shown survives a kill.
+        self._file.write(self._payload(), live=True)
 
     def _record_co2(self, timestamp: datetime, previous: dict[str, float],
                     counters: dict[str, float]) -> None:
@@ -326,14 +328,17 @@ class Analytics:
     # ------------------------------------------------------------------ persistence
 
     def persist(self) -> None:
-        if self._unsaved and self._file.write({
+        if self._unsaved and self._file.write(self._payload()):
+            self._unsaved = False
+
+    def _payload(self) -> dict[str, Any]:
+        return {
             "buckets": self._buckets.to_dict(),
             "co2_buckets": self._co2_buckets.to_dict(),
             "events": list(self._events),
             "next_id": self._next_id,
             "last_time": None if self._last_time is None else self._last_time.isoformat(),
-        }):
-            self._unsaved = False
+        }
 
     def _restore(self) -> None:
         def parse(data: dict[str, Any]) -> tuple[EnergyBuckets, EnergyBuckets,

@@ -88,6 +88,7 @@ class ExtraMeters:
         self._main = _Entry(MAIN_METER, main_name, main_id, main, EnergyBuckets(tz))
         self._extras: dict[str, _Entry] = {}
         self._running = contextlib.AsyncExitStack()
+        self._failing = False  # a full disk is said once, not at every reading
 
     @property
     def configured(self) -> bool:
@@ -159,6 +160,8 @@ class ExtraMeters:
         def record(state: dict[str, Any]) -> None:
             entry.buckets.record(datetime.fromisoformat(state["timestamp"]),
                                  {TOTAL: state["total_energy_kwh"]})
+            if self.configured:
+                self._persist(live=True)  # before this state is published
 
         return record
 
@@ -168,12 +171,16 @@ class ExtraMeters:
         if not self._main.meter.available:
             self._main.meter.republish()
 
-    def _persist(self) -> None:
+    def _persist(self, *, live: bool = False) -> None:
         data = {e.id: e.buckets.to_dict() for e in self._entries()}
         try:
-            self._file.save(data)
+            (self._file.save_live if live else self._file.save)(data)
         except OSError as error:
-            _LOGGER.error("Could not write %s: %s", self._file.path, error)
+            if not self._failing:
+                _LOGGER.error("Could not write %s: %s", self._file.path, error)
+            self._failing = True
+        else:
+            self._failing = False
 
     def _restore(self, saved: dict[str, Any]) -> None:
         for entry in self._entries():

@@ -45,6 +45,7 @@ class GasCounter:
         self._m3_offset = 0.0  # volume counted at earlier factors (option changed)
         self._last_count: int | None = None
         self._unsaved = False
+        self._live_stale = False  # changed since the live copy was written
         self._load()
 
     @property
@@ -61,7 +62,7 @@ class GasCounter:
         last, self._last_count = self._last_count, count
         if last is None:
             # The first count ever: the meter's reading starts here.
-            self._unsaved = True
+            self._unsaved = self._live_stale = True
             return
         if count >= last:
             new = count - last
@@ -72,14 +73,21 @@ class GasCounter:
             new = count
         if new or count != last:
             self._pulses_total += new
-            self._unsaved = True
+            self._unsaved = self._live_stale = True
 
     def persist(self) -> None:
         """Write the counter if it changed (atomic; an error is logged, retried next time)."""
-        if self._unsaved and self._file.write({
-            "m3": self.m3, "m3_per_pulse": self._m3_per_pulse, "last_count": self._last_count,
-        }):
+        if self._unsaved and self._file.write(self._payload()):
             self._unsaved = False
+
+    def save_live(self) -> None:
+        """Rewrite the live copy if the volume changed, before it is published."""
+        if self._live_stale and self._file.write(self._payload(), live=True):
+            self._live_stale = False
+
+    def _payload(self) -> dict[str, Any]:
+        return {"m3": self.m3, "m3_per_pulse": self._m3_per_pulse,
+                "last_count": self._last_count}
 
     def _load(self) -> None:
         stored = self._file.read(_parse_counter, "counting from zero")

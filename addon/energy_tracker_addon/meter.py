@@ -137,7 +137,13 @@ class Meter:
         self._since = counters.since
         self._energy_total = counters.total_kwh
         self._energy_channels = [counters.channels_kwh.get(c.id, 0.0) for c in self._channels]
+        # Counters of channels no longer configured are kept as they were: the counter file
+        # never loses a value, and a channel put back resumes where it stopped.
+        configured = {c.id for c in self._channels}
+        self._retired_channels = {
+            key: kwh for key, kwh in counters.channels_kwh.items() if key not in configured}
         self._last_persist = clock()
+        self._live_failing = False
 
         self._seq = 0
         self._timestamp = wall_clock()
@@ -197,6 +203,7 @@ class Meter:
         previous = self._last_rpict
         if previous is not None and 0.0 < now - previous <= self._options.stale_after_s:
             self._integrate(now - previous, powers, total)
+            self._save_live()
         self._powers = powers
         self._total_power = total
         self._temperature = frame.temperature_c
@@ -238,6 +245,7 @@ class Meter:
             self._gas_pulses = frame.gas_pulses
             if self._gas is not None:
                 self._gas.update(frame.gas_pulses)
+                self._gas.save_live()
             self._last_measurement = self._clock()
             self._metrics.voltage_v.set(or_nan(frame.vrms_v))
             self._metrics.frequency_hz.set(or_nan(frame.frequency_hz))
@@ -283,24 +291,40 @@ class Meter:
             self._gas.persist()
         if not self._unsaved:
             return
-        counters = EnergyCounters(
-            self._energy_total,
-            self._since,
-            {c.id: e for c, e in zip(self._channels, self._energy_channels, strict=True)},
-        )
         try:
-            self._store.save(counters)
+            self._store.save(self._counters())
         except OSError as error:
             _LOGGER.error("Could not write the energy counters: %s", error)
             return
         self._unsaved = False
 
+    def _save_live(self) -> None:
+        """Called before the counters are published: a restart after a crash or kill then
+        resumes from what was shown, so no consumer ever sees a counter step back."""
+        try:
+            self._store.save_live(self._counters())
+        except OSError as error:
+            if not self._live_failing:
+                _LOGGER.error("Could not write the energy counters' live copy: %s", error)
+            self._live_failing = True
+        else:
+            self._live_failing = False
+
+    def _counters(self) -> EnergyCounters:
+        channels = dict(self._retired_channels)
+        channels.update(zip((c.id for c in self._channels), self._energy_channels, strict=True))
+        return EnergyCounters(self._energy_total, self._since, channels)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
-            self._check_staleness()
-            if self._clock() - self._last_persist >= self._options.persist_interval_s:
-                self.persist()
+            try:
+                self._check_staleness()
+                if self._clock() - self._last_persist >= self._options.persist_interval_s:
+                    self.persist()
+            except Exception:
+                # This loop is what makes values go stale: a bug must not end it silently.
+                _LOGGER.exception("Meter check failed")
 
     def _check_staleness(self) -> None:
         now = self._clock()

@@ -253,6 +253,8 @@ class NilmService:
             self._newest, self.as_of = batch[-1][0], batch[-1][2]
             for estimate in estimates:
                 self._apply(estimate)
+            # Before the next publication carries them (statefile.LiveCopy).
+            self._energy_file.write({"energy_wh": dict(self._energy_wh)}, live=True)
             if loop.time() - self._last_persist >= self._options.persist_interval_s:
                 self._last_persist = loop.time()
                 await self._in_worker(self._persist, dict(self._energy_wh))

@@ -3,6 +3,8 @@
 A save writes a temporary file in the same directory, fsyncs it, moves the previous good
 file to `<name>.bak`, renames the new one into place and fsyncs the directory: after a
 crash at any point either the main file or the backup holds a complete, good write.
+Between saves, the counters as published go to the live copy (`<name>.live`, no fsync:
+statefile.LiveCopy), so a killed add-on resumes from what it last showed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from .statefile import temp_prefix, write_atomic
+from .statefile import LiveCopy, temp_prefix, write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +37,12 @@ class EnergyCounters:
 
 class CorruptCounterFile(ValueError):
     """The file exists but does not hold a complete, valid set of counters."""
+
+
+def _revision(text: str) -> int:
+    """The write's revision (0 for files written before revisions were kept)."""
+    revision = json.loads(text).get("revision", 0)
+    return revision if isinstance(revision, int) else 0
 
 
 def _decode(text: str) -> EnergyCounters:
@@ -58,7 +66,7 @@ def _decode(text: str) -> EnergyCounters:
     return EnergyCounters(total, since.astimezone(UTC), channels)
 
 
-def _encode(counters: EnergyCounters) -> str:
+def _encode(counters: EnergyCounters, revision: int) -> str:
     since = counters.since.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return json.dumps(
         {
@@ -66,6 +74,7 @@ def _encode(counters: EnergyCounters) -> str:
             "total_kwh": counters.total_kwh,
             "channels_kwh": {str(key): value for key, value in counters.channels_kwh.items()},
             "since": since,
+            "revision": revision,
         },
         indent=1,
     )
@@ -81,45 +90,75 @@ class CounterStore:
         # Only a main file known to be good may be rotated into the backup.
         self._main_is_good = False
         self._last_saved: EnergyCounters | None = None
+        self.live = LiveCopy(path)
+        self._revision = 0
 
     def load(self) -> EnergyCounters | None:
-        """The last good counters, or None when none were ever saved."""
+        """The newest good counters, or None when none were ever saved.
+
+        Newest by revision: the live copy after a crash or kill, else the saved file, else
+        its backup (when the saved file is missing or corrupt, which is logged).
+        """
         self._remove_leftover_temp_files()
-        try:
-            counters = _decode(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            problem = None
-        except (CorruptCounterFile, UnicodeDecodeError) as error:
-            problem = str(error)
-        else:
+        main, main_problem = self._read(self.path)
+        if main is not None:
             self._main_is_good = True
-            self._last_saved = counters
-            return counters
-        try:
-            counters = _decode(self.backup_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            if problem is not None:
-                _LOGGER.error(
-                    "Energy counter file %s is corrupt (%s) and there is no backup: "
-                    "counting from zero", self.path, problem,
-                )
+        backup, backup_problem = self._read(self.backup_path) if main is None else (None, None)
+        live = self.live.read()
+        found = [*filter(None, (main, backup))]
+        if live is not None:
+            try:
+                found.append((live[0], _decode(live[1])))
+            except CorruptCounterFile as error:
+                _LOGGER.error("Energy counter file %s is corrupt (%s)", self.live.path, error)
+        if not found:
+            if backup_problem:
+                _LOGGER.error("Energy counter file %s and its backup are unusable (%s; %s): "
+                              "counting from zero", self.path, main_problem or "missing",
+                              backup_problem)
+            elif main_problem:
+                _LOGGER.error("Energy counter file %s is %s and there is no backup: "
+                              "counting from zero", self.path, main_problem)
             return None
-        except (CorruptCounterFile, UnicodeDecodeError) as error:
-            _LOGGER.error(
-                "Energy counter file %s and its backup are corrupt (%s; %s): "
-                "counting from zero", self.path, problem or "missing", error,
-            )
-            return None
-        _LOGGER.error(
-            "Energy counter file %s is %s: using the backup %s (%.4f kWh)",
-            self.path, f"corrupt ({problem})" if problem else "missing",
-            self.backup_path, counters.total_kwh,
-        )
+        self._revision, counters = max(found, key=lambda pair: pair[0])
+        if main is None and backup is not None and counters is backup[1]:
+            _LOGGER.error("Energy counter file %s is %s: using the backup %s (%.4f kWh)",
+                          self.path, main_problem or "missing", self.backup_path,
+                          counters.total_kwh)
         self._last_saved = counters
         return counters
 
+    @staticmethod
+    def _read(path: Path) -> tuple[tuple[int, EnergyCounters] | None, str | None]:
+        """((revision, counters), None), or (None, what is wrong; None when absent)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+            counters = _decode(text)
+            return (_revision(text), counters), None
+        except FileNotFoundError:
+            return None, None
+        except (CorruptCounterFile, UnicodeDecodeError) as error:
+            return None, f"corrupt ({error})"
+
     def save(self, counters: EnergyCounters) -> None:
         """Write atomically. Counters lower than the last saved ones are refused."""
+        self._refuse_lower(counters)
+        # A main file that does not decode must not overwrite the good backup
+        keep = self._main_is_good or self._main_decodes()
+        self._revision += 1
+        write_atomic(self.path, _encode(counters, self._revision),
+                     keep_previous=self.backup_path if keep else None)
+        self._main_is_good = True
+        self._last_saved = counters
+
+    def save_live(self, counters: EnergyCounters) -> None:
+        """Rewrite the live copy (no fsync): call it before publishing the counters."""
+        self._refuse_lower(counters)
+        self._revision += 1
+        self.live.write(self._revision, _encode(counters, self._revision))
+        self._last_saved = counters
+
+    def _refuse_lower(self, counters: EnergyCounters) -> None:
         previous = self._last_saved
         if previous is not None:
             lower = counters.total_kwh < previous.total_kwh or any(
@@ -128,12 +167,6 @@ class CounterStore:
             )
             if lower:
                 raise ValueError("energy counters must never decrease")
-        # A main file that does not decode must not overwrite the good backup
-        keep = self._main_is_good or self._main_decodes()
-        write_atomic(self.path, _encode(counters),
-                     keep_previous=self.backup_path if keep else None)
-        self._main_is_good = True
-        self._last_saved = counters
 
     def _main_decodes(self) -> bool:
         try:

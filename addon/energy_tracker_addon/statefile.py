@@ -4,6 +4,13 @@
 settings, forecast weights): temp file beside the target, fsync, optionally the previous
 file to a backup, rename, fsync of the directory. A JSON state file's load falls back to
 the backup when the main file is missing or does not decode.
+
+`LiveCopy` is the other half of keeping counters: the state as last published, rewritten
+in place without fsync before every publication. A killed or crashed process keeps every
+write that returned (the pages belong to the kernel), so a restart resumes from exactly
+what was shown and no counter steps back; a power cut may lose it, and the fsynced file,
+at most one persist interval old, is used. The kernel writes the page back at its own pace
+(about every 30 s), so the storage card sees no more writes than before.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ import json
 import logging
 import os
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
+REVISION_KEY: Final = "_revision"
 
 
 def temp_prefix(path: Path) -> str:
@@ -52,28 +61,92 @@ def write_atomic(path: Path, text: str, *, mode: int | None = None,
         os.close(dir_fd)
 
 
+class LiveCopy:
+    """`<path>.live`: a revision-numbered text rewritten in place, checked by a CRC."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".live")
+
+    def write(self, revision: int, text: str) -> None:
+        """One pwrite of header and text; OSError is left to the caller."""
+        body = text.encode("utf-8")
+        data = b"%08x %d %d\n" % (zlib.crc32(body), revision, len(body)) + body
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+
+    def read(self) -> tuple[int, str] | None:
+        """(revision, text), or None when absent or torn (a power cut mid-write)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        header, _, rest = data.partition(b"\n")
+        try:
+            crc, revision, length = (int(field, base) for field, base in
+                                     zip(header.split(b" "), (16, 10, 10), strict=True))
+            body = rest[:length]
+            if len(body) != length or zlib.crc32(body) != crc:
+                raise ValueError("checksum mismatch")
+            return revision, body.decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as error:
+            _LOGGER.warning("Ignoring %s, torn by an interrupted write (%s)", self.path, error)
+            return None
+
+
 class JsonStateFile:
-    """One JSON document at `path` (and `<path>.bak`)."""
+    """One JSON document at `path` (and `<path>.bak`), and its live copy (`<path>.live`).
+
+    A dict document carries a `_revision` (no option-made key starts with "_") that grows
+    with every write, durable or live, so loading picks whichever of the two is newer.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.backup_path = path.with_name(path.name + ".bak")
+        self.live = LiveCopy(path)
+        self._revision = 0
 
     def load(self) -> Any:
-        """The last good document, or None when there is none (logged when corrupt)."""
+        """The newest good document, or None when there is none (logged when corrupt)."""
+        durable: Any = None
         for candidate in (self.path, self.backup_path):
             try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
+                durable = json.loads(candidate.read_text(encoding="utf-8"))
+                break
             except FileNotFoundError:
                 continue
             except (ValueError, UnicodeDecodeError) as error:
                 _LOGGER.error("State file %s is corrupt (%s)", candidate, error)
-        return None
+        revision = durable.get(REVISION_KEY, 0) if isinstance(durable, dict) else 0
+        live = self.live.read()
+        if live is not None and live[0] > revision:
+            try:
+                durable, revision = json.loads(live[1]), live[0]
+            except ValueError as error:
+                _LOGGER.error("State file %s is corrupt (%s)", self.live.path, error)
+        self._revision = max(self._revision, revision if isinstance(revision, int) else 0)
+        if isinstance(durable, dict):
+            durable.pop(REVISION_KEY, None)  # the caller gets back what it saved
+        return durable
 
     def save(self, data: Any) -> None:
         """Write atomically; OSError is left to the caller (which logs and retries later)."""
-        write_atomic(self.path, json.dumps(data, separators=(",", ":")),
-                     keep_previous=self.backup_path)
+        write_atomic(self.path, self._encode(data), keep_previous=self.backup_path)
+
+    def save_live(self, data: Any) -> None:
+        """Rewrite the live copy (no fsync); OSError is left to the caller."""
+        text = self._encode(data)
+        self.live.write(self._revision, text)
+
+    def _encode(self, data: Any) -> str:
+        self._revision += 1
+        if isinstance(data, dict):
+            data = {**data, REVISION_KEY: self._revision}
+        return json.dumps(data, separators=(",", ":"))
 
 
 class VersionedStateFile(JsonStateFile):
@@ -85,14 +158,19 @@ class VersionedStateFile(JsonStateFile):
         self.version = version
         self._what = what  # "gas counter file": how log lines name this state
         self._logger = logger  # the owning service's, so its log lines keep their origin
+        self._failing = False  # a full disk is said once, not at every reading
 
-    def write(self, payload: dict[str, Any]) -> bool:
-        """Save atomically; an OSError is logged and False returned (the caller retries)."""
+    def write(self, payload: dict[str, Any], *, live: bool = False) -> bool:
+        """Save atomically (`live`: rewrite the live copy instead); an OSError is logged
+        once until a write works again, and False returned (the caller retries)."""
         try:
-            self.save({"version": self.version, **payload})
+            (self.save_live if live else self.save)({"version": self.version, **payload})
         except OSError as error:
-            self._logger.error("Could not write the %s: %s", self._what, error)
+            if not self._failing:
+                self._logger.error("Could not write the %s: %s", self._what, error)
+            self._failing = True
             return False
+        self._failing = False
         return True
 
     def read(self, parse: Callable[[dict[str, Any]], T], consequence: str,

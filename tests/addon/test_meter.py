@@ -515,6 +515,34 @@ async def test_energy_survives_a_restart(tmp_path: Path, clock: FakeClock) -> No
     assert restarted.snapshot()["available"] is False
 
 
+async def test_a_removed_channel_keeps_its_counter_and_saving_goes_on(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    meter = make_meter(tmp_path, clock)
+    await meter.start()
+    for _ in range(11):
+        meter.feed_rpict_line(rpict(3600.0, 1800.0, 720.0))
+        clock.now += 1.0
+    await meter.stop()
+
+    two = [ChannelConfig(1, "Mains", "mains"), ChannelConfig(2, "Kitchen", "circuit")]
+    fewer = make_meter(tmp_path, clock, channels=two)
+    await fewer.start()
+    for _ in range(11):
+        fewer.feed_rpict_line(rpict(3600.0, 1800.0, 720.0))
+        clock.now += 1.0
+    await fewer.stop()  # the save raised "energy counters must never decrease" before
+
+    saved = CounterStore(tmp_path / "energy.json").load()
+    assert saved is not None
+    assert saved.total_kwh == pytest.approx(0.020)
+    assert dict(saved.channels_kwh) == pytest.approx({1: 0.020, 2: 0.010, 3: 0.002})
+    # Put back, the channel goes on from where it stopped.
+    restored = make_meter(tmp_path, clock)
+    assert [c["energy_kwh"] for c in restored.energy()["channels"]] == pytest.approx(
+        [0.020, 0.010, 0.002])
+
+
 async def test_counters_are_written_every_persist_interval(
     tmp_path: Path, clock: FakeClock
 ) -> None:

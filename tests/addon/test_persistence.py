@@ -132,3 +132,44 @@ def test_counters_never_decrease(tmp_path: Path) -> None:
         store.save(counters(11.0, c1=3.0))
 
     assert CounterStore(path).load() == counters(10.0, c1=4.0)
+
+
+def test_a_restart_after_a_kill_resumes_from_the_live_copy(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(5.0, c1=5.0))
+    store.save_live(counters(5.2, c1=5.2))  # published after the last save
+    store.save_live(counters(5.3, c1=5.3))
+
+    assert CounterStore(path).load() == counters(5.3, c1=5.3)
+
+
+def test_a_torn_or_stale_live_copy_gives_way_to_the_saved_counters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save_live(counters(5.0, c1=5.0))
+    store.save(counters(5.5, c1=5.5))
+    # A power cut: the kernel had not written back the live copy's newer pages, so the
+    # live copy on the card is older than the fsynced save.
+    assert CounterStore(path).load() == counters(5.5, c1=5.5)
+
+    store.save_live(counters(5.8, c1=5.8))
+    live = path.with_name("energy.json.live")
+    live.write_bytes(live.read_bytes()[:-4])  # torn mid-write
+    assert CounterStore(path).load() == counters(5.5, c1=5.5)
+    assert "torn" in caplog.text
+
+
+def test_revisions_continue_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    first = CounterStore(path)
+    first.save(counters(1.0))
+    for total in (1.1, 1.2, 1.3):
+        first.save_live(counters(total))
+    second = CounterStore(path)
+    assert second.load() == counters(1.3)
+    # The restarted store's next durable save outranks the live copy it resumed from.
+    second.save(counters(1.4))
+    assert CounterStore(path).load() == counters(1.4)

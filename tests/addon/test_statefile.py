@@ -38,8 +38,27 @@ def test_state_falls_back_to_the_previous_write_when_the_file_is_corrupt(
     assert state.load() is None
     state.save({"kettle": 0.5})
     state.save({"kettle": 0.7})
-    assert json.loads(state.backup_path.read_text(encoding="utf-8")) == {"kettle": 0.5}
+    assert json.loads(state.backup_path.read_text(encoding="utf-8"))["kettle"] == 0.5
     state.path.write_text('{"kettle": 0.', encoding="utf-8")  # torn by a power cut
     with caplog.at_level(logging.ERROR):
         assert state.load() == {"kettle": 0.5}
     assert "is corrupt" in caplog.text
+
+
+def test_state_resumes_from_its_live_copy_unless_that_is_older_or_torn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "analytics.json"
+    state = JsonStateFile(path)
+    state.save({"today": 1.0})
+    state.save_live({"today": 1.2})
+    assert JsonStateFile(path).load() == {"today": 1.2}  # a kill after publishing 1.2
+
+    state.save({"today": 1.3})
+    assert JsonStateFile(path).load() == {"today": 1.3}  # the live copy is older
+
+    state.save_live({"today": 1.4})
+    state.live.path.write_bytes(state.live.path.read_bytes().replace(b"1.4", b"9.4"))
+    with caplog.at_level(logging.WARNING):
+        assert JsonStateFile(path).load() == {"today": 1.3}
+    assert "torn" in caplog.text
