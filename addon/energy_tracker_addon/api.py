@@ -147,14 +147,19 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(404, "not_found")
     except web.HTTPMethodNotAllowed:
         return _error(405, "method_not_allowed")
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large")
 
 
 @web.middleware
 async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path != HEALTH_PATH:
-        expected = f"Bearer {request.app[BACKEND_KEY].token}".encode()
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        # Header bytes that are not UTF-8 arrive as lone surrogates: compare them as bytes.
+        given = credentials.encode("utf-8", "surrogateescape")
+        expected = request.app[BACKEND_KEY].token.encode()
+        # The scheme is case-insensitive (RFC 9110 11.1); compare_digest keeps timing flat.
+        if not hmac.compare_digest(given, expected) or scheme.lower() != "bearer":
             return _error(401, "invalid_auth")
     return await handler(request)
 

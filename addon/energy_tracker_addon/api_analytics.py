@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .aggregates import PERIODS
 from .analytics import Analytics
+from .api_body import read_json
 from .history import ExportFormat
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ async def _set_co2_intensity(request: web.Request) -> web.Response:
     """A live carbon intensity from Home Assistant: {"g_per_kwh": number}."""
     carbon = request.app[ANALYTICS_KEY].analytics.carbon
     try:
-        body = await request.json()
+        body = await read_json(request)
         if not isinstance(body, dict) or "g_per_kwh" not in body:
             raise ValueError('expected {"g_per_kwh": number}')
         carbon.push(body["g_per_kwh"])
-    except ValueError as error:  # json.JSONDecodeError is a ValueError
+    except ValueError as error:  # BadBody is a ValueError
         return _invalid(str(error))
     return web.json_response(carbon.as_json())
 

@@ -6,11 +6,11 @@ resolved per request, so the routes exist even before the service has started.
 
 from __future__ import annotations
 
-import json
 from typing import Protocol, cast
 
 from aiohttp import web
 
+from .api_body import BadBody, read_json
 from .nilm_service import LabelError, NilmService
 
 
@@ -41,8 +41,8 @@ async def _labels(request: web.Request) -> web.Response:
 
 async def _add_label(request: web.Request) -> web.Response:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = await read_json(request)
+    except BadBody:
         return _invalid("body must be JSON")
     try:
         label = await request.app[NILM_KEY].nilm.add_label(body)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Final, Protocol, cast
 
 from aiohttp import web
 
+from .api_body import BadBody, read_json
 from .demand_response import DEFAULT_STAGGER_S, DemandResponse, NoReading
 from .relays import MIN_ON_MAX_S, PRIORITY_MAX, RelayError, RelayManager, RelayNotFound
 
@@ -34,7 +34,7 @@ def register_relay_routes(app: web.Application, backend: object) -> None:
     """Add the routes; `backend` is the running service (`AddonService`)."""
     app[RELAY_BACKEND_KEY] = cast(RelayApiBackend, backend)
     app.router.add_get("/api/v1/relays", _list)
-    app.router.add_put("/api/v1/relays/{id}", _put)
+    app.router.add_put("/api/v1/relays/{id:[0-9]+}", _put)
     app.router.add_post("/api/v1/shed", _shed)
     app.router.add_post("/api/v1/restore", _restore)
 
@@ -116,13 +116,12 @@ async def _restore(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request, allowed: set[str], *, required: bool) -> dict[str, Any]:
-    text = await request.text()
-    if not text.strip() and not required:
-        return {}
     try:
-        body = json.loads(text)
-    except ValueError:
-        raise Invalid("the body is not JSON") from None
+        body = await read_json(request)
+    except BadBody as error:
+        raise Invalid(str(error)) from None
+    if body == "" and not required:
+        return {}
     if not isinstance(body, dict):
         raise Invalid("expected a JSON object")
     unknown = set(body) - allowed

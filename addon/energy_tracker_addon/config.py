@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 
 import voluptuous as vol
 
+from .protocol import RPICT_POWER_INPUTS
 from .statefile import write_atomic
 
 _LOGGER = logging.getLogger(__name__)
@@ -322,7 +323,24 @@ def parse_options(data: Any) -> Options:
     if ca and not ca.startswith("/"):
         raise OptionsError(f"mqtt_ca_certificate: an absolute path such as /ssl/ca.crt "
                            f"(got {ca!r})")
-    return Options(**valid)
+    options = Options(**valid)
+    _check_channel_ids(options)
+    return options
+
+
+def _check_channel_ids(options: Options) -> None:
+    """Channel ids the hat has, relays naming configured channels: refused here, before
+    anything starts, like every other bad option."""
+    inputs = RPICT_POWER_INPUTS[options.rpict_model]
+    for channel in options.channels:
+        if channel.id > inputs:
+            raise OptionsError(f"channels: channel id {channel.id} does not exist on an "
+                               f"{options.rpict_model}, which has {inputs} CT inputs")
+    channel_ids = {c.id for c in options.channels}
+    for relay in options.relays:
+        if relay.channel is not None and relay.channel not in channel_ids:
+            raise OptionsError(f"relays: relay {relay.id} names channel {relay.channel}, "
+                               "which is not in channels")
 
 
 def load_options(data_dir: Path) -> Options:

@@ -96,29 +96,52 @@ class HistoryStore:
         self.path = path
         self.retention = None if retention_days is None else timedelta(days=retention_days)
         self.max_bytes = None if max_size_mb is None else int(max_size_mb * 1024 * 1024)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        # auto_vacuum must be chosen before the first table: it lets pruning give disk back.
-        self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses at most a batch
-        self._db.execute("PRAGMA journal_size_limit = 4194304")
-        columns = ", ".join(f"{name} REAL" for name in _VALUE_COLUMNS)
-        with self._db:
-            self._db.execute(
-                f"CREATE TABLE IF NOT EXISTS readings (ts_ms INTEGER PRIMARY KEY, {columns})"
-                " WITHOUT ROWID"
-            )
-            # A store from an older version lacks newer columns: add them (empty).
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(readings)")}
-            for name in _VALUE_COLUMNS:
-                if name not in present:
-                    self._db.execute(f"ALTER TABLE readings ADD COLUMN {name} REAL")
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as error:
+            # A damaged card must not keep the meter down: the old file is kept for the user.
+            kept = path.with_name(f"{path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+            _LOGGER.error("History store %s is unreadable (%s): moved to %s, starting a new "
+                          "one", path, error, kept.name)
+            path.replace(kept)
+            for suffix in ("-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            self._db = self._open(path)
         # Column names in SQL text below are this module's constants, never user input.
         self._insert = (
             f"INSERT OR REPLACE INTO readings (ts_ms, {', '.join(_VALUE_COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join('?' * (len(_VALUE_COLUMNS) + 1))})"
         )
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False)
+        try:
+            HistoryStore._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _prepare(db: sqlite3.Connection) -> None:
+        # auto_vacuum must be chosen before the first table: it lets pruning give disk back.
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses at most a batch
+        db.execute("PRAGMA journal_size_limit = 4194304")
+        columns = ", ".join(f"{name} REAL" for name in _VALUE_COLUMNS)
+        with db:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS readings (ts_ms INTEGER PRIMARY KEY, {columns})"
+                " WITHOUT ROWID"
+            )
+            # A store from an older version lacks newer columns: add them (empty).
+            present = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+            for name in _VALUE_COLUMNS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE readings ADD COLUMN {name} REAL")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()

@@ -21,6 +21,7 @@ from .gas import GasCounter
 from .metrics import Metrics, or_nan
 from .persistence import CounterStore, EnergyCounters
 from .protocol import (
+    RPICT_POWER_INPUTS,
     AckFrame,
     BoardErrorFrame,
     BoardFrame,
@@ -40,10 +41,9 @@ type Listener = Callable[[dict[str, Any]], None]
 type FrameListener = Callable[[BoardFrame], None]
 
 # Power inputs of each hat model (the P/RP fields of docs/protocol.md section 1).
-HAT_POWER_CHANNELS: Final[dict[str, int]] = {
-    "rpict3t1": 3, "rpict3v1": 3, "rpict4v3": 4, "rpict7v1": 7, "rpict8": 8,
-}
+HAT_POWER_CHANNELS: Final = RPICT_POWER_INPUTS
 CHECK_INTERVAL_S: Final = 0.5
+MIN_MAINS_VRMS: Final = 50.0  # V; rpict_vest's lower bound: below it no mains is measured
 REJECT_LOG_INTERVAL_S: Final = 10.0
 SEQ_MODULUS: Final = 65_536
 JOULES_PER_KWH: Final = 3_600_000.0
@@ -118,7 +118,7 @@ class Meter:
 
         # Voltage board readings.
         self._vrms: float | None = None
-        self._vrms_withheld = False  # mains seen without a voltage: warned once
+        self._vrms_problem = False  # no usable voltage from the board: warned once
         self._frequency: float | None = None
         self._last_measurement: float | None = None
         self._voltage_fresh = False
@@ -238,8 +238,7 @@ class Meter:
             except Exception:
                 _LOGGER.exception("Voltage board frame listener %r failed", frame_listener)
         if isinstance(frame, MeasurementFrame):
-            self._warn_if_vrms_withheld(frame)
-            self._vrms = frame.vrms_v
+            self._vrms = self._usable_vrms(frame)
             self._frequency = frame.frequency_hz
             self._relays = frame.relays
             self._gas_pulses = frame.gas_pulses
@@ -247,7 +246,7 @@ class Meter:
                 self._gas.update(frame.gas_pulses)
                 self._gas.save_live()
             self._last_measurement = self._clock()
-            self._metrics.voltage_v.set(or_nan(frame.vrms_v))
+            self._metrics.voltage_v.set(or_nan(self._vrms))
             self._metrics.frequency_hz.set(or_nan(frame.frequency_hz))
             if not self._voltage_fresh:
                 self._voltage_fresh = True
@@ -489,18 +488,26 @@ class Meter:
             apparent += self._hat_voltage * current
         return _power_factor(self._total_power, 1.0, apparent)
 
-    def _warn_if_vrms_withheld(self, frame: MeasurementFrame) -> None:
-        """Say once why powers are no longer voltage-corrected though mains is present."""
-        if frame.vrms_v is not None:
-            if self._vrms_withheld:
+    def _usable_vrms(self, frame: MeasurementFrame) -> float | None:
+        """The frame's Vrms if it can be mains; why there is none is said once."""
+        vrms = frame.vrms_v
+        if vrms is not None and vrms < MIN_MAINS_VRMS:
+            # Scaling by it would zero every power (and stop the energy) while loads run.
+            problem = (f"reads {vrms:g} V: the ZMPT101B is unplugged or CAL is wrong")
+            vrms = None
+        elif vrms is None and frame.frequency_hz is not None:
+            problem = ("sees the mains but sends no voltage: the ZMPT101B signal clips the "
+                       "ADC (turn its trimmer down) or reads above 500 V (check CAL)")
+        else:
+            problem = None
+        if problem is None:
+            if self._vrms_problem and vrms is not None:
                 _LOGGER.info("The voltage board sends the mains voltage again")
-                self._vrms_withheld = False
-        elif frame.frequency_hz is not None and not self._vrms_withheld:
-            _LOGGER.warning(
-                "The voltage board sees the mains (%.2f Hz) but sends no voltage: the "
-                "ZMPT101B signal clips the ADC (turn its trimmer down) or reads above 500 V "
-                "(check CAL). Powers use rpict_vest meanwhile", frame.frequency_hz)
-            self._vrms_withheld = True
+                self._vrms_problem = False
+        elif not self._vrms_problem:
+            _LOGGER.warning("The voltage board %s. Powers use rpict_vest meanwhile", problem)
+            self._vrms_problem = True
+        return vrms
 
     def _count_lost_frames(self, seq: int, *, restart: bool) -> None:
         last, self._last_seq = self._last_seq, seq

@@ -134,6 +134,8 @@ _RPICT_LAYOUTS: Final[dict[str, _RpictLayout]] = {
 }
 
 RPICT_MODELS: Final[tuple[str, ...]] = tuple(_RPICT_LAYOUTS)
+# CT inputs (P/RP fields) of each model: the channel ids it can have.
+RPICT_POWER_INPUTS: Final[dict[str, int]] = {m: lay.powers for m, lay in _RPICT_LAYOUTS.items()}
 
 
 class RpictParser:

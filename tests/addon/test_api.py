@@ -121,6 +121,65 @@ async def test_every_route_but_health_needs_the_token(
         assert await resp.json() == {"status": "ok", "version": __version__}
 
 
+async def raw_request(service: AddonService, request: bytes) -> tuple[int, bytes]:
+    """Send bytes aiohttp's client would refuse to (non-UTF-8 headers); (status, body)."""
+    host, port = service.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            response = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def test_mangled_or_odd_authorization_headers(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    # Bytes that are not UTF-8 used to raise inside the token check (a logged 500 without
+    # a token); they are simply a wrong token.
+    status, body = await raw_request(
+        service, b"GET /api/v1/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe"
+                 b"\r\nConnection: close\r\n\r\n")
+    assert (status, json.loads(body)) == (401, {"error": "invalid_auth"})
+    # The scheme is case-insensitive (RFC 9110); the token is not.
+    async with session.get(service.url + "/api/v1/state",
+                           headers={"Authorization": f"bearer {TOKEN}"}) as resp:
+        assert resp.status == 200
+    async with session.get(service.url + "/api/v1/state",
+                           headers={"Authorization": f"Bearer {TOKEN.upper()}"}) as resp:
+        assert resp.status == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("PUT", "/api/v1/relays/1", b"\xff\xfe", 400),
+        ("POST", "/api/v1/shed", b"\xff\xfe", 400),
+        ("POST", "/api/v1/labels", b"\xff\xfe", 400),
+        ("PUT", "/api/v1/co2_intensity", b"\xff\xfe", 400),
+        ("PUT", "/api/v1/relays/1", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("PUT", "/api/v1/co2_intensity", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("POST", "/api/v1/labels", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("PUT", "/api/v1/co2_intensity", b" " * (2 * 1024 * 1024), 413),
+        ("PUT", "/api/v1/relays/%EF%BC%91", b'{"state": true}', 404),  # a fullwidth "1"
+    ],
+)
+async def test_bad_bodies_get_a_json_answer_not_a_server_error(
+    service: AddonService, session: aiohttp.ClientSession,
+    method: str, path: str, body: bytes, status: int,
+) -> None:
+    async with session.request(method, service.url + path, data=body,
+                               headers=auth()) as resp:
+        assert resp.status == status
+        assert resp.content_type == "application/json"
+        answer = await resp.json()
+    assert answer.get("error") in {"invalid", "too_large", "not_found"}, answer
+
+
 async def test_unknown_route_answers_json_404(
     service: AddonService, session: aiohttp.ClientSession
 ) -> None:

@@ -49,6 +49,7 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
             "rpict_vest": 240,
             "rpict_model": "rpict8",
             "channels": [{"id": 8, "name": "Heat pump", "role": "circuit"}],
+            "relays": [{"id": 1, "name": "Heat pump", "source": "board", "channel": 8}],
             "nilm_appliances": ["kettle", "fridge"],
         },
     )
@@ -96,6 +97,11 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
         ({"nilm_appliances": ["kettle", "Dish washer"]},
          "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
         ({"nilm_appliances": ["kettle", "kettle"]}, "nilm_appliances: lists a model twice"),
+        # Checks across options: refused before anything starts (exit 2), not mid-start.
+        ({"channels": [{"id": 5, "name": "A", "role": "mains"}], "relays": []},
+         "channels: channel id 5 does not exist on an rpict3t1, which has 3 CT inputs"),
+        ({"relays": [{"id": 1, "name": "Boiler", "source": "board", "channel": 5}]},
+         "relays: relay 1 names channel 5, which is not in channels"),
     ],
 )
 def test_bad_option_names_the_option_and_the_problem(

@@ -215,3 +215,21 @@ def test_a_store_from_before_the_temperature_column_gains_it(tmp_path: Path) -> 
         assert frame["temperature_c"][1] == 20.25
     finally:
         store.close()
+
+
+def test_an_unreadable_store_is_set_aside_and_a_new_one_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A damaged SD card: the add-on must still start (and keep the file for the user).
+    path = tmp_path / "history.sqlite3"
+    garbage = bytes(range(256)) * 80
+    path.write_bytes(garbage)
+    store = HistoryStore(path)
+    try:
+        store.append(_readings(_frame(days=1))[:10])
+        assert store.count() == 10
+    finally:
+        store.close()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3.corrupt-")]
+    assert [p.read_bytes() for p in kept] == [garbage]
+    assert "unreadable" in caplog.text

@@ -471,9 +471,31 @@ def test_mains_seen_without_a_voltage_is_explained_once(
     messages = [r.getMessage() for r in caplog.records if "voltage board" in r.getMessage()]
     assert len(messages) == 2
     assert "clips the ADC" in messages[0]
+    assert "rpict_vest" in messages[0]
     assert "trimmer" in messages[0]
     assert "again" in messages[1]
     assert meter.snapshot()["voltage_v"] == 235.0
+
+
+def test_a_voltage_below_any_mains_is_not_used_to_scale_the_powers(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 0 V from an unplugged ZMPT101B or a wrong CAL would zero every power and the energy.
+    meter = make_meter(tmp_path, clock, rpict_vest=230.0)
+    caplog.set_level(logging.WARNING)
+    meter.feed_voltage_line(etm(1, vrms="0.0", freq=""))
+    meter.feed_rpict_line(rpict(1000.0, 200.0, 300.0))
+    clock.now += 2
+    meter.feed_voltage_line(etm(2, vrms="3.5", freq=""))
+    meter.feed_rpict_line(rpict(1000.0, 200.0, 300.0))
+
+    state = meter.snapshot()
+    assert state["voltage_v"] is None
+    assert [c["power_w"] for c in state["channels"]] == [1000.0, 200.0, 300.0]
+    assert state["total_energy_kwh"] > 0
+    warnings = [r.getMessage() for r in caplog.records if "voltage board" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "0 V" in warnings[0]
 
 
 def test_rejected_lines_are_logged_at_a_limited_rate(

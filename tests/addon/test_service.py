@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from energy_tracker_addon.config import Options
+from energy_tracker_addon.config import ChannelConfig, Options
 from energy_tracker_addon.meter import CHECK_INTERVAL_S
 from energy_tracker_addon.persistence import CounterStore
 from energy_tracker_addon.protocol import frame, parse_command_line
@@ -254,6 +254,31 @@ async def test_a_killed_addon_resumes_from_every_counter_it_showed(
     stored = CounterStore(data_dir / COUNTER_FILE).load()
     assert stored is not None
     assert round(stored.total_kwh, 6) >= later["total"]  # the API rounds to 6
+
+
+async def test_the_simulated_meter_stands_in_for_any_hat_model(
+    tmp_path: Path, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An rpict8 chosen before the hat is wired: the simulated meter prints RPICT3T1 lines,
+    # which the rpict8 parser would reject one by one.
+    options = Options(api_token=TOKEN, rpict_model="rpict8", simulation_speed=60, relays=(),
+                      channels=(ChannelConfig(1, "Mains", "mains"),
+                                ChannelConfig(8, "Heat pump", "circuit")))
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        state: dict[str, Any] = {}
+
+        async def available() -> bool:
+            state.update(await get(session, service.url, "state"))
+            return bool(state["available"])
+
+        await wait_until(available, timeout=10, what="simulated readings")
+        assert [c["id"] for c in state["channels"]] == [1]
+        assert state["boards"]["rpict"]["lines_rejected"] == 0
+    finally:
+        await service.stop()
+    assert "simulated meter is an rpict3t1, not an rpict8; channels Heat pump" in caplog.text
 
 
 @pytest.mark.parametrize(
