@@ -251,6 +251,16 @@ def _with_value(options: dict[str, Any], key: str, value: Any) -> dict[str, Any]
         name, field = key.split(".")
         changed[name] = [changed[name][0]]
         changed[name][0][field] = value
+        # Checks across options are beyond the Supervisor's schema language and have tests
+        # of their own (test_config): a one-field comparison keeps clear of them, with a
+        # hat that has every channel id, and relays naming no channel or one that exists.
+        changed["rpict_model"] = "rpict8"
+        if name == "channels":
+            changed["relays"] = [{k: v for k, v in relay.items() if k != "channel"}
+                                 for relay in changed["relays"]]
+        else:
+            changed["channels"] = [{"id": i, "name": f"CT {i}", "role": "circuit"}
+                                   for i in range(1, 9)]
     else:
         changed[key] = value
     return changed
