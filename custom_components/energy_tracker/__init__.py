@@ -23,6 +23,7 @@ from .events import MeterEvents
 from .export_action import async_setup_export_action
 from .label_action import async_setup_label_action
 from .nilm_repair import NilmIssue
+from .outage import async_forget_outage, async_outage
 from .services import async_setup_services
 from .voice import async_setup_voice
 
@@ -56,11 +57,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
             translation_domain=DOMAIN, translation_key="invalid_auth"
         ) from err
     except (CannotConnect, InvalidData) as err:
+        # Timed across the retries: a long outage still raises its repairs issue.
+        async_outage(hass, entry).async_lost()
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
             translation_key="cannot_connect",
             translation_placeholders={"error": str(err)},
         ) from err
+    async_outage(hass, entry).async_restored()
     if info.meter_id != entry.unique_id:
         # Retrying cannot help: the user must point the entry at its meter (reconfigure).
         raise ConfigEntryError(
@@ -102,8 +106,16 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> bool:
-    """Unload platforms; the stream task and the coordinator stop with the entry."""
+    """Unload platforms; the stream task and the coordinator stop with the entry. An
+    outage is still timed through a reload, not once the user disabled the entry."""
+    if entry.disabled_by is not None:
+        async_outage(hass, entry).async_end()
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> None:
+    """A removed entry has no outage to report."""
+    async_forget_outage(hass, entry)
 
 
 

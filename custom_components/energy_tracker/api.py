@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -40,6 +42,21 @@ EXPORT_CHUNK_BYTES = 1024 * 1024
 
 class EnergyTrackerError(Exception):
     """Base class of the client's errors."""
+
+
+def failure(err: BaseException) -> str:
+    """Why a request failed, in a few words: aiohttp's repr dumps its whole connection
+    key (host, port, proxy, SSL settings) into logs, the UI and diagnostics."""
+    if isinstance(err, aiohttp.ClientConnectorError):
+        os_error = err.os_error
+        if isinstance(os_error, socket.gaierror):
+            return f"host name not found ({os_error.strerror})"
+        return os.strerror(os_error.errno) if os_error.errno else type(os_error).__name__
+    if isinstance(err, TimeoutError):
+        return "no answer in time"
+    if isinstance(err, aiohttp.ClientResponseError):
+        return f"{err.status} {err.message}"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 class CannotConnect(EnergyTrackerError):
@@ -144,7 +161,7 @@ class EnergyTrackerClient:
                     await sink(chunk)
                 return int(response.headers.get("X-Export-Rows", "0"))
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise CannotConnect(f"GET export failed: {err!r}") from err
+            raise CannotConnect(f"GET export failed: {failure(err)}") from err
 
     async def stream(self) -> AsyncGenerator[MeterState]:
         """Yield the current state, then every new reading, until the connection ends.
@@ -177,7 +194,7 @@ class EnergyTrackerClient:
                 raise InvalidAuth("the add-on refused the API token") from err
             raise CannotConnect(f"stream handshake failed: {err.status} {err.message}") from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise CannotConnect(f"stream connection failed: {err!r}") from err
+            raise CannotConnect(f"stream connection failed: {failure(err)}") from err
 
     async def _get_json(self, path: str) -> Any:
         try:
@@ -193,7 +210,7 @@ class EnergyTrackerClient:
                 except (aiohttp.ContentTypeError, ValueError) as err:
                     raise InvalidData(f"GET {path} did not answer JSON") from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise CannotConnect(f"GET {path} failed: {err!r}") from err
+            raise CannotConnect(f"GET {path} failed: {failure(err)}") from err
 
 
     async def _send_json(self, method: str, path: str, body: dict[str, Any],
@@ -210,7 +227,7 @@ class EnergyTrackerClient:
                 except (aiohttp.ContentTypeError, ValueError) as err:
                     raise InvalidData(f"{method} {path} did not answer JSON") from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise CannotConnect(f"{method} {path} failed: {err!r}") from err
+            raise CannotConnect(f"{method} {path} failed: {failure(err)}") from err
         if response.status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None
             detail = answer.get("detail") if isinstance(answer, dict) else None

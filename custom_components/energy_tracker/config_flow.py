@@ -193,7 +193,10 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self.async_update_reload_and_abort(entry, data_updates=user_input)
         return self.async_show_form(
             step_id="reconfigure",
-            data_schema=_connection_schema(entry.data),
+            # After an error the form shows what was typed, not the stored values again.
+            data_schema=self.add_suggested_values_to_schema(
+                _connection_schema(entry.data), user_input
+            ),
             errors=errors,
         )
 

@@ -8,10 +8,8 @@ from contextlib import aclosing
 from datetime import datetime
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_HOST, CONF_PORT
 from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed
-from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
@@ -20,13 +18,12 @@ from .const import (
     CONF_UPDATE_INTERVAL,
     DEFAULT_UPDATE_INTERVAL,
     DOMAIN,
-    ISSUE_UNREACHABLE,
     LOGGER,
     RECONNECT_INITIAL_DELAY,
     RECONNECT_MAX_DELAY,
-    UNREACHABLE_ISSUE_AFTER,
 )
 from .models import MeterInfo, MeterState
+from .outage import async_outage
 
 type EnergyTrackerConfigEntry = ConfigEntry[EnergyTrackerCoordinator]
 # What decides which devices and entities exist, besides the appliances (added on the fly):
@@ -58,7 +55,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self.client = client
         self.info = info
         self._in_outage = False
-        self._cancel_issue_timer: CALLBACK_TYPE | None = None
+        self._outage = async_outage(hass, entry)
         self._min_interval = float(
             entry.options.get(CONF_UPDATE_INTERVAL, DEFAULT_UPDATE_INTERVAL)
         )
@@ -70,7 +67,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
     @property
     def issue_id(self) -> str:
         """The repairs issue raised for this entry after a long outage."""
-        return f"{ISSUE_UNREACHABLE}_{self.config_entry.entry_id}"
+        return self._outage.issue_id
 
     async def _async_update_data(self) -> MeterState:
         """One REST read: the first refresh at setup (and a manual update_entity)."""
@@ -96,10 +93,9 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         )
 
     async def async_shutdown(self) -> None:
-        """Stop the outage timer; the entry cancels the stream task itself."""
-        self._async_cancel_issue_timer()
+        """The entry cancels the stream task itself. An outage goes on being timed: it
+        may outlast this coordinator (a reload while the add-on is down)."""
         self._async_drop_pending()
-        ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
         await super().async_shutdown()
 
     async def _async_run_stream(self) -> None:
@@ -137,8 +133,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         if self._in_outage:
             self._in_outage = False
             LOGGER.info("Connection to the Energy Tracker add-on restored")
-            self._async_cancel_issue_timer()
-            ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
+            self._outage.async_restored()
             self._async_publish(state)  # back from an outage: show it at once
             # The add-on may have restarted with other options (boards, relays, meters).
             self.config_entry.async_create_background_task(
@@ -198,43 +193,14 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
 
     @callback
     def _async_connection_lost(self, err: Exception) -> None:
-        # The coordinator logs the start of an outage; a new reason during one (the
-        # add-on is back but serves another meter) is worth one more line.
-        if not self.last_update_success and str(err) != str(self.last_exception):
+        # The coordinator logs the start of an outage; a new kind of reason during one
+        # (the add-on is back but serves another meter) is worth one more line, a refused
+        # reconnection after "the add-on closed the stream" is not.
+        if (not self.last_update_success and isinstance(err, InvalidData)
+                and str(err) != str(self.last_exception)):
             LOGGER.warning("Energy Tracker add-on still unavailable: %s", err)
         self._async_drop_pending()  # a reading from before the loss must not revive entities
         self.async_set_update_error(err)
         if not self._in_outage:
             self._in_outage = True
-            self._cancel_issue_timer = async_call_later(
-                self.hass,
-                UNREACHABLE_ISSUE_AFTER,
-                HassJob(self._async_raise_unreachable_issue, cancel_on_shutdown=True),
-            )
-
-    @callback
-    def _async_raise_unreachable_issue(self, _now: datetime) -> None:
-        self._cancel_issue_timer = None
-        LOGGER.warning(
-            "The Energy Tracker add-on has been unreachable for more than %s",
-            UNREACHABLE_ISSUE_AFTER,
-        )
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            self.issue_id,
-            is_fixable=False,
-            severity=ir.IssueSeverity.ERROR,
-            translation_key=ISSUE_UNREACHABLE,
-            translation_placeholders={
-                "title": self.config_entry.title,
-                "host": str(self.config_entry.data[CONF_HOST]),
-                "port": str(self.config_entry.data[CONF_PORT]),
-            },
-        )
-
-    @callback
-    def _async_cancel_issue_timer(self) -> None:
-        if self._cancel_issue_timer is not None:
-            self._cancel_issue_timer()
-            self._cancel_issue_timer = None
+            self._outage.async_lost()

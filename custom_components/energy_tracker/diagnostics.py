@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.components.diagnostics import REDACTED, async_redact_data
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST
 from homeassistant.core import HomeAssistant
 
@@ -28,5 +28,12 @@ async def async_get_config_entry_diagnostics(
         "info": asdict(coordinator.info),
         "state": asdict(coordinator.data) if coordinator.data is not None else None,
         "connected": coordinator.last_update_success,
-        "last_error": repr(coordinator.last_exception) if coordinator.last_exception else None,
+        "last_error": _redacted_error(coordinator.last_exception, str(entry.data[CONF_HOST])),
     }
+
+
+def _redacted_error(error: Exception | None, host: str) -> str | None:
+    """The last error as text, without the host it may name."""
+    if error is None:
+        return None
+    return repr(error).replace(host, REDACTED) if host else repr(error)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
 
@@ -16,6 +16,7 @@ from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, Supp
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.util import dt as dt_util
+from homeassistant.util import slugify
 
 from .commands import run_command
 from .const import DOMAIN
@@ -46,6 +47,14 @@ def async_setup_export_action(hass: HomeAssistant) -> None:
     )
 
 
+def export_file_name(title: str, meter_id: str, start: datetime, end: datetime,
+                     fmt: str) -> str:
+    """Names the meter (two meters' exports of one span do not overwrite each other) and
+    gives both times in UTC (times given in two zones do not read as one moment)."""
+    span = "_".join(f"{t.astimezone(UTC):%Y%m%dT%H%M%SZ}" for t in (start, end))
+    return f"energy_tracker_{slugify(title)}_{meter_id[:8]}_{span}.{fmt}"
+
+
 def export_directory(hass: HomeAssistant) -> Path:
     if SHARE_DIR.is_dir():
         return SHARE_DIR / DOMAIN
@@ -63,7 +72,7 @@ async def _async_export(call: ServiceCall) -> ServiceResponse:
     fmt: str = call.data[ATTR_FORMAT]
     entry = _target_entry(call)
     directory = export_directory(hass)
-    name = f"energy_tracker_{start:%Y%m%dT%H%M%S}_{end:%Y%m%dT%H%M%S}.{fmt}"
+    name = export_file_name(entry.title, str(entry.unique_id), start, end, fmt)
     handle, temp = await hass.async_add_executor_job(_open_temp, directory)
 
     async def sink(chunk: bytes) -> None:

@@ -15,6 +15,7 @@ from homeassistant.core import HomeAssistant, State
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.util import slugify
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker import export_action
@@ -147,6 +148,9 @@ async def test_export_action_writes_the_readings_into_a_file(
     )
     path = Path(str(answer["path"]))
     assert path.parent == tmp_path / "config" / "energy_tracker_exports"
+    # The meter and the span in UTC: another meter's export of the same span is another file.
+    assert path.name == (f"energy_tracker_{slugify(entry.title)}_{entry.unique_id[:8]}_"
+                         f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.csv")
     csv = pd.read_csv(path)
     assert answer["rows"] == len(csv) == 11
     assert list(pd.to_datetime(csv["timestamp"], utc=True)) == [

@@ -63,6 +63,17 @@ async def test_closed_port_is_cannot_connect_and_the_form_recovers(
     assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
+async def test_a_host_name_reaches_the_addon(hass: HomeAssistant, addon: Addon) -> None:
+    # Through HA's own resolver (aiodns): with pycares 5 every host name failed here with
+    # a TypeError, shown as "Unknown error".
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {**addon.entry_data, CONF_HOST: "localhost"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_HOST] == "localhost"
+
+
 async def test_wrong_token_is_invalid_auth(hass: HomeAssistant, addon: Addon) -> None:
     flow_id = await start_user_flow(hass)
     result = await hass.config_entries.flow.async_configure(
@@ -177,6 +188,19 @@ async def test_reconfigure_to_the_new_port(
     assert result["reason"] == "reconfigure_successful"
     assert entry.data[CONF_PORT] == addon.port
     assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_reconfigure_keeps_what_was_typed_after_an_error(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, closed_port: int
+) -> None:
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**addon.entry_data, CONF_PORT: closed_port})
+    assert result["errors"] == {"base": "cannot_connect"}
+    suggested = {str(key): key.description["suggested_value"]
+                 for key in result["data_schema"].schema
+                 if key.description and "suggested_value" in key.description}
+    assert suggested[CONF_PORT] == closed_port
 
 
 async def test_reconfigure_refuses_another_meter(

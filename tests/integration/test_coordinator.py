@@ -153,3 +153,43 @@ async def test_update_interval_option_throttles_entity_updates(
     assert seq_after - seq_before >= 5  # the meter kept reading every 2 s
     assert 1 <= len(changes) <= 3, changes
     assert all(b - a >= 4.9 for a, b in itertools.pairwise(changes)), changes
+
+
+async def test_an_outage_across_a_reload_still_raises_and_clears_the_issue(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    # An options change while the add-on is down reloads the entry, which then waits in
+    # setup retry: the outage clock must survive the coordinator it started in.
+    issue_id = f"addon_unreachable_{loaded_entry.entry_id}"
+    await addon.stop()
+    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
+    await hass.config_entries.async_reload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    assert loaded_entry.state is ConfigEntryState.SETUP_RETRY
+
+    later = dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER + timedelta(seconds=1)
+    async_fire_time_changed(hass, later)
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is not None
+
+    await addon.start()
+    async_fire_time_changed(hass, later + timedelta(minutes=10))  # the next setup retry
+    await wait_for(lambda: loaded_entry.state is ConfigEntryState.LOADED, 10, "setup")
+    await wait_for(lambda: power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE,
+                   10, "total power to come back")
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_an_entry_removed_during_an_outage_leaves_no_issue(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    await addon.stop()
+    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
+    assert await hass.config_entries.async_remove(loaded_entry.entry_id)
+    async_fire_time_changed(hass, dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER
+                            + timedelta(seconds=1))
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN,
+                                          f"addon_unreachable_{loaded_entry.entry_id}") is None

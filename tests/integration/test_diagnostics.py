@@ -11,7 +11,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from .conftest import HOST, Addon
+from .conftest import HOST, Addon, wait_for
 
 
 async def test_diagnostics_redact_the_token_and_host(
@@ -29,3 +29,21 @@ async def test_diagnostics_redact_the_token_and_host(
     assert diagnostics["info"]["meter_id"] == addon.meter_id
     assert diagnostics["state"]["meter_id"] == addon.meter_id
     assert diagnostics["connected"] is True
+
+
+async def test_diagnostics_of_a_lost_connection_still_hide_the_host(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, addon: Addon,
+    loaded_entry: MockConfigEntry,
+) -> None:
+    coordinator = loaded_entry.runtime_data
+    await addon.stop()
+    await wait_for(lambda: not coordinator.last_update_success, 5, "the outage")
+    await wait_for(lambda: "refused" in str(coordinator.last_exception), 10, "a reconnect")
+
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, loaded_entry)
+
+    assert diagnostics["connected"] is False
+    # A short reason instead of aiohttp's ConnectionKey(host=..., port=..., ssl=...) dump.
+    assert "Connection refused" in diagnostics["last_error"]
+    assert "ConnectionKey" not in diagnostics["last_error"]
+    assert HOST not in json.dumps(diagnostics)
