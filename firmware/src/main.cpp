@@ -26,6 +26,10 @@ constexpr uint16_t kRingSize = 512;  // 256 ms of samples: loop() never stalls t
 volatile uint16_t g_ring[kRingSize];
 volatile uint16_t g_head = 0;
 volatile uint16_t g_tail = 0;
+// Where in the ring sampling paused for a flash write: the meter must not join the samples
+// on either side into one cycle.
+bool g_gap_pending = false;
+uint16_t g_gap_at = 0;
 volatile uint32_t g_ring_overruns = 0;
 
 volatile uint32_t g_gas_edge_ms = 0;
@@ -69,8 +73,10 @@ struct EepromSettings : et1::SettingsStore {
     bool write(const uint8_t* buf, size_t len) override {
         for (size_t i = 0; i < len; ++i) EEPROM.write(static_cast<int>(i), buf[i]);
         // No flash-resident ISR may run while the sector is erased and written: pause the
-        // ADC timer (the meter drops the disturbed cycle as implausible).
+        // ADC timer, and mark the gap so the meter drops the cycle it cuts.
         timer1_disable();
+        g_gap_at = g_head;
+        g_gap_pending = true;
         const bool ok = EEPROM.commit();
         start_sampling();
         return ok;
@@ -115,6 +121,10 @@ void loop() {
     while (Serial.available() > 0) g_board.on_rx_byte(static_cast<char>(Serial.read()), now);
 
     while (g_tail != g_head) {
+        if (g_gap_pending && g_tail == g_gap_at) {
+            g_gap_pending = false;
+            g_board.on_adc_gap();
+        }
         g_board.on_adc_sample(g_ring[g_tail]);
         g_tail = (g_tail + 1) & (kRingSize - 1);
     }

@@ -152,6 +152,24 @@ TEST(clipping_on_the_adc_rails_is_flagged) {
     CHECK_NEAR(clipped.freq_hz, 50.0, 0.05);
 }
 
+TEST(samples_lost_to_a_flash_write_do_not_skew_the_frequency) {
+    // Sampling pauses while flash is written (CAL, SAFE): 35-65 ms of samples are missing.
+    for (int lost_ms : {35, 45, 65}) {
+        MainsSignal s = realistic(50.0, 230.0, 1.8, 30 + lost_ms);
+        et1::VoltageMeter meter;
+        for (int i = 0; i < 2000 * 2; ++i) meter.add_sample(s.next());
+        meter.take(s.cal);
+        for (int i = 0; i < 700; ++i) meter.add_sample(s.next());
+        for (int i = 0; i < lost_ms * 2; ++i) s.next();  // never sampled
+        meter.on_gap();
+        for (int i = 0; i < 1300; ++i) meter.add_sample(s.next());
+        const et1::VoltageReading r = meter.take(s.cal);
+        CHECK(r.valid);
+        CHECK_NEAR(r.freq_hz, 50.0, 0.05);
+        CHECK_NEAR(r.vrms, s.true_vrms(), s.true_vrms() * 0.005);
+    }
+}
+
 TEST(no_signal_gives_no_reading) {
     MainsSignal s;
     s.vrms = 0.0;

@@ -46,6 +46,7 @@ public:
     void begin(uint32_t now_ms);  // relays to their fail-safe state, then the hello frame
     void on_rx_byte(char c, uint32_t now_ms);
     void on_adc_sample(uint16_t raw) { meter_.add_sample(raw); }
+    void on_adc_gap() { meter_.on_gap(); }  // samples were lost here (a flash write)
     void on_gas_input(bool closed, uint32_t last_edge_ms, uint32_t now_ms) {
         gas_.update(closed, last_edge_ms, now_ms);
     }

@@ -27,6 +27,9 @@ public:
     explicit VoltageMeter(const VoltageMeterConfig& config = VoltageMeterConfig());
 
     void add_sample(uint16_t raw);
+    // Samples are missing before the next one: the cycle in progress is dropped, and the
+    // next rising crossing only starts a new cycle (no frequency from a shortened one).
+    void on_gap() { restart_cycle(); }
 
     // Reading over the whole cycles completed since the previous call (then forgotten).
     // `cal` is volts per ADC RMS count.
