@@ -229,9 +229,19 @@ _CHANNEL_SCHEMA: Final = vol.Schema(
     }
 )
 
+
+def _api_token(value: Any) -> str:
+    """Empty (a generated token), or one nobody on the network could guess quickly."""
+    if value == "":
+        return ""
+    if not isinstance(value, str) or re.fullmatch(r"\S{16,}", value) is None:
+        raise vol.Invalid("at least 16 characters without spaces (empty: a generated one)")
+    return value
+
+
 _SCHEMA: Final = vol.Schema(
     {
-        vol.Optional("api_token"): str,
+        vol.Optional("api_token"): _api_token,
         vol.Optional("rpict_port"): str,
         vol.Optional("rpict_model"): vol.In(RPICT_MODELS),
         vol.Optional("rpict_baudrate"): vol.All(_integer, vol.Range(min=1)),

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,6 +72,12 @@ class _Appliance:
     since: datetime | None = None
     estimate_time: float | None = None  # data-time midpoint of the latest estimate
     model_wh: float = 0.0  # the Disaggregator's own integral at the latest estimate
+
+
+# Labels are runs the user saw: none ends later than now (give or take a clock), and a
+# day bounds any appliance run (or a false detection being corrected).
+LABEL_CLOCK_SKEW: Final = timedelta(minutes=5)
+LABEL_MAX_SPAN: Final = timedelta(hours=24)
 
 
 class LabelError(ValueError):
@@ -128,6 +134,10 @@ def parse_label(body: Any, known: set[str] | None, now: datetime) -> dict[str, A
     start, end = times
     if end <= start:
         raise LabelError("end must be after start")
+    if end > now + LABEL_CLOCK_SKEW:
+        raise LabelError("end is in the future: label what has happened")
+    if end - start > LABEL_MAX_SPAN:
+        raise LabelError(f"a label spans at most {LABEL_MAX_SPAN.total_seconds() / 3600:g} h")
     was_running = body.get("was_running", True)
     if not isinstance(was_running, bool):
         raise LabelError("was_running must be true or false")

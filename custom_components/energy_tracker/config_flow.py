@@ -213,8 +213,15 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
         if entry.state is not ConfigEntryState.LOADED:
             # The channel list comes from the running add-on.
             return self.async_abort(reason="not_loaded")
+        errors: dict[str, str] = {}
         if user_input is not None:
-            return self.async_create_entry(data=user_input)
+            intensity = user_input.get(CONF_CO2_INTENSITY_ENTITY)
+            # The selector offers existing sensors; typed or sent by API, a missing one
+            # would silently never forward anything.
+            if intensity and self.hass.states.get(intensity) is None:
+                errors[CONF_CO2_INTENSITY_ENTITY] = "entity_not_found"
+            else:
+                return self.async_create_entry(data=user_input)
         channels = entry.runtime_data.info.channels
         shown = entry.options.get(CONF_CHANNELS, [str(channel.id) for channel in channels])
         schema = vol.Schema(
@@ -247,4 +254,8 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
                 ): EntitySelector(EntitySelectorConfig(domain="sensor")),
             }
         )
-        return self.async_show_form(step_id="init", data_schema=schema)
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input),
+            errors=errors,
+        )

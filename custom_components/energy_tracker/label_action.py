@@ -16,6 +16,7 @@ from homeassistant.util import dt as dt_util
 
 from .commands import run_command
 from .const import DOMAIN
+from .nilm_models import ApplianceState
 from .services import ATTR_CONFIG_ENTRY_ID, _target_entry
 
 SERVICE_LABEL_APPLIANCE: Final = "label_appliance"
@@ -51,14 +52,32 @@ async def _async_label(call: ServiceCall) -> ServiceResponse:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="label_end_before_start")
     entry = _target_entry(call)
-    # Accept the appliance key of events and triggers too ("nilm_kettle").
-    appliance = str(call.data[ATTR_APPLIANCE]).removeprefix("nilm_")
+    appliance = _appliance_id(entry.runtime_data.data.appliances,
+                              str(call.data[ATTR_APPLIANCE]))
     return await run_command(
         entry.runtime_data.client.add_label({
             "appliance": appliance, "start": start.isoformat(), "end": end.isoformat(),
             "was_running": call.data[ATTR_WAS_RUNNING],
         }),
         SERVICE_LABEL_APPLIANCE,
+    )
+
+
+def _appliance_id(known: dict[str, ApplianceState] | None, given: str) -> str:
+    """The add-on's id of the appliance the user named: its id, the key of events and
+    triggers ("nilm_kettle"), or the name shown in Home Assistant ("Kettle")."""
+    if not known:
+        raise ServiceValidationError(translation_domain=DOMAIN,
+                                     translation_key="label_no_appliances")
+    wanted = given.strip().casefold()
+    for appliance in known.values():
+        if wanted in (appliance.id.casefold(), f"nilm_{appliance.id}".casefold(),
+                      appliance.name.casefold()):
+            return appliance.id
+    raise ServiceValidationError(
+        translation_domain=DOMAIN, translation_key="label_unknown_appliance",
+        translation_placeholders={"appliance": given,
+                                  "known": ", ".join(a.name for a in known.values())},
     )
 
 

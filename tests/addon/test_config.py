@@ -97,6 +97,9 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
         ({"nilm_appliances": ["kettle", "Dish washer"]},
          "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
         ({"nilm_appliances": ["kettle", "kettle"]}, "nilm_appliances: lists a model twice"),
+        # A token anyone on the network could guess opens every route but health.
+        ({"api_token": "abc"}, "api_token: at least 16 characters without spaces"),
+        ({"api_token": " " * 20}, "api_token: at least 16 characters without spaces"),
         # Checks across options: refused before anything starts (exit 2), not mid-start.
         ({"channels": [{"id": 5, "name": "A", "role": "mains"}], "relays": []},
          "channels: channel id 5 does not exist on an rpict3t1, which has 3 CT inputs"),
@@ -146,7 +149,7 @@ def test_generated_token_is_kept_private_and_reused(tmp_path: Path) -> None:
 def test_token_option_wins_over_the_generated_one(tmp_path: Path) -> None:
     resolve_token(Options(), tmp_path)
 
-    assert resolve_token(Options(api_token="set-by-user"), tmp_path) == "set-by-user"
+    assert resolve_token(Options(api_token="set-by-user-0123"), tmp_path) == "set-by-user-0123"
 
 
 def test_meter_id_is_created_once(tmp_path: Path) -> None:

@@ -75,6 +75,10 @@ async def request(service: AddonService, method: str, path: str,
           "end": "2026-11-24T07:00:00Z"}, "end must be after start"),
         ({"appliance": "kettle", "start": "2026-11-24T07:00:00Z",
           "end": "2026-11-24T07:05:00Z", "was_running": "no"}, "was_running must be"),
+        ({"appliance": "kettle", "start": "2099-01-01T07:00:00Z",
+          "end": "2099-01-01T07:05:00Z"}, "end is in the future"),
+        ({"appliance": "kettle", "start": "2026-11-20T07:00:00Z",
+          "end": "2026-11-24T07:05:00Z"}, "a label spans at most 24 h"),
     ],
 )
 async def test_bad_labels_are_refused_and_not_stored(

@@ -349,11 +349,32 @@ async def test_label_action_round_trip(
     stored = (addon.data_dir / "nilm_labels.jsonl").read_text().splitlines()
     assert [json.loads(line)["appliance"] for line in stored] == ["kettle"]
 
-    with pytest.raises(HomeAssistantError, match="unknown appliance"):
+    # A name the add-on does not detect is the caller's mistake, said with the known ones.
+    with pytest.raises(ServiceValidationError) as unknown:
         await hass.services.async_call(
             DOMAIN, "label_appliance",
             {"appliance": "toaster", "start": "2026-11-24T07:02:00+00:00",
              "end": "2026-11-24T07:06:00+00:00"}, blocking=True)
+    assert unknown.value.translation_key == "label_unknown_appliance"
+    assert "Kettle" in str(unknown.value.translation_placeholders)
+    # The name shown in Home Assistant works as well as the id.
+    named = await hass.services.async_call(
+        DOMAIN, "label_appliance",
+        {"appliance": "kettle", "start": "2026-11-24T07:10:00+00:00",
+         "end": "2026-11-24T07:12:00+00:00"}, blocking=True, return_response=True)
+    shown = await hass.services.async_call(
+        DOMAIN, "label_appliance",
+        {"appliance": "Kettle", "start": "2026-11-24T07:20:00+00:00",
+         "end": "2026-11-24T07:22:00+00:00"}, blocking=True, return_response=True)
+    assert named is not None
+    assert shown is not None
+    assert named["appliance"] == shown["appliance"] == "kettle"
+    # The add-on refuses a label that ends in the future (a run nobody has seen yet).
+    with pytest.raises(HomeAssistantError, match="in the future"):
+        await hass.services.async_call(
+            DOMAIN, "label_appliance",
+            {"appliance": "kettle", "start": "2099-01-01T07:02:00+00:00",
+             "end": "2099-01-01T07:06:00+00:00"}, blocking=True)
     with pytest.raises(ServiceValidationError):
         await hass.services.async_call(
             DOMAIN, "label_appliance",
@@ -366,5 +387,5 @@ async def test_label_action_round_trip(
         {"appliance": "fridge", "start": "2026-11-24 08:00:00", "end": "2026-11-24 08:30:00"},
         blocking=True)
     labels = (await addon.get("labels"))["labels"]
-    assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[1:]] == [
+    assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[3:]] == [
         ("fridge", local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,6 +171,17 @@ async def test_demand_response_sheds_and_restores(
                                    {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
     await wait_for(lambda: all_relays(True), 20, "restoring when the signal ends")
 
+    # The power sensor unavailable when the signal ends: unknown power is not low power.
+    await hass.services.async_call("input_boolean", "turn_on",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await wait_for(lambda: all_relays(False), 20, "shedding on the grid signal")
+    hass.states.async_set("sensor.grid_power", "unavailable", {"device_class": "power"})
+    await hass.services.async_call("input_boolean", "turn_off",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await hass.async_block_till_done()
+    await asyncio.sleep(1)
+    assert await all_relays(False)
+
 
 async def test_anomaly_without_figures_still_notifies(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
@@ -184,3 +196,38 @@ async def test_anomaly_without_figures_still_notifies(
     await hass.async_block_till_done()
     assert [call.data for call in notify] == [
         {"title": "Unusual energy use", "message": "Unusual low consumption."}]
+
+
+def _offered(selector: dict[str, Any], device: dr.DeviceEntry, domains: set[str]) -> bool:
+    """Whether a device selector's filter lets the user pick `device` (as the frontend
+    filters: any one entry of the list matching on every key it names)."""
+    filters = selector.get("filter", [selector])
+    return any(
+        ("integration" not in f or f["integration"] in domains)
+        and ("model" not in f or f["model"] == device.model)
+        for f in filters
+    )
+
+
+@pytest.mark.parametrize("name", ["anomaly_notify", "appliance_finished_notify"])
+async def test_device_pickers_offer_exactly_the_devices_that_can_fire(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, name: str,
+) -> None:
+    from homeassistant.components.device_automation import (
+        DeviceAutomationType,
+        async_get_device_automations,
+    )
+
+    blueprint = load_yaml_dict(str(BLUEPRINTS / f"{name}.yaml"))
+    (trigger,) = blueprint["triggers"]
+    selector = blueprint["blueprint"]["input"][trigger["device_id"].name]["selector"]["device"]
+    devices = dr.async_entries_for_config_entry(device_registry, loaded_entry.entry_id)
+    assert len(devices) >= 4  # the meter, its boards, relays (and appliances)
+    found = await async_get_device_automations(
+        hass, DeviceAutomationType.TRIGGER, [d.id for d in devices])
+    fires = {d.id for d in devices
+             if any(t["type"] == trigger["type"] for t in found[d.id])}
+    offered = {d.id for d in devices if _offered(selector, d, {DOMAIN})}
+    assert fires
+    assert offered == fires

@@ -11,7 +11,12 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.energy_tracker.const import CONF_CHANNELS, DEFAULT_PORT, DOMAIN
+from custom_components.energy_tracker.const import (
+    CONF_CHANNELS,
+    CONF_CO2_INTENSITY_ENTITY,
+    DEFAULT_PORT,
+    DOMAIN,
+)
 
 from .conftest import HOST, Addon
 
@@ -245,6 +250,25 @@ async def test_options_keep_entities_of_the_chosen_channels_only(
     # The totals stay whatever channels are shown.
     assert entity_registry.async_get_entity_id(
         "sensor", DOMAIN, f"{addon.meter_id}_total_power") is not None
+
+
+async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    channels = [str(c["id"]) for c in (await addon.get("info"))["channels"]]
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: channels, CONF_CO2_INTENSITY_ENTITY: "sensor.does_not_exist"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_CO2_INTENSITY_ENTITY: "entity_not_found"}
+    assert CONF_CO2_INTENSITY_ENTITY not in loaded_entry.options
+
+    hass.states.async_set("sensor.grid_co2", "250", {"unit_of_measurement": "gCO2eq/kWh"})
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: channels, CONF_CO2_INTENSITY_ENTITY: "sensor.grid_co2"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert loaded_entry.options[CONF_CO2_INTENSITY_ENTITY] == "sensor.grid_co2"
 
 
 async def test_options_need_a_running_entry(hass: HomeAssistant, closed_port: int) -> None:
