@@ -159,12 +159,14 @@ class RelayManager:
 
     def as_json(self, relay: Relay) -> dict[str, Any]:
         changed = relay.last_changed
+        available = self.available(relay)
         return {
             "id": relay.id,
             "name": relay.name,
             "source": relay.source,
-            "state": relay.state,
-            "available": self.available(relay),
+            # Unknown while the board that holds it cannot be asked (unplugged, rebooting).
+            "state": relay.state if available else None,
+            "available": available,
             "priority": relay.priority,
             "min_on_s": relay.min_on_s,
             "last_changed": (

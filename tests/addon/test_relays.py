@@ -222,7 +222,9 @@ async def test_unplugged_board_answers_503(
                            headers=auth()) as resp:
         assert resp.status == 503
         assert await resp.json() == {"error": "board_unavailable"}
-    assert (await _relay(session, service, 1))["available"] is False
+    relay = await _relay(session, service, 1)
+    # The last acknowledged state is no longer known to hold: unknown, not "on".
+    assert (relay["available"], relay["state"]) == (False, None)
 
 
 async def test_settings_survive_a_restart(
