@@ -54,7 +54,7 @@ ROW_SECONDS: Final = 60.0
 RPICT_INTERVAL_S: Final = 2.0
 BOARD_INTERVAL_S: Final = 1.0
 NODE_ID: Final = 11
-FIRMWARE_VERSION: Final = "1.0.0-sim"
+FIRMWARE_VERSION: Final = "1.1.0-sim"
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"
 # No ADC behind the simulated board: a neutral calibration factor.
@@ -239,6 +239,8 @@ class SimulatedMeter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self._board is not None
+        self._board.send(b"\r\n")  # as the firmware boots: an empty line, then the hello
         self._send_hello()
         ticks_per_rpict = round(RPICT_INTERVAL_S / BOARD_INTERVAL_S)
         tick = 0

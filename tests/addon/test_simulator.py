@@ -22,6 +22,7 @@ from energy_tracker_addon.protocol import (
     MeasurementFrame,
     RpictParser,
     encode_command,
+    is_blank,
     parse_board_line,
 )
 from energy_tracker_addon.simulator import BoardEnd, SimulatedMeter
@@ -83,9 +84,13 @@ class SlaveReader:
         return line
 
     async def board_frame[T](self, kind: type[T]) -> T:
-        """The next ET1 frame of one type, skipping the others (measurements every second)."""
+        """The next ET1 frame of one type, skipping the others (measurements every second)
+        and empty lines (the boot starts with one, as the firmware's does)."""
         while True:
-            parsed = parse_board_line(await self.line())
+            line = await self.line()
+            if is_blank(line):
+                continue
+            parsed = parse_board_line(line)
             if isinstance(parsed, kind):
                 return parsed
 
@@ -123,6 +128,7 @@ async def test_lines_carry_the_replay_data(
     row = 600
     rpict, board = await start(running, SimulatedMeter(vest=VEST, start=replay.times[row]))
     try:
+        assert is_blank(await board.line())  # the boot's empty line, as the firmware's
         hello = parse_board_line(await board.line())
         measurement = parse_board_line(await board.line())
         line = await rpict.line()
