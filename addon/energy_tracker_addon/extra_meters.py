@@ -89,6 +89,7 @@ class ExtraMeters:
         self._extras: dict[str, _Entry] = {}
         self._running = contextlib.AsyncExitStack()
         self._failing = False  # a full disk is said once, not at every reading
+        self._last_durable = clock()
 
     @property
     def configured(self) -> bool:
@@ -161,7 +162,11 @@ class ExtraMeters:
             entry.buckets.record(datetime.fromisoformat(state["timestamp"]),
                                  {TOTAL: state["total_energy_kwh"]})
             if self.configured:
-                self._persist(live=True)  # before this state is published
+                # Before this state is published; fsynced once a persist interval.
+                durable = self._clock() - self._last_durable >= self._options.persist_interval_s
+                self._persist(live=not durable)
+                if durable:
+                    self._last_durable = self._clock()
 
         return record
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from energy_tracker_addon.config import ExtraMeterConfig, Options, OptionsError, parse_options
+from energy_tracker_addon.extra_meters import PERIODS_FILE
 from energy_tracker_addon.meter import CHECK_INTERVAL_S
 from energy_tracker_addon.persistence import CounterStore
 from energy_tracker_addon.service import AddonService
@@ -156,6 +158,8 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
             return meters[1]["available"] is False
 
         await wait_until(garage_stale, timeout=CHECK_INTERVAL_S + 2, what="garage stale")
+        # The periods are fsynced while running (each persist interval), not only at a stop.
+        assert "garage" in json.loads((data_dir / "meters" / PERIODS_FILE).read_text())
         stale = (await get(session, service.url, "meters"))["meters"][1]
         assert stale["total_power_w"] is None
         assert stale["total_energy_kwh"] == pytest.approx(0.5, abs=1e-6)
