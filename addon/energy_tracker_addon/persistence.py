@@ -139,6 +139,8 @@ class CounterStore:
             return None, None
         except (CorruptCounterFile, UnicodeDecodeError) as error:
             return None, f"corrupt ({error})"
+        except OSError as error:  # a directory in its place, a card read error
+            return None, f"unreadable ({error.strerror or error})"
 
     def save(self, counters: EnergyCounters) -> None:
         """Write atomically. Counters lower than the last saved ones are refused."""

@@ -173,3 +173,13 @@ def test_revisions_continue_after_a_restart(tmp_path: Path) -> None:
     # The restarted store's next durable save outranks the live copy it resumed from.
     second.save(counters(1.4))
     assert CounterStore(path).load() == counters(1.4)
+
+
+def test_an_unreadable_counter_file_is_an_error_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "energy.json"
+    path.mkdir()  # something else in its place
+    assert CounterStore(path).load() is None
+    assert "unreadable" in caplog.text
+    assert "counting from zero" in caplog.text
