@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .evaluate import evaluate_csv
 
-            print(json.dumps(evaluate_csv(args.data, args.models)))
+            print(json.dumps(evaluate_csv(args.data, args.models), allow_nan=False))
     except (NilmBundleError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -57,20 +57,32 @@ def read_power_csv(path: Path) -> pd.DataFrame:
 
     Returns a frame indexed by UTC timestamps, sorted, numeric columns only.
     """
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:
-        df = pd.read_csv(fh)
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:
+            df = pd.read_csv(fh)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError,
+            gzip.BadGzipFile, EOFError) as err:
+        raise DataError(f"{path}: not a UTF-8 CSV file{' (gzip)' if opener is gzip.open else ''}"
+                        f" ({type(err).__name__}: {err})") from None
     if "timestamp" not in df.columns or "mains" not in df.columns:
         raise DataError(f"{path}: needs columns 'timestamp' and 'mains', has {list(df.columns)}")
     ts = df.pop("timestamp")
-    if pd.api.types.is_numeric_dtype(ts):
-        index = pd.to_datetime(ts, unit="s", utc=True)
-    else:
-        index = pd.to_datetime(ts, utc=True, format="ISO8601")
+    try:
+        if pd.api.types.is_numeric_dtype(ts):
+            index = pd.to_datetime(ts, unit="s", utc=True)
+        else:
+            index = pd.to_datetime(ts, utc=True, format="ISO8601")
+    except (ValueError, OverflowError) as err:
+        raise DataError(f"{path}: timestamps must be ISO 8601 or unix seconds ({err})") from None
     df.index = pd.DatetimeIndex(index, name="timestamp")
     df = df.apply(pd.to_numeric, errors="coerce")
+    if not df["mains"].notna().any():
+        raise DataError(f"{path}: the 'mains' column holds no numbers")
     return df.sort_index()
 
 

@@ -31,28 +31,56 @@ def score(spec: ModelSpec, pred: NDArray[np.floating], pred_on: NDArray[np.bool_
           true: NDArray[np.floating]) -> dict[str, float]:
     """Metrics where both prediction and truth exist."""
     ok = np.isfinite(pred) & np.isfinite(true)
+    if not ok.any():
+        return {"mae_w": float("nan"), "sae": float("nan"), "f1": float("nan"), "samples": 0}
     true_on = track(spec, np.nan_to_num(true))
     return summary(pred[ok], true[ok], pred_on[ok], true_on[ok])
 
 
-def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per-appliance metrics for every bundle model that has a ground-truth column in `df`."""
+def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame,
+                   skipped: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """Per-appliance metrics for every bundle model that has a ground-truth column in `df`.
+
+    An appliance the data cannot score (shorter than its window, or no full window where
+    both mains and truth are known) is left out, with the reason in `skipped`; when none
+    can be scored that is a DataError.
+    """
     names = [n for n in bundle.models if n in df.columns]
     if not names:
         raise DataError(f"no column matches the bundle's appliances {sorted(bundle.models)}")
     results = {}
+    reasons = {} if skipped is None else skipped
     for name in names:
         runner = bundle.models[name]
         series = resample(df[["mains", name]], runner.spec.period_s)
         if len(series) < runner.spec.window:
-            raise DataError(f"{name}: {len(series)} samples at {runner.spec.period_s} s, "
-                            f"fewer than the window of {runner.spec.window}")
+            reasons[name] = (f"{len(series)} samples at {runner.spec.period_s} s, fewer than "
+                             f"the window of {runner.spec.window}")
+            continue
         out = disaggregate_series(runner, series["mains"].to_numpy(np.float32))
-        results[name] = score(runner.spec, out.power_w, out.on, series[name].to_numpy())
+        scored = score(runner.spec, out.power_w, out.on, series[name].to_numpy())
+        if scored["samples"] == 0:
+            reasons[name] = (f"no full {runner.spec.window}-sample window at "
+                             f"{runner.spec.period_s} s where mains and {name} are known")
+            continue
+        results[name] = scored
+    if not results:
+        raise DataError("nothing could be scored: " + "; ".join(
+            f"{name}: {why}" for name, why in reasons.items()))
     return results
 
 
 def evaluate_csv(data: Path, models: Path | None) -> dict[str, Any]:
+    """The CLI's JSON object; metrics that are undefined (the SAE of an appliance that never
+    ran) are null, so the line is strict JSON."""
     bundle = load_bundle(models)
+    skipped: dict[str, str] = {}
+    appliances = evaluate_frame(bundle, read_power_csv(data), skipped)
     return {"data": str(data), "models": str(bundle.path), "version": bundle.version,
-            "appliances": evaluate_frame(bundle, read_power_csv(data))}
+            "appliances": {name: {key: _json_number(value) for key, value in m.items()}
+                           for name, m in appliances.items()},
+            "skipped": skipped}
+
+
+def _json_number(value: float) -> float | None:
+    return value if np.isfinite(value) else None

@@ -124,3 +124,63 @@ def test_export_needs_a_version() -> None:
     result = run_cli("export", "--out", "/nonexistent")
     assert result.returncode == 2
     assert "--version" in result.stderr
+
+
+def _last_line_strict_json(proc: subprocess.CompletedProcess[str]) -> dict:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(proc.stdout.strip().splitlines()[-1], parse_constant=refuse)
+
+
+def test_an_appliance_that_never_ran_gives_strict_json(tmp_path: Path) -> None:
+    # The first hour of the day: the washing machine draws nothing, so its SAE is
+    # undefined. It is null, not NaN, which JSON does not have.
+    data = tmp_path / "hour.csv"
+    pd.read_csv(UKDALE, nrows=600).to_csv(data, index=False)
+    proc = run_cli("evaluate", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    apps = _last_line_strict_json(proc)["appliances"]
+    assert apps["washing_machine"]["sae"] is None
+    assert apps["fridge"]["samples"] > 0
+
+
+def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    # 250 samples at 6 s: enough for the 99- and 199-sample windows, not for 299.
+    data = tmp_path / "short.csv"
+    pd.read_csv(UKDALE, nrows=250).to_csv(data, index=False)
+    proc = run_cli("evaluate", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    result = _last_line_strict_json(proc)
+    assert {"fridge", "microwave"} <= set(result["appliances"])
+    assert "fewer than the window of 299" in result["skipped"]["washing_machine"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a UTF-8 CSV file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 CSV file"),
+        (b"timestamp,mains,fridge\nyesterday,100,50\n", "ISO 8601 or unix seconds"),
+        (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,lots,50\n", "holds no numbers"),
+        # Minute data for 6 s models: after resampling no full window is known.
+        (b"timestamp,mains,fridge\n" + b"".join(
+            f"{1410393600 + 60 * i},{200 + i % 7},{80 * (i % 3 == 0)}\n".encode()
+            for i in range(400)), "nothing could be scored"),
+    ],
+)
+def test_bad_data_is_a_message_and_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_bytes(content)
+    proc = run_cli("evaluate", "--data", str(data))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_plain_file_named_gz_is_a_message(tmp_path: Path) -> None:
+    data = tmp_path / "plain.csv.gz"
+    data.write_text("timestamp,mains,fridge\n1410393600,100,50\n")
+    proc = run_cli("evaluate", "--data", str(data))
+    assert (proc.returncode, "Traceback" in proc.stderr) == (2, False)
+    assert "(gzip)" in proc.stderr
