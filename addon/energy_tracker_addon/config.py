@@ -140,8 +140,13 @@ class Options:
 
 # The ids of a NILM bundle's models (models/README.md), as the API and the labels use them.
 APPLIANCE_ID_PATTERN: Final = r"^[a-z0-9_]{1,64}$"
-# One or more topic levels, none empty, no wildcards (they are not allowed when publishing).
-MQTT_TOPIC_PATTERN: Final = r"^[^#+/\s]+(/[^#+/\s]+)*$"
+# 1-10 topic levels of 1-100 characters, none empty, no wildcards (not allowed when
+# publishing), no control characters (brokers drop the connection), not starting with "$"
+# (brokers keep $ topics for themselves and refuse publishes there). \Z, not $: "$"
+# would accept a trailing newline.
+MQTT_TOPIC_PATTERN: Final = (
+    r"^(?!\$)[^#+/\s\x00-\x1f\x7f]{1,100}(/[^#+/\s\x00-\x1f\x7f]{1,100}){0,9}\Z"
+)
 
 
 def _integer(value: Any) -> int:

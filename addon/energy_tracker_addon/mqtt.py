@@ -198,9 +198,11 @@ class MqttPublisher:
             # Retried anyway (the broker's password file may be fixed meanwhile), but
             # logged at error level: only the user can fix this one.
             if not self._outage_logged:
-                _LOGGER.error("MQTT broker %s refused the login of user %r (%s): check "
-                              "mqtt_username and mqtt_password", where,
-                              self._options.mqtt_username, error)
+                user = self._options.mqtt_username
+                who = f"the login of user {user!r}" if user else "an anonymous login"
+                _LOGGER.error("MQTT broker %s refused %s (%s): %s", where, who, error,
+                              "check mqtt_username and mqtt_password" if user else
+                              "set mqtt_username and mqtt_password")
         elif not self._outage_logged:
             _LOGGER.warning("MQTT broker %s unavailable (%s): retrying, keeping the newest "
                             "%d readings", where, error, QUEUE_SIZE)

@@ -490,6 +490,35 @@ def _set_password(path: Path, user: str, password: str) -> None:
 RPICT_LINE = b"11 230.0 115.0 0.0 21.5\r\n"
 
 
+async def test_a_refused_anonymous_login_says_to_set_a_user(
+    broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
+    passwords = broker_dir / "passwords"
+    passwords.touch(mode=0o600)
+    _set_password(passwords, "central", "central-secret")
+    broker = Mosquitto(broker_dir, password_file=passwords)
+    broker.start()
+    options = mqtt_options(broker.port)  # no mqtt_username
+    meter_id = "0123456789abcdef0123456789abcdef"
+    meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
+    publisher = MqttPublisher(options, meter, meter_id)
+    try:
+        await publisher.start()
+        await wait_until(lambda: broker.log_text().count("not authorised") >= 1, timeout=10,
+                         what="a refused login")
+        await wait_until(lambda: any(r.levelno >= logging.ERROR for r in caplog.records
+                                     if r.name == LOGGER), timeout=5, what="the error line")
+        message = next(r.getMessage() for r in caplog.records
+                       if r.name == LOGGER and r.levelno >= logging.ERROR)
+        assert "refused an anonymous login" in message
+        assert "set mqtt_username and mqtt_password" in message
+    finally:
+        await publisher.stop()
+        broker.stop()
+
+
 async def test_wrong_password_is_logged_once_and_readings_wait_in_a_bounded_queue(
     broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -635,7 +664,12 @@ def test_publishing_needs_a_broker_host() -> None:
 @pytest.mark.parametrize(
     ("prefix", "valid"),
     [("energy_tracker", True), ("fleet/site-7", True), ("a/#", False), ("+", False),
-     ("fleet/", False), ("/fleet", False), ("two words", False), ("", False)],
+     ("fleet/", False), ("/fleet", False), ("two words", False), ("", False),
+     # Brokers refuse publishing under $ topics (and drop a client sending NUL); "$" in
+     # a regex end would also let a trailing newline through.
+     ("$SYS", False), ("fleet/$site", True), ("a\x00b", False), ("energy\n", False),
+     ("x" * 100, True), ("x" * 101, False), ("/".join("abcdefghij"), True),
+     ("/".join("abcdefghijk"), False)],
 )
 def test_supervisor_and_service_agree_on_topic_prefixes(prefix: str, valid: bool) -> None:
     config = _yaml(ADDON / "config.yaml")
