@@ -490,16 +490,23 @@ def _set_password(path: Path, user: str, password: str) -> None:
 RPICT_LINE = b"11 230.0 115.0 0.0 21.5\r\n"
 
 
-async def test_a_refused_anonymous_login_says_to_set_a_user(
-    broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def _password_broker(broker_dir: Path, **users: str) -> tuple[Mosquitto, Path]:
+    """A started broker that refuses anonymous clients; users: "central" and `users`."""
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
     passwords = broker_dir / "passwords"
     passwords.touch(mode=0o600)
-    _set_password(passwords, "central", "central-secret")
+    for user, password in {"central": "central-secret", **users}.items():
+        _set_password(passwords, user, password)
     broker = Mosquitto(broker_dir, password_file=passwords)
     broker.start()
+    return broker, passwords
+
+
+async def test_a_refused_anonymous_login_says_to_set_a_user(
+    broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker, _passwords = _password_broker(broker_dir)
     options = mqtt_options(broker.port)  # no mqtt_username
     meter_id = "0123456789abcdef0123456789abcdef"
     meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
@@ -522,14 +529,7 @@ async def test_a_refused_anonymous_login_says_to_set_a_user(
 async def test_wrong_password_is_logged_once_and_readings_wait_in_a_bounded_queue(
     broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
-    passwords = broker_dir / "passwords"
-    passwords.touch(mode=0o600)
-    _set_password(passwords, "central", "central-secret")
-    _set_password(passwords, "meter", "the-real-one")
-    broker = Mosquitto(broker_dir, password_file=passwords)
-    broker.start()
+    broker, passwords = _password_broker(broker_dir, meter="the-real-one")
     options = mqtt_options(broker.port, mqtt_username="meter", mqtt_password="a-typo")
     meter_id = "0123456789abcdef0123456789abcdef"
     meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
