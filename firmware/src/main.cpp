@@ -26,10 +26,10 @@ constexpr uint16_t kRingSize = 512;  // 256 ms of samples: loop() never stalls t
 volatile uint16_t g_ring[kRingSize];
 volatile uint16_t g_head = 0;
 volatile uint16_t g_tail = 0;
-// Where in the ring sampling paused for a flash write: the meter must not join the samples
-// on either side into one cycle.
-bool g_gap_pending = false;
-uint16_t g_gap_at = 0;
+// Where in the ring samples are missing (sampling paused for a flash write, or the ring
+// was full): the meter must not join the samples on either side into one cycle.
+volatile bool g_gap_pending = false;
+volatile uint16_t g_gap_at = 0;
 volatile uint32_t g_ring_overruns = 0;
 
 volatile uint32_t g_gas_edge_ms = 0;
@@ -39,6 +39,10 @@ void IRAM_ATTR on_sample_timer() {
     const uint16_t raw = system_adc_read();
     if (next == g_tail) {
         ++g_ring_overruns;
+        if (!g_gap_pending) {  // position first, then the flag loop() tests
+            g_gap_at = g_head;
+            g_gap_pending = true;
+        }
         return;
     }
     g_ring[g_head] = raw;
@@ -75,8 +79,10 @@ struct EepromSettings : et1::SettingsStore {
         // No flash-resident ISR may run while the sector is erased and written: pause the
         // ADC timer, and mark the gap so the meter drops the cycle it cuts.
         timer1_disable();
-        g_gap_at = g_head;
-        g_gap_pending = true;
+        if (!g_gap_pending) {
+            g_gap_at = g_head;
+            g_gap_pending = true;
+        }
         const bool ok = EEPROM.commit();
         start_sampling();
         return ok;
