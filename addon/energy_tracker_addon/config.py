@@ -339,23 +339,35 @@ def parse_options(data: Any) -> Options:
         raise OptionsError(f"mqtt_ca_certificate: an absolute path such as /ssl/ca.crt "
                            f"(got {ca!r})")
     options = Options(**valid)
-    _check_channel_ids(options)
+    # Checks across options: refused here, before anything starts, like every other one.
+    check_hat_channels(options)
+    check_relay_channels(options)
     return options
 
 
-def _check_channel_ids(options: Options) -> None:
-    """Channel ids the hat has, relays naming configured channels: refused here, before
-    anything starts, like every other bad option."""
+def check_hat_channels(options: Options) -> None:
+    """Every channel id is a CT input of the hat model. Raises OptionsError."""
     inputs = RPICT_POWER_INPUTS[options.rpict_model]
     for channel in options.channels:
         if channel.id > inputs:
             raise OptionsError(f"channels: channel id {channel.id} does not exist on an "
                                f"{options.rpict_model}, which has {inputs} CT inputs")
+
+
+def check_relay_channels(options: Options) -> None:
+    """A relay names no channel or a configured one. Raises OptionsError."""
     channel_ids = {c.id for c in options.channels}
     for relay in options.relays:
         if relay.channel is not None and relay.channel not in channel_ids:
             raise OptionsError(f"relays: relay {relay.id} names channel {relay.channel}, "
                                "which is not in channels")
+
+
+def channels_on_hat(channels: tuple[ChannelConfig, ...],
+                    model: str) -> tuple[ChannelConfig, ...]:
+    """The channels a hat model has inputs for; the first default channel if none."""
+    inputs = RPICT_POWER_INPUTS[model]
+    return tuple(c for c in channels if c.id <= inputs) or DEFAULT_CHANNELS[:1]
 
 
 def load_options(data_dir: Path) -> Options:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from .aggregates import EnergyBuckets, Period
-from .config import DEFAULT_CHANNELS, MAIN_METER, ExtraMeterConfig, Options, meter_id
-from .meter import HAT_POWER_CHANNELS, Meter
+from .config import MAIN_METER, ExtraMeterConfig, Options, channels_on_hat, meter_id
+from .meter import Meter
 from .metrics import Metrics
 from .persistence import CounterStore
 from .serial_link import SerialLink
-from .simulator import SimulatedMeter
+from .simulator import HAT_MODEL, SimulatedMeter
 from .statefile import JsonStateFile
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ class _Entry:
 def extra_meter_options(options: Options, config: ExtraMeterConfig, port: str) -> Options:
     """The options of one extra meter: its board, the main meter's channels it has, no
     voltage board (a simulated extra meter is an RPICT3T1, the simulator's model)."""
-    model = config.rpict_model if config.rpict_port else "rpict3t1"
-    inputs = HAT_POWER_CHANNELS[model]
-    channels = tuple(c for c in options.channels if c.id <= inputs) or DEFAULT_CHANNELS[:1]
+    model = config.rpict_model if config.rpict_port else HAT_MODEL
+    channels = channels_on_hat(options.channels, model)
     return dataclasses.replace(
         options, rpict_port=port, rpict_model=model, rpict_vest=config.rpict_vest,
         voltage_port="", channels=channels, extra_meters=(),

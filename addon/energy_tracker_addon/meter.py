@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from .config import Options, OptionsError
+from .config import Options, check_hat_channels
 from .gas import GasCounter
 from .metrics import Metrics, or_nan
 from .persistence import CounterStore, EnergyCounters
 from .protocol import (
-    RPICT_POWER_INPUTS,
     AckFrame,
     BoardErrorFrame,
     BoardFrame,
@@ -40,8 +39,6 @@ type Board = Literal["rpict", "voltage"]
 type Listener = Callable[[dict[str, Any]], None]
 type FrameListener = Callable[[BoardFrame], None]
 
-# Power inputs of each hat model (the P/RP fields of docs/protocol.md section 1).
-HAT_POWER_CHANNELS: Final = RPICT_POWER_INPUTS
 CHECK_INTERVAL_S: Final = 0.5
 MIN_MAINS_VRMS: Final = 50.0  # V; rpict_vest's lower bound: below it no mains is measured
 REJECT_LOG_INTERVAL_S: Final = 10.0
@@ -82,13 +79,7 @@ class Meter:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         gas: GasCounter | None = None,
     ) -> None:
-        inputs = HAT_POWER_CHANNELS[options.rpict_model]
-        for channel in options.channels:
-            if channel.id > inputs:
-                raise OptionsError(
-                    f"channels: channel id {channel.id} does not exist on an "
-                    f"{options.rpict_model}, which has {inputs} CT inputs"
-                )
+        check_hat_channels(options)
         self._options = options
         self._store = store
         self._metrics = metrics

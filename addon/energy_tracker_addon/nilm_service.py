@@ -264,7 +264,7 @@ class NilmService:
             for estimate in estimates:
                 self._apply(estimate)
             # Before the next publication carries them (statefile.LiveCopy).
-            self._energy_file.write({"energy_wh": dict(self._energy_wh)}, live=True)
+            self._energy_file.write({"energy_wh": self._energy_wh}, live=True)
             if loop.time() - self._last_persist >= self._options.persist_interval_s:
                 self._last_persist = loop.time()
                 await self._in_worker(self._persist, dict(self._energy_wh))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .board_relays import BoardCommander, BoardRelays
-from .config import Options, OptionsError
+from .config import Options, check_relay_channels
 from .demand_response import DemandResponse
 from .gpio_relays import GpioRelays, RequestOpener, request_lines
 from .meter import Meter
@@ -30,11 +30,7 @@ class RelayService:
         self.commander = BoardCommander(voltage_link)
         meter.add_frame_listener(self.commander.on_frame)
         self.manager = RelayManager(options.relays, data_dir, simulated_board=simulated_board)
-        channel_ids = {c.id for c in options.channels}
-        for relay in options.relays:
-            if relay.channel is not None and relay.channel not in channel_ids:
-                raise OptionsError(f"relays: relay {relay.id} names channel {relay.channel}, "
-                                   "which is not in channels")
+        check_relay_channels(options)
         board_ids = [r.id for r in options.relays if r.source == "board"]
         if board_ids:
             board = BoardRelays(board_ids, self.commander, self.manager.report,

@@ -19,43 +19,39 @@ from .aggregates import local_zone
 from .analytics import Analytics
 from .api import create_app
 from .carbon import CarbonIntensity
-from .config import DEFAULT_CHANNELS, Options, meter_id, resolve_token
+from .config import Options, channels_on_hat, meter_id, resolve_token
 from .demand_response import DemandResponse
 from .extra_meters import ExtraMeters
 from .forecasting import Forecasting
 from .gas import GasCounter
-from .meter import HAT_POWER_CHANNELS, Board, Meter
+from .meter import Board, Meter
 from .metrics import Metrics
 from .nilm_service import NilmService
 from .persistence import CounterStore
 from .relay_service import RelayService
 from .relays import RelayManager
 from .serial_link import SerialLink, SerialLinkError
-from .simulator import SimulatedMeter
+from .simulator import HAT_MODEL, SimulatedMeter
 
 _LOGGER = logging.getLogger(__name__)
-SIMULATED_MODEL: Final = "rpict3t1"  # the lines the simulated meter prints
-
-
-def simulated_hat_options(options: Options) -> Options:
-    """Without an rpict_port the simulated meter stands in for the hat, and it is an
-    RPICT3T1: its channels beyond the third have no input there."""
-    inputs = HAT_POWER_CHANNELS[SIMULATED_MODEL]
-    kept = tuple(c for c in options.channels if c.id <= inputs) or DEFAULT_CHANNELS[:1]
-    dropped = [c.name for c in options.channels if c not in kept]
-    _LOGGER.warning("No rpict_port: the simulated meter is an %s, not an %s%s",
-                    SIMULATED_MODEL, options.rpict_model,
-                    f"; channels {', '.join(dropped)} are left out" if dropped else "")
-    ids = {c.id for c in kept}
-    relays = tuple(r if r.channel is None or r.channel in ids
-                   else dataclasses.replace(r, channel=None) for r in options.relays)
-    return dataclasses.replace(options, rpict_model=SIMULATED_MODEL, channels=kept,
-                               relays=relays)
-
 COUNTER_FILE: Final = "energy_counters.json"
 GAS_FILE: Final = "gas_counter.json"
 METER_NAME: Final = "Energy Tracker"
 VOLTAGE_BOARD_MODEL: Final = "esp8266-zmpt101b"
+
+
+def simulated_hat_options(options: Options) -> Options:
+    """Without an rpict_port the simulated meter stands in for the hat, and its lines are
+    an RPICT3T1's: channels it has no input for are left out, and relays lose them."""
+    kept = channels_on_hat(options.channels, HAT_MODEL)
+    dropped = [c.name for c in options.channels if c not in kept]
+    _LOGGER.warning("No rpict_port: the simulated meter is an %s, not an %s%s",
+                    HAT_MODEL, options.rpict_model,
+                    f"; channels {', '.join(dropped)} are left out" if dropped else "")
+    ids = {c.id for c in kept}
+    relays = tuple(r if r.channel is None or r.channel in ids
+                   else dataclasses.replace(r, channel=None) for r in options.relays)
+    return dataclasses.replace(options, rpict_model=HAT_MODEL, channels=kept, relays=relays)
 
 
 class ServiceNotStarted(RuntimeError):
@@ -170,7 +166,7 @@ class AddonService:
         self._links = {}
 
     async def _start(self) -> None:
-        if not self.options.rpict_port and self.options.rpict_model != SIMULATED_MODEL:
+        if not self.options.rpict_port and self.options.rpict_model != HAT_MODEL:
             self.options = simulated_hat_options(self.options)
         options, data_dir = self.options, self.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)

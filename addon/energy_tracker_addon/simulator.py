@@ -54,6 +54,7 @@ ROW_SECONDS: Final = 60.0
 RPICT_INTERVAL_S: Final = 2.0
 BOARD_INTERVAL_S: Final = 1.0
 NODE_ID: Final = 11
+HAT_MODEL: Final = "rpict3t1"  # the RPICT lines it prints: three powers and a temperature
 FIRMWARE_VERSION: Final = "1.1.0-sim"
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"

@@ -64,7 +64,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
             translation_key="cannot_connect",
             translation_placeholders={"error": str(err)},
         ) from err
-    async_outage(hass, entry).async_restored()
+    async_outage(hass, entry).async_end()
     if info.meter_id != entry.unique_id:
         # Retrying cannot help: the user must point the entry at its meter (reconfigure).
         raise ConfigEntryError(

@@ -54,7 +54,6 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         )
         self.client = client
         self.info = info
-        self._in_outage = False
         self._outage = async_outage(hass, entry)
         self._min_interval = float(
             entry.options.get(CONF_UPDATE_INTERVAL, DEFAULT_UPDATE_INTERVAL)
@@ -130,10 +129,9 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
 
     @callback
     def _async_stream_state(self, state: MeterState) -> None:
-        if self._in_outage:
-            self._in_outage = False
+        if self._outage.ongoing:
             LOGGER.info("Connection to the Energy Tracker add-on restored")
-            self._outage.async_restored()
+            self._outage.async_end()
             self._async_publish(state)  # back from an outage: show it at once
             # The add-on may have restarted with other options (boards, relays, meters).
             self.config_entry.async_create_background_task(
@@ -201,6 +199,4 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
             LOGGER.warning("Energy Tracker add-on still unavailable: %s", err)
         self._async_drop_pending()  # a reading from before the loss must not revive entities
         self.async_set_update_error(err)
-        if not self._in_outage:
-            self._in_outage = True
-            self._outage.async_lost()
+        self._outage.async_lost()

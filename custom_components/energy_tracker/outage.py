@@ -32,14 +32,14 @@ def async_outage(hass: HomeAssistant, entry: ConfigEntry) -> Outage:
 
 @callback
 def async_forget_outage(hass: HomeAssistant, entry: ConfigEntry) -> None:
-    """The entry is gone: no timer, no issue, no record."""
-    if (outage := hass.data.get(_OUTAGES, {}).pop(entry.entry_id, None)) is not None:
-        outage.async_end()
-    ir.async_delete_issue(hass, DOMAIN, f"{ISSUE_UNREACHABLE}_{entry.entry_id}")
+    """The entry is gone: no timer, no issue, no record. (An issue may be older than the
+    record: issues outlive a restart of Home Assistant.)"""
+    outage = hass.data.get(_OUTAGES, {}).pop(entry.entry_id, None) or Outage(hass, entry)
+    outage.async_end()
 
 
 class Outage:
-    """Lost → (after UNREACHABLE_ISSUE_AFTER) issue; restored → no timer, no issue."""
+    """Lost → (after UNREACHABLE_ISSUE_AFTER) issue; ended → no timer, no issue."""
 
     def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
         self._hass = hass
@@ -61,11 +61,6 @@ class Outage:
             self._hass, UNREACHABLE_ISSUE_AFTER,
             HassJob(self._async_raise_issue, cancel_on_shutdown=True),
         )
-
-    @callback
-    def async_restored(self) -> None:
-        """The add-on answered: the outage (if any) is over."""
-        self.async_end()
 
     @callback
     def async_end(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -49,14 +49,31 @@ def power_state(hass: HomeAssistant, registry: er.EntityRegistry, addon: Addon) 
     return state.state
 
 
+async def addon_down(hass: HomeAssistant, addon: Addon) -> None:
+    """Stop the add-on and wait until Home Assistant shows the outage."""
+    await addon.stop()
+    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
+
+
+async def past_the_issue_delay(hass: HomeAssistant) -> datetime:
+    """Move HA's clock past UNREACHABLE_ISSUE_AFTER (1 s more); the time it moved to."""
+    later = dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER + timedelta(seconds=1)
+    async_fire_time_changed(hass, later)
+    await hass.async_block_till_done()
+    return later
+
+
+def unreachable_issue(registry: ir.IssueRegistry, entry: MockConfigEntry) -> ir.IssueEntry | None:
+    return registry.async_get_issue(DOMAIN, f"addon_unreachable_{entry.entry_id}")
+
+
 async def test_addon_restart_unavailable_then_back_within_10_s(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     entity_registry: er.EntityRegistry,
 ) -> None:
     assert power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE
 
-    await addon.stop()
-    await wait_for(lambda: all_unavailable(hass), 5, "every entity to become unavailable")
+    await addon_down(hass, addon)
 
     restarted = asyncio.get_running_loop().time()
     await addon.start()
@@ -70,15 +87,11 @@ async def test_long_outage_raises_a_repairs_issue_that_clears_on_reconnect(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     issue_registry: ir.IssueRegistry, entity_registry: er.EntityRegistry,
 ) -> None:
-    issue_id = f"addon_unreachable_{loaded_entry.entry_id}"
-    await addon.stop()
-    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
-    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None, "not after a blip"
+    await addon_down(hass, addon)
+    assert unreachable_issue(issue_registry, loaded_entry) is None, "not after a blip"
 
-    async_fire_time_changed(hass, dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER
-                            + timedelta(seconds=1))
-    await hass.async_block_till_done()
-    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    await past_the_issue_delay(hass)
+    issue = unreachable_issue(issue_registry, loaded_entry)
     assert issue is not None
     assert issue.severity is ir.IssueSeverity.ERROR
     assert issue.translation_placeholders is not None
@@ -87,7 +100,7 @@ async def test_long_outage_raises_a_repairs_issue_that_clears_on_reconnect(
     await addon.start()
     await wait_for(lambda: power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE,
                    10, "total power to come back")
-    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+    assert unreachable_issue(issue_registry, loaded_entry) is None
 
 
 async def test_new_token_on_the_addon_asks_for_reauth(
@@ -161,35 +174,27 @@ async def test_an_outage_across_a_reload_still_raises_and_clears_the_issue(
 ) -> None:
     # An options change while the add-on is down reloads the entry, which then waits in
     # setup retry: the outage clock must survive the coordinator it started in.
-    issue_id = f"addon_unreachable_{loaded_entry.entry_id}"
-    await addon.stop()
-    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
+    await addon_down(hass, addon)
     await hass.config_entries.async_reload(loaded_entry.entry_id)
     await hass.async_block_till_done()
     assert loaded_entry.state is ConfigEntryState.SETUP_RETRY
 
-    later = dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER + timedelta(seconds=1)
-    async_fire_time_changed(hass, later)
-    await hass.async_block_till_done()
-    assert issue_registry.async_get_issue(DOMAIN, issue_id) is not None
+    later = await past_the_issue_delay(hass)
+    assert unreachable_issue(issue_registry, loaded_entry) is not None
 
     await addon.start()
     async_fire_time_changed(hass, later + timedelta(minutes=10))  # the next setup retry
     await wait_for(lambda: loaded_entry.state is ConfigEntryState.LOADED, 10, "setup")
     await wait_for(lambda: power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE,
                    10, "total power to come back")
-    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
+    assert unreachable_issue(issue_registry, loaded_entry) is None
 
 
 async def test_an_entry_removed_during_an_outage_leaves_no_issue(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     issue_registry: ir.IssueRegistry,
 ) -> None:
-    await addon.stop()
-    await wait_for(lambda: all_unavailable(hass), 5, "entities to become unavailable")
+    await addon_down(hass, addon)
     assert await hass.config_entries.async_remove(loaded_entry.entry_id)
-    async_fire_time_changed(hass, dt_util.utcnow() + UNREACHABLE_ISSUE_AFTER
-                            + timedelta(seconds=1))
-    await hass.async_block_till_done()
-    assert issue_registry.async_get_issue(DOMAIN,
-                                          f"addon_unreachable_{loaded_entry.entry_id}") is None
+    await past_the_issue_delay(hass)
+    assert unreachable_issue(issue_registry, loaded_entry) is None
