@@ -37,19 +37,17 @@ def score(spec: ModelSpec, pred: NDArray[np.floating], pred_on: NDArray[np.bool_
     return summary(pred[ok], true[ok], pred_on[ok], true_on[ok])
 
 
-def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame,
-                   skipped: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Per-appliance metrics for every bundle model that has a ground-truth column in `df`.
-
-    An appliance the data cannot score (shorter than its window, or no full window where
-    both mains and truth are known) is left out, with the reason in `skipped`; when none
-    can be scored that is a DataError.
+def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Per-appliance metrics for every bundle model that has a ground-truth column in `df`,
+    and why each appliance the data cannot score was left out (shorter than its window,
+    or no full window where both mains and truth are known); none scored is a DataError.
     """
     names = [n for n in bundle.models if n in df.columns]
     if not names:
         raise DataError(f"no column matches the bundle's appliances {sorted(bundle.models)}")
     results = {}
-    reasons = {} if skipped is None else skipped
+    reasons: dict[str, str] = {}
     for name in names:
         runner = bundle.models[name]
         series = resample(df[["mains", name]], runner.spec.period_s)
@@ -67,15 +65,14 @@ def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame,
     if not results:
         raise DataError("nothing could be scored: " + "; ".join(
             f"{name}: {why}" for name, why in reasons.items()))
-    return results
+    return results, reasons
 
 
 def evaluate_csv(data: Path, models: Path | None) -> dict[str, Any]:
     """The CLI's JSON object; metrics that are undefined (the SAE of an appliance that never
     ran) are null, so the line is strict JSON."""
     bundle = load_bundle(models)
-    skipped: dict[str, str] = {}
-    appliances = evaluate_frame(bundle, read_power_csv(data), skipped)
+    appliances, skipped = evaluate_frame(bundle, read_power_csv(data))
     return {"data": str(data), "models": str(bundle.path), "version": bundle.version,
             "appliances": {name: {key: _json_number(value) for key, value in m.items()}
                            for name, m in appliances.items()},
