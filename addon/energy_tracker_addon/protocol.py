@@ -258,6 +258,7 @@ _TYPE_RE: Final = re.compile(r"[A-Z]{3}")
 _FRAME_RE: Final = re.compile(rb"\$([^$*]*)\*([0-9A-F]{4})")
 _RELAYS_RE: Final = re.compile(rb"[01]*")
 _CODE_RE: Final = re.compile(rb"OK|E[A-Z]{1,15}")
+_ERROR_CODE_RE: Final = re.compile(rb"E[A-Z]{1,15}")
 _FIELD_FORBIDDEN: Final = frozenset("$*,")
 
 
@@ -380,9 +381,10 @@ def _relays(token: bytes) -> tuple[bool, ...]:
     return tuple([state == _ON for state in token])
 
 
-def _code(token: bytes, name: str) -> str:
-    if _CODE_RE.fullmatch(token) is None:
-        raise ProtocolError("fields", f"{name} {token!r} is not OK or an E... code")
+def _code(token: bytes, name: str, pattern: re.Pattern[bytes] = _CODE_RE) -> str:
+    if pattern.fullmatch(token) is None:
+        allowed = "an E... code" if pattern is _ERROR_CODE_RE else "OK or an E... code"
+        raise ProtocolError("fields", f"{name} {token!r} is not {allowed}")
     return token.decode("ascii")
 
 
@@ -418,7 +420,8 @@ def parse_board_line(line: bytes) -> BoardFrame:
         return HelloFrame(
             seq, fields[2].decode("ascii"), _uint(fields[3], "n_relays", 0, MAX_RELAYS), cal
         )
-    return BoardErrorFrame(seq, _code(fields[2], "code"))
+    # An ETE reports a rejected line: "OK" there would be a board bug, not a state
+    return BoardErrorFrame(seq, _code(fields[2], "code", _ERROR_CODE_RE))
 
 
 def parse_command_line(line: bytes) -> CommandFrame:

@@ -190,6 +190,7 @@ def with_crc(body: bytes) -> bytes:
         (encode_command(5, "PING"), "type"),
         (with_crc(b"ETM,1,231.4,50.01,010"), "fields"),
         (with_crc(b"ETE,1"), "fields"),
+        (with_crc(b"ETE,1,OK"), "fields"),
         (with_crc(b"ETA,1,2,OKAY,010"), "fields"),
         (with_crc(b"ETH,1,,3,0.45"), "fields"),
         (with_crc(b"ETM,x,231.4,50.01,010,1532"), "number"),
