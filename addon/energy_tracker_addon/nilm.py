@@ -24,7 +24,8 @@ from numpy.typing import NDArray
 
 BUNDLE_FORMAT = 1
 DEFAULT_BUNDLE = Path(__file__).with_name("nilm_bundle")
-# Gaps up to this many periods are bridged with the last value; longer ones restart the window
+# Gaps up to this many periods (of the meter's time) are bridged with the last value; longer
+# ones restart the window
 MAX_FILL_PERIODS = 2
 _BATCH = 256
 
@@ -248,8 +249,9 @@ class Estimate:
 class _PeriodStream:
     """Averages raw samples into fixed bins and keeps the last `window` bins."""
 
-    def __init__(self, period_s: int, window: int) -> None:
+    def __init__(self, period_s: int, window: int, max_fill: int = MAX_FILL_PERIODS) -> None:
         self.period_s = period_s
+        self.max_fill = max_fill
         self.buffer: deque[float] = deque(maxlen=window)
         self._bin: int | None = None
         self._sum = 0.0
@@ -274,7 +276,7 @@ class _PeriodStream:
         missing = next_index - self._bin - 1
         self.buffer.append(value)
         closed = [float(self._bin * self.period_s)]
-        if missing > MAX_FILL_PERIODS:
+        if missing > self.max_fill:
             self.buffer.clear()
             return closed
         for k in range(1, missing + 1):
@@ -286,14 +288,19 @@ class _PeriodStream:
 class Disaggregator:
     """Streaming NILM: feed total power samples, read per-appliance power, state and energy."""
 
-    def __init__(self, bundle: NilmBundle) -> None:
+    def __init__(self, bundle: NilmBundle, time_scale: float = 1.0) -> None:
+        """`time_scale`: seconds of data per second of the meter (a sped-up replay). A gap
+        is an outage only when it is long in the meter's time: at 60x, readings 2 s apart
+        are 120 s of data apart, and each is held until the next like any bridged gap."""
         self._bundle = bundle
         self._streams: dict[str, _PeriodStream] = {}
         self._trackers = {name: OnOffTracker(r.spec) for name, r in bundle.models.items()}
         self._energy_wh = dict.fromkeys(bundle.models, 0.0)
         self._latest: dict[str, Estimate] = {}
+        max_fill = math.ceil(MAX_FILL_PERIODS * max(time_scale, 1.0))
         for name, runner in bundle.models.items():
-            self._streams[name] = _PeriodStream(runner.spec.period_s, runner.spec.window)
+            self._streams[name] = _PeriodStream(runner.spec.period_s, runner.spec.window,
+                                                max_fill)
 
     def feed(self, timestamp: float, mains_w: float) -> list[Estimate]:
         """Add one total-power sample (unix seconds, W); returns the estimates it completed."""

@@ -210,7 +210,7 @@ class NilmService:
         if unknown := [name for name in chosen if name not in bundle.models]:
             _LOGGER.warning("Option nilm_appliances: bundle %s has no model %s; running %s",
                             bundle.version, ", ".join(unknown), ", ".join(bundle.models))
-        self._bundle, self._disaggregator = bundle, Disaggregator(bundle)
+        self._bundle, self._disaggregator = bundle, Disaggregator(bundle, self._scale)
         self.reason = None
         self._energy_wh = self._restore()
         for name in bundle.models:

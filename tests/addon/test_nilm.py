@@ -142,6 +142,23 @@ def test_short_gap_is_bridged_long_gap_restarts_window(bundle) -> None:
     assert not made
 
 
+def test_a_sped_up_replay_judges_gaps_in_the_meter_time(bundle) -> None:
+    """At 60x a reading every 2 s of the meter is 120 s of data: on time, held until the
+    next; an outage is still MAX_FILL_PERIODS periods of the meter's time."""
+    dis = Disaggregator(bundle, time_scale=60.0)
+    spec = bundle.models["kettle"].spec
+    step = 2.0 * 60.0
+    t = 1_700_000_000.0
+    per_reading = []
+    for _ in range(spec.window * spec.period_s // int(step) + 5):
+        per_reading.append([e for e in dis.feed(t, 300.0) if e.appliance == "kettle"])
+        t += step
+    # Once the first window is full, every reading completes bins and so estimates.
+    assert all(per_reading[-4:]), "readings 120 s of data apart restart a 6 s window"
+    t += MAX_FILL_PERIODS * spec.period_s * 60.0 + step  # 2 s over the bridged outage
+    assert not [e for e in dis.feed(t, 300.0) if e.appliance == "kettle"]
+
+
 def _spec(**thresholds: float) -> ModelSpec:
     entry = {"name": "x", "kind": "appliance", "file": "x.tflite", "period_s": 6,
              "window": 9, "sha256": "",

@@ -214,3 +214,22 @@ async def test_choosing_no_model_of_the_bundle_turns_detection_off(
         assert "none of the models asked for (toaster)" in summary["reason"]
     finally:
         await service.stop()
+
+
+async def test_a_fast_replay_feeds_every_model(tmp_path: Path) -> None:
+    """At the simulated meter's 600x, a reading every 2 s is 20 min of data: the 6 s
+    appliance models hold each reading until the next instead of waiting forever for a
+    window without gaps, so every appliance gets a power."""
+    service = AddonService(Options(api_token=TOKEN, simulation_speed=600),
+                           tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        async def every_appliance_has_a_power() -> bool:
+            _, state = await request(service, "GET", "state")
+            appliances = state["appliances"] or []
+            return bool(appliances) and all(a["power_w"] is not None for a in appliances)
+
+        await wait_until(every_appliance_has_a_power, timeout=60,
+                         what="a power for every appliance at 600x")
+    finally:
+        await service.stop()
