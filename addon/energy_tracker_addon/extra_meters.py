@@ -72,6 +72,7 @@ class ExtraMeters:
         main: Meter,
         main_id: str,
         main_name: str,
+        main_source: str,
         main_metrics: Metrics,
         tz: tzinfo,
         clock: Callable[[], float] = time.monotonic,
@@ -84,7 +85,8 @@ class ExtraMeters:
         self._wall_clock = wall_clock
         self._file = JsonStateFile(self._dir / PERIODS_FILE)
         self._main_metrics = main_metrics
-        self._main = _Entry(MAIN_METER, main_name, main_id, main, EnergyBuckets(tz))
+        self._main = _Entry(MAIN_METER, main_name, main_id, main, EnergyBuckets(tz),
+                            main_source)
         self._extras: dict[str, _Entry] = {}
         self._running = contextlib.AsyncExitStack()
         self._failing = False  # a full disk is said once, not at every reading

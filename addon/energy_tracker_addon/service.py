@@ -222,7 +222,7 @@ class AddonService:
         self._running.push_async_callback(self._relays.stop)
         # The other meters (option extra_meters) and the energy comparison of all of them.
         self._extra_meters = ExtraMeters(options, data_dir, meter, self._meter_id, METER_NAME,
-                                         self._metrics, tz, *self._clocks)
+                                         self.source, self._metrics, tz, *self._clocks)
         await self._extra_meters.start()
         self._running.push_async_callback(self._extra_meters.stop)
 

@@ -125,8 +125,8 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
         assert main_state["meters"][0]["total_energy_kwh"] == garage_state["total_energy_kwh"]
 
         listed = (await get(session, service.url, "meters"))["meters"]
-        assert [(m["id"], m["name"], m["total_power_w"]) for m in listed] == [
-            ("main", "Energy Tracker", 1000.0), ("garage", "Garage", 500.0)
+        assert [(m["id"], m["name"], m["source"], m["total_power_w"]) for m in listed] == [
+            ("main", "Energy Tracker", "serial", 1000.0), ("garage", "Garage", "serial", 500.0)
         ]
 
         # Prometheus sees the garage beside the main meter's own series.
@@ -268,5 +268,20 @@ async def test_extra_meters_stay_live_on_the_stream_while_the_main_board_is_sile
             assert state["available"] is False
             assert state["total_power_w"] is None  # the main meter's own value stays unknown
             assert state["seq"] == first["seq"] + 1  # the stale transition only: no reading
+    finally:
+        await service.stop()
+
+
+async def test_a_simulated_main_meter_is_listed_as_simulated(
+    tmp_path: Path, session: aiohttp.ClientSession,
+) -> None:
+    service = AddonService(Options(api_token=TOKEN, nilm_enabled=False), tmp_path / "data",
+                           host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        info = await get(session, service.url, "info")
+        listed = (await get(session, service.url, "meters"))["meters"]
+        assert [(m["id"], m["source"]) for m in listed] == [("main", "simulated")]
+        assert info["source"] == "simulated"
     finally:
         await service.stop()
