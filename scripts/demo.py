@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ VENV_BIN = Path(sys.executable).parent
 DEMO_USER = "demo"
 DEMO_PASSWORD = "energy-demo"  # documented in README.md
 CLIENT_ID = "http://127.0.0.1:8123/"
+CHANNEL_ENERGY = re.compile(r"_channel_(\d+)_energy$")  # a channel energy sensor's unique id
 
 HA_CONFIGURATION = """\
 # Written by scripts/demo.py: only what the demo needs, no default_config.
@@ -296,9 +298,10 @@ async def energy_sensor_ids(ws: HAWebSocket, wait: float = 60) -> tuple[str, lis
     return total, channels
 
 
-async def energy_dashboard_ids(ws: HAWebSocket,
-                               wait: float = 60) -> tuple[str, list[str], str | None]:
-    """Total energy (grid), per-channel energy (devices) and gas volume sensors."""
+async def energy_dashboard_ids(ws: HAWebSocket, wait: float = 60,
+                               channel_ids: set[int] | None = None
+                               ) -> tuple[str, list[str], str | None]:
+    """Total energy (grid), per-channel energy (of `channel_ids`, default all) and gas."""
     deadline = time.monotonic() + wait
     while True:
         registry = await ws.call("config/entity_registry/list")
@@ -306,7 +309,8 @@ async def energy_dashboard_ids(ws: HAWebSocket,
                 and e["entity_id"].startswith("sensor.")]
         total = [e["entity_id"] for e in ours if e["unique_id"].endswith("_total_energy")]
         channels = sorted(e["entity_id"] for e in ours
-                          if "_channel_" in e["unique_id"] and e["unique_id"].endswith("_energy"))
+                          if (match := CHANNEL_ENERGY.search(e["unique_id"]))
+                          and (channel_ids is None or int(match[1]) in channel_ids))
         gas = [e["entity_id"] for e in ours if e["unique_id"].endswith("_gas")]
         if total:
             return total[0], channels, (gas[0] if gas else None)
@@ -315,9 +319,20 @@ async def energy_dashboard_ids(ws: HAWebSocket,
         await asyncio.sleep(1)
 
 
-async def configure_energy_dashboard(ws: HAWebSocket) -> None:
-    """Point the Energy dashboard at our total (grid), per-channel (device) energy and gas."""
-    total, channels, gas = await energy_dashboard_ids(ws)
+async def circuit_channel_ids(session: aiohttp.ClientSession, addon_url: str,
+                              token: str) -> set[int]:
+    """The add-on's channels whose role is "circuit" (a mains channel is the grid)."""
+    async with session.get(f"{addon_url}/api/v1/info",
+                           headers={"Authorization": f"Bearer {token}"}) as response:
+        response.raise_for_status()
+        info = await response.json()
+    return {c["id"] for c in info["channels"] if c["role"] == "circuit"}
+
+
+async def configure_energy_dashboard(ws: HAWebSocket, circuits: set[int]) -> None:
+    """Point the Energy dashboard at our total (grid), the circuits' energy (devices: a
+    mains channel's would count the house twice, docs/integration.md) and gas."""
+    total, channels, gas = await energy_dashboard_ids(ws, channel_ids=circuits)
     sources: list[dict[str, Any]] = [{
         "type": "grid",
         "flow_from": [{"stat_energy_from": total, "stat_cost": None,
@@ -389,8 +404,9 @@ async def provision(procs: Processes, addon_port: int) -> str:
         token = await ha_token(session, procs.hass_url)
         await configure_integration(session, procs.hass_url, token, "127.0.0.1", addon_port,
                                     procs.addon_token)
+        circuits = await circuit_channel_ids(session, procs.addon_url, procs.addon_token)
         async with HAWebSocket.connect(session, procs.hass_url, token) as ws:
-            await configure_energy_dashboard(ws)
+            await configure_energy_dashboard(ws, circuits)
     return token
 
 

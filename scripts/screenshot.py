@@ -79,11 +79,16 @@ async def wait_for_statistics(ws: demo.HAWebSocket, stat_ids: list[str], timeout
         await asyncio.sleep(10)
 
 
-async def capture(hass_url: str, tokens: dict[str, Any], out: Path, width: int,
-                  height: int) -> None:
+def find_chromium() -> str:
+    """Checked before the hour's wait for statistics, not after it."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium not found: apt-get install chromium")
+    return chromium
+
+
+async def capture(chromium: str, hass_url: str, tokens: dict[str, Any], out: Path,
+                  width: int, height: int) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen(
@@ -128,6 +133,7 @@ async def capture(hass_url: str, tokens: dict[str, Any], out: Path, width: int,
 
 
 async def run(args: argparse.Namespace) -> None:
+    chromium = find_chromium()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         addon_port, hass_port = free_port(), free_port()
@@ -144,7 +150,8 @@ async def run(args: argparse.Namespace) -> None:
                     await wait_for_statistics(ws, [total, *channels], timeout=4200)
                 # Log in again: the first access token expired during the wait.
                 tokens = await demo.ha_tokens(session, procs.hass_url)
-            await capture(procs.hass_url, tokens, args.out, args.width, args.height)
+            await capture(chromium, procs.hass_url, tokens, args.out, args.width,
+                          args.height)
     print(f"==> wrote {args.out}")
 
 

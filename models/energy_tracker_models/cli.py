@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
     p_export.add_argument("--version", required=True,
                           help="the bundle's version, e.g. 2.5.0+home for a fine-tuned one")
+    p_export.add_argument("--keep-others", action="store_true",
+                          help="keep the shipped bundle's models of the targets not exported")
     p_report = sub.add_parser("report", help="held-out evaluation with baselines, model card")
     p_report.add_argument("--models", type=Path, default=DEFAULT_BUNDLE)
     p_report.add_argument("--ukdale", type=Path, default=None,
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             from .export import export
 
-            print(f"wrote {export(args.targets, args.cache, args.out, args.version)}")
+            keep_from = DEFAULT_BUNDLE if args.keep_others else None
+            print(f"wrote {export(args.targets, args.cache, args.out, args.version,
+                                  keep_from=keep_from)}")
         elif args.command == "report":
             from .report import report
 

@@ -40,14 +40,16 @@ def score(spec: ModelSpec, pred: NDArray[np.floating], pred_on: NDArray[np.bool_
 def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame
                    ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Per-appliance metrics for every bundle model that has a ground-truth column in `df`,
-    and why each appliance the data cannot score was left out (shorter than its window,
-    or no full window where both mains and truth are known); none scored is a DataError.
+    and why each appliance the data cannot score was left out (no column, shorter than
+    its window, or no full window where both mains and truth are known); none scored is
+    a DataError.
     """
     names = [n for n in bundle.models if n in df.columns]
     if not names:
         raise DataError(f"no column matches the bundle's appliances {sorted(bundle.models)}")
     results = {}
-    reasons: dict[str, str] = {}
+    reasons = {name: f"no column '{name}' in the data" for name in bundle.models
+               if name not in names}
     for name in names:
         runner = bundle.models[name]
         series = resample(df[["mains", name]], runner.spec.period_s)
@@ -64,7 +66,7 @@ def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame
         results[name] = scored
     if not results:
         raise DataError("nothing could be scored: " + "; ".join(
-            f"{name}: {why}" for name, why in reasons.items()))
+            f"{name}: {why}" for name, why in reasons.items() if name in names))
     return results, reasons
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from energy_tracker_addon.nilm import load_bundle
+
+from .data import DataError
+from .finetune import trained
 from .targets import ALL_TARGETS, Target
 from .train import Normalisation, training_arrays
 
@@ -47,10 +53,49 @@ def to_tflite_int8(model: Any, representative: NDArray[np.float32]) -> bytes:
 
 
 def export(names: list[str], cache: Path, out: Path, version: str,
-           metrics: dict[str, dict[str, Any]] | None = None) -> Path:
+           metrics: dict[str, dict[str, Any]] | None = None,
+           keep_from: Path | None = None) -> Path:
+    """Write the bundle of `names` to `out`; `keep_from`: a bundle whose other models the
+    new one keeps (the shipped one, after fine-tuning a few targets).
+
+    Everything is written to a folder beside `out` first and swapped in at the end, so a
+    failure never leaves a bundle whose files and sha256s disagree, which the add-on
+    would refuse as a whole.
+    """
+    missing = [name for name in names if not trained(cache, name)]
+    if missing:
+        raise DataError(f"{cache / 'keras'}: no trained checkpoint for {', '.join(missing)} "
+                        f"(run `train --targets {' '.join(missing)}`, or export fewer "
+                        "--targets with --keep-others)")
+    kept = _kept_entries(keep_from, names) if keep_from is not None else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _write_bundle(names, cache, staging, version, metrics or {}, kept)
+        previous = out.with_name(f"{staging.name}.previous")
+        if out.exists():
+            out.rename(previous)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    return out / manifest
+
+
+def _kept_entries(bundle: Path, replaced: list[str]) -> list[tuple[dict[str, Any], bytes]]:
+    """The other models of `bundle`: (manifest entry, model file), checked like the add-on."""
+    loaded = load_bundle(bundle)
+    return [(entry, (bundle / entry["file"]).read_bytes())
+            for entry in loaded.metadata["models"]
+            if entry["name"] in loaded.models and entry["name"] not in replaced]
+
+
+def _write_bundle(names: list[str], cache: Path, out: Path, version: str,
+                  metrics: dict[str, dict[str, Any]],
+                  kept: list[tuple[dict[str, Any], bytes]]) -> str:
     import keras
 
-    out.mkdir(parents=True, exist_ok=True)
     entries = []
     for name in names:
         target = ALL_TARGETS[name]
@@ -73,8 +118,11 @@ def export(names: list[str], cache: Path, out: Path, version: str,
             "sha256": hashlib.sha256(blob).hexdigest(),
             "parameters": info["parameters"], "training_data": training_data(target),
             "unseen_test_models": list(target.test_models),
-            "metrics": (metrics or {}).get(name, {}),
+            "metrics": metrics.get(name, {}),
         })
+    for entry, blob in kept:
+        (out / entry["file"]).write_bytes(blob)
+        entries.append(entry)
     manifest = {
         "format": BUNDLE_FORMAT, "version": version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -83,7 +131,7 @@ def export(names: list[str], cache: Path, out: Path, version: str,
         "models": entries,
     }
     (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return out / "bundle.json"
+    return "bundle.json"
 
 
 def attach_metrics(bundle: Path, metrics: dict[str, dict[str, Any]]) -> None:

@@ -41,30 +41,44 @@ class Label:
 
 
 def read_labels(path: Path) -> list[Label]:
-    """JSONL as the add-on stores it, or the `{"labels": [...]}` of GET /api/v1/labels."""
+    """JSONL as the add-on stores it, or the `{"labels": [...]}` of GET /api/v1/labels
+    (pretty-printed too)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8").strip()
     try:
-        if text.startswith("{\"labels\""):
-            rows = json.loads(text)["labels"]
+        text = path.read_text(encoding="utf-8").strip()
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None
+        if isinstance(whole, dict) and "labels" in whole:
+            rows = whole["labels"]
         else:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         return [Label(str(r["appliance"]), pd.Timestamp(r["start"]), pd.Timestamp(r["end"]),
                       bool(r.get("was_running", True))) for r in rows]
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a label file ({err})") from err
 
 
 def read_history(path: Path) -> pd.Series:
-    """The add-on's export: `timestamp` and `total_power_w` (W), indexed by UTC time."""
+    """The add-on's export (CSV or Parquet): `timestamp` and `total_power_w` (W), indexed by
+    UTC time."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        kind = "Parquet" if path.suffix == ".parquet" else "UTF-8 CSV"
+        raise DataError(f"{path}: not a {kind} file of the add-on's export "
+                        f"({type(err).__name__}: {err})") from None
     if "timestamp" not in df.columns or "total_power_w" not in df.columns:
         raise DataError(f"{path}: needs columns 'timestamp' and 'total_power_w' "
                         "(an add-on export)")
-    index = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    try:
+        index = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{path}: timestamps must be ISO 8601 ({err})") from None
     power = pd.to_numeric(df["total_power_w"], errors="coerce")
     return pd.Series(power.to_numpy(), index=pd.DatetimeIndex(index), name="mains").sort_index()
 
@@ -101,7 +115,13 @@ def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_
 
 def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
              targets: list[str] | None = None) -> dict[str, Any]:
-    """Fit each labelled target's checkpoint on its label windows; returns what was done."""
+    """Fit each labelled target's trained checkpoint on all its label windows.
+
+    Every run starts again from what `train` made (kept as `<name>.before-finetune.keras`
+    the first time), so running it again with all the labels so far (GET /api/v1/labels
+    returns them all) re-fits rather than trains twice on the old ones. Every input and
+    checkpoint is checked before the first fit, so a bad one changes nothing.
+    """
     from .targets import ALL_TARGETS
 
     # Bad input is reported before TensorFlow (an optional extra) is even needed.
@@ -109,28 +129,50 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
     names = sorted({label.appliance for label in labels} & set(targets or ALL_TARGETS))
     if not names:
         raise DataError(f"{labels_path}: no label for {sorted(targets or ALL_TARGETS)}")
+    windows = {name: label_windows(labels, mains, name, ALL_TARGETS[name].period_s,
+                                   ALL_TARGETS[name].window) for name in names}
+    if not any(len(x) for x, _ in windows.values()):
+        raise DataError(f"{history_path}: no label of {', '.join(names)} falls inside the "
+                        f"history ({mains.index.min()} to {mains.index.max()}) with a full "
+                        "window around it: export the days the labels cover")
+    missing = [str(checkpoint(cache, name)) for name, (x, _) in windows.items()
+               if len(x) and not trained(cache, name)]
+    if missing:
+        raise DataError(f"no trained checkpoint (run `train` first): {', '.join(missing)}")
     import keras
     done: dict[str, Any] = {}
-    for name in names:
-        target = ALL_TARGETS[name]
-        x, y = label_windows(labels, mains, name, target.period_s, target.window)
+    for name, (x, y) in windows.items():
         if not len(x):
             done[name] = {"windows": 0, "skipped": "no label inside the history"}
             continue
-        path = cache / "keras" / f"{name}.keras"
+        path, original = checkpoint(cache, name), before_finetune(cache, name)
         meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise DataError(f"{path}: no trained checkpoint (run `train` first)")
         meta = json.loads(meta_path.read_text())
         norm = meta["normalisation"]
-        shutil.copy2(path, path.with_name(f"{name}.before-finetune.keras"))
-        model = keras.models.load_model(path)
+        if not original.is_file():
+            shutil.copy2(path, original)
+        model = keras.models.load_model(original)
         model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mae")  # as in train
         xn = ((x - norm["input_mean"]) / norm["input_std"])[..., None]
         history = model.fit(xn, y / norm["output_scale"], epochs=epochs,
                             batch_size=min(256, len(x)), verbose=0)
         model.save(path)
-        meta["finetuned_windows"] = len(x) + int(meta.get("finetuned_windows", 0))
+        meta["finetuned_windows"] = len(x)
         meta_path.write_text(json.dumps(meta, indent=2))
         done[name] = {"windows": len(x), "loss": float(history.history["loss"][-1])}
     return done
+
+
+def checkpoint(cache: Path, name: str) -> Path:
+    """The checkpoint `export` reads: `train`'s, or the fine-tuned one."""
+    return cache / "keras" / f"{name}.keras"
+
+
+def before_finetune(cache: Path, name: str) -> Path:
+    """`train`'s checkpoint, kept once fine-tuning has replaced it (`train` removes it)."""
+    return cache / "keras" / f"{name}.before-finetune.keras"
+
+
+def trained(cache: Path, name: str) -> bool:
+    path = checkpoint(cache, name)
+    return path.is_file() and path.with_suffix(".json").is_file()

@@ -179,6 +179,8 @@ def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
     out = cache / "keras"
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / f"{name}.keras")
+    # A new training replaces what fine-tuning started from
+    (out / f"{name}.before-finetune.keras").unlink(missing_ok=True)
     (out / f"{name}.json").write_text(json.dumps({
         "normalisation": asdict(norm), "members": target.members,
         "epochs_run": [len(h["loss"]) for h in histories],

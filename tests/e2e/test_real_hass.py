@@ -187,6 +187,10 @@ def test_energy_dashboard_validation_reports_no_issue(env: Env) -> None:
     assert result["energy_sources"] == [[], []], result
     assert result["device_consumption"] == [[] for _ in result["device_consumption"]], result
     assert len(result["device_consumption"]) == len(result["stat_ids"]) - 2
+    # The devices are the circuits (Kitchen, Water heater & AC), not the mains channel
+    # that the grid total already counts.
+    assert sorted(result["stat_ids"][2:]) == ["sensor.energy_tracker_kitchen_energy",
+                                              "sensor.energy_tracker_water_heater_ac_energy"]
 
 
 def test_assist_switches_a_relay_and_answers_the_power_use(env: Env) -> None:

@@ -154,6 +154,9 @@ def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path:
     result = _last_line_strict_json(proc)
     assert {"fridge", "microwave"} <= set(result["appliances"])
     assert "fewer than the window of 299" in result["skipped"]["washing_machine"]
+    # The slice has no kettle nor circuit columns: said, not silently left out.
+    assert result["skipped"]["kettle"] == "no column 'kettle' in the data"
+    assert set(result["skipped"]) >= {"kitchen", "laundry", "water_heater_ac"}
 
 
 @pytest.mark.parametrize(

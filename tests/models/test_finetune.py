@@ -62,6 +62,47 @@ def test_labels_become_windows_of_the_models_period(
     assert abs(float(y[: len(run)].sum()) - measured) < 0.25 * measured
 
 
+def test_the_api_files_read_as_they_come(files: tuple[Path, Path, pd.DataFrame],
+                                         tmp_path: Path) -> None:
+    """GET /api/v1/labels saved pretty-printed (`jq .`) and the Parquet export."""
+    labels_path, history_path, _ = files
+    rows = [json.loads(line) for line in labels_path.read_text().splitlines()]
+    pretty = tmp_path / "labels.json"
+    pretty.write_text(json.dumps({"labels": rows}, indent=2))
+    assert read_labels(pretty) == read_labels(labels_path)
+    parquet = tmp_path / "export.parquet"
+    pd.read_csv(history_path).to_parquet(parquet)
+    pd.testing.assert_series_equal(read_history(parquet), read_history(history_path))
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [(b"PAR1\x00\x01garbage", "not a Parquet file"),
+     (b"timestamp,total_power_w\nyesterday,5\n", "timestamps must be ISO 8601")],
+)
+def test_an_unreadable_history_is_a_message(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path, history: bytes, message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    labels_path, _, _ = files
+    path = tmp_path / ("export.parquet" if history.startswith(b"PAR1") else "export.csv")
+    path.write_bytes(history)
+    assert main(["finetune", "--labels", str(labels_path), "--history", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_labels_outside_the_history_are_an_error_not_a_silent_no_op(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, history_path, _ = files
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"appliance": "kettle", "start": "2020-01-01T07:00:00Z",
+                                  "end": "2020-01-01T07:05:00Z"}) + "\n")
+    assert main(["finetune", "--labels", str(labels), "--history", str(history_path)]) == 2
+    assert "no label of kettle falls inside the history" in capsys.readouterr().err
+
+
 def test_finetune_cli_reports_bad_input(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "labels.jsonl"
@@ -101,6 +142,37 @@ def test_finetune_moves_the_model_towards_the_labels(
     after = error(keras.models.load_model(keras_dir / "washing_machine.keras"))
     assert done["washing_machine"]["windows"] == len(x)
     assert after < before
-    assert (keras_dir / "washing_machine.before-finetune.keras").is_file()
+    # The next round (GET /api/v1/labels returns every label again) starts from the
+    # trained checkpoint again: it is kept, and the old labels are not trained on twice.
+    finetune(labels_path, history_path, tmp_path / "cache", epochs=20,
+             targets=["washing_machine"])
+    original = keras.models.load_model(keras_dir / "washing_machine.before-finetune.keras")
+    for kept, trained in zip(original.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, trained)
     meta = json.loads((keras_dir / "washing_machine.json").read_text())
     assert meta["finetuned_windows"] == len(x)
+    assert abs(error(keras.models.load_model(keras_dir / "washing_machine.keras"))
+               - after) < 0.5 * (before - after)
+
+
+def test_a_missing_checkpoint_stops_finetune_before_any_fit(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Labels for a trained and an untrained target: nothing is changed, the message
+    names the missing checkpoint."""
+    pytest.importorskip("tensorflow")
+    from energy_tracker_models.train import build_model
+
+    labels_path, history_path, _ = files
+    keras_dir = tmp_path / "cache" / "keras"
+    keras_dir.mkdir(parents=True)
+    build_model(WASH.window).save(keras_dir / "washing_machine.keras")
+    (keras_dir / "washing_machine.json").write_text(json.dumps({"normalisation": {
+        "input_mean": 700.0, "input_std": 800.0, "output_scale": 3000.0}}))
+    saved = (keras_dir / "washing_machine.keras").read_bytes()
+    assert main(["--cache", str(tmp_path / "cache"), "finetune", "--labels",
+                 str(labels_path), "--history", str(history_path)]) == 2
+    assert "kettle.keras" in capsys.readouterr().err
+    assert (keras_dir / "washing_machine.keras").read_bytes() == saved
+    assert not (keras_dir / "washing_machine.before-finetune.keras").exists()

@@ -57,6 +57,23 @@ def test_train_export_evaluate_on_a_uci_slice(
     assert bundle.version == "0.0.1+test"
     assert list(bundle.models) == [TARGET]
 
+    # A target without a checkpoint stops the export before anything is written: the
+    # bundle in place stays whole (the add-on refuses one whose files and sha256s differ).
+    assert main(["--cache", str(cache), "export", "--targets", TARGET, "kitchen",
+                 "--out", str(bundle_dir), "--version", "0.0.2+test"]) == 2
+    assert "no trained checkpoint for kitchen" in capsys.readouterr().err
+    assert load_bundle(bundle_dir).version == "0.0.1+test"
+    # After fine-tuning a few targets, the others come from the shipped bundle.
+    merged_dir = tmp_path / "merged"
+    assert main(["--cache", str(cache), "export", "--targets", TARGET, "--keep-others",
+                 "--out", str(merged_dir), "--version", "0.0.3+test"]) == 0
+    merged, shipped = load_bundle(merged_dir), load_bundle()
+    assert set(merged.models) == set(shipped.models)
+    assert merged.specs[TARGET].sha256 == bundle.specs[TARGET].sha256
+    assert merged.specs["kettle"] == shipped.specs["kettle"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    capsys.readouterr()
+
     # Held-out week, scored by the CLI in a fresh process (the add-on's inference path)
     week = uci.loc["2010-03-01":"2010-03-07", ["mains", TARGET]]
     data = tmp_path / "week.csv"
