@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
+from homeassistant.exceptions import (
+    ConfigEntryAuthFailed,
+    HomeAssistantError,
+    ServiceValidationError,
+)
 
 from .api import CannotConnect, CommandFailed, InvalidAuth, InvalidData
 from .const import DOMAIN
@@ -27,7 +31,10 @@ async def run_command[T](command: Awaitable[T], target: str) -> T:
     try:
         return await command
     except CommandFailed as err:
-        raise HomeAssistantError(
+        # The add-on refused what the caller asked (a label in the future, reduce_w 0):
+        # the caller's mistake, reported without a traceback (and a 400 over REST)
+        error = ServiceValidationError if err.code == "invalid" else HomeAssistantError
+        raise error(
             translation_domain=DOMAIN,
             translation_key=_COMMAND_ERRORS.get(err.code, "command_failed"),
             translation_placeholders={

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import Event, HomeAssistant
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
@@ -370,7 +370,7 @@ async def test_label_action_round_trip(
     assert shown is not None
     assert named["appliance"] == shown["appliance"] == "kettle"
     # The add-on refuses a label that ends in the future (a run nobody has seen yet).
-    with pytest.raises(HomeAssistantError, match="in the future"):
+    with pytest.raises(ServiceValidationError, match="in the future"):
         await hass.services.async_call(
             DOMAIN, "label_appliance",
             {"appliance": "kettle", "start": "2099-01-01T07:02:00+00:00",

@@ -107,7 +107,7 @@ async def test_bad_calls_get_clear_errors(
 async def test_addon_refusals_and_outages_are_translated_errors(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
 ) -> None:
-    with pytest.raises(HomeAssistantError) as raised:
+    with pytest.raises(ServiceValidationError) as raised:  # the caller's mistake
         await hass.services.async_call(DOMAIN, "shed_load", {"reduce_w": 0}, blocking=True,
                                        return_response=True)
     assert raised.value.translation_key == "command_invalid"
