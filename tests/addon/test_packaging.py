@@ -449,9 +449,15 @@ def _dockerfile() -> list[str]:
 
 
 def test_dockerfile_builds_from_the_supervisor_base() -> None:
+    """build.yaml's per-arch image (older Supervisors pass it), else the multi-arch one
+    of the same Debian release (Supervisor 2026.04 on passes no BUILD_FROM)."""
     instructions = [line for line in _dockerfile() if not line.startswith("#")]
-    assert instructions[0] == "ARG BUILD_FROM"
+    default = re.fullmatch(r"ARG BUILD_FROM=ghcr\.io/home-assistant/base-debian:(\w+)",
+                           instructions[0])
+    assert default, instructions[0]
     assert instructions[1] == "FROM ${BUILD_FROM}"
+    per_arch = _yaml(ADDON / "build.yaml")["build_from"].values()
+    assert {image.rsplit(":", 1)[1] for image in per_arch} == {default.group(1)}
 
 
 def test_dockerfile_copies_only_what_the_build_context_has() -> None:
@@ -504,6 +510,19 @@ def test_image_installs_every_package_the_service_imports() -> None:
             if not dists & installed:
                 missing[name] = module.relative_to(ADDON).as_posix()
     assert not missing, f"imported but not in addon/requirements.txt: {missing}"
+
+
+def test_image_pins_the_versions_the_tests_run() -> None:
+    """An image built later installs what this suite ran against, not whatever is newest."""
+    lines = (ADDON / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    requirements = [Requirement(x) for x in (ln.split("#")[0].strip() for ln in lines) if x]
+    differing = {}
+    for req in requirements:
+        pins = [spec.version for spec in req.specifier if spec.operator == "=="]
+        installed = importlib.metadata.version(req.name)
+        if pins != [installed]:
+            differing[req.name] = (str(req.specifier), installed)
+    assert not differing, f"requirement vs tested version: {differing}"
 
 
 # --- s6-overlay v3 services -------------------------------------------------------
@@ -616,10 +635,12 @@ def run_discovery(tmp_path: Path) -> Any:
     return run
 
 
+# No api_token (the default options have none) or an empty one: the generated token.
+@pytest.mark.parametrize("options", [{}, {"api_token": ""}])
 def test_discovery_announces_the_generated_token_once_the_api_answers(
-    run_discovery: Any, addon_cfg: dict[str, Any]
+    run_discovery: Any, addon_cfg: dict[str, Any], options: dict[str, str]
 ) -> None:
-    sent, probes, done = run_discovery({"api_token": ""}, "gen-token_123\n", curl_fails=3)
+    sent, probes, done = run_discovery(options, "gen-token_123\n", curl_fails=3)
     assert done.returncode == 0, done.stderr
     assert len(probes) == 4, "announced before the API answered"
     assert set(probes) == {"http://127.0.0.1:8099/api/v1/health"}
