@@ -21,6 +21,8 @@ def test_manifest_keys_are_domain_name_then_alphabetical() -> None:
     assert manifest["version"]
     assert manifest["config_flow"] is True
     assert manifest["iot_class"] == "local_push"
+    # One entry makes several devices (the meter, its boards, appliances, extra meters)
+    assert manifest["integration_type"] == "hub"
     assert manifest["issue_tracker"].startswith("https://")
 
 
