@@ -9,6 +9,7 @@ writes the batches, prunes and exports, so the event loop never waits on the dis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import math
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Concatenate, Final, Literal
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +85,28 @@ def _iso_ms(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# SQLite's primary result codes for a damaged file (the extended codes share the low byte)
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+
+
+def _heals[**P, T](
+    method: Callable[Concatenate[HistoryStore, P], T],
+) -> Callable[Concatenate[HistoryStore, P], T]:
+    """Damage found in use, not at open (a few bad pages of a worn card), sets the file
+    aside and runs the call again on a new store, as damage found at open does."""
+    def healing(store: HistoryStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+            if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise
+            store.replace_damaged(error)
+            return method(store, *args, **kwargs)
+    return healing
+
+
 class HistoryStore:
     """Readings in `<data dir>/history.sqlite3`. Not thread-safe: use it from one thread."""
 
@@ -99,19 +122,29 @@ class HistoryStore:
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as error:
-            # A damaged card must not keep the meter down: the old file is kept for the user.
-            kept = path.with_name(f"{path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-            _LOGGER.error("History store %s is unreadable (%s): moved to %s, starting a new "
-                          "one", path, error, kept.name)
-            path.replace(kept)
-            for suffix in ("-wal", "-shm"):
-                path.with_name(path.name + suffix).unlink(missing_ok=True)
-            self._db = self._open(path)
+            self._db = self._start_afresh(error)
         # Column names in SQL text below are this module's constants, never user input.
         self._insert = (
             f"INSERT OR REPLACE INTO readings (ts_ms, {', '.join(_VALUE_COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join('?' * (len(_VALUE_COLUMNS) + 1))})"
         )
+
+    def replace_damaged(self, error: sqlite3.DatabaseError) -> None:
+        """Close the damaged file, set it aside and continue on a new one."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._db = self._start_afresh(error)
+
+    def _start_afresh(self, error: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """A damaged card must not keep the meter down: the old file is kept for the user."""
+        path = self.path
+        kept = path.with_name(f"{path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+        _LOGGER.error("History store %s is unreadable (%s): moved to %s, starting a new one",
+                      path, error, kept.name)
+        path.replace(kept)
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return self._open(path)
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
@@ -146,14 +179,17 @@ class HistoryStore:
     def close(self) -> None:
         self._db.close()
 
+    @_heals
     def append(self, readings: Sequence[Reading]) -> None:
         """Write a batch in one transaction; a reading at an existing time replaces it."""
         with self._db:
             self._db.executemany(self._insert, [reading.row() for reading in readings])
 
+    @_heals
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
 
+    @_heals
     def time_range(self) -> tuple[datetime, datetime] | None:
         first, last = self._db.execute("SELECT min(ts_ms), max(ts_ms) FROM readings").fetchone()
         if first is None:
@@ -169,6 +205,7 @@ class HistoryStore:
             if part.exists()
         )
 
+    @_heals
     def prune(self, now: datetime | None = None) -> int:
         """Apply retention: drop readings older than `retention_days` before `now`, then the
         oldest ones until the files fit in `max_size_mb`. Returns the rows deleted."""
@@ -205,6 +242,7 @@ class HistoryStore:
         self._db.execute("PRAGMA incremental_vacuum").fetchall()
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    @_heals
     def export(
         self, start: datetime, end: datetime, fmt: ExportFormat, destination: Path,
         channel_ids: Sequence[int] = (),
@@ -229,6 +267,7 @@ class HistoryStore:
             return _write_csv(destination, columns, chunks)
         return _write_parquet(destination, columns, chunks)
 
+    @_heals
     def minute_means(
         self, columns: Sequence[str], since: datetime
     ) -> tuple[list[int], list[tuple[float | None, ...]]]:

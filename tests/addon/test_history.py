@@ -233,3 +233,28 @@ def test_an_unreadable_store_is_set_aside_and_a_new_one_started(
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3.corrupt-")]
     assert [p.read_bytes() for p in kept] == [garbage]
     assert "unreadable" in caplog.text
+
+
+async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worn card: the file opens, but a few zeroed pages fail the first query. The
+    writer still starts (pruning at start is that first query) and keeps recording."""
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore(path)
+    store.append(_readings(_frame(days=1)))
+    store.close()
+    with path.open("r+b") as handle:  # pages 6 and 7 of the readings' B-tree
+        handle.seek(5 * 4096)
+        handle.write(bytes(2 * 4096))
+    writer = HistoryWriter(path)
+    await writer.start()
+    try:
+        writer.add(_readings(_frame(days=1))[0])
+        await writer.flush()
+        assert await writer.run_in_worker(lambda: writer._require_store().count()) == 1
+    finally:
+        await writer.stop()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3.corrupt-")]
+    assert [p.read_bytes()[:16] for p in kept] == [b"SQLite format 3\x00"]  # kept for the user
+    assert "unreadable (database disk image is malformed)" in caplog.text
