@@ -24,6 +24,7 @@ type Period = Literal["hour", "day", "month"]
 PERIODS: Final[tuple[Period, ...]] = ("hour", "day", "month")
 FORMAT_VERSION: Final = 1
 ONE_HOUR: Final = timedelta(hours=1)
+QUARTER_S: Final = 900  # every real UTC offset is a multiple of 15 minutes
 
 
 class RollingMean:
@@ -138,12 +139,18 @@ class EnergyBuckets:
         cursor = begin
         while cursor < end:
             hour_start = self._hour_start(cursor)
-            piece_end = min(end, hour_start.astimezone(UTC) + ONE_HOUR)
+            boundary = hour_start.astimezone(UTC) + ONE_HOUR
+            if boundary <= cursor:
+                # A fold of less than an hour (Lord Howe Island's 30 minutes) puts the local
+                # hour's start over an hour back: go on to the next UTC quarter hour
+                boundary = datetime.fromtimestamp(
+                    (math.floor(cursor.timestamp() / QUARTER_S) + 1) * QUARTER_S, UTC)
+            piece_end = min(end, boundary)
             self._add(hour_start, (piece_end - cursor).total_seconds() / span, increases)
             cursor = piece_end
 
     def _hour_start(self, moment: datetime) -> datetime:
-        """Start of the local hour holding `moment` (whole-hour UTC offsets assumed)."""
+        """Start of the local hour holding `moment` (on the hour in local time)."""
         local = moment.astimezone(self._tz)
         return local.replace(minute=0, second=0, microsecond=0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -110,6 +111,25 @@ def test_a_reading_gap_across_hours_is_spread_in_proportion_to_time() -> None:
     np.testing.assert_allclose([h["total"] for h in hours.values()],
                                [8 * 10 / 80, 8 * 60 / 80, 8 * 10 / 80])
     assert buckets.energy("day") == {"2024-05-01": pytest.approx({"total": 8.0})}
+
+
+@pytest.mark.parametrize("zone", ["Australia/Lord_Howe", "Asia/Kolkata", "Europe/Paris"])
+def test_a_gap_over_a_clock_change_of_any_size_is_spread_and_nothing_lost(zone: str) -> None:
+    """Lord Howe Island falls back by 30 minutes (2026-04-04 15:00Z): the add-on used to
+    loop there for ever, on its event loop. India is on half hours all year."""
+    buckets = EnergyBuckets(ZoneInfo(zone))
+    start = datetime(2026, 4, 4, 14, 29, tzinfo=UTC)
+    buckets.record(start, {"total": 1.0})
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (buckets.record(
+        start + timedelta(minutes=152), {"total": 3.0}), done.set()), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done.is_set(), "recording a reading did not return"
+    hours = buckets.energy("hour")
+    assert sum(h["total"] for h in hours.values()) == pytest.approx(2.0)
+    assert all(h["total"] > 0 for h in hours.values())
+    assert sum(d["total"] for d in buckets.energy("day").values()) == pytest.approx(2.0)
 
 
 def test_state_restored_from_json_continues_as_if_never_stopped() -> None:
