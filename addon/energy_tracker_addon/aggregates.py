@@ -67,6 +67,14 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+def _aware(text: str) -> datetime:
+    """A saved time; one without a zone would break every later comparison."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"saved time {text!r} has no time zone")
+    return moment
+
+
 class EnergyBuckets:
     """Energy per local hour, day and month for each counter key ("total", channel ids...).
 
@@ -97,8 +105,11 @@ class EnergyBuckets:
     def record(self, timestamp: datetime, counters: Mapping[str, float]) -> None:
         """Attribute the counters' increase since the previous reading to its buckets.
 
-        A reading older than the previous one, or a counter that went down or is not finite,
-        is skipped with a log line; the next good reading starts a new baseline for it.
+        A counter that went down or is not finite is skipped with a log line; the next good
+        reading starts a new baseline for it. A reading older than the previous one (the
+        clock was set back, e.g. by NTP after running ahead) is logged and counted in its
+        own hour, and the clock goes on from it: waiting for the old time to come back would
+        freeze the totals for as long as the clock was ahead.
         """
         if timestamp.tzinfo is None:
             raise ValueError("EnergyBuckets.record needs an aware timestamp")
@@ -106,10 +117,10 @@ class EnergyBuckets:
         previous_time = self._last_time
         if previous_time is not None and now < previous_time:
             _LOGGER.warning(
-                "Energy aggregates: reading at %s is older than the previous one (%s); skipped",
-                _iso(now), _iso(previous_time),
+                "Energy aggregates: reading at %s is older than the previous one (%s): the "
+                "clock went back; counting on from this reading", _iso(now), _iso(previous_time),
             )
-            return
+            previous_time = now
         increases: dict[str, float] = {}
         for key, value in counters.items():
             if not math.isfinite(value):
@@ -215,6 +226,7 @@ class EnergyBuckets:
         """JSON-ready state, restorable with `from_dict`."""
         return {
             "version": FORMAT_VERSION,
+            "time_zone": str(self._tz),
             "last_time": None if self._last_time is None else self._last_time.isoformat(),
             "last_counters": dict(self._last_counters),
             "buckets": {
@@ -228,20 +240,34 @@ class EnergyBuckets:
     def from_dict(
         cls, data: Mapping[str, Any], tz: tzinfo, keep: Mapping[Period, int] | None = None
     ) -> EnergyBuckets:
-        """Restore a `to_dict` state; malformed data raises ValueError (start afresh then)."""
+        """Restore a `to_dict` state; malformed data raises ValueError (start afresh then).
+
+        Saved in another time zone (Home Assistant's was corrected): the hours are kept
+        under their new local names, where they still begin on a local hour; days and
+        months, whose bounds were the old zone's midnights, start again (logged).
+        """
         restored = cls(tz, keep)
         try:
             if data["version"] != FORMAT_VERSION:
                 raise ValueError(f"unknown aggregates format version {data['version']!r}")
             last_time = data["last_time"]
-            restored._last_time = None if last_time is None else datetime.fromisoformat(last_time)
+            restored._last_time = None if last_time is None else _aware(last_time)
             restored._last_counters = {
                 str(key): float(value) for key, value in data["last_counters"].items()
             }
-            for period in PERIODS:
+            saved_zone = data.get("time_zone", str(tz))  # not kept before 0.3.7
+            periods: tuple[Period, ...] = PERIODS if saved_zone == str(tz) else ("hour",)
+            if saved_zone != str(tz):
+                _LOGGER.warning("Energy aggregates were kept in time zone %s, now %s: hours "
+                                "are kept, day and month totals start again", saved_zone, tz)
+            for period in periods:
                 for key, raw in data["buckets"][period].items():
-                    start = datetime.fromisoformat(raw["start"]).astimezone(tz)
+                    start = _aware(raw["start"]).astimezone(tz)
                     kwh = {str(name): float(value) for name, value in raw["kwh"].items()}
+                    if period == "hour" and saved_zone != str(tz):
+                        if start != restored._hour_start(start):
+                            continue  # not a local hour here (a half-hour zone)
+                        key = _iso(start)
                     restored._buckets[period][str(key)] = _Bucket(start, kwh)
                 restored._trim(period)
         except (KeyError, TypeError, AttributeError) as error:

@@ -170,8 +170,10 @@ def test_bad_counters_are_logged_and_skipped(caplog: pytest.LogCaptureFixture) -
     buckets.record(t0 + timedelta(minutes=2), {"total": float("nan")})
     buckets.record(t0 + timedelta(minutes=3), {"total": 1.5})  # new baseline after NaN
     buckets.record(t0 + timedelta(minutes=4), {"total": 2.0})
-    buckets.record(t0 + timedelta(minutes=1), {"total": 9.0})  # from the past
-    assert buckets.energy("hour") == {"2024-05-01T10:00:00+02:00": {"total": 0.5}}
+    buckets.record(t0 + timedelta(minutes=1), {"total": 9.0})  # the clock went back
+    # Counted in that reading's hour, not dropped; and the clock goes on from there.
+    buckets.record(t0 + timedelta(minutes=2), {"total": 9.5})
+    assert buckets.energy("hour") == {"2024-05-01T10:00:00+02:00": {"total": 8.0}}
     messages = " ".join(caplog.messages)
     assert "went down from 5.000000 to 1.000000" in messages
     assert "is nan" in messages
@@ -183,6 +185,44 @@ def test_bad_counters_are_logged_and_skipped(caplog: pytest.LogCaptureFixture) -
 def test_malformed_state_raises_a_clear_error() -> None:
     with pytest.raises(ValueError, match="malformed aggregates state"):
         EnergyBuckets.from_dict({"version": 1, "buckets": {}}, PARIS)
+    saved = EnergyBuckets(PARIS)
+    saved.record(datetime(2024, 5, 1, 10, tzinfo=PARIS), {"total": 1.0})
+    state = saved.to_dict()
+    state["last_time"] = "2024-05-01T10:00:00"  # no zone: every reading would raise
+    with pytest.raises(ValueError, match="no time zone"):
+        EnergyBuckets.from_dict(state, PARIS)
+
+
+def test_a_clock_that_ran_ahead_does_not_freeze_the_totals() -> None:
+    """Saved while the clock was a year ahead; NTP set it right before the restart."""
+    ahead = EnergyBuckets(PARIS)
+    ahead.record(datetime(2025, 5, 1, 10, tzinfo=PARIS), {"total": 1.0})
+    buckets = EnergyBuckets.from_dict(ahead.to_dict(), PARIS)
+    t0 = datetime(2024, 5, 1, 10, tzinfo=PARIS)
+    for minute, total in enumerate((1.5, 2.0, 2.5)):
+        buckets.record(t0 + timedelta(minutes=minute), {"total": total})
+    assert buckets.energy("hour")["2024-05-01T10:00:00+02:00"] == {"total": 1.5}
+    assert buckets.energy("day")["2024-05-01"] == {"total": 1.5}
+
+
+def test_a_new_time_zone_keeps_the_hours_and_restarts_days_and_months(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    helsinki, new_york = ZoneInfo("Europe/Helsinki"), ZoneInfo("America/New_York")
+    saved = EnergyBuckets(helsinki)
+    start = datetime(2026, 12, 5, 21, 30, tzinfo=UTC)  # across Helsinki's midnight
+    for minute in range(0, 61, 10):
+        saved.record(start + timedelta(minutes=minute), {"total": minute / 60})
+    restored = EnergyBuckets.from_dict(saved.to_dict(), new_york)
+    hours = restored.energy("hour")
+    assert list(hours) == ["2026-12-05T16:00:00-05:00", "2026-12-05T17:00:00-05:00"]
+    assert sum(h["total"] for h in hours.values()) == pytest.approx(1.0)
+    assert restored.energy("day") == {}
+    assert restored.energy("month") == {}
+    assert "kept in time zone Europe/Helsinki, now America/New_York" in caplog.text
+    # New readings make New York days: one day bucket, starting at its midnight.
+    restored.record(start + timedelta(minutes=70), {"total": 1.5})
+    assert restored.as_json("day")["buckets"][0]["start"] == "2026-12-05T00:00:00-05:00"
 
 
 def test_time_zone_comes_from_the_name_or_tz_and_falls_back_to_utc(
