@@ -338,26 +338,39 @@ class Analytics:
             "events": list(self._events),
             "next_id": self._next_id,
             "last_time": None if self._last_time is None else self._last_time.isoformat(),
+            "detectors": {key: d.live_state() for key, d in self._detectors.items()},
         }
 
     def _restore(self) -> None:
         def parse(data: dict[str, Any]) -> tuple[EnergyBuckets, EnergyBuckets,
-                                                 list[dict[str, Any]], int, datetime | None]:
+                                                 list[dict[str, Any]], int, datetime | None,
+                                                 Any]:
             # Files from before 0.3.1 have no CO2 buckets: CO2 counts from the upgrade on.
             co2 = data.get("co2_buckets")
             return (EnergyBuckets.from_dict(data["buckets"], self._tz),
                     EnergyBuckets(self._tz) if co2 is None
                     else EnergyBuckets.from_dict(co2, self._tz),
                     [dict(event) for event in data["events"]], int(data["next_id"]),
-                    None if data["last_time"] is None else _parse(data["last_time"]))
+                    None if data["last_time"] is None else _parse(data["last_time"]),
+                    data.get("detectors"))
 
         stored = self._file.read(parse, "starting afresh")
         if stored is None:
             return
-        buckets, co2_buckets, events, next_id, last_time = stored
+        buckets, co2_buckets, events, next_id, last_time, streams = stored
         self._buckets, self._co2_buckets = buckets, co2_buckets
         self._next_id, self._last_time = next_id, last_time
         self._events.extend(events)
+        # Files from before 0.3.7 have no detector streams: they start from empty windows.
+        for key, stream in (streams if isinstance(streams, dict) else {}).items():
+            detector = self._detectors.get(key)
+            if detector is None:
+                continue  # a channel no longer configured
+            try:
+                detector.resume(stream)
+            except ValueError as error:
+                _LOGGER.warning("Anomaly detector %s starts from empty windows: %s",
+                                detector.series, error)
 
 
 def _parse(text: str) -> datetime:

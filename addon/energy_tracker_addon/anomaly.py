@@ -398,6 +398,44 @@ class AnomalyDetector:
 
     # ------------------------------------------------------------------ persistence
 
+    def live_state(self) -> dict[str, Any]:
+        """The stream's windows and the episode in progress, JSON-ready (a few kB): a
+        restart within `max_gap_min` carries on where it stopped, so an episode still
+        going is not announced a second time."""
+        return {
+            "minute": self._minute, "sum": self._sum, "count": self._count,
+            "recent": list(self._recent), "last_closed": self._last_closed,
+            "window": list(self._window), "last_flagged": self._last_flagged,
+            "active": None if self._active is None else self._active.as_dict(),
+        }
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Take back a `live_state`; malformed data raises ValueError and changes nothing."""
+        try:
+            minute = state["minute"]
+            active = state["active"]
+            episode = None if active is None else Anomaly(
+                kind=active["kind"], series=str(active["series"]),
+                started=datetime.fromisoformat(active["started"]),
+                power_w=float(active["power_w"]), usual_w=float(active["usual_w"]),
+                slot=str(active["slot"]), reason=str(active["reason"]))
+            if episode is not None and (episode.kind not in ("high", "low", "spike")
+                                        or episode.started.tzinfo is None):
+                raise ValueError(f"not an anomaly: {active!r}")
+            resumed = (None if minute is None else int(minute), float(state["sum"]),
+                       int(state["count"]), [float(v) for v in state["recent"]],
+                       int(state["last_closed"]), [float(v) for v in state["window"]],
+                       int(state["last_flagged"]))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"malformed anomaly stream state ({error!r})") from None
+        (self._minute, self._sum, self._count, recent, self._last_closed, window,
+         self._last_flagged) = resumed
+        self._recent.clear()
+        self._recent.extend(recent)
+        self._window.clear()
+        self._window.extend(window)
+        self._active = episode
+
     def to_dict(self) -> dict[str, Any]:
         """What was learned, JSON-ready (about 1 MB at the defaults); the live windows and
         any anomaly in progress are not kept: they rebuild within an hour."""

@@ -200,6 +200,9 @@ async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_surv
     try:
         assert [e["id"] for e in rig.state["anomalies"]] == [1, 2]
         assert rig.state["anomaly"]["last"]["id"] == 2
+        # A quick restart carries the episode on: still in progress, not a new one
+        assert rig.state["anomaly"]["active"] is True
+        assert all(e["active"] for e in rig.state["anomalies"])
     finally:
         await rig.stop()
 

@@ -151,6 +151,32 @@ def test_restored_detector_judges_like_the_original() -> None:
     assert len(expected) > 0
 
 
+def test_a_quick_restart_carries_on_an_episode_without_announcing_it_again() -> None:
+    """An add-on update in the middle of a stuck load: the episode goes on (still active,
+    same start) and ends when the load does; a restart used to announce it again."""
+    holdout = _holdout(days=7)
+    power = holdout["mains"].to_numpy().copy()
+    start = holdout.index.get_loc(pd.Timestamp("2010-01-05 01:00", tz=UCI_TZ))
+    power[start:start + 300] += 2000.0
+    original = _fitted()
+    stop = start + 240  # mid-episode (announced about two hours in)
+    before = replay(original, holdout.index[:stop], power[:stop])
+    episode = original.active
+    assert episode is not None
+    assert episode in before
+    restored = AnomalyDetector.from_dict(json.loads(json.dumps(original.to_dict())), UCI_TZ)
+    restored.resume(json.loads(json.dumps(original.live_state())))
+    assert restored.active == episode
+    later = slice(stop + 2, start + 600)  # two minutes down, then on to well after the load
+    alerts = replay(restored, holdout.index[later], power[later])
+    assert alerts == replay(original, holdout.index[later], power[later])
+    assert [a for a in alerts if a.started < holdout.index[start + 300]] == []
+    assert restored.active is None
+    with pytest.raises(ValueError, match="malformed anomaly stream state"):
+        restored.resume({"minute": 1})
+    assert restored.active is None  # a bad state changes nothing
+
+
 def test_bad_input_is_refused_or_ignored_with_a_defined_state() -> None:
     detector = _fitted()
     moment = datetime(2010, 1, 4, 12, 0, tzinfo=UCI_TZ)
