@@ -163,6 +163,19 @@ minutes). On 2009-07..12, every minute with a full 399-minute window: seeds 7 / 
 31.7 W, all six averaged 31.7 W. The longer networks stopped early (9-13 epochs against
 23-25) and found no more of the long runs (their part of the MAE 8.5-8.9 W against
 8.3-8.6 W).
+
+Also tried after 2.5.0 and not kept: the house meter's reactive power as a second input.
+UCI records it beside the active power, and the laundry's fridge is a motor: averaged over
+6 730 starts in 2008-2009 its compressor steps the reactive power by +107 var and the
+active power by +85 W, and far fewer of the house's loads move the reactive power. One
+network per variant, same recipe and seed, on a smaller budget than the shipped ones
+(200 k training windows, at most 15 epochs): validation MAE laundry 35.2 → 30.5 W (its
+fridge minutes' under-estimate 16.1 → 9.8 W), kitchen 21.8 → 21.1 W. Read after the
+decision below, on 2010 (float, every 5th window): laundry 40.1 → 36.1 W (61 → 55 % of
+always-off), kitchen 27.7 → 27.1 W (47 → 46 %): better, still short of 40 %. Not shipped:
+the default RPICT3T1 hat measures no voltage and so no reactive power (the add-on's hats
+with a voltage input print real power, current and voltage, from which it could be
+derived), the circuit models are this one house's, and it does not reach the goal.
 """
 
 LIMITS = """\
