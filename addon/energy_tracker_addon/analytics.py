@@ -306,7 +306,7 @@ class Analytics:
             "ready": bool(ready_series),
             "active": bool(reasons) if ready_series else None,
             "reason": "; ".join(reasons) or None,
-            "last": self._events[-1] if self._events else None,
+            "last": self.anomalies()[-1] if self._events else None,  # with `active`
             "series": series,
         }
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
 
@@ -113,7 +113,7 @@ async def _export(request: web.Request) -> web.StreamResponse:
     temp = Path(name)
     try:
         rows = await backend.analytics.export(start, end, cast(ExportFormat, fmt), temp)
-        stamp = f"{start:%Y%m%dT%H%M%S}_{end:%Y%m%dT%H%M%S}"
+        stamp = f"{_utc_stamp(start)}_{_utc_stamp(end)}"
         response = web.StreamResponse(headers={
             "Content-Type": CONTENT_TYPES[fmt],
             "Content-Disposition": f'attachment; filename="energy_tracker_{stamp}.{fmt}"',
@@ -131,3 +131,11 @@ async def _export(request: web.Request) -> web.StreamResponse:
     finally:
         with contextlib.suppress(OSError):
             temp.unlink()  # noqa: ASYNC240
+
+
+def _utc_stamp(moment: datetime) -> str:
+    """`20261124T000000Z`: UTC, so that two ranges given in different zones never share a
+    file name, and four-digit years (strftime writes year 1 as "1")."""
+    t = moment.astimezone(UTC)
+    return (f"{t.year:04d}{t.month:02d}{t.day:02d}T"
+            f"{t.hour:02d}{t.minute:02d}{t.second:02d}Z")

@@ -64,7 +64,8 @@ class CarbonIntensity:
         if live is None or self._updated is None:
             return {"g_per_kwh": self._option, "source": OPTION, "updated": None}
         return {"g_per_kwh": live, "source": PUSHED,
-                "updated": self._updated.isoformat(timespec="seconds")}
+                "updated": self._updated.astimezone(UTC).isoformat(timespec="seconds")
+                .replace("+00:00", "Z")}
 
     def _live(self) -> float | None:
         if self._pushed is not None and self._clock() - self._pushed_at > PUSH_TTL_S:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +124,20 @@ async def test_export_reloads_to_the_readings_sent_and_bad_requests_get_400(
         )}
         bad_period = await rig.get(session, "aggregates?period=week")
         left_behind = list((rig.data_dir / "exports").iterdir())
+        # One range in two zones: the same file name, in UTC
+        names = set()
+        for zone in ("+01:00", "-05:00"):
+            moment = datetime(2026, 11, 24, tzinfo=UTC)
+            span = (f"start={moment.astimezone(timezone(timedelta(hours=int(zone[:3]))))
+                             .isoformat()}&end=2026-11-25T00:00:00Z").replace("+", "%2B")
+            async with session.get(f"{rig.service.url}/api/v1/export?{span}",  # type: ignore[union-attr]
+                                   headers={"Authorization": "Bearer "
+                                            + rig.options["api_token"]}) as resp:
+                names.add(resp.headers["Content-Disposition"])
     finally:
         await rig.stop()
 
+    assert names == {'attachment; filename="energy_tracker_20261124T000000Z_20261125T000000Z.csv"'}
     assert status_csv == status_pq == 200
     sent = _printed_frame(data, printed)
     for frame in (pd.read_csv(io.BytesIO(csv_body)), pd.read_parquet(io.BytesIO(pq_body))):
@@ -191,6 +202,7 @@ async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_surv
     spike_minute = (live.index[2] + shift).tz_convert(UTC)
     assert anomaly["last"]["started"] == spike_minute.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert anomaly["last"]["power_w"] == pytest.approx(live["mains"].iloc[2] + 8000, abs=0.1)
+    assert anomaly["last"]["active"] is True  # an anomaly event, like those of /anomalies
     assert [e["kind"] for e in events["anomalies"]] == ["spike", "spike"]  # total and mains
     assert {e["id"] for e in events["anomalies"]} == {1, 2}
     assert all(e["active"] for e in events["anomalies"])
@@ -332,6 +344,7 @@ async def test_co2_follows_a_live_intensity_and_falls_back_to_the_option(
         assert (await rig.get(session, "co2_intensity"))[1] == {
             "g_per_kwh": 52.0, "source": "option", "updated": None}
         assert (await push({"g_per_kwh": 100}))[1]["source"] == "home_assistant"
+        assert (await rig.get(session, "co2_intensity"))[1]["updated"].endswith("Z")
         printed = await rig.replay(first)
         assert (await push({"g_per_kwh": 400.0}))[0] == 200
         printed += await rig.replay(second)  # the last 60 minutes go past the 2 h limit
