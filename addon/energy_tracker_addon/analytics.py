@@ -198,6 +198,13 @@ class Analytics:
         # Observers run before the state is published: what is shown survives a kill.
         self._file.write(self._payload(), live=True)
 
+    def push_intensity(self, g_per_kwh: float) -> None:
+        """A live carbon intensity (ValueError when refused), kept with the analytics state
+        so that it holds across a restart for its two hours."""
+        self.carbon.push(g_per_kwh)
+        self._unsaved = True
+        self._file.write(self._payload(), live=True)
+
     def _record_co2(self, timestamp: datetime, previous: dict[str, float],
                     counters: dict[str, float]) -> None:
         """Each counter's energy since the previous reading, at the intensity now."""
@@ -339,6 +346,7 @@ class Analytics:
             "next_id": self._next_id,
             "last_time": None if self._last_time is None else self._last_time.isoformat(),
             "detectors": {key: d.live_state() for key, d in self._detectors.items()},
+            "carbon": self.carbon.to_dict(),
         }
 
     def _restore(self) -> None:
@@ -352,12 +360,13 @@ class Analytics:
                     else EnergyBuckets.from_dict(co2, self._tz),
                     [dict(event) for event in data["events"]], int(data["next_id"]),
                     None if data["last_time"] is None else _parse(data["last_time"]),
-                    data.get("detectors"))
+                    (data.get("detectors"), data.get("carbon")))
 
         stored = self._file.read(parse, "starting afresh")
         if stored is None:
             return
-        buckets, co2_buckets, events, next_id, last_time, streams = stored
+        buckets, co2_buckets, events, next_id, last_time, (streams, carbon) = stored
+        self.carbon.restore(carbon)
         self._buckets, self._co2_buckets = buckets, co2_buckets
         self._next_id, self._last_time = next_id, last_time
         self._events.extend(events)

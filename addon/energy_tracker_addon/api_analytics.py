@@ -71,15 +71,15 @@ async def _co2_intensity(request: web.Request) -> web.Response:
 
 async def _set_co2_intensity(request: web.Request) -> web.Response:
     """A live carbon intensity from Home Assistant: {"g_per_kwh": number}."""
-    carbon = request.app[ANALYTICS_KEY].analytics.carbon
+    analytics = request.app[ANALYTICS_KEY].analytics
     try:
         body = await read_json(request)
         if not isinstance(body, dict) or "g_per_kwh" not in body:
             raise ValueError('expected {"g_per_kwh": number}')
-        carbon.push(body["g_per_kwh"])
+        analytics.push_intensity(body["g_per_kwh"])
     except ValueError as error:  # BadBody is a ValueError
         return _invalid(str(error))
-    return web.json_response(carbon.as_json())
+    return web.json_response(analytics.carbon.as_json())
 
 
 def _time(query: Any, name: str) -> datetime:

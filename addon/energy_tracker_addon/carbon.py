@@ -67,6 +67,30 @@ class CarbonIntensity:
                 "updated": self._updated.astimezone(UTC).isoformat(timespec="seconds")
                 .replace("+00:00", "Z")}
 
+    def to_dict(self) -> dict[str, Any] | None:
+        """The pushed value and when it came, for the analytics state (None: no live one)."""
+        live = self._live()
+        if live is None or self._updated is None:
+            return None
+        return {"g_per_kwh": live, "updated": self._updated.isoformat()}
+
+    def restore(self, data: Any) -> None:
+        """Take back a `to_dict` after a restart: a value pushed less than PUSH_TTL_S ago
+        still holds (Home Assistant pushes on changes and every 30 minutes, not at once)."""
+        if data is None:
+            return
+        try:
+            g_per_kwh, updated = float(data["g_per_kwh"]), datetime.fromisoformat(data["updated"])
+            age = (self._wall_clock() - updated).total_seconds()
+        except (KeyError, TypeError, ValueError) as error:
+            _LOGGER.warning("Saved carbon intensity unusable (%r): using the option", error)
+            return
+        if not (math.isfinite(g_per_kwh) and 0 <= g_per_kwh <= MAX_G_PER_KWH) \
+                or not 0 <= age <= PUSH_TTL_S:
+            return
+        self._pushed, self._updated = g_per_kwh, updated
+        self._pushed_at = self._clock() - age
+
     def _live(self) -> float | None:
         if self._pushed is not None and self._clock() - self._pushed_at > PUSH_TTL_S:
             _LOGGER.warning(

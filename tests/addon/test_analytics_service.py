@@ -321,6 +321,33 @@ async def test_a_board_without_a_gas_meter_has_no_gas_reading(
             await rig.stop()
 
 
+async def test_a_pushed_intensity_holds_across_a_restart_until_it_expires(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    clocks = Clocks(datetime(2026, 11, 24, 10, tzinfo=UTC))
+    rig = Rig(tmp_path / "data", clocks, pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        async with session.put(f"{rig.service.url}/api/v1/co2_intensity",  # type: ignore[union-attr]
+                               json={"g_per_kwh": 312},
+                               headers={"Authorization": "Bearer " + rig.options["api_token"]}
+                               ) as resp:
+            assert resp.status == 200
+        pushed = (await rig.get(session, "co2_intensity"))[1]
+        await rig.stop()
+        clocks.set(clocks.wall + timedelta(minutes=5))  # an update's restart
+        await rig.start()
+        assert (await rig.get(session, "co2_intensity"))[1] == pushed
+        await rig.stop()
+        clocks.set(clocks.wall + timedelta(hours=2))  # two hours without a push
+        await rig.start()
+        expired = (await rig.get(session, "co2_intensity"))[1]
+    finally:
+        await rig.stop()
+    assert pushed["source"] == "home_assistant"
+    assert expired == {"g_per_kwh": 52.0, "source": "option", "updated": None}
+
+
 @pytest.mark.usefixtures("paris")
 async def test_co2_follows_a_live_intensity_and_falls_back_to_the_option(
     tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
