@@ -34,8 +34,7 @@ FORMAT_VERSION: Final = 1
 
 
 class GasCounter:
-    """Cumulative gas volume in m³; `m3` is None until a pulse was ever counted: a voltage
-    board without a gas meter wired reports the same count forever, which is no reading."""
+    """Cumulative gas volume in m³; `m3` is None until a board has ever reported a count."""
 
     def __init__(self, m3_per_pulse: float, path: Path) -> None:
         if not (math.isfinite(m3_per_pulse) and m3_per_pulse > 0):
@@ -51,10 +50,8 @@ class GasCounter:
 
     @property
     def m3(self) -> float | None:
-        volume = self._volume()
-        return volume if volume > 0 else None
-
-    def _volume(self) -> float:
+        if self._last_count is None:
+            return None
         return self._m3_offset + self._pulses_total * self._m3_per_pulse
 
     def update(self, count: int) -> None:
@@ -89,7 +86,7 @@ class GasCounter:
             self._live_stale = False
 
     def _payload(self) -> dict[str, Any]:
-        return {"m3": self._volume(), "m3_per_pulse": self._m3_per_pulse,
+        return {"m3": self.m3, "m3_per_pulse": self._m3_per_pulse,
                 "last_count": self._last_count}
 
     def _load(self) -> None:

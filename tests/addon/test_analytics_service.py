@@ -274,9 +274,8 @@ async def test_gas_pulses_become_m3_through_reboot_and_restart(
             seen.append(rig.state["gas_m3"])
     finally:
         await rig.stop()
-    # The first count is where the meter starts (no volume yet: the gas entity stays
-    # unavailable until a pulse is counted); then 50, 1, 3 (since boot) and 37 pulses.
-    assert seen == [None, 0.5, 0.51, 0.54, 0.91]
+    # The first count is where the meter starts; then 50, 1, 3 (since boot) and 37 pulses.
+    assert seen == [0.0, 0.5, 0.51, 0.54, 0.91]
 
     await rig.start()  # the board kept counting while the add-on was down: 40 -> 65
     try:
@@ -301,24 +300,7 @@ async def test_gas_counter_wrap_counts_the_pulses_across_it(
             seen.append(rig.state["gas_m3"])
     finally:
         await rig.stop()
-    assert seen == [None, 0.5, 1.0]  # 5 pulses, then 5 more across the wrap
-
-
-async def test_a_board_without_a_gas_meter_has_no_gas_reading(
-    tmp_path: Path, pty_port: Callable[[str], PtyPort]
-) -> None:
-    """Nothing on the gas input: the count stays 0, and that is no reading, not 0 m³,
-    across a restart too."""
-    rig = Rig(tmp_path / "data", Clocks(datetime.now(UTC)), pty_port("ttyRPICT"),
-              pty_port("ttyVOLT"))
-    for _ in range(2):
-        await rig.start()
-        try:
-            for _ in range(3):
-                await rig.etm(0)
-                assert rig.state["gas_m3"] is None
-        finally:
-            await rig.stop()
+    assert seen == [0.0, 0.5, 1.0]  # 5 pulses, then 5 more across the wrap
 
 
 async def test_a_pushed_intensity_holds_across_a_restart_until_it_expires(
