@@ -438,7 +438,7 @@ class AnomalyDetector:
 
     def to_dict(self) -> dict[str, Any]:
         """What was learned, JSON-ready (about 1 MB at the defaults); the live windows and
-        any anomaly in progress are not kept: they rebuild within an hour."""
+        any anomaly in progress are `live_state`'s, small enough for every reading."""
         return {
             "version": FORMAT_VERSION,
             "series": self.series,
