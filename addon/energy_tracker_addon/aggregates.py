@@ -259,7 +259,8 @@ class EnergyBuckets:
             periods: tuple[Period, ...] = PERIODS if saved_zone == str(tz) else ("hour",)
             if saved_zone != str(tz):
                 _LOGGER.warning("Energy aggregates were kept in time zone %s, now %s: hours "
-                                "are kept, day and month totals start again", saved_zone, tz)
+                                "that are local hours here too are kept, day and month "
+                                "totals start again", saved_zone, tz)
             for period in periods:
                 for key, raw in data["buckets"][period].items():
                     start = _aware(raw["start"]).astimezone(tz)

@@ -93,6 +93,10 @@ def _time(query: Any, name: str) -> datetime:
         raise ValueError(f"{name} is not an ISO 8601 time: {text!r}") from None
     if moment.tzinfo is None:
         raise ValueError(f"{name} needs a time zone (e.g. a trailing Z): {text!r}")
+    try:
+        moment.astimezone(UTC)  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+    except OverflowError:
+        raise ValueError(f"{name} is out of range in UTC: {text!r}") from None
     return moment
 
 

@@ -26,6 +26,8 @@ _LOGGER = logging.getLogger(__name__)
 
 OPTIONS_FILE: Final = "options.json"
 TOKEN_FILE: Final = "api_token"  # noqa: S105 - a file name, not a secret
+# Options whose refused value is never echoed in the log
+SECRET_OPTIONS: Final = frozenset({"api_token", "mqtt_password"})
 METER_ID_FILE: Final = "meter_id"
 
 RPICT_MODELS: Final = ("rpict3t1", "rpict3v1", "rpict4v3", "rpict7v1", "rpict8")
@@ -303,7 +305,8 @@ def _describe(error: vol.Invalid, data: Any) -> str:
             value = value[key]
         except (KeyError, IndexError, TypeError):
             found = False
-    got = f" (got {value!r})" if found and error.path else ""
+    secret = bool(error.path) and error.path[-1] in SECRET_OPTIONS
+    got = f" (got {value!r})" if found and error.path and not secret else ""
     return f"{name or 'options'}: {error.msg}{got}"
 
 

@@ -140,18 +140,31 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
     if missing:
         raise DataError(f"no trained checkpoint (run `train` first): {', '.join(missing)}")
     import keras
+    models = {}
+    for name, (x, _) in windows.items():
+        if not len(x):
+            continue
+        source = before_finetune(cache, name)
+        source = source if source.is_file() else checkpoint(cache, name)
+        try:
+            models[name] = (keras.models.load_model(source),
+                            json.loads(checkpoint(cache, name).with_suffix(".json").read_text()))
+        except (ValueError, OSError, KeyError) as err:
+            raise DataError(f"{source}: not a usable checkpoint ({err}); run `train "
+                            f"--targets {name}` again") from None
     done: dict[str, Any] = {}
     for name, (x, y) in windows.items():
+        outside = outside_history(labels, mains, name)
         if not len(x):
-            done[name] = {"windows": 0, "skipped": "no label inside the history"}
+            done[name] = {"windows": 0, "skipped": "no label inside the history",
+                          "labels_outside_history": outside}
             continue
         path, original = checkpoint(cache, name), before_finetune(cache, name)
         meta_path = path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text())
+        model, meta = models[name]
         norm = meta["normalisation"]
         if not original.is_file():
             shutil.copy2(path, original)
-        model = keras.models.load_model(original)
         model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mae")  # as in train
         xn = ((x - norm["input_mean"]) / norm["input_std"])[..., None]
         history = model.fit(xn, y / norm["output_scale"], epochs=epochs,
@@ -159,8 +172,17 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
         model.save(path)
         meta["finetuned_windows"] = len(x)
         meta_path.write_text(json.dumps(meta, indent=2))
-        done[name] = {"windows": len(x), "loss": float(history.history["loss"][-1])}
+        done[name] = {"windows": len(x), "loss": float(history.history["loss"][-1]),
+                      "labels_outside_history": outside}
     return done
+
+
+def outside_history(labels: list[Label], mains: pd.Series, appliance: str) -> int:
+    """How many of the appliance's labels lie wholly outside the history given (said in
+    the output: a history export that misses them fits on fewer labels than expected)."""
+    first, last = mains.index.min(), mains.index.max()
+    return sum(1 for label in labels if label.appliance == appliance
+               and (label.end <= first or label.start > last))
 
 
 def checkpoint(cache: Path, name: str) -> Path:

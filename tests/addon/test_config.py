@@ -118,6 +118,17 @@ def test_bad_option_names_the_option_and_the_problem(
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize("option", ["api_token", "mqtt_password"])
+def test_a_refused_secret_is_not_echoed(tmp_path: Path, option: str) -> None:
+    """The message goes to the add-on log: it names the option, never the secret."""
+    write_options(tmp_path, {option: ["my secret token 12345"]} if option == "mqtt_password"
+                  else {option: "my secret token 12345"})
+    with pytest.raises(OptionsError) as raised:
+        load_options(tmp_path)
+    assert str(raised.value).startswith(f"{option}: ")
+    assert "secret" not in str(raised.value)
+
+
 def test_non_finite_number_is_rejected(tmp_path: Path) -> None:
     # json.loads accepts NaN, and NaN passes every range comparison.
     (tmp_path / "options.json").write_text('{"rpict_vest": NaN}')

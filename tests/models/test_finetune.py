@@ -13,7 +13,13 @@ import pytest
 
 from energy_tracker_models.cli import main
 from energy_tracker_models.data import resample
-from energy_tracker_models.finetune import label_windows, read_history, read_labels
+from energy_tracker_models.finetune import (
+    Label,
+    label_windows,
+    outside_history,
+    read_history,
+    read_labels,
+)
 from energy_tracker_models.targets import ALL_TARGETS
 
 SLICE = Path(__file__).resolve().parents[2] / "models/data/ukdale_h1_2014-09-11_6s.csv.gz"
@@ -91,6 +97,16 @@ def test_an_unreadable_history_is_a_message(
     assert message in capsys.readouterr().err
 
 
+def test_labels_outside_the_history_are_counted(
+    files: tuple[Path, Path, pd.DataFrame],
+) -> None:
+    labels_path, history_path, _ = files
+    labels = read_labels(labels_path)
+    labels.append(Label("washing_machine", pd.Timestamp("2014-08-01T07:00:00Z"),
+                        pd.Timestamp("2014-08-01T08:00:00Z"), True))
+    assert outside_history(labels, read_history(history_path), "washing_machine") == 1
+
+
 def test_labels_outside_the_history_are_an_error_not_a_silent_no_op(
     files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -141,6 +157,7 @@ def test_finetune_moves_the_model_towards_the_labels(
 
     after = error(keras.models.load_model(keras_dir / "washing_machine.keras"))
     assert done["washing_machine"]["windows"] == len(x)
+    assert done["washing_machine"]["labels_outside_history"] == 0
     assert after < before
     # The next round (GET /api/v1/labels returns every label again) starts from the
     # trained checkpoint again: it is kept, and the old labels are not trained on twice.
@@ -176,3 +193,12 @@ def test_a_missing_checkpoint_stops_finetune_before_any_fit(
     assert "kettle.keras" in capsys.readouterr().err
     assert (keras_dir / "washing_machine.keras").read_bytes() == saved
     assert not (keras_dir / "washing_machine.before-finetune.keras").exists()
+    # A checkpoint that exists but does not load: refused before any fit, too.
+    (keras_dir / "kettle.keras").write_bytes(b"not a keras file")
+    (keras_dir / "kettle.json").write_text(json.dumps({"normalisation": {
+        "input_mean": 0.0, "input_std": 1.0, "output_scale": 3000.0}}))
+    assert main(["--cache", str(tmp_path / "cache"), "finetune", "--labels",
+                 str(labels_path), "--history", str(history_path)]) == 2
+    assert "not a usable checkpoint" in capsys.readouterr().err
+    assert (keras_dir / "washing_machine.keras").read_bytes() == saved
+    assert not list(keras_dir.glob("*.before-finetune.keras"))
