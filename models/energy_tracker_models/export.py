@@ -71,6 +71,7 @@ def export(names: list[str], cache: Path, out: Path, version: str,
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from other users
         manifest = _write_bundle(names, cache, staging, version, metrics or {}, kept)
         previous = out.with_name(f"{staging.name}.previous")
         if out.exists():

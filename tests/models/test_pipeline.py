@@ -72,6 +72,7 @@ def test_train_export_evaluate_on_a_uci_slice(
     assert merged.specs[TARGET].sha256 == bundle.specs[TARGET].sha256
     assert merged.specs["kettle"] == shipped.specs["kettle"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert merged_dir.stat().st_mode & 0o777 == 0o755  # readable like any folder
     capsys.readouterr()
 
     # Held-out week, scored by the CLI in a fresh process (the add-on's inference path)
