@@ -256,8 +256,9 @@ class EnergyBuckets:
                 str(key): float(value) for key, value in data["last_counters"].items()
             }
             saved_zone = data.get("time_zone", str(tz))  # not kept before 0.3.7
-            periods: tuple[Period, ...] = PERIODS if saved_zone == str(tz) else ("hour",)
-            if saved_zone != str(tz):
+            moved = saved_zone != str(tz)
+            periods: tuple[Period, ...] = ("hour",) if moved else PERIODS
+            if moved:
                 _LOGGER.warning("Energy aggregates were kept in time zone %s, now %s: hours "
                                 "that are local hours here too are kept, day and month "
                                 "totals start again", saved_zone, tz)
@@ -265,7 +266,7 @@ class EnergyBuckets:
                 for key, raw in data["buckets"][period].items():
                     start = _aware(raw["start"]).astimezone(tz)
                     kwh = {str(name): float(value) for name, value in raw["kwh"].items()}
-                    if period == "hour" and saved_zone != str(tz):
+                    if moved:  # hours only (periods above)
                         if start != restored._hour_start(start):
                             continue  # not a local hour here (a half-hour zone)
                         key = _iso(start)

@@ -419,7 +419,7 @@ class AnomalyDetector:
                 started=datetime.fromisoformat(active["started"]),
                 power_w=float(active["power_w"]), usual_w=float(active["usual_w"]),
                 slot=str(active["slot"]), reason=str(active["reason"]))
-            if episode is not None and (episode.kind not in ("high", "low", "spike")
+            if episode is not None and (episode.kind not in FEATURES  # FEATURES names each kind
                                         or episode.started.tzinfo is None):
                 raise ValueError(f"not an anomaly: {active!r}")
             resumed = (None if minute is None else int(minute), float(state["sum"]),

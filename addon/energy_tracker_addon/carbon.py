@@ -40,12 +40,10 @@ class CarbonIntensity:
 
     def push(self, g_per_kwh: float) -> None:
         """A live value; ValueError when it is not a number in 0..MAX_G_PER_KWH."""
-        if isinstance(g_per_kwh, bool) or not isinstance(g_per_kwh, int | float) \
-                or not math.isfinite(g_per_kwh) or not 0 <= g_per_kwh <= MAX_G_PER_KWH:
-            raise ValueError(f"g_per_kwh must be a number from 0 to {MAX_G_PER_KWH:g}")
+        value = _intensity(g_per_kwh)
         if self._pushed is None:
-            _LOGGER.info("Carbon intensity now comes from Home Assistant (%g g/kWh)", g_per_kwh)
-        self._pushed = float(g_per_kwh)
+            _LOGGER.info("Carbon intensity now comes from Home Assistant (%g g/kWh)", value)
+        self._pushed = value
         self._pushed_at = self._clock()
         self._updated = self._wall_clock()
 
@@ -80,13 +78,13 @@ class CarbonIntensity:
         if data is None:
             return
         try:
-            g_per_kwh, updated = float(data["g_per_kwh"]), datetime.fromisoformat(data["updated"])
+            g_per_kwh = _intensity(data["g_per_kwh"])
+            updated = datetime.fromisoformat(data["updated"])
             age = (self._wall_clock() - updated).total_seconds()
         except (KeyError, TypeError, ValueError) as error:
             _LOGGER.warning("Saved carbon intensity unusable (%r): using the option", error)
             return
-        if not (math.isfinite(g_per_kwh) and 0 <= g_per_kwh <= MAX_G_PER_KWH) \
-                or not 0 <= age <= PUSH_TTL_S:
+        if not 0 <= age <= PUSH_TTL_S:
             return
         self._pushed, self._updated = g_per_kwh, updated
         self._pushed_at = self._clock() - age
@@ -99,3 +97,11 @@ class CarbonIntensity:
             )
             self._pushed = None
         return self._pushed
+
+
+def _intensity(value: Any) -> float:
+    """A pushed or saved intensity; ValueError when it is not a number in 0..MAX."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or not 0 <= value <= MAX_G_PER_KWH:
+        raise ValueError(f"g_per_kwh must be a number from 0 to {MAX_G_PER_KWH:g}")
+    return float(value)

@@ -381,9 +381,10 @@ def _relays(token: bytes) -> tuple[bool, ...]:
     return tuple([state == _ON for state in token])
 
 
-def _code(token: bytes, name: str, pattern: re.Pattern[bytes] = _CODE_RE) -> str:
+def _code(token: bytes, name: str, *, error_only: bool = False) -> str:
+    pattern, allowed = ((_ERROR_CODE_RE, "an E... code") if error_only
+                        else (_CODE_RE, "OK or an E... code"))
     if pattern.fullmatch(token) is None:
-        allowed = "an E... code" if pattern is _ERROR_CODE_RE else "OK or an E... code"
         raise ProtocolError("fields", f"{name} {token!r} is not {allowed}")
     return token.decode("ascii")
 
@@ -421,7 +422,7 @@ def parse_board_line(line: bytes) -> BoardFrame:
             seq, fields[2].decode("ascii"), _uint(fields[3], "n_relays", 0, MAX_RELAYS), cal
         )
     # An ETE reports a rejected line: "OK" there would be a board bug, not a state
-    return BoardErrorFrame(seq, _code(fields[2], "code", _ERROR_CODE_RE))
+    return BoardErrorFrame(seq, _code(fields[2], "code", error_only=True))
 
 
 def parse_command_line(line: bytes) -> CommandFrame:

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from energy_tracker_addon.nilm import load_bundle
 
 from .data import DataError
-from .finetune import trained
+from .finetune import checkpoint, trained
 from .targets import ALL_TARGETS, Target
 from .train import Normalisation, training_arrays
 
@@ -88,8 +88,7 @@ def _kept_entries(bundle: Path, replaced: list[str]) -> list[tuple[dict[str, Any
     """The other models of `bundle`: (manifest entry, model file), checked like the add-on."""
     loaded = load_bundle(bundle)
     return [(entry, (bundle / entry["file"]).read_bytes())
-            for entry in loaded.metadata["models"]
-            if entry["name"] in loaded.models and entry["name"] not in replaced]
+            for entry in loaded.metadata["models"] if entry["name"] not in replaced]
 
 
 def _write_bundle(names: list[str], cache: Path, out: Path, version: str,
@@ -100,9 +99,9 @@ def _write_bundle(names: list[str], cache: Path, out: Path, version: str,
     entries = []
     for name in names:
         target = ALL_TARGETS[name]
-        info = json.loads((cache / "keras" / f"{name}.json").read_text())
+        info = json.loads(checkpoint(cache, name).with_suffix(".json").read_text())
         norm = Normalisation(**info["normalisation"])
-        model = keras.models.load_model(cache / "keras" / f"{name}.keras")
+        model = keras.models.load_model(checkpoint(cache, name))
         # half the calibration windows on activity, or rare full-power outputs would
         # saturate the int8 output range (a 2 kW kettle clipped at ~1.1 kW)
         rep, _, _ = training_arrays(target, cache, "train", N_REPRESENTATIVE, 99, norm,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .finetune import before_finetune
 from .prepare import join_uci, load_set
 from .synth import SynthSet
 from .targets import ALL_TARGETS, Target
@@ -180,7 +181,7 @@ def train(name: str, cache: Path, epochs: int, seed: int = 7) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / f"{name}.keras")
     # A new training replaces what fine-tuning started from
-    (out / f"{name}.before-finetune.keras").unlink(missing_ok=True)
+    before_finetune(cache, name).unlink(missing_ok=True)
     (out / f"{name}.json").write_text(json.dumps({
         "normalisation": asdict(norm), "members": target.members,
         "epochs_run": [len(h["loss"]) for h in histories],
