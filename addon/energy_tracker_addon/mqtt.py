@@ -28,6 +28,10 @@ _LOGGER = logging.getLogger(__name__)
 QUEUE_SIZE: Final = 100  # readings kept while the broker is away; the oldest go first
 BACKOFF_MIN_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
+# A connection the broker drops sooner than this does not reset the backoff: a broker that
+# accepts and then closes at once (another client with the same id) is not hammered.
+STABLE_S: Final = 30.0
+QUICK_DROP_S: Final = 5.0
 KEEPALIVE_S: Final = 30
 STOP_TIMEOUT_S: Final = 5.0
 ONLINE: Final = "online"
@@ -56,6 +60,15 @@ _PER_CHANNEL: Final[tuple[tuple[str, str, str, str, str | None, dict[str, Any]],
 )
 
 
+def _retrieve_disconnect_error(client: aiomqtt.Client) -> None:
+    """Mark the client's disconnect error as seen: a drop while publishing or subscribing
+    (not while iterating messages) leaves it unread, and asyncio would log it as an error
+    with a traceback when the client is collected. The drop itself is logged by _run."""
+    disconnected = client._disconnected  # aiomqtt 2.x keeps it private
+    if disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
+
+
 def _code(rc: object) -> int | None:
     """A CONNACK code as a number, whether paho gave an int or a ReasonCode."""
     value = getattr(rc, "value", rc)
@@ -77,7 +90,10 @@ class MqttPublisher:
         self._stopping = asyncio.Event()
         self._connected = False
         self._dropped = 0
-        self._outage_logged = False
+        # What was logged of the current outage (at most one line of each kind), and
+        # whether its end was: a flapping connection logs one warning, not one per retry.
+        self._outage: set[str] = set()
+        self._back_logged = False
         self._task: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._tls: ssl.SSLContext | None = None
@@ -132,6 +148,10 @@ class MqttPublisher:
             return None
         return ssl.create_default_context(cafile=self._options.mqtt_ca_certificate or None)
 
+    @property
+    def _client_id(self) -> str:
+        return f"energy_tracker_{self._meter_id}"
+
     def _client(self) -> aiomqtt.Client:
         options = self._options
         return aiomqtt.Client(
@@ -140,7 +160,7 @@ class MqttPublisher:
             username=options.mqtt_username or None,
             password=options.mqtt_password or None,
             # One id per meter: a meter that comes back replaces its own stale session.
-            identifier=f"energy_tracker_{self._meter_id}",
+            identifier=self._client_id,
             will=aiomqtt.Will(self.availability_topic, OFFLINE, qos=1, retain=True),
             keepalive=KEEPALIVE_S,
             timeout=10,
@@ -151,64 +171,89 @@ class MqttPublisher:
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
         where = f"{self._options.mqtt_host}:{self._options.mqtt_port}"
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            connected_at: float | None = None
+            client = self._client()
             try:
-                async with self._client() as client:
+                async with client:
+                    connected_at = loop.time()
                     self._connected = True
-                    backoff = BACKOFF_MIN_S
                     self._log_connected(where)
                     await self._session(client)
                     if self._stopping.is_set():
                         await client.publish(self.availability_topic, OFFLINE, qos=1,
                                              retain=True, timeout=2)
             except aiomqtt.MqttError as error:
-                self._log_outage(where, error)
+                lasted = None if connected_at is None else loop.time() - connected_at
+                self._log_outage(where, error, lasted)
             except Exception:
                 # Publishing is a side job: a bug here must not end it (nor the add-on).
                 _LOGGER.exception("MQTT publisher failed; reconnecting")
             finally:
                 self._connected = False
+                _retrieve_disconnect_error(client)
             if self._stopping.is_set():
                 return
+            if connected_at is not None and loop.time() - connected_at >= STABLE_S:
+                backoff = BACKOFF_MIN_S
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _log_connected(self, where: str) -> None:
-        if self._outage_logged:
-            _LOGGER.info("MQTT broker %s is back (%d readings dropped while it was away)",
-                         where, self._dropped)
-        else:
+        if not self._outage:
             _LOGGER.info("Connected to MQTT broker %s, publishing to %s", where,
                          self.state_topic)
-        self._outage_logged = False
-        self._dropped = 0
+        elif not self._back_logged:
+            _LOGGER.info("MQTT broker %s is back (%d readings dropped while it was away)",
+                         where, self._dropped)
+            self._back_logged = True
+            self._dropped = 0
 
-    def _log_outage(self, where: str, error: aiomqtt.MqttError) -> None:
+    def _log_outage(self, where: str, error: aiomqtt.MqttError, lasted: float | None) -> None:
+        """One line per kind of trouble and outage; an outage ends with a stable session."""
         if self._stopping.is_set():
             return
-        if not self._connected and isinstance(error.__context__, ssl.SSLError):
-            # A certificate the CA does not vouch for (or a broker without TLS): only the
-            # user can fix it, so an error, once per outage; retried all the same.
-            if not self._outage_logged:
-                _LOGGER.error("MQTT broker %s failed the TLS handshake (%s): check "
-                              "mqtt_ca_certificate, mqtt_host (the name in the broker's "
-                              "certificate) and mqtt_port", where, error)
-        elif not self._connected and isinstance(error, aiomqtt.MqttCodeError) \
+        if lasted is not None and lasted >= STABLE_S:
+            self._outage.clear()
+            self._back_logged = False
+            self._dropped = 0
+        if lasted is None and isinstance(error.__context__, ssl.SSLError):
+            kind = "tls"
+        elif lasted is None and isinstance(error, aiomqtt.MqttCodeError) \
                 and _code(error.rc) in _AUTH_REFUSED:
+            kind = "auth"
+        elif lasted is not None and lasted < QUICK_DROP_S and self._outage:
+            kind = "dropped"  # a second drop soon after connecting: flapping
+        else:
+            kind = "unavailable"
+        if kind in self._outage:
+            _LOGGER.debug("MQTT broker %s still unavailable: %s", where, error)
+            return
+        self._outage.add(kind)
+        if kind == "tls":
+            # A certificate the CA does not vouch for (or a broker without TLS): only the
+            # user can fix it, so an error; retried all the same.
+            _LOGGER.error("MQTT broker %s failed the TLS handshake (%s): check "
+                          "mqtt_ca_certificate, mqtt_host (the name in the broker's "
+                          "certificate) and mqtt_port", where, error)
+        elif kind == "auth":
             # Retried anyway (the broker's password file may be fixed meanwhile), but
             # logged at error level: only the user can fix this one.
-            if not self._outage_logged:
-                user = self._options.mqtt_username
-                who = f"the login of user {user!r}" if user else "an anonymous login"
-                _LOGGER.error("MQTT broker %s refused %s (%s): %s", where, who, error,
-                              "check mqtt_username and mqtt_password" if user else
-                              "set mqtt_username and mqtt_password")
-        elif not self._outage_logged:
+            user = self._options.mqtt_username
+            who = f"the login of user {user!r}" if user else "an anonymous login"
+            _LOGGER.error("MQTT broker %s refused %s (%s): %s", where, who, error,
+                          "check mqtt_username and mqtt_password" if user else
+                          "set mqtt_username and mqtt_password")
+        elif kind == "dropped":
+            _LOGGER.warning(
+                "MQTT broker %s keeps closing the connection soon after accepting it (%s): "
+                "retrying less often. Brokers do this when another client connects with "
+                "the same client id, %s: does another add-on have the same meter id (a "
+                "copied data folder)?", where, error, self._client_id)
+        else:
             _LOGGER.warning("MQTT broker %s unavailable (%s): retrying, keeping the newest "
                             "%d readings", where, error, QUEUE_SIZE)
-        else:
-            _LOGGER.debug("MQTT broker %s still unavailable: %s", where, error)
-        self._outage_logged = True
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connection: announce, then publish until stopping or disconnected."""

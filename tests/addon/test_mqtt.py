@@ -565,6 +565,76 @@ async def test_wrong_password_is_logged_once_and_readings_wait_in_a_bounded_queu
     assert "u'meter'" in broker.log_text()
 
 
+async def test_a_refused_login_after_an_outage_is_still_an_error(
+    broker_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker is down when the add-on starts (a power cut: the add-on boots first) and
+    # comes back refusing its password: the warning about the outage must not hide that.
+    broker, _passwords = _password_broker(broker_dir, meter="the-real-one")
+    broker.stop()
+    options = mqtt_options(broker.port, mqtt_username="meter", mqtt_password="a-typo")
+    _meter, publisher = _publisher(tmp_path, options)
+    try:
+        await publisher.start()
+        await wait_until(lambda: any("unavailable" in r.getMessage() for r in caplog.records
+                                     if r.name == LOGGER), timeout=10, what="the outage")
+        broker.start()
+        await wait_until(lambda: broker.log_text().count("not authorised") >= 2, timeout=30,
+                         what="two refused logins")
+        refused = [r.getMessage() for r in caplog.records
+                   if r.name == LOGGER and r.levelno >= logging.ERROR]
+        assert len(refused) == 1, refused
+        assert "refused the login of user 'meter'" in refused[0]
+    finally:
+        await publisher.stop()
+        broker.stop()
+
+
+async def test_a_second_meter_with_the_same_client_id_is_not_fought_twice_a_second(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two add-ons started from copies of one data folder share a meter id, so a client id:
+    # the broker closes one whenever the other connects. The rival here is a plain client
+    # with that id (keepalive 17 s, to tell its connections from the add-on's 30 s).
+    options = mqtt_options(broker.port)
+    meter, publisher = _publisher(tmp_path, options)
+    client_id = f"energy_tracker_{meter.snapshot()['meter_id']}"
+
+    def connections() -> int:
+        return broker.log_text().count(f"as {client_id} (p2, c1, k30)")
+
+    async def rival() -> None:
+        # Takes the id a second after each of the add-on's connections, once it is idle.
+        seen = 0
+        while True:
+            await wait_until(lambda seen=seen: connections() > seen, timeout=60,
+                             what="a connection")
+            seen = connections()
+            await asyncio.sleep(1)
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with aiomqtt.Client("127.0.0.1", broker.port, identifier=client_id,
+                                          keepalive=17):
+                    await asyncio.sleep(0.2)
+
+    try:
+        await publisher.start()
+        await wait_until(lambda: publisher.connected, what="the add-on's connection")
+        rival_task = asyncio.create_task(rival())
+        await asyncio.sleep(15)
+        rival_task.cancel()
+        await asyncio.gather(rival_task, return_exceptions=True)
+    finally:
+        await publisher.stop()
+    # Without a growing delay it takes the connection back 0.5 s after each loss (~9
+    # times in 15 s); with it, after 0.5, 1, 2 and 4 s.
+    reconnections = connections() - 1
+    assert 1 <= reconnections <= 5, reconnections
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == LOGGER and r.levelno == logging.WARNING]
+    assert len(warnings) == 2, "the outage and then the hint, not a line per retry"
+    assert client_id in warnings[1]
+
+
 @pytest.fixture
 def tls_broker(broker_dir: Path) -> Iterator[Mosquitto]:
     mosquitto = Mosquitto(broker_dir, tls=make_broker_certificate(broker_dir))
