@@ -99,12 +99,14 @@ class BoardRelays:
         self._report = report
         self._watchdog_s = watchdog_s
         self._n_relays: int | None = None  # from the hello, else the relays field's length
+        self._states_known = False  # an ETM or ETA came since the last hello
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
 
     def available(self, relay_id: int) -> bool:
         return (
             self._commander.connected
+            and self._states_known
             and self._n_relays is not None
             and relay_id <= self._n_relays
         )
@@ -129,6 +131,9 @@ class BoardRelays:
         """Every valid frame from the voltage board (a meter frame listener)."""
         if isinstance(frame, HelloFrame):
             self._n_relays = frame.n_relays
+            # A board that (re)booted: its relays are in their boot state, unknown until
+            # its first ETM (docs/protocol.md: SAFE).
+            self._states_known = False
             missing = [i for i in self._ids if i > frame.n_relays]
             if missing:
                 _LOGGER.error("The voltage board has %d relays: relays %s are unavailable",
@@ -136,8 +141,15 @@ class BoardRelays:
             if self._watchdog_s:
                 self._spawn(self._arm_watchdog())
         elif isinstance(frame, MeasurementFrame | AckFrame):
-            if self._n_relays is None:
-                self._n_relays = len(frame.relays)
+            count = len(frame.relays)
+            if self._n_relays is not None and count != self._n_relays:
+                # The board's hello is older than its relays (a reboot whose hello was
+                # lost): trust the frame, and say which relays that leaves out.
+                _LOGGER.warning("The voltage board reports %d relays where its hello said "
+                                "%d: relays %s are unavailable", count, self._n_relays,
+                                [i for i in self._ids if i > count] or "none")
+            self._n_relays = count
+            self._states_known = True
             for relay_id in self._ids:
                 if relay_id <= len(frame.relays):
                     self._report(relay_id, frame.relays[relay_id - 1])

@@ -113,7 +113,8 @@ class Meter:
         self._frequency: float | None = None
         self._last_measurement: float | None = None
         self._voltage_fresh = False
-        self._relays: tuple[bool, ...] = ()
+        # None while unknown: no frame yet, board unplugged, or rebooted (hello, no ETM yet).
+        self._relays: tuple[bool, ...] | None = None
         self._gas_pulses: int | None = None
         self._fw_version: str | None = None
         self._last_seq: int | None = None
@@ -245,6 +246,7 @@ class Meter:
         elif isinstance(frame, AckFrame):
             self._relays = frame.relays
         elif isinstance(frame, HelloFrame):
+            self._relays = None  # a (re)booted board: in its boot state until its first ETM
             if frame.fw_version != self._fw_version:
                 _LOGGER.info(
                     "Voltage board firmware %s, %d relays", frame.fw_version, frame.n_relays
@@ -259,6 +261,8 @@ class Meter:
         if state is None or state.connected == connected:
             return
         state.connected = connected
+        if board == "voltage" and not connected:
+            self._relays = None
         self._publish()
 
     # ------------------------------------------------------------------ lifecycle
@@ -384,8 +388,8 @@ class Meter:
         return self._fw_version
 
     @property
-    def relays(self) -> tuple[bool, ...]:
-        """The voltage board's last reported relay states (relay 1 first)."""
+    def relays(self) -> tuple[bool, ...] | None:
+        """The voltage board's reported relay states (relay 1 first); None while unknown."""
         return self._relays
 
     def board_connected(self, board: Board) -> bool:
@@ -440,7 +444,7 @@ class Meter:
         }
         if "voltage" in boards:
             boards["voltage"]["frames_lost"] = self._frames_lost
-            boards["voltage"]["relays"] = list(self._relays)
+            boards["voltage"]["relays"] = None if self._relays is None else list(self._relays)
         return {
             "meter_id": self._meter_id,
             "seq": self._seq,

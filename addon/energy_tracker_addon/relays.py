@@ -81,7 +81,7 @@ class Relay:
     min_on_s: int = DEFAULT_MIN_ON_S
     state: bool | None = None
     last_changed: datetime | None = None
-    # Monotonic time of the last *seen* off→on change; None: on since before we knew.
+    # Monotonic time it came on (saved as wall time across restarts); None while off.
     on_since: float | None = None
     shed: bool = False  # switched off by demand response, not restored since
     last_drop_w: float | None = None  # measured when demand response last shed it
@@ -119,6 +119,8 @@ class RelayManager:
         self._backends: dict[int, RelayBackend] = {}
         self._locks = {relay_id: asyncio.Lock() for relay_id in self._relays}
         self._save_lock = asyncio.Lock()
+        self._save_tasks: set[asyncio.Task[None]] = set()
+        self._saved: str | None = None
         self._load_settings()
 
     # ------------------------------------------------------------------ wiring
@@ -134,9 +136,17 @@ class RelayManager:
             return
         if relay.state is not None:
             relay.last_changed = self._wall_clock()
-            if state:
-                relay.on_since = self._clock()
+            relay.on_since = self._clock() if state else None
+        elif state and relay.on_since is None:
+            # On since before the add-on knew (no saved time): the minimum on time counts
+            # from now, so a restart never lets demand response cut a relay short.
+            relay.on_since = self._clock()
+        elif not state:
+            relay.on_since = None
+        if state:
+            relay.shed = False  # on again, by whatever means: nothing left to restore
         relay.state = state
+        self._request_save()
 
     # ------------------------------------------------------------------ queries
 
@@ -191,6 +201,7 @@ class RelayManager:
             await backend.switch(relay_id, on)
         # A manual switch takes the relay out of what `restore` would switch back on.
         relay.shed = shed and relay.state is False
+        await self._save()
         return relay
 
     async def update_settings(
@@ -201,12 +212,7 @@ class RelayManager:
             relay.priority = priority
         if min_on_s is not None:
             relay.min_on_s = min_on_s
-        async with self._save_lock:
-            data = {
-                str(r.id): {"priority": r.priority, "min_on_s": r.min_on_s}
-                for r in self._relays.values()
-            }
-            await asyncio.to_thread(write_atomic, self._path, json.dumps(data, indent=1))
+        await self._save()
         return relay
 
     async def start(self) -> None:
@@ -216,6 +222,47 @@ class RelayManager:
     async def stop(self) -> None:
         for backend in reversed(self._distinct_backends()):
             await backend.stop()
+        await self._save()
+
+    # ------------------------------------------------------------------ persistence
+
+    def _request_save(self) -> None:
+        """Save soon: called from frame handlers, which cannot wait for the disk."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a synchronous caller): saved with the next change or at stop
+        task = loop.create_task(self._save())
+        self._save_tasks.add(task)
+        task.add_done_callback(self._save_tasks.discard)
+
+    async def _save(self) -> None:
+        async with self._save_lock:
+            text = json.dumps(self._settings(), indent=1)
+            if text == self._saved:
+                return
+            try:
+                await asyncio.to_thread(write_atomic, self._path, text)
+            except OSError as error:
+                _LOGGER.error("Cannot save relay settings to %s: %s", self._path, error)
+                return
+            self._saved = text
+
+    def _settings(self) -> dict[str, dict[str, Any]]:
+        """What survives a restart: the user's settings, which relays demand response
+        switched off, and since when each relay is on (wall time, as monotonic restarts)."""
+        now_mono, now_wall = self._clock(), self._wall_clock().timestamp()
+        return {
+            str(r.id): {
+                "priority": r.priority,
+                "min_on_s": r.min_on_s,
+                "shed": r.shed,
+                "state": r.state,
+                "on_since": None if r.on_since is None
+                else round(now_wall - (now_mono - r.on_since), 3),
+            }
+            for r in self._relays.values()
+        }
 
     def _distinct_backends(self) -> list[RelayBackend]:
         return list({id(b): b for b in self._backends.values()}.values())
@@ -240,9 +287,30 @@ class RelayManager:
                 relay.priority = priority
             if _in_range(min_on, MIN_ON_MAX_S):
                 relay.min_on_s = min_on
+            relay.shed = entry.get("shed") is True
+            on_since = entry.get("on_since")
+            if entry.get("state") is True and isinstance(on_since, int | float) \
+                    and not isinstance(on_since, bool):
+                # Wall time back to this run's monotonic clock; a time in the future
+                # (the clock was set back) counts as now.
+                ago = max(0.0, self._wall_clock().timestamp() - on_since)
+                relay.on_since = self._clock() - ago
 
 
 def _in_range(value: Any, high: int) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= high
 
 
+def saved_states(data_dir: Path) -> dict[int, bool]:
+    """The relays' last acknowledged states, for the simulated board: a real board keeps its
+    relays while the add-on restarts, and the simulated one lives inside the add-on."""
+    try:
+        data = json.loads((data_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # RelayManager logs what is wrong with the file
+    if not isinstance(data, dict):
+        return {}
+    return {
+        int(key): entry["state"] for key, entry in data.items()
+        if key.isdigit() and isinstance(entry, dict) and isinstance(entry.get("state"), bool)
+    }

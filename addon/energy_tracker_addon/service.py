@@ -30,6 +30,7 @@ from .nilm_service import NilmService
 from .persistence import CounterStore
 from .relay_service import RelayService
 from .relays import RelayManager
+from .relays import saved_states as saved_relay_states
 from .serial_link import SerialLink, SerialLinkError
 from .simulator import HAT_MODEL, SimulatedMeter
 
@@ -180,7 +181,10 @@ class AddonService:
         rpict_port, voltage_port = options.rpict_port, options.voltage_port
         self._simulated = not rpict_port
         if self._simulated:
-            simulator = SimulatedMeter(speed=options.simulation_speed, vest=options.rpict_vest)
+            simulator = SimulatedMeter(
+                speed=options.simulation_speed, vest=options.rpict_vest,
+                relay_states=None if voltage_port else saved_relay_states(data_dir),
+            )
             rpict_port, simulated_voltage = await simulator.start()
             self._running.push_async_callback(simulator.stop)
             voltage_port = voltage_port or simulated_voltage

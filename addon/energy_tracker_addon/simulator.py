@@ -10,7 +10,8 @@ What the data does not contain is made up, plainly:
 * temperature: no probe in the data, every RPICT line says 20.0 °C;
 * gas pulses: no gas meter in the data; the count follows the synthetic boiler profile
   of simulated_gas.py;
-* relays: the simulated board has three (all on at start), switching the replay columns
+* relays: the simulated board has three (on at start, or as the last run left them: a real
+  board keeps its relays while the add-on restarts), switching the replay columns
   `relay_columns`; one switched off takes that circuit's power out of the mains reading
   and out of the CT channel replaying the same column.
 """
@@ -25,7 +26,7 @@ import logging
 import math
 import os
 import tty
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -152,6 +153,9 @@ class SimulatedMeter:
         relay_columns: Sequence[str] = ("water_heater_ac_w", "kitchen_w", "laundry_w"),
         # A second simulated meter replays the same data shifted, so the two differ.
         shift: timedelta = timedelta(0),
+        # Relay states to start with (relay number → closed), e.g. those saved by the
+        # add-on's last run; the others start closed.
+        relay_states: Mapping[int, bool] | None = None,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number (got {speed})")
@@ -174,7 +178,8 @@ class SimulatedMeter:
         self._powers = np.stack([self._replay.columns[c] for c in channel_columns])
         self._channel_columns = tuple(channel_columns)
         self._relay_columns = tuple(relay_columns)
-        self.relays = [True] * len(relay_columns)
+        saved = relay_states or {}
+        self.relays = [saved.get(number, True) for number in range(1, len(relay_columns) + 1)]
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
         self._start_offset_s = (

@@ -225,6 +225,7 @@ async def test_unplugged_board_answers_503(
     relay = await _relay(session, service, 1)
     # The last acknowledged state is no longer known to hold: unknown, not "on".
     assert (relay["available"], relay["state"]) == (False, None)
+    assert service.meter.snapshot()["boards"]["voltage"]["relays"] is None
 
 
 async def test_settings_survive_a_restart(
@@ -307,3 +308,35 @@ async def test_relays_beyond_the_boards_count_are_unavailable(
         await wait_until(lambda: service.meter.snapshot()["available"])
     finally:
         await service.stop()
+
+
+async def test_a_rebooted_boards_relays_are_unknown_until_it_reports_them(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    service, peer = board
+    assert (await _relay(session, service, 1))["state"] is True
+    # The board rebooted (a brown-out): its relays are in their boot state, open until set.
+    peer.seq = -1
+    await peer.send("ETH", "1.0.0", "3", "1.8")
+    await wait_until(lambda: not service.relays.available(service.relays.get(1)))
+    assert (await _relay(session, service, 1))["state"] is None
+    assert service.meter.snapshot()["boards"]["voltage"]["relays"] is None
+    await peer.send("ETM", "230.0", "50.00", "000", "0")
+    await wait_until(lambda: service.relays.available(service.relays.get(1)))
+    relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    assert [(r["state"], r["available"]) for r in relays] == [(False, True)] * 3
+
+
+async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    # A board that rebooted with a smaller relay count and whose hello was lost.
+    service, peer = board
+    await peer.send("ETM", "230.0", "50.00", "10", "0")
+    await wait_until(lambda: not service.relays.available(service.relays.get(3)))
+    relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    assert [(r["state"], r["available"]) for r in relays] == [
+        (True, True), (False, True), (None, False),
+    ]
+    assert "reports 2 relays where its hello said 3: relays [3] are unavailable" in caplog.text
