@@ -64,6 +64,11 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self._layout: DeviceLayout | None = None
 
     @property
+    def newest_seq(self) -> int:
+        """The newest reading received, shown or still held back by the update interval."""
+        return self._pending.seq if self._pending is not None else self.data.seq
+
+    @property
     def issue_id(self) -> str:
         """The repairs issue raised for this entry after a long outage."""
         return self._outage.issue_id

@@ -13,7 +13,7 @@ from .events import relay_device_identifier
 from .models import RelayState
 
 # A stream message may already be on its way when a command is answered; the answer wins
-# over readings up to this many after the one HA had then.
+# over readings up to this many after the newest one HA had then (shown or held back).
 _IN_FLIGHT_READINGS = 1
 
 
@@ -61,11 +61,13 @@ class RelayEntity(EnergyTrackerEntity):
         self._answer = await run_command(
             self.coordinator.client.set_relay(self._relay_id, **changes), name
         )
-        self._answer_seq = self.coordinator.data.seq
+        self._answer_seq = self.coordinator.newest_seq
         self.async_write_ha_state()
 
     @callback
     def _handle_coordinator_update(self) -> None:
-        if self.coordinator.data.seq > self._answer_seq + _IN_FLIGHT_READINGS:
+        seq = self.coordinator.data.seq
+        # A lower seq: the add-on restarted (its count starts again); its states are new.
+        if seq > self._answer_seq + _IN_FLIGHT_READINGS or seq < self._answer_seq:
             self._answer = None
         super()._handle_coordinator_update()

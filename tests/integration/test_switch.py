@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -22,9 +23,14 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
 
-from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
+from .boards import (  # noqa: F401 (fixtures)
+    AckingBoards,
+    Boards,
+    acking_boards_fixture,
+    boards_fixture,
+)
 from .conftest import Addon, wait_for
 
 
@@ -90,6 +96,41 @@ async def test_turn_off_and_on_round_trip(
     seq = loaded_entry.runtime_data.data.seq
     await wait_for(lambda: loaded_entry.runtime_data.data.seq >= seq + 3, 15, "3 readings")
     assert shown(hass, heater) == STATE_ON
+
+
+async def test_a_reading_held_back_by_the_update_interval_does_not_undo_a_switch(
+    hass: HomeAssistant, acking_boards: AckingBoards, addon: Addon,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    # "Minimum update interval" 5 s: readings in between wait, the newest one is shown when
+    # it ends. Readings taken before the command must not flip the switch back.
+    await addon.wait_for_reading()
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
+                            options={CONF_UPDATE_INTERVAL: 5})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    coordinator = entry.runtime_data
+    heater = relay_entity(entity_registry, addon, 1)
+    await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the board's relay states")
+    seq = coordinator.data.seq
+    await wait_for(lambda: coordinator.data.seq > seq, 10, "a shown reading")
+    shown_seq = coordinator.data.seq
+    await wait_for(lambda: coordinator.newest_seq >= shown_seq + 2, 5, "two held back")
+    acking_boards.paused = True  # nothing new until the held-back one has been shown
+    await asyncio.sleep(1)  # a reading already printed lands
+    assert coordinator.data.seq == shown_seq, "still held back"
+    await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: heater},
+                                   blocking=True)
+    assert shown(hass, heater) == STATE_OFF
+    await wait_for(lambda: coordinator.data.seq > shown_seq, 10, "the held-back reading")
+    assert coordinator.data.relays[1].state is True, "taken before the command"
+    assert shown(hass, heater) == STATE_OFF
+    acking_boards.paused = False
+    seq = coordinator.data.seq
+    await wait_for(lambda: coordinator.data.seq > seq, 10, "a reading after the command")
+    assert coordinator.data.relays[1].state is False
+    assert shown(hass, heater) == STATE_OFF
 
 
 async def test_water_heater_off_takes_its_load_out_of_the_mains(
