@@ -53,6 +53,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     try:
         info = await client.get_info()
     except InvalidAuth as err:
+        async_outage(hass, entry).async_end()  # it answers; the reauth flow says why
         raise ConfigEntryAuthFailed(
             translation_domain=DOMAIN, translation_key="invalid_auth"
         ) from err

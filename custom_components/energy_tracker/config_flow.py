@@ -59,6 +59,13 @@ def _connection_schema(defaults: Mapping[str, Any]) -> vol.Schema:
     )
 
 
+def _cleaned(user_input: dict[str, Any]) -> dict[str, Any]:
+    """Typed or pasted values without the spaces around them (the add-on's tokens and
+    host names have none)."""
+    return {key: value.strip() if key in (CONF_HOST, CONF_API_TOKEN) else value
+            for key, value in user_input.items()}
+
+
 class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up one config entry per meter (the add-on's meter_id)."""
 
@@ -79,6 +86,10 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         self, data: Mapping[str, Any]
     ) -> tuple[MeterInfo | None, dict[str, str]]:
         """The meter's info, or the form errors explaining why it could not be read."""
+        token = data[CONF_API_TOKEN]
+        if not token.isprintable() or any(c.isspace() for c in token):
+            # No add-on token has these, and a line break cannot go in a request header.
+            return None, {"base": "invalid_auth"}
         client = EnergyTrackerClient(
             async_get_clientsession(self.hass),
             data[CONF_HOST],
@@ -102,6 +113,7 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         """Host, port and API token typed by the user."""
         errors: dict[str, str] = {}
         if user_input is not None:
+            user_input = _cleaned(user_input)
             info, errors = await self._async_try_connect(user_input)
             if info is not None:
                 await self.async_set_unique_id(info.meter_id)
@@ -164,7 +176,7 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         entry = self._get_reauth_entry()
         if user_input is not None:
-            data = {**entry.data, CONF_API_TOKEN: user_input[CONF_API_TOKEN]}
+            data = {**entry.data, CONF_API_TOKEN: user_input[CONF_API_TOKEN].strip()}
             info, errors = await self._async_try_connect(data)
             if info is not None:
                 await self.async_set_unique_id(info.meter_id)
@@ -186,6 +198,7 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         entry = self._get_reconfigure_entry()
         if user_input is not None:
+            user_input = _cleaned(user_input)
             info, errors = await self._async_try_connect(user_input)
             if info is not None:
                 await self.async_set_unique_id(info.meter_id)
@@ -223,7 +236,10 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
             else:
                 return self.async_create_entry(data=user_input)
         channels = entry.runtime_data.info.channels
-        shown = entry.options.get(CONF_CHANNELS, [str(channel.id) for channel in channels])
+        served = [str(channel.id) for channel in channels]
+        # A channel the add-on no longer serves cannot be unticked in the list, and the
+        # selector would refuse the form with it: leave it out.
+        shown = [c for c in entry.options.get(CONF_CHANNELS, served) if c in served]
         schema = vol.Schema(
             {
                 vol.Required(CONF_CHANNELS, default=shown): SelectSelector(

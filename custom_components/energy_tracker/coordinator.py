@@ -114,7 +114,9 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                         delay = RECONNECT_INITIAL_DELAY
                 lost = CannotConnect("the add-on closed the stream")
             except InvalidAuth as err:
-                # Retrying with the same token cannot work; ask the user for a new one.
+                # Retrying with the same token cannot work; ask the user for a new one. The
+                # add-on answers: the reauth flow, not an "unreachable" issue, says why.
+                self._outage.async_end()
                 self.async_set_update_error(err)
                 self.config_entry.async_start_reauth(self.hass)
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
@@ -14,6 +15,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.energy_tracker.const import (
     CONF_CHANNELS,
     CONF_CO2_INTENSITY_ENTITY,
+    CONF_UPDATE_INTERVAL,
     DEFAULT_PORT,
     DOMAIN,
 )
@@ -83,6 +85,30 @@ async def test_wrong_token_is_invalid_auth(hass: HomeAssistant, addon: Addon) ->
     flow_id = await start_user_flow(hass)
     result = await hass.config_entries.flow.async_configure(
         flow_id, {**addon.entry_data, CONF_API_TOKEN: "not-the-token"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "invalid_auth"}
+
+
+async def test_pasted_values_work_without_their_surrounding_spaces(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    # A token copied from the add-on's log or options comes with a line break or a space.
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {
+        **addon.entry_data, CONF_HOST: f" {HOST} ", CONF_API_TOKEN: f"{addon.token}\n"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == addon.entry_data
+
+
+@pytest.mark.parametrize("token", ["two words", "line\nbreak", "tab\tinside"])
+async def test_a_token_no_addon_can_have_is_invalid_auth(
+    hass: HomeAssistant, addon: Addon, token: str
+) -> None:
+    # Not a server error: a line break cannot even go in the request's header.
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {**addon.entry_data, CONF_API_TOKEN: token})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "invalid_auth"}
 
@@ -250,6 +276,29 @@ async def test_options_keep_entities_of_the_chosen_channels_only(
     # The totals stay whatever channels are shown.
     assert entity_registry.async_get_entity_id(
         "sensor", DOMAIN, f"{addon.meter_id}_total_power") is not None
+
+
+async def test_options_leave_out_a_channel_the_addon_no_longer_serves(
+    hass: HomeAssistant, addon: Addon,
+) -> None:
+    # Channel 9 was chosen once; the add-on's channels option has dropped it since.
+    await addon.wait_for_reading()
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
+                            options={CONF_CHANNELS: ["1", "9"]})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    # What the frontend submits when the user only changes the interval: the defaults.
+    defaults = {str(key): key.default() for key in result["data_schema"].schema
+                if callable(getattr(key, "default", None))}
+    assert defaults[CONF_CHANNELS] == ["1"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], defaults | {CONF_UPDATE_INTERVAL: 7})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options[CONF_CHANNELS] == ["1"]
 
 
 async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist(

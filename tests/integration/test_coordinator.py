@@ -105,6 +105,7 @@ async def test_long_outage_raises_a_repairs_issue_that_clears_on_reconnect(
 
 async def test_new_token_on_the_addon_asks_for_reauth(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry,
 ) -> None:
     await addon.stop()
     await addon.start(api_token="a-brand-new-token")
@@ -115,6 +116,28 @@ async def test_new_token_on_the_addon_asks_for_reauth(
 
     await wait_for(reauth_started, 10, "a reauth flow")
     assert all_unavailable(hass)
+    # The add-on answers, it only refuses the token: the reauth flow says so, and no
+    # "add-on unreachable" issue may contradict it however long the user takes.
+    await past_the_issue_delay(hass)
+    assert unreachable_issue(issue_registry, loaded_entry) is None
+
+
+async def test_a_new_token_found_at_setup_raises_no_unreachable_issue(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    # The add-on was down at first (setup retries), then came back with a new token.
+    await addon.stop()
+    config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert config_entry.state is ConfigEntryState.SETUP_RETRY
+    await addon.start(api_token="a-brand-new-token")
+    await hass.config_entries.async_reload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert config_entry.state is ConfigEntryState.SETUP_ERROR
+    await past_the_issue_delay(hass)
+    assert unreachable_issue(issue_registry, config_entry) is None
 
 
 async def test_another_meter_on_the_port_never_shows_its_values(
