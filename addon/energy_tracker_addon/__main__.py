@@ -14,6 +14,7 @@ from .config import Options, OptionsError, load_options
 from .service import AddonService
 
 EXIT_BAD_OPTIONS = 2
+EXIT_CANNOT_START = 1
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -28,18 +29,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _run(options: Options, args: argparse.Namespace) -> None:
+async def _run(options: Options, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     service = AddonService(options, args.data_dir, args.host, args.port)
-    await service.start()
+    try:
+        await service.start()
+    except OSError as error:
+        # The port taken by another program, a data folder that cannot be written: what
+        # to fix, in one line (start() has undone what it started).
+        logging.getLogger(__name__).error("Cannot start: %s", error)
+        return EXIT_CANNOT_START
     try:
         await stop.wait()
         logging.getLogger(__name__).info("Stopping")
     finally:
         await service.stop()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,8 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_run(options, args))
-    return 0
+    return asyncio.run(_run(options, args))
 
 
 if __name__ == "__main__":

@@ -381,11 +381,23 @@ def load_options(data_dir: Path) -> Options:
     except FileNotFoundError:
         _LOGGER.info("No %s: using default options", path)
         return Options()
+    except (OSError, UnicodeDecodeError) as error:
+        raise OptionsError(f"options: cannot read {path} ({error})") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise OptionsError(f"options: {path} is not valid JSON ({error})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise OptionsError(f"options: {path} is not valid JSON "
+                           f"({error or 'nested too deeply'})") from None
     return parse_options(data)
+
+
+def _read_kept(path: Path) -> str | None:
+    """A generated id kept in `path`: None before the first run; anything unreadable as
+    ASCII comes back as text that is not a valid id."""
+    try:
+        return path.read_bytes().decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
 
 
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{32,}")
@@ -397,15 +409,12 @@ def resolve_token(options: Options, data_dir: Path) -> str:
     if options.api_token:
         return options.api_token
     path = data_dir / TOKEN_FILE
-    try:
-        token = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        token = ""
-    if _TOKEN_RE.fullmatch(token):
+    token = _read_kept(path)
+    if token is not None and _TOKEN_RE.fullmatch(token):
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)
         return token
-    if token:
+    if token is not None:
         _LOGGER.error("%s does not hold a valid token: generating a new one", path)
     token = secrets.token_urlsafe(32)
     write_atomic(path, token + "\n", mode=0o600)
@@ -416,13 +425,10 @@ def resolve_token(options: Options, data_dir: Path) -> str:
 def meter_id(data_dir: Path) -> str:
     """This meter's random id, created once and kept in `<data_dir>/meter_id`."""
     path = data_dir / METER_ID_FILE
-    try:
-        value = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        value = ""
-    if _METER_ID_RE.fullmatch(value):
+    value = _read_kept(path)
+    if value is not None and _METER_ID_RE.fullmatch(value):
         return value
-    if value:
+    if value is not None:
         # A new id makes Home Assistant see a new device; say so loudly.
         _LOGGER.error("%s does not hold a valid meter id: generating a new one", path)
     value = uuid.uuid4().hex

@@ -85,9 +85,20 @@ def _iso_ms(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# A history the disk cannot hold (full, read-only) is kept in memory, this much of it.
+MEMORY_RETENTION_DAYS: Final = 2.0
+MEMORY_MAX_MB: Final = 64.0
+
 # SQLite's primary result codes for a damaged file (the extended codes share the low byte)
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
+
+
+def _damaged(error: sqlite3.Error) -> bool:
+    """The file itself is bad, not the disk or a lock (full, read-only, busy: no reason
+    to set a good file aside)."""
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 def _heals[**P, T](
@@ -99,8 +110,7 @@ def _heals[**P, T](
         try:
             return method(store, *args, **kwargs)
         except sqlite3.DatabaseError as error:
-            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-            if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            if not _damaged(error):
                 raise
             store.replace_damaged(error)
             return method(store, *args, **kwargs)
@@ -108,11 +118,16 @@ def _heals[**P, T](
 
 
 class HistoryStore:
-    """Readings in `<data dir>/history.sqlite3`. Not thread-safe: use it from one thread."""
+    """Readings in `<data dir>/history.sqlite3` (in memory when `path` is None). Not
+    thread-safe: use it from one thread.
+
+    Opening raises sqlite3.Error or OSError when the file cannot be used but is not
+    damaged (disk full or read-only, locked by another program): the file is left alone.
+    """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         retention_days: float | None = 90.0,
         max_size_mb: float | None = 500.0,
     ) -> None:
@@ -122,6 +137,8 @@ class HistoryStore:
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as error:
+            if not _damaged(error):
+                raise
             self._db = self._start_afresh(error)
         # Column names in SQL text below are this module's constants, never user input.
         self._insert = (
@@ -138,17 +155,20 @@ class HistoryStore:
     def _start_afresh(self, error: sqlite3.DatabaseError) -> sqlite3.Connection:
         """A damaged card must not keep the meter down: the old file is kept for the user."""
         path = self.path
+        if path is None:
+            _LOGGER.error("History in memory damaged (%s): starting again", error)
+            return self._open(None)
         kept = path.with_name(f"{path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-        _LOGGER.error("History store %s is unreadable (%s): moved to %s, starting a new one",
-                      path, error, kept.name)
         path.replace(kept)
+        _LOGGER.error("History store %s is damaged (%s): moved to %s, starting a new one",
+                      path, error, kept.name)
         for suffix in ("-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         return self._open(path)
 
     @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False)
+    def _open(path: Path | None) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:" if path is None else path, check_same_thread=False)
         try:
             HistoryStore._prepare(db)
         except BaseException:
@@ -197,7 +217,10 @@ class HistoryStore:
         return (datetime.fromtimestamp(first / 1000, UTC), datetime.fromtimestamp(last / 1000, UTC))
 
     def disk_bytes(self) -> int:
-        """The database file plus its WAL and shared-memory files."""
+        """The database file plus its WAL and shared-memory files (in memory: its pages)."""
+        if self.path is None:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            return int(pages * self._db.execute("PRAGMA page_size").fetchone()[0])
         return sum(
             part.stat().st_size
             for part in (self.path, self.path.with_name(self.path.name + "-wal"),
@@ -354,13 +377,27 @@ class HistoryWriter:
         self._pending: list[Reading] = []
         self._max_pending = max_pending
         self._dropped = 0
+        self._failing = False  # the last write failed; logged once until one succeeds
         self._executor: ThreadPoolExecutor | None = None
         self._store: HistoryStore | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
-        store = await self._run(HistoryStore, *self._settings)
+        path, retention_days, max_size_mb = self._settings
+        try:
+            store = await self._run(HistoryStore, *self._settings)
+        except (sqlite3.Error, OSError) as error:
+            # The meter, its counters and the API matter more than the history: go on with
+            # a short history in memory, and say what to fix.
+            _LOGGER.error(
+                "History store %s cannot be used (%s): this run keeps its history in memory "
+                "only (the last %g days). Free space on the disk or fix the data folder, "
+                "then restart the add-on", path, error, MEMORY_RETENTION_DAYS)
+            store = await self._run(
+                HistoryStore, None,
+                min(retention_days or MEMORY_RETENTION_DAYS, MEMORY_RETENTION_DAYS),
+                min(max_size_mb or MEMORY_MAX_MB, MEMORY_MAX_MB))
         self._store = store
         await self._run(store.prune)
         self._task = asyncio.create_task(self._loop(), name="history writer")
@@ -392,9 +429,27 @@ class HistoryWriter:
         if batch and self._store is not None:
             try:
                 await self._run(self._store.append, batch)
-            except (sqlite3.Error, OSError, ValueError) as error:
+            except (sqlite3.Error, OSError) as error:
+                # A full or read-only disk: keep the readings (up to max_pending) for the
+                # next try, and say so once, not every flush.
+                self._pending = batch + self._pending
+                excess = len(self._pending) - self._max_pending
+                if excess > 0:
+                    del self._pending[:excess]
+                    self._dropped += excess
+                if not self._failing:
+                    _LOGGER.error("History: cannot write (%s): keeping the newest %d readings "
+                                  "and trying again every %g s", error, self._max_pending,
+                                  self._flush_interval_s)
+                    self._failing = True
+                return
+            except ValueError as error:  # a reading that can never be written
                 _LOGGER.error("History: could not write %d readings (%s)", len(batch), error)
-        if self._dropped:
+            if self._failing:
+                _LOGGER.info("History: writing again (%d readings dropped meanwhile)",
+                             self._dropped)
+                self._failing, self._dropped = False, 0
+        if self._dropped and not self._failing:
             _LOGGER.warning("History: %d readings dropped while the disk was slow", self._dropped)
             self._dropped = 0
 

@@ -136,6 +136,7 @@ class Meter:
             key: kwh for key, kwh in counters.channels_kwh.items() if key not in configured}
         self._last_persist = clock()
         self._live_failing = False
+        self._persist_failing = False
 
         self._seq = 0
         self._timestamp = wall_clock()
@@ -288,8 +289,13 @@ class Meter:
         try:
             self._store.save(self._counters())
         except OSError as error:
-            _LOGGER.error("Could not write the energy counters: %s", error)
+            if not self._persist_failing:  # said once, retried at every interval
+                _LOGGER.error("Could not write the energy counters: %s", error)
+            self._persist_failing = True
             return
+        if self._persist_failing:
+            _LOGGER.info("Energy counters written again")
+        self._persist_failing = False
         self._unsaved = False
 
     def _save_live(self) -> None:

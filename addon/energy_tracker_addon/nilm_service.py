@@ -92,21 +92,30 @@ class LabelStore:
 
     def load(self) -> list[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return []
         labels = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Line by line, bytes and all: one damaged line (torn by a crash mid-append, a bad
+        # byte on the card) costs that label, not the others.
+        for number, line in enumerate(data.splitlines(), start=1):
             try:
-                labels.append(json.loads(line))
-            except ValueError:  # a line torn by a crash mid-append
-                _LOGGER.warning("%s line %d is not JSON: skipped", self.path, number)
+                label = json.loads(line)  # ValueError covers undecodable bytes too
+            except ValueError:
+                label = None
+            if isinstance(label, dict):
+                labels.append(label)
+            elif line.strip():
+                _LOGGER.warning("%s line %d is not a JSON object: skipped", self.path, number)
         return labels
 
     def append(self, label: dict[str, Any]) -> None:
         line = json.dumps(label, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # after a line torn by a crash: not glued to it
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:

@@ -125,6 +125,9 @@ class CounterStore:
             _LOGGER.error("Energy counter file %s is %s: using the backup %s (%.4f kWh)",
                           self.path, main_problem or "missing", self.backup_path,
                           counters.total_kwh)
+        elif main_problem:  # nothing lost (the live copy is newer), but the card is suspect
+            _LOGGER.warning("Energy counter file %s is %s: using its newer live copy "
+                            "(%.4f kWh)", self.path, main_problem, counters.total_kwh)
         self._last_saved = counters
         return counters
 

@@ -84,6 +84,9 @@ class LiveCopy:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as error:  # unreadable (I/O error, a folder in its place)
+            _LOGGER.error("Ignoring %s, which cannot be read (%s)", self.path, error)
+            return None
         header, _, rest = data.partition(b"\n")
         try:
             crc, revision, length = (int(field, base) for field, base in
@@ -121,6 +124,8 @@ class JsonStateFile:
                 continue
             except (ValueError, UnicodeDecodeError) as error:
                 _LOGGER.error("State file %s is corrupt (%s)", candidate, error)
+            except OSError as error:  # unreadable (I/O error, a folder in its place)
+                _LOGGER.error("State file %s cannot be read (%s)", candidate, error)
         revision = durable.get(REVISION_KEY, 0) if isinstance(durable, dict) else 0
         live = self.live.read()
         if live is not None and live[0] > revision:
@@ -158,19 +163,23 @@ class VersionedStateFile(JsonStateFile):
         self.version = version
         self._what = what  # "gas counter file": how log lines name this state
         self._logger = logger  # the owning service's, so its log lines keep their origin
-        self._failing = False  # a full disk is said once, not at every reading
+        # A full disk is said once, not at every reading; per kind of write, as rewriting
+        # the live copy in place may still work while a new durable file cannot be made.
+        self._failing = {False: False, True: False}
 
     def write(self, payload: dict[str, Any], *, live: bool = False) -> bool:
         """Save atomically (`live`: rewrite the live copy instead); an OSError is logged
-        once until a write works again, and False returned (the caller retries)."""
+        once until a write of that kind works again, and False returned (the caller
+        retries)."""
         try:
             (self.save_live if live else self.save)({"version": self.version, **payload})
         except OSError as error:
-            if not self._failing:
-                self._logger.error("Could not write the %s: %s", self._what, error)
-            self._failing = True
+            if not self._failing[live]:
+                self._logger.error("Could not write the %s%s: %s", self._what,
+                                   " (live copy)" if live else "", error)
+            self._failing[live] = True
             return False
-        self._failing = False
+        self._failing[live] = False
         return True
 
     def read(self, parse: Callable[[dict[str, Any]], T], consequence: str,

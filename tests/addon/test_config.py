@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,12 +173,41 @@ def test_meter_id_is_created_once(tmp_path: Path) -> None:
     assert (tmp_path / "meter_id").read_text().strip() == first
 
 
+@pytest.mark.parametrize("content", [b"\x00\x00", b"", b"\xbd\xb2=\xbc", b"not-an-id\n"])
 def test_unreadable_meter_id_is_replaced_with_an_error_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
 ) -> None:
-    (tmp_path / "meter_id").write_text("\x00\x00")
+    # A damaged card: the add-on starts, and says why Home Assistant sees a new device.
+    (tmp_path / "meter_id").write_bytes(content)
 
     value = meter_id(tmp_path)
 
     assert len(value) == 32
     assert "does not hold a valid meter id" in caplog.text
+    assert meter_id(tmp_path) == value
+
+
+def test_a_damaged_token_file_gets_a_new_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "api_token").write_bytes(b"\xbd" * 40)
+
+    token = resolve_token(Options(), tmp_path)
+
+    assert len(token) >= 32
+    assert "does not hold a valid token" in caplog.text
+    assert resolve_token(Options(), tmp_path) == token
+
+
+@pytest.mark.parametrize(("write", "error"), [
+    (lambda path: path.write_bytes(b'{"log_level": "\xe9"}'), "cannot read"),
+    (lambda path: path.write_text("[" * 100_000 + "]" * 100_000), "not valid JSON"),
+    (lambda path: path.mkdir(), "cannot read"),
+])
+def test_an_options_file_that_cannot_be_read_is_an_options_error(
+    tmp_path: Path, write: Callable[[Path], object], error: str
+) -> None:
+    write(tmp_path / "options.json")
+
+    with pytest.raises(OptionsError, match=error):
+        load_options(tmp_path)

@@ -232,7 +232,7 @@ def test_an_unreadable_store_is_set_aside_and_a_new_one_started(
         store.close()
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3.corrupt-")]
     assert [p.read_bytes() for p in kept] == [garbage]
-    assert "unreadable" in caplog.text
+    assert "is damaged (file is not a database): moved to history.sqlite3.corrupt-" in caplog.text
 
 
 async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
@@ -257,4 +257,64 @@ async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
         await writer.stop()
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3.corrupt-")]
     assert [p.read_bytes()[:16] for p in kept] == [b"SQLite format 3\x00"]  # kept for the user
-    assert "unreadable (database disk image is malformed)" in caplog.text
+    assert "damaged (database disk image is malformed)" in caplog.text
+
+
+async def test_a_store_that_cannot_be_opened_is_left_alone_and_history_kept_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another program holds the file (a user's sqlite3 shell; the same happens with a
+    # full or read-only disk): the file is fine and must not be set aside as damaged.
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore(path)
+    store.append(_readings(_frame(days=1))[:40])
+    store.close()
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        writer = HistoryWriter(path)
+        await writer.start()
+        holder.execute("ROLLBACK")
+    try:
+        writer.add(_readings(_frame(days=1))[50])
+        out = tmp_path / "out.csv"
+        assert await writer.export(START, START + timedelta(days=1), "csv", out) == 1
+    finally:
+        await writer.stop()
+    assert not [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert "cannot be used (database is locked): this run keeps its history in memory" \
+        in caplog.text
+    reopened = HistoryStore(path)
+    try:
+        assert reopened.count() == 40  # untouched, for the next start
+    finally:
+        reopened.close()
+
+
+async def test_readings_wait_while_the_disk_is_full_and_the_error_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = HistoryWriter(tmp_path / "history.sqlite3", flush_interval_s=3600)
+    await writer.start()
+    readings = _readings(_frame(days=1))[:600]
+
+    def limit_pages(extra: int | None) -> None:
+        db = writer._require_store()._db
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        # SQLite's own "database or disk is full", as on a full card.
+        db.execute(f"PRAGMA max_page_count = {pages + extra if extra is not None else 2**30}")
+
+    try:
+        await writer.run_in_worker(limit_pages, 0)
+        for batch in (readings[:300], readings[300:]):
+            for reading in batch:
+                writer.add(reading)
+            await writer.flush()
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1, errors
+        assert "History: cannot write (database or disk is full)" in errors[0]
+        await writer.run_in_worker(limit_pages, None)  # space freed
+        await writer.flush()
+        assert await writer.run_in_worker(lambda: writer._require_store().count()) == 600
+        assert "History: writing again (0 readings dropped meanwhile)" in caplog.text
+    finally:
+        await writer.stop()

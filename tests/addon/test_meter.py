@@ -583,3 +583,29 @@ async def test_counters_are_written_every_persist_interval(
         assert saved.total_kwh == pytest.approx(0.001)
     finally:
         await meter.stop()
+
+
+def test_a_disk_that_refuses_the_counters_is_said_once_and_retried(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The data folder is gone from under the add-on (here a file where it was).
+    blocked = tmp_path / "data"
+    blocked.mkdir()
+    meter = make_meter(blocked, clock)
+    blocked.rmdir()
+    blocked.write_text("not a folder")
+    for _ in range(3):
+        clock.now += 2
+        meter.feed_rpict_line(rpict(1000.0, 0.0, 0.0))
+        meter.persist()
+    assert meter.snapshot()["total_energy_kwh"] > 0
+    errors = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("Could not write the energy counters:")]
+    assert len(errors) == 1, errors
+    blocked.unlink()
+    blocked.mkdir()
+    clock.now += 2
+    meter.feed_rpict_line(rpict(1000.0, 0.0, 0.0))
+    meter.persist()
+    assert "Energy counters written again" in caplog.text
+    assert CounterStore(blocked / "energy.json").load() is not None

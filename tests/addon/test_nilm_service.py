@@ -103,11 +103,23 @@ async def test_labels_survive_a_restart_and_a_torn_line(
     assert status == 200
     assert (label["start"], label["was_running"], label["bundle_version"]) == (
         "2026-11-24T07:00:00.000Z", True, load_bundle().version)
-    with (tmp_path / "data" / LABELS_FILE).open("a") as handle:
-        handle.write('{"appliance": "kett')  # a crash in the middle of an append
+    with (tmp_path / "data" / LABELS_FILE).open("ab") as handle:
+        handle.write(b'{"appliance": "\xbd"}\n')  # a bad byte on the card
+        handle.write(b"3\n")
+        handle.write(b'{"appliance": "kett')  # a crash in the middle of an append
     service = await running(tmp_path, rpict)
     try:
         assert await request(service, "GET", "labels") == (200, {"labels": [label]})
+        # The next label is not glued to the torn line.
+        status, later = await request(service, "POST", "labels", {
+            "appliance": "kettle", "start": "2026-11-24T09:00:00+01:00",
+            "end": "2026-11-24T09:04:00+01:00"})
+        assert status == 200
+    finally:
+        await service.stop()
+    service = await running(tmp_path, rpict)
+    try:
+        assert await request(service, "GET", "labels") == (200, {"labels": [label, later]})
     finally:
         await service.stop()
 

@@ -144,6 +144,20 @@ def test_a_restart_after_a_kill_resumes_from_the_live_copy(tmp_path: Path) -> No
     assert CounterStore(path).load() == counters(5.3, c1=5.3)
 
 
+def test_a_corrupt_file_beside_a_good_live_copy_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(5.0, c1=5.0))
+    store.save_live(counters(5.2, c1=5.2))
+    path.write_bytes(b"\x00" * 64)  # the card damaged the saved file
+
+    assert CounterStore(path).load() == counters(5.2, c1=5.2)
+    assert "energy.json is corrupt" in caplog.text
+    assert "using its newer live copy (5.2000 kWh)" in caplog.text
+
+
 def test_a_torn_or_stale_live_copy_gives_way_to_the_saved_counters(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -300,6 +300,25 @@ async def test_bad_option_exits_2_naming_the_option(tmp_path: Path, command: lis
     assert not (tmp_path / "api_token").exists()  # nothing started
 
 
+async def test_port_in_use_exits_1_with_one_line_saying_so(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            ADDON_COMMAND, "--data-dir", str(tmp_path), "--host", "127.0.0.1",
+            "--port", str(port), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            _stdout, stderr = await process.communicate()
+    assert process.returncode == 1
+    errors = [line for line in stderr.decode().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, stderr.decode()
+    assert "Cannot start:" in errors[0]
+    assert "address already in use" in errors[0]
+    assert "Traceback" not in stderr.decode()
+
+
 async def test_port_in_use_fails_start_and_leaves_nothing_running(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

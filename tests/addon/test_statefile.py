@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from energy_tracker_addon.statefile import JsonStateFile, write_atomic
+from energy_tracker_addon.statefile import JsonStateFile, VersionedStateFile, write_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_scratch(tmp_path: Path) -> None:
@@ -62,3 +62,20 @@ def test_state_resumes_from_its_live_copy_unless_that_is_older_or_torn(
     with caplog.at_level(logging.WARNING):
         assert JsonStateFile(path).load() == {"today": 1.3}
     assert "torn" in caplog.text
+
+
+def test_a_durable_write_that_fails_is_said_once_while_the_live_copy_still_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new file cannot be put in place (here: a folder where the backup goes) while the
+    # live copy, rewritten in place, still can: one error line, not one per reading.
+    state = VersionedStateFile(tmp_path / "analytics.json", 1, "analytics state",
+                               logging.getLogger("test"))
+    assert state.write({"n": 0})
+    (tmp_path / "analytics.json.bak").mkdir()
+    (tmp_path / "analytics.json.bak" / "in-the-way").touch()
+    for n in range(1, 4):
+        assert state.write({"n": n}, live=True)
+        assert not state.write({"n": n})
+    assert caplog.text.count("Could not write the analytics state") == 1
+    assert state.load() == {"version": 1, "n": 3}  # the live copy is the newest
