@@ -62,6 +62,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self._pending: MeterState | None = None
         self._cancel_pending: CALLBACK_TYPE | None = None
         self._layout: DeviceLayout | None = None
+        self._reload_scheduled = False
 
     @property
     def newest_seq(self) -> int:
@@ -177,9 +178,11 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         board, channel or version), so they appear without the user's help."""
         if self._layout is None:
             self._layout = layout
-        elif layout != self._layout:
+        elif layout != self._layout and not self._reload_scheduled:
             LOGGER.info("The Energy Tracker add-on's devices changed; reloading its entities")
-            self._layout = layout  # one reload per change
+            # One reload: the new relays (first stream state) and the new info (asked
+            # just after) would each schedule one; the reload makes a new coordinator.
+            self._reload_scheduled = True
             self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
 
     @callback

@@ -51,7 +51,9 @@ def export_file_name(title: str, meter_id: str, start: datetime, end: datetime,
                      fmt: str) -> str:
     """Names the meter (two meters' exports of one span do not overwrite each other) and
     gives both times in UTC (times given in two zones do not read as one moment)."""
-    span = "_".join(f"{t.astimezone(UTC):%Y%m%dT%H%M%SZ}" for t in (start, end))
+    utc = [t.astimezone(UTC) for t in (start, end)]
+    # %Y does not pad years before 1000: the four digits are written out.
+    span = "_".join(f"{t.year:04d}{t:%m%dT%H%M%SZ}" for t in utc)
     return f"energy_tracker_{slugify(title)}_{meter_id[:8]}_{span}.{fmt}"
 
 
@@ -66,6 +68,12 @@ async def _async_export(call: ServiceCall) -> ServiceResponse:
     hass = call.hass
     # A time without a zone is Home Assistant's local time, as in the UI.
     start, end = (_aware(call.data[key]) for key in (ATTR_START, ATTR_END))
+    try:
+        for moment in (start, end):
+            moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 with a zone east of UTC is before the year 1
+        raise ServiceValidationError(translation_domain=DOMAIN,
+                                     translation_key="export_time_out_of_range") from None
     if end <= start:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="export_end_before_start")

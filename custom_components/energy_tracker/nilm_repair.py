@@ -43,7 +43,10 @@ class NilmIssue:
     def _async_state(self) -> None:
         state = self._coordinator.data
         if state is None or not self._coordinator.last_update_success:
-            return  # an outage says nothing about the models
+            # An outage says nothing about the models, but the add-on may come back with
+            # other options (appliances null before and after): ask again then.
+            self._off = None
+            return
         off = state.appliances is None
         if off == self._off:
             return
@@ -61,7 +64,7 @@ class NilmIssue:
         except (CannotConnect, InvalidAuth, InvalidData):
             self._off = None  # unknown: ask again with the next state
             return
-        if not status.broken:
+        if not status.broken:  # switched off with nilm_enabled
             ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
             return
         ir.async_create_issue(

@@ -176,9 +176,20 @@ async def test_export_action_writes_the_readings_into_a_file(
             DOMAIN, "export", {"start": end.isoformat(), "end": start.isoformat()},
             blocking=True, return_response=True,
         )
+    # Before the year 1 once in UTC: refused with a reason, not an unknown error.
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(
+            DOMAIN, "export", {"start": "0001-01-01T00:00:00+05:00", "end": end.isoformat()},
+            blocking=True, return_response=True,
+        )
+    assert raised.value.translation_key == "export_time_out_of_range"
     assert sorted(p.name for p in (tmp_path / "share" / DOMAIN).iterdir()) == [
         Path(str(answer["path"])).name
     ]
+    # Years before 1000 keep four digits in the name.
+    assert export_action.export_file_name(
+        "Home", "0123456789", datetime(999, 1, 1, tzinfo=UTC), end, "csv"
+    ) == f"energy_tracker_home_01234567_09990101T000000Z_{end:%Y%m%dT%H%M%SZ}.csv"
 
 
 async def test_a_carbon_intensity_sensor_drives_the_addons_co2(

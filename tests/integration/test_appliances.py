@@ -283,7 +283,7 @@ async def test_bad_bundle_keeps_the_addon_running(
 
 
 async def test_detection_switched_off_is_not_a_repairs_issue(
-    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock], tmp_path: Path
 ) -> None:
     addon, port, clock = pty_addon
     await addon.stop()
@@ -292,7 +292,22 @@ async def test_detection_switched_off_is_not_a_repairs_issue(
     assert er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)  # the meter's
     assert er.async_get(hass).async_get_entity_id(
         "sensor", DOMAIN, f"{addon.meter_id}_appliance_kettle_energy") is None
-    assert ir.async_get(hass).async_get_issue(DOMAIN, f"nilm_broken_{entry.entry_id}") is None
+    issue_id = f"nilm_broken_{entry.entry_id}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+
+    async def restarted(present: bool, **options: Any) -> None:
+        # The add-on restarted with other options while the entry stays loaded.
+        await addon.stop()
+        await start_addon(addon, clock, rpict_port=str(port.path), **options)
+        async with asyncio.timeout(20):
+            while (ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None) == present:
+                await port.write(b"11 1500.0 0.0 0.0 20.0\r\n")
+                await asyncio.sleep(0.5)
+
+    # Switched on with models that are not there: said without a reload...
+    await restarted(True, nilm_bundle_dir=str(tmp_path / "no-such-bundle"))
+    # ...and switched off again: nothing to repair.
+    await restarted(False, nilm_enabled=False)
     await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -187,11 +187,17 @@ async def test_a_meter_taken_out_of_the_addon_can_be_deleted_and_served_ones_can
 async def test_an_extra_meter_added_to_the_addon_appears_without_a_reload(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert loaded_entry.runtime_data.data.extra_meters == {}
-    # The user adds a garage meter to the add-on's options; the add-on restarts.
+    # The user adds a garage meter and renames a channel in the add-on's options; the
+    # add-on restarts. Its first state (a new meter) and its info (a new channel name)
+    # both differ from what the entities were made of: one reload, not two.
+    channels = (await addon.get("info"))["channels"]
     await addon.stop()
-    await addon.start(extra_meters=[GARAGE])
+    await addon.start(extra_meters=[GARAGE], channels=[
+        {"id": c["id"], "name": "Heat pump" if c["id"] == 3 else c["name"], "role": c["role"]}
+        for c in channels])
     garage_id = (await addon.get("meters"))["meters"][1]["meter_id"]
 
     def garage_shown() -> bool:
@@ -205,6 +211,8 @@ async def test_an_extra_meter_added_to_the_addon_appears_without_a_reload(
     assert device is not None
     assert device.name == "Garage"
     assert loaded_entry.state is ConfigEntryState.LOADED
+    await hass.async_block_till_done()
+    assert caplog.text.count("devices changed; reloading") == 1
 
 
 async def test_assist_answers_for_an_extra_meter(
