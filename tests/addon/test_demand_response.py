@@ -53,8 +53,7 @@ async def service(tmp_path: Path, row: dict[str, float]) -> AsyncIterator[AddonS
     service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
     try:
         await service.start()
-        await wait_until(lambda: service.meter.snapshot()["available"]
-                         and all(service.relays.available(r) for r in service.relays.relays))
+        await _ready(service)
         yield service
     finally:
         await service.stop()
@@ -72,6 +71,12 @@ async def _call(session: aiohttp.ClientSession, service: AddonService, method: s
     async with session.request(method, service.url + path, json=body, headers=auth()) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
+
+
+async def _ready(service: AddonService) -> None:
+    """Readings coming in and every relay known."""
+    await wait_until(lambda: service.meter.snapshot()["available"]
+                     and all(service.relays.available(r) for r in service.relays.relays))
 
 
 async def _next_reading(service: AddonService) -> dict[str, Any]:
@@ -187,9 +192,7 @@ async def test_a_restart_keeps_the_shed_set_and_the_minimum_on_times(
             service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
             await service.start()
             try:
-                await wait_until(lambda service=service: service.meter.snapshot()["available"]
-                                 and all(service.relays.available(r)
-                                         for r in service.relays.relays))
+                await _ready(service)
                 if run == 0:
                     for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
                                                (1, {"priority": 20}), (2, {"priority": 30})):
@@ -234,9 +237,7 @@ async def test_the_simulated_board_keeps_its_relays_across_a_restart(
         service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
         await service.start()
         try:
-            await wait_until(lambda service=service: service.meter.snapshot()["available"]
-                             and all(service.relays.available(r)
-                                     for r in service.relays.relays))
+            await _ready(service)
             if run == 0:
                 await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
                 await _next_reading(service)
