@@ -145,9 +145,10 @@ class BoardRelays:
             if self._n_relays is not None and count != self._n_relays:
                 # The board's hello is older than its relays (a reboot whose hello was
                 # lost): trust the frame, and say which relays that leaves out.
-                _LOGGER.warning("The voltage board reports %d relays where its hello said "
-                                "%d: relays %s are unavailable", count, self._n_relays,
-                                [i for i in self._ids if i > count] or "none")
+                missing = [i for i in self._ids if i > count]
+                _LOGGER.warning("The voltage board now reports %d relays instead of %d%s",
+                                count, self._n_relays,
+                                f": relays {missing} are unavailable" if missing else "")
             self._n_relays = count
             self._states_known = True
             for relay_id in self._ids:

@@ -306,7 +306,10 @@ def _describe(error: vol.Invalid, data: Any) -> str:
         except (KeyError, IndexError, TypeError):
             found = False
     secret = bool(error.path) and error.path[-1] in SECRET_OPTIONS
-    got = f" (got {value!r})" if found and error.path and not secret else ""
+    shown = repr(value)
+    if len(shown) > 80:  # enough to recognise it; the log is not the place for all of it
+        shown = shown[:77] + "..."
+    got = f" (got {shown})" if found and error.path and not secret else ""
     return f"{name or 'options'}: {error.msg}{got}"
 
 

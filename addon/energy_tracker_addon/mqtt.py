@@ -29,9 +29,9 @@ QUEUE_SIZE: Final = 100  # readings kept while the broker is away; the oldest go
 BACKOFF_MIN_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
 # A connection the broker drops sooner than this does not reset the backoff: a broker that
-# accepts and then closes at once (another client with the same id) is not hammered.
-STABLE_S: Final = 30.0
-QUICK_DROP_S: Final = 5.0
+# accepts and then closes at once (another client with the same id) is not hammered. Above
+# BACKOFF_MAX_S, or two add-ons taking turns would each look stable to the other.
+STABLE_S: Final = 2 * BACKOFF_MAX_S
 KEEPALIVE_S: Final = 30
 STOP_TIMEOUT_S: Final = 5.0
 ONLINE: Final = "online"
@@ -223,7 +223,7 @@ class MqttPublisher:
         elif lasted is None and isinstance(error, aiomqtt.MqttCodeError) \
                 and _code(error.rc) in _AUTH_REFUSED:
             kind = "auth"
-        elif lasted is not None and lasted < QUICK_DROP_S and self._outage:
+        elif lasted is not None and self._outage:
             kind = "dropped"  # a second drop soon after connecting: flapping
         else:
             kind = "unavailable"

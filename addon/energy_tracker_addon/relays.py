@@ -121,6 +121,7 @@ class RelayManager:
         self._save_lock = asyncio.Lock()
         self._save_tasks: set[asyncio.Task[None]] = set()
         self._saved: str | None = None
+        self._save_failing = False
         self._load_settings()
 
     # ------------------------------------------------------------------ wiring
@@ -244,8 +245,13 @@ class RelayManager:
             try:
                 await asyncio.to_thread(write_atomic, self._path, text)
             except OSError as error:
-                _LOGGER.error("Cannot save relay settings to %s: %s", self._path, error)
+                if not self._save_failing:  # said once; tried again with every change
+                    _LOGGER.error("Cannot save relay settings to %s: %s", self._path, error)
+                self._save_failing = True
                 return
+            if self._save_failing:
+                _LOGGER.info("Relay settings saved again")
+            self._save_failing = False
             self._saved = text
 
     def _settings(self) -> dict[str, dict[str, Any]]:

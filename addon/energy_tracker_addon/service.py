@@ -171,6 +171,9 @@ class AddonService:
             self.options = simulated_hat_options(self.options)
         options, data_dir = self.options, self.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        # write_atomic's scratch files left by a kill mid-write: nothing is writing yet.
+        for leftover in data_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         self._token = resolve_token(options, data_dir)
         self._meter_id = meter_id(data_dir)
         self._metrics = Metrics()

@@ -17,6 +17,7 @@ writes it back, so `export` builds the home's bundle from it.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,19 +46,30 @@ def read_labels(path: Path) -> list[Label]:
     (pretty-printed too)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8").strip()
-        try:
-            whole = json.loads(text)
-        except ValueError:
-            whole = None
+        whole = json.loads(data)
+    except ValueError:
+        whole = None
+    try:
         if isinstance(whole, dict) and "labels" in whole:
             rows = whole["labels"]
         else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # The add-on's JSONL: a line torn by a crash or a damaged byte costs that label
+            # only, as in the add-on itself (nilm_service.LabelStore).
+            rows = []
+            for line in data.splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    if line.strip():
+                        logging.getLogger(__name__).warning(
+                            "%s: skipped a line that is not JSON: %r", path, line[:60])
+            if not rows:
+                raise ValueError("no label in it")
         return [Label(str(r["appliance"]), pd.Timestamp(r["start"]), pd.Timestamp(r["end"]),
                       bool(r.get("was_running", True))) for r in rows]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a label file ({err})") from err
 
 

@@ -16,6 +16,7 @@ from energy_tracker_addon.config import (
     OptionsError,
     load_options,
     meter_id,
+    parse_options,
     resolve_token,
 )
 
@@ -211,3 +212,10 @@ def test_an_options_file_that_cannot_be_read_is_an_options_error(
 
     with pytest.raises(OptionsError, match=error):
         load_options(tmp_path)
+
+
+def test_a_huge_bad_value_is_not_echoed_whole() -> None:
+    with pytest.raises(OptionsError) as raised:
+        parse_options({"log_level": "x" * 100_000})
+    assert len(str(raised.value)) < 200
+    assert "log_level" in str(raised.value)

@@ -339,4 +339,32 @@ async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
     assert [(r["state"], r["available"]) for r in relays] == [
         (True, True), (False, True), (None, False),
     ]
-    assert "reports 2 relays where its hello said 3: relays [3] are unavailable" in caplog.text
+    assert "now reports 2 relays instead of 3: relays [3] are unavailable" in caplog.text
+    await peer.send("ETM", "230.0", "50.00", "101", "0")
+    await wait_until(lambda: service.relays.available(service.relays.get(3)))
+    assert "now reports 3 relays instead of 2\n" in caplog.text
+
+
+async def test_settings_that_cannot_be_saved_are_said_once(
+    tmp_path: Path, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    (data / SETTINGS_FILE).mkdir(parents=True)  # in the way of every save
+    (data / ".relay_settings.json.k1l2m3.tmp").write_text("{")  # left by a kill -9
+    service = AddonService(Options(api_token=TOKEN), data, host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        assert not list(data.glob(".*.tmp")), "scratch files of a killed run are removed"
+        for priority in (7, 8, 9):
+            async with session.put(service.url + "/api/v1/relays/2",
+                                   json={"priority": priority}, headers=auth()) as resp:
+                assert resp.status == 200
+        assert caplog.text.count("Cannot save relay settings") == 1
+        (data / SETTINGS_FILE).rmdir()
+        async with session.put(service.url + "/api/v1/relays/2", json={"priority": 10},
+                               headers=auth()) as resp:
+            assert resp.status == 200
+        assert "Relay settings saved again" in caplog.text
+        assert json.loads((data / SETTINGS_FILE).read_text())["2"]["priority"] == 10
+    finally:
+        await service.stop()

@@ -97,6 +97,18 @@ def test_an_unreadable_history_is_a_message(
     assert message in capsys.readouterr().err
 
 
+def test_a_damaged_line_costs_only_its_label(
+    files: tuple[Path, Path, pd.DataFrame], caplog: pytest.LogCaptureFixture
+) -> None:
+    # As the add-on leaves the file after a bad byte on the card and a crash mid-append.
+    labels_path, _, _ = files
+    good = read_labels(labels_path)
+    with labels_path.open("ab") as handle:
+        handle.write(b'{"appliance": "\xff"}\n{"appliance": "kett')
+    assert read_labels(labels_path) == good
+    assert caplog.text.count("skipped a line that is not JSON") == 2
+
+
 def test_labels_outside_the_history_are_counted(
     files: tuple[Path, Path, pd.DataFrame],
 ) -> None:
