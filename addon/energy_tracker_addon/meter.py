@@ -31,6 +31,7 @@ from .protocol import (
     is_blank,
     parse_board_line,
 )
+from .statefile import WriteTrouble
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -135,8 +136,10 @@ class Meter:
         self._retired_channels = {
             key: kwh for key, kwh in counters.channels_kwh.items() if key not in configured}
         self._last_persist = clock()
-        self._live_failing = False
-        self._persist_failing = False
+        self._live_trouble = WriteTrouble(
+            _LOGGER, "Could not write the energy counters' live copy: %s")
+        self._persist_trouble = WriteTrouble(
+            _LOGGER, "Could not write the energy counters: %s", "Energy counters written again")
 
         self._seq = 0
         self._timestamp = wall_clock()
@@ -289,13 +292,9 @@ class Meter:
         try:
             self._store.save(self._counters())
         except OSError as error:
-            if not self._persist_failing:  # said once, retried at every interval
-                _LOGGER.error("Could not write the energy counters: %s", error)
-            self._persist_failing = True
+            self._persist_trouble.failed(error)  # retried at every interval
             return
-        if self._persist_failing:
-            _LOGGER.info("Energy counters written again")
-        self._persist_failing = False
+        self._persist_trouble.succeeded()
         self._unsaved = False
 
     def _save_live(self) -> None:
@@ -304,11 +303,9 @@ class Meter:
         try:
             self._store.save_live(self._counters())
         except OSError as error:
-            if not self._live_failing:
-                _LOGGER.error("Could not write the energy counters' live copy: %s", error)
-            self._live_failing = True
+            self._live_trouble.failed(error)
         else:
-            self._live_failing = False
+            self._live_trouble.succeeded()
 
     def _counters(self) -> EnergyCounters:
         channels = dict(self._retired_channels)

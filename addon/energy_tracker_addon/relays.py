@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeGuard
 
 from .config import RelayConfig
-from .statefile import write_atomic
+from .statefile import WriteTrouble, write_atomic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ class RelayManager:
         self._save_lock = asyncio.Lock()
         self._save_tasks: set[asyncio.Task[None]] = set()
         self._saved: str | None = None
-        self._save_failing = False
+        self._save_trouble = WriteTrouble(  # tried again with every change
+            _LOGGER, f"Cannot save relay settings to {str(self._path).replace('%', '%%')}: %s",
+            "Relay settings saved again")
         self._load_settings()
 
     # ------------------------------------------------------------------ wiring
@@ -245,13 +247,9 @@ class RelayManager:
             try:
                 await asyncio.to_thread(write_atomic, self._path, text)
             except OSError as error:
-                if not self._save_failing:  # said once; tried again with every change
-                    _LOGGER.error("Cannot save relay settings to %s: %s", self._path, error)
-                self._save_failing = True
+                self._save_trouble.failed(error)
                 return
-            if self._save_failing:
-                _LOGGER.info("Relay settings saved again")
-            self._save_failing = False
+            self._save_trouble.succeeded()
             self._saved = text
 
     def _settings(self) -> dict[str, dict[str, Any]]:
@@ -274,19 +272,9 @@ class RelayManager:
         return list({id(b): b for b in self._backends.values()}.values())
 
     def _load_settings(self) -> None:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as error:
-            _LOGGER.error("Ignoring %s (%s): relay settings are the defaults", self._path, error)
-            return
-        if not isinstance(data, dict):
-            _LOGGER.error("Ignoring %s: not a JSON object", self._path)
-            return
-        for key, entry in data.items():
-            relay = self._relays.get(int(key)) if key.isdigit() else None
-            if relay is None or not isinstance(entry, dict):
+        for relay_id, entry in _saved_entries(self._path, log=True).items():
+            relay = self._relays.get(relay_id)
+            if relay is None:
                 continue  # a relay removed from the options since
             priority, min_on = entry.get("priority"), entry.get("min_on_s")
             if _in_range(priority, PRIORITY_MAX):
@@ -307,16 +295,28 @@ def _in_range(value: Any, high: int) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= high
 
 
+def _saved_entries(path: Path, *, log: bool) -> dict[int, dict[str, Any]]:
+    """The settings file's entry per relay id; `log`: say what is wrong with the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        if log:
+            _LOGGER.error("Ignoring %s (%s): relay settings are the defaults", path, error)
+        return {}
+    if not isinstance(data, dict):
+        if log:
+            _LOGGER.error("Ignoring %s: not a JSON object", path)
+        return {}
+    return {int(key): entry for key, entry in data.items()
+            if key.isdigit() and isinstance(entry, dict)}
+
+
 def saved_states(data_dir: Path) -> dict[int, bool]:
     """The relays' last acknowledged states, for the simulated board: a real board keeps its
     relays while the add-on restarts, and the simulated one lives inside the add-on."""
-    try:
-        data = json.loads((data_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # RelayManager logs what is wrong with the file
-    if not isinstance(data, dict):
-        return {}
-    return {
-        int(key): entry["state"] for key, entry in data.items()
-        if key.isdigit() and isinstance(entry, dict) and isinstance(entry.get("state"), bool)
-    }
+    # RelayManager logs what is wrong with the file.
+    entries = _saved_entries(data_dir / SETTINGS_FILE, log=False)
+    return {relay_id: entry["state"] for relay_id, entry in entries.items()
+            if isinstance(entry.get("state"), bool)}

@@ -61,6 +61,28 @@ def write_atomic(path: Path, text: str, *, mode: int | None = None,
         os.close(dir_fd)
 
 
+class WriteTrouble:
+    """A write that keeps failing (a full or read-only disk) is said once, not at every
+    attempt; when it works again that is said too, if `recovered` is given."""
+
+    def __init__(self, logger: logging.Logger, failed: str,
+                 recovered: str | None = None) -> None:
+        self._logger = logger
+        self._failed = failed  # a format with one %s: the error
+        self._recovered = recovered
+        self.active = False
+
+    def failed(self, error: OSError) -> None:
+        if not self.active:
+            self._logger.error(self._failed, error)
+        self.active = True
+
+    def succeeded(self) -> None:
+        if self.active and self._recovered:
+            self._logger.info(self._recovered)
+        self.active = False
+
+
 class LiveCopy:
     """`<path>.live`: a revision-numbered text rewritten in place, checked by a CRC."""
 
@@ -163,9 +185,13 @@ class VersionedStateFile(JsonStateFile):
         self.version = version
         self._what = what  # "gas counter file": how log lines name this state
         self._logger = logger  # the owning service's, so its log lines keep their origin
-        # A full disk is said once, not at every reading; per kind of write, as rewriting
-        # the live copy in place may still work while a new durable file cannot be made.
-        self._failing = {False: False, True: False}
+        # Per kind of write, as rewriting the live copy in place may still work while a
+        # new durable file cannot be made.
+        self._trouble = {
+            live: WriteTrouble(logger, f"Could not write the {what}"
+                               f"{' (live copy)' if live else ''}: %s")
+            for live in (False, True)
+        }
 
     def write(self, payload: dict[str, Any], *, live: bool = False) -> bool:
         """Save atomically (`live`: rewrite the live copy instead); an OSError is logged
@@ -174,12 +200,9 @@ class VersionedStateFile(JsonStateFile):
         try:
             (self.save_live if live else self.save)({"version": self.version, **payload})
         except OSError as error:
-            if not self._failing[live]:
-                self._logger.error("Could not write the %s%s: %s", self._what,
-                                   " (live copy)" if live else "", error)
-            self._failing[live] = True
+            self._trouble[live].failed(error)
             return False
-        self._failing[live] = False
+        self._trouble[live].succeeded()
         return True
 
     def read(self, parse: Callable[[dict[str, Any]], T], consequence: str,
