@@ -8,6 +8,7 @@ and the service reads its two ptys like real boards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -50,13 +51,10 @@ async def service(tmp_path: Path, row: dict[str, float]) -> AsyncIterator[AddonS
     simulator = SimulatedMeter(start=replay.first + timedelta(seconds=row["start_s"]))
     rpict, voltage = await simulator.start()
     options = Options(api_token=TOKEN, rpict_port=rpict, voltage_port=voltage)
-    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
     try:
-        await service.start()
-        await _ready(service)
-        yield service
+        async with _serving(options, tmp_path / "data") as service:
+            yield service
     finally:
-        await service.stop()
         await simulator.stop()
 
 
@@ -73,10 +71,17 @@ async def _call(session: aiohttp.ClientSession, service: AddonService, method: s
         return await resp.json()
 
 
-async def _ready(service: AddonService) -> None:
-    """Readings coming in and every relay known."""
-    await wait_until(lambda: service.meter.snapshot()["available"]
-                     and all(service.relays.available(r) for r in service.relays.relays))
+@contextlib.asynccontextmanager
+async def _serving(options: Options, data_dir: Path) -> AsyncIterator[AddonService]:
+    """A started service, with readings coming in and every relay known; stopped after."""
+    service = AddonService(options, data_dir, host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        await wait_until(lambda: service.meter.snapshot()["available"]
+                         and all(service.relays.available(r) for r in service.relays.relays))
+        yield service
+    finally:
+        await service.stop()
 
 
 async def _next_reading(service: AddonService) -> dict[str, Any]:
@@ -188,42 +193,33 @@ async def test_a_restart_keeps_the_shed_set_and_the_minimum_on_times(
     options = Options(api_token=TOKEN, rpict_port=rpict, voltage_port=voltage)
     mains, heater = row["mains_w"], row["water_heater_ac_w"]
     try:
-        for run in range(2):
-            service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
-            await service.start()
-            try:
-                await _ready(service)
-                if run == 0:
-                    for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
-                                               (1, {"priority": 20}), (2, {"priority": 30})):
-                        await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}",
-                                    settings)
-                    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
-                    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": True})
-                    await _next_reading(service)
-                    first = await _call(session, service, "POST", "/api/v1/shed",
-                                        {"limit_w": mains - heater + 100})
-                    assert [s["id"] for s in first["shed"]] == [1]
-                    continue
-                relays = (await _call(session, service, "GET", "/api/v1/relays"))["relays"]
-                assert [(r["id"], r["state"], r["shed"]) for r in relays] == [
-                    (1, False, True), (2, True, False), (3, True, False),
-                ]
-                await _next_reading(service)
-                # The laundry came on a few seconds ago, before the restart: still protected.
-                second = await _call(session, service, "POST", "/api/v1/shed",
-                                     {"limit_w": 1.0})
-                assert [s["id"] for s in second["shed"]] == [2]
-                assert second["skipped"] == [{"id": 3, "reason": "min_on_time"},
-                                             {"id": 1, "reason": "off"}]
-                # Everything the sheds of both runs switched off comes back.
-                restored = await _call(session, service, "POST", "/api/v1/restore",
-                                       {"stagger_s": 0})
-                assert [r["id"] for r in restored["restored"]] == [2, 1]
-                after = await _next_reading(service)
-                assert after["total_power_w"] == pytest.approx(mains, abs=TOLERANCE_W)
-            finally:
-                await service.stop()
+        async with _serving(options, tmp_path / "data") as service:
+            for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
+                                       (1, {"priority": 20}), (2, {"priority": 30})):
+                await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}", settings)
+            await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
+            await _call(session, service, "PUT", "/api/v1/relays/3", {"state": True})
+            await _next_reading(service)
+            first = await _call(session, service, "POST", "/api/v1/shed",
+                                {"limit_w": mains - heater + 100})
+            assert [s["id"] for s in first["shed"]] == [1]
+        async with _serving(options, tmp_path / "data") as service:
+            relays = (await _call(session, service, "GET", "/api/v1/relays"))["relays"]
+            assert [(r["id"], r["state"], r["shed"]) for r in relays] == [
+                (1, False, True), (2, True, False), (3, True, False),
+            ]
+            await _next_reading(service)
+            # The laundry came on a few seconds ago, before the restart: still protected.
+            second = await _call(session, service, "POST", "/api/v1/shed", {"limit_w": 1.0})
+            assert [s["id"] for s in second["shed"]] == [2]
+            assert second["skipped"] == [{"id": 3, "reason": "min_on_time"},
+                                         {"id": 1, "reason": "off"}]
+            # Everything the sheds of both runs switched off comes back.
+            restored = await _call(session, service, "POST", "/api/v1/restore",
+                                   {"stagger_s": 0})
+            assert [r["id"] for r in restored["restored"]] == [2, 1]
+            after = await _next_reading(service)
+            assert after["total_power_w"] == pytest.approx(mains, abs=TOLERANCE_W)
     finally:
         await simulator.stop()
 
@@ -233,19 +229,12 @@ async def test_the_simulated_board_keeps_its_relays_across_a_restart(
 ) -> None:
     # No ports: the add-on's own simulated meter, which lives and restarts with it.
     options = Options(api_token=TOKEN)
-    for run in range(2):
-        service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
-        await service.start()
-        try:
-            await _ready(service)
-            if run == 0:
-                await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
-                await _next_reading(service)
-                continue
-            reading = await _next_reading(service)
-            assert reading["boards"]["voltage"]["relays"] == [False, True, True]
-            assert [r["state"] for r in reading["relays"]] == [False, True, True]
-            # The water heater's circuit (CT channel 3) is still out of the readings.
-            assert next(c for c in reading["channels"] if c["id"] == 3)["power_w"] == 0.0
-        finally:
-            await service.stop()
+    async with _serving(options, tmp_path / "data") as service:
+        await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
+        await _next_reading(service)
+    async with _serving(options, tmp_path / "data") as service:
+        reading = await _next_reading(service)
+        assert reading["boards"]["voltage"]["relays"] == [False, True, True]
+        assert [r["state"] for r in reading["relays"]] == [False, True, True]
+        # The water heater's circuit (CT channel 3) is still out of the readings.
+        assert next(c for c in reading["channels"] if c["id"] == 3)["power_w"] == 0.0
