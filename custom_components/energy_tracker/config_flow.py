@@ -176,7 +176,7 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         entry = self._get_reauth_entry()
         if user_input is not None:
-            data = {**entry.data, CONF_API_TOKEN: user_input[CONF_API_TOKEN].strip()}
+            data = {**entry.data, **_cleaned(user_input)}
             info, errors = await self._async_try_connect(data)
             if info is not None:
                 await self.async_set_unique_id(info.meter_id)

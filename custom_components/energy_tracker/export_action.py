@@ -67,10 +67,8 @@ async def _async_export(call: ServiceCall) -> ServiceResponse:
     """Download the export from the add-on into a file; answers its path and row count."""
     hass = call.hass
     # A time without a zone is Home Assistant's local time, as in the UI.
-    start, end = (_aware(call.data[key]) for key in (ATTR_START, ATTR_END))
     try:
-        for moment in (start, end):
-            moment.astimezone(UTC)
+        start, end = (_aware(call.data[key]).astimezone(UTC) for key in (ATTR_START, ATTR_END))
     except OverflowError:  # 0001-01-01 with a zone east of UTC is before the year 1
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="export_time_out_of_range") from None
