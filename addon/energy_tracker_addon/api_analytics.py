@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiohttp import web
 from .aggregates import PERIODS
 from .analytics import Analytics
 from .api_body import read_json
+from .api_errors import invalid, storage_error
 from .history import ExportFormat
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,9 +50,6 @@ def register_analytics_routes(app: web.Application, backend: object) -> None:
     app.router.add_put("/api/v1/co2_intensity", _set_co2_intensity)
 
 
-def _invalid(detail: str) -> web.Response:
-    return web.json_response({"error": "invalid", "detail": detail}, status=400)
-
 
 async def _aggregates(request: web.Request) -> web.Response:
     period = request.query.get("period", "")
@@ -58,7 +57,7 @@ async def _aggregates(request: web.Request) -> web.Response:
         if period == known:
             analytics = request.app[ANALYTICS_KEY].analytics
             return web.json_response(analytics.aggregates(known))
-    return _invalid(f"period must be one of {', '.join(PERIODS)} (got {period!r})")
+    return invalid(f"period must be one of {', '.join(PERIODS)} (got {period!r})")
 
 
 async def _anomalies(request: web.Request) -> web.Response:
@@ -78,7 +77,7 @@ async def _set_co2_intensity(request: web.Request) -> web.Response:
             raise ValueError('expected {"g_per_kwh": number}')
         analytics.push_intensity(body["g_per_kwh"])
     except ValueError as error:  # BadBody is a ValueError
-        return _invalid(str(error))
+        return invalid(str(error))
     return web.json_response(analytics.carbon.as_json())
 
 
@@ -110,13 +109,19 @@ async def _export(request: web.Request) -> web.StreamResponse:
         if end <= start:
             raise ValueError("end must be after start")
     except ValueError as error:
-        return _invalid(str(error))
+        return invalid(str(error))
     backend = request.app[ANALYTICS_KEY]
-    fd, name = tempfile.mkstemp(dir=backend.analytics.export_dir, suffix=f".{fmt}")
+    try:
+        fd, name = tempfile.mkstemp(dir=backend.analytics.export_dir, suffix=f".{fmt}")
+    except OSError as error:
+        return storage_error(error, "writing the export")
     os.close(fd)
     temp = Path(name)
     try:
-        rows = await backend.analytics.export(start, end, cast(ExportFormat, fmt), temp)
+        try:
+            rows = await backend.analytics.export(start, end, cast(ExportFormat, fmt), temp)
+        except (OSError, sqlite3.Error) as error:
+            return storage_error(error, "writing the export")
         stamp = f"{_utc_stamp(start)}_{_utc_stamp(end)}"
         response = web.StreamResponse(headers={
             "Content-Type": CONTENT_TYPES[fmt],

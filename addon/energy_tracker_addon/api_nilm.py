@@ -11,6 +11,7 @@ from typing import Protocol, cast
 from aiohttp import web
 
 from .api_body import BadBody, read_json
+from .api_errors import invalid, storage_error
 from .nilm_service import LabelError, NilmService
 
 
@@ -36,20 +37,23 @@ async def _appliances(request: web.Request) -> web.Response:
 
 
 async def _labels(request: web.Request) -> web.Response:
-    return web.json_response({"labels": await request.app[NILM_KEY].nilm.all_labels()})
+    try:
+        labels = await request.app[NILM_KEY].nilm.all_labels()
+    except OSError as error:
+        return storage_error(error, "reading the labels")
+    return web.json_response({"labels": labels})
 
 
 async def _add_label(request: web.Request) -> web.Response:
     try:
         body = await read_json(request)
     except BadBody:
-        return _invalid("body must be JSON")
+        return invalid("body must be JSON")
     try:
         label = await request.app[NILM_KEY].nilm.add_label(body)
     except LabelError as error:
-        return _invalid(str(error))
+        return invalid(str(error))
+    except OSError as error:
+        return storage_error(error, "saving the label")
     return web.json_response(label)
 
-
-def _invalid(detail: str) -> web.Response:
-    return web.json_response({"error": "invalid", "detail": detail}, status=400)

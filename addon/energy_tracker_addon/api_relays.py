@@ -8,6 +8,7 @@ from typing import Any, Final, Protocol, cast
 from aiohttp import web
 
 from .api_body import BadBody, read_json
+from .api_errors import invalid
 from .demand_response import DEFAULT_STAGGER_S, DemandResponse, NoReading
 from .relays import MIN_ON_MAX_S, PRIORITY_MAX, RelayError, RelayManager, RelayNotFound
 
@@ -39,9 +40,6 @@ def register_relay_routes(app: web.Application, backend: object) -> None:
     app.router.add_post("/api/v1/restore", _restore)
 
 
-def _invalid(detail: str) -> web.Response:
-    return web.json_response({"error": "invalid", "detail": detail}, status=400)
-
 
 def _relay_error(error: RelayError) -> web.Response:
     body = {"error": error.code}
@@ -70,7 +68,7 @@ async def _put(request: web.Request) -> web.Response:
         priority = _optional_int(body, "priority", PRIORITY_MAX)
         min_on_s = _optional_int(body, "min_on_s", MIN_ON_MAX_S)
     except Invalid as error:
-        return _invalid(str(error))
+        return invalid(str(error))
     try:
         if priority is not None or min_on_s is not None:
             await manager.update_settings(relay_id, priority=priority, min_on_s=min_on_s)
@@ -93,7 +91,7 @@ async def _shed(request: web.Request) -> web.Response:
             raise Invalid(f"{key}: expected a number of watts, 0 to {MAX_POWER_W:g}"
                           + (" (more than 0)" if key == "reduce_w" else ""))
     except Invalid as error:
-        return _invalid(str(error))
+        return invalid(str(error))
     demand = request.app[RELAY_BACKEND_KEY].demand_response
     try:
         result = await demand.shed(**{key: float(value)})
@@ -110,7 +108,7 @@ async def _restore(request: web.Request) -> web.Response:
                 or not 0 <= stagger <= MAX_STAGGER_S:
             raise Invalid(f"stagger_s: expected a number of seconds, 0 to {MAX_STAGGER_S:g}")
     except Invalid as error:
-        return _invalid(str(error))
+        return invalid(str(error))
     demand = request.app[RELAY_BACKEND_KEY].demand_response
     return web.json_response(await demand.restore(float(stagger)))
 

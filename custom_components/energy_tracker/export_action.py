@@ -4,16 +4,18 @@ Assistant has /share, else in <config>/energy_tracker_exports/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 import voluptuous as vol
 from homeassistant.const import ATTR_DEVICE_ID
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.util import dt as dt_util
 from homeassistant.util import slugify
@@ -79,10 +81,11 @@ async def _async_export(call: ServiceCall) -> ServiceResponse:
     entry = _target_entry(call)
     directory = export_directory(hass)
     name = export_file_name(entry.title, str(entry.unique_id), start, end, fmt)
-    handle, temp = await hass.async_add_executor_job(_open_temp, directory)
+    path = directory / name
+    handle, temp = await _on_disk(hass, path, _open_temp, directory)
 
     async def sink(chunk: bytes) -> None:
-        await hass.async_add_executor_job(handle.write, chunk)
+        await _on_disk(hass, path, handle.write, chunk)
 
     try:
         rows = await run_command(
@@ -91,12 +94,23 @@ async def _async_export(call: ServiceCall) -> ServiceResponse:
             ),
             SERVICE_EXPORT,
         )
-        path = directory / name
-        await hass.async_add_executor_job(_finish, handle, temp, path)
+        await _on_disk(hass, path, _finish, handle, temp, path)
     except BaseException:
         await hass.async_add_executor_job(_discard, handle, temp)
         raise
     return {"path": str(path), "rows": rows, "format": fmt}
+
+
+async def _on_disk[T](hass: HomeAssistant, path: Path, job: Callable[..., T], *args: Any) -> T:
+    """Run file work off the loop; a full or read-only disk on Home Assistant's side is
+    said as such (not as the add-on being unreachable, which the client would report)."""
+    try:
+        return await hass.async_add_executor_job(job, *args)
+    except OSError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN, translation_key="export_write_failed",
+            translation_placeholders={"path": str(path), "error": err.strerror or str(err)},
+        ) from err
 
 
 def _aware(moment: datetime) -> datetime:
@@ -120,5 +134,7 @@ def _finish(handle: IO[bytes], temp: Path, path: Path) -> None:
 
 
 def _discard(handle: IO[bytes], temp: Path) -> None:
-    handle.close()
+    # Closing flushes the buffer, which fails again on a full disk: the part goes anyway.
+    with contextlib.suppress(OSError):
+        handle.close()
     temp.unlink(missing_ok=True)

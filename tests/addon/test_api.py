@@ -180,6 +180,29 @@ async def test_bad_bodies_get_a_json_answer_not_a_server_error(
     assert answer.get("error") in {"invalid", "too_large", "not_found"}, answer
 
 
+async def test_an_export_the_disk_refuses_gets_a_json_answer(
+    service: AddonService, session: aiohttp.ClientSession, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Storage failures answered aiohttp's plain-text 500 with a traceback; ENOSPC itself
+    is test_history.py's and test_nilm_service.py's (507 storage_full)."""
+    exports = tmp_path / "data" / "exports"
+    exports.rmdir()
+    exports.write_text("")  # in the way of the export's temporary file
+    url = service.url + VALID_REQUESTS[("GET", "/api/v1/export")][0]
+    async with session.get(url, headers=auth()) as resp:
+        assert resp.status == 500
+        answer = await resp.json()
+    assert answer["error"] == "storage_error"
+    assert answer["detail"].startswith("writing the export failed: Not a directory")
+    assert "Storage: writing the export failed: Not a directory" in caplog.text
+    exports.unlink()
+    exports.mkdir()
+    async with session.get(url, headers=auth()) as resp:
+        assert resp.status == 200
+        assert (await resp.text()).startswith("timestamp,")
+
+
 async def test_unknown_route_answers_json_404(
     service: AddonService, session: aiohttp.ClientSession
 ) -> None:

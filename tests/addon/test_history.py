@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -108,6 +109,15 @@ def test_export_of_chosen_channels_and_of_an_empty_range(
     empty = tmp_path / "empty.parquet"
     assert store.export(START - timedelta(days=9), START, "parquet", empty) == 0
     assert len(pd.read_parquet(empty)) == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_export_onto_a_full_disk_raises_the_os_error(store: HistoryStore, fmt: str) -> None:
+    """The API answers 507 for ENOSPC (api_errors.py): pyarrow must not hide the errno."""
+    store.append(_readings(_frame(days=1)))
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        store.export(START, START + timedelta(days=1), fmt, Path("/dev/full"))  # type: ignore[arg-type]
+    assert raised.value.errno == errno.ENOSPC
 
 
 def test_age_retention_keeps_only_the_recent_readings(store: HistoryStore) -> None:

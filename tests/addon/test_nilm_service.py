@@ -124,6 +124,24 @@ async def test_labels_survive_a_restart_and_a_torn_line(
         await service.stop()
 
 
+async def test_a_full_disk_refuses_the_label_with_a_clear_answer(
+    service: AddonService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk used to answer aiohttp's plain-text 500 with a traceback."""
+    labels = tmp_path / "data" / LABELS_FILE
+    labels.symlink_to("/dev/full")  # every write: ENOSPC
+    label = {"appliance": "kettle", "start": "2026-11-24T07:00:00Z",
+             "end": "2026-11-24T07:04:00Z"}
+    status, answer = await request(service, "POST", "labels", label)
+    assert (status, answer["error"]) == (507, "storage_full")
+    assert answer["detail"].startswith("saving the label failed: No space left on device")
+    assert "Storage: saving the label failed: No space left on device" in caplog.text
+    labels.unlink()  # room again: the same request is stored
+    status, stored = await request(service, "POST", "labels", label)
+    assert status == 200
+    assert await request(service, "GET", "labels") == (200, {"labels": [stored]})
+
+
 async def test_option_off_means_no_appliances(tmp_path: Path, rpict: PtyPort) -> None:
     service = await running(tmp_path, rpict, nilm_enabled=False)
     try:

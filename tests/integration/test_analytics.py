@@ -13,7 +13,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant, State
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.util import slugify
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -190,6 +190,39 @@ async def test_export_action_writes_the_readings_into_a_file(
     assert export_action.export_file_name(
         "Home", "0123456789", datetime(999, 1, 1, tzinfo=UTC), end, "csv"
     ) == f"energy_tracker_home_01234567_09990101T000000Z_{end:%Y%m%dT%H%M%SZ}.csv"
+
+
+async def test_export_onto_a_disk_that_refuses_it_says_whose_disk(
+    hass: HomeAssistant, rig: Rig, entry: MockConfigEntry, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write error on Home Assistant's side used to read "Cannot reach the add-on"
+    (the client took the file's OSError for a connection error)."""
+    assert rig.service is not None
+    hass.config.config_dir = str(tmp_path / "config")
+    monkeypatch.setattr(export_action, "SHARE_DIR", tmp_path / "no-share")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "energy_tracker_exports").write_text("")  # not a folder
+    span = {"start": (LIVE_START + SHIFT).isoformat(),
+            "end": (LIVE_START + SHIFT + timedelta(minutes=5)).isoformat()}
+    with pytest.raises(HomeAssistantError) as ours:
+        await hass.services.async_call(DOMAIN, "export", span, blocking=True)
+    assert ours.value.translation_key == "export_write_failed"
+    placeholders = ours.value.translation_placeholders or {}
+    assert placeholders["path"].startswith(str(tmp_path / "config" / "energy_tracker_exports"))
+    assert placeholders["error"] == "File exists"
+
+    (tmp_path / "config" / "energy_tracker_exports").unlink()
+    exports = rig.data_dir / "exports"  # the add-on's own folder for the file it sends
+    exports.rmdir()
+    exports.write_text("")
+    with pytest.raises(HomeAssistantError) as theirs:
+        await hass.services.async_call(DOMAIN, "export", span, blocking=True)
+    assert theirs.value.translation_key == "addon_storage_error"
+    assert "writing the export failed: Not a directory" in str(
+        (theirs.value.translation_placeholders or {})["detail"])
+    # No half-written file is left behind on Home Assistant's side.
+    assert list((tmp_path / "config" / "energy_tracker_exports").iterdir()) == []
 
 
 async def test_a_carbon_intensity_sensor_drives_the_addons_co2(

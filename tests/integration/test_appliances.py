@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import Event, HomeAssistant
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
@@ -404,3 +404,19 @@ async def test_label_action_round_trip(
     labels = (await addon.get("labels"))["labels"]
     assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[3:]] == [
         ("fridge", local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), True)]
+
+
+async def test_label_action_on_a_full_addon_disk_says_so(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    addon, _port, _clock = pty_addon
+    await setup_entry(hass, addon)
+    (addon.data_dir / "nilm_labels.jsonl").symlink_to("/dev/full")  # writes: ENOSPC
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(
+            DOMAIN, "label_appliance",
+            {"appliance": "kettle", "start": "2026-11-24T07:02:00+00:00",
+             "end": "2026-11-24T07:06:00+00:00"}, blocking=True)
+    assert raised.value.translation_key == "addon_storage_full"
+    assert not isinstance(raised.value, ServiceValidationError)  # not the caller's mistake
+    assert "No space left on device" in str(raised.value.translation_placeholders)
