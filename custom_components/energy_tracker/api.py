@@ -166,8 +166,8 @@ class EnergyTrackerClient:
     async def stream(self) -> AsyncGenerator[MeterState]:
         """Yield the current state, then every new reading, until the connection ends.
 
-        Ending normally means the server closed the stream; errors are raised as
-        CannotConnect, InvalidAuth or InvalidData.
+        Ending normally means the server closed the stream; errors (a stalled link
+        included) are raised as CannotConnect, InvalidAuth or InvalidData.
         """
         ws = await self._connect_stream()
         try:
@@ -177,6 +177,10 @@ class EnergyTrackerClient:
                     continue
                 if (state := _parse_stream_message(message.data)) is not None:
                     yield state
+            if isinstance(lost := ws.exception(), aiohttp.ServerTimeoutError):
+                # Our heartbeat's ping went unanswered: the link stalled, nobody closed it.
+                raise CannotConnect("the add-on stopped answering (no answer to the "
+                                    f"heartbeat within {STREAM_HEARTBEAT_S / 2:g} s)") from lost
         finally:
             await ws.close()
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 
+from custom_components.energy_tracker import api
 from custom_components.energy_tracker.api import (
     CannotConnect,
     EnergyTrackerClient,
@@ -23,6 +26,7 @@ from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.models import MeterInfo, MeterState, NilmStatus
 
 from .conftest import HOST, Addon
+from .stall_proxy import StallProxy
 
 
 @pytest.fixture
@@ -153,3 +157,30 @@ async def test_user_flow_pointed_at_another_server_is_unknown(
         result["flow_id"], {"host": HOST, "port": other_server.port, "api_token": "t"})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "unknown"}
+
+
+# aiohttp 3.11 re-arms the heartbeat timer of a WebSocket its heartbeat has just closed
+# (receive() resets it after the ERROR message); the timer finds it closed and does nothing.
+@pytest.mark.parametrize("expected_lingering_timers", [True])
+async def test_a_stalled_connection_is_said_as_such_not_as_a_closed_stream(
+    hass: HomeAssistant, addon: Addon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link that stalls without closing is found by the heartbeat; it used to end the
+    stream as if the add-on had closed it ("the add-on closed the stream")."""
+    monkeypatch.setattr(api, "STREAM_HEARTBEAT_S", 0.5)
+    proxy = StallProxy(addon.port)
+    await proxy.start()
+    client = EnergyTrackerClient(async_get_clientsession(hass), HOST, proxy.port, addon.token)
+
+    async def freeze_after_the_first_state() -> None:
+        async with asyncio.timeout(10), aclosing(client.stream()) as stream:
+            async for _state in stream:
+                proxy.freeze()
+
+    try:
+        with pytest.raises(CannotConnect, match="no answer to the heartbeat"):
+            await freeze_after_the_first_state()
+    finally:
+        proxy.thaw()
+        await proxy.stop()
+
