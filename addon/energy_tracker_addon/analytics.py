@@ -42,6 +42,8 @@ STATE_EVENTS: Final = 5  # "anomalies" in every state message
 READY_AFTER: Final = timedelta(days=7)
 # Below this, shares of today's energy say nothing useful.
 MIN_RECOMMEND_KWH: Final = 0.1
+# A circuit below 1 Wh today used nothing worth a sentence (an idle CT reads noise).
+MIN_CIRCUIT_KWH: Final = 0.001
 TOTAL: Final = "total"
 
 
@@ -280,15 +282,16 @@ class Analytics:
         co2_today = self._day(self._co2_buckets) or {}
         circuits = sorted(
             ((energy, channel) for channel in self._channels
-             if channel.role == "circuit" and (energy := today.get(str(channel.id))) is not None),
+             if channel.role == "circuit" and (energy := today.get(str(channel.id))) is not None
+             and energy >= MIN_CIRCUIT_KWH),
             key=lambda pair: -pair[0],
         )
         items = []
         for rank, (energy, channel) in enumerate(circuits):
             share = 100.0 * energy / total
             co2 = co2_today.get(str(channel.id), 0.0)
-            text = (f"{channel.name} used {share:.0f} % of today's energy "
-                    f"({energy:.2f} kWh, {co2:.2f} kg CO2)")
+            text = (f"{channel.name} used {_share(share)} of today's energy "
+                    f"({_amount(energy, 'kWh', 'Wh')}, {_amount(co2, 'kg', 'g')} CO2)")
             if rank == 0 and share >= 25:
                 text += ": the biggest share, where shifting or trimming use saves most"
             items.append({
@@ -387,3 +390,12 @@ def _parse(text: str) -> datetime:
     if moment.tzinfo is None or not math.isfinite(moment.timestamp()):
         raise ValueError(f"{text!r} is not an aware time")
     return moment
+
+
+def _share(percent: float) -> str:
+    return "less than 1 %" if percent < 1 else f"{percent:.0f} %"
+
+
+def _amount(value: float, unit: str, small_unit: str) -> str:
+    """0.25 kWh, or 4 Wh below 0.1 kWh (where two decimals of kWh would read 0.00)."""
+    return f"{value:.2f} {unit}" if value >= 0.1 else f"{value * 1000:.0f} {small_unit}"

@@ -4,6 +4,7 @@ through the API and compared with an independent pandas computation."""
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -92,12 +93,46 @@ async def test_energy_per_hour_day_month_and_co2_equal_pandas_on_real_data(
     assert state["co2_g_per_kwh"] == 52.0
     assert state["co2_kg_today"] == pytest.approx(today["total"] * 0.052, abs=1e-4)
     shares = {item["channel"]: item["share_pct"] for item in state["recommendations"]}
+    # A circuit that used nothing today (the kitchen at night) is not listed.
     assert shares == pytest.approx(
-        {2: 100 * today["2"] / today["total"], 3: 100 * today["3"] / today["total"]}, abs=0.05
+        {int(c): 100 * today[c] / today["total"] for c in ("2", "3") if today[c] >= 0.001},
+        abs=0.05,
     )
+    assert len(shares) == 1
     top = state["recommendations"][0]
     assert top["share_pct"] == max(shares.values())
     assert top["text"].startswith(f"{top['name']} used {top['share_pct']:.0f} % of today's")
+
+
+@pytest.mark.usefixtures("paris")
+async def test_a_circuit_that_used_nothing_today_is_no_recommendation(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """It used to be listed: "Water heater used 0 % of today's energy (0.00 kWh, …)"."""
+    data = read_uci(datetime.fromisoformat("2009-06-01T12:00+01:00"),
+                    datetime.fromisoformat("2009-06-01T13:11+01:00")).copy()
+    data["water_heater_ac"] = 0.0  # off all day so far
+    data.loc[data.index[-11:], "water_heater_ac"] = 60.0  # then 10 minutes at 60 W: 10 Wh
+    rig = Rig(tmp_path / "data", Clocks(data.index[0].to_pydatetime()), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        await rig.replay(data.iloc[:-11])
+        before = (await rig.get(session, "state"))[1]
+        await rig.replay(data.iloc[-11:])
+        after = (await rig.get(session, "state"))[1]
+    finally:
+        await rig.stop()
+    assert before["energy_today_kwh"] > 0.1  # enough for recommendations
+    [kitchen] = before["recommendations"]
+    assert kitchen["channel"] == 2
+    assert kitchen["text"].startswith(f"Kitchen used {kitchen['share_pct']:.0f} % of today's")
+    # A small share in words and Wh, not "0 % … (0.01 kWh, 0.00 kg CO2)".
+    little = after["recommendations"][1]
+    assert little["channel"] == 3
+    assert little["energy_kwh"] == pytest.approx(0.0105, abs=1e-3)  # trapezoids: 10.5 Wh
+    assert little["share_pct"] < 1
+    assert re.search(r"used less than 1 % of today's energy \(1[01] Wh, 1 g CO2\)$",
+                     little["text"]), little["text"]
 
 
 async def test_export_reloads_to_the_readings_sent_and_bad_requests_get_400(
@@ -384,5 +419,5 @@ async def test_co2_follows_a_live_intensity_and_falls_back_to_the_option(
     assert after["source"] == "option"
     assert all(status == 400 for status, _ in refused), refused
     by_channel = {item["channel"]: item["co2_kg"] for item in state["recommendations"]}
-    assert by_channel[2] == pytest.approx(float((kwh["2"].to_numpy() * intensity).sum() / 1000),
+    assert by_channel[3] == pytest.approx(float((kwh["3"].to_numpy() * intensity).sum() / 1000),
                                           abs=2e-3)
