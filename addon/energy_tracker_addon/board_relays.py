@@ -138,8 +138,9 @@ class BoardRelays:
             if missing:
                 _LOGGER.error("The voltage board has %d relays: relays %s are unavailable",
                               frame.n_relays, missing)
-            if self._watchdog_s:
-                self._spawn(self._arm_watchdog())
+            # 0 too: a board that outlived an add-on run with the watchdog on is still
+            # armed, and would open its relays a few seconds after this run began.
+            self._spawn(self._arm_watchdog())
         elif isinstance(frame, MeasurementFrame | AckFrame):
             count = len(frame.relays)
             if self._n_relays is not None and count != self._n_relays:
@@ -178,8 +179,10 @@ class BoardRelays:
         try:
             ack = await self._commander.command("WDT", str(self._watchdog_s))
         except (SerialLinkError, TimeoutError) as error:
-            _LOGGER.warning("Could not arm the voltage board's watchdog: %s",
-                            error or "no acknowledgement")
+            # TimeoutError() says nothing: its text is empty.
+            _LOGGER.warning("Could not %s the voltage board's watchdog: %s",
+                            "arm" if self._watchdog_s else "disarm",
+                            str(error) or "no acknowledgement in time")
             return
         if ack.result != "OK":
             _LOGGER.error("The voltage board refused WDT %d: %s", self._watchdog_s, ack.result)

@@ -40,10 +40,13 @@ class BoardPeer:
         await self.port.write(frame(type_, str(self.seq), *fields))
 
     async def command(self, timeout: float = 3.0) -> CommandFrame:
-        """The next command other than the HELLO the service sends on every connect."""
+        """The next command other than the HELLO the service sends on every connect and
+        the `WDT 0` it sends after every hello with the watchdog off (acknowledged here)."""
         while True:
             command = parse_command_line(await self.port.read_line(timeout))
-            if command.command != "HELLO":
+            if (command.command, command.args) == ("WDT", ("0",)):
+                await self.send("ETA", str(command.cmd_id), "OK", self.relays)
+            elif command.command != "HELLO":
                 return command
 
     async def boot(self) -> None:

@@ -3,8 +3,11 @@ add-on's serial port): command, ack and reported state, end to end over ET1."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -20,31 +23,46 @@ from tests.addon.test_api import TOKEN, auth
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 
 
-@pytest.fixture
-async def service(firmware_build: Path, tmp_path: Path) -> AsyncIterator[AddonService]:
+@contextlib.contextmanager
+def firmware_board(firmware_build: Path, tmp_path: Path, *args: str) -> Iterator[Options]:
+    """The real firmware on a pty (bridged to the add-on's port); the add-on's options for
+    it, with a silent RPICT port (relays need no readings)."""
     bridge = PtyBridge(tmp_path / "ttyVOLT")
     bridge.start()
     board = subprocess.Popen(
         [str(firmware_build / "et1_pty_board"), "--port", bridge.board_path,
-         "--settings", str(tmp_path / "flash.bin")],
+         "--settings", str(tmp_path / "flash.bin"), *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    rpict = PtyPort(tmp_path / "ttyRPICT")  # present but silent: relays need no readings
+    rpict = PtyPort(tmp_path / "ttyRPICT")
     rpict.plug()
-    options = Options(api_token=TOKEN, rpict_port=str(rpict.path),
-                      voltage_port=str(bridge.host_path), relay_watchdog_s=60)
-    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    try:
+        yield Options(api_token=TOKEN, rpict_port=str(rpict.path),
+                      voltage_port=str(bridge.host_path))
+    finally:
+        board.terminate()
+        _, errors = board.communicate(timeout=5)
+        bridge.close()
+        rpict.unplug()
+    assert board.returncode in (0, -15), errors
+
+
+@contextlib.asynccontextmanager
+async def serving(options: Options, data_dir: Path) -> AsyncIterator[AddonService]:
+    service = AddonService(options, data_dir, host="127.0.0.1", port=0)
     try:
         await service.start()
         await wait_until(lambda: all(service.relays.available(r) for r in service.relays.relays))
         yield service
     finally:
         await service.stop()
-        board.terminate()
-        _, errors = board.communicate(timeout=5)
-        bridge.close()
-        rpict.unplug()
-    assert board.returncode in (0, -15), errors
+
+
+@pytest.fixture
+async def service(firmware_build: Path, tmp_path: Path) -> AsyncIterator[AddonService]:
+    with firmware_board(firmware_build, tmp_path) as options:
+        async with serving(replace(options, relay_watchdog_s=60), tmp_path / "data") as service:
+            yield service
 
 
 async def test_firmware_relays_switch_and_report_the_acknowledged_state(
@@ -66,3 +84,19 @@ async def test_firmware_relays_switch_and_report_the_acknowledged_state(
                 assert resp.status == 200
                 assert (await resp.json())["state"] is state
             assert await relays() == expected
+
+
+async def test_watchdog_set_to_0_disarms_a_board_a_previous_run_armed(
+    firmware_build: Path, tmp_path: Path
+) -> None:
+    """The board outlives the add-on (an options change restarts only the add-on). With
+    the watchdog turned off, its old watchdog used to trip a few seconds later and open
+    relay 1, which nobody had commanded."""
+    with firmware_board(firmware_build, tmp_path, "--speed", "10") as options:
+        async with serving(replace(options, relay_watchdog_s=3), tmp_path / "data") as first:
+            await first.relays.switch(1, True)
+        async with serving(replace(options, relay_watchdog_s=0), tmp_path / "data") as second:
+            await wait_until(lambda: second.meter.relays is not None)
+            await asyncio.sleep(1.0)  # 10 s of board time: three times the old watchdog
+            assert second.meter.relays == (True, False, False)
+
