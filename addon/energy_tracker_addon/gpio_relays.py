@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from .relays import RelayRejected, RelayUnavailable, Report
 
@@ -37,17 +37,27 @@ class LineRequest(Protocol):
     def release(self) -> None: ...
 
 
-type RequestOpener = Callable[[str, tuple[int, ...]], LineRequest]
+class OpenedLines(NamedTuple):
+    request: LineRequest
+    outputs: frozenset[int]  # the pins that were outputs already (driven by an earlier run)
 
 
-def request_lines(chip: str, pins: tuple[int, ...]) -> LineRequest:
-    """Request `pins` without changing them (direction as is), so a restart keeps them."""
+type RequestOpener = Callable[[str, tuple[int, ...]], OpenedLines]
+
+
+def request_lines(chip: str, pins: tuple[int, ...]) -> OpenedLines:
+    """Request `pins` without changing them (direction as is), so a restart keeps them;
+    which of them were outputs is read first."""
     import gpiod  # optional: see the module docstring
     from gpiod.line import Direction
 
-    return gpiod.request_lines(
+    with gpiod.Chip(chip) as handle:
+        outputs = frozenset(pin for pin in pins
+                            if handle.get_line_info(pin).direction == Direction.OUTPUT)
+    request = gpiod.request_lines(
         chip, consumer=CONSUMER, config={pins: gpiod.LineSettings(direction=Direction.AS_IS)}
     )
+    return OpenedLines(request, outputs)
 
 
 class GpioRelays:
@@ -73,9 +83,9 @@ class GpioRelays:
         pins = tuple(self._pins.values())
         try:
             from gpiod import LineSettings
-            from gpiod.line import Direction
+            from gpiod.line import Direction, Value
 
-            request = self._open_request(self._chip, pins)
+            request, outputs = self._open_request(self._chip, pins)
         except ImportError:
             _LOGGER.error("GPIO relays on BCM %s are configured, but the gpiod package is "
                           "not installed: they stay unavailable", list(pins))
@@ -87,8 +97,11 @@ class GpioRelays:
             return
         try:
             # Keep each output as it is (a restart must not click the relays): read the
-            # level, then make the line an output driving that same level.
-            levels = {pin: request.get_value(pin) for pin in pins}
+            # level, then make the line an output driving that same level. A line that is
+            # still an input (first start after a boot) starts off: what it reads is its
+            # pull resistor (BCM 0-8 pull up), not a relay anybody switched on.
+            levels = {pin: request.get_value(pin) if pin in outputs else Value.INACTIVE
+                      for pin in pins}
             request.reconfigure_lines({
                 pin: LineSettings(direction=Direction.OUTPUT, output_value=level)
                 for pin, level in levels.items()

@@ -17,7 +17,7 @@ from gpiod import LineSettings
 from gpiod.line import Direction, Value
 
 from energy_tracker_addon.config import Options, RelayConfig
-from energy_tracker_addon.gpio_relays import GpioRelays
+from energy_tracker_addon.gpio_relays import GpioRelays, OpenedLines
 from energy_tracker_addon.relays import RelayManager, RelayUnavailable
 from energy_tracker_addon.service import AddonService
 
@@ -30,9 +30,13 @@ CONFIGS = [RelayConfig(i, f"Relay {i}", "gpio", gpio=pin) for i, pin in PINS.ite
 class FakeLineRequest:
     """Stands in for `gpiod.LineRequest` on BCM lines with the given starting levels."""
 
-    def __init__(self, levels: dict[int, Value]) -> None:
+    def __init__(self, levels: dict[int, Value], outputs: Iterable[int] = ()) -> None:
+        """`outputs`: lines an earlier run left driving their level; the others are
+        inputs, whose level is their pull resistor's."""
         self.levels = dict(levels)
-        self.directions = dict.fromkeys(levels, Direction.AS_IS)
+        self.outputs = frozenset(outputs)
+        self.directions = {pin: Direction.OUTPUT if pin in self.outputs else Direction.INPUT
+                           for pin in levels}
         self.stuck: set[int] = set()
         self.released = False
 
@@ -68,7 +72,7 @@ async def _manager(tmp_path: Path, request_or_error: FakeLineRequest | Exception
         opened.append((chip, pins))
         if isinstance(request_or_error, Exception):
             raise request_or_error
-        return request_or_error
+        return OpenedLines(request_or_error, request_or_error.outputs)
 
     backend = GpioRelays(PINS, manager.report, open_request)
     manager.attach(list(PINS), backend)
@@ -79,7 +83,8 @@ async def _manager(tmp_path: Path, request_or_error: FakeLineRequest | Exception
 async def test_gpio_relays_keep_their_levels_at_start_and_report_the_line_read_back(
     tmp_path: Path,
 ) -> None:
-    lines = FakeLineRequest({22: Value.ACTIVE, 23: Value.INACTIVE, 24: Value.INACTIVE})
+    lines = FakeLineRequest({22: Value.ACTIVE, 23: Value.INACTIVE, 24: Value.INACTIVE},
+                            outputs=(22, 23, 24))
     manager, _, opened = await _manager(tmp_path, lines)
     try:
         assert opened == [("/dev/gpiochip0", (22, 23, 24))]
@@ -101,6 +106,23 @@ async def test_gpio_relays_keep_their_levels_at_start_and_report_the_line_read_b
     finally:
         await manager.stop()
     assert lines.released
+
+
+async def test_gpio_lines_still_inputs_start_off_whatever_their_pull_reads(
+    tmp_path: Path,
+) -> None:
+    """First start after a boot: the lines are inputs, and BCM 0-8 (and 2-3 on every
+    board) read high through pull-ups. They used to become outputs driving that level:
+    a relay on such a pin switched on by itself."""
+    lines = FakeLineRequest({22: Value.ACTIVE, 23: Value.INACTIVE, 24: Value.ACTIVE},
+                            outputs=(24,))  # 24: left on by an earlier run
+    manager, _, _ = await _manager(tmp_path, lines)
+    try:
+        assert lines.directions == dict.fromkeys((22, 23, 24), Direction.OUTPUT)
+        assert lines.levels == {22: Value.INACTIVE, 23: Value.INACTIVE, 24: Value.ACTIVE}
+        assert [r.state for r in manager.relays] == [False, False, True]
+    finally:
+        await manager.stop()
 
 
 async def test_gpio_relays_that_cannot_be_requested_are_unavailable_with_a_log_line(
