@@ -88,6 +88,20 @@ async def test_power_above_a_threshold_notifies(
     }
 
 
+async def test_energy_above_a_threshold_notifies_in_kwh_with_decimals(
+    hass: HomeAssistant, notify: list[ServiceCall],
+) -> None:
+    """kWh values were rounded to whole numbers: "… is at 0 kWh, above 0.05 kWh"."""
+    attributes = {"device_class": "energy", "unit_of_measurement": "kWh",
+                  "friendly_name": "Energy today"}
+    hass.states.async_set("sensor.energy_today", "0.01", attributes)
+    await use_blueprint(hass, "power_threshold_notify", {
+        "sensor": "sensor.energy_today", "threshold": 0.05})
+    hass.states.async_set("sensor.energy_today", "0.073", attributes)
+    await wait_for(lambda: len(notify) == 1, 10, "the notification")
+    assert notify[0].data["message"] == "Energy today is at 0.07 kWh, above 0.05 kWh."
+
+
 async def test_power_above_its_rolling_average_notifies(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
     notify: list[ServiceCall],
@@ -181,6 +195,29 @@ async def test_demand_response_sheds_and_restores(
     await hass.async_block_till_done()
     await asyncio.sleep(1)
     assert await all_relays(False)
+
+
+async def test_the_grid_signal_sheds_on_its_own(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
+) -> None:
+    """The signal used to shed only down to the ordinary limit: with the house under it
+    (here a limit nothing reaches), turning the signal on switched nothing off."""
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"peak": {}}})
+    await use_blueprint(hass, "demand_response", {
+        "meter": loaded_entry.entry_id, "power_sensor": "sensor.energy_tracker_total_power",
+        "limit_w": 100000, "signal": ["input_boolean.peak"], "restore_below_w": 100000,
+        "restore_after": {"seconds": 0}, "stagger_s": 0})
+
+    async def relays_are(states: list[bool]) -> bool:
+        return [(await served_relay(addon, i))["state"] for i in (1, 2, 3)] == states
+
+    assert await relays_are([True, True, True])
+    await hass.services.async_call("input_boolean", "turn_on",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await wait_for(lambda: relays_are([False, False, False]), 20, "shedding on the signal")
+    await hass.services.async_call("input_boolean", "turn_off",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await wait_for(lambda: relays_are([True, True, True]), 20, "restoring after it")
 
 
 async def test_anomaly_without_figures_still_notifies(
