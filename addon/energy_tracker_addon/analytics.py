@@ -81,8 +81,12 @@ class Analytics:
         self._co2_buckets = EnergyBuckets(tz)
         # series key ("total" or a channel id) -> detector; named for readable reasons.
         self._detectors: dict[str, AnomalyDetector] = {TOTAL: AnomalyDetector(tz, TOTAL)}
+        mains = [channel for channel in self._channels if channel.role == "mains"]
         for channel in self._channels:
-            self._detectors[str(channel.id)] = AnomalyDetector(tz, channel.name)
+            # A single mains channel is the total itself: a second detector on it would
+            # report every anomaly twice.
+            if not (channel.role == "mains" and len(mains) == 1):
+                self._detectors[str(channel.id)] = AnomalyDetector(tz, channel.name)
         self._ready: dict[str, bool] = dict.fromkeys(self._detectors, False)
         self._events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
         self._next_id = 1

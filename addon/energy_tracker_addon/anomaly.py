@@ -335,7 +335,7 @@ class AnomalyDetector:
             text = f"{_kw(usual - power)} below the usual for {slot_name} (now {_kw(power)})"
         started = datetime.fromtimestamp(minute * 60, UTC)
         anomaly = Anomaly(kind, self.series, started, power, usual, slot_name, prefix + text)
-        _LOGGER.warning("Anomaly on %s: %s", self.series, anomaly.reason)
+        _LOGGER.warning("Anomaly on %s: %s", self.series, text)
         return anomaly
 
     def _slot_name(self, slot: int) -> str:

@@ -240,15 +240,17 @@ async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_surv
     assert anomaly["last"]["started"] == spike_minute.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert anomaly["last"]["power_w"] == pytest.approx(live["mains"].iloc[2] + 8000, abs=0.1)
     assert anomaly["last"]["active"] is True  # an anomaly event, like those of /anomalies
-    assert [e["kind"] for e in events["anomalies"]] == ["spike", "spike"]  # total and mains
-    assert {e["id"] for e in events["anomalies"]} == {1, 2}
+    # Once: the single mains channel is the total, not a second series reporting it again.
+    assert [(e["kind"], e["series"]) for e in events["anomalies"]] == [("spike", "total")]
+    assert [s["channel"] for s in anomaly["series"]] == [None, 2, 3]
+    assert {e["id"] for e in events["anomalies"]} == {1}
     assert all(e["active"] for e in events["anomalies"])
     assert state["anomalies"] == events["anomalies"]
 
     await rig.start()  # the log is kept, numbering goes on
     try:
-        assert [e["id"] for e in rig.state["anomalies"]] == [1, 2]
-        assert rig.state["anomaly"]["last"]["id"] == 2
+        assert [e["id"] for e in rig.state["anomalies"]] == [1]
+        assert rig.state["anomaly"]["last"]["id"] == 1
         # A quick restart carries the episode on: still in progress, not a new one
         assert rig.state["anomaly"]["active"] is True
         assert all(e["active"] for e in rig.state["anomalies"])

@@ -155,6 +155,13 @@ async def test_anomaly_notifies(
         "title": "Unusual energy use",
         "message": "Base load far above the usual (now 2500 W, usually 400 W).",
     }
+    # A low reason already says the power: it is not said twice.
+    addon.service.analytics._log_event(TOTAL, Anomaly(
+        kind="low", series="total", started=datetime.now(UTC), power_w=500.0,
+        usual_w=8000.0, slot="Sunday 04:00",
+        reason="7.5 kW below the usual for Sunday 04:00 (now 0.5 kW)"))
+    await wait_for(lambda: len(notify) == 2, 10, "the second notification")
+    assert notify[1].data["message"] == "7.5 kW below the usual for Sunday 04:00 (now 0.5 kW)."
 
 
 async def test_demand_response_sheds_and_restores(
