@@ -8,6 +8,7 @@ by default and named after the relay, so "turn off the water heater" is HassTurn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import voluptuous as vol
@@ -92,18 +93,26 @@ class GetPowerIntentHandler(intent.IntentHandler):
             DOMAIN
         )
         response = intent_obj.create_response()
-        watts, estimate = _named_power(entries, name) if name else (_total_power(entries),
-                                                                    False)
-        if watts is None:
-            speech = (f"I don't know how much power {name} uses right now." if name
-                      else "I don't know the power use right now.")
-        elif name:
-            speech = (f"{name.strip().capitalize()} uses {'about ' if estimate else ''}"
-                      f"{round(watts)} watts{' (an estimate)' if estimate else ''}.")
+        if not name:
+            watts = _total_power(entries)
+            speech = ("I don't know the power use right now." if watts is None
+                      else f"The home is using {round(watts)} watts.")
+        elif (found := _named_power(entries, name)) is None:
+            speech = f"I don't know a circuit, meter or appliance called {name.strip()}."
+        elif found.watts is None:
+            speech = f"I don't know how much power {found.name} uses right now."
         else:
-            speech = f"The home is using {round(watts)} watts."
+            about, note = ("about ", " (an estimate)") if found.estimate else ("", "")
+            speech = f"{found.name} uses {about}{round(found.watts)} watts{note}."
         response.async_set_speech(speech)
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class _NamedPower:
+    name: str  # as configured ("Water heater & AC"), not as heard
+    watts: float | None  # None: unknown right now (the add-on is unreachable, stale data)
+    estimate: bool  # a NILM estimate, not a measurement
 
 
 def _total_power(entries: list[EnergyTrackerConfigEntry]) -> float | None:
@@ -113,25 +122,28 @@ def _total_power(entries: list[EnergyTrackerConfigEntry]) -> float | None:
     return sum(known) if known else None
 
 
-def _named_power(entries: list[EnergyTrackerConfigEntry], name: str
-                 ) -> tuple[float | None, bool]:
-    """(watts, whether a NILM estimate) of the channel, extra meter or detected appliance
-    with this name; measured values first."""
-    wanted = name.strip().casefold()
+def _spoken(name: str) -> str:
+    """A name as speech-to-text writes it: "&" comes out as "and", case and spacing vary."""
+    return " ".join(name.casefold().replace("&", " and ").split())
+
+
+def _named_power(entries: list[EnergyTrackerConfigEntry], name: str) -> _NamedPower | None:
+    """The channel, extra meter or detected appliance with this name (measured values
+    first); None when no meter has one."""
+    wanted = _spoken(name)
     for entry in entries:
         coordinator = entry.runtime_data
-        if not coordinator.last_update_success:
-            continue
+        live = coordinator.last_update_success
         state = coordinator.data
         for channel in coordinator.info.channels:
-            if channel.name.casefold() == wanted:
-                reading = state.channels.get(channel.id)
-                return (None if reading is None else reading.power_w), False
+            if _spoken(channel.name) == wanted:
+                reading = state.channels.get(channel.id) if live else None
+                return _NamedPower(channel.name, None if reading is None else reading.power_w,
+                                   False)
         for meter in state.extra_meters.values():
-            if meter.name.casefold() == wanted:
-                return meter.total_power_w, False
+            if _spoken(meter.name) == wanted:
+                return _NamedPower(meter.name, meter.total_power_w if live else None, False)
         for appliance in (state.appliances or {}).values():
-            if appliance.name.casefold() == wanted:
-                return appliance.power_w, True
-    return None, False
-
+            if _spoken(appliance.name) == wanted:
+                return _NamedPower(appliance.name, appliance.power_w if live else None, True)
+    return None

@@ -48,8 +48,12 @@ async def test_power_use_questions_are_answered_in_watts(
                      "What is the current power consumption?"):
         assert await ask(hass, question) == "The home is using 1873 watts."
     assert await ask(hass, "how much power is the kitchen using") == "Kitchen uses 420 watts."
+    # Said with the name as configured; "&" as speech-to-text writes it.
+    assert await ask(hass, "how much power does the water heater and ac use") == (
+        "Water heater & AC uses 0 watts.")
+    # A name no meter has is said to be unknown, not "unknown right now".
     assert await ask(hass, "how much power is the garage using") == (
-        "I don't know how much power garage uses right now.")
+        "I don't know a circuit, meter or appliance called garage.")
 
 
 async def test_power_use_unknown_when_the_addon_is_gone(
@@ -60,6 +64,8 @@ async def test_power_use_unknown_when_the_addon_is_gone(
     await wait_for(lambda: not config_entry.runtime_data.last_update_success, 10,
                    "the outage")
     assert await ask(hass, "what is the power use") == "I don't know the power use right now."
+    assert await ask(hass, "how much power is the kitchen using") == (
+        "I don't know how much power Kitchen uses right now.")
 
 
 async def test_sentences_work_when_assist_loads_after_the_integration(
