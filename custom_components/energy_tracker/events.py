@@ -3,8 +3,9 @@
 Fired (event data `type`):
 
 * `appliance_started` / `appliance_finished` — a relay acknowledged on / off, or a circuit
-  channel's power rose above APPLIANCE_ON_W / fell below APPLIANCE_OFF_W (hysteresis, so a
-  reading hovering at one threshold does not flap). Appliances detected by NILM fire the
+  channel's power rose above APPLIANCE_ON_W / stayed below APPLIANCE_OFF_W for
+  APPLIANCE_OFF_HOLD_S (hysteresis and a hold, so neither a reading hovering at one
+  threshold nor a cycling load's short pauses flap). Appliances detected by NILM fire the
   same types (appliance_events.py).
 * `anomaly_detected` — an anomaly episode appeared in the state's `anomalies` list.
 
@@ -32,6 +33,9 @@ ANOMALY_DETECTED: Final = "anomaly_detected"
 # (standby loads of a few watts stay "idle").
 APPLIANCE_ON_W: Final = 30.0
 APPLIANCE_OFF_W: Final = 10.0
+# A run ends only after this long below APPLIANCE_OFF_W: a small load cycling on and off
+# (a circuit's 30 W average metered as 60 W / 0 W minutes) is one run, not 250 a day.
+APPLIANCE_OFF_HOLD_S: Final = 120.0
 
 
 def relay_appliance(relay_id: int) -> str:
@@ -77,6 +81,7 @@ class MeterEvents:
         self._running = {
             cid: _above(first, cid, APPLIANCE_ON_W) for cid in self._circuits
         }
+        self._idle_since: dict[int, float] = {}  # running circuits below APPLIANCE_OFF_W
         self._anomalies = {_anomaly_key(a) for a in first.anomalies}
 
     @callback
@@ -97,13 +102,19 @@ class MeterEvents:
             self._async_fire_appliance(
                 relay.state, _Appliance(relay_appliance(relay.id), relay.name, relay_id=relay.id)
             )
+        now = self._hass.loop.time()
         for cid, name in self._circuits.items():
             running = self._running[cid]
             if not running and _above(state, cid, APPLIANCE_ON_W):
                 self._running[cid] = True
             elif running and _below(state, cid, APPLIANCE_OFF_W):
+                idle_since = self._idle_since.setdefault(cid, now)
+                if now - idle_since < APPLIANCE_OFF_HOLD_S:
+                    continue
                 self._running[cid] = False
+                del self._idle_since[cid]
             else:
+                self._idle_since.pop(cid, None)  # running again (or unknown): no end yet
                 continue
             self._async_fire_appliance(
                 self._running[cid], _Appliance(channel_appliance(cid), name, channel_id=cid),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from pytest_homeassistant_custom_component.common import (
     async_mock_service,
 )
 
+from custom_components.energy_tracker import events as events_module
 from custom_components.energy_tracker.const import DOMAIN
 from energy_tracker_addon.analytics import TOTAL
 from energy_tracker_addon.anomaly import Anomaly
@@ -116,8 +118,9 @@ async def test_relay_switched_fires_appliance_finished_and_started(
 
 async def test_circuit_power_crossing_fires_appliance_started_and_finished(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
-    device_registry: dr.DeviceRegistry,
+    device_registry: dr.DeviceRegistry, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(events_module, "APPLIANCE_OFF_HOLD_S", 2.0)  # 120 s in use
     await set_up(hass, config_entry)
     meter = meter_device(device_registry, addon)
     events: list[dict[str, Any]] = []
@@ -128,8 +131,17 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
     boards.powers = [2000.0, 2000.0, 0.0]
     await wait_for(lambda: len(calls) == 1, 10, "the kitchen circuit to start")
     boards.powers = [300.0, 20.0, 0.0]  # between the thresholds: still running
+    await asyncio.sleep(1.0)
+    # A pause shorter than the hold (a cycling load between two bursts): the same run.
     boards.powers = [0.0, 5.0, 0.0]
+    await asyncio.sleep(1.0)
+    boards.powers = [2000.0, 2000.0, 0.0]
+    await asyncio.sleep(1.0)
+    assert len(calls) == 1
+    boards.powers = [0.0, 5.0, 0.0]
+    idle = hass.loop.time()
     await wait_for(lambda: len(calls) == 2, 10, "the kitchen circuit to finish")
+    assert hass.loop.time() - idle >= 2.0
     assert [e["type"] for e in events] == ["appliance_started", "appliance_finished"]
     assert events[0] | {"device_id": None, "config_entry_id": None} == {
         "type": "appliance_started", "appliance": "channel_2", "name": "Kitchen",
