@@ -26,6 +26,7 @@ class ApplianceEvents:
         self._hass = hass
         self._coordinator = coordinator
         self._running = self._current()
+        self._run_start: dict[str, str] = {}  # appliance id -> `since` of its current run
 
     def _current(self) -> dict[str, bool | None]:
         appliances = self._coordinator.data.appliances or {}
@@ -42,6 +43,9 @@ class ApplianceEvents:
             return
         running = self._current()
         appliances = self._coordinator.data.appliances or {}
+        for key, appliance in appliances.items():
+            if appliance.running and appliance.since is not None:
+                self._run_start[key] = appliance.since
         for key, now in running.items():
             before = self._running.get(key)
             if now is None or before is None or now == before:
@@ -56,7 +60,9 @@ class ApplianceEvents:
                 "appliance": nilm_appliance(key),
                 "name": appliance.name,
                 "power_w": appliance.power_w,
-                "since": appliance.since,
+                # The add-on's `since` is null once a run is over: a finish names the
+                # start of the run it ends, so automations can tell how long it ran.
+                "since": appliance.since if now else self._run_start.pop(key, None),
                 "appliance_device_id": None if device is None else device.id,
                 "device_id": None if meter is None else meter.id,
                 "config_entry_id": self._coordinator.config_entry.entry_id,

@@ -196,6 +196,7 @@ async def test_replay_matches_the_evaluation_cli(
     await hass.async_block_till_done()
 
     assert all(r["estimates"] > 20 for r in expected.values()), expected
+    finishes = 0
     for name, ref in expected.items():
         energy = float(hass.states.get(entity_id(hass, addon, name, "energy")).state)
         assert math.isclose(energy, ref["energy_kwh"], rel_tol=REL_TOL,
@@ -205,7 +206,15 @@ async def test_replay_matches_the_evaluation_cli(
         started = [e for e in events if e.data["appliance"] == f"nilm_{name}"
                    and e.data["type"] == "appliance_started"]
         assert len(started) == ref["starts"], (name, len(started), ref)
+        # A finish names the start of the run it ends, as its start did (not null).
+        finished = [e for e in events if e.data["appliance"] == f"nilm_{name}"
+                    and e.data["type"] == "appliance_finished"]
+        assert all(e.data["since"] for e in started), name
+        assert [e.data["since"] for e in finished] == [
+            e.data["since"] for e in started[:len(finished)]], name
+        finishes += len(finished)
     assert any(r["starts"] for r in expected.values())  # the check above compared something
+    assert finishes
     assert len(washes) == expected["washing_machine"]["starts"] >= 1
     power = hass.states.get(entity_id(hass, addon, "washing_machine", "power"))
     assert power.attributes["unit_of_measurement"] == "W"
