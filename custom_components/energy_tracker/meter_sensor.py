@@ -93,7 +93,10 @@ class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity
             identifiers={(DOMAIN, meter.meter_id)},
             name=meter.name,
             manufacturer="Energy Tracker",
-            model="Simulated meter" if meter.source == "simulated" else "RPICT meter",
+            # Not the main meter's models: blueprints pick the main meter by model, and
+            # only it fires appliance and anomaly triggers.
+            model=("Extra meter (simulated)" if meter.source == "simulated"
+                   else "Extra meter (RPICT)"),
             via_device=(DOMAIN, coordinator.info.meter_id),
         )
 

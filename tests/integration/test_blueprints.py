@@ -255,13 +255,22 @@ def _offered(selector: dict[str, Any], device: dr.DeviceEntry, domains: set[str]
 
 @pytest.mark.parametrize("name", ["anomaly_notify", "appliance_finished_notify"])
 async def test_device_pickers_offer_exactly_the_devices_that_can_fire(
-    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
     device_registry: dr.DeviceRegistry, name: str,
 ) -> None:
+    """An extra meter (whose model was the main meter's) was offered and never fired."""
     from homeassistant.components.device_automation import (
         DeviceAutomationType,
         async_get_device_automations,
     )
+
+    await addon.stop()
+    await addon.start(extra_meters=[{"id": "garage", "name": "Garage"}])
+    await addon.wait_for_reading()
+    loaded_entry = config_entry
+    await set_up(hass, loaded_entry)
+    assert any(d.name == "Garage" for d in
+               dr.async_entries_for_config_entry(device_registry, loaded_entry.entry_id))
 
     blueprint = load_yaml_dict(str(BLUEPRINTS / f"{name}.yaml"))
     (trigger,) = blueprint["triggers"]
