@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from .gpio_relays import GpioRelays, RequestOpener, request_lines
 from .meter import Meter
 from .relays import RelayManager
 from .serial_link import SerialLink
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class RelayService:
@@ -32,6 +35,12 @@ class RelayService:
         self.manager = RelayManager(options.relays, data_dir, simulated_board=simulated_board)
         check_relay_channels(options)
         board_ids = [r.id for r in options.relays if r.source == "board"]
+        if board_ids and not simulated_board and not options.voltage_port:
+            # The default options list three board relays: without the ESP8266 board they
+            # would be three switches that are unavailable for no reason anyone is told.
+            _LOGGER.warning("Relays %s are on the voltage board (source: board), but "
+                            "voltage_port is not set: they stay unavailable. Set "
+                            "voltage_port, or remove them from relays", board_ids)
         if board_ids:
             board = BoardRelays(board_ids, self.commander, self.manager.report,
                                 options.relay_watchdog_s)

@@ -371,3 +371,22 @@ async def test_settings_that_cannot_be_saved_are_said_once(
         assert json.loads((data / SETTINGS_FILE).read_text())["2"]["priority"] == 10
     finally:
         await service.stop()
+
+
+async def test_board_relays_without_a_voltage_port_say_why_they_are_unavailable(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The default options list three board relays; a home with only the RPICT hat got
+    three dead switches and no word about them."""
+    options = Options(api_token=TOKEN, rpict_port=str(ports[0].path))
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    finally:
+        await service.stop()
+    assert [(r["id"], r["available"]) for r in relays] == [(1, False), (2, False), (3, False)]
+    assert ("Relays [1, 2, 3] are on the voltage board (source: board), but voltage_port "
+            "is not set: they stay unavailable") in caplog.text
+
