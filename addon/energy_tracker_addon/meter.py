@@ -42,6 +42,7 @@ type FrameListener = Callable[[BoardFrame], None]
 
 CHECK_INTERVAL_S: Final = 0.5
 MIN_MAINS_VRMS: Final = 50.0  # V; rpict_vest's lower bound: below it no mains is measured
+SILENT_FRAMES: Final = 5  # voltage-board frames (1/s) without any wave before it is said
 REJECT_LOG_INTERVAL_S: Final = 10.0
 SEQ_MODULUS: Final = 65_536
 JOULES_PER_KWH: Final = 3_600_000.0
@@ -110,7 +111,10 @@ class Meter:
 
         # Voltage board readings.
         self._vrms: float | None = None
-        self._vrms_problem = False  # no usable voltage from the board: warned once
+        # Why the board's voltage is unusable ("low", "clipped", "silent"), as last warned
+        # (once per cause), or None.
+        self._vrms_problem: str | None = None
+        self._silent_frames = 0  # frames in a row with neither voltage nor frequency
         self._frequency: float | None = None
         self._last_measurement: float | None = None
         self._voltage_fresh = False
@@ -489,22 +493,29 @@ class Meter:
     def _usable_vrms(self, frame: MeasurementFrame) -> float | None:
         """The frame's Vrms if it can be mains; why there is none is said once."""
         vrms = frame.vrms_v
+        silent = vrms is None and frame.frequency_hz is None
+        self._silent_frames = self._silent_frames + 1 if silent else 0
+        cause = text = None
         if vrms is not None and vrms < MIN_MAINS_VRMS:
             # Scaling by it would zero every power (and stop the energy) while loads run.
-            problem = (f"reads {vrms:g} V: the ZMPT101B is unplugged or CAL is wrong")
+            cause, text = "low", f"reads {vrms:g} V: the ZMPT101B is unplugged or CAL is wrong"
             vrms = None
         elif vrms is None and frame.frequency_hz is not None:
-            problem = ("sees the mains but sends no voltage: the ZMPT101B signal clips the "
-                       "ADC (turn its trimmer down) or reads above 500 V (check CAL)")
-        else:
-            problem = None
-        if problem is None:
-            if self._vrms_problem and vrms is not None:
-                _LOGGER.info("The voltage board sends the mains voltage again")
-                self._vrms_problem = False
-        elif not self._vrms_problem:
-            _LOGGER.warning("The voltage board %s. Powers use rpict_vest meanwhile", problem)
-            self._vrms_problem = True
+            cause, text = "clipped", (
+                "sees the mains but sends no voltage: the ZMPT101B signal clips the ADC "
+                "(turn its trimmer down) or reads above 500 V (check CAL)")
+        elif self._silent_frames >= SILENT_FRAMES:
+            # The firmware drops signals under 20 ADC counts: no wave at all arrives as
+            # empty fields, not as a low voltage (a frame or two can while it starts).
+            cause, text = "silent", (
+                "sees no mains wave (no voltage, no frequency): the ZMPT101B is unplugged "
+                "or unpowered, or the mains it watches is off")
+        if cause is not None and cause != self._vrms_problem:
+            _LOGGER.warning("The voltage board %s. Powers use rpict_vest meanwhile", text)
+            self._vrms_problem = cause
+        elif cause is None and self._vrms_problem and vrms is not None:
+            _LOGGER.info("The voltage board sends the mains voltage again")
+            self._vrms_problem = None
         return vrms
 
     def _count_lost_frames(self, seq: int, *, restart: bool) -> None:

@@ -477,6 +477,34 @@ def test_mains_seen_without_a_voltage_is_explained_once(
     assert meter.snapshot()["voltage_v"] == 235.0
 
 
+def test_a_board_that_sees_no_mains_wave_says_so_once_per_cause(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unplugged ZMPT101B sends empty fields (the firmware drops signals under 20 ADC
+    counts), not a low voltage: it used to leave nothing in the log."""
+    meter = make_meter(tmp_path, clock, rpict_vest=230.0)
+    caplog.set_level(logging.INFO)
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "voltage board" in r.getMessage()]
+
+    meter.feed_voltage_line(etm(1, vrms="", freq=""))  # a start: not yet worth a line
+    assert said() == []
+    for seq in range(2, 12):
+        meter.feed_voltage_line(etm(seq, vrms="", freq=""))
+    assert len(said()) == 1
+    assert "sees no mains wave" in said()[0]
+    assert "unplugged" in said()[0]
+    # Another cause is another line; the same cause again is not.
+    meter.feed_voltage_line(etm(12, vrms="30.0", freq="50.00"))
+    meter.feed_voltage_line(etm(13, vrms="30.0", freq="50.00"))
+    assert len(said()) == 2
+    assert "reads 30 V" in said()[1]
+    meter.feed_voltage_line(etm(14, vrms="231.0", freq="50.00"))
+    assert "again" in said()[2]
+    assert meter.snapshot()["voltage_v"] == 231.0
+
+
 def test_a_voltage_below_any_mains_is_not_used_to_scale_the_powers(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
