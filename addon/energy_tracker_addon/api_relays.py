@@ -1,4 +1,5 @@
-"""The relay and demand-response routes of the API (docs/api.md, "Relays and demand response")."""
+"""The routes that command the boards (docs/api.md, "Relays and demand response" and
+"Voltage calibration"): relays, demand response, the voltage board's calibration."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .api_body import BadBody, read_json
 from .api_errors import invalid
 from .demand_response import DEFAULT_STAGGER_S, DemandResponse, NoReading
 from .relays import MIN_ON_MAX_S, PRIORITY_MAX, RelayError, RelayManager, RelayNotFound
+from .voltage_calibration import CalibrationError, VoltageCalibration
 
 MAX_STAGGER_S: Final = 600.0
 MAX_POWER_W: Final = 1_000_000.0
@@ -22,6 +24,9 @@ class RelayApiBackend(Protocol):
 
     @property
     def demand_response(self) -> DemandResponse: ...
+
+    @property
+    def voltage_calibration(self) -> VoltageCalibration: ...
 
 
 RELAY_BACKEND_KEY: Final = web.AppKey("relay_backend", RelayApiBackend)
@@ -38,6 +43,7 @@ def register_relay_routes(app: web.Application, backend: object) -> None:
     app.router.add_put("/api/v1/relays/{id:[0-9]+}", _put)
     app.router.add_post("/api/v1/shed", _shed)
     app.router.add_post("/api/v1/restore", _restore)
+    app.router.add_post("/api/v1/boards/voltage/calibration", _calibrate)
 
 
 
@@ -111,6 +117,24 @@ async def _restore(request: web.Request) -> web.Response:
         return invalid(str(error))
     demand = request.app[RELAY_BACKEND_KEY].demand_response
     return web.json_response(await demand.restore(float(stagger)))
+
+
+async def _calibrate(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request, {"measured_v"}, required=True)
+        measured = body["measured_v"]
+        if isinstance(measured, bool) or not isinstance(measured, int | float) \
+                or not math.isfinite(measured):
+            raise Invalid("measured_v: expected the multimeter's reading in volts")
+    except (Invalid, KeyError) as error:
+        return invalid(str(error) if isinstance(error, Invalid) else "measured_v is required")
+    try:
+        result = await request.app[RELAY_BACKEND_KEY].voltage_calibration.calibrate(
+            float(measured))
+    except CalibrationError as error:
+        return web.json_response({"error": error.code, "detail": error.detail},
+                                 status=error.status)
+    return web.json_response(result)
 
 
 async def _body(request: web.Request, allowed: set[str], *, required: bool) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Wire one add-on service's relays: backends, meter frames and state, demand response."""
+"""Wire one add-on service's board commands: relays (backends, meter frames and state),
+demand response and the voltage board's calibration."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .gpio_relays import GpioRelays, RequestOpener, request_lines
 from .meter import Meter
 from .relays import RelayManager
 from .serial_link import SerialLink
+from .voltage_calibration import VoltageCalibration
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ class RelayService:
     ) -> None:
         self.commander = BoardCommander(voltage_link)
         meter.add_frame_listener(self.commander.on_frame)
+        self.calibration = VoltageCalibration(self.commander)
+        meter.add_frame_listener(self.calibration.on_frame)
         self.manager = RelayManager(options.relays, data_dir, simulated_board=simulated_board)
         check_relay_channels(options)
         board_ids = [r.id for r in options.relays if r.source == "board"]

@@ -33,6 +33,7 @@ from .relays import RelayManager
 from .relays import saved_states as saved_relay_states
 from .serial_link import SerialLink, SerialLinkError
 from .simulator import HAT_MODEL, SimulatedMeter
+from .voltage_calibration import VoltageCalibration
 
 _LOGGER = logging.getLogger(__name__)
 COUNTER_FILE: Final = "energy_counters.json"
@@ -133,6 +134,10 @@ class AddonService:
     @property
     def demand_response(self) -> DemandResponse:
         return self.relay_service.demand_response
+
+    @property
+    def voltage_calibration(self) -> VoltageCalibration:
+        return self.relay_service.calibration
 
     @property
     def metrics(self) -> Metrics:

@@ -127,6 +127,11 @@ class EnergyTrackerClient:
         body = {} if stagger_s is None else {"stagger_s": stagger_s}
         return await self._send_json("POST", "restore", body, timeout=SHED_TIMEOUT)
 
+    async def calibrate_voltage(self, measured_v: float) -> dict[str, Any]:
+        """POST /api/v1/boards/voltage/calibration: the voltage board's new factor."""
+        return await self._send_json("POST", "boards/voltage/calibration",
+                                     {"measured_v": measured_v})
+
     async def set_co2_intensity(self, g_per_kwh: float) -> dict[str, Any]:
         """PUT /api/v1/co2_intensity: the grid's live carbon intensity (g/kWh)."""
         return await self._send_json("PUT", "co2_intensity", {"g_per_kwh": g_per_kwh})

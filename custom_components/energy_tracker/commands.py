@@ -20,6 +20,8 @@ _COMMAND_ERRORS = {
     "board_unavailable": "board_unavailable",
     "not_found": "relay_not_found",
     "invalid": "command_invalid",
+    "board_timeout": "relay_timeout",
+    "board_rejected": "relay_rejected",
     "storage_full": "addon_storage_full",
     "storage_error": "addon_storage_error",
 }

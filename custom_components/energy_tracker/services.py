@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import voluptuous as vol
 from homeassistant.config_entries import ConfigEntryState
@@ -18,12 +18,14 @@ from .coordinator import EnergyTrackerConfigEntry
 
 SERVICE_SHED_LOAD: Final = "shed_load"
 SERVICE_RESTORE_LOAD: Final = "restore_load"
+SERVICE_CALIBRATE_VOLTAGE: Final = "calibrate_voltage"
 ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
 ATTR_LIMIT_W: Final = "limit_w"
 ATTR_REDUCE_W: Final = "reduce_w"
 ATTR_STAGGER_S: Final = "stagger_s"
+ATTR_MEASURED_V: Final = "measured_v"
 
-_TARGET = {
+_TARGET: dict[vol.Marker, Any] = {
     vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
     vol.Optional(ATTR_DEVICE_ID): cv.string,
 }
@@ -37,6 +39,9 @@ SHED_LOAD_SCHEMA = vol.Schema(
 RESTORE_LOAD_SCHEMA = vol.Schema(
     {**_TARGET, vol.Optional(ATTR_STAGGER_S): vol.All(vol.Coerce(float), vol.Range(0, 600))}
 )
+CALIBRATE_VOLTAGE_SCHEMA = vol.Schema(
+    {**_TARGET, vol.Required(ATTR_MEASURED_V): vol.All(vol.Coerce(float), vol.Range(50, 500))}
+)
 
 
 def async_setup_services(hass: HomeAssistant) -> None:
@@ -48,6 +53,19 @@ def async_setup_services(hass: HomeAssistant) -> None:
     hass.services.async_register(
         DOMAIN, SERVICE_RESTORE_LOAD, _async_restore_load, schema=RESTORE_LOAD_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN, SERVICE_CALIBRATE_VOLTAGE, _async_calibrate_voltage,
+        schema=CALIBRATE_VOLTAGE_SCHEMA, supports_response=SupportsResponse.OPTIONAL,
+    )
+
+
+async def _async_calibrate_voltage(call: ServiceCall) -> ServiceResponse:
+    """Make the voltage board read the mains voltage a multimeter measured."""
+    entry = _target_entry(call)
+    return await run_command(
+        entry.runtime_data.client.calibrate_voltage(call.data[ATTR_MEASURED_V]),
+        "Voltage board",
     )
 
 

@@ -100,3 +100,35 @@ async def test_watchdog_set_to_0_disarms_a_board_a_previous_run_armed(
             await asyncio.sleep(1.0)  # 10 s of board time: three times the old watchdog
             assert second.meter.relays == (True, False, False)
 
+
+
+async def test_calibrating_against_a_multimeter_makes_the_firmware_read_it(
+    firmware_build: Path, tmp_path: Path
+) -> None:
+    """The firmware README's CAL, through the add-on's API: the board reads 230 V, the
+    multimeter 236.9 V; afterwards the board reads the multimeter's value, and keeps it
+    in its flash."""
+    with firmware_board(firmware_build, tmp_path, "--vrms", "230") as options:
+        async with serving(options, tmp_path / "data") as service, aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await wait_until(lambda: service.meter.snapshot()["voltage_v"] is not None)
+            before = service.meter.snapshot()["voltage_v"]
+            assert abs(before - 230.0) < 1.0
+            url = f"{service.url}/api/v1/boards/voltage/calibration"
+            async with session.post(url, json={"measured_v": 236.9}, headers=auth()) as resp:
+                assert resp.status == 200
+                answer = await resp.json()
+            assert answer["cal_before"] == 1.8
+            assert answer["cal"] == pytest.approx(1.8 * 236.9 / answer["board_v_before"],
+                                                  abs=1e-5)
+            await wait_until(
+                lambda: abs(service.meter.snapshot()["voltage_v"] - 236.9) < 0.3)
+            # A reading far from the board's is refused, not stored.
+            async with session.post(url, json={"measured_v": 400}, headers=auth()) as resp:
+                assert resp.status == 400
+                assert "ZMPT101B trimmer" in (await resp.json())["detail"]
+    # The firmware kept it in flash: a new boot says hello with the new factor.
+    with firmware_board(firmware_build, tmp_path, "--vrms", "230") as options:
+        async with serving(options, tmp_path / "data") as service:
+            await wait_until(lambda: service.voltage_calibration.cal is not None)
+            assert service.voltage_calibration.cal == answer["cal"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import voluptuous as vol
 from homeassistant.components.number import ATTR_VALUE, SERVICE_SET_VALUE
 from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF, SERVICE_TURN_ON, STATE_ON
 from homeassistant.core import HomeAssistant
@@ -117,3 +118,31 @@ async def test_addon_refusals_and_outages_are_translated_errors(
         await hass.services.async_call(DOMAIN, "restore_load", {}, blocking=True,
                                        return_response=True)
     assert raised.value.translation_key == "cannot_connect"
+
+
+async def test_calibrate_voltage_against_a_multimeter(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    """The action on the simulated board (tests/firmware/ checks the real firmware then
+    reads the multimeter's voltage)."""
+    assert addon.service is not None
+    await wait_for(lambda: addon.service.voltage_calibration.cal is not None
+                   and addon.service.meter.snapshot()["voltage_v"] is not None,
+                   10, "the voltage board's hello and voltage")
+    board_v = addon.service.meter.snapshot()["voltage_v"]
+    answer = await hass.services.async_call(
+        DOMAIN, "calibrate_voltage", {"measured_v": round(board_v * 1.02, 1)},
+        blocking=True, return_response=True)
+    assert answer is not None
+    assert answer["cal"] == pytest.approx(
+        answer["cal_before"] * answer["measured_v"] / answer["board_v_before"], abs=1e-5)
+    assert addon.service.voltage_calibration.cal == answer["cal"]
+    # Far from what the board reads: the caller's mistake, said with the reason.
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(DOMAIN, "calibrate_voltage",
+                                       {"measured_v": round(board_v * 1.5, 1)}, blocking=True)
+    assert raised.value.translation_key == "command_invalid"
+    assert "trimmer" in str(raised.value.translation_placeholders)
+    with pytest.raises(vol.Invalid):  # not a mains voltage at all
+        await hass.services.async_call(DOMAIN, "calibrate_voltage", {"measured_v": 2300},
+                                       blocking=True)

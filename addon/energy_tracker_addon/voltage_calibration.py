@@ -1,0 +1,83 @@
+"""Calibrate the voltage board against a multimeter (docs/api.md, "Voltage calibration").
+
+The firmware's `cal` (volts per ADC RMS count, kept in its flash) scales its Vrms linearly,
+so with the mains measured by a multimeter the right factor is cal * V_multimeter / V_board
+(firmware/README.md, "Calibration"). The board's last hello says its cal, its last
+measurement V_board; the new factor is sent as `CAL` and acknowledged before it counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from .board_relays import BoardCommander
+from .protocol import AckFrame, BoardFrame, HelloFrame, MeasurementFrame
+from .serial_link import SerialLinkError
+
+_LOGGER = logging.getLogger(__name__)
+
+MIN_MEASURED_V: Final = 50.0  # the add-on's lowest mains (MIN_MAINS_VRMS)
+MAX_MEASURED_V: Final = 500.0  # the protocol's highest Vrms
+# A trim corrects a few percent; a reading this far off is a typo, the wrong phase or a
+# ZMPT101B trimmer that needs turning first (a cal that far off would hide it).
+MAX_CORRECTION: Final = 1.25
+
+
+class CalibrationError(Exception):
+    """Calibration failed; `status` and `code` are its API answer, the message says why."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class VoltageCalibration:
+    """Knows the board's cal and Vrms (a meter frame listener) and sends a new cal."""
+
+    def __init__(self, commander: BoardCommander) -> None:
+        self._commander = commander
+        self._cal: float | None = None  # from the last hello
+        self._board_v: float | None = None  # the last measurement's Vrms, None when empty
+
+    @property
+    def cal(self) -> float | None:
+        """The factor the board uses (its hello's, or the last acknowledged CAL)."""
+        return self._cal
+
+    def on_frame(self, frame: BoardFrame) -> None:
+        if isinstance(frame, HelloFrame):
+            self._cal, self._board_v = frame.cal, None
+        elif isinstance(frame, MeasurementFrame):
+            self._board_v = frame.vrms_v
+
+    async def calibrate(self, measured_v: float) -> dict[str, Any]:
+        """Make the board read `measured_v` now; raises CalibrationError."""
+        if not MIN_MEASURED_V <= measured_v <= MAX_MEASURED_V:
+            raise CalibrationError(400, "invalid", f"measured_v must be {MIN_MEASURED_V:g} "
+                                   f"to {MAX_MEASURED_V:g} V (got {measured_v:g})")
+        cal, board_v = self._cal, self._board_v
+        if not self._commander.connected or cal is None:
+            raise CalibrationError(503, "board_unavailable",
+                                   "the voltage board is not connected (or has not said hello)")
+        if board_v is None:
+            raise CalibrationError(503, "board_unavailable",
+                                   "the voltage board measures no voltage to correct")
+        ratio = measured_v / board_v
+        if not 1 / MAX_CORRECTION <= ratio <= MAX_CORRECTION:
+            raise CalibrationError(
+                400, "invalid", f"the board reads {board_v:g} V: {measured_v:g} V is more "
+                f"than {MAX_CORRECTION - 1:.0%} away; check the reading and the ZMPT101B trimmer")
+        new_cal = round(cal * ratio, 5)
+        try:
+            ack: AckFrame = await self._commander.command("CAL", f"{new_cal:.5f}")
+        except (SerialLinkError, TimeoutError):
+            raise CalibrationError(504, "board_timeout",
+                                   "the voltage board did not acknowledge CAL in time") from None
+        if ack.result != "OK":
+            raise CalibrationError(502, "board_rejected", f"the board answered {ack.result}")
+        self._cal = new_cal
+        _LOGGER.info("Voltage board calibrated: cal %g -> %g (it read %g V, the multimeter "
+                     "%g V)", cal, new_cal, board_v, measured_v)
+        return {"cal_before": cal, "cal": new_cal, "board_v_before": board_v,
+                "measured_v": measured_v}
