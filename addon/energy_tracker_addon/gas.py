@@ -11,8 +11,11 @@ The ET1 `gas` field counts debounced pulses since the board's boot and wraps at 
   between its last report and the reboot are lost; none are counted twice).
 
 The last count is persisted with the volume, so pulses counted while the add-on was down
-are added at the first report after a restart (or only the ones since boot, when the board
-rebooted meanwhile).
+are added at the first report after a restart. A board that rebooted meanwhile is seen as
+one only while its new count is below the persisted one (then its count since boot is
+added); one that has already counted past it cannot be told from a board that kept
+running (ET1's hello has no boot counter), and the pulses up to the old count are lost:
+at most that many, and only when the board restarts soon after a previous restart.
 """
 
 from __future__ import annotations
