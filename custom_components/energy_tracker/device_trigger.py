@@ -73,13 +73,36 @@ TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
 
 
 async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType) -> ConfigType:
-    """A power trigger needs its sensor and threshold."""
+    """A power trigger needs its sensor and threshold, and every trigger must be one its
+    device offers: one written by hand (YAML, the API) could otherwise never fire."""
     config = TRIGGER_SCHEMA(config)
-    if config[CONF_TYPE] in POWER_TYPES and (
-        CONF_ENTITY_ID not in config or CONF_THRESHOLD not in config
-    ):
+    kind = config[CONF_TYPE]
+    if kind in POWER_TYPES and (CONF_ENTITY_ID not in config or CONF_THRESHOLD not in config):
         raise InvalidDeviceAutomationConfig(
             translation_domain=DOMAIN, translation_key="power_trigger_incomplete"
+        )
+    device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
+    if device is None:
+        return config  # Home Assistant reports an unknown device itself
+    offered = await async_get_triggers(hass, device.id)
+    if kind in POWER_TYPES:
+        registry = er.async_get(hass)
+        wanted = er.async_validate_entity_id(registry, config[CONF_ENTITY_ID])
+        fits = any(t[CONF_TYPE] == kind
+                   and er.async_validate_entity_id(registry, t[CONF_ENTITY_ID]) == wanted
+                   for t in offered)
+        what = f" on {wanted}"
+    else:
+        # The appliances are known once the entry is loaded (not yet at startup).
+        appliances = _appliances(hass, device) if CONF_APPLIANCE in config else {}
+        fits = any(t[CONF_TYPE] == kind for t in offered) and (
+            not appliances or config[CONF_APPLIANCE] in appliances)
+        what = f" for {config[CONF_APPLIANCE]}" if CONF_APPLIANCE in config else ""
+    if not fits:
+        raise InvalidDeviceAutomationConfig(
+            translation_domain=DOMAIN, translation_key="trigger_not_offered",
+            translation_placeholders={"type": kind, "device": device.name or device.id,
+                                      "what": what},
         )
     return config
 

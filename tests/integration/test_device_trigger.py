@@ -218,3 +218,49 @@ async def test_a_detected_appliance_named_like_a_relay_fires_its_own_triggers(
         "appliance_device_id": dryer.id, "device_id": meter_device(device_registry, addon).id})
     await hass.async_block_till_done()
     assert [call.data["what"] for call in calls] == ["Dryer"]
+
+
+async def test_triggers_a_device_does_not_offer_are_refused(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    """Written by hand (YAML, the config API), these used to be accepted and never fire."""
+    from homeassistant.components.device_automation.exceptions import (
+        InvalidDeviceAutomationConfig,
+    )
+    from homeassistant.components.device_automation.trigger import (
+        async_validate_trigger_config,
+    )
+
+    meter = meter_device(device_registry, addon)
+    devices = dr.async_entries_for_config_entry(device_registry, loaded_entry.entry_id)
+    board = next(d for d in devices if d.name == "RPICT hat")
+    relay = entity_registry.async_get(relay_entity(entity_registry, addon, 1))
+    assert relay is not None
+
+    def trigger(device: dr.DeviceEntry, kind: str, **extra: Any) -> dict[str, Any]:
+        return {"platform": "device", "domain": DOMAIN, "device_id": device.id,
+                "type": kind, **extra}
+
+    fine = [trigger(meter, "appliance_finished", appliance="relay_1"),
+            trigger(meter, "anomaly_detected"),
+            trigger(meter, "power_above", entity_id="sensor.energy_tracker_total_power",
+                    threshold=1000)]
+    for config in fine:
+        assert await async_validate_trigger_config(hass, config)
+    relay_device = device_registry.async_get(relay.device_id)  # type: ignore[arg-type]
+    assert relay_device is not None
+    wrong = [
+        (trigger(meter, "appliance_finished", appliance="toaster"), "for toaster"),
+        (trigger(board, "appliance_finished"), "RPICT hat has no appliance_finished"),
+        (trigger(relay_device, "anomaly_detected"), "no anomaly_detected trigger"),
+        (trigger(meter, "power_above", entity_id="sensor.energy_tracker_total_energy",
+                 threshold=1000), "on sensor.energy_tracker_total_energy"),
+    ]
+    for config, said in wrong:
+        with pytest.raises(InvalidDeviceAutomationConfig) as raised:
+            await async_validate_trigger_config(hass, config)
+        assert raised.value.translation_key == "trigger_not_offered"
+        placeholders = raised.value.translation_placeholders or {}
+        message = "{device} has no {type} trigger{what}".format(**placeholders)
+        assert said in message, message
