@@ -73,8 +73,8 @@ async def _set_co2_intensity(request: web.Request) -> web.Response:
     analytics = request.app[ANALYTICS_KEY].analytics
     try:
         body = await read_json(request)
-        if not isinstance(body, dict) or "g_per_kwh" not in body:
-            raise ValueError('expected {"g_per_kwh": number}')
+        if not isinstance(body, dict) or set(body) != {"g_per_kwh"}:
+            raise ValueError('expected {"g_per_kwh": number} and nothing else')
         analytics.push_intensity(body["g_per_kwh"])
     except ValueError as error:  # BadBody is a ValueError
         return invalid(str(error))

@@ -69,17 +69,18 @@ async def _put(request: web.Request) -> web.Response:
     try:
         body = await _body(request, {"state", "priority", "min_on_s"}, required=True)
         state = body.get("state")
-        if state is not None and not isinstance(state, bool):
+        if "state" in body and not isinstance(state, bool):
             raise Invalid("state: expected true or false")
         priority = _optional_int(body, "priority", PRIORITY_MAX)
         min_on_s = _optional_int(body, "min_on_s", MIN_ON_MAX_S)
     except Invalid as error:
         return invalid(str(error))
     try:
-        if priority is not None or min_on_s is not None:
-            await manager.update_settings(relay_id, priority=priority, min_on_s=min_on_s)
+        # The switch first: a request that fails (503, 504) changes nothing at all.
         if state is not None:
             await manager.switch(relay_id, state)
+        if priority is not None or min_on_s is not None:
+            await manager.update_settings(relay_id, priority=priority, min_on_s=min_on_s)
     except RelayError as error:
         return _relay_error(error)
     return web.json_response(manager.as_json(manager.get(relay_id)))

@@ -139,6 +139,10 @@ def parse_label(body: Any, known: set[str] | None, now: datetime) -> dict[str, A
             raise LabelError(f"{key} must be an ISO 8601 time") from None
         if moment.tzinfo is None:
             raise LabelError(f"{key} needs a time zone")
+        try:
+            moment.astimezone(UTC)  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        except OverflowError:
+            raise LabelError(f"{key} is out of range in UTC") from None
         times.append(moment)
     start, end = times
     if end <= start:

@@ -171,6 +171,12 @@ async def test_mangled_or_odd_authorization_headers(
         ("POST", "/api/v1/labels", b"[" * 100_000 + b"]" * 100_000, 400),
         ("PUT", "/api/v1/co2_intensity", b" " * (2 * 1024 * 1024), 413),
         ("PUT", "/api/v1/relays/%EF%BC%91", b'{"state": true}', 404),  # a fullwidth "1"
+        ("PUT", "/api/v1/relays/1", b'{"state": null}', 400),  # was a 200 doing nothing
+        ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": 100, "g": 1}', 400),
+        ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": ' + b"9" * 5000 + b"}", 400),
+        # Before year 1 once in UTC: was an OverflowError's 500
+        ("POST", "/api/v1/labels", b'{"appliance": "kettle", "start": "0001-01-01T00:00:00'
+                                   b'+01:00", "end": "0001-01-01T00:05:00+01:00"}', 400),
     ],
 )
 async def test_bad_bodies_get_a_json_answer_not_a_server_error(
@@ -206,6 +212,51 @@ async def test_an_export_the_disk_refuses_gets_a_json_answer(
     async with session.get(url, headers=auth()) as resp:
         assert resp.status == 200
         assert (await resp.text()).startswith("timestamp,")
+
+
+async def test_bodies_are_utf8_whatever_charset_the_client_names(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    """An unknown charset answered 500 on every route with a body (aiohttp decoded by it)."""
+    for method, path, body in (("PUT", "/api/v1/co2_intensity", '{"g_per_kwh": 100}'),
+                               ("POST", "/api/v1/restore", '{"stagger_s": 0}')):
+        for charset, status in (("foo", 200), ("latin-1", 200), ("utf-8", 200)):
+            headers = {**auth(), "Content-Type": f"application/json; charset={charset}"}
+            async with session.request(method, service.url + path, data=body.encode(),
+                                       headers=headers) as resp:
+                assert resp.status == status, (path, charset)
+    headers = {**auth(), "Content-Type": "application/json; charset=latin-1"}
+    async with session.put(service.url + "/api/v1/co2_intensity", headers=headers,
+                           data='{"g_per_kwh": "é"}'.encode("latin-1")) as resp:
+        assert resp.status == 400  # read as UTF-8, which it is not
+        assert (await resp.json())["detail"] == "the body is not UTF-8 text"
+
+
+async def test_the_stream_wants_a_websocket_and_does_not_compress(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    async with session.get(service.url + "/api/v1/stream", headers=auth()) as resp:
+        assert resp.status == 400
+        assert await resp.json() == {"error": "websocket_expected"}
+    # Each compressing client kept ~200 KB of zlib state after it left.
+    async with session.ws_connect(service.url + "/api/v1/stream", headers=auth(),
+                                  compress=15) as ws:
+        assert (await ws.receive_json(timeout=5))["type"] == "state"
+        assert ws.compress == 0
+
+
+async def test_a_relay_request_that_fails_changes_nothing(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    """No voltage board here: the switch is refused, and so are the settings sent with it
+    (they used to be saved anyway)."""
+    url = service.url + "/api/v1/relays/1"
+    async with session.put(url, json={"state": True, "priority": 42, "min_on_s": 99},
+                           headers=auth()) as resp:
+        assert resp.status == 503
+    async with session.get(service.url + "/api/v1/relays", headers=auth()) as resp:
+        relay = (await resp.json())["relays"][0]
+    assert (relay["priority"], relay["min_on_s"]) != (42, 99)
 
 
 async def test_unknown_route_answers_json_404(
