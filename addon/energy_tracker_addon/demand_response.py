@@ -7,6 +7,7 @@ shows what the switch really removed, so shedding stops as soon as it is enough.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Final
 
 from .meter import Meter
@@ -24,13 +25,19 @@ class DemandResponse:
         self._manager = manager
         self._meter = meter
         self._reading_timeout_s = reading_timeout_s
-        # One shed or restore at a time: each acts on what the previous one left.
+        # One switching step at a time: each acts on what the previous one left. A restore
+        # holds it per relay, not across its stagger, so a shed never waits for one.
         self._lock = asyncio.Lock()
+        self._restoring = asyncio.Lock()  # restores one after another (one inrush at a time)
+        self._sheds = 0  # sheds so far: a restore that sees it move stops
+        self._shed_came = asyncio.Event()  # wakes a restore's stagger wait at once
 
     async def shed(self, *, limit_w: float | None = None, reduce_w: float | None = None
                    ) -> dict[str, Any]:
         """Switch relays off, lowest priority first, until the total is under the limit."""
         async with self._lock:
+            self._sheds += 1
+            self._shed_came.set()
             snapshot = self._meter.snapshot()
             before = snapshot["total_power_w"]
             if before is None:
@@ -75,22 +82,35 @@ class DemandResponse:
             }
 
     async def restore(self, stagger_s: float = DEFAULT_STAGGER_S) -> dict[str, Any]:
-        """Switch the shed relays back on, highest priority first, `stagger_s` apart."""
-        async with self._lock:
+        """Switch the shed relays back on, highest priority first, `stagger_s` apart; a
+        shed arriving meanwhile wins, and the relays not yet restored stay shed."""
+        restored: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        interrupted = False
+        async with self._restoring:
+            sheds = self._sheds
+            self._shed_came.clear()
             order = sorted((r for r in self._manager.relays if r.shed),
                            key=lambda r: (-r.priority, r.id))
-            restored: list[dict[str, Any]] = []
-            failed: list[dict[str, Any]] = []
             for index, relay in enumerate(order):
-                if index:
-                    await asyncio.sleep(stagger_s)  # one inrush at a time
-                try:
-                    await self._manager.switch(relay.id, True)
-                except RelayError as error:
-                    failed.append({"id": relay.id, "name": relay.name, "error": error.code})
-                else:
-                    restored.append({"id": relay.id, "name": relay.name})
-            return {"restored": restored, "failed": failed}
+                if index:  # one inrush at a time
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(stagger_s):
+                            await self._shed_came.wait()
+                async with self._lock:
+                    if self._sheds != sheds:
+                        interrupted = True
+                        break
+                    if not relay.shed:
+                        continue  # switched on by hand meanwhile
+                    try:
+                        await self._manager.switch(relay.id, True)
+                    except RelayError as error:
+                        failed.append({"id": relay.id, "name": relay.name,
+                                       "error": error.code})
+                    else:
+                        restored.append({"id": relay.id, "name": relay.name})
+        return {"restored": restored, "failed": failed, "interrupted": interrupted}
 
     def _skip_reason(self, relay: Relay) -> str | None:
         if not self._manager.available(relay):

@@ -35,6 +35,7 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 STREAM_HEARTBEAT_S = 30.0
 # Shedding waits for a reading after every relay it switches, restoring for the stagger.
 SHED_TIMEOUT = aiohttp.ClientTimeout(total=120)
+RESTORE_DEFAULT_STAGGER_S = 5.0  # the add-on's default (docs/api.md)
 # An export of months of readings is large: no total limit, only a stalled connection ends it.
 EXPORT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
 EXPORT_CHUNK_BYTES = 1024 * 1024
@@ -122,10 +123,17 @@ class EnergyTrackerClient:
         body = {"limit_w": limit_w} if limit_w is not None else {"reduce_w": reduce_w}
         return await self._send_json("POST", "shed", body, timeout=SHED_TIMEOUT)
 
-    async def restore(self, stagger_s: float | None = None) -> dict[str, Any]:
-        """POST /api/v1/restore; the add-on's report (restored, failed)."""
+    async def restore(self, stagger_s: float | None = None, relays: int = 8) -> dict[str, Any]:
+        """POST /api/v1/restore; the add-on's report (restored, failed, interrupted).
+
+        It answers once the last of `relays` shed relays is back, `stagger_s` apart: the
+        time allowed grows with both (a fixed 120 s gave up on restores that worked).
+        """
         body = {} if stagger_s is None else {"stagger_s": stagger_s}
-        return await self._send_json("POST", "restore", body, timeout=SHED_TIMEOUT)
+        stagger = RESTORE_DEFAULT_STAGGER_S if stagger_s is None else stagger_s
+        timeout = aiohttp.ClientTimeout(
+            total=(SHED_TIMEOUT.total or 0) + stagger * max(relays - 1, 0))
+        return await self._send_json("POST", "restore", body, timeout=timeout)
 
     async def calibrate_voltage(self, measured_v: float) -> dict[str, Any]:
         """POST /api/v1/boards/voltage/calibration: the voltage board's new factor."""

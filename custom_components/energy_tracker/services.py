@@ -86,7 +86,8 @@ async def _async_restore_load(call: ServiceCall) -> ServiceResponse:
     """Switch back on what the last sheds switched off, staggered."""
     entry = _target_entry(call)
     return await run_command(
-        entry.runtime_data.client.restore(call.data.get(ATTR_STAGGER_S)),
+        entry.runtime_data.client.restore(call.data.get(ATTR_STAGGER_S),
+                                          relays=len(entry.runtime_data.data.relays)),
         SERVICE_RESTORE_LOAD,
     )
 

@@ -155,7 +155,8 @@ async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
     restored = await _call(session, service, "POST", "/api/v1/restore", {"stagger_s": 1.5})
     elapsed = loop.time() - started
     assert restored == {"restored": [{"id": 2, "name": "Kitchen"},
-                                     {"id": 1, "name": "Water heater"}], "failed": []}
+                                     {"id": 1, "name": "Water heater"}], "failed": [],
+                        "interrupted": False}
     assert elapsed >= 1.5
     changed = {r["id"]: r["last_changed"]
                for r in (await _call(session, service, "GET", "/api/v1/relays"))["relays"]}
@@ -166,7 +167,33 @@ async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
     assert [r["shed"] for r in after["relays"]] == [False, False, False]
     # Nothing left to restore.
     assert await _call(session, service, "POST", "/api/v1/restore") == {
-        "restored": [], "failed": []}
+        "restored": [], "failed": [], "interrupted": False}
+
+
+async def test_a_shed_during_a_restore_wins_at_once(
+    service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
+) -> None:
+    """A restore used to hold the shedding lock through its stagger: a shed sent during a
+    slow restore waited for it (minutes), and so did the restore's own answer."""
+    await _next_reading(service)
+    first = await _call(session, service, "POST", "/api/v1/shed", {"limit_w": 0})
+    assert len(first["shed"]) == 3
+    restore = asyncio.create_task(
+        _call(session, service, "POST", "/api/v1/restore", {"stagger_s": 600}))
+
+    async def one_back() -> bool:
+        relays = (await _call(session, service, "GET", "/api/v1/relays"))["relays"]
+        return sum(bool(r["state"]) for r in relays) == 1
+
+    await wait_until(one_back)  # the first back, then a 10-minute wait
+    again = await _call(session, service, "POST", "/api/v1/shed", {"limit_w": 0})
+    assert [s["id"] for s in again["shed"]] == [r["id"] for r in first["shed"][:1]]
+    async with asyncio.timeout(10):  # not the 600 s stagger
+        restored = await restore
+    assert len(restored["restored"]) == 1
+    assert restored["interrupted"] is True
+    relays = (await _call(session, service, "GET", "/api/v1/relays"))["relays"]
+    assert [(r["state"], r["shed"]) for r in relays] == [(False, True)] * 3
 
 
 async def test_shed_ties_go_to_the_larger_load_first(

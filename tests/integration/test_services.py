@@ -57,7 +57,8 @@ async def test_shed_by_priority_skipping_minimum_on_time_then_restore(
     restored = await hass.services.async_call(
         DOMAIN, "restore_load", {"stagger_s": 0}, blocking=True, return_response=True)
     assert restored == {"restored": [{"id": KITCHEN, "name": "Kitchen"},
-                                     {"id": LAUNDRY, "name": "Laundry"}], "failed": []}
+                                     {"id": LAUNDRY, "name": "Laundry"}], "failed": [],
+                      "interrupted": False}
     for relay_id in (LAUNDRY, KITCHEN):
         switch = relay_entity(entity_registry, addon, relay_id)
         await wait_for(lambda s=switch: shown(hass, s) == STATE_ON, 10, f"{switch} on")
