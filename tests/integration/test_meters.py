@@ -244,4 +244,4 @@ async def test_assist_answers_for_an_extra_meter(
     kettle = coordinator.data.appliances["kettle"]
     assert kettle.power_w is None
     assert await ask("how much power does the kettle use") == (
-        "I don't know how much power kettle uses right now.")
+        "I don't know how much power Kettle uses right now.")
