@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Final
@@ -338,6 +338,9 @@ class Analytics:
         self, start: datetime, end: datetime, fmt: ExportFormat, destination: Path
     ) -> int:
         return await self.history.export(start, end, fmt, destination)
+
+    def csv_export(self, start: datetime, end: datetime) -> AsyncGenerator[bytes]:
+        return self.history.csv_pieces(start, end)
 
     # ------------------------------------------------------------------ persistence
 

@@ -11,10 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import logging
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -276,19 +285,34 @@ class HistoryStore:
         of each channel in `channel_ids` (all channels that have data when empty). Empty
         CSV cells / Parquet nulls are unknown values.
         """
-        if start.tzinfo is None or end.tzinfo is None:
-            raise ValueError("export needs aware start and end times")
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}: use 'csv' or 'parquet'")
+        columns, chunks = self._export_rows(start, end, channel_ids)
+        if fmt == "csv":
+            return _write_csv(destination, columns, chunks)
+        return _write_parquet(destination, columns, chunks)
+
+    def csv_pieces(
+        self, start: datetime, end: datetime, channel_ids: Sequence[int] = ()
+    ) -> Generator[bytes]:
+        """The CSV export of `export`, as UTF-8 pieces (the header, then one per chunk of
+        rows) to send while the rest is read: a long export starts at once."""
+        columns, chunks = self._export_rows(start, end, channel_ids)
+        yield _csv_bytes([["timestamp", *columns]])
+        for rows in chunks:
+            yield _csv_bytes(_csv_rows(rows))
+
+    def _export_rows(
+        self, start: datetime, end: datetime, channel_ids: Sequence[int]
+    ) -> tuple[list[str], Iterator[list[Row]]]:
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("export needs aware start and end times")
         columns = list(_BASE_COLUMNS)
         for cid in channel_ids or self._channels_with_data():
             if cid not in CHANNEL_IDS:
                 raise ValueError(f"no channel {cid}: channels are 1 to {MAX_CHANNELS}")
             columns += [f"channel_{cid}_power_w", f"channel_{cid}_energy_kwh"]
-        chunks = self._chunks(columns, _to_ms(start), _to_ms(end))
-        if fmt == "csv":
-            return _write_csv(destination, columns, chunks)
-        return _write_parquet(destination, columns, chunks)
+        return columns, self._chunks(columns, _to_ms(start), _to_ms(end))
 
     @_heals
     def minute_means(
@@ -328,12 +352,21 @@ def _write_csv(destination: Path, columns: list[str], chunks: Iterator[list[Row]
         writer = csv.writer(handle)
         writer.writerow(["timestamp", *columns])
         for rows in chunks:
-            # repr() of a float reads back to the same float; None is an empty cell.
-            writer.writerows(
-                (_iso_ms(row[0]), *("" if v is None else repr(v) for v in row[1:])) for row in rows
-            )
+            writer.writerows(_csv_rows(rows))
             count += len(rows)
     return count
+
+
+def _csv_rows(rows: list[Row]) -> Iterator[tuple[str, ...]]:
+    # repr() of a float reads back to the same float; None is an empty cell.
+    return ((_iso_ms(row[0]), *("" if v is None else repr(v) for v in row[1:]))
+            for row in rows)
+
+
+def _csv_bytes(rows: Iterable[Sequence[str]]) -> bytes:
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    return text.getvalue().encode()
 
 
 def _write_parquet(
@@ -461,6 +494,20 @@ class HistoryWriter:
         store = self._require_store()
         await self.flush()
         return await self._run(store.export, start, end, fmt, destination, channel_ids)
+
+    async def csv_pieces(
+        self, start: datetime, end: datetime, channel_ids: Sequence[int] = ()
+    ) -> AsyncGenerator[bytes]:
+        """Flush, then HistoryStore.csv_pieces, each piece read on the worker thread (other
+        work, such as flushes, goes on between pieces)."""
+        store = self._require_store()
+        await self.flush()
+        pieces = store.csv_pieces(start, end, channel_ids)
+        try:
+            while (piece := await self._run(next, pieces, None)) is not None:
+                yield piece
+        finally:
+            await self._run(pieces.close)  # its cursor lives on that thread
 
     async def minute_means(
         self, columns: Sequence[str], since: datetime

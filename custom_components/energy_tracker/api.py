@@ -170,9 +170,14 @@ class EnergyTrackerClient:
                         answer = {}
                     raise CommandFailed(response.status, str(answer.get("error", "unknown")),
                                         answer.get("detail"))
+                lines = 0
                 async for chunk in response.content.iter_chunked(EXPORT_CHUNK_BYTES):
+                    lines += chunk.count(b"\n")
                     await sink(chunk)
-                return int(response.headers.get("X-Export-Rows", "0"))
+                # A streamed CSV has no X-Export-Rows (known only at its end): its lines
+                # but the header are the rows (numbers only: no line ends inside a cell).
+                rows = response.headers.get("X-Export-Rows")
+                return int(rows) if rows is not None else max(lines - 1, 0)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise CannotConnect(f"GET export failed: {failure(err)}") from err
 

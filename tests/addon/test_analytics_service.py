@@ -3,7 +3,9 @@ through the API and compared with an independent pandas computation."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,7 +19,7 @@ import pytest
 
 from energy_tracker_addon.history import HistoryStore, Reading
 
-from .analytics_rig import Clocks, Rig
+from .analytics_rig import TOKEN, Clocks, Rig
 from .ptys import PtyPort
 from .uci import read_uci
 
@@ -256,6 +258,41 @@ async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_surv
         assert all(e["active"] for e in rig.state["anomalies"])
     finally:
         await rig.stop()
+
+
+async def test_a_csv_export_streams_and_a_client_leaving_early_leaves_no_traceback(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Four weeks of minutes: the CSV's first line arrives before the rest is read (the
+    file used to be built whole first), and a client that leaves after it is no error."""
+    weeks = timedelta(weeks=4)
+    uci_start = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    shift = _weeks_to_now(uci_start + weeks)  # inside the retention
+    start = (uci_start + shift).astimezone(UTC)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _prefill(data_dir / "history.sqlite3", read_uci(uci_start, uci_start + weeks), shift)
+    rig = Rig(data_dir, Clocks(start + weeks), pty_port("ttyRPICT"))
+    await rig.start()
+    span = f"start={start:%Y-%m-%dT%H:%M:%SZ}&end={start + weeks:%Y-%m-%dT%H:%M:%SZ}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        url = f"{rig.service.url}/api/v1/export?{span}"  # type: ignore[union-attr]
+        async with session.get(url, headers=headers) as resp:
+            assert resp.status == 200
+            assert "X-Export-Rows" not in resp.headers  # known only at the end
+            assert (await resp.content.readline()).startswith(b"timestamp,total_power_w")
+            first = await resp.content.readline()
+            resp.close()  # gone, with most of the file unsent
+        assert first.startswith(f"{start:%Y-%m-%dT%H:%M:%S}.000Z,".encode())
+        await asyncio.sleep(1)
+        async with session.get(url, headers=headers) as resp:  # and whole for who waits
+            body = await resp.read()
+    finally:
+        await rig.stop()
+    assert body.count(b"\n") == 1 + weeks // timedelta(minutes=1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_history_keeps_to_the_retention_options(

@@ -213,11 +213,12 @@ async def test_export_onto_a_disk_that_refuses_it_says_whose_disk(
     assert placeholders["error"] == "File exists"
 
     (tmp_path / "config" / "energy_tracker_exports").unlink()
-    exports = rig.data_dir / "exports"  # the add-on's own folder for the file it sends
+    exports = rig.data_dir / "exports"  # where the add-on builds a Parquet file it sends
     exports.rmdir()
     exports.write_text("")
     with pytest.raises(HomeAssistantError) as theirs:
-        await hass.services.async_call(DOMAIN, "export", span, blocking=True)
+        await hass.services.async_call(DOMAIN, "export", {**span, "format": "parquet"},
+                                       blocking=True)
     assert theirs.value.translation_key == "addon_storage_error"
     assert "writing the export failed: Not a directory" in str(
         (theirs.value.translation_placeholders or {})["detail"])
