@@ -81,11 +81,12 @@ class Analytics:
         self._co2_buckets = EnergyBuckets(tz)
         # series key ("total" or a channel id) -> detector; named for readable reasons.
         self._detectors: dict[str, AnomalyDetector] = {TOTAL: AnomalyDetector(tz, TOTAL)}
-        mains = [channel for channel in self._channels if channel.role == "mains"]
+        # The total sums the mains channels, or every channel when none is mains (meter.py):
+        # a lone channel in that sum is the total itself, and a second detector on it would
+        # report every anomaly twice.
+        summed = [c for c in self._channels if c.role == "mains"] or list(self._channels)
         for channel in self._channels:
-            # A single mains channel is the total itself: a second detector on it would
-            # report every anomaly twice.
-            if not (channel.role == "mains" and len(mains) == 1):
+            if summed != [channel]:
                 self._detectors[str(channel.id)] = AnomalyDetector(tz, channel.name)
         self._ready: dict[str, bool] = dict.fromkeys(self._detectors, False)
         self._events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)

@@ -125,8 +125,10 @@ async def _calibrate(request: web.Request) -> web.Response:
         body = await _body(request, {"measured_v"}, required=True)
         measured = body["measured_v"]
         if isinstance(measured, bool) or not isinstance(measured, int | float) \
-                or not math.isfinite(measured):
+                or not math.isfinite(measured := float(measured)):
             raise Invalid("measured_v: expected the multimeter's reading in volts")
+    except OverflowError:  # an integer of hundreds of digits
+        return invalid("measured_v: expected the multimeter's reading in volts")
     except (Invalid, KeyError) as error:
         return invalid(str(error) if isinstance(error, Invalid) else "measured_v is required")
     try:

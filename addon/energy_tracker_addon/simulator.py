@@ -60,7 +60,7 @@ FIRMWARE_VERSION: Final = "1.1.0-sim"
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"
 # No ADC behind the simulated board: a neutral calibration factor.
-CALIBRATION: Final = "1.0"
+DEFAULT_CAL: Final = 1.8  # the firmware's factor before any CAL (firmware/README.md)
 # What a board keeps of a command line before giving up on it (the ET1 frame limit, x2).
 MAX_COMMAND_BUFFER: Final = 256
 # Lines a pty may hold back for a reader that is not reading, before new lines are dropped.
@@ -180,6 +180,8 @@ class SimulatedMeter:
         self._relay_columns = tuple(relay_columns)
         saved = relay_states or {}
         self.relays = [saved.get(number, True) for number in range(1, len(relay_columns) + 1)]
+        # Its Vrms scales with the factor, like the firmware's: a CAL moves what it reads.
+        self._cal = DEFAULT_CAL
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
         self._start_offset_s = (
@@ -306,14 +308,15 @@ class SimulatedMeter:
 
     def _send_hello(self) -> None:
         self._seq = 0  # the hello starts the sequence again (docs/protocol.md 2.1)
-        self._send_board("ETH", FIRMWARE_VERSION, str(len(self.relays)), CALIBRATION)
+        self._send_board("ETH", FIRMWARE_VERSION, str(len(self.relays)), f"{self._cal:g}")
 
     def _relay_field(self) -> str:
         return "".join("1" if closed else "0" for closed in self.relays)
 
     def _send_measurement(self, row: int) -> None:
         self._send_board(
-            "ETM", f"{self._voltages[row]:.2f}", NOMINAL_FREQUENCY, self._relay_field(),
+            "ETM", f"{self._voltages[row] * self._cal / DEFAULT_CAL:.2f}", NOMINAL_FREQUENCY,
+            self._relay_field(),
             str(self._gas.pulses),
         )
 
@@ -346,6 +349,8 @@ class SimulatedMeter:
         result = _result(command, len(self.relays))
         if result == "OK" and command.command == "RELAY":
             self.relays[int(command.args[0]) - 1] = command.args[1] == "1"
+        elif result == "OK" and command.command == "CAL":
+            self._cal = float(command.args[0])
         self._send_board("ETA", str(command.cmd_id), result, self._relay_field())
         if command.command == "HELLO" and not command.args:
             self._send_hello()

@@ -8,6 +8,7 @@ measurement V_board; the new factor is sent as `CAL` and acknowledged before it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Final
 
@@ -37,8 +38,9 @@ class VoltageCalibration:
 
     def __init__(self, commander: BoardCommander) -> None:
         self._commander = commander
-        self._cal: float | None = None  # from the last hello
+        self._cal: float | None = None  # from the last hello; None while unknown
         self._board_v: float | None = None  # the last measurement's Vrms, None when empty
+        self._one_at_a_time = asyncio.Lock()
 
     @property
     def cal(self) -> float | None:
@@ -56,13 +58,22 @@ class VoltageCalibration:
         if not MIN_MEASURED_V <= measured_v <= MAX_MEASURED_V:
             raise CalibrationError(400, "invalid", f"measured_v must be {MIN_MEASURED_V:g} "
                                    f"to {MAX_MEASURED_V:g} V (got {measured_v:g})")
+        async with self._one_at_a_time:
+            return await self._calibrate(measured_v)
+
+    async def _calibrate(self, measured_v: float) -> dict[str, Any]:
         cal, board_v = self._cal, self._board_v
-        if not self._commander.connected or cal is None:
+        if not self._commander.connected:
             raise CalibrationError(503, "board_unavailable",
-                                   "the voltage board is not connected (or has not said hello)")
+                                   "the voltage board is not connected")
+        if cal is None:
+            raise CalibrationError(503, "board_unavailable", "the voltage board's factor is "
+                                   "unknown until its next hello (reconnect it or restart "
+                                   "the add-on)")
         if board_v is None:
-            raise CalibrationError(503, "board_unavailable",
-                                   "the voltage board measures no voltage to correct")
+            raise CalibrationError(503, "board_unavailable", "the voltage board has no voltage "
+                                   "measured under its current factor yet: try again in a "
+                                   "second")
         ratio = measured_v / board_v
         if not 1 / MAX_CORRECTION <= ratio <= MAX_CORRECTION:
             raise CalibrationError(
@@ -72,11 +83,14 @@ class VoltageCalibration:
         try:
             ack: AckFrame = await self._commander.command("CAL", f"{new_cal:.5f}")
         except (SerialLinkError, TimeoutError):
-            raise CalibrationError(504, "board_timeout",
-                                   "the voltage board did not acknowledge CAL in time") from None
+            # It may still arrive and be stored (a board busy rebooting reads it late).
+            self._cal = None
+            raise CalibrationError(504, "board_timeout", "the voltage board did not "
+                                   "acknowledge the new factor in time") from None
         if ack.result != "OK":
             raise CalibrationError(502, "board_rejected", f"the board answered {ack.result}")
-        self._cal = new_cal
+        # Readings taken under the old factor must not be corrected again.
+        self._cal, self._board_v = new_cal, None
         _LOGGER.info("Voltage board calibrated: cal %g -> %g (it read %g V, the multimeter "
                      "%g V)", cal, new_cal, board_v, measured_v)
         return {"cal_before": cal, "cal": new_cal, "board_v_before": board_v,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 from homeassistant.exceptions import (
     ConfigEntryAuthFailed,
@@ -20,17 +20,17 @@ _COMMAND_ERRORS = {
     "board_unavailable": "board_unavailable",
     "not_found": "relay_not_found",
     "invalid": "command_invalid",
-    "board_timeout": "relay_timeout",
-    "board_rejected": "relay_rejected",
     "storage_full": "addon_storage_full",
     "storage_error": "addon_storage_error",
 }
 
 
-async def run_command[T](command: Awaitable[T], target: str) -> T:
+async def run_command[T](command: Awaitable[T], target: str,
+                         errors: Mapping[str, str] | None = None) -> T:
     """Await one command; any failure becomes a HomeAssistantError the user can read.
 
-    `target` names what was commanded (a relay's name, "shed_load") in the message.
+    `target` names what was commanded (a relay's name, "shed_load") in the message;
+    `errors` maps API error codes to this command's own messages (translation keys).
     """
     try:
         return await command
@@ -38,9 +38,10 @@ async def run_command[T](command: Awaitable[T], target: str) -> T:
         # The add-on refused what the caller asked (a label in the future, reduce_w 0):
         # the caller's mistake, reported without a traceback (and a 400 over REST)
         error = ServiceValidationError if err.code == "invalid" else HomeAssistantError
+        key = (errors or {}).get(err.code) or _COMMAND_ERRORS.get(err.code, "command_failed")
         raise error(
             translation_domain=DOMAIN,
-            translation_key=_COMMAND_ERRORS.get(err.code, "command_failed"),
+            translation_key=key,
             translation_placeholders={
                 "target": target, "detail": err.detail or err.code, "status": str(err.status)
             },

@@ -24,6 +24,13 @@ ATTR_LIMIT_W: Final = "limit_w"
 ATTR_REDUCE_W: Final = "reduce_w"
 ATTR_STAGGER_S: Final = "stagger_s"
 ATTR_MEASURED_V: Final = "measured_v"
+# The calibration's API errors → its own messages (not the relays' "the board of …").
+_CALIBRATION_ERRORS: Final = {
+    "board_unavailable": "calibration_unavailable",
+    "invalid": "calibration_refused",
+    "board_timeout": "calibration_timeout",
+    "board_rejected": "calibration_rejected",
+}
 
 _TARGET: dict[vol.Marker, Any] = {
     vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
@@ -65,7 +72,7 @@ async def _async_calibrate_voltage(call: ServiceCall) -> ServiceResponse:
     entry = _target_entry(call)
     return await run_command(
         entry.runtime_data.client.calibrate_voltage(call.data[ATTR_MEASURED_V]),
-        "Voltage board",
+        SERVICE_CALIBRATE_VOLTAGE, _CALIBRATION_ERRORS,
     )
 
 

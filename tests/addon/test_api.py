@@ -18,7 +18,7 @@ import pytest
 
 from energy_tracker_addon import __version__
 from energy_tracker_addon.api import create_app
-from energy_tracker_addon.config import Options
+from energy_tracker_addon.config import ChannelConfig, Options
 from energy_tracker_addon.service import AddonService
 
 from .polling import wait_until
@@ -172,6 +172,9 @@ async def test_mangled_or_odd_authorization_headers(
         ("PUT", "/api/v1/co2_intensity", b" " * (2 * 1024 * 1024), 413),
         ("PUT", "/api/v1/relays/%EF%BC%91", b'{"state": true}', 404),  # a fullwidth "1"
         ("PUT", "/api/v1/relays/1", b'{"state": null}', 400),  # was a 200 doing nothing
+        # An integer too big for a float: was an OverflowError's 500
+        ("POST", "/api/v1/boards/voltage/calibration",
+         b'{"measured_v": ' + b"9" * 400 + b"}", 400),
         ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": 100, "g": 1}', 400),
         ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": ' + b"9" * 5000 + b"}", 400),
         # Before year 1 once in UTC: was an OverflowError's 500
@@ -258,6 +261,23 @@ async def test_a_relay_request_that_fails_changes_nothing(
     async with session.get(service.url + "/api/v1/relays", headers=auth()) as resp:
         relay = (await resp.json())["relays"][0]
     assert (relay["priority"], relay["min_on_s"]) != (42, 99)
+
+
+@pytest.mark.parametrize("role", ["mains", "circuit"])
+async def test_a_lone_channel_is_the_total_and_has_no_anomaly_series_of_its_own(
+    tmp_path: Path, rpict: PtyPort, session: aiohttp.ClientSession, role: str
+) -> None:
+    """It used to be watched twice (as the total and as itself): every anomaly twice."""
+    options = Options(api_token=TOKEN, rpict_port=str(rpict.path), relays=(),
+                      channels=(ChannelConfig(1, "House", role),))  # type: ignore[arg-type]
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        async with session.get(service.url + "/api/v1/state", headers=auth()) as resp:
+            series = (await resp.json())["anomaly"]["series"]
+    finally:
+        await service.stop()
+    assert [s["series"] for s in series] == ["total"]
 
 
 async def test_unknown_route_answers_json_404(

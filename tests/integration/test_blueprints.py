@@ -102,6 +102,20 @@ async def test_energy_above_a_threshold_notifies_in_kwh_with_decimals(
     assert notify[0].data["message"] == "Energy today is at 0.07 kWh, above 0.05 kWh."
 
 
+async def test_the_value_keeps_as_many_decimals_as_the_threshold(
+    hass: HomeAssistant, notify: list[ServiceCall],
+) -> None:
+    """Two decimals made 0.0536 read "0.05 kWh, above 0.053 kWh": below its own limit."""
+    attributes = {"device_class": "energy", "unit_of_measurement": "kWh",
+                  "friendly_name": "Energy today"}
+    hass.states.async_set("sensor.energy_today", "0.05", attributes)
+    await use_blueprint(hass, "power_threshold_notify", {
+        "sensor": "sensor.energy_today", "threshold": 0.053})
+    hass.states.async_set("sensor.energy_today", "0.0536", attributes)
+    await wait_for(lambda: len(notify) == 1, 10, "the notification")
+    assert notify[0].data["message"] == "Energy today is at 0.054 kWh, above 0.053 kWh."
+
+
 async def test_power_above_its_rolling_average_notifies(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
     notify: list[ServiceCall],

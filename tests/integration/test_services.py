@@ -131,18 +131,32 @@ async def test_calibrate_voltage_against_a_multimeter(
                    and addon.service.meter.snapshot()["voltage_v"] is not None,
                    10, "the voltage board's hello and voltage")
     board_v = addon.service.meter.snapshot()["voltage_v"]
+    measured = round(board_v * 1.02, 1)
     answer = await hass.services.async_call(
-        DOMAIN, "calibrate_voltage", {"measured_v": round(board_v * 1.02, 1)},
+        DOMAIN, "calibrate_voltage", {"measured_v": measured},
         blocking=True, return_response=True)
     assert answer is not None
+    assert answer["cal_before"] == 1.8  # the firmware's default
     assert answer["cal"] == pytest.approx(
         answer["cal_before"] * answer["measured_v"] / answer["board_v_before"], abs=1e-5)
     assert addon.service.voltage_calibration.cal == answer["cal"]
+    # Again at once: the last reading was taken under the old factor, and correcting it
+    # again overshot (+2 % twice); it waits for one under the new factor.
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(DOMAIN, "calibrate_voltage", {"measured_v": measured},
+                                       blocking=True)
+    assert raised.value.translation_key == "calibration_unavailable"
+    assert "try again in a second" in str(raised.value.translation_placeholders)
+    # The simulated board reads like the firmware: what the multimeter said (the replayed
+    # voltage itself moves a little from one reading to the next).
+    await wait_for(lambda: addon.service.meter.snapshot()["voltage_v"] != board_v, 10,
+                   "a reading under the new factor")
+    assert addon.service.meter.snapshot()["voltage_v"] == pytest.approx(measured, rel=0.02)
     # Far from what the board reads: the caller's mistake, said with the reason.
     with pytest.raises(ServiceValidationError) as raised:
         await hass.services.async_call(DOMAIN, "calibrate_voltage",
                                        {"measured_v": round(board_v * 1.5, 1)}, blocking=True)
-    assert raised.value.translation_key == "command_invalid"
+    assert raised.value.translation_key == "calibration_refused"
     assert "trimmer" in str(raised.value.translation_placeholders)
     with pytest.raises(vol.Invalid):  # not a mains voltage at all
         await hass.services.async_call(DOMAIN, "calibrate_voltage", {"measured_v": 2300},
