@@ -8,8 +8,10 @@ ESP8266 board, real or simulated) and `gpio_relays.GpioRelays` (the Pi's GPIO).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ class Relay:
     on_since: float | None = None
     shed: bool = False  # switched off by demand response, not restored since
     last_drop_w: float | None = None  # measured when demand response last shed it
+    saved_state: bool | None = None  # as the last run left it (its last_changed holds for it)
 
     @property
     def id(self) -> int:
@@ -140,6 +143,8 @@ class RelayManager:
         if relay.state is not None:
             relay.last_changed = self._wall_clock()
             relay.on_since = self._clock() if state else None
+        elif state != relay.saved_state:
+            relay.last_changed = None  # changed while the add-on was down: when is unknown
         elif state and relay.on_since is None:
             # On since before the add-on knew (no saved time): the minimum on time counts
             # from now, so a restart never lets demand response cut a relay short.
@@ -264,6 +269,8 @@ class RelayManager:
                 "state": r.state,
                 "on_since": None if r.on_since is None
                 else round(now_wall - (now_mono - r.on_since), 3),
+                "last_changed": None if r.last_changed is None
+                else round(r.last_changed.timestamp(), 3),
             }
             for r in self._relays.values()
         }
@@ -282,6 +289,12 @@ class RelayManager:
             if _in_range(min_on, MIN_ON_MAX_S):
                 relay.min_on_s = min_on
             relay.shed = entry.get("shed") is True
+            saved_state, changed = entry.get("state"), entry.get("last_changed")
+            relay.saved_state = saved_state if isinstance(saved_state, bool) else None
+            if isinstance(changed, int | float) and not isinstance(changed, bool) \
+                    and relay.saved_state is not None and math.isfinite(changed):
+                with contextlib.suppress(OverflowError, OSError, ValueError):
+                    relay.last_changed = datetime.fromtimestamp(changed, UTC)
             on_since = entry.get("on_since")
             if entry.get("state") is True and isinstance(on_since, int | float) \
                     and not isinstance(on_since, bool):

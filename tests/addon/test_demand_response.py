@@ -257,11 +257,14 @@ async def test_the_simulated_board_keeps_its_relays_across_a_restart(
     # No ports: the add-on's own simulated meter, which lives and restarts with it.
     options = Options(api_token=TOKEN)
     async with _serving(options, tmp_path / "data") as service:
-        await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
+        switched = await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
         await _next_reading(service)
+    assert switched["last_changed"] is not None
     async with _serving(options, tmp_path / "data") as service:
         reading = await _next_reading(service)
         assert reading["boards"]["voltage"]["relays"] == [False, True, True]
         assert [r["state"] for r in reading["relays"]] == [False, True, True]
+        # When it was switched is kept too (it came back null after every restart).
+        assert reading["relays"][0]["last_changed"] == switched["last_changed"]
         # The water heater's circuit (CT channel 3) is still out of the readings.
         assert next(c for c in reading["channels"] if c["id"] == 3)["power_w"] == 0.0
