@@ -30,6 +30,7 @@ STREAM_HEARTBEAT_S = 30.0
 # Deep enough to ride out a scheduling hiccup at a reading every second; a client further
 # behind than this only needs the newest state anyway (every message is a full state).
 CLIENT_QUEUE_SIZE = 64
+SEND_DEADLINE_S = 30.0  # a client that takes no byte for this long is not reading
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -199,7 +200,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         return _error(400, "websocket_expected")  # a plain GET: aiohttp would answer text
     await ws.prepare(request)
     queue = hub.add(ws)
-    sender = asyncio.create_task(_send_queue(ws, hub.state_message(), queue),
+    sender = asyncio.create_task(_send_queue(request, ws, hub.state_message(), queue),
                                  name="websocket sender")
     try:
         # Reading is what answers pings, notices pongs and sees the client's close frame;
@@ -213,11 +214,21 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _send_queue(ws: web.WebSocketResponse, first: str, queue: asyncio.Queue[str]) -> None:
+async def _send_queue(request: web.Request, ws: web.WebSocketResponse, first: str,
+                      queue: asyncio.Queue[str]) -> None:
+    message = first
     try:
-        await ws.send_str(first)
         while True:
-            await ws.send_str(await queue.get())
+            # A send that cannot finish means the client's socket takes nothing: it stopped
+            # reading. Pings do not show it when the client keeps sending (each frame it
+            # sends counts as alive), so the deadline does.
+            async with asyncio.timeout(SEND_DEADLINE_S):
+                await ws.send_str(message)
+            message = await queue.get()
     except ConnectionError as err:
         _LOGGER.debug("websocket client gone: %s", err)
         await ws.close()
+    except TimeoutError:
+        _LOGGER.info("Stream: dropping a client that has read nothing for %g s", SEND_DEADLINE_S)
+        if request.transport is not None:
+            request.transport.abort()  # a close frame would wait behind the unread bytes

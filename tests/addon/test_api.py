@@ -8,7 +8,10 @@ pseudo-terminal the test writes to, so every reading goes the whole way: pty →
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import aiohttp
 import pytest
 
 from energy_tracker_addon import __version__
+from energy_tracker_addon import api as api_module
 from energy_tracker_addon.api import create_app
 from energy_tracker_addon.config import ChannelConfig, Options
 from energy_tracker_addon.service import AddonService
@@ -394,3 +398,50 @@ async def test_stopping_the_service_closes_stream_clients(
     assert message.type is aiohttp.WSMsgType.CLOSE
     assert message.data == aiohttp.WSCloseCode.GOING_AWAY
     await ws.close()
+
+
+async def test_a_client_that_sends_but_never_reads_is_dropped(
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its own frames kept it "alive" for the heartbeat, so it stayed for ever while its
+    unread states piled up in the kernel (2 KB/s a client); a reading client is unharmed."""
+    monkeypatch.setattr(api_module, "SEND_DEADLINE_S", 1.0)  # 30 s in use
+    host, port = service.url.removeprefix("http://").split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, (host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(raw, (
+        f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {TOKEN}\r\n\r\n").encode())
+    ping = bytes([0x81, 0x80 | 2]) + b"\0\0\0\0" + b"hi"  # a masked text frame, "hi"
+    reader = await session.ws_connect(service.url + "/api/v1/stream", headers=auth())
+    seen = 0
+
+    async def dropped() -> bool:
+        async with session.get(service.url + "/metrics", headers=auth()) as resp:
+            return "energy_tracker_websocket_clients 1.0" in await resp.text()
+
+    try:
+        for i in range(3000):  # ~5 MB of states: more than the socket buffers hold
+            await rpict.write(rpict_line(500.0 + i % 7, 0.0, 0.0))
+            if i % 50 == 0:
+                await loop.sock_sendall(raw, ping)
+                while True:  # the reading client keeps up
+                    try:
+                        await reader.receive_json(timeout=0.001)
+                        seen += 1
+                    except TimeoutError:
+                        break
+                if await dropped():
+                    break
+        await wait_until(dropped, 10, "the client that does not read to be dropped")
+        await reader.receive_json(timeout=5)  # the other client still gets its states
+    finally:
+        raw.close()
+        await reader.close()
+    assert seen > 0
