@@ -88,32 +88,27 @@ async def test_power_above_a_threshold_notifies(
     }
 
 
-async def test_energy_above_a_threshold_notifies_in_kwh_with_decimals(
+@pytest.mark.parametrize(
+    ("threshold", "before", "after", "said"),
+    [
+        # kWh values were rounded to whole numbers: "… is at 0 kWh, above 0.05 kWh".
+        (0.05, "0.01", "0.073", "is at 0.07 kWh, above 0.05 kWh."),
+        # Two decimals made 0.0536 read "0.05 kWh, above 0.053 kWh": below its own limit.
+        (0.053, "0.05", "0.0536", "is at 0.054 kWh, above 0.053 kWh."),
+    ],
+)
+async def test_energy_above_a_threshold_says_kwh_with_the_thresholds_decimals(
     hass: HomeAssistant, notify: list[ServiceCall],
+    threshold: float, before: str, after: str, said: str,
 ) -> None:
-    """kWh values were rounded to whole numbers: "… is at 0 kWh, above 0.05 kWh"."""
     attributes = {"device_class": "energy", "unit_of_measurement": "kWh",
                   "friendly_name": "Energy today"}
-    hass.states.async_set("sensor.energy_today", "0.01", attributes)
+    hass.states.async_set("sensor.energy_today", before, attributes)
     await use_blueprint(hass, "power_threshold_notify", {
-        "sensor": "sensor.energy_today", "threshold": 0.05})
-    hass.states.async_set("sensor.energy_today", "0.073", attributes)
+        "sensor": "sensor.energy_today", "threshold": threshold})
+    hass.states.async_set("sensor.energy_today", after, attributes)
     await wait_for(lambda: len(notify) == 1, 10, "the notification")
-    assert notify[0].data["message"] == "Energy today is at 0.07 kWh, above 0.05 kWh."
-
-
-async def test_the_value_keeps_as_many_decimals_as_the_threshold(
-    hass: HomeAssistant, notify: list[ServiceCall],
-) -> None:
-    """Two decimals made 0.0536 read "0.05 kWh, above 0.053 kWh": below its own limit."""
-    attributes = {"device_class": "energy", "unit_of_measurement": "kWh",
-                  "friendly_name": "Energy today"}
-    hass.states.async_set("sensor.energy_today", "0.05", attributes)
-    await use_blueprint(hass, "power_threshold_notify", {
-        "sensor": "sensor.energy_today", "threshold": 0.053})
-    hass.states.async_set("sensor.energy_today", "0.0536", attributes)
-    await wait_for(lambda: len(notify) == 1, 10, "the notification")
-    assert notify[0].data["message"] == "Energy today is at 0.054 kWh, above 0.053 kWh."
+    assert notify[0].data["message"] == f"Energy today {said}"
 
 
 async def test_power_above_its_rolling_average_notifies(
