@@ -40,7 +40,7 @@ def register_relay_routes(app: web.Application, backend: object) -> None:
     """Add the routes; `backend` is the running service (`AddonService`)."""
     app[RELAY_BACKEND_KEY] = cast(RelayApiBackend, backend)
     app.router.add_get("/api/v1/relays", _list)
-    app.router.add_put("/api/v1/relays/{id:[0-9]+}", _put)
+    app.router.add_put("/api/v1/relays/{id:[1-9][0-9]*}", _put)  # "01" is no relay id
     app.router.add_post("/api/v1/shed", _shed)
     app.router.add_post("/api/v1/restore", _restore)
     app.router.add_post("/api/v1/boards/voltage/calibration", _calibrate)

@@ -186,6 +186,11 @@ class BoardRelays:
             return
         if ack.result != "OK":
             _LOGGER.error("The voltage board refused WDT %d: %s", self._watchdog_s, ack.result)
+        elif self._watchdog_s:
+            _LOGGER.info("Voltage board watchdog armed: its relays go to their fail-safe "
+                         "states after %d s without the add-on", self._watchdog_s)
+        else:
+            _LOGGER.debug("Voltage board watchdog off")
 
     async def _feed_watchdog(self) -> None:
         while True:

@@ -42,7 +42,8 @@ class DemandResponse:
             before = snapshot["total_power_w"]
             if before is None:
                 raise NoReading
-            limit = limit_w if limit_w is not None else before - (reduce_w or 0.0)
+            # A reduction larger than the total asks for everything: a limit of 0, not -1 MW.
+            limit = limit_w if limit_w is not None else max(before - (reduce_w or 0.0), 0.0)
             total: float = before
             shed: list[dict[str, Any]] = []
             skipped: list[dict[str, Any]] = []

@@ -176,6 +176,7 @@ async def test_mangled_or_odd_authorization_headers(
         ("PUT", "/api/v1/co2_intensity", b" " * (2 * 1024 * 1024), 413),
         ("PUT", "/api/v1/relays/%EF%BC%91", b'{"state": true}', 404),  # a fullwidth "1"
         ("PUT", "/api/v1/relays/1", b'{"state": null}', 400),  # was a 200 doing nothing
+        ("PUT", "/api/v1/relays/01", b'{"priority": 10}', 404),  # was relay 1
         # An integer too big for a float: was an OverflowError's 500
         ("POST", "/api/v1/boards/voltage/calibration",
          b'{"measured_v": ' + b"9" * 400 + b"}", 400),

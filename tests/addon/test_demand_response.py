@@ -207,6 +207,9 @@ async def test_shed_ties_go_to_the_larger_load_first(
                          {"limit_w": row["mains_w"] - max(heater, kitchen) + 100})
     assert [s["id"] for s in result["shed"]] == [larger]
     assert result["reached"] is True
+    # More than the house draws: everything, and the limit it reports is 0 (was -1 MW).
+    everything = await _call(session, service, "POST", "/api/v1/shed", {"reduce_w": 1e6})
+    assert everything["limit_w"] == 0
 
 
 async def test_a_restart_keeps_the_shed_set_and_the_minimum_on_times(

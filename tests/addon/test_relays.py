@@ -264,7 +264,8 @@ async def test_settings_survive_a_restart(
     ],
 )
 async def test_watchdog_is_rearmed_after_every_board_reboot(
-    tmp_path: Path, ports: tuple[PtyPort, PtyPort], watchdog_s: int, hello_lost: bool
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], watchdog_s: int, hello_lost: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     options = _options(*ports, relay_watchdog_s=watchdog_s)
     service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
@@ -276,6 +277,8 @@ async def test_watchdog_is_rearmed_after_every_board_reboot(
         command = await peer.command()
         assert (command.command, command.args) == rearm
         await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+        await wait_until(lambda: "Voltage board watchdog armed" in caplog.text)
+        assert f"after {watchdog_s} s without the add-on" in caplog.text
         # The board reboots (its watchdog is 0 again) and says hello on its own.
         peer.seq = -1
         hello = frame("ETH", "0", "1.0.0", "3", "1.8")
