@@ -143,14 +143,15 @@ class RelayManager:
         if relay.state is not None:
             relay.last_changed = self._wall_clock()
             relay.on_since = self._clock() if state else None
-        elif state != relay.saved_state:
-            relay.last_changed = None  # changed while the add-on was down: when is unknown
-        elif state and relay.on_since is None:
-            # On since before the add-on knew (no saved time): the minimum on time counts
-            # from now, so a restart never lets demand response cut a relay short.
-            relay.on_since = self._clock()
-        elif not state:
-            relay.on_since = None
+        else:  # the first state this run: compared with what the last run left
+            if state != relay.saved_state:
+                relay.last_changed = None  # changed while the add-on was down: when unknown
+            if state and relay.on_since is None:
+                # On since before the add-on knew (no saved time): the minimum on time
+                # counts from now, so a restart never lets demand response cut it short.
+                relay.on_since = self._clock()
+            elif not state:
+                relay.on_since = None
         if state:
             relay.shed = False  # on again, by whatever means: nothing left to restore
         relay.state = state

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from energy_tracker_addon.config import Options
+from energy_tracker_addon.config import Options, RelayConfig
 from energy_tracker_addon.protocol import CommandFrame, frame, parse_command_line
-from energy_tracker_addon.relays import SETTINGS_FILE
+from energy_tracker_addon.relays import SETTINGS_FILE, RelayManager
 from energy_tracker_addon.service import AddonService
 
 from .polling import wait_until
@@ -393,3 +393,27 @@ async def test_board_relays_without_a_voltage_port_say_why_they_are_unavailable(
     assert ("Relays [1, 2, 3] are on the voltage board (source: board), but voltage_port "
             "is not set: they stay unavailable") in caplog.text
 
+
+
+@pytest.mark.parametrize("saved", [None, False, True])
+async def test_a_relay_found_on_at_start_counts_its_minimum_on_time_from_then(
+    tmp_path: Path, saved: bool | None
+) -> None:
+    """Whatever the last run saved (nothing, off, on without a time): demand response must
+    not cut a relay found on inside its minimum on time. A relay found as the last run left
+    it keeps when it was switched; one found otherwise changed at an unknown time."""
+    switched = 1_780_000_000.0
+    if saved is not None:
+        (tmp_path / SETTINGS_FILE).write_text(json.dumps({"1": {
+            "priority": 50, "min_on_s": 600, "shed": False, "state": saved,
+            "on_since": None, "last_changed": switched}}))
+    manager = RelayManager([RelayConfig(1, "Heater", "board")], tmp_path)
+    await manager.update_settings(1, priority=None, min_on_s=600)
+    manager.report(1, True)
+    relay = manager.get(1)
+    try:
+        assert manager.inside_min_on(relay)
+        assert manager.as_json(relay)["last_changed"] == (
+            "2026-05-28T20:26:40Z" if saved is True else None)
+    finally:
+        await manager.stop()
