@@ -177,9 +177,11 @@ async def test_mangled_or_odd_authorization_headers(
         ("PUT", "/api/v1/relays/%EF%BC%91", b'{"state": true}', 404),  # a fullwidth "1"
         ("PUT", "/api/v1/relays/1", b'{"state": null}', 400),  # was a 200 doing nothing
         ("PUT", "/api/v1/relays/01", b'{"priority": 10}', 404),  # was relay 1
-        # An integer too big for a float: was an OverflowError's 500
+        # Integers too big for a float: were OverflowError's 500s
         ("POST", "/api/v1/boards/voltage/calibration",
          b'{"measured_v": ' + b"9" * 400 + b"}", 400),
+        ("POST", "/api/v1/shed", b'{"limit_w": ' + b"9" * 400 + b"}", 400),
+        ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": -' + b"9" * 400 + b"}", 400),
         ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": 100, "g": 1}', 400),
         ("PUT", "/api/v1/co2_intensity", b'{"g_per_kwh": ' + b"9" * 5000 + b"}", 400),
         # Before year 1 once in UTC: was an OverflowError's 500
