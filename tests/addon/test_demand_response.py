@@ -114,17 +114,24 @@ async def test_switching_a_simulated_relay_off_removes_its_circuit(
         row["mains_w"] - row["water_heater_ac_w"] - row["laundry_w"], abs=TOLERANCE_W)
 
 
+async def _prioritise_with_the_laundry_just_on(
+    session: aiohttp.ClientSession, service: AddonService
+) -> None:
+    """Priorities laundry 10, water heater 20, kitchen 30; the laundry (600 s minimum on
+    time) was just switched on again, so it is inside it."""
+    for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
+                               (1, {"priority": 20}), (2, {"priority": 30})):
+        await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}", settings)
+    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
+    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": True})
+    await _next_reading(service)
+
+
 async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
     service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
 ) -> None:
     mains, heater, kitchen = row["mains_w"], row["water_heater_ac_w"], row["kitchen_w"]
-    for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
-                               (1, {"priority": 20}), (2, {"priority": 30})):
-        await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}", settings)
-    # Laundry was just switched on again: it is inside its 600 s minimum on-time.
-    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
-    await _call(session, service, "PUT", "/api/v1/relays/3", {"state": True})
-    await _next_reading(service)
+    await _prioritise_with_the_laundry_just_on(session, service)
 
     # Only the water heater is needed to get under this limit.
     first = await _call(session, service, "POST", "/api/v1/shed",
@@ -224,12 +231,7 @@ async def test_a_restart_keeps_the_shed_set_and_the_minimum_on_times(
     mains, heater = row["mains_w"], row["water_heater_ac_w"]
     try:
         async with _serving(options, tmp_path / "data") as service:
-            for relay_id, settings in ((3, {"priority": 10, "min_on_s": 600}),
-                                       (1, {"priority": 20}), (2, {"priority": 30})):
-                await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}", settings)
-            await _call(session, service, "PUT", "/api/v1/relays/3", {"state": False})
-            await _call(session, service, "PUT", "/api/v1/relays/3", {"state": True})
-            await _next_reading(service)
+            await _prioritise_with_the_laundry_just_on(session, service)
             first = await _call(session, service, "POST", "/api/v1/shed",
                                 {"limit_w": mains - heater + 100})
             assert [s["id"] for s in first["shed"]] == [1]
