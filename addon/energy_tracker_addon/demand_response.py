@@ -31,6 +31,11 @@ class DemandResponse:
         self._restoring = asyncio.Lock()  # restores one after another (one inrush at a time)
         self._sheds = 0  # sheds so far: a restore that sees it move stops
         self._shed_came = asyncio.Event()  # wakes a restore's stagger wait at once
+        # The relay changes the newest RPICT reading already shows: a total read before a
+        # switch is no baseline (shedding would count the switched load as its own drop).
+        self._measured_changes = manager.changes
+        self._rpict_lines = 0
+        meter.add_listener(self._on_state)
 
     async def shed(self, *, limit_w: float | None = None, reduce_w: float | None = None
                    ) -> dict[str, Any]:
@@ -40,6 +45,14 @@ class DemandResponse:
             self._shed_came.set()
             snapshot = self._meter.snapshot()
             before = snapshot["total_power_w"]
+            if before is not None and self._manager.changes != self._measured_changes:
+                reading = self._next_reading()  # a relay switched since the last reading
+                try:
+                    async with asyncio.timeout(self._reading_timeout_s):
+                        before = await reading
+                except TimeoutError:
+                    before = None
+                snapshot = self._meter.snapshot()
             if before is None:
                 raise NoReading
             # A reduction larger than the total asks for everything: a limit of 0, not -1 MW.
@@ -132,6 +145,12 @@ class DemandResponse:
                 power = relay.last_drop_w
             draws[relay.id] = power or 0.0
         return draws
+
+    def _on_state(self, snapshot: dict[str, Any]) -> None:
+        lines = snapshot["boards"]["rpict"]["lines_ok"]
+        if lines != self._rpict_lines:
+            self._rpict_lines = lines
+            self._measured_changes = self._manager.changes
 
     def _next_reading(self) -> asyncio.Future[float]:
         """The total of the next RPICT reading that has one."""

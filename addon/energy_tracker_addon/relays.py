@@ -114,6 +114,7 @@ class RelayManager:
         self._clock = clock
         self._wall_clock = wall_clock
         self._relays: dict[int, Relay] = {}
+        self.changes = 0  # acknowledged switches this run: tells readings taken before one
         for config in configs:
             source: ReportedSource = config.source
             if config.source == "board" and simulated_board:
@@ -143,6 +144,7 @@ class RelayManager:
         if relay.state is not None:
             relay.last_changed = self._wall_clock()
             relay.on_since = self._clock() if state else None
+            self.changes += 1
         else:  # the first state this run: compared with what the last run left
             if state != relay.saved_state:
                 relay.last_changed = None  # changed while the add-on was down: when unknown

@@ -177,6 +177,24 @@ async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
         "restored": [], "failed": [], "interrupted": False}
 
 
+async def test_a_shed_right_after_a_switch_measures_from_a_reading_that_shows_it(
+    service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
+) -> None:
+    """The total read before a switch is no baseline: the heater switched off just before
+    the shed would count as part of the kitchen's drop."""
+    mains, heater, kitchen = row["mains_w"], row["water_heater_ac_w"], row["kitchen_w"]
+    await _call(session, service, "PUT", "/api/v1/relays/2", {"priority": 5})
+    await _next_reading(service)
+    await _call(session, service, "PUT", "/api/v1/relays/1", {"state": False})
+    result = await _call(session, service, "POST", "/api/v1/shed", {"reduce_w": 100})
+
+    assert result["total_before_w"] == pytest.approx(mains - heater, abs=TOLERANCE_W)
+    assert result["limit_w"] == pytest.approx(mains - heater - 100, abs=TOLERANCE_W)
+    assert [s["id"] for s in result["shed"]] == [2]
+    assert result["shed"][0]["drop_w"] == pytest.approx(kitchen, abs=TOLERANCE_W)
+    assert result["total_after_w"] == pytest.approx(mains - heater - kitchen, abs=TOLERANCE_W)
+
+
 async def test_a_shed_during_a_restore_wins_at_once(
     service: AddonService, session: aiohttp.ClientSession, row: dict[str, float]
 ) -> None:
