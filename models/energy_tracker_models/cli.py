@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import evaluate_csv
 
             print(json.dumps(evaluate_csv(args.data, args.models), allow_nan=False))
-    except (NilmBundleError, DataError, FileNotFoundError) as err:
+    except (NilmBundleError, DataError, OSError) as err:  # a missing file, a full disk
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -76,7 +76,12 @@ def export(names: list[str], cache: Path, out: Path, version: str,
         previous = out.with_name(f"{staging.name}.previous")
         if out.exists():
             out.rename(previous)
-        staging.rename(out)
+        try:
+            staging.rename(out)
+        except BaseException:
+            if previous.exists() and not out.exists():
+                previous.rename(out)  # the old bundle back where the add-on looks for it
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -4,6 +4,7 @@ held-out data (TensorFlow, the `models` extra, which the README's test command i
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -74,6 +75,24 @@ def test_train_export_evaluate_on_a_uci_slice(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert merged_dir.stat().st_mode & 0o777 == 0o755  # readable like any folder
     capsys.readouterr()
+
+    # A swap that fails half-way (the new folder cannot take the bundle's name) puts the
+    # bundle that was in place back, and says why.
+    rename = Path.rename
+
+    def staging_cannot_move(self: Path, target: str | Path) -> Path:
+        if (self.name.startswith(f".{merged_dir.name}.") and self.suffix != ".previous"
+                and Path(target) == merged_dir):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(self, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "rename", staging_cannot_move)
+        assert main(["--cache", str(cache), "export", "--targets", TARGET, "--keep-others",
+                     "--out", str(merged_dir), "--version", "0.0.4+test"]) == 2
+    assert "Invalid cross-device link" in capsys.readouterr().err
+    assert load_bundle(merged_dir).version == "0.0.3+test"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
     # Held-out week, scored by the CLI in a fresh process (the add-on's inference path)
     week = uci.loc["2010-03-01":"2010-03-07", ["mains", TARGET]]
