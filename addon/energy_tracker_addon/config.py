@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -237,6 +237,15 @@ _CHANNEL_SCHEMA: Final = vol.Schema(
 )
 
 
+def _without_repeats(values: list[str]) -> list[str]:
+    """A model listed twice is listed once: a slip in a list editor is no reason to stop
+    the meter."""
+    kept = list(dict.fromkeys(values))
+    if len(kept) < len(values):
+        _LOGGER.warning("nilm_appliances lists a model more than once: %s", values)
+    return kept
+
+
 def _api_token(value: Any) -> str:
     """Empty (a generated token), or one nobody on the network could guess quickly."""
     if value == "":
@@ -251,10 +260,10 @@ _SCHEMA: Final = vol.Schema(
         vol.Optional("api_token"): _api_token,
         vol.Optional("rpict_port"): str,
         vol.Optional("rpict_model"): vol.In(RPICT_MODELS),
-        vol.Optional("rpict_baudrate"): vol.All(_integer, vol.Range(min=1)),
+        vol.Optional("rpict_baudrate"): vol.All(_integer, vol.Range(min=50, max=4_000_000)),
         vol.Optional("rpict_vest"): vol.All(_number, vol.Range(min=50, max=500)),
         vol.Optional("voltage_port"): str,
-        vol.Optional("voltage_baudrate"): vol.All(_integer, vol.Range(min=1)),
+        vol.Optional("voltage_baudrate"): vol.All(_integer, vol.Range(min=50, max=4_000_000)),
         vol.Optional("channels"): vol.All(
             [_CHANNEL_SCHEMA], vol.Length(min=1, msg="needs at least one channel"),
             _unique_channel_ids,
@@ -271,7 +280,7 @@ _SCHEMA: Final = vol.Schema(
         vol.Optional("co2_g_per_kwh"): vol.All(_number, vol.Range(min=0, max=2000)),
         vol.Optional("gas_m3_per_pulse"): vol.All(_number, vol.Range(min=0.001, max=10)),
         vol.Optional("mqtt_enabled"): bool,
-        vol.Optional("mqtt_host"): str,
+        vol.Optional("mqtt_host"): vol.All(str, str.strip),
         vol.Optional("mqtt_port"): vol.All(_integer, vol.Range(min=1, max=65535)),
         vol.Optional("mqtt_username"): str,
         vol.Optional("mqtt_password"): str,
@@ -284,10 +293,10 @@ _SCHEMA: Final = vol.Schema(
             MQTT_TOPIC_PATTERN, msg="not an MQTT topic without wildcards"
         ),
         vol.Optional("nilm_enabled"): bool,
-        vol.Optional("nilm_bundle_dir"): str,
+        vol.Optional("nilm_bundle_dir"): vol.All(str, str.strip),
         vol.Optional("nilm_appliances"): vol.All(
             [vol.Match(APPLIANCE_ID_PATTERN, msg="not a model id such as kettle")],
-            vol.Unique(msg="lists a model twice"),
+            _without_repeats,
         ),
         vol.Optional("extra_meters"): vol.All([_EXTRA_METER_SCHEMA], _check_extra_meters),
     }
@@ -336,8 +345,12 @@ def parse_options(data: Any) -> Options:
         valid["extra_meters"] = tuple(ExtraMeterConfig(**m) for m in valid["extra_meters"])
     if "nilm_appliances" in valid:
         valid["nilm_appliances"] = tuple(valid["nilm_appliances"])
-    if valid.get("mqtt_enabled") and not valid.get("mqtt_host", "").strip():
+    if valid.get("mqtt_enabled") and not valid.get("mqtt_host"):
         raise OptionsError("mqtt_host: needed when mqtt_enabled is true")
+    if valid.get("mqtt_enabled") and valid.get("mqtt_password") and not valid.get(
+            "mqtt_username"):
+        _LOGGER.warning("mqtt_password is set without mqtt_username: the broker is asked "
+                        "for an anonymous login and the password is not sent")
     ca = valid.get("mqtt_ca_certificate", "")
     if ca and not valid.get("mqtt_tls"):
         raise OptionsError("mqtt_ca_certificate: only used with mqtt_tls: true")
@@ -347,8 +360,7 @@ def parse_options(data: Any) -> Options:
     options = Options(**valid)
     # Checks across options: refused here, before anything starts, like every other one.
     check_hat_channels(options)
-    check_relay_channels(options)
-    return options
+    return unlink_missing_relay_channels(options)
 
 
 def check_hat_channels(options: Options) -> None:
@@ -360,13 +372,19 @@ def check_hat_channels(options: Options) -> None:
                                f"{options.rpict_model}, which has {inputs} CT inputs")
 
 
-def check_relay_channels(options: Options) -> None:
-    """A relay names no channel or a configured one. Raises OptionsError."""
+def unlink_missing_relay_channels(options: Options) -> Options:
+    """Relays that name a channel not in `channels` lose the link, with a warning: the
+    default relays name channel 3, and a house metered on two clamps still switches them."""
     channel_ids = {c.id for c in options.channels}
+    relays = []
     for relay in options.relays:
         if relay.channel is not None and relay.channel not in channel_ids:
-            raise OptionsError(f"relays: relay {relay.id} names channel {relay.channel}, "
-                               "which is not in channels")
+            _LOGGER.warning("Relay %d (%s) names channel %d, which is not in channels: its "
+                            "draw is taken from the total when it switches instead",
+                            relay.id, relay.name, relay.channel)
+            relay = replace(relay, channel=None)
+        relays.append(relay)
+    return replace(options, relays=tuple(relays))
 
 
 def channels_on_hat(channels: tuple[ChannelConfig, ...],

@@ -142,7 +142,8 @@ class ExtraMeters:
             # Each meter is its own MQTT device, like a meter of another site in the fleet.
             from .mqtt import MqttPublisher
 
-            publisher = MqttPublisher(options, meter, own_id)
+            publisher = MqttPublisher(options, meter, own_id, voltage_board=False,
+                                      name=config.name)
             await publisher.start()
             self._running.push_async_callback(publisher.stop)
         entry.link = SerialLink(f"rpict {config.id}", port, options.rpict_baudrate,

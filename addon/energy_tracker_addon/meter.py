@@ -269,9 +269,28 @@ class Meter:
         if state is None or state.connected == connected:
             return
         state.connected = connected
-        if board == "voltage" and not connected:
-            self._relays = None
+        if not connected:
+            self._port_closed(board)
         self._publish()
+
+    def _port_closed(self, board: Board) -> None:
+        """A closed port sends nothing more: its values go at once, not after
+        stale_after_s, and no energy is integrated across the time it was out."""
+        if board == "rpict":
+            self._last_rpict = None
+            if self._available:
+                _LOGGER.warning("RPICT port closed: values unavailable")
+                self._available = False
+                self._update_power_metrics()
+        elif board == "voltage":
+            self._relays = None
+            self._last_measurement = None
+            if self._voltage_fresh:
+                _LOGGER.warning("Voltage board port closed: using vest %g V",
+                                self._options.rpict_vest)
+                self._voltage_fresh = False
+                self._metrics.voltage_v.set(math.nan)
+                self._metrics.frequency_hz.set(math.nan)
 
     # ------------------------------------------------------------------ lifecycle
 

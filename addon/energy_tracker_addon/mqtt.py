@@ -22,6 +22,7 @@ import aiomqtt
 from . import __version__
 from .config import Options
 from .meter import Meter
+from .protocol import RPICT_PRINTS_TEMPERATURE, RPICT_PRINTS_VOLTAGE
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,10 +79,15 @@ def _code(rc: object) -> int | None:
 class MqttPublisher:
     """Mirror the meter onto `<prefix>/<meter_id>/…`; `start()` returns at once."""
 
-    def __init__(self, options: Options, meter: Meter, meter_id: str) -> None:
+    def __init__(self, options: Options, meter: Meter, meter_id: str, *,
+                 voltage_board: bool, name: str | None = None) -> None:
+        """`voltage_board`: a board measures Vrms and frequency for this meter; `name`:
+        an extra meter's configured name (its device name and the prefix of its log lines)."""
         self._options = options
         self._meter = meter
         self._meter_id = meter_id
+        self._voltage_board = voltage_board
+        self._name = name
         base = f"{options.mqtt_topic_prefix}/{meter_id}"
         self.state_topic = f"{base}/state"
         self.availability_topic = f"{base}/availability"
@@ -97,10 +103,17 @@ class MqttPublisher:
         self._task: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._tls: ssl.SSLContext | None = None
+        self._last_error: str | None = "not connected yet"
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    def status(self) -> dict[str, Any]:
+        """The `mqtt` object of /api/v1/info: the broker, and why it is not connected."""
+        return {"broker": f"{self._options.mqtt_host}:{self._options.mqtt_port}",
+                "connected": self._connected,
+                "error": None if self._connected else self._last_error}
 
     async def start(self) -> None:
         try:
@@ -109,6 +122,7 @@ class MqttPublisher:
             # Never fall back to plain MQTT: the user asked for an encrypted link.
             _LOGGER.error("MQTT publishing off: cannot load mqtt_ca_certificate %s (%s)",
                           self._options.mqtt_ca_certificate, error)
+            self._last_error = f"publishing off: cannot load mqtt_ca_certificate ({error})"
             return
         self._remove_listener = self._meter.add_listener(self._on_reading)
         self._task = asyncio.create_task(self._run(), name="energy_tracker mqtt")
@@ -171,6 +185,8 @@ class MqttPublisher:
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
         where = f"{self._options.mqtt_host}:{self._options.mqtt_port}"
+        if self._name is not None:  # one line per meter: say whose
+            where += f" (meter {self._name})"
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             connected_at: float | None = None
@@ -179,6 +195,7 @@ class MqttPublisher:
                 async with client:
                     connected_at = loop.time()
                     self._connected = True
+                    self._last_error = None
                     self._log_connected(where)
                     await self._session(client)
                     if self._stopping.is_set():
@@ -214,11 +231,14 @@ class MqttPublisher:
         """One line per kind of trouble and outage; an outage ends with a stable session."""
         if self._stopping.is_set():
             return
+        self._last_error = str(error)
         if lasted is not None and lasted >= STABLE_S:
             self._outage.clear()
             self._back_logged = False
             self._dropped = 0
-        if lasted is None and isinstance(error.__context__, ssl.SSLError):
+        if lasted is None and (isinstance(error.__context__, ssl.SSLError) or (
+                self._options.mqtt_tls and isinstance(error.__context__, ConnectionResetError))):
+            # A plain-MQTT port resets a TLS hello: the same fix as a refused certificate.
             kind = "tls"
         elif lasted is None and isinstance(error, aiomqtt.MqttCodeError) \
                 and _code(error.rc) in _AUTH_REFUSED:
@@ -231,9 +251,13 @@ class MqttPublisher:
             _LOGGER.debug("MQTT broker %s still unavailable: %s", where, error)
             return
         self._outage.add(kind)
-        if kind == "tls":
-            # A certificate the CA does not vouch for (or a broker without TLS): only the
-            # user can fix it, so an error; retried all the same.
+        if kind == "tls" and isinstance(error.__context__, ConnectionResetError):
+            _LOGGER.error("MQTT broker %s closed the connection during the TLS handshake "
+                          "(%s): is mqtt_port a TLS port? Brokers usually take plain MQTT on "
+                          "1883 and TLS on 8883", where, error)
+        elif kind == "tls":
+            # A certificate the CA does not vouch for: only the user can fix it, so an
+            # error; retried all the same.
             _LOGGER.error("MQTT broker %s failed the TLS handshake (%s): check "
                           "mqtt_ca_certificate, mqtt_host (the name in the broker's "
                           "certificate) and mqtt_port", where, error)
@@ -305,16 +329,25 @@ class MqttPublisher:
         device = {
             "identifiers": [node],
             # Distinct names across a fleet; the user renames them in Home Assistant.
-            "name": f"{DEVICE_NAME} {self._meter_id[:8]}",
+            "name": f"{DEVICE_NAME} {self._name or self._meter_id[:8]}",
             "manufacturer": "Energy Tracker",
             "model": self._options.rpict_model,
             "sw_version": __version__,
         }
         origin = {"name": "Energy Tracker add-on", "sw_version": __version__,
                   "support_url": PROJECT_URL}
+        # Only what this meter measures: the others would stay "unknown" for ever.
+        hat_voltage = RPICT_PRINTS_VOLTAGE[self._options.rpict_model]
+        measured = {
+            "voltage": self._voltage_board or hat_voltage,
+            "frequency": self._voltage_board,
+            "power_factor": hat_voltage,
+            "temperature": RPICT_PRINTS_TEMPERATURE[self._options.rpict_model],
+        }
         sensors: list[tuple[str, str, str, str, str, str | None, dict[str, Any]]] = [
             (key, name, f"value_json.{field}", device_class, state_class, unit, extra)
             for key, name, field, device_class, state_class, unit, extra in _TOTALS
+            if measured.get(key, True)
         ]
         for index, channel in enumerate(self._meter.info_channels()):
             for key, field, device_class, state_class, unit, extra in _PER_CHANNEL:

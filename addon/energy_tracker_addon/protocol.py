@@ -136,6 +136,11 @@ _RPICT_LAYOUTS: Final[dict[str, _RpictLayout]] = {
 RPICT_MODELS: Final[tuple[str, ...]] = tuple(_RPICT_LAYOUTS)
 # CT inputs (P/RP fields) of each model: the channel ids it can have.
 RPICT_POWER_INPUTS: Final[dict[str, int]] = {m: lay.powers for m, lay in _RPICT_LAYOUTS.items()}
+# What else each model prints: a voltage (so power factors), a temperature.
+RPICT_PRINTS_VOLTAGE: Final[dict[str, bool]] = {
+    m: lay.voltages > 0 for m, lay in _RPICT_LAYOUTS.items()}
+RPICT_PRINTS_TEMPERATURE: Final[dict[str, bool]] = {
+    m: lay.temperature for m, lay in _RPICT_LAYOUTS.items()}
 
 
 class RpictParser:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .board_relays import BoardCommander, BoardRelays
-from .config import Options, check_relay_channels
+from .config import Options
 from .demand_response import DemandResponse
 from .gpio_relays import GpioRelays, RequestOpener, request_lines
 from .meter import Meter
@@ -37,7 +37,6 @@ class RelayService:
         self.calibration = VoltageCalibration(self.commander)
         meter.add_frame_listener(self.calibration.on_frame)
         self.manager = RelayManager(options.relays, data_dir, simulated_board=simulated_board)
-        check_relay_channels(options)
         board_ids = [r.id for r in options.relays if r.source == "board"]
         if board_ids and not simulated_board and not options.voltage_port:
             # The default options list three board relays: without the ESP8266 board they

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -34,6 +34,9 @@ from .relays import saved_states as saved_relay_states
 from .serial_link import SerialLink, SerialLinkError
 from .simulator import HAT_MODEL, SimulatedMeter
 from .voltage_calibration import VoltageCalibration
+
+if TYPE_CHECKING:
+    from .mqtt import MqttPublisher  # imported at start only when publishing is on
 
 _LOGGER = logging.getLogger(__name__)
 COUNTER_FILE: Final = "energy_counters.json"
@@ -79,6 +82,7 @@ class AddonService:
         self._forecasting: Forecasting | None = None
         self._nilm: NilmService | None = None
         self._extra_meters: ExtraMeters | None = None
+        self._mqtt: MqttPublisher | None = None
         self.options = options
         self.data_dir = data_dir
         self.host = host
@@ -170,6 +174,7 @@ class AddonService:
         await self._running.aclose()
         self._running = contextlib.AsyncExitStack()
         self._links = {}
+        self._mqtt = None
 
     async def _start(self) -> None:
         if not self.options.rpict_port and self.options.rpict_model != HAT_MODEL:
@@ -221,9 +226,11 @@ class AddonService:
             # aiomqtt/paho cost ~14 MB: imported only when publishing is on.
             from .mqtt import MqttPublisher
 
-            publisher = MqttPublisher(options, meter, self._meter_id)
+            publisher = MqttPublisher(options, meter, self._meter_id,
+                                      voltage_board=bool(voltage_port))
             await publisher.start()
             self._running.push_async_callback(publisher.stop)
+            self._mqtt = publisher
 
         # Before the boards start, so it sees the voltage board's first frames.
         self._relays = RelayService(
@@ -308,6 +315,7 @@ class AddonService:
             "rpict_model": self.options.rpict_model,
             "boards": boards,
             "channels": self.meter.info_channels(),
+            "mqtt": None if self._mqtt is None else self._mqtt.status(),
         }
 
 

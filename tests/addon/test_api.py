@@ -320,6 +320,7 @@ async def test_rest_routes_serve_the_current_reading(
     assert info["boards"] == [
         {"id": "rpict", "model": "rpict3t1", "port": str(rpict.path), "connected": True}
     ]
+    assert info["mqtt"] is None  # not publishing
     async with session.get(service.url + "/api/v1/energy", headers=auth()) as resp:
         energy = await resp.json()
     assert [c["id"] for c in energy["channels"]] == [1, 2, 3]

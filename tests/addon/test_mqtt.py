@@ -264,11 +264,12 @@ def mqtt_options(port: int, **extra: Any) -> Options:
 
 
 def _expected_values(state: dict[str, Any]) -> dict[str, Any]:
-    """What each sensor of a central Home Assistant must show, by unique_id suffix."""
+    """What each sensor of a central Home Assistant must show, by unique_id suffix: the
+    simulated RPICT3T1 and voltage board measure no power factor, so it has no sensor."""
     values = {
         "total_power": state["total_power_w"], "total_energy": state["total_energy_kwh"],
         "voltage": state["voltage_v"], "frequency": state["frequency_hz"],
-        "power_factor": state["power_factor"], "temperature": state["temperature_c"],
+        "temperature": state["temperature_c"],
     }
     for channel in state["channels"]:
         values[f"channel_{channel['id']}_power"] = channel["power_w"]
@@ -377,6 +378,13 @@ async def test_broker_restart_resumes_publishing_and_the_api_keeps_serving(
         outage = [r for r in caplog.records
                   if r.name == LOGGER and "unavailable" in r.getMessage()]
         assert len(outage) == 1, "one log line per outage, not one per retry"
+        # The API says so too, for a user who has no access to the log.
+        async with session.get(f"{service.url}/api/v1/info",
+                               headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            mqtt = (await resp.json())["mqtt"]
+        assert mqtt["broker"] == f"127.0.0.1:{broker.port}"
+        assert mqtt["connected"] is False
+        assert "Connection refused" in mqtt["error"]
 
         broker.start()
         async with Subscriber(broker.port) as central:
@@ -393,6 +401,8 @@ async def test_broker_restart_resumes_publishing_and_the_api_keeps_serving(
                 what="new readings after the restart",
             )
         assert any(r.name == LOGGER and "is back" in r.getMessage() for r in caplog.records)
+        assert service.info()["mqtt"]["connected"] is True
+        assert service.info()["mqtt"]["error"] is None
     finally:
         await service.stop()
 
@@ -451,8 +461,17 @@ async def test_every_extra_meter_is_its_own_mqtt_device(
                 s["total_power_w"] == garage_meter.snapshot()["total_power_w"]
                 and s["seq"] == garage_meter.snapshot()["seq"]
                 for s in central.states(topics[1])), timeout=15, what="garage state")
-            devices = {c["device"]["identifiers"][0] for c in central.configs().values()}
+            configs = central.configs().values()
+            devices = {c["device"]["identifiers"][0] for c in configs}
             assert devices == {f"energy_tracker_{meter}" for meter in ids}
+            garage_node = f"energy_tracker_{ids[1]}"
+            garage_configs = [c for c in configs
+                              if c["device"]["identifiers"] == [garage_node]]
+            # Named as configured; only what a lone RPICT3T1 measures (no voltage board).
+            assert {c["device"]["name"] for c in garage_configs} == {"Energy Tracker Garage"}
+            assert {c["unique_id"].removeprefix(f"{garage_node}_") for c in garage_configs
+                    if not c["unique_id"].startswith(f"{garage_node}_channel_")} \
+                == {"total_power", "total_energy", "temperature"}
             for meter in ids:
                 assert [m.payload for m in central.on(f"energy_tracker/{meter}/availability")
                         ] == [b"online"]
@@ -510,7 +529,7 @@ async def test_a_refused_anonymous_login_says_to_set_a_user(
     options = mqtt_options(broker.port)  # no mqtt_username
     meter_id = "0123456789abcdef0123456789abcdef"
     meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
-    publisher = MqttPublisher(options, meter, meter_id)
+    publisher = MqttPublisher(options, meter, meter_id, voltage_board=False)
     try:
         await publisher.start()
         await wait_until(lambda: broker.log_text().count("not authorised") >= 1, timeout=10,
@@ -533,7 +552,7 @@ async def test_wrong_password_is_logged_once_and_readings_wait_in_a_bounded_queu
     options = mqtt_options(broker.port, mqtt_username="meter", mqtt_password="a-typo")
     meter_id = "0123456789abcdef0123456789abcdef"
     meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
-    publisher = MqttPublisher(options, meter, meter_id)
+    publisher = MqttPublisher(options, meter, meter_id, voltage_board=False)
     try:
         async with Subscriber(broker.port, "central", "central-secret") as central:
             await publisher.start()
@@ -646,7 +665,7 @@ def tls_broker(broker_dir: Path) -> Iterator[Mosquitto]:
 def _publisher(tmp_path: Path, options: Options) -> tuple[Meter, MqttPublisher]:
     meter_id = "0123456789abcdef0123456789abcdef"
     meter = Meter(options, CounterStore(tmp_path / "energy.json"), Metrics(), meter_id)
-    return meter, MqttPublisher(options, meter, meter_id)
+    return meter, MqttPublisher(options, meter, meter_id, voltage_board=False)
 
 
 async def test_tls_publishes_to_a_broker_signed_by_the_users_ca(
@@ -688,6 +707,24 @@ async def test_tls_refuses_a_broker_its_ca_does_not_vouch_for(
             assert "CERTIFICATE_VERIFY_FAILED" in refused[0]
             assert not publisher.connected
             assert not central.on(publisher.state_topic), "nothing left in plain text"
+    finally:
+        await publisher.stop()
+
+
+async def test_tls_to_a_plain_mqtt_port_says_to_check_the_port(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain broker resets a TLS hello: said as such, once, not as a generic outage."""
+    _meter, publisher = _publisher(tmp_path, mqtt_options(broker.port, mqtt_tls=True))
+    try:
+        await publisher.start()
+        await wait_until(lambda: broker.log_text().count("protocol error") >= 2, timeout=10,
+                         what="two TLS hellos refused")
+        lines = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+        assert len(lines) == 1, [r.getMessage() for r in lines]
+        assert lines[0].levelno == logging.ERROR
+        assert "is mqtt_port a TLS port?" in lines[0].getMessage()
+        assert not publisher.connected
     finally:
         await publisher.stop()
 
