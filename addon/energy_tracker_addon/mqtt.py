@@ -319,9 +319,30 @@ class MqttPublisher:
     async def _announce(self, client: aiomqtt.Client) -> None:
         for topic, payload in self.discovery_messages().items():
             await client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        for topic in self.unmeasured_topics():
+            # Announced by add-ons before 0.3.10: an empty retained config removes them.
+            await client.publish(topic, b"", qos=1, retain=True)
         await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
 
     # ------------------------------------------------------------------ discovery
+
+    def _unmeasured(self) -> set[str]:
+        """Totals this meter has no source for: their sensors would be unknown for ever."""
+        hat_voltage = RPICT_PRINTS_VOLTAGE[self._options.rpict_model]
+        measured = {
+            "voltage": self._voltage_board or hat_voltage,
+            "frequency": self._voltage_board,
+            "power_factor": hat_voltage,
+            "temperature": RPICT_PRINTS_TEMPERATURE[self._options.rpict_model],
+        }
+        return {key for key, known in measured.items() if not known}
+
+    def unmeasured_topics(self) -> list[str]:
+        return [self._config_topic(key) for key in sorted(self._unmeasured())]
+
+    def _config_topic(self, key: str) -> str:
+        node = f"energy_tracker_{self._meter_id}"
+        return f"{self._options.mqtt_discovery_prefix}/sensor/{node}/{key}/config"
 
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         """Home Assistant MQTT discovery: config topic → payload, one sensor each."""
@@ -336,18 +357,11 @@ class MqttPublisher:
         }
         origin = {"name": "Energy Tracker add-on", "sw_version": __version__,
                   "support_url": PROJECT_URL}
-        # Only what this meter measures: the others would stay "unknown" for ever.
-        hat_voltage = RPICT_PRINTS_VOLTAGE[self._options.rpict_model]
-        measured = {
-            "voltage": self._voltage_board or hat_voltage,
-            "frequency": self._voltage_board,
-            "power_factor": hat_voltage,
-            "temperature": RPICT_PRINTS_TEMPERATURE[self._options.rpict_model],
-        }
+        unmeasured = self._unmeasured()
         sensors: list[tuple[str, str, str, str, str, str | None, dict[str, Any]]] = [
             (key, name, f"value_json.{field}", device_class, state_class, unit, extra)
             for key, name, field, device_class, state_class, unit, extra in _TOTALS
-            if measured.get(key, True)
+            if key not in unmeasured
         ]
         for index, channel in enumerate(self._meter.info_channels()):
             for key, field, device_class, state_class, unit, extra in _PER_CHANNEL:
@@ -375,6 +389,5 @@ class MqttPublisher:
             }
             if unit is not None:
                 payload["unit_of_measurement"] = unit
-            topic = f"{self._options.mqtt_discovery_prefix}/sensor/{node}/{key}/config"
-            messages[topic] = payload
+            messages[self._config_topic(key)] = payload
         return messages

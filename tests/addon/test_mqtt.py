@@ -32,7 +32,13 @@ import voluptuous as vol
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.template import Template
 
-from energy_tracker_addon.config import ExtraMeterConfig, Options, OptionsError, parse_options
+from energy_tracker_addon.config import (
+    ExtraMeterConfig,
+    Options,
+    OptionsError,
+    meter_id,
+    parse_options,
+)
 from energy_tracker_addon.meter import Meter
 from energy_tracker_addon.metrics import Metrics
 from energy_tracker_addon.mqtt import QUEUE_SIZE, MqttPublisher
@@ -284,13 +290,21 @@ async def test_discovery_and_states_match_the_api(
     # Imported here: the MQTT platform needs the running Home Assistant to check templates.
     from homeassistant.components.mqtt.sensor import DISCOVERY_SCHEMA
 
+    # An add-on before 0.3.10 announced a power factor the RPICT3T1 never prints.
+    (tmp_path / "data").mkdir()
+    old_node = f"energy_tracker_{meter_id(tmp_path / 'data')}"
+    async with aiomqtt.Client("127.0.0.1", broker.port) as older:
+        await older.publish(f"homeassistant/sensor/{old_node}/power_factor/config",
+                            json.dumps({"name": "Power factor",
+                                        "unique_id": f"{old_node}_power_factor"}),
+                            qos=1, retain=True)
     service = AddonService(mqtt_options(broker.port), tmp_path / "data", "127.0.0.1", 0)
     async with Subscriber(broker.port) as central:
         await service.start()
         try:
-            meter_id = service.meter_id
-            state_topic = f"energy_tracker/{meter_id}/state"
-            availability = f"energy_tracker/{meter_id}/availability"
+            ident = service.meter_id
+            state_topic = f"energy_tracker/{ident}/state"
+            availability = f"energy_tracker/{ident}/availability"
             api: dict[str, Any] = {}
 
             async def api_state_was_published() -> bool:
@@ -305,7 +319,7 @@ async def test_discovery_and_states_match_the_api(
 
             configs = central.configs()
             expected = _expected_values(api)
-            node = f"energy_tracker_{meter_id}"
+            node = f"energy_tracker_{ident}"
             assert {c["unique_id"].removeprefix(f"{node}_") for c in configs.values()} \
                 == set(expected), "one sensor per value, each unique"
             for topic, config in configs.items():
