@@ -5,7 +5,7 @@ from __future__ import annotations
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -16,7 +16,11 @@ from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .appliance_events import ApplianceEvents
 from .carbon import CarbonIntensityForwarder
 from .const import CONF_CO2_INTENSITY_ENTITY, DOMAIN
-from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
+from .coordinator import (
+    EnergyTrackerConfigEntry,
+    EnergyTrackerCoordinator,
+    async_abort_reauth_flows,
+)
 from .devices import is_stale
 from .entity import meter_device_info
 from .events import MeterEvents
@@ -67,8 +71,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         ) from err
     async_outage(hass, entry).async_end()
     if info.meter_id != entry.unique_id:
-        # Retrying cannot help: the user must point the entry at its meter (reconfigure).
-        raise ConfigEntryError(
+        # Retried: the right add-on may come back at this address (another one stood in
+        # meanwhile); a reinstalled one never will, which the message says.
+        raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
             translation_key="wrong_meter",
             translation_placeholders={"expected": str(entry.unique_id), "found": info.meter_id},
@@ -77,6 +82,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     coordinator = EnergyTrackerCoordinator(hass, entry, client, info)
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
+    async_abort_reauth_flows(hass, entry)  # the token works (fixed another way, if at all)
     # The boards' devices point at the meter (via_device): it must exist first.
     dr.async_get(hass).async_get_or_create(
         config_entry_id=entry.entry_id, **meter_device_info(info)

@@ -30,9 +30,11 @@ __all__ = [
 ]
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
-# The server pings every 30 s; our own heartbeat notices a half-open connection
-# (add-on host gone without closing TCP) that would otherwise look alive forever.
-STREAM_HEARTBEAT_S = 30.0
+# Our heartbeat notices a half-open connection (add-on host gone without closing TCP, or a
+# frozen add-on) that would otherwise look alive forever. aiohttp pings only after this long
+# without a message (readings come every 2 s), so a stall shows within 15 s, near the
+# add-on's own 10 s staleness.
+STREAM_HEARTBEAT_S = 10.0
 # Shedding waits for a reading after every relay it switches, restoring for the stagger.
 SHED_TIMEOUT = aiohttp.ClientTimeout(total=120)
 RESTORE_DEFAULT_STAGGER_S = 5.0  # the add-on's default (docs/api.md)

@@ -22,6 +22,8 @@ DEFAULT_PORT: Final = 8099
 # within a few seconds of answering again.
 RECONNECT_INITIAL_DELAY: Final = 1.0
 RECONNECT_MAX_DELAY: Final = 5.0
+# A refused token is tried again this often (the reauth flow is what fixes it).
+AUTH_RETRY_DELAY: Final = 60.0
 
 # A short outage (add-on update, host reboot) is normal; only a long one is worth a
 # repairs issue.

@@ -7,7 +7,7 @@ import time
 from contextlib import aclosing
 from datetime import datetime
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed
 from homeassistant.helpers.event import async_call_later
@@ -15,6 +15,7 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, Upda
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .const import (
+    AUTH_RETRY_DELAY,
     CONF_UPDATE_INTERVAL,
     DEFAULT_UPDATE_INTERVAL,
     DOMAIN,
@@ -63,6 +64,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self._cancel_pending: CALLBACK_TYPE | None = None
         self._layout: DeviceLayout | None = None
         self._reload_scheduled = False
+        self._token_refused = False
 
     @property
     def newest_seq(self) -> int:
@@ -115,12 +117,16 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                         delay = RECONNECT_INITIAL_DELAY
                 lost = CannotConnect("the add-on closed the stream")
             except InvalidAuth as err:
-                # Retrying with the same token cannot work; ask the user for a new one. The
-                # add-on answers: the reauth flow, not an "unreachable" issue, says why.
-                self._outage.async_end()
-                self.async_set_update_error(err)
-                self.config_entry.async_start_reauth(self.hass)
-                return
+                # Ask the user for a new token. The add-on answers: the reauth flow, not an
+                # "unreachable" issue, says why. Tried again now and then all the same: the
+                # add-on may get its old token back (a restored backup).
+                if not self._token_refused:
+                    self._token_refused = True
+                    self._outage.async_end()
+                    self._async_set_unavailable(err)
+                    self.config_entry.async_start_reauth(self.hass)
+                await asyncio.sleep(AUTH_RETRY_DELAY)
+                continue
             except (CannotConnect, InvalidData) as err:
                 lost = err
             self._async_connection_lost(lost)
@@ -137,6 +143,12 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
 
     @callback
     def _async_stream_state(self, state: MeterState) -> None:
+        if self._token_refused:
+            self._token_refused = False
+            LOGGER.info("The Energy Tracker add-on takes the API token again")
+            async_abort_reauth_flows(self.hass, self.config_entry)
+            self._async_publish(state)
+            return
         if self._outage.ongoing:
             LOGGER.info("Connection to the Energy Tracker add-on restored")
             self._outage.async_end()
@@ -208,5 +220,23 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                 and str(err) != str(self.last_exception)):
             LOGGER.warning("Energy Tracker add-on still unavailable: %s", err)
         self._async_drop_pending()  # a reading from before the loss must not revive entities
-        self.async_set_update_error(err)
+        self._async_set_unavailable(err)
         self._outage.async_lost()
+
+    @callback
+    def _async_set_unavailable(self, err: Exception) -> None:
+        """async_set_update_error without its ERROR line: an add-on restart (an update, an
+        options change) is routine, so the start of an outage is logged once at info."""
+        self.last_exception = err
+        if self.last_update_success:
+            LOGGER.info("Energy Tracker add-on unavailable: %s", err)
+            self.last_update_success = False
+            self.async_update_listeners()
+
+
+@callback
+def async_abort_reauth_flows(hass: HomeAssistant, entry: ConfigEntry) -> None:
+    """The token works again (or was replaced another way): a reauth prompt left open,
+    and the repair that goes with it, would ask the user to fix what is fixed."""
+    for flow in entry.async_get_active_flows(hass, {SOURCE_REAUTH}):
+        hass.config_entries.flow.async_abort(flow["flow_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
+from custom_components.energy_tracker import coordinator as coordinator_module
 from custom_components.energy_tracker.const import (
     CONF_CHANNELS,
     CONF_UPDATE_INTERVAL,
@@ -69,9 +71,10 @@ def unreachable_issue(registry: ir.IssueRegistry, entry: MockConfigEntry) -> ir.
 
 async def test_addon_restart_unavailable_then_back_within_10_s(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
-    entity_registry: er.EntityRegistry,
+    entity_registry: er.EntityRegistry, caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE
+    caplog.set_level(logging.INFO, "custom_components.energy_tracker")
 
     await addon_down(hass, addon)
 
@@ -81,6 +84,12 @@ async def test_addon_restart_unavailable_then_back_within_10_s(
                    10, "total power to come back")
     assert asyncio.get_running_loop().time() - restarted < 10
     assert loaded_entry.state is ConfigEntryState.LOADED
+    # A restart (an update, an options change) is routine: one info line each way.
+    ours = [r for r in caplog.records if r.name == "custom_components.energy_tracker"]
+    assert [r.levelno for r in ours] == [logging.INFO, logging.INFO], [
+        r.getMessage() for r in ours]
+    assert "unavailable" in ours[0].getMessage()
+    assert "restored" in ours[1].getMessage()
 
 
 async def test_long_outage_raises_a_repairs_issue_that_clears_on_reconnect(
@@ -120,6 +129,28 @@ async def test_new_token_on_the_addon_asks_for_reauth(
     # "add-on unreachable" issue may contradict it however long the user takes.
     await past_the_issue_delay(hass)
     assert unreachable_issue(issue_registry, loaded_entry) is None
+
+
+async def test_the_old_token_back_on_the_addon_recovers_without_the_user(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused token is tried again now and then: an add-on restored from a backup
+    takes it again, and the entities come back with no reload and no prompt left."""
+    monkeypatch.setattr(coordinator_module, "AUTH_RETRY_DELAY", 0.5)
+    await addon.stop()
+    await addon.start(api_token="a-brand-new-token")
+    await wait_for(lambda: [f["context"]["source"] for f in
+                            hass.config_entries.flow.async_progress_by_handler(DOMAIN)]
+                   == [SOURCE_REAUTH], 10, "a reauth flow")
+    assert all_unavailable(hass)
+
+    await addon.stop()
+    await addon.start()  # its generated token again, which the entry holds
+    await wait_for(lambda: power_state(hass, entity_registry, addon) != STATE_UNAVAILABLE,
+                   10, "total power to come back")
+    assert loaded_entry.state is ConfigEntryState.LOADED
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
 
 
 async def test_a_new_token_found_at_setup_raises_no_unreachable_issue(

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_API_TOKEN
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from custom_components.energy_tracker.const import DOMAIN
 
 from .conftest import HOST, Addon, wait_for
 
@@ -47,3 +51,25 @@ async def test_diagnostics_of_a_lost_connection_still_hide_the_host(
     assert "Connection refused" in diagnostics["last_error"]
     assert "ConnectionKey" not in diagnostics["last_error"]
     assert HOST not in json.dumps(diagnostics)
+
+
+async def test_diagnostics_of_an_entry_that_could_not_set_up(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, addon: Addon,
+) -> None:
+    """When the add-on refused the token at setup, which is when a user needs them."""
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
+                            data={**addon.entry_data, CONF_API_TOKEN: "an-old-token-0123"})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+
+    assert diagnostics["entry"]["state"] == "setup_error"
+    assert diagnostics["connected"] is False
+    assert diagnostics["info"] is None
+    assert diagnostics["last_error"] == entry.reason
+    dumped = json.dumps(diagnostics)
+    assert "an-old-token-0123" not in dumped
+    assert HOST not in dumped
