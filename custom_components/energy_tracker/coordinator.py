@@ -27,13 +27,16 @@ from .models import MeterInfo, MeterState
 from .outage import async_outage
 
 type EnergyTrackerConfigEntry = ConfigEntry[EnergyTrackerCoordinator]
-# What decides which devices and entities exist, besides the appliances (added on the fly):
-# the add-on's info (boards, channels, version) and its relays and extra meters.
-type DeviceLayout = tuple[MeterInfo, frozenset[int], frozenset[str]]
+# What decides which devices and entities exist, and their names, besides the appliances
+# (added on the fly): the add-on's info (boards, channels, version) and its relays and
+# extra meters, by id and name (a renamed relay is a renamed device and Assist name).
+type DeviceLayout = tuple[MeterInfo, frozenset[tuple[int, str]], frozenset[tuple[str, str]]]
 
 
 def device_layout(info: MeterInfo, state: MeterState) -> DeviceLayout:
-    return info, frozenset(state.relays), frozenset(state.extra_meters)
+    return (info,
+            frozenset((relay_id, relay.name) for relay_id, relay in state.relays.items()),
+            frozenset((meter_id, meter.name) for meter_id, meter in state.extra_meters.items()))
 
 
 class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):

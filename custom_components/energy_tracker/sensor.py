@@ -254,7 +254,9 @@ async def async_setup_entry(
     """Create the sensors the add-on's info describes."""
     coordinator = entry.runtime_data
     channels = shown_channels(entry)
-    _remove_hidden_channel_entities(hass, entry, {channel.id for channel in channels})
+    _remove_hidden_channel_entities(
+        hass, entry, {channel.id for channel in coordinator.info.channels} - {
+            channel.id for channel in channels})
     first_state = coordinator.data
     entities: list[SensorEntity] = [
         MeterSensor(coordinator, description) for description in METER_SENSORS
@@ -279,11 +281,12 @@ async def async_setup_entry(
 
 @callback
 def _remove_hidden_channel_entities(
-    hass: HomeAssistant, entry: EnergyTrackerConfigEntry, shown: set[int]
+    hass: HomeAssistant, entry: EnergyTrackerConfigEntry, hidden: set[int]
 ) -> None:
-    """Drop registry entries of channels taken out in the options.
-
-    Otherwise they would linger as unavailable entities.
+    """Drop registry entries of channels the user took out in the options (otherwise they
+    would linger as unavailable entities). A channel the add-on stopped serving keeps its
+    entries, unavailable: its entity ids, names and areas come back with it, and nobody
+    else's channel takes its entity id meanwhile.
     """
     registry = er.async_get(hass)
     prefix = f"{entry.runtime_data.info.meter_id}_channel_"
@@ -291,7 +294,7 @@ def _remove_hidden_channel_entities(
         if not registry_entry.unique_id.startswith(prefix):
             continue
         channel_id = registry_entry.unique_id.removeprefix(prefix).split("_", 1)[0]
-        if channel_id.isdigit() and int(channel_id) not in shown:
+        if channel_id.isdigit() and int(channel_id) in hidden:
             registry.async_remove(registry_entry.entity_id)
 
 

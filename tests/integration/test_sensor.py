@@ -190,3 +190,32 @@ async def test_chatty_and_empty_entities_are_disabled_by_default(
         entry = entity_registry.async_get(entity_id(entity_registry, addon, key))
         assert entry is not None
         assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
+
+
+async def test_a_channel_the_addon_drops_keeps_its_entities_for_when_it_returns(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """Taken out of the add-on's options for a while (not the integration's): its
+    entities stay, unavailable, with the user's entity id, and come back with it."""
+    energy = entity_id(entity_registry, addon, "channel_3_energy")
+    renamed = "sensor.my_water_heater_energy"
+    entity_registry.async_update_entity(energy, new_entity_id=renamed)
+    channels = [{"id": 1, "name": "Mains", "role": "mains"},
+                {"id": 2, "name": "Kitchen", "role": "circuit"}]
+
+    await addon.stop()
+    await addon.start(channels=channels)
+    await wait_for(lambda: [c.id for c in loaded_entry.runtime_data.info.channels] == [1, 2],
+                   15, "the reload for the new channels")
+    await hass.async_block_till_done()
+    assert entity_registry.async_get(renamed) is not None
+    assert hass.states.get(renamed) is None or hass.states.get(renamed).state \
+        == STATE_UNAVAILABLE
+
+    await addon.stop()
+    await addon.start(channels=[*channels, {"id": 3, "name": "Water heater & AC",
+                                            "role": "circuit"}])
+    await wait_for(lambda: (state := hass.states.get(renamed)) is not None
+                   and state.state != STATE_UNAVAILABLE, 15, "channel 3 back")
+    assert entity_id(entity_registry, addon, "channel_3_energy") == renamed

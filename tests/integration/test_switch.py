@@ -74,6 +74,23 @@ async def test_switches_are_named_after_the_relays_on_their_own_devices(
         assert device.via_device_id == meter.id
 
 
+async def test_a_relay_renamed_in_the_addon_is_renamed_in_home_assistant(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    switch = relay_entity(entity_registry, addon, 1)
+    await addon.stop()
+    await addon.start(relays=[
+        {"id": 1, "name": "Hot water tank", "source": "board", "channel": 3},
+        {"id": 2, "name": "Kitchen", "source": "board", "channel": 2},
+        {"id": 3, "name": "Laundry", "source": "board"},
+    ])
+    await wait_for(lambda: (state := hass.states.get(switch)) is not None
+                   and state.attributes.get(ATTR_FRIENDLY_NAME) == "Hot water tank", 15,
+                   "the new relay name")
+    assert relay_entity(entity_registry, addon, 1) == switch  # same entity, new name
+
+
 async def test_turn_off_and_on_round_trip(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     entity_registry: er.EntityRegistry,
