@@ -212,6 +212,12 @@ class Analytics:
         self._unsaved = True
         self._file.write(self._payload(), live=True)
 
+    def clear_intensity(self) -> None:
+        """Back to the co2_g_per_kwh option now, not two hours after the last push."""
+        self.carbon.clear()
+        self._unsaved = True
+        self._file.write(self._payload(), live=True)
+
     def _record_co2(self, timestamp: datetime, previous: dict[str, float],
                     counters: dict[str, float]) -> None:
         """Each counter's energy since the previous reading, at the intensity now."""

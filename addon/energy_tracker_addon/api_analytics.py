@@ -48,6 +48,7 @@ def register_analytics_routes(app: web.Application, backend: object) -> None:
     app.router.add_get("/api/v1/export", _export)
     app.router.add_get("/api/v1/co2_intensity", _co2_intensity)
     app.router.add_put("/api/v1/co2_intensity", _set_co2_intensity)
+    app.router.add_delete("/api/v1/co2_intensity", _clear_co2_intensity)
 
 
 
@@ -78,6 +79,12 @@ async def _set_co2_intensity(request: web.Request) -> web.Response:
         analytics.push_intensity(body["g_per_kwh"])
     except ValueError as error:  # BadBody is a ValueError
         return invalid(str(error))
+    return web.json_response(analytics.carbon.as_json())
+
+
+async def _clear_co2_intensity(request: web.Request) -> web.Response:
+    analytics = request.app[ANALYTICS_KEY].analytics
+    analytics.clear_intensity()
     return web.json_response(analytics.carbon.as_json())
 
 

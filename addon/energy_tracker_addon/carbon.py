@@ -47,6 +47,14 @@ class CarbonIntensity:
         self._pushed_at = self._clock()
         self._updated = self._wall_clock()
 
+    def clear(self) -> None:
+        """Home Assistant no longer sends one (its sensor taken out of the options)."""
+        if self._pushed is not None:
+            _LOGGER.info("Carbon intensity from Home Assistant withdrawn: using the "
+                         "option's %g g/kWh", self._option)
+        self._pushed = None
+        self._updated = None
+
     @property
     def g_per_kwh(self) -> float:
         live = self._live()

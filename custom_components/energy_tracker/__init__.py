@@ -14,7 +14,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .appliance_events import ApplianceEvents
-from .carbon import CarbonIntensityForwarder
+from .carbon import CarbonIntensityForwarder, async_withdraw_intensity
 from .const import CONF_CO2_INTENSITY_ENTITY, DOMAIN
 from .coordinator import (
     EnergyTrackerConfigEntry,
@@ -96,6 +96,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         entry.async_on_unload(
             CarbonIntensityForwarder(hass, coordinator, intensity_entity).async_start()
         )
+    else:  # taken out of the options: the add-on would hold the last value for two hours
+        entry.async_create_background_task(
+            hass, async_withdraw_intensity(coordinator), f"{DOMAIN} co2 intensity")
     coordinator.async_start_stream()
 
     options_at_setup = dict(entry.options)

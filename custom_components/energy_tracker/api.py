@@ -146,6 +146,10 @@ class EnergyTrackerClient:
         """PUT /api/v1/co2_intensity: the grid's live carbon intensity (g/kWh)."""
         return await self._send_json("PUT", "co2_intensity", {"g_per_kwh": g_per_kwh})
 
+    async def clear_co2_intensity(self) -> dict[str, Any]:
+        """DELETE /api/v1/co2_intensity: back to the add-on's own co2_g_per_kwh."""
+        return await self._send_json("DELETE", "co2_intensity", {})
+
     async def add_label(self, label: dict[str, Any]) -> dict[str, Any]:
         """POST /api/v1/labels: feedback on a detected appliance; the stored label."""
         return await self._send_json("POST", "labels", label)

@@ -121,3 +121,11 @@ class CarbonIntensityForwarder:
             # The stream reports outages; a value refused by the add-on is worth a line.
             LOGGER.warning("Could not send the carbon intensity %g g/kWh to the add-on: %s",
                            value, err)
+
+
+async def async_withdraw_intensity(coordinator: EnergyTrackerCoordinator) -> None:
+    """No intensity sensor: the add-on goes back to its own co2_g_per_kwh option now."""
+    try:
+        await coordinator.client.clear_co2_intensity()
+    except EnergyTrackerError as err:  # an add-on before 0.3.10, or down: no harm
+        LOGGER.debug("Could not withdraw the carbon intensity: %s", err)

@@ -400,10 +400,26 @@ async def test_a_pushed_intensity_holds_across_a_restart_until_it_expires(
         clocks.set(clocks.wall + timedelta(hours=2))  # two hours without a push
         await rig.start()
         expired = (await rig.get(session, "co2_intensity"))[1]
+        # Withdrawn (the integration lost its sensor): the option at once, and after a
+        # restart too.
+        async with session.put(f"{rig.service.url}/api/v1/co2_intensity",  # type: ignore[union-attr]
+                               json={"g_per_kwh": 312},
+                               headers={"Authorization": "Bearer " + rig.options["api_token"]}
+                               ) as resp:
+            assert resp.status == 200
+        async with session.delete(f"{rig.service.url}/api/v1/co2_intensity",  # type: ignore[union-attr]
+                                  headers={"Authorization": "Bearer " + rig.options["api_token"]}
+                                  ) as resp:
+            assert resp.status == 200
+            withdrawn = await resp.json()
+        await rig.stop()
+        await rig.start()
+        after_restart = (await rig.get(session, "co2_intensity"))[1]
     finally:
         await rig.stop()
     assert pushed["source"] == "home_assistant"
     assert expired == {"g_per_kwh": 52.0, "source": "option", "updated": None}
+    assert withdrawn == after_restart == expired
 
 
 @pytest.mark.usefixtures("paris")

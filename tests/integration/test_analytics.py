@@ -274,6 +274,20 @@ async def test_a_carbon_intensity_sensor_drives_the_addons_co2(
     await addon.start()
     await wait_for(lambda: addon_uses(280.0), 15, "280 g/kWh again after the restart")
 
+    # The sensor taken out of the options: the add-on's own co2_g_per_kwh applies at once,
+    # not two hours after the last value.
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: [str(c["id"]) for c in (await addon.get("info"))["channels"]]})
+    await hass.async_block_till_done()
+    assert CONF_CO2_INTENSITY_ENTITY not in loaded_entry.options
+
+    async def addon_uses_its_option() -> bool:
+        served = await addon.get("co2_intensity")
+        return bool(served["source"] == "option" and served["updated"] is None)
+
+    await wait_for(addon_uses_its_option, 10, "the add-on's own intensity")
+
 
 @pytest.mark.parametrize(("value", "unit", "expected"), [
     ("250", "gCO2eq/kWh", 250.0), ("250", "g/kWh", 250.0), ("250", "gCO₂eq/kWh", 250.0),
