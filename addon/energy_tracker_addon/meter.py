@@ -279,15 +279,16 @@ class Meter:
         if board == "rpict":
             self._last_rpict = None
             if self._available:
-                _LOGGER.warning("RPICT port closed: values unavailable")
+                # Info: the link logs an unplug as a warning, and a stop closes it too.
+                _LOGGER.info("RPICT port closed: values unavailable")
                 self._available = False
                 self._update_power_metrics()
         elif board == "voltage":
             self._relays = None
             self._last_measurement = None
             if self._voltage_fresh:
-                _LOGGER.warning("Voltage board port closed: using vest %g V",
-                                self._options.rpict_vest)
+                _LOGGER.info("Voltage board port closed: using vest %g V",
+                             self._options.rpict_vest)
                 self._voltage_fresh = False
                 self._metrics.voltage_v.set(math.nan)
                 self._metrics.frequency_hz.set(math.nan)
