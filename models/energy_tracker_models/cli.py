@@ -1,4 +1,5 @@
-"""Command line `energy-tracker-models`: prepare, train, export, report, evaluate, forecast."""
+"""Command line `energy-tracker-models`: prepare, train, export, report, evaluate, finetune,
+forecast. Global options such as --cache go before the command."""
 
 from __future__ import annotations
 
@@ -16,21 +17,40 @@ from .targets import ALL_TARGETS
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache"
 
 
+def positive_int(text: str) -> int:
+    """An --epochs of 0 fits nothing yet used to overwrite the checkpoint, then crash."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def version(text: str) -> str:
+    """The add-on shows the bundle's version; a blank one would say nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="energy-tracker-models", description=__doc__)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
-                        help="prepared data and checkpoints (default models/.cache)")
+                        help="prepared data and checkpoints (default models/.cache); "
+                        "before the command")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="UCI + synthetic appliance data sets")
     p_train = sub.add_parser("train", help="train Keras models (needs the models extra)")
     p_train.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
                          default=list(ALL_TARGETS))
-    p_train.add_argument("--epochs", type=int, default=30)
+    p_train.add_argument("--epochs", type=positive_int, default=30)
     p_export = sub.add_parser("export", help="int8 TFLite + bundle.json")
     p_export.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS),
                           default=list(ALL_TARGETS))
     p_export.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
-    p_export.add_argument("--version", required=True,
+    p_export.add_argument("--version", required=True, type=version,
                           help="the bundle's version, e.g. 2.5.0+home for a fine-tuned one")
     p_export.add_argument("--keep-others", action="store_true",
                           help="keep the shipped bundle's models of the targets not exported")
@@ -49,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p_tune.add_argument("--history", type=Path, required=True,
                         help="an add-on export (GET /api/v1/export) covering the labels")
     p_tune.add_argument("--targets", nargs="+", choices=sorted(ALL_TARGETS), default=None)
-    p_tune.add_argument("--epochs", type=int, default=5)
+    p_tune.add_argument("--epochs", type=positive_int, default=5)
     add_forecast_arguments(sub.add_parser("forecast", help="energy forecast: train < 2010, "
                                           "test on 2010 against baselines"))
     args = parser.parse_args(argv)

@@ -14,6 +14,13 @@ CIRCUIT_COLUMNS = {"kitchen": "Sub_metering_1", "laundry": "Sub_metering_2",
 HOLDOUT_START = pd.Timestamp("2010-01-01")  # UCI data from here on is never trained on
 # Runs of rows identical in every column are filled gaps, not measurements
 SUSPICIOUS_RUN = 3
+# Resampling fills every bin between the first and last timestamp: past these, a span is
+# taken for a stray row (a unix 0 in a 2010 file is 21 M minutes) rather than data.
+MAX_BINS = 30_000_000  # ~5.7 years at 6 s
+SPARSE_BINS = 1_000_000  # spans this long must have rows in ...
+MIN_FILLED = 0.01  # ... at least this share of their bins
+# Unix seconds pass 1e11 in the year 5138; unix milliseconds did in 1973.
+MAX_UNIX_SECONDS = 1e11
 
 
 class DataError(Exception):
@@ -53,7 +60,8 @@ def load_uci(path: Path | None = None) -> pd.DataFrame:
 
 
 def read_power_csv(path: Path) -> pd.DataFrame:
-    """A CSV with `timestamp` (ISO 8601 or unix seconds), `mains` and appliance columns (W).
+    """A CSV with `timestamp` (ISO 8601 or unix seconds), `mains` (or the add-on export's
+    `total_power_w`) and appliance columns (W).
 
     Returns a frame indexed by UTC timestamps, sorted, numeric columns only.
     """
@@ -65,15 +73,21 @@ def read_power_csv(path: Path) -> pd.DataFrame:
     try:
         with opener(path, "rt", encoding="utf-8-sig") as fh:
             df = pd.read_csv(fh)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError,
-            gzip.BadGzipFile, EOFError) as err:
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
         raise DataError(f"{path}: not a UTF-8 CSV file{' (gzip)' if opener is gzip.open else ''}"
                         f" ({type(err).__name__}: {err})") from None
+    if "mains" not in df.columns and "total_power_w" in df.columns:
+        df = df.rename(columns={"total_power_w": "mains"})  # the add-on's export
     if "timestamp" not in df.columns or "mains" not in df.columns:
         raise DataError(f"{path}: needs columns 'timestamp' and 'mains', has {list(df.columns)}")
     ts = df.pop("timestamp")
     try:
         if pd.api.types.is_numeric_dtype(ts):
+            if ts.abs().max() > MAX_UNIX_SECONDS:
+                raise DataError(f"{path}: timestamps look like milliseconds (up to "
+                                f"{ts.abs().max():.0f}); give unix seconds")
             index = pd.to_datetime(ts, unit="s", utc=True)
         else:
             index = pd.to_datetime(ts, utc=True, format="ISO8601")
@@ -87,6 +101,34 @@ def read_power_csv(path: Path) -> pd.DataFrame:
 
 
 def resample(df: pd.DataFrame, period_s: int, max_fill: int = 2) -> pd.DataFrame:
-    """Mean over `period_s` bins; gaps up to `max_fill` bins are forward-filled, longer stay NaN."""
+    """Mean over `period_s` bins; gaps up to `max_fill` bins are forward-filled, longer stay NaN.
+
+    A span far too long for the data (a stray row years away) is a DataError, not an
+    attempt to allocate gigabytes.
+    """
+    check_span(pd.DatetimeIndex(df.index), period_s)
     out = df.resample(f"{period_s}s", origin="epoch").mean()
     return out.ffill(limit=max_fill)
+
+
+def check_span(index: pd.DatetimeIndex, period_s: int) -> None:
+    """Refuse to resample a span of absurdly many `period_s` bins, or one whose bins are
+    almost all empty, naming the two timestamps furthest apart."""
+    if len(index) < 2:
+        return
+    since_epoch = (index - pd.Timestamp(0, tz=index.tz)) // pd.Timedelta(1, "s")
+    seconds = np.sort(np.asarray(since_epoch, np.int64))
+    n_bins = int(seconds[-1] // period_s - seconds[0] // period_s) + 1
+    if n_bins <= SPARSE_BINS:
+        return
+    filled = len(np.unique(seconds // period_s))
+    if n_bins <= MAX_BINS and filled >= MIN_FILLED * n_bins:
+        return
+    gap = int(np.argmax(np.diff(seconds)))
+    first, last = (pd.Timestamp(int(t), unit="s", tz="UTC") for t in seconds[[0, -1]])
+    before, after = (pd.Timestamp(int(t), unit="s", tz="UTC")
+                     for t in seconds[[gap, gap + 1]])
+    raise DataError(
+        f"timestamps span {first} to {last}, {n_bins:,} bins of {period_s} s of which "
+        f"{filled:,} hold data; the largest gap is from {before} to {after}: a stray "
+        "row? (unix time 0 is 1970-01-01)")

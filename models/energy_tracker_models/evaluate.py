@@ -10,15 +10,23 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from energy_tracker_addon.nilm import (
+    ModelRunner,
     ModelSpec,
     NilmBundle,
     OnOffTracker,
-    disaggregate_series,
+    SeriesResult,
     load_bundle,
+    postprocess,
 )
 
 from .data import DataError, read_power_csv, resample
 from .metrics import summary
+
+# Windows run through the model at a time: 20 k of the 299-sample models are ~24 MB of
+# float32 (each copied a few times on the way in), whatever the file's length.
+CHUNK_WINDOWS = 20_000
+# Data sampled this many model periods apart or more is not what the model reads.
+COARSER = 1.5
 
 
 def track(spec: ModelSpec, power: NDArray[np.floating]) -> NDArray[np.bool_]:
@@ -37,12 +45,41 @@ def score(spec: ModelSpec, pred: NDArray[np.floating], pred_on: NDArray[np.bool_
     return summary(pred[ok], true[ok], pred_on[ok], true_on[ok])
 
 
-def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame
+def disaggregate_chunked(runner: ModelRunner, mains: NDArray[np.floating],
+                         chunk_windows: int = CHUNK_WINDOWS) -> SeriesResult:
+    """nilm.disaggregate_series, `chunk_windows` windows at a time: the same model calls,
+    clipping and on/off tracking, without every window of a long file in memory at once."""
+    spec = runner.spec
+    x = np.asarray(mains, np.float32)
+    half = spec.window // 2
+    power = np.full(len(x), np.nan, dtype=np.float32)
+    for start in range(0, len(x) - spec.window + 1, chunk_windows):
+        stop = min(start + chunk_windows, len(x) - spec.window + 1)
+        windows = np.lib.stride_tricks.sliding_window_view(
+            x[start:stop + spec.window - 1], spec.window)
+        ok = np.flatnonzero(np.isfinite(windows).all(axis=1))
+        if len(ok):
+            mid = start + ok + half
+            power[mid] = postprocess(runner.predict(np.ascontiguousarray(windows[ok])), x[mid])
+    tracker = OnOffTracker(spec)
+    on = np.array([tracker.update(float(p), spec.period_s) if np.isfinite(p) else tracker.on
+                   for p in power], dtype=bool)
+    return SeriesResult(power, on)
+
+
+def sampling_s(index: pd.DatetimeIndex) -> float:
+    """The data's usual spacing in seconds (the median: gaps and jitter aside)."""
+    steps = index.to_series().diff().dt.total_seconds().to_numpy()
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else 0.0
+
+
+def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame, chunk_windows: int = CHUNK_WINDOWS,
                    ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Per-appliance metrics for every bundle model that has a ground-truth column in `df`,
     and why each appliance the data cannot score was left out (no column, shorter than
-    its window, or no full window where both mains and truth are known); none scored is
-    a DataError.
+    its window, sampled more coarsely than its period, or no full window where both mains
+    and truth are known); none scored is a DataError.
     """
     names = [n for n in bundle.models if n in df.columns]
     if not names:
@@ -50,14 +87,20 @@ def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame
     results = {}
     reasons = {name: f"no column '{name}' in the data" for name in bundle.models
                if name not in names}
+    spacing = sampling_s(pd.DatetimeIndex(df.index[df["mains"].notna()]))
     for name in names:
         runner = bundle.models[name]
+        if spacing > COARSER * runner.spec.period_s:
+            reasons[name] = (f"data sampled every {spacing:g} s, coarser than the model's "
+                             f"{runner.spec.period_s} s")
+            continue
         series = resample(df[["mains", name]], runner.spec.period_s)
         if len(series) < runner.spec.window:
             reasons[name] = (f"{len(series)} samples at {runner.spec.period_s} s, fewer than "
                              f"the window of {runner.spec.window}")
             continue
-        out = disaggregate_series(runner, series["mains"].to_numpy(np.float32))
+        out = disaggregate_chunked(runner, series["mains"].to_numpy(np.float32),
+                                   chunk_windows)
         scored = score(runner.spec, out.power_w, out.on, series[name].to_numpy())
         if scored["samples"] == 0:
             reasons[name] = (f"no full {runner.spec.window}-sample window at "
@@ -74,7 +117,11 @@ def evaluate_csv(data: Path, models: Path | None) -> dict[str, Any]:
     """The CLI's JSON object; metrics that are undefined (the SAE of an appliance that never
     ran) are null, so the line is strict JSON."""
     bundle = load_bundle(models)
-    appliances, skipped = evaluate_frame(bundle, read_power_csv(data))
+    frame = read_power_csv(data)
+    try:
+        appliances, skipped = evaluate_frame(bundle, frame)
+    except DataError as err:
+        raise DataError(f"{data}: {err}") from None
     return {"data": str(data), "models": str(bundle.path), "version": bundle.version,
             "appliances": {name: {key: _json_number(value) for key, value in m.items()}
                            for name, m in appliances.items()},

@@ -36,6 +36,12 @@ def training_data(target: Target) -> str:
             f"{target.validation_months()}; 2010 held out")
 
 
+def finetuned(info: dict[str, Any]) -> str:
+    """What `finetune` added to a checkpoint (its json says), for the bundle's provenance."""
+    windows = info.get("finetuned_windows")
+    return f"; fine-tuned on {windows} windows of a home's labels" if windows else ""
+
+
 def to_tflite_int8(model: Any, representative: NDArray[np.float32]) -> bytes:
     import tensorflow as tf
 
@@ -62,6 +68,8 @@ def export(names: list[str], cache: Path, out: Path, version: str,
     failure never leaves a bundle whose files and sha256s disagree, which the add-on
     would refuse as a whole.
     """
+    out = out.resolve()  # `--out .` has no name to put a staging folder beside
+    check_out(out)
     missing = [name for name in names if not trained(cache, name)]
     if missing:
         raise DataError(f"{cache / 'keras'}: no trained checkpoint for {', '.join(missing)} "
@@ -87,6 +95,20 @@ def export(names: list[str], cache: Path, out: Path, version: str,
         raise
     shutil.rmtree(previous, ignore_errors=True)
     return out / manifest
+
+
+def check_out(out: Path) -> None:
+    """Refuse an `--out` that the swap would throw away: only a bundle folder (one holding
+    bundle.json), an empty folder or a new path may be replaced."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give --out a bundle folder "
+                        "or a new path")
+    if (out / "bundle.json").is_file() or not any(out.iterdir()):
+        return
+    raise DataError(f"{out}: a folder that is not empty and holds no bundle.json; export "
+                    "replaces the whole folder, so give --out a bundle folder or a new path")
 
 
 def _kept_entries(bundle: Path, replaced: list[str]) -> list[tuple[dict[str, Any], bytes]]:
@@ -121,7 +143,8 @@ def _write_bundle(names: list[str], cache: Path, out: Path, version: str,
             "thresholds": {"on_w": target.on_w, "off_w": target.off_w,
                            "min_on_s": target.min_on_s, "min_off_s": target.min_off_s},
             "sha256": hashlib.sha256(blob).hexdigest(),
-            "parameters": info["parameters"], "training_data": training_data(target),
+            "parameters": info["parameters"],
+            "training_data": training_data(target) + finetuned(info),
             "unseen_test_models": list(target.test_models),
             "metrics": metrics.get(name, {}),
         })

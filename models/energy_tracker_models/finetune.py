@@ -43,7 +43,11 @@ class Label:
 
 def read_labels(path: Path) -> list[Label]:
     """JSONL as the add-on stores it, or the `{"labels": [...]}` of GET /api/v1/labels
-    (pretty-printed too)."""
+    (pretty-printed too).
+
+    Times must carry their UTC offset, as the add-on writes them: a naive time could be
+    local or UTC, hours apart. `was_running` must be a JSON boolean ("false" is not).
+    """
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     data = path.read_bytes()
@@ -54,6 +58,10 @@ def read_labels(path: Path) -> list[Label]:
     try:
         if isinstance(whole, dict) and "labels" in whole:
             rows = whole["labels"]
+            if not isinstance(rows, list):
+                raise ValueError("'labels' must be a list")
+        elif isinstance(whole, list):
+            rows = whole
         else:
             # The add-on's JSONL: a line torn by a crash or a damaged byte costs that label
             # only, as in the add-on itself (nilm_service.LabelStore).
@@ -67,10 +75,42 @@ def read_labels(path: Path) -> list[Label]:
                             "%s: skipped a line that is not JSON: %r", path, line[:60])
             if not rows:
                 raise ValueError("no label in it")
-        return [Label(str(r["appliance"]), pd.Timestamp(r["start"]), pd.Timestamp(r["end"]),
-                      bool(r.get("was_running", True))) for r in rows]
-    except (ValueError, KeyError, TypeError) as err:
+    except ValueError as err:
         raise DataError(f"{path}: not a label file ({err})") from err
+    return [_label(path, number, row) for number, row in enumerate(rows, 1)]
+
+
+LABEL_FORMAT = ('one JSON object per label: {"appliance": "kettle", "start": '
+                '"2026-11-02T07:00:00+00:00", "end": "...", "was_running": true}')
+
+
+def _label(path: Path, number: int, row: object) -> Label:
+    if not isinstance(row, dict):
+        raise DataError(f"{path}: label {number} is not a JSON object ({str(row)[:40]}); "
+                        f"expected {LABEL_FORMAT}")
+    missing = [key for key in ("appliance", "start", "end") if key not in row]
+    if missing:
+        raise DataError(f"{path}: label {number} lacks {', '.join(map(repr, missing))}; "
+                        f"expected {LABEL_FORMAT}")
+    name = f"label {number} ({row['appliance']})"
+    times = []
+    for key in ("start", "end"):
+        try:
+            time = pd.Timestamp(row[key])
+        except (ValueError, TypeError) as err:
+            raise DataError(f"{path}: {name}: {key} {row[key]!r} is not an ISO 8601 time "
+                            f"({err})") from None
+        if pd.isna(time):
+            raise DataError(f"{path}: {name}: {key} {row[key]!r} is not an ISO 8601 time")
+        if time.tzinfo is None:
+            raise DataError(f"{path}: {name}: {key} {row[key]!r} has no UTC offset; give "
+                            "it as the add-on does, e.g. 2026-11-02T07:00:00+00:00")
+        times.append(time)
+    running = row.get("was_running", True)
+    if not isinstance(running, bool):
+        raise DataError(f"{path}: {name}: was_running must be true or false (JSON), "
+                        f"not {running!r}")
+    return Label(str(row["appliance"]), times[0], times[1], running)
 
 
 def read_history(path: Path) -> pd.Series:
@@ -98,6 +138,16 @@ def read_history(path: Path) -> pd.Series:
 def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_s: int,
                   window: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Mains windows (N, window) in W and target powers (N,) in W for one appliance."""
+    x, y, _ = windows_and_misses(labels, mains, appliance, period_s, window)
+    return x, y
+
+
+def windows_and_misses(labels: list[Label], mains: pd.Series, appliance: str, period_s: int,
+                       window: int) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:
+    """`label_windows`, and how many of the appliance's labels overlap the history yet
+    give no window (too near its start or end, or in a gap, for a whole window)."""
+    first, last = mains.index.min(), mains.index.max()
+    misses = 0
     series = resample(mains.to_frame(), period_s)["mains"]
     values = series.to_numpy(np.float32)
     half = window // 2
@@ -106,8 +156,11 @@ def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_
     for label in labels:
         if label.appliance != appliance:
             continue
+        overlaps = not (label.end <= first or label.start > last)  # see outside_history
+        made = len(xs)
         inside = np.flatnonzero((series.index >= label.start) & (series.index < label.end))
         if not len(inside):
+            misses += overlaps
             continue
         before = values[max(inside[0] - BASELINE_BINS, 0):inside[0]]
         before = before[np.isfinite(before)]
@@ -120,9 +173,28 @@ def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_
                 continue
             xs.append(x)
             ys.append(max(float(values[i]) - baseline, 0.0) if label.was_running else 0.0)
+        misses += overlaps and len(xs) == made
     if not xs:
-        return np.empty((0, window), np.float32), np.empty(0, np.float32)
-    return np.stack(xs), np.asarray(ys, np.float32)
+        return np.empty((0, window), np.float32), np.empty(0, np.float32), misses
+    return np.stack(xs), np.asarray(ys, np.float32), misses
+
+
+def history_needed(period_s: int, window: int) -> str:
+    """What a label needs around it to give a window, said in the output."""
+    return f"needs {window // 2 * period_s / 60:g} min of history on each side"
+
+
+def warn_contradictions(labels: list[Label]) -> None:
+    """Overlapping labels of one appliance that say it ran and did not: both are trained
+    on, pulling the model two ways over the overlap."""
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            if (a.appliance == b.appliance and a.was_running != b.was_running
+                    and a.start < b.end and b.start < a.end):
+                logging.getLogger(__name__).warning(
+                    "contradictory labels of %s: %s to %s says was_running %s, %s to %s "
+                    "says %s", a.appliance, a.start, a.end, str(a.was_running).lower(),
+                    b.start, b.end, str(b.was_running).lower())
 
 
 def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
@@ -141,12 +213,17 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
     names = sorted({label.appliance for label in labels} & set(targets or ALL_TARGETS))
     if not names:
         raise DataError(f"{labels_path}: no label for {sorted(targets or ALL_TARGETS)}")
-    windows = {name: label_windows(labels, mains, name, ALL_TARGETS[name].period_s,
-                                   ALL_TARGETS[name].window) for name in names}
+    warn_contradictions([label for label in labels if label.appliance in names])
+    found = {name: windows_and_misses(labels, mains, name, ALL_TARGETS[name].period_s,
+                                      ALL_TARGETS[name].window) for name in names}
+    windows = {name: (x, y) for name, (x, y, _) in found.items()}
     if not any(len(x) for x, _ in windows.values()):
+        needs = "; ".join(f"{name} {history_needed(ALL_TARGETS[name].period_s,
+                                                   ALL_TARGETS[name].window)}"
+                          for name in names)
         raise DataError(f"{history_path}: no label of {', '.join(names)} falls inside the "
                         f"history ({mains.index.min()} to {mains.index.max()}) with a full "
-                        "window around it: export the days the labels cover")
+                        f"window around it ({needs}): export the days the labels cover")
     missing = [str(checkpoint(cache, name)) for name, (x, _) in windows.items()
                if len(x) and not trained(cache, name)]
     if missing:
@@ -166,10 +243,16 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
                             f"--targets {name}` again") from None
     done: dict[str, Any] = {}
     for name, (x, y) in windows.items():
-        outside = outside_history(labels, mains, name)
+        target = ALL_TARGETS[name]
+        counts = {"labels_outside_history": outside_history(labels, mains, name),
+                  "labels_without_window": found[name][2]}
+        if counts["labels_without_window"]:
+            counts["without_window_reason"] = history_needed(target.period_s, target.window)
         if not len(x):
-            done[name] = {"windows": 0, "skipped": "no label inside the history",
-                          "labels_outside_history": outside}
+            done[name] = {"windows": 0, "skipped": (
+                f"no full window: {counts['without_window_reason']}"
+                if counts["labels_without_window"] else "no label inside the history"),
+                **counts}
             continue
         path, original = checkpoint(cache, name), before_finetune(cache, name)
         meta_path = path.with_suffix(".json")
@@ -185,7 +268,7 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
         meta["finetuned_windows"] = len(x)
         meta_path.write_text(json.dumps(meta, indent=2))
         done[name] = {"windows": len(x), "loss": float(history.history["loss"][-1]),
-                      "labels_outside_history": outside}
+                      **counts}
     return done
 
 

@@ -162,15 +162,20 @@ def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "not a UTF-8 CSV file"),
+        (b"", "empty file"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 CSV file"),
         (b"timestamp,mains,fridge\nyesterday,100,50\n", "ISO 8601 or unix seconds"),
         (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,lots,50\n", "holds no numbers"),
-        # Minute data for 6 s models: after resampling no full window is known.
+        # Minute data for 6 s models: said as such, not "no full window".
         (b"timestamp,mains,fridge\n" + b"".join(
             f"{1410393600 + 60 * i},{200 + i % 7},{80 * (i % 3 == 0)}\n".encode()
-            for i in range(400)), "nothing could be scored"),
+            for i in range(400)), "fridge: data sampled every 60 s, coarser than the "
+         "model's 6 s"),
+        (b"timestamp,mains,fridge\n" + b"".join(
+            f"{1410393600000 + 6000 * i},{200 + i % 7},{80 * (i % 3 == 0)}\n".encode()
+            for i in range(400)), "timestamps look like milliseconds"),
     ],
+    ids=["empty", "png", "bad-time", "no-numbers", "minute-data", "milliseconds"],
 )
 def test_bad_data_is_a_message_and_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
     data = tmp_path / "bad.csv"
@@ -187,3 +192,75 @@ def test_a_plain_file_named_gz_is_a_message(tmp_path: Path) -> None:
     proc = run_cli("evaluate", "--data", str(data))
     assert (proc.returncode, "Traceback" in proc.stderr) == (2, False)
     assert "(gzip)" in proc.stderr
+
+
+def test_chunked_inference_scores_like_the_whole_file() -> None:
+    """Long files go through the models a chunk of windows at a time; the result is the
+    add-on's own batch path, bit for bit, across chunk edges and gaps."""
+    from energy_tracker_addon.nilm import disaggregate_series, load_bundle
+    from energy_tracker_models.data import read_power_csv
+    from energy_tracker_models.evaluate import disaggregate_chunked, evaluate_frame
+
+    bundle = load_bundle()
+    df = read_power_csv(UKDALE).iloc[:1500].copy()
+    df.iloc[700:720, df.columns.get_loc("mains")] = np.nan  # a gap no window may cross
+    whole = evaluate_frame(bundle, df)
+    # as JSON: an SAE that is NaN (never ran) equals itself there
+    assert json.dumps(evaluate_frame(bundle, df, chunk_windows=97)) == json.dumps(whole)
+    assert set(whole[0]) >= {"fridge", "microwave"}
+    mains = df["mains"].to_numpy(np.float32)
+    for name in ("fridge", "washing_machine"):
+        expected = disaggregate_series(bundle.models[name], mains)
+        got = disaggregate_chunked(bundle.models[name], mains, chunk_windows=97)
+        np.testing.assert_array_equal(got.power_w, expected.power_w)
+        np.testing.assert_array_equal(got.on, expected.on)
+
+
+def test_chunked_inference_memory_does_not_grow_with_the_file() -> None:
+    import tracemalloc
+
+    from energy_tracker_addon.nilm import load_bundle
+    from energy_tracker_models.evaluate import disaggregate_chunked
+
+    runner = load_bundle(only=["washing_machine"]).models["washing_machine"]
+    mains = np.random.default_rng(0).uniform(100, 3000, 12_000).astype(np.float32)
+    all_windows = len(mains) * runner.spec.window * 4  # bytes, as float32
+    tracemalloc.start()
+    try:
+        disaggregate_chunked(runner, mains, chunk_windows=500)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < all_windows / 4
+
+
+def test_a_stray_row_decades_away_is_a_message_not_a_memory_error(tmp_path: Path) -> None:
+    # One row at unix time 0 in front of a day's data: 44 years of 6 s bins.
+    df = pd.read_csv(UKDALE, nrows=600)
+    seconds = (pd.to_datetime(df["timestamp"]) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    df["timestamp"] = seconds.astype("int64")
+    stray = df.iloc[:1].assign(timestamp=0)
+    data = tmp_path / "stray.csv"
+    pd.concat([stray, df]).to_csv(data, index=False)
+    proc = run_cli("evaluate", "--data", str(data))
+    assert (proc.returncode, "Traceback" in proc.stderr) == (2, False), proc.stderr
+    assert f"error: {data}: timestamps span 1970-01-01" in proc.stderr
+    assert "largest gap is from 1970-01-01 00:00:00+00:00 to 2014-09-11" in proc.stderr
+    assert "stray row" in proc.stderr
+
+
+def test_the_addon_export_with_a_measured_column_scores_like_mains(tmp_path: Path) -> None:
+    """Scoring a fine-tuned target for real: the add-on's export (`total_power_w`) plus the
+    appliance's own measurement, e.g. from a smart plug."""
+    df = pd.read_csv(UKDALE, nrows=600)
+    plain, export = tmp_path / "mains.csv", tmp_path / "export.csv"
+    df[["timestamp", "mains", "fridge"]].to_csv(plain, index=False)
+    df[["timestamp", "mains", "fridge"]].rename(columns={"mains": "total_power_w"}).assign(
+        total_energy_kwh=0.0).to_csv(export, index=False)
+    results = []
+    for path in (plain, export):
+        proc = run_cli("evaluate", "--data", str(path))
+        assert proc.returncode == 0, proc.stderr
+        results.append(_last_line_strict_json(proc)["appliances"])
+    assert results[1] == results[0]
+    assert set(results[1]) == {"fridge"}

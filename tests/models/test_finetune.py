@@ -163,8 +163,15 @@ def test_finetune_moves_the_model_towards_the_labels(
         return float(np.mean(np.abs(pred * 3000.0 - y)))
 
     before = error(model)
+    with labels_path.open("a") as handle:  # too near the history's start for a window
+        handle.write(json.dumps({"appliance": "washing_machine", "was_running": True,
+                                 "start": "2014-09-11T00:02:00Z",
+                                 "end": "2014-09-11T00:06:00Z"}) + "\n")
     done = finetune(labels_path, history_path, tmp_path / "cache", epochs=20,
                     targets=["washing_machine"])
+    assert done["washing_machine"]["labels_without_window"] == 1
+    assert done["washing_machine"]["without_window_reason"] == \
+        "needs 14.9 min of history on each side"
     import keras
 
     after = error(keras.models.load_model(keras_dir / "washing_machine.keras"))
@@ -214,3 +221,77 @@ def test_a_missing_checkpoint_stops_finetune_before_any_fit(
     assert "not a usable checkpoint" in capsys.readouterr().err
     assert (keras_dir / "washing_machine.keras").read_bytes() == saved
     assert not list(keras_dir.glob("*.before-finetune.keras"))
+
+
+def _write_labels(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [([{"appliance": "washing_machine", "start": "2014-09-11T08:05:00",
+        "end": "2014-09-11T08:35:00Z"}],
+      "label 1 (washing_machine): start '2014-09-11T08:05:00' has no UTC offset"),
+     ([{"appliance": "washing_machine", "start": RUN[0], "end": RUN[1],
+        "was_running": "false"}],
+      "label 1 (washing_machine): was_running must be true or false (JSON), not 'false'"),
+     ([{}], "label 1 lacks 'appliance', 'start', 'end'; expected one JSON object per label"),
+     ([[1, 2]], "label 1 is not a JSON object (1); expected one JSON object per label")],
+    ids=["naive-time", "string-bool", "empty-object", "array"],
+)
+def test_a_malformed_label_is_named_with_what_is_expected(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path, rows: list[object],
+    message: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, history_path, _ = files
+    labels = _write_labels(tmp_path / "bad.jsonl", rows)
+    assert main(["--cache", str(tmp_path / "cache"), "finetune", "--labels", str(labels),
+                 "--history", str(history_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_labels_too_near_the_history_edge_are_counted_with_the_reason(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from energy_tracker_models.finetune import windows_and_misses
+
+    # The history starts at 00:00; the washing machine reads 14.9 min either side.
+    labels_path, history_path, _ = files
+    early = Label("washing_machine", pd.Timestamp("2014-09-11T00:02:00Z"),
+                  pd.Timestamp("2014-09-11T00:06:00Z"), True)
+    labels = [*read_labels(labels_path), early]
+    mains = read_history(history_path)
+    x, _, misses = windows_and_misses(labels, mains, "washing_machine", WASH.period_s,
+                                      WASH.window)
+    assert misses == 1
+    assert len(x) == len(label_windows(labels[:-1], mains, "washing_machine",
+                                       WASH.period_s, WASH.window)[0])
+    only_early = _write_labels(tmp_path / "early.jsonl", [
+        {"appliance": "washing_machine", "start": "2014-09-11T00:02:00Z",
+         "end": "2014-09-11T00:06:00Z", "was_running": True}])
+    assert main(["--cache", str(tmp_path / "cache"), "finetune", "--labels",
+                 str(only_early), "--history", str(history_path)]) == 2
+    assert ("washing_machine needs 14.9 min of history on each side"
+            in capsys.readouterr().err)
+
+
+def test_contradictory_labels_are_warned_about(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, history_path, _ = files
+    labels = _write_labels(tmp_path / "labels.jsonl", [
+        {"appliance": "washing_machine", "start": RUN[0], "end": RUN[1],
+         "was_running": True},
+        {"appliance": "washing_machine", "start": "2014-09-11T08:30:00Z",
+         "end": "2014-09-11T08:50:00Z", "was_running": False},
+        {"appliance": "washing_machine", "start": IDLE[0], "end": IDLE[1],
+         "was_running": False}])
+    main(["--cache", str(tmp_path / "cache"), "finetune", "--labels", str(labels),
+          "--history", str(history_path)])
+    warnings = [r.getMessage() for r in caplog.records if "contradictory" in r.getMessage()]
+    assert warnings == ["contradictory labels of washing_machine: 2014-09-11 08:05:00+00:00 "
+                        "to 2014-09-11 08:35:00+00:00 says was_running true, "
+                        "2014-09-11 08:30:00+00:00 to 2014-09-11 08:50:00+00:00 says false"]

@@ -64,14 +64,24 @@ def test_train_export_evaluate_on_a_uci_slice(
                  "--out", str(bundle_dir), "--version", "0.0.2+test"]) == 2
     assert "no trained checkpoint for kitchen" in capsys.readouterr().err
     assert load_bundle(bundle_dir).version == "0.0.1+test"
-    # After fine-tuning a few targets, the others come from the shipped bundle.
+    # After fine-tuning a few targets, the others come from the shipped bundle; the
+    # fine-tuned one says so. An empty folder is a fine --out.
+    info_path = cache / "keras" / f"{TARGET}.json"
+    info_path.write_text(json.dumps({**info, "finetuned_windows": 321}))
     merged_dir = tmp_path / "merged"
+    merged_dir.mkdir()
     assert main(["--cache", str(cache), "export", "--targets", TARGET, "--keep-others",
                  "--out", str(merged_dir), "--version", "0.0.3+test"]) == 0
     merged, shipped = load_bundle(merged_dir), load_bundle()
     assert set(merged.models) == set(shipped.models)
     assert merged.specs[TARGET].sha256 == bundle.specs[TARGET].sha256
     assert merged.specs["kettle"] == shipped.specs["kettle"]
+    entries = {e["name"]: e for e in merged.metadata["models"]}
+    assert entries[TARGET]["training_data"].endswith(
+        "; fine-tuned on 321 windows of a home's labels")
+    assert "fine-tuned" not in entries["kettle"]["training_data"]
+    assert "fine-tuned" not in {e["name"]: e for e in bundle.metadata["models"]}[TARGET][
+        "training_data"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert merged_dir.stat().st_mode & 0o777 == 0o755  # readable like any folder
     capsys.readouterr()
