@@ -40,13 +40,17 @@ HELD_OUT = {"circuit": "UCI 2010-01-01..2010-11-26 (held out)",
 
 def keras_series(name: str, cache: Path, runner: ModelRunner, mains: NDArray[np.float32]
                  ) -> NDArray[np.float32] | None:
-    """Float Keras predictions aligned like `disaggregate_series` (None without TensorFlow)."""
+    """Float Keras predictions aligned like `disaggregate_series` (None without TensorFlow
+    or without the `train` checkpoint, which is not shipped: "n/a" in the bench)."""
+    path = cache / "keras" / f"{name}.keras"
+    if not path.is_file():
+        return None
     try:
         import keras
     except ImportError:
         return None
     spec = runner.spec
-    model = keras.models.load_model(cache / "keras" / f"{name}.keras")
+    model = keras.models.load_model(path)
     out = np.full(len(mains), np.nan, dtype=np.float32)
     centres = valid_centres(np.isfinite(mains), spec.window)
     for start in range(0, len(centres), 50_000):
