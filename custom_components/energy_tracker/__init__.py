@@ -96,9 +96,6 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         entry.async_on_unload(
             CarbonIntensityForwarder(hass, coordinator, intensity_entity).async_start()
         )
-    else:  # taken out of the options: the add-on would hold the last value for two hours
-        entry.async_create_background_task(
-            hass, async_withdraw_intensity(coordinator), f"{DOMAIN} co2 intensity")
     coordinator.async_start_stream()
 
     options_at_setup = dict(entry.options)
@@ -108,8 +105,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     ) -> None:
         # The shown channels decide which entities exist. Data changes (reauth,
         # reconfigure) reload through their flows already.
-        if entry.options != options_at_setup:
-            await hass.config_entries.async_reload(entry.entry_id)
+        if entry.options == options_at_setup:
+            return
+        if options_at_setup.get(CONF_CO2_INTENSITY_ENTITY) and not entry.options.get(
+                CONF_CO2_INTENSITY_ENTITY):
+            # The add-on would hold the sensor's last value for two hours.
+            await async_withdraw_intensity(coordinator)
+        await hass.config_entries.async_reload(entry.entry_id)
 
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_options_change))
     return True

@@ -32,9 +32,9 @@ __all__ = [
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 # Our heartbeat notices a half-open connection (add-on host gone without closing TCP, or a
 # frozen add-on) that would otherwise look alive forever. aiohttp pings only after this long
-# without a message (readings come every 2 s), so a stall shows within 15 s, near the
-# add-on's own 10 s staleness.
-STREAM_HEARTBEAT_S = 10.0
+# without a message (readings come every 2 s), so a stall shows within 30 s; the pong may
+# take 10 s, so a busy Home Assistant (a loop blocked for seconds) is no false alarm.
+STREAM_HEARTBEAT_S = 20.0
 # Shedding waits for a reading after every relay it switches, restoring for the stagger.
 SHED_TIMEOUT = aiohttp.ClientTimeout(total=120)
 RESTORE_DEFAULT_STAGGER_S = 5.0  # the add-on's default (docs/api.md)
@@ -148,7 +148,7 @@ class EnergyTrackerClient:
 
     async def clear_co2_intensity(self) -> dict[str, Any]:
         """DELETE /api/v1/co2_intensity: back to the add-on's own co2_g_per_kwh."""
-        return await self._send_json("DELETE", "co2_intensity", {})
+        return await self._send_json("DELETE", "co2_intensity", None)
 
     async def add_label(self, label: dict[str, Any]) -> dict[str, Any]:
         """POST /api/v1/labels: feedback on a detected appliance; the stored label."""
@@ -241,7 +241,7 @@ class EnergyTrackerClient:
             raise CannotConnect(f"GET {path} failed: {failure(err)}") from err
 
 
-    async def _send_json(self, method: str, path: str, body: dict[str, Any],
+    async def _send_json(self, method: str, path: str, body: dict[str, Any] | None,
                          timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT) -> dict[str, Any]:
         try:
             async with self._session.request(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import voluptuous as vol
 from homeassistant.config_entries import (
+    SOURCE_IGNORE,
+    SOURCE_REAUTH,
+    SOURCE_USER,
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
@@ -14,6 +18,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
+from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
     EntitySelector,
@@ -42,7 +47,7 @@ from .const import (
     LOGGER,
     MAX_UPDATE_INTERVAL,
 )
-from .coordinator import EnergyTrackerConfigEntry
+from .coordinator import EnergyTrackerConfigEntry, async_abort_reauth_flows
 from .models import MeterInfo
 
 PORT = vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))
@@ -66,6 +71,43 @@ def _cleaned(user_input: dict[str, Any]) -> dict[str, Any]:
             for key, value in user_input.items()}
 
 
+def _split_address(text: str) -> tuple[str, int | None] | None:
+    """The host in what was typed or pasted in the host field, and the port written after
+    it, if any; None if it is no host.
+
+    Takes a host name or IP address, `host:port`, `[IPv6]:port` and a pasted URL
+    (`http://host:port/…`). A bare IPv6 literal has several colons: none is a port.
+    """
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.split("/", 1)[0]
+    if text.count(":") > 1 and not text.startswith("["):
+        host, port = text, None
+    else:
+        try:
+            address = urlsplit(f"//{text}")
+            host, port = address.hostname or "", address.port
+        except ValueError:  # a port that is no number, or above 65535
+            return None
+    if not host or port == 0 or any(c.isspace() for c in host):
+        return None
+    return host, port
+
+
+def _address_errors(user_input: dict[str, Any], shown_port: int) -> dict[str, str]:
+    """Put the host, and a port written after it, where they belong in `user_input`.
+
+    The port field keeps precedence if the user changed it from `shown_port`, the port the
+    form showed.
+    """
+    if (address := _split_address(user_input[CONF_HOST])) is None:
+        return {CONF_HOST: "invalid_host"}
+    user_input[CONF_HOST], port = address
+    if port is not None and user_input[CONF_PORT] == shown_port:
+        user_input[CONF_PORT] = port
+    return {}
+
+
 class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up one config entry per meter (the add-on's meter_id)."""
 
@@ -75,6 +117,7 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         """Nothing discovered yet."""
         self._discovered: dict[str, Any] = {}
         self._discovered_info: MeterInfo | None = None
+        self._shown_port = DEFAULT_PORT
 
     @staticmethod
     @callback
@@ -103,9 +146,39 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         except CannotConnect as err:
             LOGGER.debug("Cannot connect to the add-on: %s", err)
             return None, {"base": "cannot_connect"}
-        except InvalidData:
-            LOGGER.exception("The add-on answered something unexpected")
-            return None, {"base": "unknown"}
+        except InvalidData as err:
+            # Another web server at that address, most likely: the user's mistake to
+            # correct, not a bug to trace.
+            LOGGER.debug("Not the Energy Tracker add-on's API: %s", err)
+            return None, {"base": "not_energy_tracker"}
+
+    @callback
+    def _abort_if_meter_configured(self, data: Mapping[str, Any]) -> None:
+        """Abort if the meter has an entry, giving that entry `data`, which just worked.
+
+        Unlike _abort_if_unique_id_configured, this also sets up again an entry that
+        failed to (refused token, wrong meter at its address) or waits for a new token,
+        and closes its reauth prompt.
+        """
+        assert self.unique_id is not None
+        entry = self.hass.config_entries.async_entry_for_domain_unique_id(
+            self.handler, self.unique_id
+        )
+        if entry is None or (entry.source == SOURCE_IGNORE and self.source == SOURCE_USER):
+            return  # a meter the user ignored can still be added by hand
+        if entry.source != SOURCE_IGNORE:
+            changed = self.hass.config_entries.async_update_entry(
+                entry, data={**entry.data, **data}
+            )
+            # Also set up again an entry that does not work with the data it had: the
+            # add-on may be back with it (a restored backup, its old address).
+            failing = entry.state in (
+                ConfigEntryState.SETUP_ERROR, ConfigEntryState.SETUP_RETRY
+            ) or any(entry.async_get_active_flows(self.hass, {SOURCE_REAUTH}))
+            if entry.disabled_by is None and entry.state.recoverable and (changed or failing):
+                self.hass.config_entries.async_schedule_reload(entry.entry_id)
+            async_abort_reauth_flows(self.hass, entry)
+        raise AbortFlow("already_configured")
 
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
@@ -114,11 +187,14 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             user_input = _cleaned(user_input)
-            info, errors = await self._async_try_connect(user_input)
-            if info is not None:
-                await self.async_set_unique_id(info.meter_id)
-                self._abort_if_unique_id_configured()
-                return self.async_create_entry(title=info.name, data=user_input)
+            if not (errors := _address_errors(user_input, self._shown_port)):
+                info, errors = await self._async_try_connect(user_input)
+                if info is not None:
+                    await self.async_set_unique_id(info.meter_id)
+                    # Typed for a meter that has an entry: that entry gets this address.
+                    self._abort_if_meter_configured(user_input)
+                    return self.async_create_entry(title=info.name, data=user_input)
+        self._shown_port = (user_input or {}).get(CONF_PORT, DEFAULT_PORT)
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(
@@ -141,10 +217,11 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
             return self.async_abort(reason="invalid_discovery_info")
         info, errors = await self._async_try_connect(data)
         if info is None:
+            LOGGER.debug("Discovered add-on not added: %s", errors["base"])
             return self.async_abort(reason=errors["base"])
         await self.async_set_unique_id(info.meter_id)
         # A known meter whose add-on moved or got a new token is simply updated.
-        self._abort_if_unique_id_configured(updates=data)
+        self._abort_if_meter_configured(data)
         self._discovered = data
         self._discovered_info = info
         self.context["title_placeholders"] = {"name": info.name}
@@ -199,11 +276,14 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         if user_input is not None:
             user_input = _cleaned(user_input)
-            info, errors = await self._async_try_connect(user_input)
-            if info is not None:
-                await self.async_set_unique_id(info.meter_id)
-                self._abort_if_unique_id_mismatch(reason="wrong_meter")
-                return self.async_update_reload_and_abort(entry, data_updates=user_input)
+            if not (errors := _address_errors(user_input, self._shown_port)):
+                info, errors = await self._async_try_connect(user_input)
+                if info is not None:
+                    await self.async_set_unique_id(info.meter_id)
+                    self._abort_if_unique_id_mismatch(reason="wrong_meter")
+                    async_abort_reauth_flows(self.hass, entry)
+                    return self.async_update_reload_and_abort(entry, data_updates=user_input)
+        self._shown_port = (user_input or entry.data)[CONF_PORT]
         return self.async_show_form(
             step_id="reconfigure",
             # After an error the form shows what was typed, not the stored values again.
@@ -233,8 +313,14 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
             # would silently never forward anything.
             if intensity and self.hass.states.get(intensity) is None:
                 errors[CONF_CO2_INTENSITY_ENTITY] = "entity_not_found"
-            else:
-                return self.async_create_entry(data=user_input)
+            # Whole seconds, as the box's step says (which the selector does not enforce).
+            interval = user_input[CONF_UPDATE_INTERVAL]
+            if not float(interval).is_integer():
+                errors[CONF_UPDATE_INTERVAL] = "whole_seconds"
+            if not errors:
+                return self.async_create_entry(
+                    data={**user_input, CONF_UPDATE_INTERVAL: int(interval)}
+                )
         channels = entry.runtime_data.info.channels
         served = [str(channel.id) for channel in channels]
         # A channel the add-on no longer serves cannot be unticked in the list, and the

@@ -9,7 +9,9 @@ from datetime import datetime
 
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
+from homeassistant.core import DOMAIN as HOMEASSISTANT_DOMAIN
 from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
@@ -240,6 +242,10 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
 @callback
 def async_abort_reauth_flows(hass: HomeAssistant, entry: ConfigEntry) -> None:
     """The token works again (or was replaced another way): a reauth prompt left open,
-    and the repair that goes with it, would ask the user to fix what is fixed."""
+    and the "Reauthentication required" repair that goes with it (aborting the flow
+    leaves it), would ask the user to fix what is fixed."""
     for flow in entry.async_get_active_flows(hass, {SOURCE_REAUTH}):
         hass.config_entries.flow.async_abort(flow["flow_id"])
+        ir.async_delete_issue(
+            hass, HOMEASSISTANT_DOMAIN, f"config_entry_reauth_{entry.domain}_{entry.entry_id}"
+        )

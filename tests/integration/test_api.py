@@ -148,7 +148,7 @@ async def test_other_server_errors(hass: HomeAssistant, other_server: OtherServe
             pass  # the unknown "log" message is skipped; "not json" is refused
 
 
-async def test_user_flow_pointed_at_another_server_is_unknown(
+async def test_user_flow_pointed_at_another_server_is_not_energy_tracker(
     hass: HomeAssistant, other_server: OtherServer
 ) -> None:
     result = await hass.config_entries.flow.async_init(
@@ -156,7 +156,7 @@ async def test_user_flow_pointed_at_another_server_is_unknown(
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"host": HOST, "port": other_server.port, "api_token": "t"})
     assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {"base": "unknown"}
+    assert result["errors"] == {"base": "not_energy_tracker"}
 
 
 # aiohttp 3.11 re-arms the heartbeat timer of a WebSocket its heartbeat has just closed

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
+from aiohttp import web
 from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
+from homeassistant.helpers.translation import async_get_translations
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker.const import (
@@ -327,3 +334,256 @@ async def test_options_need_a_running_entry(hass: HomeAssistant, closed_port: in
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "not_loaded"
+
+
+async def shown_text(hass: HomeAssistant, result: Any) -> str:
+    """The English text the frontend shows for a form's description, an abort, or the
+    form's error."""
+    texts = await async_get_translations(hass, "en", "config", [DOMAIN])
+    prefix = f"component.{DOMAIN}.config"
+    if result["type"] is FlowResultType.ABORT:
+        key = f"{prefix}.abort.{result['reason']}"
+    elif result["errors"]:
+        [error] = result["errors"].values()
+        key = f"{prefix}.error.{error}"
+    else:
+        key = f"{prefix}.step.{result['step_id']}.description"
+    return str(texts[key]).format(**(result.get("description_placeholders") or {}))
+
+
+def reauth_prompts(hass: HomeAssistant, entry: MockConfigEntry) -> tuple[int, bool]:
+    """The reauth forms open for the entry, and whether the "Reauthentication required"
+    repair shows."""
+    flows = list(entry.async_get_active_flows(hass, {config_entries.SOURCE_REAUTH}))
+    issue = ir.async_get(hass).async_get_issue(
+        "homeassistant", f"config_entry_reauth_{DOMAIN}_{entry.entry_id}")
+    return len(flows), issue is not None
+
+
+async def refused_entry(hass: HomeAssistant, addon: Addon,
+                        token: str = "old-token-0123456789") -> MockConfigEntry:
+    """An entry whose token the add-on refused at setup (it changed while HA was down)."""
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
+                            data={**addon.entry_data, CONF_API_TOKEN: token})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert reauth_prompts(hass, entry) == (1, True)
+    return entry
+
+
+async def discover(hass: HomeAssistant, data: dict[str, Any]) -> Any:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_HASSIO},
+        data=discovery({"host": data[CONF_HOST], "port": data[CONF_PORT],
+                        "api_token": data[CONF_API_TOKEN]}))
+    await hass.async_block_till_done()
+    return result
+
+
+async def test_discovery_with_the_new_token_sets_up_a_refused_entry(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    entry = await refused_entry(hass, addon)
+    result = await discover(hass, addon.entry_data)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert entry.data[CONF_API_TOKEN] == addon.token
+    assert entry.state is ConfigEntryState.LOADED
+    # Nothing asks for the token any more.
+    assert reauth_prompts(hass, entry) == (0, False)
+
+
+async def test_discovery_with_the_same_token_sets_up_an_entry_that_failed(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    # The add-on had another token when HA started, then got its old one back (a restored
+    # backup): its announcement carries what the entry has.
+    entry = await refused_entry(hass, addon)
+    await addon.stop()
+    await addon.start(api_token=entry.data[CONF_API_TOKEN])
+    result = await discover(hass, dict(entry.data))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert entry.state is ConfigEntryState.LOADED
+    assert reauth_prompts(hass, entry) == (0, False)
+
+
+async def test_adding_the_meter_again_with_the_new_token_fixes_its_entry(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    entry = await refused_entry(hass, addon)
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, addon.entry_data)
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+    assert entry.data[CONF_API_TOKEN] == addon.token
+    assert entry.state is ConfigEntryState.LOADED
+    assert reauth_prompts(hass, entry) == (0, False)
+
+
+async def test_reconfigure_with_the_new_token_closes_the_reauth_prompt(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    entry = await refused_entry(hass, addon)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], addon.entry_data)
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.state is ConfigEntryState.LOADED
+    assert reauth_prompts(hass, entry) == (0, False)
+
+
+async def test_reauth_form_says_how_to_get_the_token(hass: HomeAssistant, addon: Addon) -> None:
+    entry = await refused_entry(hass, addon)
+    [flow] = entry.async_get_active_flows(hass, {config_entries.SOURCE_REAUTH})
+    result = await hass.config_entries.flow.async_configure(flow["flow_id"])
+    assert result["step_id"] == "reauth_confirm"
+    text = await shown_text(hass, result)
+    assert f"{HOST}:{addon.port}" in text
+    assert "`api_token` option" in text
+    assert "set a token there and restart the add-on" in text
+    assert "/data/api_token" in text
+
+
+@pytest.fixture(params=[
+    pytest.param(("<html>router login</html>", "text/html"), id="html"),
+    pytest.param(("{}", "application/json"), id="empty-object"),
+    pytest.param(("[1, 2]", "application/json"), id="list"),
+    pytest.param(('{"meter_id": 5, "name": null, "version": 1, "source": "x", "boards": {}, '
+                  '"channels": "all"}', "application/json"), id="wrong-types"),
+])
+async def not_the_addon(request: pytest.FixtureRequest) -> AsyncIterator[int]:
+    """The port of another web server answering 200 to the add-on's info request."""
+    body, content_type = request.param
+
+    async def info(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/info", info)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    yield int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_another_web_server_is_not_energy_tracker(
+    hass: HomeAssistant, not_the_addon: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_HOST: HOST, CONF_PORT: not_the_addon, CONF_API_TOKEN: "token"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "not_energy_tracker"}
+    assert "not as an Energy Tracker add-on" in await shown_text(hass, result)
+    # The user's mistake, not a bug: no error, no traceback in the log.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+    result = await discover(
+        hass, {CONF_HOST: HOST, CONF_PORT: not_the_addon, CONF_API_TOKEN: "token"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "not_energy_tracker"
+
+
+@pytest.mark.parametrize("typed", [
+    "http://{host}:{port}/", "{host}:{port}", "HTTP://{host}:{port}/api/v1/info",
+])
+async def test_a_pasted_address_with_its_port_reaches_the_addon(
+    hass: HomeAssistant, addon: Addon, typed: str
+) -> None:
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {
+        CONF_HOST: typed.format(host=HOST, port=addon.port), CONF_PORT: DEFAULT_PORT,
+        CONF_API_TOKEN: addon.token})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == addon.entry_data
+
+
+async def test_a_port_typed_in_its_field_wins_over_one_after_the_host(
+    hass: HomeAssistant, addon: Addon, closed_port: int
+) -> None:
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {**addon.entry_data, CONF_HOST: f"{HOST}:{closed_port}"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == addon.entry_data
+
+
+@pytest.mark.parametrize("typed", ["http://", f"{HOST}:port", f"{HOST}:70000", "my addon"])
+async def test_what_is_no_host_is_refused_on_its_field(
+    hass: HomeAssistant, addon: Addon, typed: str
+) -> None:
+    flow_id = await start_user_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {**addon.entry_data, CONF_HOST: typed})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_HOST: "invalid_host"}
+    assert "host name or IP address" in await shown_text(hass, result)
+
+
+async def test_reconfigure_to_a_pasted_url(
+    hass: HomeAssistant, addon: Addon, closed_port: int
+) -> None:
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
+                            data={**addon.entry_data, CONF_PORT: closed_port})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    result = await entry.start_reconfigure_flow(hass)
+    # The port field still shows the stored port.
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {
+        CONF_HOST: f"http://{HOST}:{addon.port}/", CONF_PORT: closed_port,
+        CONF_API_TOKEN: addon.token})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == addon.entry_data
+    assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_reconfigure_at_a_reinstalled_addon_says_to_add_it_again(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    # The entry's meter was served here before the add-on was reinstalled (new meter id).
+    entry = MockConfigEntry(domain=DOMAIN, unique_id="meter-before-reinstall",
+                            data=addon.entry_data)
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is not ConfigEntryState.LOADED
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], addon.entry_data)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "wrong_meter"
+    text = await shown_text(hass, result)
+    assert "reinstalled" in text
+    assert "delete this entry and add the add-on again" in text
+
+
+async def test_options_update_interval_is_whole_seconds(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+) -> None:
+    channels = [str(c["id"]) for c in (await addon.get("info"))["channels"]]
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_CHANNELS: channels, CONF_UPDATE_INTERVAL: 2.5})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_UPDATE_INTERVAL: "whole_seconds"}
+    assert CONF_UPDATE_INTERVAL not in loaded_entry.options
+
+    # What the frontend's number box sends.
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_CHANNELS: channels, CONF_UPDATE_INTERVAL: 3.0})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert loaded_entry.options[CONF_UPDATE_INTERVAL] == 3
+    assert isinstance(loaded_entry.options[CONF_UPDATE_INTERVAL], int)
