@@ -14,6 +14,9 @@ CIRCUIT_COLUMNS = {"kitchen": "Sub_metering_1", "laundry": "Sub_metering_2",
 HOLDOUT_START = pd.Timestamp("2010-01-01")  # UCI data from here on is never trained on
 # Runs of rows identical in every column are filled gaps, not measurements
 SUSPICIOUS_RUN = 3
+# The packager filled longer gaps (hours to days) with the same minutes of the day before:
+# rows equal in all seven columns (voltage to 0.01 V) to the row a day earlier, in runs.
+DAY = 1440
 # Resampling fills every bin between the first and last timestamp: past these, a span is
 # taken for a stray row (a unix 0 in a 2010 file is 21 M minutes) rather than data.
 MAX_BINS = 30_000_000  # ~5.7 years at 6 s
@@ -40,8 +43,8 @@ def uci_csv_path() -> Path:
 def load_uci(path: Path | None = None) -> pd.DataFrame:
     """UCI household at 1 min in W: mains, the three circuits, `other`, and a `valid` flag.
 
-    `valid` is False on minutes that belong to runs of identical rows (filled gaps); the
-    index is a complete 1-minute grid.
+    `valid` is False on minutes that belong to runs of identical rows or that copy the
+    day before (filled gaps); the index is a complete 1-minute grid.
     """
     raw = pd.read_csv(path or uci_csv_path(), parse_dates=["date_time"]).set_index("date_time")
     raw = raw[~raw.index.duplicated()].asfreq("60s")
@@ -50,6 +53,10 @@ def load_uci(path: Path | None = None) -> pd.DataFrame:
     run_id = np.cumsum(~same)
     run_len = pd.Series(same).groupby(run_id).transform("sum").to_numpy()
     suspicious = run_len >= SUSPICIOUS_RUN - 1
+    copied = np.zeros(len(values), dtype=bool)
+    copied[DAY:] = (values[DAY:] == values[:-DAY]).all(axis=1)
+    copy_len = pd.Series(copied).groupby(np.cumsum(~copied)).transform("sum").to_numpy()
+    suspicious |= copied & (copy_len >= SUSPICIOUS_RUN)
     out = pd.DataFrame(index=raw.index)
     out["mains"] = raw["Global_active_power"] * 1000.0
     for name, col in CIRCUIT_COLUMNS.items():

@@ -34,6 +34,31 @@ def test_uci_in_watts_with_filled_gaps_flagged(tmp_path: Path) -> None:
     assert uci["valid"].tolist() == [True] * 3 + [False] * 5 + [True] * 2
 
 
+def test_minutes_copied_from_the_day_before_are_filled_gaps(tmp_path: Path) -> None:
+    """The UCI packager filled gaps of hours with the same minutes of the previous day
+    (2010 has ~17 000 such minutes): no measurement, so neither trained nor scored on."""
+    rng = np.random.default_rng(3)
+    start = pd.Timestamp("2010-08-17")
+    day = [(round(float(p), 3), round(float(v), 2), int(k))
+           for p, v, k in zip(rng.uniform(0.2, 3, 1440), rng.uniform(230, 245, 1440),
+                              rng.integers(0, 40, 1440), strict=True)]
+    second = [(p + 0.001, v, k) for p, v, k in day]  # a different measured day ...
+    second[600:700] = day[600:700]  # ... whose 10:00-11:40 repeats the day before
+    second[900] = day[900]  # one minute alike by chance would not be a fill
+    rows = [f"{start + pd.Timedelta(minutes=i)},{p},0.1,{v},5,{k},1,17\n"
+            for i, (p, v, k) in enumerate(day + second)]
+    csv = tmp_path / "h.csv"
+    csv.write_text(HEADER + "".join(rows))
+
+    valid = load_uci(csv)["valid"]
+
+    assert valid.iloc[:1440].all()
+    second_valid = valid.iloc[1440:].to_numpy()
+    assert not second_valid[600:700].any()
+    assert second_valid[:600].all()
+    assert second_valid[700:].all()
+
+
 def test_resample_bridges_short_gaps_only() -> None:
     idx = pd.to_datetime([0, 2, 4, 30, 32], unit="s", utc=True)
     df = pd.DataFrame({"mains": [100.0, 200.0, 300.0, 400.0, 400.0]}, index=idx)
