@@ -43,6 +43,7 @@ COUNTER_FILE: Final = "energy_counters.json"
 GAS_FILE: Final = "gas_counter.json"
 METER_NAME: Final = "Energy Tracker"
 VOLTAGE_BOARD_MODEL: Final = "esp8266-zmpt101b"
+API_SHUTDOWN_GRACE_S: Final = 3.0
 
 
 def simulated_hat_options(options: Options) -> Options:
@@ -259,7 +260,10 @@ class AddonService:
             self._links[board] = link
         self._running.push_async_callback(self._cancel_hello_requests)
 
-        runner = web.AppRunner(create_app(self), access_log=None)
+        # Requests still running at a stop (a long export) get this long, then are cut: the
+        # Supervisor kills the add-on 10 s after asking it to stop.
+        runner = web.AppRunner(create_app(self), access_log=None,
+                               shutdown_timeout=API_SHUTDOWN_GRACE_S)
         await runner.setup()
         self._running.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.host, self._requested_port)

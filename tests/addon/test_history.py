@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sqlite3
 import threading
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_tracker_addon.history import HistoryStore, HistoryWriter, Reading
+from energy_tracker_addon import history
+from energy_tracker_addon.history import ExportCancelled, HistoryStore, HistoryWriter, Reading
 
 from .uci import UCI_TZ, read_uci
 
@@ -201,6 +203,41 @@ async def test_writer_batches_off_the_loop_and_exports(tmp_path: Path) -> None:
                                   check_freq=False)
     assert len(writers_thread) == 1
     assert not writers_thread[0].is_alive()  # stopped with the writer
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+async def test_stopping_cuts_a_running_export_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """A stop does not wait for a long export (a 60-day one takes minutes): the
+    Supervisor kills the add-on 10 s after asking, and the readings still queued would go."""
+    monkeypatch.setattr(history, "EXPORT_CHUNK_ROWS", 10)  # many chunks: a long export
+    frame = _frame(days=2)
+    writer = HistoryWriter(tmp_path / "history.sqlite3", flush_interval_s=60)
+    await writer.start()
+    for reading in _readings(frame):
+        writer.add(reading)
+    await writer.flush()
+    end = START + timedelta(days=2)
+    if fmt == "parquet":
+        export = asyncio.create_task(writer.export(START, end, "parquet", tmp_path / "o.pq"))
+    else:
+        async def read_all() -> int:
+            return len([piece async for piece in writer.csv_pieces(START, end)])
+        export = asyncio.create_task(read_all())
+    await asyncio.sleep(0)  # the export is under way
+    last = Reading(timestamp=end, total_power_w=1.0, total_energy_kwh=99.0)
+    writer.add(last)
+
+    await writer.stop()
+
+    with pytest.raises(ExportCancelled):
+        await export
+    store = HistoryStore(tmp_path / "history.sqlite3")
+    try:  # what was queued when the stop came is written
+        assert store.export(end, end + timedelta(seconds=1), "csv", tmp_path / "l.csv") == 1
+    finally:
+        store.close()
 
 
 def test_a_store_from_before_the_temperature_column_gains_it(tmp_path: Path) -> None:
