@@ -216,6 +216,18 @@ class HistoryStore:
     def close(self) -> None:
         self._db.close()
 
+    def copy_into(self, other: HistoryStore) -> int:
+        """Every reading of this store into `other` (same schema); returns the count."""
+        cursor = self._db.execute(
+            f"SELECT ts_ms, {', '.join(_VALUE_COLUMNS)} FROM readings ORDER BY ts_ms"  # noqa: S608
+        )
+        count = 0
+        with other._db:
+            while rows := cursor.fetchmany(EXPORT_CHUNK_ROWS):
+                other._db.executemany(other._insert, rows)
+                count += len(rows)
+        return count
+
     @_heals
     def append(self, readings: Sequence[Reading]) -> None:
         """Write a batch in one transaction; a reading at an existing time replaces it."""
@@ -413,10 +425,12 @@ class HistoryWriter:
         flush_interval_s: float = 10.0,
         prune_interval_s: float = 3600.0,
         max_pending: int = 100_000,
+        reopen_interval_s: float = 60.0,
     ) -> None:
         self._settings = (path, retention_days, max_size_mb)
         self._flush_interval_s = flush_interval_s
         self._prune_interval_s = prune_interval_s
+        self._reopen_interval_s = reopen_interval_s
         self._pending: list[Reading] = []
         self._max_pending = max_pending
         self._dropped = 0
@@ -435,8 +449,9 @@ class HistoryWriter:
             # a short history in memory, and say what to fix.
             _LOGGER.error(
                 "History store %s cannot be used (%s): this run keeps its history in memory "
-                "only (the last %g days). Free space on the disk or fix the data folder, "
-                "then restart the add-on", path, error, MEMORY_RETENTION_DAYS)
+                "for now (the last %g days), and moves it to the file once that can be "
+                "used: free space on the disk or fix the data folder", path, error,
+                MEMORY_RETENTION_DAYS)
             store = await self._run(
                 HistoryStore, None,
                 min(retention_days or MEMORY_RETENTION_DAYS, MEMORY_RETENTION_DAYS),
@@ -539,6 +554,26 @@ class HistoryWriter:
             raise RuntimeError("the history writer is not started")
         return self._store
 
+    async def _reopen_file(self) -> None:
+        """Running on the in-memory history: once the file can be used again (space freed),
+        move what this run kept in memory into it and go on there, so nothing is lost."""
+        memory = self._require_store()
+        try:
+            store = await self._run(HistoryStore, *self._settings)
+        except (sqlite3.Error, OSError) as error:
+            _LOGGER.debug("History store still unusable: %s", error)
+            return
+        try:
+            moved = await self._run(memory.copy_into, store)
+        except (sqlite3.Error, OSError) as error:
+            _LOGGER.debug("History store still unusable: %s", error)
+            await self._run(store.close)
+            return
+        self._store = store
+        await self._run(memory.close)
+        _LOGGER.info("History store %s usable again: the %d readings kept in memory are "
+                     "in it", self._settings[0], moved)
+
     async def run_in_worker[T](self, function: Callable[..., T], *args: Any) -> T:
         """Run CPU work on the writer's own thread (no extra thread to clean up)."""
         return await self._run(function, *args)
@@ -549,9 +584,13 @@ class HistoryWriter:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + self._prune_interval_s
+        next_reopen = loop.time() + self._reopen_interval_s
         while True:
             await asyncio.sleep(self._flush_interval_s)
             await self.flush()
+            if self._require_store().path is None and loop.time() >= next_reopen:
+                next_reopen = loop.time() + self._reopen_interval_s
+                await self._reopen_file()
             if loop.time() >= next_prune:
                 next_prune = loop.time() + self._prune_interval_s
                 try:

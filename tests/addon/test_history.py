@@ -19,6 +19,7 @@ import pytest
 from energy_tracker_addon import history
 from energy_tracker_addon.history import ExportCancelled, HistoryStore, HistoryWriter, Reading
 
+from .polling import wait_until
 from .uci import UCI_TZ, read_uci
 
 # Channel ids as the add-on numbers its CT inputs; total = mains.
@@ -333,6 +334,41 @@ async def test_a_store_that_cannot_be_opened_is_left_alone_and_history_kept_in_m
     reopened = HistoryStore(path)
     try:
         assert reopened.count() == 40  # untouched, for the next start
+    finally:
+        reopened.close()
+
+
+async def test_the_readings_kept_in_memory_move_to_the_file_once_it_can_be_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started while the file could not be used (locked here; a full disk alike): once
+    it can, what this run kept in memory goes into it, and new readings follow. They used
+    to stay in memory until the next restart, which lost them."""
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore(path)
+    readings = _readings(_frame(days=1))
+    store.append(readings[:40])
+    store.close()
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        writer = HistoryWriter(path, flush_interval_s=0.05, reopen_interval_s=0.2)
+        await writer.start()
+        for reading in readings[50:60]:
+            writer.add(reading)
+        await writer.flush()
+        await asyncio.sleep(0.5)  # reopening fails while the file is held
+        holder.execute("ROLLBACK")
+    try:
+        async def moved() -> bool:
+            return "usable again: the 10 readings kept in memory are in it" in caplog.text
+
+        await wait_until(moved, timeout=5, what="the memory history moved to the file")
+        writer.add(readings[60])
+    finally:
+        await writer.stop()
+    reopened = HistoryStore(path)
+    try:
+        assert reopened.count() == 40 + 10 + 1  # the old file, the memory, the newest
     finally:
         reopened.close()
 
