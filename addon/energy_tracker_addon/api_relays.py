@@ -9,7 +9,7 @@ from typing import Any, Final, Protocol, cast
 from aiohttp import web
 
 from .api_body import BadBody, read_json
-from .api_errors import invalid
+from .api_errors import invalid, storage_error
 from .demand_response import DEFAULT_STAGGER_S, DemandResponse, NoReading
 from .relays import MIN_ON_MAX_S, PRIORITY_MAX, RelayError, RelayManager, RelayNotFound
 from .voltage_calibration import CalibrationError, VoltageCalibration
@@ -83,6 +83,8 @@ async def _put(request: web.Request) -> web.Response:
             await manager.update_settings(relay_id, priority=priority, min_on_s=min_on_s)
     except RelayError as error:
         return _relay_error(error)
+    except OSError as error:
+        return storage_error(error, "saving the relay settings")
     return web.json_response(manager.as_json(manager.get(relay_id)))
 
 

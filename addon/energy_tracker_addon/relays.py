@@ -218,12 +218,19 @@ class RelayManager:
     async def update_settings(
         self, relay_id: int, *, priority: int | None = None, min_on_s: int | None = None
     ) -> Relay:
+        """Raises OSError (nothing changed) when the settings cannot be saved: a priority
+        that seemed set would be back to its old value after the next restart."""
         relay = self.get(relay_id)
+        before = relay.priority, relay.min_on_s
         if priority is not None:
             relay.priority = priority
         if min_on_s is not None:
             relay.min_on_s = min_on_s
-        await self._save()
+        try:
+            await self._save(raise_errors=True)
+        except OSError:
+            relay.priority, relay.min_on_s = before
+            raise
         return relay
 
     async def start(self) -> None:
@@ -247,7 +254,7 @@ class RelayManager:
         self._save_tasks.add(task)
         task.add_done_callback(self._save_tasks.discard)
 
-    async def _save(self) -> None:
+    async def _save(self, *, raise_errors: bool = False) -> None:
         async with self._save_lock:
             text = json.dumps(self._settings(), indent=1)
             if text == self._saved:
@@ -256,6 +263,8 @@ class RelayManager:
                 await asyncio.to_thread(write_atomic, self._path, text)
             except OSError as error:
                 self._save_trouble.failed(error)
+                if raise_errors:
+                    raise
                 return
             self._save_trouble.succeeded()
             self._saved = text

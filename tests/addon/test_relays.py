@@ -351,6 +351,13 @@ async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
     assert "now reports 3 relays instead of 2\n" in caplog.text
 
 
+async def _relay(session: aiohttp.ClientSession, service: AddonService,
+                 relay_id: int) -> dict[str, Any]:
+    async with session.get(service.url + "/api/v1/relays", headers=auth()) as resp:
+        relays: list[dict[str, Any]] = (await resp.json())["relays"]
+    return next(r for r in relays if r["id"] == relay_id)
+
+
 async def test_settings_that_cannot_be_saved_are_said_once(
     tmp_path: Path, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -361,10 +368,14 @@ async def test_settings_that_cannot_be_saved_are_said_once(
     await service.start()
     try:
         assert not list(data.glob(".*.tmp")), "scratch files of a killed run are removed"
+        before = await _relay(session, service, 2)
         for priority in (7, 8, 9):
             async with session.put(service.url + "/api/v1/relays/2",
                                    json={"priority": priority}, headers=auth()) as resp:
-                assert resp.status == 200
+                # Not a 200 for a priority that would be gone after the next restart.
+                assert resp.status == 500
+                assert (await resp.json())["error"] == "storage_error"
+        assert (await _relay(session, service, 2))["priority"] == before["priority"]
         assert caplog.text.count("Cannot save relay settings") == 1
         (data / SETTINGS_FILE).rmdir()
         async with session.put(service.url + "/api/v1/relays/2", json={"priority": 10},
