@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from homeassistant.components.sensor import ATTR_STATE_CLASS
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import (
     ATTR_DEVICE_CLASS,
     ATTR_FRIENDLY_NAME,
@@ -206,8 +207,12 @@ async def test_a_channel_the_addon_drops_keeps_its_entities_for_when_it_returns(
 
     await addon.stop()
     await addon.start(channels=channels)
-    await wait_for(lambda: [c.id for c in loaded_entry.runtime_data.info.channels] == [1, 2],
-                   15, "the reload for the new channels")
+    def reloaded_with_two_channels() -> bool:
+        coordinator = getattr(loaded_entry, "runtime_data", None)  # absent mid-reload
+        return loaded_entry.state is ConfigEntryState.LOADED and coordinator is not None \
+            and [c.id for c in coordinator.info.channels] == [1, 2]
+
+    await wait_for(reloaded_with_two_channels, 15, "the reload for the new channels")
     await hass.async_block_till_done()
     assert entity_registry.async_get(renamed) is not None
     assert hass.states.get(renamed) is None or hass.states.get(renamed).state \
