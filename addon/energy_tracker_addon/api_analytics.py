@@ -22,6 +22,7 @@ from .aggregates import PERIODS
 from .analytics import Analytics
 from .api_body import read_json
 from .api_errors import invalid, storage_error
+from .history import ExportCancelled
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ async def _stream_csv(request: web.Request, pieces: AsyncGenerator[bytes],
             piece: bytes | None = await anext(pieces)  # the header: the store answers
         except (OSError, sqlite3.Error) as error:
             return storage_error(error, "reading the history")
+        except ExportCancelled:
+            return web.json_response({"error": "stopping"}, status=503)
         response = web.StreamResponse(headers=headers)
         response.enable_chunked_encoding()
         try:
@@ -146,6 +149,12 @@ async def _stream_csv(request: web.Request, pieces: AsyncGenerator[bytes],
             await response.write_eof()
         except ConnectionResetError:
             _LOGGER.debug("Export: the client left before the end")
+        except ExportCancelled:
+            # The add-on stops. Headers are sent: only a cut connection tells the client
+            # the file is not whole (a clean end of the chunks would not).
+            _LOGGER.info("Export cut short: the add-on is stopping")
+            if request.transport is not None:
+                request.transport.abort()
         except (OSError, sqlite3.Error) as error:
             # Headers are sent: only a cut connection tells the client the file is not whole.
             _LOGGER.error("Storage: reading the history failed during an export: %s", error)
@@ -169,6 +178,8 @@ async def _send_parquet(request: web.Request, analytics: Analytics, start: datet
             rows = await analytics.export(start, end, "parquet", temp)
         except (OSError, sqlite3.Error) as error:
             return storage_error(error, "writing the export")
+        except ExportCancelled:
+            return web.json_response({"error": "stopping"}, status=503)
         response = web.StreamResponse(headers={**headers, "X-Export-Rows": str(rows)})
         # A local file in small chunks: each call takes far less than a reading's
         # interval, and no thread is needed.

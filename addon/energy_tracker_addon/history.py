@@ -467,7 +467,7 @@ class HistoryWriter:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._store is not None:
-            self._store.exports_cancelled.set()  # an export ahead in the queue ends first
+            self.cancel_exports()  # an export ahead in the queue ends first
             await self.flush()
             await self._run(self._store.close)
             self._store = None
@@ -573,6 +573,11 @@ class HistoryWriter:
         await self._run(memory.close)
         _LOGGER.info("History store %s usable again: the %d readings kept in memory are "
                      "in it", self._settings[0], moved)
+
+    def cancel_exports(self) -> None:
+        """Exports under way end at their next chunk (ExportCancelled): the add-on stops."""
+        if self._store is not None:
+            self._store.exports_cancelled.set()
 
     async def run_in_worker[T](self, function: Callable[..., T], *args: Any) -> T:
         """Run CPU work on the writer's own thread (no extra thread to clean up)."""

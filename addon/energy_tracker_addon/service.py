@@ -43,7 +43,7 @@ COUNTER_FILE: Final = "energy_counters.json"
 GAS_FILE: Final = "gas_counter.json"
 METER_NAME: Final = "Energy Tracker"
 VOLTAGE_BOARD_MODEL: Final = "esp8266-zmpt101b"
-API_SHUTDOWN_GRACE_S: Final = 3.0
+API_SHUTDOWN_GRACE_S: Final = 2.0
 
 
 def simulated_hat_options(options: Options) -> Options:
@@ -172,6 +172,9 @@ class AddonService:
 
     async def stop(self) -> None:
         """Stop the API, the boards and the meter (which persists the counters)."""
+        if self._analytics is not None:
+            # First: a long export would hold the API's stop for its grace time.
+            self._analytics.history.cancel_exports()
         await self._running.aclose()
         self._running = contextlib.AsyncExitStack()
         self._links = {}

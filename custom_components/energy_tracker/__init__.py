@@ -5,7 +5,7 @@ from __future__ import annotations
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
+from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -58,7 +58,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         info = await client.get_info()
     except InvalidAuth as err:
         async_outage(hass, entry).async_end()  # it answers; the reauth flow says why
-        raise ConfigEntryAuthFailed(
+        # The reauth prompt asks for the new token, and setup is retried meanwhile (not
+        # ConfigEntryAuthFailed, which never retries): an add-on that takes the stored
+        # token again (a restored backup) brings the entry back by itself.
+        entry.async_start_reauth(hass)
+        raise ConfigEntryNotReady(
             translation_domain=DOMAIN, translation_key="invalid_auth"
         ) from err
     except (CannotConnect, InvalidData) as err:

@@ -230,7 +230,13 @@ class EnergyTrackerClient:
                 f"{self._base_url}/{path}", headers=self._headers, timeout=REQUEST_TIMEOUT
             ) as response:
                 if response.status == 401:
-                    raise InvalidAuth("the add-on refused the API token")
+                    if await _is_addon_refusal(response):
+                        raise InvalidAuth("the add-on refused the API token")
+                    raise InvalidData(f"GET {path} answered 401 without the add-on's error: "
+                                      "another server")
+                if response.status == 404:
+                    # Every route of the add-on's API exists: another web server answers.
+                    raise InvalidData(f"GET {path} answered 404: not the add-on's API")
                 if response.status != 200:
                     raise CannotConnect(f"GET {path} answered {response.status}")
                 try:
@@ -264,6 +270,15 @@ class EnergyTrackerClient:
         if not isinstance(answer, dict):
             raise InvalidData(f"{method} {path} did not answer an object")
         return answer
+
+
+async def _is_addon_refusal(response: aiohttp.ClientResponse) -> bool:
+    """A 401 with the add-on's own body (docs/api.md), not another server's login page."""
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "invalid_auth"
 
 
 def _parse_stream_message(text: str) -> MeterState | None:

@@ -129,7 +129,9 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                     self._token_refused = True
                     self._outage.async_end()
                     self._async_set_unavailable(err)
-                    self.config_entry.async_start_reauth(self.hass)
+                # Again at every refusal: HA starts none while one is open (or while the
+                # user reconfigures), and one the user closed unanswered comes back.
+                self.config_entry.async_start_reauth(self.hass)
                 await asyncio.sleep(AUTH_RETRY_DELAY)
                 continue
             except (CannotConnect, InvalidData) as err:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from energy_tracker_addon import history as history_module
 from energy_tracker_addon.history import HistoryStore, Reading
 
 from .analytics_rig import TOKEN, Clocks, Rig
@@ -292,6 +293,39 @@ async def test_a_csv_export_streams_and_a_client_leaving_early_leaves_no_traceba
     finally:
         await rig.stop()
     assert body.count(b"\n") == 1 + weeks // timedelta(minutes=1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_stopping_cuts_a_csv_export_cleanly(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The add-on stops (an update) during a long export: the export is cut at once,
+    the client sees an incomplete body (not a clean end), and nothing is logged as an
+    error. A 60-day export used to hold the stop for two minutes."""
+    monkeypatch.setattr(history_module, "EXPORT_CHUNK_ROWS", 20)  # a long export
+    weeks = timedelta(weeks=4)
+    uci_start = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    shift = _weeks_to_now(uci_start + weeks)
+    start = (uci_start + shift).astimezone(UTC)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _prefill(data_dir / "history.sqlite3", read_uci(uci_start, uci_start + weeks), shift)
+    rig = Rig(data_dir, Clocks(start + weeks), pty_port("ttyRPICT"))
+    await rig.start()
+    span = f"start={start:%Y-%m-%dT%H:%M:%SZ}&end={start + weeks:%Y-%m-%dT%H:%M:%SZ}"
+    url = f"{rig.service.url}/api/v1/export?{span}"  # type: ignore[union-attr]
+    try:
+        async with session.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200
+            await resp.content.readline()
+            stopping = asyncio.create_task(rig.stop())
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+            await stopping
+    finally:
+        await rig.stop()
+    assert "Export cut short: the add-on is stopping" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 

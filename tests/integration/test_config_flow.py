@@ -190,7 +190,7 @@ async def test_reauth_with_the_new_token_loads_the_entry(
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
 
     [flow] = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert flow["context"]["source"] == config_entries.SOURCE_REAUTH
@@ -368,7 +368,7 @@ async def refused_entry(hass: HomeAssistant, addon: Addon,
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
     assert reauth_prompts(hass, entry) == (1, True)
     return entry
 
@@ -456,13 +456,17 @@ async def test_reauth_form_says_how_to_get_the_token(hass: HomeAssistant, addon:
     pytest.param(("[1, 2]", "application/json"), id="list"),
     pytest.param(('{"meter_id": 5, "name": null, "version": 1, "source": "x", "boards": {}, '
                   '"channels": "all"}', "application/json"), id="wrong-types"),
+    # Most web servers have no such page, or ask for their own login.
+    pytest.param(("404: Not Found", "text/plain", 404), id="not-found"),
+    pytest.param(("<html>Log in</html>", "text/html", 401), id="login-page"),
 ])
 async def not_the_addon(request: pytest.FixtureRequest) -> AsyncIterator[int]:
-    """The port of another web server answering 200 to the add-on's info request."""
-    body, content_type = request.param
+    """The port of another web server answering the add-on's info request."""
+    body, content_type, *status = request.param
 
     async def info(request: web.Request) -> web.Response:
-        return web.Response(text=body, content_type=content_type)
+        return web.Response(text=body, content_type=content_type,
+                            status=status[0] if status else 200)
 
     app = web.Application()
     app.router.add_get("/api/v1/info", info)

@@ -166,7 +166,7 @@ async def test_a_new_token_found_at_setup_raises_no_unreachable_issue(
     await addon.start(api_token="a-brand-new-token")
     await hass.config_entries.async_reload(config_entry.entry_id)
     await hass.async_block_till_done()
-    assert config_entry.state is ConfigEntryState.SETUP_ERROR
+    assert config_entry.state is ConfigEntryState.SETUP_RETRY
     await past_the_issue_delay(hass)
     assert unreachable_issue(issue_registry, config_entry) is None
 

@@ -62,11 +62,11 @@ async def test_diagnostics_of_an_entry_that_could_not_set_up(
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
 
-    assert diagnostics["entry"]["state"] == "setup_error"
+    assert diagnostics["entry"]["state"] == "setup_retry"
     assert diagnostics["connected"] is False
     assert diagnostics["info"] is None
     assert diagnostics["last_error"] == entry.reason

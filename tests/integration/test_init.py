@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_PORT, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.energy_tracker.const import DOMAIN
 
@@ -49,7 +52,7 @@ async def test_refused_token_starts_reauth(hass: HomeAssistant, addon: Addon) ->
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
 
@@ -73,3 +76,24 @@ async def test_another_meter_at_the_address_retries_setup(
     assert entry.state is ConfigEntryState.SETUP_RETRY
     assert entry.reason is not None
     assert addon.meter_id in entry.reason
+
+
+async def test_a_token_refused_at_setup_is_tried_again(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    """The add-on had another token when Home Assistant started; it gets the stored one
+    back (a restored backup): the entry loads at the next setup retry, prompt closed."""
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
+                            data={**addon.entry_data, CONF_API_TOKEN: "the-old-token-0123"})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    assert len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
+
+    await addon.stop()
+    await addon.start(api_token="the-old-token-0123")
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(minutes=2))
+    await wait_for(lambda: entry.state is ConfigEntryState.LOADED, 10, "the retried setup")
+    await hass.async_block_till_done()
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
