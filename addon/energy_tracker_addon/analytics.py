@@ -201,20 +201,22 @@ class Analytics:
             started = detector.check(timestamp, power)
             if started is not None:
                 self._log_event(key, started)
-        self._unsaved = True
         # Observers run before the state is published: what is shown survives a kill.
-        self._file.write(self._payload(), live=True)
+        self._keep_live()
 
     def push_intensity(self, g_per_kwh: float) -> None:
         """A live carbon intensity (ValueError when refused), kept with the analytics state
         so that it holds across a restart for its two hours."""
         self.carbon.push(g_per_kwh)
-        self._unsaved = True
-        self._file.write(self._payload(), live=True)
+        self._keep_live()
 
     def clear_intensity(self) -> None:
         """Back to the co2_g_per_kwh option now, not two hours after the last push."""
         self.carbon.clear()
+        self._keep_live()
+
+    def _keep_live(self) -> None:
+        """The state changed: rewrite its live copy now, the durable file at the next save."""
         self._unsaved = True
         self._file.write(self._payload(), live=True)
 

@@ -276,22 +276,29 @@ class Meter:
     def _port_closed(self, board: Board) -> None:
         """A closed port sends nothing more: its values go at once, not after
         stale_after_s, and no energy is integrated across the time it was out."""
+        # Info: the link logs an unplug as a warning, and a stop closes the ports too.
         if board == "rpict":
             self._last_rpict = None
             if self._available:
-                # Info: the link logs an unplug as a warning, and a stop closes it too.
                 _LOGGER.info("RPICT port closed: values unavailable")
-                self._available = False
-                self._update_power_metrics()
+                self._rpict_gone()
         elif board == "voltage":
             self._relays = None
             self._last_measurement = None
             if self._voltage_fresh:
                 _LOGGER.info("Voltage board port closed: using vest %g V",
                              self._options.rpict_vest)
-                self._voltage_fresh = False
-                self._metrics.voltage_v.set(math.nan)
-                self._metrics.frequency_hz.set(math.nan)
+                self._voltage_gone()
+
+    def _rpict_gone(self) -> None:
+        self._available = False
+        self._update_power_metrics()
+
+    def _voltage_gone(self) -> None:
+        """Powers are scaled with the vest again; voltage and frequency are unknown."""
+        self._voltage_fresh = False
+        self._metrics.voltage_v.set(math.nan)
+        self._metrics.frequency_hz.set(math.nan)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -355,8 +362,7 @@ class Meter:
             self._last_rpict is None or now - self._last_rpict > stale_after
         ):
             _LOGGER.warning("No RPICT reading for %d s: values unavailable", stale_after)
-            self._available = False
-            self._update_power_metrics()
+            self._rpict_gone()
             changed = True
         if self._voltage_fresh and (
             self._last_measurement is None or now - self._last_measurement > stale_after
@@ -365,9 +371,7 @@ class Meter:
                 "No voltage-board measurement for %d s: using vest %g V",
                 stale_after, self._options.rpict_vest,
             )
-            self._voltage_fresh = False
-            self._metrics.voltage_v.set(math.nan)
-            self._metrics.frequency_hz.set(math.nan)
+            self._voltage_gone()
             changed = True
         if changed:
             self._publish()

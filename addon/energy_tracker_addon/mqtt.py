@@ -88,6 +88,7 @@ class MqttPublisher:
         self._meter_id = meter_id
         self._voltage_board = voltage_board
         self._name = name
+        self._broker = f"{options.mqtt_host}:{options.mqtt_port}"
         base = f"{options.mqtt_topic_prefix}/{meter_id}"
         self.state_topic = f"{base}/state"
         self.availability_topic = f"{base}/availability"
@@ -111,7 +112,7 @@ class MqttPublisher:
 
     def status(self) -> dict[str, Any]:
         """The `mqtt` object of /api/v1/info: the broker, and why it is not connected."""
-        return {"broker": f"{self._options.mqtt_host}:{self._options.mqtt_port}",
+        return {"broker": self._broker,
                 "connected": self._connected,
                 "error": None if self._connected else self._last_error}
 
@@ -184,9 +185,8 @@ class MqttPublisher:
 
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
-        where = f"{self._options.mqtt_host}:{self._options.mqtt_port}"
-        if self._name is not None:  # one line per meter: say whose
-            where += f" (meter {self._name})"
+        # One line per meter: say whose.
+        where = self._broker if self._name is None else f"{self._broker} (meter {self._name})"
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             connected_at: float | None = None
@@ -236,9 +236,10 @@ class MqttPublisher:
             self._outage.clear()
             self._back_logged = False
             self._dropped = 0
-        if lasted is None and (isinstance(error.__context__, ssl.SSLError) or (
-                self._options.mqtt_tls and isinstance(error.__context__, ConnectionResetError))):
-            # A plain-MQTT port resets a TLS hello: the same fix as a refused certificate.
+        # A plain-MQTT port resets a TLS hello: the user's fix, like a refused certificate.
+        tls_reset = self._options.mqtt_tls and isinstance(error.__context__,
+                                                          ConnectionResetError)
+        if lasted is None and (isinstance(error.__context__, ssl.SSLError) or tls_reset):
             kind = "tls"
         elif lasted is None and isinstance(error, aiomqtt.MqttCodeError) \
                 and _code(error.rc) in _AUTH_REFUSED:
@@ -251,7 +252,7 @@ class MqttPublisher:
             _LOGGER.debug("MQTT broker %s still unavailable: %s", where, error)
             return
         self._outage.add(kind)
-        if kind == "tls" and isinstance(error.__context__, ConnectionResetError):
+        if kind == "tls" and tls_reset:
             _LOGGER.error("MQTT broker %s closed the connection during the TLS handshake "
                           "(%s): is mqtt_port a TLS port? Brokers usually take plain MQTT on "
                           "1883 and TLS on 8883", where, error)
