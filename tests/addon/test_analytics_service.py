@@ -261,25 +261,39 @@ async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_surv
         await rig.stop()
 
 
+EXPORT_WEEKS = timedelta(weeks=4)
+
+
+async def _four_weeks_to_export(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> tuple[Rig, datetime, str]:
+    """A started service whose history holds four weeks of real minutes ending now (inside
+    the retention): the rig, the first minute (UTC) and the export URL of the whole span."""
+    uci_start = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    shift = _weeks_to_now(uci_start + EXPORT_WEEKS)
+    start = (uci_start + shift).astimezone(UTC)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _prefill(data_dir / "history.sqlite3", read_uci(uci_start, uci_start + EXPORT_WEEKS),
+             shift)
+    rig = Rig(data_dir, Clocks(start + EXPORT_WEEKS), pty_port("ttyRPICT"))
+    await rig.start()
+    end = start + EXPORT_WEEKS
+    url = (f"{rig.service.url}/api/v1/export"  # type: ignore[union-attr]
+           f"?start={start:%Y-%m-%dT%H:%M:%SZ}&end={end:%Y-%m-%dT%H:%M:%SZ}")
+    return rig, start, url
+
+
 async def test_a_csv_export_streams_and_a_client_leaving_early_leaves_no_traceback(
     tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Four weeks of minutes: the CSV's first line arrives before the rest is read (the
     file used to be built whole first), and a client that leaves after it is no error."""
-    weeks = timedelta(weeks=4)
-    uci_start = datetime.fromisoformat("2009-03-02T00:00+01:00")
-    shift = _weeks_to_now(uci_start + weeks)  # inside the retention
-    start = (uci_start + shift).astimezone(UTC)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    _prefill(data_dir / "history.sqlite3", read_uci(uci_start, uci_start + weeks), shift)
-    rig = Rig(data_dir, Clocks(start + weeks), pty_port("ttyRPICT"))
-    await rig.start()
-    span = f"start={start:%Y-%m-%dT%H:%M:%SZ}&end={start + weeks:%Y-%m-%dT%H:%M:%SZ}"
+    rig, start, url = await _four_weeks_to_export(tmp_path, pty_port)
+    weeks = EXPORT_WEEKS
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        url = f"{rig.service.url}/api/v1/export?{span}"  # type: ignore[union-attr]
         async with session.get(url, headers=headers) as resp:
             assert resp.status == 200
             assert "X-Export-Rows" not in resp.headers  # known only at the end
@@ -304,17 +318,7 @@ async def test_stopping_cuts_a_csv_export_cleanly(
     the client sees an incomplete body (not a clean end), and nothing is logged as an
     error. A 60-day export used to hold the stop for two minutes."""
     monkeypatch.setattr(history_module, "EXPORT_CHUNK_ROWS", 20)  # a long export
-    weeks = timedelta(weeks=4)
-    uci_start = datetime.fromisoformat("2009-03-02T00:00+01:00")
-    shift = _weeks_to_now(uci_start + weeks)
-    start = (uci_start + shift).astimezone(UTC)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    _prefill(data_dir / "history.sqlite3", read_uci(uci_start, uci_start + weeks), shift)
-    rig = Rig(data_dir, Clocks(start + weeks), pty_port("ttyRPICT"))
-    await rig.start()
-    span = f"start={start:%Y-%m-%dT%H:%M:%SZ}&end={start + weeks:%Y-%m-%dT%H:%M:%SZ}"
-    url = f"{rig.service.url}/api/v1/export?{span}"  # type: ignore[union-attr]
+    rig, _start, url = await _four_weeks_to_export(tmp_path, pty_port)
     try:
         async with session.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
             assert resp.status == 200

@@ -139,6 +139,18 @@ async def loaded_entry(hass: HomeAssistant, config_entry: MockConfigEntry) -> Mo
     return config_entry
 
 
+async def set_up_entry(hass: HomeAssistant, addon: Addon, *, unique_id: str | None = None,
+                       **changes: Any) -> MockConfigEntry:
+    """An entry for `addon` whose data differ by `changes` (an old `api_token`, another
+    `port`) or that names another meter, added and set up: its state is the test's to check."""
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=unique_id or addon.meter_id,
+                            data={**addon.entry_data, **changes})
+    entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
 async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float,
                    what: str) -> float:
     """Poll `condition` until true; returns the seconds it took."""

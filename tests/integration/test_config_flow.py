@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from homeassistant import config_entries
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntryState, ConfigFlowResult
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -27,7 +27,7 @@ from custom_components.energy_tracker.const import (
     DOMAIN,
 )
 
-from .conftest import HOST, Addon
+from .conftest import HOST, Addon, set_up_entry
 
 
 def discovery(config: dict[str, object]) -> HassioServiceInfo:
@@ -185,11 +185,7 @@ async def test_discovery_without_a_token_aborts(hass: HomeAssistant) -> None:
 async def test_reauth_with_the_new_token_loads_the_entry(
     hass: HomeAssistant, addon: Addon
 ) -> None:
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_API_TOKEN: "old-token"})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, api_token="old-token")
     assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
 
     [flow] = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
@@ -211,11 +207,7 @@ async def test_reauth_with_the_new_token_loads_the_entry(
 async def test_reconfigure_to_the_new_port(
     hass: HomeAssistant, addon: Addon, closed_port: int
 ) -> None:
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_PORT: closed_port})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, port=closed_port)
     assert entry.state is ConfigEntryState.SETUP_RETRY
 
     result = await entry.start_reconfigure_flow(hass)
@@ -363,11 +355,7 @@ def reauth_prompts(hass: HomeAssistant, entry: MockConfigEntry) -> tuple[int, bo
 async def refused_entry(hass: HomeAssistant, addon: Addon,
                         token: str = "old-token-0123456789") -> MockConfigEntry:
     """An entry whose token the add-on refused at setup (it changed while HA was down)."""
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_API_TOKEN: token})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, api_token=token)
     assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
     assert reauth_prompts(hass, entry) == (1, True)
     return entry
@@ -382,17 +370,22 @@ async def discover(hass: HomeAssistant, data: dict[str, Any]) -> Any:
     return result
 
 
+def assert_fixed(hass: HomeAssistant, entry: MockConfigEntry, result: ConfigFlowResult,
+                 reason: str) -> None:
+    """The flow ended with `reason`, the entry works, and nothing asks for the token."""
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == reason
+    assert entry.state is ConfigEntryState.LOADED
+    assert reauth_prompts(hass, entry) == (0, False)
+
+
 async def test_discovery_with_the_new_token_sets_up_a_refused_entry(
     hass: HomeAssistant, addon: Addon
 ) -> None:
     entry = await refused_entry(hass, addon)
     result = await discover(hass, addon.entry_data)
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert_fixed(hass, entry, result, "already_configured")
     assert entry.data[CONF_API_TOKEN] == addon.token
-    assert entry.state is ConfigEntryState.LOADED
-    # Nothing asks for the token any more.
-    assert reauth_prompts(hass, entry) == (0, False)
 
 
 async def test_discovery_with_the_same_token_sets_up_an_entry_that_failed(
@@ -404,10 +397,7 @@ async def test_discovery_with_the_same_token_sets_up_an_entry_that_failed(
     await addon.stop()
     await addon.start(api_token=entry.data[CONF_API_TOKEN])
     result = await discover(hass, dict(entry.data))
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
-    assert entry.state is ConfigEntryState.LOADED
-    assert reauth_prompts(hass, entry) == (0, False)
+    assert_fixed(hass, entry, result, "already_configured")
 
 
 async def test_adding_the_meter_again_with_the_new_token_fixes_its_entry(
@@ -417,12 +407,9 @@ async def test_adding_the_meter_again_with_the_new_token_fixes_its_entry(
     flow_id = await start_user_flow(hass)
     result = await hass.config_entries.flow.async_configure(flow_id, addon.entry_data)
     await hass.async_block_till_done()
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert_fixed(hass, entry, result, "already_configured")
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
     assert entry.data[CONF_API_TOKEN] == addon.token
-    assert entry.state is ConfigEntryState.LOADED
-    assert reauth_prompts(hass, entry) == (0, False)
 
 
 async def test_reconfigure_with_the_new_token_closes_the_reauth_prompt(
@@ -432,10 +419,7 @@ async def test_reconfigure_with_the_new_token_closes_the_reauth_prompt(
     result = await entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(result["flow_id"], addon.entry_data)
     await hass.async_block_till_done()
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "reconfigure_successful"
-    assert entry.state is ConfigEntryState.LOADED
-    assert reauth_prompts(hass, entry) == (0, False)
+    assert_fixed(hass, entry, result, "reconfigure_successful")
 
 
 async def test_reauth_form_says_how_to_get_the_token(hass: HomeAssistant, addon: Addon) -> None:
@@ -537,11 +521,7 @@ async def test_what_is_no_host_is_refused_on_its_field(
 async def test_reconfigure_to_a_pasted_url(
     hass: HomeAssistant, addon: Addon, closed_port: int
 ) -> None:
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_PORT: closed_port})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, port=closed_port)
     result = await entry.start_reconfigure_flow(hass)
     # The port field still shows the stored port.
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {
@@ -558,11 +538,7 @@ async def test_reconfigure_at_a_reinstalled_addon_says_to_add_it_again(
     hass: HomeAssistant, addon: Addon
 ) -> None:
     # The entry's meter was served here before the add-on was reinstalled (new meter id).
-    entry = MockConfigEntry(domain=DOMAIN, unique_id="meter-before-reinstall",
-                            data=addon.entry_data)
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, unique_id="meter-before-reinstall")
     assert entry.state is not ConfigEntryState.LOADED
     result = await entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(result["flow_id"], addon.entry_data)

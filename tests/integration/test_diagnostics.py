@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import CONF_API_TOKEN
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import (
@@ -13,9 +12,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.energy_tracker.const import DOMAIN
-
-from .conftest import HOST, Addon, wait_for
+from .conftest import HOST, Addon, set_up_entry, wait_for
 
 
 async def test_diagnostics_redact_the_token_and_host(
@@ -57,11 +54,7 @@ async def test_diagnostics_of_an_entry_that_could_not_set_up(
     hass: HomeAssistant, hass_client: ClientSessionGenerator, addon: Addon,
 ) -> None:
     """When the add-on refused the token at setup, which is when a user needs them."""
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_API_TOKEN: "an-old-token-0123"})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, api_token="an-old-token-0123")
     assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
-from homeassistant.const import CONF_API_TOKEN, CONF_PORT, STATE_UNAVAILABLE
+from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
@@ -13,7 +13,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.energy_tracker.const import DOMAIN
 
-from .conftest import Addon, wait_for
+from .conftest import Addon, set_up_entry, wait_for
 
 
 async def test_unload_stops_the_stream_and_the_entities(
@@ -39,19 +39,12 @@ async def test_unload_stops_the_stream_and_the_entities(
 async def test_unreachable_addon_retries_setup(
     hass: HomeAssistant, addon: Addon, closed_port: int
 ) -> None:
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_PORT: closed_port})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
+    entry = await set_up_entry(hass, addon, port=closed_port)
     assert entry.state is ConfigEntryState.SETUP_RETRY
 
 
 async def test_refused_token_starts_reauth(hass: HomeAssistant, addon: Addon) -> None:
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_API_TOKEN: "wrong"})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, api_token="wrong")
     assert entry.state is ConfigEntryState.SETUP_RETRY  # retried, with a reauth prompt
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
@@ -69,10 +62,7 @@ async def test_another_meter_at_the_address_retries_setup(
     hass: HomeAssistant, addon: Addon
 ) -> None:
     """Retried, not given up: the right add-on may come back at this address."""
-    entry = MockConfigEntry(domain=DOMAIN, unique_id="some-other-meter",
-                            data=addon.entry_data)
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
+    entry = await set_up_entry(hass, addon, unique_id="some-other-meter")
     assert entry.state is ConfigEntryState.SETUP_RETRY
     assert entry.reason is not None
     assert addon.meter_id in entry.reason
@@ -83,11 +73,7 @@ async def test_a_token_refused_at_setup_is_tried_again(
 ) -> None:
     """The add-on had another token when Home Assistant started; it gets the stored one
     back (a restored backup): the entry loads at the next setup retry, prompt closed."""
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
-                            data={**addon.entry_data, CONF_API_TOKEN: "the-old-token-0123"})
-    entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await set_up_entry(hass, addon, api_token="the-old-token-0123")
     assert entry.state is ConfigEntryState.SETUP_RETRY
     assert len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
 
