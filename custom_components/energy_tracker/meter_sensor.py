@@ -19,6 +19,8 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import PERCENTAGE, UnitOfEnergy, UnitOfPower
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
@@ -70,6 +72,22 @@ def meter_sensors(coordinator: EnergyTrackerCoordinator) -> list[SensorEntity]:
     if state.meter_comparison is not None:
         entities.append(MeterComparisonSensor(coordinator))
     return entities
+
+
+@callback
+def remove_unused_comparison(hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
+    """Drop the comparison sensor's registry entry once the add-on has no extra meter left.
+
+    It lives on the main meter's device, which is never stale, so unlike an extra meter's
+    sensors it would otherwise linger as an unavailable "share today" nobody can delete.
+    """
+    if coordinator.data.meter_comparison is not None:
+        return
+    registry = er.async_get(hass)
+    entity_id = registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{coordinator.info.meter_id}_meter_comparison")
+    if entity_id is not None:
+        registry.async_remove(entity_id)
 
 
 class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity):

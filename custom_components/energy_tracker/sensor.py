@@ -34,7 +34,7 @@ from .const import CONF_CHANNELS
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .entity import EnergyTrackerEntity
 from .forecast_sensor import forecast_sensors
-from .meter_sensor import meter_sensors
+from .meter_sensor import meter_sensors, remove_unused_comparison
 from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
 
 # Pushed entities: no polling, so no update concurrency to limit.
@@ -275,6 +275,7 @@ async def async_setup_entry(
     )
     entities.extend(forecast_sensors(coordinator))
     entities.extend(meter_sensors(coordinator))
+    remove_unused_comparison(hass, coordinator)
     async_add_entities(entities)
     appliance_sensors(hass, entry, async_add_entities)
 

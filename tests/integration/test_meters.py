@@ -175,6 +175,9 @@ async def test_a_meter_taken_out_of_the_addon_can_be_deleted_and_served_ones_can
     await hass.async_block_till_done()
     assert two_meter_entry.runtime_data.data.extra_meters == {}
     assert device_registry.async_get(garage.id) is not None  # never removed behind their back
+    # The main meter's "share today" means nothing with one meter: gone, not unavailable.
+    assert er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{two_meter_addon.meter_id}_meter_comparison") is None
 
     assert await delete(garage)
     assert device_registry.async_get(garage.id) is None
