@@ -81,7 +81,9 @@ class BoardCommander:
         link = self._link()
         if link is None or not link.connected:
             raise BoardNotConnected("the voltage board is not connected")
-        await link.write_line(line)
+        # The blank line first ends any partial line on the board's side (a stray byte, the
+        # tail of boot noise), which would otherwise spoil this command; the board skips it.
+        await link.write_line(b"\n" + line)
 
 
 class BoardRelays:

@@ -44,6 +44,7 @@ CHECK_INTERVAL_S: Final = 0.5
 MIN_MAINS_VRMS: Final = 50.0  # V; rpict_vest's lower bound: below it no mains is measured
 SILENT_FRAMES: Final = 5  # voltage-board frames (1/s) without any wave before it is said
 REJECT_LOG_INTERVAL_S: Final = 10.0
+HELLO_REPLY_WAIT_S: Final = 5.0  # a requested hello comes within the command timeout
 SEQ_MODULUS: Final = 65_536
 JOULES_PER_KWH: Final = 3_600_000.0
 
@@ -66,6 +67,9 @@ class _BoardState:
     # Rejected-line logging: at most one line per REJECT_LOG_INTERVAL_S per board.
     last_reject_log: float | None = None
     rejects_not_logged: int = 0
+    # The same for the voltage board's ETE frames (a noisy line makes many).
+    last_board_error_log: float | None = None
+    board_errors_not_logged: int = 0
 
 
 class Meter:
@@ -122,6 +126,7 @@ class Meter:
         self._relays: tuple[bool, ...] | None = None
         self._gas_pulses: int | None = None
         self._fw_version: str | None = None
+        self._hello_expected_until: float | None = None  # the add-on asked for a hello
         self._last_seq: int | None = None
         self._frames_lost = 0
 
@@ -254,6 +259,7 @@ class Meter:
         elif isinstance(frame, AckFrame):
             self._relays = frame.relays
         elif isinstance(frame, HelloFrame):
+            self._on_hello()
             self._relays = None  # a (re)booted board: in its boot state until its first ETM
             if frame.fw_version != self._fw_version:
                 _LOGGER.info(
@@ -261,7 +267,36 @@ class Meter:
                 )
             self._fw_version = frame.fw_version
         elif isinstance(frame, BoardErrorFrame):
-            _LOGGER.warning("Voltage board rejected a command line: %s", frame.code)
+            self._log_board_error(board, frame.code)
+
+    def expect_hello(self) -> None:
+        """The add-on asked the voltage board for its hello: that one is not a reboot."""
+        self._hello_expected_until = self._clock() + HELLO_REPLY_WAIT_S
+
+    def _on_hello(self) -> None:
+        """Warn of a board that rebooted under a running add-on: its relays went to their
+        boot state without any command (a brown-out, a crash, its reset button)."""
+        expected, self._hello_expected_until = self._hello_expected_until, None
+        if expected is not None and self._clock() <= expected:
+            return
+        # Without a measurement on this connection it is the boot that opening the port
+        # caused (USB boards reset on DTR), not news.
+        if self._last_measurement is not None:
+            _LOGGER.warning("The voltage board restarted: its relays are in their boot "
+                            "(fail-safe) state until switched again")
+
+    def _log_board_error(self, board: _BoardState, code: str) -> None:
+        now = self._clock()
+        if board.last_board_error_log is not None and now - board.last_board_error_log < (
+            REJECT_LOG_INTERVAL_S
+        ):
+            board.board_errors_not_logged += 1
+            return
+        more = (f" ({board.board_errors_not_logged} more since the last message)"
+                if board.board_errors_not_logged else "")
+        _LOGGER.warning("Voltage board rejected a command line: %s%s", code, more)
+        board.last_board_error_log = now
+        board.board_errors_not_logged = 0
 
     def set_board_connected(self, board: Board, connected: bool) -> None:
         """Told by the serial link when its port opens or closes."""

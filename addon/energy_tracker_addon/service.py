@@ -295,6 +295,7 @@ class AddonService:
     async def _request_hello(self) -> None:
         try:
             # Through the commander: it owns the command ids on this link.
+            self.meter.expect_hello()
             await self.relay_service.commander.send("HELLO")
         except SerialLinkError as error:
             _LOGGER.debug("Could not ask the voltage board for its hello: %s", error)

@@ -87,6 +87,14 @@ class VoltageCalibration:
             self._cal = None
             raise CalibrationError(504, "board_timeout", "the voltage board did not "
                                    "acknowledge the new factor in time") from None
+        if ack.result == "EFLASH":
+            # Applied, so readings from now on carry it, but the next boot brings back cal.
+            self._cal, self._board_v = new_cal, None
+            _LOGGER.error("The voltage board uses cal %g now but could not store it in its "
+                          "flash: after its next boot it reads with %g again", new_cal, cal)
+            raise CalibrationError(507, "not_stored", f"the board uses the new factor "
+                                   f"{new_cal:g} but could not store it in its flash (EFLASH): "
+                                   f"after its next boot it reads with {cal:g} again")
         if ack.result != "OK":
             raise CalibrationError(502, "board_rejected", f"the board answered {ack.result}")
         # Readings taken under the old factor must not be corrected again.

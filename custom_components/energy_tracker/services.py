@@ -30,6 +30,7 @@ _CALIBRATION_ERRORS: Final = {
     "invalid": "calibration_refused",
     "board_timeout": "calibration_timeout",
     "board_rejected": "calibration_rejected",
+    "not_stored": "calibration_not_stored",
 }
 
 _TARGET: dict[vol.Marker, Any] = {

@@ -165,8 +165,10 @@ int main(int argc, char** argv) {
     }
 
     const et1::ErrorCounters& e = board.errors();
-    std::fprintf(stderr, "errors crc=%u frame=%u length=%u bad_cmd=%u bad_arg=%u flash=%u\n",
-                 e.crc, e.frame, e.length, e.bad_cmd, e.bad_arg, e.flash);
+    std::fprintf(stderr,
+                 "errors crc=%u frame=%u length=%u bad_cmd=%u bad_arg=%u flash=%u echo=%u "
+                 "unanswered=%u\n",
+                 e.crc, e.frame, e.length, e.bad_cmd, e.bad_arg, e.flash, e.echo, e.unanswered);
     ::close(fd);
     return 0;
 }

@@ -23,6 +23,7 @@ constexpr uint32_t kTimer1TicksPerSecond = 80000000 / 16;  // TIM_DIV16 at 80 MH
 
 // ADC samples from the timer ISR to loop(): a single-producer/single-consumer ring.
 constexpr uint16_t kRingSize = 512;  // 256 ms of samples: loop() never stalls that long
+constexpr int kMaxRxBytesPerLoop = 64;  // ~5.5 ms of input at 115200 baud
 volatile uint16_t g_ring[kRingSize];
 volatile uint16_t g_head = 0;
 volatile uint16_t g_tail = 0;
@@ -124,7 +125,11 @@ void setup() {
 
 void loop() {
     const uint32_t now = millis();
-    while (Serial.available() > 0) g_board.on_rx_byte(static_cast<char>(Serial.read()), now);
+    // A bounded bite per pass: a flood of input must not keep loop() from sampling, reporting
+    // and returning to the core (whose soft watchdog resets a board stuck for ~3 s).
+    for (int n = 0; n < kMaxRxBytesPerLoop && Serial.available() > 0; ++n) {
+        g_board.on_rx_byte(static_cast<char>(Serial.read()), now);
+    }
 
     while (g_tail != g_head) {
         if (g_gap_pending && g_tail == g_gap_at) {

@@ -72,6 +72,14 @@ class PtyPort:
         del self._pending[: end + 1]
         return line
 
+    async def read_frame_line(self, timeout: float = 2.0) -> bytes:
+        """The next non-blank line: the add-on starts each command with a line end, which
+        the board skips as line noise (docs/protocol.md 2.2)."""
+        async with asyncio.timeout(timeout):
+            while not (line := await self.read_line(timeout)).strip():
+                pass
+        return line
+
     def _require_master(self) -> int:
         if self._master is None:
             raise RuntimeError(f"{self.path} is unplugged")

@@ -544,6 +544,25 @@ def test_rejected_lines_are_logged_at_a_limited_rate(
     assert meter.snapshot()["boards"]["rpict"]["lines_rejected"] == 101
 
 
+def test_board_error_frames_are_logged_at_a_limited_rate(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A noisy line makes the board answer ETE after ETE: a warning per frame would flood
+    the add-on's log."""
+    meter = make_meter(tmp_path, clock)
+    caplog.set_level(logging.WARNING)
+
+    for seq in range(50):
+        meter.feed_voltage_line(frame("ETE", str(seq), "EFRAME"))
+    clock.now += 11
+    meter.feed_voltage_line(frame("ETE", "50", "ECRC"))
+
+    said = [r.getMessage() for r in caplog.records if "rejected a command line" in r.message]
+    assert said == ["Voltage board rejected a command line: EFRAME",
+                    "Voltage board rejected a command line: ECRC (49 more since the last "
+                    "message)"]
+
+
 # ------------------------------------------------------------------ persistence
 
 

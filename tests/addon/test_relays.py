@@ -43,7 +43,7 @@ class BoardPeer:
         """The next command other than the HELLO the service sends on every connect and
         the `WDT 0` it sends after every hello with the watchdog off (acknowledged here)."""
         while True:
-            command = parse_command_line(await self.port.read_line(timeout))
+            command = parse_command_line(await self.port.read_frame_line(timeout))
             if (command.command, command.args) == ("WDT", ("0",)):
                 await self.send("ETA", str(command.cmd_id), "OK", self.relays)
             elif command.command != "HELLO":
@@ -51,7 +51,7 @@ class BoardPeer:
 
     async def boot(self) -> None:
         """Answer the service's HELLO with an ack, the hello and a measurement."""
-        hello = parse_command_line(await self.port.read_line())
+        hello = parse_command_line(await self.port.read_frame_line())
         assert hello.command == "HELLO"
         await self.send("ETA", str(hello.cmd_id), "OK", self.relays)
         self.seq = -1
@@ -317,16 +317,21 @@ async def test_relays_beyond_the_boards_count_are_unavailable(
 
 
 async def test_a_rebooted_boards_relays_are_unknown_until_it_reports_them(
-    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     service, peer = board
     assert (await _relay(session, service, 1))["state"] is True
+    # The hello the add-on asked for when it opened the port is no news.
+    assert "restarted" not in caplog.text
     # The board rebooted (a brown-out): its relays are in their boot state, open until set.
     peer.seq = -1
     await peer.send("ETH", "1.0.0", "3", "1.8")
     await wait_until(lambda: not service.relays.available(service.relays.get(1)))
     assert (await _relay(session, service, 1))["state"] is None
     assert service.meter.snapshot()["boards"]["voltage"]["relays"] is None
+    # Relays that moved without a command are said in the log, with why.
+    assert "The voltage board restarted: its relays are in their boot" in caplog.text
     await peer.send("ETM", "230.0", "50.00", "000", "0")
     await wait_until(lambda: service.relays.available(service.relays.get(1)))
     relays = (await _get(session, service, "/api/v1/relays"))["relays"]

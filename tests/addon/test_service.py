@@ -82,7 +82,7 @@ async def test_both_boards_over_ptys_survive_unplug_and_replug(
         assert state["boards"]["rpict"]["connected"] is True
         assert state["boards"]["voltage"]["connected"] is True
         # The host asks for the board's hello (its boot hello came before the port opened).
-        hello = parse_command_line(await boards.voltage.read_line())
+        hello = parse_command_line(await boards.voltage.read_frame_line())
         assert (hello.command, hello.args) == ("HELLO", ())
         await boards.voltage.write(frame("ETH", "0", "1.2.3", "0", "0.4512"))
         info: dict[str, Any] = {}

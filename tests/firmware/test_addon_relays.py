@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -132,3 +133,41 @@ async def test_calibrating_against_a_multimeter_makes_the_firmware_read_it(
         async with serving(options, tmp_path / "data") as service:
             await wait_until(lambda: service.voltage_calibration.cal is not None)
             assert service.voltage_calibration.cal == answer["cal"]
+
+
+async def test_a_calibration_the_board_cannot_store_is_reported_not_passed_off(
+    firmware_build: Path, tmp_path: Path
+) -> None:
+    """A board whose flash fails (worn out) applies CAL until its next boot: the user is
+    told it will not last, instead of a success that a power cut silently undoes."""
+    flash = tmp_path / "missing-dir" / "flash.bin"  # the board cannot write its settings
+    with firmware_board(firmware_build, tmp_path, "--vrms", "230",
+                        "--settings", str(flash)) as options:
+        async with serving(options, tmp_path / "data") as service, aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await wait_until(lambda: service.meter.snapshot()["voltage_v"] is not None)
+            url = f"{service.url}/api/v1/boards/voltage/calibration"
+            async with session.post(url, json={"measured_v": 236.9}, headers=auth()) as resp:
+                assert resp.status == 507
+                answer = await resp.json()
+            assert answer["error"] == "not_stored"
+            assert "could not store it in its flash" in answer["detail"]
+            # In use all the same until the board reboots.
+            await wait_until(
+                lambda: abs(service.meter.snapshot()["voltage_v"] - 236.9) < 0.3)
+
+
+async def test_a_stray_byte_on_the_line_does_not_spoil_the_next_switch(
+    service: AddonService,
+) -> None:
+    """Line noise left a partial line in the board's buffer: the add-on's next command
+    still gets through (it starts with a line end), not a timeout."""
+    port = service.options.voltage_port
+    fd = os.open(port, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        os.write(fd, b"~")
+    finally:
+        os.close(fd)
+    await asyncio.sleep(0.2)  # through the bridge to the board
+    await service.relays.switch(3, True)
+    await wait_until(lambda: service.meter.relays == (False, False, True))

@@ -77,7 +77,7 @@ class AckingBoards(Boards):
     async def _answer(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                command = parse_command_line(await self.voltage.read_line(timeout=60))
+                command = parse_command_line(await self.voltage.read_frame_line(timeout=60))
                 if command.command == "RELAY":
                     index, state = int(command.args[0]), command.args[1]
                     self.relays = self.relays[:index - 1] + state + self.relays[index:]

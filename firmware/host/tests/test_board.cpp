@@ -150,8 +150,8 @@ TEST(checksum_errors_malformed_and_long_lines_get_ete_and_are_counted) {
     CHECK(r.only().fields == (std::vector<std::string>{"1", "ECRC"}));
     r.raw("hello world\r\n");
     CHECK(r.only().fields == (std::vector<std::string>{"2", "EFRAME"}));
-    r.command("ETM,1,230.0,50.00,000,0");  // a board frame echoed back: wrong type
-    CHECK_EQ(r.only().fields[1], std::string("EFRAME"));
+    r.command("ETM,1,230.0,50.00,000,0");  // a board frame echoed back: not answered
+    CHECK(r.sent().empty());
     r.command("ETC,0,PING");  // cmd_id out of range: cannot be acknowledged
     CHECK_EQ(r.only().fields[1], std::string("EFRAME"));
     r.raw("$ETC,9,PING\x01*0000\r\n");
@@ -162,7 +162,8 @@ TEST(checksum_errors_malformed_and_long_lines_get_ete_and_are_counted) {
     r.command("ETC,44,PING");
     CHECK_EQ(r.only().fields[2], std::string("OK"));
     CHECK_EQ(r.board.errors().crc, uint32_t{1});
-    CHECK_EQ(r.board.errors().frame, uint32_t{4});
+    CHECK_EQ(r.board.errors().frame, uint32_t{3});
+    CHECK_EQ(r.board.errors().echo, uint32_t{1});
     CHECK_EQ(r.board.errors().length, uint32_t{1});
     CHECK_EQ(r.pins.pattern(3), std::string("000"));
 }
@@ -328,7 +329,64 @@ TEST(flash_write_failure_is_counted_and_value_still_used) {
     r.boot();
     r.flash.fail_writes = true;
     r.command("ETC,1,CAL,2.5");
-    CHECK_EQ(r.sent().back().fields[2], std::string("OK"));
+    // Not OK: the host must know the factor is lost at the next boot.
+    CHECK_EQ(r.sent().back().fields[2], std::string("EFLASH"));
     CHECK_EQ(r.board.errors().flash, uint32_t{1});
     CHECK_NEAR(r.board.cal(), 2.5, 1e-6);
+    r.command("ETC,2,SAFE,010");
+    CHECK_EQ(r.sent().back().fields[2], std::string("EFLASH"));
+    CHECK_EQ(r.board.errors().flash, uint32_t{2});
+    r.flash.fail_writes = false;
+    r.command("ETC,3,CAL,2.5");
+    CHECK_EQ(r.sent().back().fields[2], std::string("OK"));
+}
+
+TEST(a_flood_of_bad_lines_gets_few_replies_and_commands_still_answered) {
+    // Two bytes in, ~20 out for each: answered all, the replies would outrun the input and
+    // hold loop() in Serial.write. At most five ETE a second; acks are never dropped.
+    Rig r;
+    r.boot();
+    r.sent();
+    size_t ete = 0, acks = 0;
+    for (int i = 0; i < 1000; ++i) {
+        r.raw("x\n");
+        if (i == 500) r.command("ETC,7,RELAY,1,1");
+        if (i % 10 == 0) r.now += 1;  // 1000 lines in 100 ms
+        for (const Sent& s : r.sent()) {
+            ete += s.type == "ETE";
+            acks += s.type == "ETA" && s.fields[2] == "OK";
+        }
+    }
+    CHECK_EQ(ete, size_t{5});
+    CHECK_EQ(acks, size_t{1});
+    CHECK_EQ(r.pins.pattern(3), std::string("100"));
+    CHECK_EQ(r.board.errors().frame, uint32_t{1000});
+    CHECK_EQ(r.board.errors().unanswered, uint32_t{995});
+    r.now += 1000;  // a second later bad lines are answered again
+    r.raw("x\n");
+    CHECK_EQ(r.only().fields[1], std::string("EFRAME"));
+}
+
+TEST(an_echoing_port_does_not_start_a_ping_pong) {
+    // `cat /dev/ttyUSB0` leaves the tty echoing: every frame comes straight back, the CR
+    // doubled by the line discipline. The board's own frames are not answered, so the
+    // echo carries nothing but its measurements.
+    Rig r;
+    r.boot();
+    size_t frames = 0, errors = 0;
+    for (int step = 0; step < 500; ++step) {  // 5 s
+        r.run_ms(10);
+        std::string echoed;
+        for (const std::string& l : r.out.take_lines()) {
+            if (l.empty()) continue;
+            const Sent s = decode_sent(l);
+            ++frames;
+            errors += s.type == "ETE";
+            echoed += l + "\r\r\n";
+        }
+        r.raw(echoed);
+    }
+    CHECK_EQ(errors, size_t{0});
+    CHECK(frames >= 5 && frames <= 6);  // the hello and a measurement a second
+    CHECK(r.board.errors().echo >= 5);
 }

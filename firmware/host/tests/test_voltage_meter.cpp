@@ -124,6 +124,35 @@ TEST(noisy_adc_still_within_tolerance) {
     CHECK(e.worst_vrms_rel <= 0.005);
 }
 
+TEST(single_sample_spikes_do_not_split_cycles) {
+    // Impulsive noise (relays switching, a bad ADC read): one sample far off the wave, up to
+    // 20 a second. A spike in the negative half must not count as a rising crossing.
+    for (const int amp : {150, 400}) {
+        for (const int per_second : {1, 5, 20}) {
+            MainsSignal s = realistic(50.0, 230.0, 1.8, 11);
+            et1::VoltageMeter meter;
+            double worst_f = 0.0;
+            for (int sec = 0; sec < 12; ++sec) {
+                for (int i = 0; i < 2000; ++i) {
+                    int x = s.next();
+                    if (i % (2000 / per_second) == 37) x = x + amp > 1023 ? 1023 : x + amp;
+                    meter.add_sample(static_cast<uint16_t>(x));
+                }
+                const et1::VoltageReading r = meter.take(s.cal);
+                if (sec == 0) continue;
+                CHECK(r.valid);
+                CHECK(r.cycles >= 49 && r.cycles <= 51);
+                worst_f = std::fmax(worst_f, std::fabs(r.freq_hz - 50.0));
+            }
+            CHECK(worst_f <= 0.05);
+            if (std::getenv("ET1_VERBOSE") || worst_f > 0.05) {
+                std::printf("    spikes +%d counts, %d/s: freq %.4f Hz\n", amp, per_second,
+                            worst_f);
+            }
+        }
+    }
+}
+
 TEST(offset_tracks_drift) {
     MainsSignal s = realistic(50.0, 230.0, 1.8, 3);
     s.wander_counts = 0.0;

@@ -29,7 +29,7 @@ void Board::on_rx_byte(char c, uint32_t now_ms) {
     if (c == '\n') {
         if (line_too_long_) {
             ++errors_.length;
-            send_error("ELEN");
+            send_error("ELEN", now_ms);
         } else {
             size_t len = line_len_;
             if (len > 0 && line_[len - 1] == '\r') --len;
@@ -47,19 +47,33 @@ void Board::on_rx_byte(char c, uint32_t now_ms) {
     line_[line_len_++] = c;
 }
 
+namespace {
+
+// "$ETH,", "$ETM,", "$ETA,", "$ETE,": what the board sends, so only an echo sends it back.
+bool is_own_frame_type(const char* line, size_t len) {
+    return len >= 5 && std::strncmp(line, "$ET", 3) == 0 && line[4] == ',' &&
+           (line[3] == 'H' || line[3] == 'M' || line[3] == 'A' || line[3] == 'E');
+}
+
+}  // namespace
+
 void Board::handle_line(char* line, size_t len, uint32_t now_ms) {
+    if (is_own_frame_type(line, len)) {
+        ++errors_.echo;  // answering it would feed the echo back forever
+        return;
+    }
     ParsedFrame f;
     const FrameError err = parse_frame(line, len, f);
     if (err == FrameError::Crc) {
         ++errors_.crc;
-        send_error("ECRC");
+        send_error("ECRC", now_ms);
         return;
     }
     uint32_t cmd_id = 0;
     if (err != FrameError::None || std::strcmp(f.type, "ETC") != 0 || f.n_fields < 1 ||
         !parse_uint(f.fields[0], 65535, cmd_id) || cmd_id == 0) {
         ++errors_.frame;
-        send_error("EFRAME");
+        send_error("EFRAME", now_ms);
         return;
     }
     handle_command(cmd_id, f, now_ms);
@@ -73,6 +87,7 @@ void Board::handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_m
     bool known = true;
     bool ok = false;
     bool hello_after = false;
+    bool stored = true;  // a setting that must survive a reboot reached the flash
 
     if (std::strcmp(cmd, "RELAY") == 0) {
         uint32_t index = 0;
@@ -90,7 +105,7 @@ void Board::handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_m
              factor <= kMaxCal;
         if (ok) {
             settings_.cal = static_cast<float>(factor);
-            if (!save_settings(store_, settings_)) ++errors_.flash;
+            stored = save_settings(store_, settings_);
         }
     } else if (std::strcmp(cmd, "WDT") == 0) {
         uint32_t seconds = 0;
@@ -102,7 +117,7 @@ void Board::handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_m
         if (ok) {
             relays_.set_safe_state(mask);
             settings_.safe_mask = mask;
-            if (!save_settings(store_, settings_)) ++errors_.flash;
+            stored = save_settings(store_, settings_);
         }
     } else if (std::strcmp(cmd, "HELLO") == 0) {
         ok = n_args == 0;
@@ -117,6 +132,11 @@ void Board::handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_m
     } else if (!ok) {
         ++errors_.bad_arg;
         send_ack(cmd_id, "EBADARG");
+    } else if (!stored) {
+        // In use until the next boot, which brings back the old value: the host must know.
+        ++errors_.flash;
+        watchdog_.feed(now_ms);
+        send_ack(cmd_id, "EFLASH");
     } else {
         watchdog_.feed(now_ms);  // only a valid command proves the host is alive and sane
         send_ack(cmd_id, "OK");
@@ -174,7 +194,16 @@ void Board::send_ack(uint32_t cmd_id, const char* result) {
     send(w);
 }
 
-void Board::send_error(const char* code) {
+void Board::send_error(const char* code, uint32_t now_ms) {
+    if (now_ms - error_window_ms_ >= 1000) {
+        error_window_ms_ = now_ms;
+        errors_in_window_ = 0;
+    }
+    if (errors_in_window_ >= kMaxErrorRepliesPerSecond) {
+        ++errors_.unanswered;
+        return;
+    }
+    ++errors_in_window_;
     FrameWriter w("ETE");
     w.add_uint(next_seq()).add(code);
     send(w);

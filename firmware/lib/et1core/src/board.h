@@ -36,8 +36,15 @@ struct ErrorCounters {
     uint32_t length = 0;    // ETE ELEN
     uint32_t bad_cmd = 0;   // ETA EBADCMD
     uint32_t bad_arg = 0;   // ETA EBADARG
-    uint32_t flash = 0;     // settings could not be written (value still used until reboot)
+    uint32_t flash = 0;     // settings could not be written (ETA EFLASH; used until reboot)
+    uint32_t echo = 0;      // the board's own frame types coming back (an echoing tty): silent
+    uint32_t unanswered = 0;  // ETE replies dropped by the rate limit
 };
+
+// At most this many ETE replies a second: a stream of short bad lines (or the board's own
+// replies echoed back) would otherwise need more bytes out than came in, and writing them
+// would hold loop() in Serial.write until the soft watchdog resets the board.
+constexpr uint8_t kMaxErrorRepliesPerSecond = 5;
 
 class Board {
 public:
@@ -64,7 +71,7 @@ private:
     void send_hello();
     void send_measurement();
     void send_ack(uint32_t cmd_id, const char* result);
-    void send_error(const char* code);
+    void send_error(const char* code, uint32_t now_ms);
     void send(FrameWriter& w);
     uint16_t next_seq() { return seq_++; }
 
@@ -79,6 +86,8 @@ private:
     ErrorCounters errors_;
     uint16_t seq_ = 0;
     uint32_t last_report_ms_ = 0;
+    uint32_t error_window_ms_ = 0;  // start of the current second of ETE replies
+    uint8_t errors_in_window_ = 0;
 
     char line_[kMaxFrameBytes];
     size_t line_len_ = 0;

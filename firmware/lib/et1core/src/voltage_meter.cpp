@@ -22,11 +22,20 @@ void VoltageMeter::add_sample(uint16_t raw) {
     const int shift = warmup_left_ > 0 ? kShiftWarmup : kShiftTrack;
     offset_q16_ += (x_q16 - offset_q16_) / (1 << shift);
     const int32_t dev = x_q16 - offset_q16_;
+    // Crossings and peaks are found on the median of the last three deviations: a single
+    // sample's spike (a relay switching, a bad ADC read) never makes a zero crossing, which
+    // would split a cycle and skew the frequency. The one-sample delay is the same for every
+    // crossing, so periods are unchanged; the RMS sums below still take every raw sample.
+    const int32_t lo = older_dev_q16_ < last_dev_q16_ ? older_dev_q16_ : last_dev_q16_;
+    const int32_t hi = older_dev_q16_ < last_dev_q16_ ? last_dev_q16_ : older_dev_q16_;
+    const int32_t med = dev < lo ? lo : dev > hi ? hi : dev;
+    older_dev_q16_ = last_dev_q16_;
+    last_dev_q16_ = dev;
     ++index_;
 
     if (warmup_left_ > 0) {
         --warmup_left_;
-        prev_dev_q16_ = dev;
+        prev_dev_q16_ = med;
         return;
     }
 
@@ -34,19 +43,19 @@ void VoltageMeter::add_sample(uint16_t raw) {
     open_.sx += raw;
     open_.sxx += static_cast<int64_t>(raw) * raw;
     if (raw == 0 || raw >= cfg_.adc_max) ++open_.clipped;
-    const int32_t mag = dev < 0 ? -dev : dev;
+    const int32_t mag = med < 0 ? -med : med;
     if (mag > cycle_peak_q16_) cycle_peak_q16_ = mag;
     ++since_cross_;
 
-    if (dev < -hysteresis_q16_) armed_ = true;
-    if (armed_ && prev_dev_q16_ < 0 && dev >= 0) {
-        // Linear interpolation between the two samples straddling zero.
-        const double frac = static_cast<double>(prev_dev_q16_) / (prev_dev_q16_ - dev);
+    if (med < -hysteresis_q16_) armed_ = true;
+    if (armed_ && prev_dev_q16_ < 0 && med >= 0) {
+        // Linear interpolation between the two (filtered) samples straddling zero.
+        const double frac = static_cast<double>(prev_dev_q16_) / (prev_dev_q16_ - med);
         on_rising_crossing(static_cast<double>(index_ - 2) + frac);
     } else if (since_cross_ > max_period_) {
         restart_cycle();  // no plausible crossing: signal gone or far too low
     }
-    prev_dev_q16_ = dev;
+    prev_dev_q16_ = med;
 }
 
 void VoltageMeter::on_rising_crossing(double t_cross) {

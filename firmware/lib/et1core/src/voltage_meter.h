@@ -1,5 +1,6 @@
 // Mains voltage from a stream of raw ADC samples taken at a fixed rate: DC-offset tracking,
-// Vrms over whole cycles and frequency from hysteresis-qualified rising zero crossings.
+// Vrms over whole cycles and frequency from hysteresis-qualified rising zero crossings of
+// the median-of-three filtered wave.
 #pragma once
 #include <cstdint>
 
@@ -61,7 +62,9 @@ private:
 
     uint64_t index_ = 0;        // samples seen
     int32_t offset_q16_ = 0;    // tracked DC offset, 16.16 fixed point (no FPU on the ESP8266)
-    int32_t prev_dev_q16_ = 0;
+    int32_t prev_dev_q16_ = 0;  // previous filtered (median-of-three) deviation
+    int32_t last_dev_q16_ = 0;  // the last two raw deviations, for the median
+    int32_t older_dev_q16_ = 0;
     bool armed_ = false;        // signal went below -hysteresis since the last crossing
     int32_t hysteresis_q16_;
     int32_t cycle_peak_q16_ = 0;
