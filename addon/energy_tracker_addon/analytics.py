@@ -40,6 +40,7 @@ KEPT_EVENTS: Final = 50  # GET /api/v1/anomalies
 STATE_EVENTS: Final = 5  # "anomalies" in every state message
 # A detector judges only after one week of history: each hourly slot seen once.
 READY_AFTER: Final = timedelta(days=7)
+CIRCUIT_DETECTOR: Final = DetectorSettings(judge_low=False)
 # Below this, shares of today's energy say nothing useful.
 MIN_RECOMMEND_KWH: Final = 0.1
 # A circuit below 1 Wh today used nothing worth a sentence (an idle CT reads noise).
@@ -87,8 +88,12 @@ class Analytics:
         summed = [c for c in self._channels if c.role == "mains"] or list(self._channels)
         for channel in self._channels:
             if summed != [channel]:
-                self._detectors[str(channel.id)] = AnomalyDetector(tz, channel.name)
+                self._detectors[str(channel.id)] = AnomalyDetector(
+                    tz, channel.name, CIRCUIT_DETECTOR)
         self._ready: dict[str, bool] = dict.fromkeys(self._detectors, False)
+        # Per series: the oldest reading learned from (history or live); READY_AFTER later
+        # the series is ready, and only a ready series announces anomalies.
+        self._learning_since: dict[str, datetime] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
         self._next_id = 1
         self._last_lines: int | None = None
@@ -137,15 +142,21 @@ class Analytics:
             return
         # About 0.3 s per detector for 8 weeks: fitted on the history's thread, not here.
         fitted = await self.history.run_in_worker(self._fit, keys, minutes, rows)
-        for key, (detector, ready) in fitted.items():
+        for key, (detector, since, until) in fitted.items():
             self._detectors[key].adopt_learning(detector)
-            self._ready[key] = ready
+            self._learning_since[key] = since
+            self._ready[key] = self._span_ready(key, max(self._last_time or until, until))
         _LOGGER.info("Anomaly detection learned from %d minutes of history", len(minutes))
+
+    def _span_ready(self, key: str, now: datetime) -> bool:
+        since = self._learning_since.get(key)
+        return since is not None and now - since >= READY_AFTER
 
     def _fit(
         self, keys: list[str], minutes: list[int], rows: list[tuple[float | None, ...]]
-    ) -> dict[str, tuple[AnomalyDetector, bool]]:
-        """Fresh detectors fitted on the history, and whether it spans READY_AFTER."""
+    ) -> dict[str, tuple[AnomalyDetector, datetime, datetime]]:
+        """Fresh detectors fitted on the history, and the history's first and last minute
+        of each."""
         epoch_s = np.asarray(minutes, np.float64) * 60.0
         values = np.array(rows, dtype=np.float64)  # None -> nan
         fitted = {}
@@ -154,10 +165,12 @@ class Analytics:
             finite = np.isfinite(powers)
             if not finite.any():
                 continue
-            detector = AnomalyDetector(self._tz, self._detectors[key].series)
+            detector = AnomalyDetector(self._tz, self._detectors[key].series,
+                                       self._detectors[key].settings)
             detector.fit(epoch_s, powers)
-            span = epoch_s[finite][-1] - epoch_s[finite][0]
-            fitted[key] = (detector, bool(span >= READY_AFTER.total_seconds()))
+            first, last = (datetime.fromtimestamp(float(epoch_s[finite][i]), self._tz)
+                           for i in (0, -1))
+            fitted[key] = (detector, first, last)
         return fitted
 
     async def _run(self) -> None:
@@ -199,7 +212,12 @@ class Analytics:
             if power is None:
                 continue
             started = detector.check(timestamp, power)
-            if started is not None:
+            if not self._ready[key]:
+                self._learning_since.setdefault(key, timestamp)
+                self._ready[key] = self._span_ready(key, timestamp)
+            # A slot can be judged before the series has a week: said only once ready, so
+            # no alert comes while the state says detection is still learning.
+            if started is not None and self._ready[key]:
                 self._log_event(key, started)
         # Observers run before the state is published: what is shown survives a kill.
         self._keep_live()

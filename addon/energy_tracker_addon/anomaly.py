@@ -67,6 +67,10 @@ class DetectorSettings:
     clear_after_min: int = 15
     relearn_after_h: float = 48.0
     min_samples: int = 60  # a slot with fewer learned minutes is not judged
+    # A circuit reads ~0 W whenever its appliances are off: a thermostat's water heater,
+    # on for most of a slot's past weeks, would be "far below the usual" several times a
+    # day (UCI 2009: 3.9 false alerts a day). Only the total is judged "low".
+    judge_low: bool = True
 
     def __post_init__(self) -> None:
         if self.slot_minutes <= 0 or (24 * 60) % self.slot_minutes:
@@ -313,7 +317,8 @@ class AnomalyDetector:
             return np.column_stack([
                 spike - median[0] > np.maximum(s.k_spike * scale[0], s.min_spike_w),
                 high - median[1] > np.maximum(s.k_high * scale[1], s.min_high_w),
-                median[2] - low > np.maximum(s.k_low * scale[2], math.log(s.min_low_ratio)),
+                (median[2] - low > np.maximum(s.k_low * scale[2], math.log(s.min_low_ratio)))
+                & s.judge_low,
             ])
 
     def _describe(

@@ -477,8 +477,8 @@ class Forecaster:
         if len(x_probe) < MIN_RETRAIN_DAYS * 24:
             raise NotEnoughHistory(
                 f"retraining needs {MIN_RETRAIN_DAYS} days of forecastable history plus "
-                f"{VALIDATION_DAYS} to check it; have {len(x_probe) / 24:.1f} + "
-                f"{max(0, n - max(split, 0)) / 24:.1f}"
+                f"{VALIDATION_DAYS} to check it; have {len(x_probe) / 24:.1f} forecastable "
+                f"of {int(np.isfinite(history.kwh).sum()) / 24:.1f} measured"
             )
         candidate = self._fit(history, calendar, fit_origins, features, prior, alpha)
         before = _mae_on(self, history, calendar, check_origins)

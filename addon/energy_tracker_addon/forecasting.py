@@ -54,6 +54,7 @@ RETRAIN_DAYS: Final = 56
 RETRAIN_RETRY: Final = timedelta(days=1)  # after "not enough history yet"
 # A forecast whose first hour ended over an hour ago (no reading since): hidden, not shown old.
 MAX_AGE: Final = timedelta(hours=2)
+STALE_AFTER: Final = timedelta(hours=1)  # no reading for this long: the forecast is hidden
 DRIFT_LOOKBACK_HOURS: Final = 24  # ended hours scored at each turn (catches missed turns)
 NO_MODEL: Final = "no forecast model"
 STARTING: Final = "starting"
@@ -94,6 +95,7 @@ class Forecasting:
         self._payload: dict[str, Any] | None = None  # the state field of `_result`
         self._reason: str | None = STARTING
         self._hour: datetime | None = None
+        self._last_reading: datetime | None = None  # this run's newest reading
         self._task: asyncio.Task[None] | None = None
         self._remove_observer: Callable[[], None] | None = None
 
@@ -126,7 +128,10 @@ class Forecasting:
     # ------------------------------------------------------------------ hour turns
 
     def _observe(self, state: dict[str, Any]) -> None:
+        if not state["available"]:
+            return  # the meter going stale is no reading: it must not issue a forecast
         moment = datetime.fromisoformat(state["timestamp"])
+        self._last_reading = moment
         # A busy worker (a retrain) skips the turn; the next reading of the hour retries.
         if hour_start(moment) != self._hour and (self._task is None or self._task.done()):
             self._launch(moment, score=True)
@@ -211,7 +216,12 @@ class Forecasting:
     def state(self) -> dict[str, Any] | None:
         """The `forecast` state field, or None while there is none (or it is out of date)."""
         result = self._result
-        if result is None or self._now() - hour_start(result.issued) >= MAX_AGE:
+        if result is None:
+            return None
+        now = self._now()
+        # Before this run's first reading, the forecast's own time stands in for one.
+        seen = self._last_reading or result.issued
+        if now - seen > STALE_AFTER or now - hour_start(result.issued) >= MAX_AGE:
             return None
         return self._payload
 

@@ -261,6 +261,38 @@ async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_surv
         await rig.stop()
 
 
+async def test_detection_is_ready_when_its_first_slot_is_judged_not_a_day_later(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """A week after the first reading the first slots have a week behind them and are
+    judged: the state says so then, while the add-on runs (it said "learning" until the
+    next daily refit while alerts were already coming)."""
+    start = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    week = start + timedelta(days=7)
+    live_start = week - timedelta(minutes=6)
+    shift = _weeks_to_now(week + timedelta(minutes=15))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _prefill(data_dir / "history.sqlite3", read_uci(start, live_start), shift)
+    # The first slot with a week of complete windows behind it (the base-load window needs
+    # 90 minutes) is 02:00: a spike at 02:15 is judged.
+    live = read_uci(live_start, week + timedelta(hours=2, minutes=20))
+    spike = live.index.get_loc(week + timedelta(hours=2, minutes=15))
+    rig = Rig(data_dir, Clocks(live_start + shift), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        before = rig.state["anomaly"]
+        await rig.replay(live, shift, extra_w={spike: 8000.0})
+        after = rig.state["anomaly"]
+        _, events = await rig.get(session, "anomalies")
+    finally:
+        await rig.stop()
+    assert [(e["kind"], e["series"]) for e in events["anomalies"]] == [("spike", "total")]
+    assert before["ready"] is False
+    assert after["ready"] is True
+    assert after["active"] is True
+
+
 EXPORT_WEEKS = timedelta(weeks=4)
 
 

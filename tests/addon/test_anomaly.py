@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
+from energy_tracker_addon.analytics import CIRCUIT_DETECTOR
 from energy_tracker_addon.anomaly import AnomalyDetector, DetectorSettings
 
 from .anomaly_faults import FAULT_KINDS, inject_faults, replay, score
@@ -54,6 +55,24 @@ def test_precision_and_recall_on_held_out_2010_with_injected_faults() -> None:
     assert {kind.name for kind in FAULT_KINDS} <= {fault.kind.name for fault in faults}
     assert scores["all"].recall > 0.8
     assert scores["all"].precision > 0.8
+
+
+def test_a_circuit_switched_off_is_no_anomaly() -> None:
+    """The water heater's thermostat leaves its circuit at 0 W for hours in slots where it
+    was usually on: with the total's rules that is "far below the usual" several times a
+    day; a circuit detector does not judge "low" at all."""
+    history = read_uci(HOLDOUT_START - timedelta(weeks=FIT_WEEKS), HOLDOUT_START)
+    history = history[~history["filled"]]
+    holdout = _holdout(days=30)
+    holdout = holdout[~holdout["filled"]]
+    lows = {}
+    for name, settings in (("total rules", DetectorSettings()), ("circuit", CIRCUIT_DETECTOR)):
+        detector = AnomalyDetector(UCI_TZ, "Water heater & AC", settings)
+        detector.fit(_epoch_s(history.index), history["water_heater_ac"].to_numpy())
+        alerts = replay(detector, holdout.index, holdout["water_heater_ac"].to_numpy())
+        lows[name] = sum(a.kind == "low" for a in alerts)
+    assert lows["total rules"] >= 10  # what users got: false alarms
+    assert lows["circuit"] == 0
 
 
 def test_a_stuck_load_is_reported_with_the_slot_and_the_excess() -> None:

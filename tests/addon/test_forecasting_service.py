@@ -4,6 +4,7 @@ state and compared with the forecaster run independently on the same store."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -155,6 +156,36 @@ async def test_forecast_follows_the_hours_matches_the_model_and_scores_itself(
     finally:
         await rig.stop()
     assert restarted["drift"] == drift
+
+
+async def test_no_forecast_is_shown_an_hour_after_the_last_reading(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    """The meter stopped: an hour later the forecast goes (docs: "no reading for over an
+    hour"), and the meter going stale does not issue a fresh-looking one meanwhile."""
+    data_dir = tmp_path / "data"
+    _prefill(data_dir, HISTORY_START, LIVE_START)
+    live = read_uci(LIVE_START, LIVE_START + timedelta(minutes=12))  # crosses midnight
+    clocks = Clocks(LIVE_START + SHIFT)
+    rig = Rig(data_dir, clocks, pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        at_start = (await _settled(rig))["forecast"]
+        await rig.replay(live, SHIFT)
+        shown = (await _settled(rig, at_start["generated"]))["forecast"]
+        last_reading = live.index[-1].to_pydatetime() + SHIFT
+        clocks.set(last_reading + timedelta(minutes=50))
+        await rig._until(lambda: not rig.state["available"], "the meter stale")
+        still = rig.state
+        clocks.set(last_reading + timedelta(minutes=61))
+        await rig._until(lambda: rig.state["forecast"] is None, "the forecast hidden")
+        await asyncio.sleep(0.5)  # a forecast task the stale meter might have started
+        gone = rig.state
+    finally:
+        await rig.stop()
+    assert still["forecast"] == shown  # within the hour: the last forecast stands
+    assert gone["forecast"] is None
+    assert gone["forecast_reason"] == "out of date: no reading for over an hour"
 
 
 @pytest.mark.parametrize("model_file", ["missing", "corrupt"])

@@ -68,7 +68,7 @@ TEST(boot_sets_relays_to_stored_safe_state_then_says_hello) {
     const Sent hello = r.only();
     CHECK(hello.crc_ok);
     CHECK_EQ(hello.type, std::string("ETH"));
-    CHECK(hello.fields == (std::vector<std::string>{"0", "1.1.0", "3", "0.4512"}));
+    CHECK(hello.fields == (std::vector<std::string>{"0", "1.2.0", "3", "0.4512"}));
 }
 
 TEST(boot_ends_the_roms_unterminated_output_before_the_hello) {
