@@ -305,6 +305,25 @@ def test_supervisor_and_service_agree_on_limits(addon_cfg: dict[str, Any]) -> No
     assert checked >= 20
 
 
+@pytest.mark.parametrize("token", ["", "x" * 16])
+def test_a_token_saved_by_an_earlier_release_still_starts_the_addon(
+    addon_cfg: dict[str, Any], token: str
+) -> None:
+    """Releases up to 0.3.1 had `api_token: ""` in their defaults, so a user who saved the
+    Configuration tab has it in the options: after an update the Supervisor must still
+    accept them (it validates before starting), and the service generates a token."""
+    options = addon_cfg["options"] | {"api_token": token}
+    written = _supervisor_validate(addon_cfg["schema"], options)
+    assert addon_config.parse_options(written).api_token == token
+
+
+def test_a_short_token_is_refused_with_its_rule(addon_cfg: dict[str, Any]) -> None:
+    options = _supervisor_validate(addon_cfg["schema"],
+                                   addon_cfg["options"] | {"api_token": "short"})
+    with pytest.raises(addon_config.OptionsError, match="at least 16 characters"):
+        addon_config.parse_options(options)
+
+
 def test_every_choice_offered_is_accepted(addon_cfg: dict[str, Any]) -> None:
     schema = addon_cfg["schema"]
     lists = {k: t for k, t in schema.items() if isinstance(t, str) and t.startswith("list(")}
