@@ -195,6 +195,10 @@ class RelayManager:
                 else changed.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             ),
             "shed": relay.shed,
+            # The CT channel measuring what it switches (None: none), as the options link
+            # it (a dangling link is dropped at start): its circuit's start and finish are
+            # this relay's own when the relay caused them.
+            "channel": relay.config.channel,
         }
 
     def all_json(self) -> list[dict[str, Any]]:
@@ -209,7 +213,15 @@ class RelayManager:
         if backend is None or not backend.available(relay_id):
             raise RelayUnavailable
         async with self._locks[relay_id]:
-            await backend.switch(relay_id, on)
+            before = relay.shed
+            # Marked before the acknowledgement: the state published with the relay off
+            # already says demand response did it (HA's event tells a shed from a finish).
+            relay.shed = relay.shed or (shed and not on)
+            try:
+                await backend.switch(relay_id, on)
+            except BaseException:
+                relay.shed = before
+                raise
         # A manual switch takes the relay out of what `restore` would switch back on.
         relay.shed = shed and relay.state is False
         await self._save()

@@ -2,11 +2,13 @@
 
 Fired (event data `type`):
 
-* `appliance_started` / `appliance_finished` — a relay acknowledged on / off, or a circuit
-  channel's power rose above APPLIANCE_ON_W / stayed below APPLIANCE_OFF_W for
-  APPLIANCE_OFF_HOLD_S (hysteresis and a hold, so neither a reading hovering at one
-  threshold nor a cycling load's short pauses flap). Appliances detected by NILM fire the
-  same types (appliance_events.py).
+* `appliance_started` / `appliance_finished` — a relay acknowledged on / off (`shed`: true
+  when demand response switched it off), or a circuit channel's power rose above
+  APPLIANCE_ON_W / stayed below APPLIANCE_OFF_W for APPLIANCE_OFF_HOLD_S (hysteresis and a
+  hold, so neither a reading hovering at one threshold nor a cycling load's short pauses
+  flap). A circuit's start or finish that its relay caused (the relay switched the same way
+  within RELAY_EXPLAINS_S) is not fired again: the relay's event said it. Appliances
+  detected by NILM fire the same types (appliance_events.py).
 * `anomaly_detected` — an anomaly episode appeared in the state's `anomalies` list.
 
 Only changes between two published states fire: whatever is already on, running or
@@ -36,6 +38,9 @@ APPLIANCE_OFF_W: Final = 10.0
 # A run ends only after this long below APPLIANCE_OFF_W: a small load cycling on and off
 # (a circuit's 30 W average metered as 60 W / 0 W minutes) is one run, not 250 a day.
 APPLIANCE_OFF_HOLD_S: Final = 120.0
+# A circuit that starts or finishes this soon after its relay switched the same way did so
+# because of the relay (a finish shows only after the hold).
+RELAY_EXPLAINS_S: Final = APPLIANCE_OFF_HOLD_S + 60.0
 
 
 def relay_appliance(relay_id: int) -> str:
@@ -66,6 +71,7 @@ class _Appliance:
     name: str
     relay_id: int | None = None
     channel_id: int | None = None
+    shed: bool = False
 
 
 class MeterEvents:
@@ -82,6 +88,8 @@ class MeterEvents:
             cid: _above(first, cid, APPLIANCE_ON_W) for cid in self._circuits
         }
         self._idle_since: dict[int, float] = {}  # running circuits below APPLIANCE_OFF_W
+        # channel id -> (on, loop time) of the last switch of the relay linked to it
+        self._relay_switched: dict[int, tuple[bool, float]] = {}
         self._anomalies = {_anomaly_key(a) for a in first.anomalies}
 
     @callback
@@ -94,15 +102,17 @@ class MeterEvents:
         if not self._coordinator.last_update_success:
             return  # an outage changes nothing about the appliances
         state = self._coordinator.data
+        now = self._hass.loop.time()
         for relay in state.relays.values():
             was_on = self._relay_on.get(relay.id)
             self._relay_on[relay.id] = relay.state
             if relay.state is None or was_on is None or relay.state == was_on:
                 continue  # unknown on either side is not a start or a finish
-            self._async_fire_appliance(
-                relay.state, _Appliance(relay_appliance(relay.id), relay.name, relay_id=relay.id)
-            )
-        now = self._hass.loop.time()
+            if relay.channel is not None:
+                self._relay_switched[relay.channel] = (relay.state, now)
+            self._async_fire_appliance(relay.state, _Appliance(
+                relay_appliance(relay.id), relay.name, relay_id=relay.id,
+                shed=not relay.state and relay.shed))
         for cid, name in self._circuits.items():
             running = self._running[cid]
             if not running and _above(state, cid, APPLIANCE_ON_W):
@@ -116,6 +126,10 @@ class MeterEvents:
             else:
                 self._idle_since.pop(cid, None)  # running again (or unknown): no end yet
                 continue
+            switched = self._relay_switched.get(cid)
+            if switched is not None and switched[0] == self._running[cid] \
+                    and now - switched[1] <= RELAY_EXPLAINS_S:
+                continue  # the relay did it, and its own event said so
             self._async_fire_appliance(
                 self._running[cid], _Appliance(channel_appliance(cid), name, channel_id=cid),
                 power_w=state.channels[cid].power_w,
@@ -135,9 +149,14 @@ class MeterEvents:
         }
         if appliance.relay_id is not None:
             data["relay_id"] = appliance.relay_id
-            if (device_id := self._device_id(relay_device_identifier(
-                    self._coordinator.info.meter_id, appliance.relay_id))) is not None:
-                data["relay_device_id"] = device_id
+            device = dr.async_get(self._hass).async_get_device(identifiers={
+                relay_device_identifier(self._coordinator.info.meter_id, appliance.relay_id)})
+            if device is not None:
+                data["relay_device_id"] = device.id
+                # The name the user gave the relay's device is the one they know it by.
+                data["name"] = device.name_by_user or appliance.name
+            if not started:
+                data["shed"] = appliance.shed
         if appliance.channel_id is not None:
             data["channel_id"] = appliance.channel_id
             data["power_w"] = power_w

@@ -104,6 +104,7 @@ _RELAY = vol.Schema(
         vol.Required("min_on_s"): _integer,
         vol.Optional("last_changed"): TEXT_OR_NULL,
         vol.Optional("shed", default=False): bool,
+        vol.Optional("channel", default=None): vol.Any(None, _integer),
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -232,6 +233,7 @@ class RelayState:
     min_on_s: int
     shed: bool
     last_changed: str | None
+    channel: int | None = None  # the CT channel measuring the switched circuit
 
     @classmethod
     def from_json(cls, payload: Any) -> RelayState:
@@ -242,7 +244,7 @@ class RelayState:
     def from_validated(cls, r: dict[str, Any]) -> RelayState:
         """Convert an already validated relay object."""
         return cls(r["id"], r["name"], r["state"], r["available"], r["priority"],
-                   r["min_on_s"], r["shed"], r.get("last_changed"))
+                   r["min_on_s"], r["shed"], r.get("last_changed"), r["channel"])
 
 
 NILM_STATUS_SCHEMA = vol.Schema(

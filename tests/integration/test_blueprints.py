@@ -95,6 +95,8 @@ async def test_power_above_a_threshold_notifies(
         (0.05, "0.01", "0.073", "is at 0.07 kWh, above 0.05 kWh."),
         # Two decimals made 0.0536 read "0.05 kWh, above 0.053 kWh": below its own limit.
         (0.053, "0.05", "0.0536", "is at 0.054 kWh, above 0.053 kWh."),
+        # Just over: "at 0.25 kWh, above 0.25 kWh" read as not above at all.
+        (0.25, "0.24", "0.2512", "is at 0.251 kWh, above 0.25 kWh."),
     ],
 )
 async def test_energy_above_a_threshold_says_kwh_with_the_thresholds_decimals(
@@ -109,6 +111,26 @@ async def test_energy_above_a_threshold_says_kwh_with_the_thresholds_decimals(
     hass.states.async_set("sensor.energy_today", after, attributes)
     await wait_for(lambda: len(notify) == 1, 10, "the notification")
     assert notify[0].data["message"] == f"Energy today {said}"
+
+
+async def test_a_counter_back_from_an_addon_restart_is_no_new_crossing(
+    hass: HomeAssistant, notify: list[ServiceCall],
+) -> None:
+    """An energy counter over its threshold went unavailable while the add-on restarted and
+    came back over it: that used to notify again at every add-on update."""
+    attributes = {"device_class": "energy", "unit_of_measurement": "kWh",
+                  "friendly_name": "Total energy"}
+    hass.states.async_set("sensor.total_energy", "0.2", attributes)
+    await use_blueprint(hass, "power_threshold_notify", {
+        "sensor": "sensor.total_energy", "threshold": 0.25})
+    hass.states.async_set("sensor.total_energy", "0.3", attributes)
+    await wait_for(lambda: len(notify) == 1, 10, "the crossing")
+    hass.states.async_set("sensor.total_energy", "unavailable", attributes)
+    await hass.async_block_till_done()
+    hass.states.async_set("sensor.total_energy", "0.31", attributes)
+    await hass.async_block_till_done()
+    await asyncio.sleep(0.5)
+    assert len(notify) == 1
 
 
 async def test_power_above_its_rolling_average_notifies(
@@ -147,7 +169,9 @@ async def test_appliance_finished_notifies(
     await hass.services.async_call("switch", SERVICE_TURN_OFF, {
         ATTR_ENTITY_ID: relay_entity(entity_registry, addon, 3)}, blocking=True)
     await wait_for(lambda: len(notify) >= 1, 10, "the notification")
-    assert notify[0].data == {"title": "Energy Tracker", "message": "Laundry has finished."}
+    # A relay switched off is said as such, not as an appliance that ended its job.
+    assert notify[0].data == {"title": "Energy Tracker",
+                              "message": "Laundry was switched off."}
 
 
 async def test_anomaly_notifies(

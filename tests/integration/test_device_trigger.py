@@ -26,7 +26,7 @@ from custom_components.energy_tracker.const import DOMAIN
 from energy_tracker_addon.analytics import TOTAL
 from energy_tracker_addon.anomaly import Anomaly
 
-from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
+from .boards import Boards, acking_boards_fixture, boards_fixture  # noqa: F401 (fixture)
 from .conftest import Addon, wait_for
 from .test_switch import relay_entity
 
@@ -147,6 +147,40 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
         "type": "appliance_started", "appliance": "channel_2", "name": "Kitchen",
         "channel_id": 2, "power_w": 2000.0, "device_id": None, "config_entry_id": None}
     assert events[0]["device_id"] == meter.id
+
+
+async def test_a_circuit_its_relay_switched_is_said_once_by_the_relay(
+    hass: HomeAssistant, acking_boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Relay 1 switches the water heater's circuit (channel 3): switching it off used to
+    fire the relay's finish and, after the hold, the circuit's too (two notifications);
+    the circuit's own finish (its thermostat) still fires."""
+    monkeypatch.setattr(events_module, "APPLIANCE_OFF_HOLD_S", 1.0)  # 120 s in use
+    monkeypatch.setattr(events_module, "RELAY_EXPLAINS_S", 4.0)  # 180 s in use
+    acking_boards.powers = [2000.0, 0.0, 2000.0]
+    await set_up(hass, config_entry)
+    await wait_for(lambda: hass.states.get("sensor.energy_tracker_water_heater_ac_power")
+                   .state == "2000.0", 10, "the water heater running")
+    events: list[dict[str, Any]] = []
+    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(dict(e.data)))
+    switch = relay_entity(entity_registry, addon, 1)
+
+    await hass.services.async_call("switch", SERVICE_TURN_OFF, {ATTR_ENTITY_ID: switch},
+                                   blocking=True)
+    acking_boards.powers = [0.0, 0.0, 0.0]  # the relay cut the circuit
+    await asyncio.sleep(3.0)  # past the hold: the circuit is idle
+    await hass.services.async_call("switch", SERVICE_TURN_ON, {ATTR_ENTITY_ID: switch},
+                                   blocking=True)
+    acking_boards.powers = [2000.0, 0.0, 2000.0]
+    await asyncio.sleep(5.0)  # past RELAY_EXPLAINS_S
+    acking_boards.powers = [0.0, 0.0, 0.0]  # the thermostat: hot enough
+    await wait_for(lambda: len(events) == 3, 10, "the circuit's own finish")
+    assert [(e["type"], e["appliance"], e.get("shed")) for e in events] == [
+        ("appliance_finished", "relay_1", False),
+        ("appliance_started", "relay_1", None),
+        ("appliance_finished", "channel_3", None),
+    ]
 
 
 @pytest.mark.parametrize(("kind", "threshold", "power"),
