@@ -207,6 +207,10 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         # the client's own messages carry nothing for us.
         async for _message in ws:
             pass
+    except ConnectionError as err:
+        # Answering a ping on a socket the client already closed (it gave up on us while
+        # this process was frozen): a client gone, not an error.
+        _LOGGER.debug("websocket client gone: %s", err)
     finally:
         hub.remove(ws)
         sender.cancel()

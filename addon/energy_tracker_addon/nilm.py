@@ -270,6 +270,11 @@ class _PeriodStream:
             self._count += 1
         return closed
 
+    def restart(self) -> None:
+        """Forget the window and the bin in progress (after a gap nobody measured)."""
+        self.buffer.clear()
+        self._bin, self._sum, self._count = None, 0.0, 0
+
     def _close(self, next_index: int) -> list[float]:
         assert self._bin is not None
         value = self._sum / self._count
@@ -301,6 +306,11 @@ class Disaggregator:
         for name, runner in bundle.models.items():
             self._streams[name] = _PeriodStream(runner.spec.period_s, runner.spec.window,
                                                 max_fill)
+
+    def restart_windows(self) -> None:
+        """A gap the meter did not measure: no window spans it, no energy is held across."""
+        for stream in self._streams.values():
+            stream.restart()
 
     def feed(self, timestamp: float, mains_w: float) -> list[Estimate]:
         """Add one total-power sample (unix seconds, W); returns the estimates it completed."""

@@ -177,7 +177,10 @@ class NilmService:
         self._t0: float | None = None  # first reading (the replay clock starts there)
         self._newest: float | None = None  # data time of the newest reading fed
         self.as_of: datetime | None = None  # the newest reading included in the estimates
-        self._pending: list[tuple[float, float, datetime]] = []
+        # (data time, total W, reading time, whether a gap the meter did not bridge precedes)
+        self._pending: list[tuple[float, float, datetime, bool]] = []
+        self._last_wall: float | None = None  # the newest reading's wall time
+        self._gap = False  # the meter went stale since the last reading
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -258,12 +261,20 @@ class NilmService:
     def _observe(self, state: dict[str, Any]) -> None:
         total = state["total_power_w"]
         if not state["available"] or total is None:
-            return  # no sample: the disaggregator bridges short gaps, restarts after long ones
+            self._gap = True
+            return
         moment = datetime.fromisoformat(state["timestamp"])
         wall = moment.timestamp()
         if self._t0 is None:
             self._t0 = wall
-        self._pending.append((self._t0 + (wall - self._t0) * self._scale, float(total), moment))
+        # The meter integrates nothing across a gap longer than stale_after_s (it went stale,
+        # or the add-on was frozen): the windows restart there instead of holding the last
+        # power through it, which would count energy the meter never measured.
+        gap = self._gap or (self._last_wall is not None
+                            and wall - self._last_wall > self._options.stale_after_s)
+        self._gap, self._last_wall = False, wall
+        self._pending.append((self._t0 + (wall - self._t0) * self._scale, float(total), moment,
+                              gap))
         self._wake.set()
 
     async def _run(self) -> None:
@@ -272,7 +283,8 @@ class NilmService:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
-            estimates = await self._in_worker(self._feed, [(t, w) for t, w, _ in batch])
+            estimates = await self._in_worker(self._feed,
+                                              [(t, w, gap) for t, w, _, gap in batch])
             self._newest, self.as_of = batch[-1][0], batch[-1][2]
             for estimate in estimates:
                 self._apply(estimate)
@@ -282,11 +294,13 @@ class NilmService:
                 self._last_persist = loop.time()
                 await self._in_worker(self._persist, dict(self._energy_wh))
 
-    def _feed(self, samples: list[tuple[float, float]]) -> list[Estimate]:
+    def _feed(self, samples: list[tuple[float, float, bool]]) -> list[Estimate]:
         """On the worker thread: the only place the disaggregator is used."""
         assert self._disaggregator is not None
         made: list[Estimate] = []
-        for timestamp, watts in samples:
+        for timestamp, watts, after_gap in samples:
+            if after_gap:
+                self._disaggregator.restart_windows()
             made.extend(self._disaggregator.feed(timestamp, watts))
         return made
 

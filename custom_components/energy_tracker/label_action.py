@@ -65,11 +65,12 @@ async def _async_label(call: ServiceCall) -> ServiceResponse:
 
 def _appliance_id(known: dict[str, ApplianceState] | None, given: str) -> str:
     """The add-on's id of the appliance the user named: its id, the key of events and
-    triggers ("nilm_kettle"), or the name shown in Home Assistant ("Kettle")."""
+    triggers ("nilm_kettle"), or the name shown in Home Assistant ("Kettle", or "Kettle
+    (detected)" as the device-trigger list shows it)."""
     if not known:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="label_no_appliances")
-    wanted = given.strip().casefold()
+    wanted = given.strip().casefold().removesuffix(" (detected)").strip()
     for appliance in known.values():
         if wanted in (appliance.id.casefold(), f"nilm_{appliance.id}".casefold(),
                       appliance.name.casefold()):

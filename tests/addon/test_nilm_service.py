@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from energy_tracker_addon.nilm import load_bundle
 from energy_tracker_addon.nilm_service import ENERGY_FILE, LABELS_FILE
 from energy_tracker_addon.service import AddonService
 
+from .analytics_rig import Clocks, Rig
 from .polling import wait_until
 from .ptys import PtyPort
+from .uci import read_uci
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 
@@ -263,3 +267,37 @@ async def test_a_fast_replay_feeds_every_model(tmp_path: Path) -> None:
                          what="a power for every appliance at 600x")
     finally:
         await service.stop()
+
+
+async def test_no_appliance_energy_across_a_gap_the_meter_did_not_measure(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort],
+) -> None:
+    """Readings stopped for longer than stale_after_s (the add-on frozen, a serial
+    hiccup): the meter counts nothing for that time, so neither may the circuit models,
+    which used to hold the last power through up to two of their minutes."""
+    # The kitchen cooks 15:10-15:35; estimates lag half the 99-minute window.
+    start = datetime.fromisoformat("2009-03-02T14:20+01:00")
+    live = read_uci(start, start + timedelta(minutes=130))
+    shift = timedelta(weeks=(datetime.now(UTC) - start) // timedelta(weeks=1))
+    rig = Rig(tmp_path / "data", Clocks(start + shift), pty_port("ttyRPICT"),
+              nilm_appliances=["kitchen"])
+    (tmp_path / "data").mkdir()
+    await rig.start()
+    try:
+        def kitchen_wh() -> float:
+            appliances = rig.state["appliances"] or []
+            return next(a["energy_kwh"] for a in appliances if a["id"] == "kitchen") * 1000
+
+        async def settled() -> float:  # the worker's estimates are in the state
+            await asyncio.sleep(0.3)
+            return kitchen_wh()
+
+        await rig.replay(live.iloc[:110], shift)  # past the 99-minute window
+        before = await settled()
+        assert before > 0  # the model is estimating
+        # 170 s without a reading (over stale_after_s, 120 s here), then readings again.
+        await rig.replay(live.iloc[112:113], shift - timedelta(seconds=10))
+        after = await settled()
+    finally:
+        await rig.stop()
+    assert after == pytest.approx(before, abs=1e-6)

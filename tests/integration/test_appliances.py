@@ -390,9 +390,15 @@ async def test_label_action_round_trip(
         DOMAIN, "label_appliance",
         {"appliance": "Kettle", "start": "2026-11-24T07:20:00+00:00",
          "end": "2026-11-24T07:22:00+00:00"}, blocking=True, return_response=True)
+    # As the device-trigger list names it.
+    listed = await hass.services.async_call(
+        DOMAIN, "label_appliance",
+        {"appliance": "Kettle (detected)", "start": "2026-11-24T07:30:00+00:00",
+         "end": "2026-11-24T07:32:00+00:00"}, blocking=True, return_response=True)
     assert named is not None
     assert shown is not None
-    assert named["appliance"] == shown["appliance"] == "kettle"
+    assert listed is not None
+    assert named["appliance"] == shown["appliance"] == listed["appliance"] == "kettle"
     # The add-on refuses a label that ends in the future (a run nobody has seen yet).
     with pytest.raises(ServiceValidationError, match="in the future"):
         await hass.services.async_call(
@@ -411,7 +417,7 @@ async def test_label_action_round_trip(
         {"appliance": "fridge", "start": "2026-11-24 08:00:00", "end": "2026-11-24 08:30:00"},
         blocking=True)
     labels = (await addon.get("labels"))["labels"]
-    assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[3:]] == [
+    assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[4:]] == [
         ("fridge", local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), True)]
 
 

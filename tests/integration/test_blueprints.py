@@ -237,6 +237,32 @@ async def test_demand_response_sheds_and_restores(
     assert await all_relays(False)
 
 
+async def test_the_power_back_after_an_addon_restart_does_not_restore_at_once(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
+) -> None:
+    """The power sensor unavailable (the add-on restarting) and back under the restore
+    level: that restored the shed relays at once, skipping "Below that for"."""
+    hass.states.async_set("sensor.grid_power", "50", {"device_class": "power"})
+    await use_blueprint(hass, "demand_response", {
+        "meter": loaded_entry.entry_id, "power_sensor": "sensor.grid_power",
+        "limit_w": 100, "over_for": {"seconds": 0}, "restore_below_w": 30,
+        "restore_after": {"hours": 1}, "stagger_s": 0})
+
+    async def all_relays(on: bool) -> bool:
+        return all([(await served_relay(addon, i))["state"] is on for i in (1, 2, 3)])
+
+    hass.states.async_set("sensor.grid_power", "200", {"device_class": "power"})
+    await wait_for(lambda: all_relays(False), 20, "shedding over the limit")
+    hass.states.async_set("sensor.grid_power", "unavailable", {"device_class": "power"})
+    await hass.async_block_till_done()
+    hass.states.async_set("sensor.grid_power", "20", {"device_class": "power"})
+    await hass.async_block_till_done()
+    await asyncio.sleep(1)
+    assert await all_relays(False)
+    hass.states.async_set("sensor.grid_power", "50", {"device_class": "power"})
+    await hass.async_block_till_done()  # ends the hour's wait of "Below that for"
+
+
 async def test_the_grid_signal_sheds_on_its_own(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
 ) -> None:
