@@ -109,6 +109,17 @@ class LabelStore:
                 _LOGGER.warning("%s line %d is not a JSON object: skipped", self.path, number)
         return labels
 
+    def add_once(self, label: dict[str, Any]) -> dict[str, Any]:
+        """Append `label` unless the same one (appliance, times, verdict) is stored: an
+        action repeated (a script run twice) must not weigh twice in fine-tuning. Returns
+        the label as stored."""
+        same = ("appliance", "start", "end", "was_running")
+        for stored in self.load():
+            if all(stored.get(key) == label[key] for key in same):
+                return stored
+        self.append(label)
+        return label
+
     def append(self, label: dict[str, Any]) -> None:
         line = json.dumps(label, separators=(",", ":")) + "\n"
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -364,8 +375,7 @@ class NilmService:
         """Validate and store one label; raises LabelError."""
         label = parse_label(body, self.appliance_ids, datetime.now(UTC))
         label["bundle_version"] = self.bundle_version
-        await self._in_worker(self.labels.append, label)
-        return label
+        return await self._in_worker(self.labels.add_once, label)
 
     async def all_labels(self) -> list[dict[str, Any]]:
         return await self._in_worker(self.labels.load)

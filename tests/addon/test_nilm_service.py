@@ -119,6 +119,10 @@ async def test_labels_survive_a_restart_and_a_torn_line(
             "appliance": "kettle", "start": "2026-11-24T09:00:00+01:00",
             "end": "2026-11-24T09:04:00+01:00"})
         assert status == 200
+        # The same label again (a script run twice) is stored once.
+        assert await request(service, "POST", "labels", {
+            "appliance": "kettle", "start": "2026-11-24T08:00:00Z",
+            "end": "2026-11-24T08:04:00Z"}) == (200, later)
     finally:
         await service.stop()
     service = await running(tmp_path, rpict)
