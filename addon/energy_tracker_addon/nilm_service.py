@@ -91,6 +91,12 @@ class LabelStore:
         self.path = path
 
     def load(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        if not self.path.is_file():
+            # A device or a directory in its place: reading it might never end (/dev/zero).
+            _LOGGER.warning("%s is not a regular file: no labels read", self.path)
+            return []
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
