@@ -39,6 +39,9 @@ class VoltageCalibration:
     def __init__(self, commander: BoardCommander) -> None:
         self._commander = commander
         self._cal: float | None = None  # from the last hello; None while unknown
+        # What the board's flash holds (its boot factor): the hello's, or the last CAL it
+        # stored; differs from _cal after a CAL it could not store (EFLASH).
+        self._stored_cal: float | None = None
         self._board_v: float | None = None  # the last measurement's Vrms, None when empty
         self._one_at_a_time = asyncio.Lock()
 
@@ -50,6 +53,7 @@ class VoltageCalibration:
     def on_frame(self, frame: BoardFrame) -> None:
         if isinstance(frame, HelloFrame):
             self._cal, self._board_v = frame.cal, None
+            self._stored_cal = frame.cal
         elif isinstance(frame, MeasurementFrame):
             self._board_v = frame.vrms_v
 
@@ -90,15 +94,17 @@ class VoltageCalibration:
         if ack.result == "EFLASH":
             # Applied, so readings from now on carry it, but the next boot brings back cal.
             self._cal, self._board_v = new_cal, None
+            boot = "its stored factor" if self._stored_cal is None else f"{self._stored_cal:g}"
             _LOGGER.error("The voltage board uses cal %g now but could not store it in its "
-                          "flash: after its next boot it reads with %g again", new_cal, cal)
+                          "flash: after its next boot it reads with %s again", new_cal, boot)
             raise CalibrationError(507, "not_stored", f"the board uses the new factor "
                                    f"{new_cal:g} but could not store it in its flash (EFLASH): "
-                                   f"after its next boot it reads with {cal:g} again")
+                                   f"after its next boot it reads with {boot} again")
         if ack.result != "OK":
             raise CalibrationError(502, "board_rejected", f"the board answered {ack.result}")
         # Readings taken under the old factor must not be corrected again.
         self._cal, self._board_v = new_cal, None
+        self._stored_cal = new_cal
         _LOGGER.info("Voltage board calibrated: cal %g -> %g (it read %g V, the multimeter "
                      "%g V)", cal, new_cal, board_v, measured_v)
         return {"cal_before": cal, "cal": new_cal, "board_v_before": board_v,

@@ -61,7 +61,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self.client = client
         self.info = info
         self._outage = async_outage(hass, entry)
-        self._min_interval = float(
+        self.min_interval = float(
             entry.options.get(CONF_UPDATE_INTERVAL, DEFAULT_UPDATE_INTERVAL)
         )
         self._last_publish = -float("inf")
@@ -165,7 +165,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                 self.hass, self._async_check_info(), f"{DOMAIN} info {self.info.meter_id}"
             )
             return
-        wait = self._last_publish + self._min_interval - time.monotonic()
+        wait = self._last_publish + self.min_interval - time.monotonic()
         if wait <= 0 and self._cancel_pending is None:
             self._async_publish(state)
             return

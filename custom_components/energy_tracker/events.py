@@ -39,7 +39,8 @@ APPLIANCE_OFF_W: Final = 10.0
 # (a circuit's 30 W average metered as 60 W / 0 W minutes) is one run, not 250 a day.
 APPLIANCE_OFF_HOLD_S: Final = 120.0
 # A circuit that starts or finishes this soon after its relay switched the same way did so
-# because of the relay (a finish shows only after the hold).
+# because of the relay (a finish shows only after the hold), plus one minimum update
+# interval (the option): states that far apart decide the finish that much later.
 RELAY_EXPLAINS_S: Final = APPLIANCE_OFF_HOLD_S + 60.0
 
 
@@ -128,7 +129,7 @@ class MeterEvents:
                 continue
             switched = self._relay_switched.get(cid)
             if switched is not None and switched[0] == self._running[cid] \
-                    and now - switched[1] <= RELAY_EXPLAINS_S:
+                    and now - switched[1] <= RELAY_EXPLAINS_S + self._coordinator.min_interval:
                 continue  # the relay did it, and its own event said so
             self._async_fire_appliance(
                 self._running[cid], _Appliance(channel_appliance(cid), name, channel_id=cid),

@@ -152,9 +152,17 @@ async def test_a_calibration_the_board_cannot_store_is_reported_not_passed_off(
                 answer = await resp.json()
             assert answer["error"] == "not_stored"
             assert "could not store it in its flash" in answer["detail"]
+            assert answer["detail"].endswith("after its next boot it reads with 1.8 again")
             # In use all the same until the board reboots.
             await wait_until(
                 lambda: abs(service.meter.snapshot()["voltage_v"] - 236.9) < 0.3)
+            # Again: the board still boots with what its flash holds, not the last factor.
+            await wait_until(lambda: service.voltage_calibration.cal is not None
+                             and service.meter.snapshot()["voltage_v"] is not None)
+            async with session.post(url, json={"measured_v": 240.0}, headers=auth()) as resp:
+                assert resp.status == 507
+                again = await resp.json()
+            assert again["detail"].endswith("after its next boot it reads with 1.8 again")
 
 
 async def test_a_stray_byte_on_the_line_does_not_spoil_the_next_switch(

@@ -22,7 +22,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.energy_tracker import events as events_module
-from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
 from energy_tracker_addon.analytics import TOTAL
 from energy_tracker_addon.anomaly import Anomaly
 
@@ -149,17 +149,23 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
     assert events[0]["device_id"] == meter.id
 
 
+@pytest.mark.parametrize("update_interval", [0, 3])
 async def test_a_circuit_its_relay_switched_is_said_once_by_the_relay(
     hass: HomeAssistant, acking_boards: Boards, addon: Addon, config_entry: MockConfigEntry,
-    entity_registry: er.EntityRegistry, monkeypatch: pytest.MonkeyPatch,
+    entity_registry: er.EntityRegistry, monkeypatch: pytest.MonkeyPatch, update_interval: int,
 ) -> None:
     """Relay 1 switches the water heater's circuit (channel 3): switching it off used to
     fire the relay's finish and, after the hold, the circuit's too (two notifications);
-    the circuit's own finish (its thermostat) still fires."""
+    the circuit's own finish (its thermostat) still fires. States a minimum update
+    interval apart decide the circuit's finish that much later: still the relay's."""
     monkeypatch.setattr(events_module, "APPLIANCE_OFF_HOLD_S", 1.0)  # 120 s in use
-    monkeypatch.setattr(events_module, "RELAY_EXPLAINS_S", 4.0)  # 180 s in use
+    monkeypatch.setattr(events_module, "RELAY_EXPLAINS_S", 3.0)  # 180 s in use
     acking_boards.powers = [2000.0, 0.0, 2000.0]
-    await set_up(hass, config_entry)
+    config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        config_entry, options={**config_entry.options, CONF_UPDATE_INTERVAL: update_interval})
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
     await wait_for(lambda: hass.states.get("sensor.energy_tracker_water_heater_ac_power")
                    .state == "2000.0", 10, "the water heater running")
     events: list[dict[str, Any]] = []
@@ -169,11 +175,11 @@ async def test_a_circuit_its_relay_switched_is_said_once_by_the_relay(
     await hass.services.async_call("switch", SERVICE_TURN_OFF, {ATTR_ENTITY_ID: switch},
                                    blocking=True)
     acking_boards.powers = [0.0, 0.0, 0.0]  # the relay cut the circuit
-    await asyncio.sleep(3.0)  # past the hold: the circuit is idle
+    await asyncio.sleep(3.0 + 2 * update_interval)  # past the hold: the circuit is idle
     await hass.services.async_call("switch", SERVICE_TURN_ON, {ATTR_ENTITY_ID: switch},
                                    blocking=True)
     acking_boards.powers = [2000.0, 0.0, 2000.0]
-    await asyncio.sleep(5.0)  # past RELAY_EXPLAINS_S
+    await asyncio.sleep(4.0 + 2 * update_interval)  # past RELAY_EXPLAINS_S and an interval
     acking_boards.powers = [0.0, 0.0, 0.0]  # the thermostat: hot enough
     await wait_for(lambda: len(events) == 3, 10, "the circuit's own finish")
     assert [(e["type"], e["appliance"], e.get("shed")) for e in events] == [
