@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -59,17 +59,31 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 @dataclass(slots=True)
+class _LogLimit:
+    """At most one log line per REJECT_LOG_INTERVAL_S; the lines held back are counted."""
+
+    last: float | None = None
+    held_back: int = 0
+
+    def due(self, now: float) -> int | None:
+        """The lines held back since the last one when a line is due now, else None."""
+        if self.last is not None and now - self.last < REJECT_LOG_INTERVAL_S:
+            self.held_back += 1
+            return None
+        held_back, self.last, self.held_back = self.held_back, now, 0
+        return held_back
+
+
+@dataclass(slots=True)
 class _BoardState:
     connected: bool = False
     last_frame: datetime | None = None
     lines_ok: int = 0
     lines_rejected: int = 0
-    # Rejected-line logging: at most one line per REJECT_LOG_INTERVAL_S per board.
-    last_reject_log: float | None = None
-    rejects_not_logged: int = 0
-    # The same for the voltage board's ETE frames (a noisy line makes many).
-    last_board_error_log: float | None = None
-    board_errors_not_logged: int = 0
+    # Logging of rejected lines, and of the voltage board's ETE frames (a noisy line makes
+    # many of both).
+    reject_log: _LogLimit = field(default_factory=_LogLimit)
+    board_error_log: _LogLimit = field(default_factory=_LogLimit)
 
 
 class Meter:
@@ -286,17 +300,11 @@ class Meter:
                             "(fail-safe) state until switched again")
 
     def _log_board_error(self, board: _BoardState, code: str) -> None:
-        now = self._clock()
-        if board.last_board_error_log is not None and now - board.last_board_error_log < (
-            REJECT_LOG_INTERVAL_S
-        ):
-            board.board_errors_not_logged += 1
+        held_back = board.board_error_log.due(self._clock())
+        if held_back is None:
             return
-        more = (f" ({board.board_errors_not_logged} more since the last message)"
-                if board.board_errors_not_logged else "")
+        more = f" ({held_back} more since the last message)" if held_back else ""
         _LOGGER.warning("Voltage board rejected a command line: %s%s", code, more)
-        board.last_board_error_log = now
-        board.board_errors_not_logged = 0
 
     def set_board_connected(self, board: Board, connected: bool) -> None:
         """Told by the serial link when its port opens or closes."""
@@ -595,20 +603,11 @@ class Meter:
     def _reject(self, name: Board, board: _BoardState, line: bytes, error: ProtocolError) -> None:
         board.lines_rejected += 1
         self._metrics.serial_lines_rejected.labels(name, error.reason).inc()
-        now = self._clock()
-        if board.last_reject_log is not None and now - board.last_reject_log < (
-            REJECT_LOG_INTERVAL_S
-        ):
-            board.rejects_not_logged += 1
+        held_back = board.reject_log.due(self._clock())
+        if held_back is None:
             return
-        more = (
-            f" ({board.rejects_not_logged} more rejected since the last message)"
-            if board.rejects_not_logged
-            else ""
-        )
+        more = f" ({held_back} more rejected since the last message)" if held_back else ""
         _LOGGER.warning("Rejected %s line %r: %s%s", name, line[:80], error, more)
-        board.last_reject_log = now
-        board.rejects_not_logged = 0
 
     def _update_power_metrics(self) -> None:
         metrics = self._metrics
