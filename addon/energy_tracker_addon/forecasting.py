@@ -52,7 +52,8 @@ TEMPERATURE_COLUMN: Final = "temperature_c"
 PREDICT_DAYS: Final = 29  # the features look back 4 weeks (forecast.HISTORY_HOURS)
 RETRAIN_DAYS: Final = 56
 RETRAIN_RETRY: Final = timedelta(days=1)  # after "not enough history yet"
-# A forecast whose first hour ended over an hour ago (no reading since): hidden, not shown old.
+# A forecast whose first hour ended over an hour ago (not renewed at the hour's turn while
+# readings went on): hidden, not shown old.
 MAX_AGE: Final = timedelta(hours=2)
 STALE_AFTER: Final = timedelta(hours=1)  # no reading for this long: the forecast is hidden
 DRIFT_LOOKBACK_HOURS: Final = 24  # ended hours scored at each turn (catches missed turns)

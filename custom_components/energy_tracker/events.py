@@ -150,8 +150,8 @@ class MeterEvents:
         }
         if appliance.relay_id is not None:
             data["relay_id"] = appliance.relay_id
-            device = dr.async_get(self._hass).async_get_device(identifiers={
-                relay_device_identifier(self._coordinator.info.meter_id, appliance.relay_id)})
+            device = self._device(relay_device_identifier(
+                self._coordinator.info.meter_id, appliance.relay_id))
             if device is not None:
                 data["relay_device_id"] = device.id
                 # The name the user gave the relay's device is the one they know it by.
@@ -177,13 +177,13 @@ class MeterEvents:
 
     @callback
     def _async_fire(self, data: dict[str, Any]) -> None:
-        data["device_id"] = self._device_id((DOMAIN, self._coordinator.info.meter_id))
+        meter = self._device((DOMAIN, self._coordinator.info.meter_id))
+        data["device_id"] = None if meter is None else meter.id
         data["config_entry_id"] = self._coordinator.config_entry.entry_id
         self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, data)
 
-    def _device_id(self, identifier: tuple[str, str]) -> str | None:
-        device = dr.async_get(self._hass).async_get_device(identifiers={identifier})
-        return None if device is None else device.id
+    def _device(self, identifier: tuple[str, str]) -> dr.DeviceEntry | None:
+        return dr.async_get(self._hass).async_get_device(identifiers={identifier})
 
 
 def _power(state: MeterState, channel_id: int) -> float | None:
