@@ -2,7 +2,7 @@
 
 Appliance and anomaly triggers listen for `energy_tracker_event` (events.py); power
 thresholds are numeric_state triggers on the meter's power sensors, with the threshold and
-duration the user picks.
+duration the user picks, that do not take a sensor back from unavailable for a crossing.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from homeassistant.const import (
     CONF_FOR,
     CONF_PLATFORM,
     CONF_TYPE,
+    STATE_UNAVAILABLE,
+    STATE_UNKNOWN,
     UnitOfPower,
 )
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant
+from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -173,7 +175,8 @@ async def async_attach_trigger(
             hass, numeric_config
         )
         return await numeric_state_trigger.async_attach_trigger(
-            hass, numeric_config, action, trigger_info, platform_type="device"
+            hass, numeric_config, _only_from_a_reading(action), trigger_info,
+            platform_type="device",
         )
     device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
     # A relay's device: its own starts and finishes; the meter: any, or the chosen one.
@@ -191,6 +194,23 @@ async def async_attach_trigger(
     return await event_trigger.async_attach_trigger(
         hass, event_config, action, trigger_info, platform_type="device"
     )
+
+
+def _only_from_a_reading(action: TriggerActionType) -> TriggerActionType:
+    """Home Assistant's numeric_state arms on `unavailable`, so a reload, a restart or an
+    add-on outage would read as the power crossing the threshold: only a crossing from a
+    known value is one."""
+
+    async def from_a_reading(
+        run_variables: dict[str, Any], context: Context | None = None
+    ) -> None:
+        before = run_variables["trigger"]["from_state"]
+        if before is None or before.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
+            return
+        if (running := action(run_variables, context)) is not None:
+            await running
+
+    return from_a_reading
 
 
 def _our_entries(hass: HomeAssistant, device: dr.DeviceEntry) -> list[EnergyTrackerConfigEntry]:

@@ -211,6 +211,43 @@ async def test_power_threshold_for_a_duration(
     assert float(calls[0].data["what"]) == power
 
 
+@pytest.mark.parametrize(("kind", "threshold", "steady", "crossing"),
+                         [("power_above", 1500, 2000.0, 500.0), ("power_below", 50, 10.0, 500.0)])
+async def test_power_threshold_ignores_a_reload(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+    kind: str, threshold: float, steady: float, crossing: float,
+) -> None:
+    # Saving the options reloads the entry: the sensor is unavailable, then back on the
+    # same side of the threshold. Nothing crossed it, so nothing fires.
+    boards.powers = [steady, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    total = entity_registry.async_get("sensor.energy_tracker_total_power")
+    assert total is not None
+    await wait_for(lambda: hass.states.get(total.entity_id).state == str(steady), 10, "steady")
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
+            device_registry, addon).id,
+        "type": kind, "entity_id": total.id, "threshold": threshold})
+    seen: list[str] = []
+    hass.bus.async_listen("state_changed", lambda event: seen.append(
+        event.data["new_state"].state if event.data["new_state"] else "removed")
+        if event.data["entity_id"] == total.entity_id else None)
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    await wait_for(lambda: hass.states.get(total.entity_id).state == str(steady), 10,
+                   "steady after the reload")
+    assert "unavailable" in seen  # what used to arm the trigger
+    await asyncio.sleep(1.0)
+    assert calls == []
+    # A real crossing still fires, once.
+    boards.powers = [crossing, 0.0, 0.0]
+    await wait_for(lambda: hass.states.get(total.entity_id).state == str(crossing), 10, "away")
+    boards.powers = [steady, 0.0, 0.0]
+    await wait_for(lambda: len(calls) == 1, 10, f"{kind} {threshold}")
+    await hass.async_block_till_done()
+    assert [float(call.data["what"]) for call in calls] == [steady]
+
+
 async def test_anomaly_from_the_addon_fires_anomaly_detected(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     device_registry: dr.DeviceRegistry,
