@@ -15,6 +15,7 @@ from homeassistant.helpers import device_registry as dr
 from .commands import run_command
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
+from .events import relay_device_identifier
 
 SERVICE_SHED_LOAD: Final = "shed_load"
 SERVICE_RESTORE_LOAD: Final = "restore_load"
@@ -83,21 +84,41 @@ async def _async_shed_load(call: ServiceCall) -> ServiceResponse:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="shed_amount_required")
     entry = _target_entry(call)
-    return await run_command(
+    report = await run_command(
         entry.runtime_data.client.shed(limit_w=call.data.get(ATTR_LIMIT_W),
                                        reduce_w=call.data.get(ATTR_REDUCE_W)),
         SERVICE_SHED_LOAD,
     )
+    return _named_as_in_home_assistant(call.hass, entry, report, ("shed", "skipped"))
 
 
 async def _async_restore_load(call: ServiceCall) -> ServiceResponse:
     """Switch back on what the last sheds switched off, staggered."""
     entry = _target_entry(call)
-    return await run_command(
+    report = await run_command(
         entry.runtime_data.client.restore(call.data.get(ATTR_STAGGER_S),
                                           relays=len(entry.runtime_data.data.relays)),
         SERVICE_RESTORE_LOAD,
     )
+    return _named_as_in_home_assistant(call.hass, entry, report, ("restored", "failed"))
+
+
+def _named_as_in_home_assistant(hass: HomeAssistant, entry: EnergyTrackerConfigEntry,
+                                 report: dict[str, Any], lists: tuple[str, ...]
+                                 ) -> dict[str, Any]:
+    """Each relay in the add-on's report under the name the user gave its device, as the
+    relay's events say it ("Switched off: Boiler" for the relay renamed Boiler)."""
+    registry = dr.async_get(hass)
+    relays = entry.runtime_data.data.relays
+    for key in lists:
+        for item in report.get(key, []):
+            device = registry.async_get_device(identifiers={
+                relay_device_identifier(entry.runtime_data.info.meter_id, item["id"])})
+            if device is not None and device.name_by_user:
+                item["name"] = device.name_by_user
+            elif "name" not in item and (relay := relays.get(item["id"])) is not None:
+                item["name"] = relay.name  # the add-on names skipped relays by id only
+    return report
 
 
 def _target_entry(call: ServiceCall) -> EnergyTrackerConfigEntry:

@@ -13,6 +13,7 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.events import relay_device_identifier
 
 from .conftest import Addon, wait_for
 from .test_switch import relay_entity, served_relay, shown
@@ -27,7 +28,7 @@ async def set_number(hass: HomeAssistant, entity_id: str, value: float) -> None:
 
 async def test_shed_by_priority_skipping_minimum_on_time_then_restore(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
-    entity_registry: er.EntityRegistry,
+    entity_registry: er.EntityRegistry, device_registry: dr.DeviceRegistry,
 ) -> None:
     for relay_id, priority in ((WATER_HEATER, 90), (KITCHEN, 20), (LAUNDRY, 10)):
         await set_number(hass, relay_entity(entity_registry, addon, relay_id, "priority",
@@ -40,13 +41,21 @@ async def test_shed_by_priority_skipping_minimum_on_time_then_restore(
         await hass.services.async_call("switch", service, {ATTR_ENTITY_ID: heater},
                                        blocking=True)
 
+    # The report names a relay as its events do: by the name the user gave its device.
+    washer = device_registry.async_get_device(
+        identifiers={relay_device_identifier(addon.meter_id, LAUNDRY)})
+    assert washer is not None
+    device_registry.async_update_device(washer.id, name_by_user="Washer")
+
     # A limit of 0 W cannot be reached: everything allowed is shed, in priority order.
     shed = await hass.services.async_call(
         DOMAIN, "shed_load", {"config_entry_id": loaded_entry.entry_id, "limit_w": 0},
         blocking=True, return_response=True)
     assert shed is not None
-    assert [r["id"] for r in shed["shed"]] == [LAUNDRY, KITCHEN]
-    assert shed["skipped"] == [{"id": WATER_HEATER, "reason": "min_on_time"}]
+    assert [(r["id"], r["name"]) for r in shed["shed"]] == [(LAUNDRY, "Washer"),
+                                                           (KITCHEN, "Kitchen")]
+    assert shed["skipped"] == [{"id": WATER_HEATER, "name": "Water heater",
+                                "reason": "min_on_time"}]
     assert shed["reached"] is False
     assert (await served_relay(addon, WATER_HEATER))["state"] is True
     for relay_id in (LAUNDRY, KITCHEN):
@@ -57,7 +66,7 @@ async def test_shed_by_priority_skipping_minimum_on_time_then_restore(
     restored = await hass.services.async_call(
         DOMAIN, "restore_load", {"stagger_s": 0}, blocking=True, return_response=True)
     assert restored == {"restored": [{"id": KITCHEN, "name": "Kitchen"},
-                                     {"id": LAUNDRY, "name": "Laundry"}], "failed": [],
+                                     {"id": LAUNDRY, "name": "Washer"}], "failed": [],
                       "interrupted": False}
     for relay_id in (LAUNDRY, KITCHEN):
         switch = relay_entity(entity_registry, addon, relay_id)
