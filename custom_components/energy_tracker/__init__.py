@@ -102,14 +102,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         )
     coordinator.async_start_stream()
 
-    options_at_setup = dict(entry.options)
+    options_at_setup, data_at_setup = dict(entry.options), dict(entry.data)
 
-    async def _async_reload_on_options_change(
+    async def _async_reload_on_change(
         hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     ) -> None:
-        # The shown channels decide which entities exist. Data changes (reauth,
-        # reconfigure) reload through their flows already.
-        if entry.options == options_at_setup:
+        # The shown channels decide which entities exist; new data (reauth, reconfigure,
+        # discovery) is a new address or token. A new title alone changes nothing.
+        if entry.options == options_at_setup and entry.data == data_at_setup:
             return
         if options_at_setup.get(CONF_CO2_INTENSITY_ENTITY) and not entry.options.get(
                 CONF_CO2_INTENSITY_ENTITY):
@@ -117,7 +117,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
             await async_withdraw_intensity(coordinator)
         await hass.config_entries.async_reload(entry.entry_id)
 
-    entry.async_on_unload(entry.add_update_listener(_async_reload_on_options_change))
+    entry.async_on_unload(entry.add_update_listener(_async_reload_on_change))
     return True
 
 

@@ -11,6 +11,7 @@ from homeassistant.config_entries import (
     SOURCE_IGNORE,
     SOURCE_REAUTH,
     SOURCE_USER,
+    ConfigEntry,
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
@@ -167,18 +168,33 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         if entry is None or (entry.source == SOURCE_IGNORE and self.source == SOURCE_USER):
             return  # a meter the user ignored can still be added by hand
         if entry.source != SOURCE_IGNORE:
-            changed = self.hass.config_entries.async_update_entry(
-                entry, data={**entry.data, **data}
-            )
             # Also set up again an entry that does not work with the data it had: the
             # add-on may be back with it (a restored backup, its old address).
             failing = entry.state in (
                 ConfigEntryState.SETUP_ERROR, ConfigEntryState.SETUP_RETRY
             ) or any(entry.async_get_active_flows(self.hass, {SOURCE_REAUTH}))
-            if entry.disabled_by is None and entry.state.recoverable and (changed or failing):
-                self.hass.config_entries.async_schedule_reload(entry.entry_id)
+            if entry.disabled_by is None and entry.state.recoverable:
+                self._async_update_and_reload(entry, {**entry.data, **data}, always=failing)
+            else:
+                self.hass.config_entries.async_update_entry(entry, data={**entry.data, **data})
             async_abort_reauth_flows(self.hass, entry)
         raise AbortFlow("already_configured")
+
+    @callback
+    def _async_update_and_reload(self, entry: ConfigEntry, data: Mapping[str, Any],
+                                 *, always: bool = True) -> None:
+        """Give the entry new data and set it up again with it (unchanged too if `always`).
+
+        A loaded entry's update listener reloads it on a data change: Home Assistant from
+        2026.6 reports, and from 2026.12 refuses, a flow's own reload of an entry that has
+        one (async_update_reload_and_abort).
+        """
+        listens = bool(entry.update_listeners)  # before: the listener starts unloading at once
+        changed = self.hass.config_entries.async_update_entry(entry, data=data)
+        if changed and listens:
+            return
+        if changed or always:
+            self.hass.config_entries.async_schedule_reload(entry.entry_id)
 
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
@@ -258,7 +274,8 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
             if info is not None:
                 await self.async_set_unique_id(info.meter_id)
                 self._abort_if_unique_id_mismatch(reason="wrong_meter")
-                return self.async_update_reload_and_abort(entry, data=data)
+                self._async_update_and_reload(entry, data)
+                return self.async_abort(reason="reauth_successful")
         return self.async_show_form(
             step_id="reauth_confirm",
             data_schema=vol.Schema({vol.Required(CONF_API_TOKEN): TOKEN}),
@@ -282,7 +299,8 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
                     await self.async_set_unique_id(info.meter_id)
                     self._abort_if_unique_id_mismatch(reason="wrong_meter")
                     async_abort_reauth_flows(self.hass, entry)
-                    return self.async_update_reload_and_abort(entry, data_updates=user_input)
+                    self._async_update_and_reload(entry, {**entry.data, **user_input})
+                    return self.async_abort(reason="reconfigure_successful")
         self._shown_port = (user_input or entry.data)[CONF_PORT]
         return self.async_show_form(
             step_id="reconfigure",

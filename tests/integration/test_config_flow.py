@@ -19,6 +19,7 @@ from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from homeassistant.helpers.translation import async_get_translations
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+import custom_components.energy_tracker as integration
 from custom_components.energy_tracker.const import (
     CONF_CHANNELS,
     CONF_CO2_INTENSITY_ENTITY,
@@ -27,7 +28,23 @@ from custom_components.energy_tracker.const import (
     DOMAIN,
 )
 
-from .conftest import HOST, Addon, set_up_entry
+from .conftest import HOST, Addon, set_up_entry, wait_for
+
+
+@pytest.fixture(autouse=True)
+def newer_home_assistant_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Home Assistant 2026.12 refuses a flow's own reload of an entry that has an update
+    listener (2026.6-2026.11 log it; 2025.4 allows it): the flows must pass here too."""
+    update_reload_and_abort = config_entries.ConfigFlow.async_update_reload_and_abort
+
+    def refusing(flow: config_entries.ConfigFlow, entry: config_entries.ConfigEntry,
+                 **kwargs: Any) -> ConfigFlowResult:
+        if entry.update_listeners:
+            raise ValueError("has an update listener and should use it for scheduling a "
+                             "reload")
+        return update_reload_and_abort(flow, entry, **kwargs)
+
+    monkeypatch.setattr(config_entries.ConfigFlow, "async_update_reload_and_abort", refusing)
 
 
 def discovery(config: dict[str, object]) -> HassioServiceInfo:
@@ -202,6 +219,36 @@ async def test_reauth_with_the_new_token_loads_the_entry(
     assert result["reason"] == "reauth_successful"
     assert entry.data[CONF_API_TOKEN] == addon.token
     assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_reauth_of_a_running_entry_sets_it_up_once_with_the_new_token(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The add-on got a new token while Home Assistant ran: the stream asks for it.
+    await addon.stop()
+    await addon.start(api_token="a-brand-new-token-0123")
+    await wait_for(lambda: len(hass.config_entries.flow.async_progress_by_handler(DOMAIN))
+                   == 1, 10, "a reauth flow")
+    [flow] = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert flow["context"]["source"] == config_entries.SOURCE_REAUTH
+    setups: list[str] = []
+    set_up = integration.async_setup_entry
+
+    async def counted(hass: HomeAssistant, entry: Any) -> bool:
+        setups.append(entry.data[CONF_API_TOKEN])
+        return await set_up(hass, entry)
+
+    monkeypatch.setattr(integration, "async_setup_entry", counted)
+    result = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {CONF_API_TOKEN: "a-brand-new-token-0123"})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert setups == ["a-brand-new-token-0123"]  # set up again once, with the new token
+    assert loaded_entry.state is ConfigEntryState.LOADED
+    await wait_for(lambda: hass.states.get("sensor.energy_tracker_total_power").state
+                   != "unavailable", 10, "total power back")
 
 
 async def test_reconfigure_to_the_new_port(
