@@ -87,10 +87,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
     async_abort_reauth_flows(hass, entry)  # the token works (fixed another way, if at all)
-    # The boards' devices point at the meter (via_device): it must exist first.
-    dr.async_get(hass).async_get_or_create(
+    # The boards' devices point at the meter (via its device id): it must exist first.
+    coordinator.meter_device_id = dr.async_get(hass).async_get_or_create(
         config_entry_id=entry.entry_id, **meter_device_info(info)
-    )
+    ).id
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     # After the platforms: relay events carry the relays' device ids.
     entry.async_on_unload(MeterEvents(hass, coordinator).async_start())

@@ -33,6 +33,7 @@ from homeassistant.helpers.entity import Entity
 
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
+from .device_lookup import linked_to_meter
 from .entity import EnergyTrackerEntity
 from .nilm_models import ApplianceState
 
@@ -167,13 +168,12 @@ class ApplianceEntity(EnergyTrackerEntity):
         """Attach the entity to the appliance's device (named after it, like a relay's)."""
         super().__init__(coordinator, f"{APPLIANCE_PREFIX}{appliance_id}_{key}")
         self._appliance_id = appliance_id
-        self._attr_device_info = DeviceInfo(
+        self._attr_device_info = linked_to_meter(DeviceInfo(
             identifiers={appliance_device_identifier(coordinator.info.meter_id, appliance_id)},
             name=name,
             manufacturer="Energy Tracker",
             model="Detected appliance (NILM estimate)",
-            via_device=(DOMAIN, coordinator.info.meter_id),
-        )
+        ), coordinator)
 
     @property
     def appliance(self) -> ApplianceState | None:

@@ -10,11 +10,11 @@ side — detection off, warming up — is neither a start nor a finish).
 from __future__ import annotations
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.helpers import device_registry as dr
 
 from .appliance_entity import appliance_device_identifier, nilm_appliance
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
+from .device_lookup import device_by_identifier
 from .events import APPLIANCE_FINISHED, APPLIANCE_STARTED, EVENT_ENERGY_TRACKER
 
 
@@ -52,9 +52,10 @@ class ApplianceEvents:
                 continue
             appliance = appliances[key]
             meter_id = self._coordinator.info.meter_id
-            registry = dr.async_get(self._hass)
-            device = registry.async_get_device({appliance_device_identifier(meter_id, key)})
-            meter = registry.async_get_device({(DOMAIN, meter_id)})
+            entry_id = self._coordinator.config_entry.entry_id
+            device = device_by_identifier(self._hass, appliance_device_identifier(meter_id, key),
+                                          entry_id)
+            meter = device_by_identifier(self._hass, (DOMAIN, meter_id), entry_id)
             self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, {
                 "type": APPLIANCE_STARTED if now else APPLIANCE_FINISHED,
                 "appliance": nilm_appliance(key),

@@ -60,6 +60,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         )
         self.client = client
         self.info = info
+        self.meter_device_id: str | None = None  # the meter's device, once registered
         self._outage = async_outage(hass, entry)
         self.min_interval = float(
             entry.options.get(CONF_UPDATE_INTERVAL, DEFAULT_UPDATE_INTERVAL)

@@ -44,6 +44,7 @@ from homeassistant.helpers.typing import ConfigType
 from .appliance_entity import device_appliance_id, nilm_appliance
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
+from .device_lookup import device_entry_ids
 from .events import (
     ANOMALY_DETECTED,
     APPLIANCE_FINISHED,
@@ -216,7 +217,7 @@ def _only_from_a_reading(action: TriggerActionType) -> TriggerActionType:
 def _our_entries(hass: HomeAssistant, device: dr.DeviceEntry) -> list[EnergyTrackerConfigEntry]:
     """This integration's config entries that hold this device."""
     entries = (hass.config_entries.async_get_entry(entry_id)
-               for entry_id in device.config_entries)
+               for entry_id in device_entry_ids(device))
     return [entry for entry in entries if entry is not None and entry.domain == DOMAIN]
 
 

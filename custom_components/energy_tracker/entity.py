@@ -7,6 +7,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
+from .device_lookup import linked_to_meter
 from .models import BoardInfo, MeterInfo
 
 # Boards the add-on documents get translated device names; others keep their id.
@@ -29,14 +30,13 @@ def board_device_identifier(meter_id: str, board_id: str) -> tuple[str, str]:
     return (DOMAIN, f"{meter_id}_{board_id}")
 
 
-def board_device_info(info: MeterInfo, board: BoardInfo) -> DeviceInfo:
+def board_device_info(coordinator: EnergyTrackerCoordinator, board: BoardInfo) -> DeviceInfo:
     """A serial board, reached through the meter."""
-    device_info = DeviceInfo(
-        identifiers={board_device_identifier(info.meter_id, board.id)},
+    device_info = linked_to_meter(DeviceInfo(
+        identifiers={board_device_identifier(coordinator.info.meter_id, board.id)},
         model=board.model,
         sw_version=board.fw_version,
-        via_device=(DOMAIN, info.meter_id),
-    )
+    ), coordinator)
     if board.id in KNOWN_BOARDS:
         device_info["translation_key"] = f"board_{board.id}"
         device_info["manufacturer"] = KNOWN_BOARDS[board.id]
@@ -61,4 +61,4 @@ class EnergyTrackerEntity(CoordinatorEntity[EnergyTrackerCoordinator]):
             self._attr_device_info = meter_device_info(info)
         else:
             self._attr_unique_id = f"{info.meter_id}_{board.id}_{key}"
-            self._attr_device_info = board_device_info(info, board)
+            self._attr_device_info = board_device_info(coordinator, board)

@@ -25,6 +25,7 @@ from homeassistant.helpers import device_registry as dr
 
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
+from .device_lookup import device_by_identifier
 from .models import Anomaly, MeterState
 
 EVENT_ENERGY_TRACKER: Final = f"{DOMAIN}_event"
@@ -183,7 +184,8 @@ class MeterEvents:
         self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, data)
 
     def _device(self, identifier: tuple[str, str]) -> dr.DeviceEntry | None:
-        return dr.async_get(self._hass).async_get_device(identifiers={identifier})
+        return device_by_identifier(self._hass, identifier,
+                                    self._coordinator.config_entry.entry_id)
 
 
 def _power(state: MeterState, channel_id: int) -> float | None:

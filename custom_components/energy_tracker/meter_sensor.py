@@ -26,6 +26,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
+from .device_lookup import linked_to_meter
 from .entity import EnergyTrackerEntity
 from .meters_models import ExtraMeterState
 
@@ -107,7 +108,7 @@ class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity
         self.entity_description = description
         self._id = meter.id
         self._attr_unique_id = f"{meter.meter_id}_{description.key}"
-        self._attr_device_info = DeviceInfo(
+        self._attr_device_info = linked_to_meter(DeviceInfo(
             identifiers={(DOMAIN, meter.meter_id)},
             name=meter.name,
             manufacturer="Energy Tracker",
@@ -115,8 +116,7 @@ class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity
             # only it fires appliance and anomaly triggers.
             model=("Extra meter (simulated)" if meter.source == "simulated"
                    else "Extra meter (RPICT)"),
-            via_device=(DOMAIN, coordinator.info.meter_id),
-        )
+        ), coordinator)
 
     @property
     def native_value(self) -> float | None:

@@ -6,8 +6,8 @@ from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 
 from .commands import run_command
-from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
+from .device_lookup import linked_to_meter
 from .entity import EnergyTrackerEntity
 from .events import relay_device_identifier
 from .models import RelayState
@@ -20,13 +20,12 @@ _IN_FLIGHT_READINGS = 1
 def relay_device_info(coordinator: EnergyTrackerCoordinator, relay: RelayState) -> DeviceInfo:
     """One device per relay, named after it in the add-on, so users rename it and put it in
     an area, and Assist finds it by that name ("turn off the water heater")."""
-    return DeviceInfo(
+    return linked_to_meter(DeviceInfo(
         identifiers={relay_device_identifier(coordinator.info.meter_id, relay.id)},
         name=relay.name,
         manufacturer="Energy Tracker",
         model="Relay",
-        via_device=(DOMAIN, coordinator.info.meter_id),
-    )
+    ), coordinator)
 
 
 class RelayEntity(EnergyTrackerEntity):

@@ -15,6 +15,7 @@ from homeassistant.helpers import device_registry as dr
 from .commands import run_command
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
+from .device_lookup import device_by_identifier, device_entry_ids
 from .events import relay_device_identifier
 
 SERVICE_SHED_LOAD: Final = "shed_load"
@@ -108,12 +109,11 @@ def _named_as_in_home_assistant(hass: HomeAssistant, entry: EnergyTrackerConfigE
                                  ) -> dict[str, Any]:
     """Each relay in the add-on's report under the name the user gave its device, as the
     relay's events say it ("Switched off: Boiler" for the relay renamed Boiler)."""
-    registry = dr.async_get(hass)
     relays = entry.runtime_data.data.relays
     for key in lists:
         for item in report.get(key, []):
-            device = registry.async_get_device(identifiers={
-                relay_device_identifier(entry.runtime_data.info.meter_id, item["id"])})
+            device = device_by_identifier(hass, relay_device_identifier(
+                entry.runtime_data.info.meter_id, item["id"]), entry.entry_id)
             if device is not None and device.name_by_user:
                 item["name"] = device.name_by_user
             elif "name" not in item and (relay := relays.get(item["id"])) is not None:
@@ -128,7 +128,7 @@ def _target_entry(call: ServiceCall) -> EnergyTrackerConfigEntry:
     if entry_id is None and (device_id := call.data.get(ATTR_DEVICE_ID)) is not None:
         device = dr.async_get(hass).async_get(device_id)
         entry_id = next(
-            (e for e in device.config_entries
+            (e for e in device_entry_ids(device)
              if (ce := hass.config_entries.async_get_entry(e)) and ce.domain == DOMAIN),
             None,
         ) if device is not None else None
