@@ -198,6 +198,9 @@ class NilmService:
         self._pending: list[tuple[float, float, datetime, bool]] = []
         self._last_wall: float | None = None  # the newest reading's wall time
         self._gap = False  # the meter went stale since the last reading
+        # A reading after a gap is queued, and the windows have not restarted for it yet:
+        # the estimates from before the gap are not the appliances' state now.
+        self._restart_queued = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -290,6 +293,7 @@ class NilmService:
         gap = self._gap or (self._last_wall is not None
                             and wall - self._last_wall > self._options.stale_after_s)
         self._gap, self._last_wall = False, wall
+        self._restart_queued = self._restart_queued or gap
         self._pending.append((self._t0 + (wall - self._t0) * self._scale, float(total), moment,
                               gap))
         self._wake.set()
@@ -300,9 +304,12 @@ class NilmService:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
+            restarts = any(gap for *_, gap in batch)
             estimates = await self._in_worker(self._feed,
                                               [(t, w, gap) for t, w, _, gap in batch])
             self._newest, self.as_of = batch[-1][0], batch[-1][2]
+            if restarts and not any(gap for *_, gap in self._pending):
+                self._restart_queued = False
             for estimate in estimates:
                 self._apply(estimate)
             # Before the next publication carries them (statefile.LiveCopy).
@@ -363,6 +370,8 @@ class NilmService:
     def _current(self, appliance: _Appliance, period_s: int, window: int) -> bool:
         if appliance.estimate_time is None or self._newest is None:
             return False
+        if self._gap or self._restart_queued:
+            return False  # a frozen add-on's last estimate must not read as news
         lag = (window // 2 + FRESH_PERIODS) * period_s
         return self._newest - appliance.estimate_time <= lag
 

@@ -299,9 +299,18 @@ async def test_no_appliance_energy_across_a_gap_the_meter_did_not_measure(
         await rig.replay(live.iloc[:110], shift)  # past the 99-minute window
         before = await settled()
         assert before > 0  # the model is estimating
+        assert rig.state["appliances"][0]["power_w"] is not None
+        published: list[dict[str, Any]] = []
+        assert rig.service is not None
+        rig.service.meter.add_listener(published.append)
         # 170 s without a reading (over stale_after_s, 120 s here), then readings again.
         await rig.replay(live.iloc[112:113], shift - timedelta(seconds=10))
         after = await settled()
     finally:
         await rig.stop()
     assert after == pytest.approx(before, abs=1e-6)
+    # What clients were sent with the first reading after the gap: no estimate from
+    # before it, which would read as the kitchen's state now (a late "started").
+    [first] = [state for state in published if state["total_power_w"] is not None][:1]
+    assert first["appliances"][0]["power_w"] is None
+    assert first["appliances"][0]["running"] is None
