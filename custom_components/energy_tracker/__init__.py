@@ -23,7 +23,7 @@ from .coordinator import (
 )
 from .devices import is_stale
 from .entity import meter_device_info
-from .events import MeterEvents
+from .events import MeterEvents, async_forget_circuit_runs
 from .export_action import async_setup_export_action
 from .label_action import async_setup_label_action
 from .nilm_repair import NilmIssue
@@ -132,6 +132,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntr
 async def async_remove_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> None:
     """A removed entry has no outage to report."""
     async_forget_outage(hass, entry)
+    async_forget_circuit_runs(hass, entry)
 
 
 

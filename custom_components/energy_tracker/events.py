@@ -12,16 +12,21 @@ Fired (event data `type`):
 * `anomaly_detected` — an anomaly episode appeared in the state's `anomalies` list.
 
 Only changes between two published states fire: whatever is already on, running or
-anomalous when the entry is set up (a restart of HA) is not announced again.
+anomalous when Home Assistant starts is not announced again. A circuit below
+APPLIANCE_ON_W then is undecided (a cycling load may be between two bursts) until it runs
+or stays idle for the hold, silently. The circuits' runs outlive a reload of the entry
+(an options save), so a reload neither starts a run again nor loses its finish.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
+from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
@@ -67,6 +72,25 @@ def is_relay_device(meter_id: str, device: dr.DeviceEntry) -> bool:
                and ident.removeprefix(prefix).isdigit() for domain, ident in device.identifiers)
 
 
+@dataclass(slots=True)
+class CircuitRuns:
+    """What each circuit was doing; one per entry, kept in hass.data across reloads."""
+
+    running: dict[int, bool | None] = field(default_factory=dict)  # None: undecided
+    idle_since: dict[int, float] = field(default_factory=dict)  # loop time, below OFF_W
+    # channel id -> (on, loop time) of the last switch of the relay linked to it
+    relay_switched: dict[int, tuple[bool, float]] = field(default_factory=dict)
+
+
+_CIRCUIT_RUNS: HassKey[dict[str, CircuitRuns]] = HassKey(f"{DOMAIN}_circuit_runs")
+
+
+@callback
+def async_forget_circuit_runs(hass: HomeAssistant, entry: ConfigEntry) -> None:
+    """The entry is gone: nothing to carry over."""
+    hass.data.get(_CIRCUIT_RUNS, {}).pop(entry.entry_id, None)
+
+
 @dataclass(frozen=True, slots=True)
 class _Appliance:
     key: str
@@ -80,18 +104,20 @@ class MeterEvents:
     """Compares each published state with the previous one and fires the differences."""
 
     def __init__(self, hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
-        """Take the first state as the baseline."""
+        """Take the first state as the baseline, and the circuits' runs from before a
+        reload."""
         self._hass = hass
         self._coordinator = coordinator
         self._circuits = {c.id: c.name for c in coordinator.info.channels if c.role == "circuit"}
         first = coordinator.data
         self._relay_on = {r.id: r.state for r in first.relays.values()}
-        self._running = {
-            cid: _above(first, cid, APPLIANCE_ON_W) for cid in self._circuits
-        }
-        self._idle_since: dict[int, float] = {}  # running circuits below APPLIANCE_OFF_W
-        # channel id -> (on, loop time) of the last switch of the relay linked to it
-        self._relay_switched: dict[int, tuple[bool, float]] = {}
+        self._runs = hass.data.setdefault(_CIRCUIT_RUNS, {}).setdefault(
+            coordinator.config_entry.entry_id, CircuitRuns())
+        for cid in self._runs.running.keys() - self._circuits.keys():
+            del self._runs.running[cid]  # a channel no longer a circuit
+            self._runs.idle_since.pop(cid, None)
+        for cid in self._circuits.keys() - self._runs.running.keys():
+            self._runs.running[cid] = True if _above(first, cid, APPLIANCE_ON_W) else None
         self._anomalies = {_anomaly_key(a) for a in first.anomalies}
 
     @callback
@@ -111,29 +137,33 @@ class MeterEvents:
             if relay.state is None or was_on is None or relay.state == was_on:
                 continue  # unknown on either side is not a start or a finish
             if relay.channel is not None:
-                self._relay_switched[relay.channel] = (relay.state, now)
+                self._runs.relay_switched[relay.channel] = (relay.state, now)
             self._async_fire_appliance(relay.state, _Appliance(
                 relay_appliance(relay.id), relay.name, relay_id=relay.id,
                 shed=not relay.state and relay.shed))
+        runs = self._runs
         for cid, name in self._circuits.items():
-            running = self._running[cid]
-            if not running and _above(state, cid, APPLIANCE_ON_W):
-                self._running[cid] = True
-            elif running and _below(state, cid, APPLIANCE_OFF_W):
-                idle_since = self._idle_since.setdefault(cid, now)
+            running = runs.running[cid]
+            if running is not True and _above(state, cid, APPLIANCE_ON_W):
+                runs.running[cid] = True
+            elif running is not False and _below(state, cid, APPLIANCE_OFF_W):
+                idle_since = runs.idle_since.setdefault(cid, now)
                 if now - idle_since < APPLIANCE_OFF_HOLD_S:
                     continue
-                self._running[cid] = False
-                del self._idle_since[cid]
+                runs.running[cid] = False
+                del runs.idle_since[cid]
             else:
-                self._idle_since.pop(cid, None)  # running again (or unknown): no end yet
+                runs.idle_since.pop(cid, None)  # running again (or unknown): no end yet
                 continue
-            switched = self._relay_switched.get(cid)
-            if switched is not None and switched[0] == self._running[cid] \
+            if running is None:
+                continue  # undecided until now: neither a start nor a finish was seen
+            switched = runs.relay_switched.get(cid)
+            if switched is not None and switched[0] == runs.running[cid] \
                     and now - switched[1] <= RELAY_EXPLAINS_S + self._coordinator.min_interval:
                 continue  # the relay did it, and its own event said so
             self._async_fire_appliance(
-                self._running[cid], _Appliance(channel_appliance(cid), name, channel_id=cid),
+                bool(runs.running[cid]),
+                _Appliance(channel_appliance(cid), name, channel_id=cid),
                 power_w=state.channels[cid].power_w,
             )
         current = {_anomaly_key(a): a for a in state.anomalies}

@@ -128,6 +128,7 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
     calls = await automation_calls(hass, [
         {"trigger": "device", "domain": DOMAIN, "device_id": meter.id, "type": kind,
          "appliance": "channel_2"} for kind in ("appliance_started", "appliance_finished")])
+    await asyncio.sleep(2.5)  # idle for the hold since Home Assistant started: not running
     boards.powers = [2000.0, 2000.0, 0.0]
     await wait_for(lambda: len(calls) == 1, 10, "the kitchen circuit to start")
     boards.powers = [300.0, 20.0, 0.0]  # between the thresholds: still running
@@ -147,6 +148,59 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
         "type": "appliance_started", "appliance": "channel_2", "name": "Kitchen",
         "channel_id": 2, "power_w": 2000.0, "device_id": None, "config_entry_id": None}
     assert events[0]["device_id"] == meter.id
+
+
+async def circuit_events(hass: HomeAssistant) -> list[tuple[str, str]]:
+    events: list[tuple[str, str]] = []
+    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(
+        (e.data["type"], e.data["appliance"])))
+    return events
+
+
+async def test_a_circuit_low_when_home_assistant_starts_is_not_started_by_its_next_burst(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cycling load (a thermostat's 60 W / 0 W) read between two bursts at the start:
+    # its next burst is the run it was in, not a new one. Its end is news.
+    monkeypatch.setattr(events_module, "APPLIANCE_OFF_HOLD_S", 2.0)  # 120 s in use
+    boards.powers = [0.0, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    events = await circuit_events(hass)
+    for _ in range(3):
+        boards.powers = [60.0, 0.0, 60.0]
+        await asyncio.sleep(0.6)
+        boards.powers = [0.0, 0.0, 0.0]
+        await asyncio.sleep(0.6)
+    assert events == []
+    await wait_for(lambda: bool(events), 10, "the run to finish")
+    await asyncio.sleep(2.5)
+    assert events == [("appliance_finished", "channel_3")]
+
+
+async def test_a_reload_neither_starts_a_run_again_nor_loses_its_finish(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events_module, "APPLIANCE_OFF_HOLD_S", 2.0)  # 120 s in use
+    await set_up(hass, config_entry)
+    events = await circuit_events(hass)
+    await asyncio.sleep(2.5)  # idle for the hold: decided
+    boards.powers = [2000.0, 2000.0, 0.0]
+    await wait_for(lambda: len(events) == 1, 10, "the kitchen to start")
+    # Between two bursts when the options are saved, then on again: the same run.
+    boards.powers = [0.0, 0.0, 0.0]
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    boards.powers = [2000.0, 2000.0, 0.0]
+    await asyncio.sleep(1.0)
+    assert len(events) == 1
+    # It ends during the hold of a second reload: its finish still comes, once.
+    boards.powers = [0.0, 0.0, 0.0]
+    await asyncio.sleep(1.0)
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    await wait_for(lambda: len(events) == 2, 10, "the kitchen to finish")
+    await asyncio.sleep(2.5)
+    assert events == [("appliance_started", "channel_2"), ("appliance_finished", "channel_2")]
 
 
 @pytest.mark.parametrize("update_interval", [0, 3])
