@@ -2,7 +2,8 @@
 
 Appliance and anomaly triggers listen for `energy_tracker_event` (events.py); power
 thresholds are numeric_state triggers on the meter's power sensors, with the threshold and
-duration the user picks, that do not take a sensor back from unavailable for a crossing.
+duration the user picks, that do not take a sensor back from unavailable for a crossing
+unless the last reading before was on the other side.
 """
 
 from __future__ import annotations
@@ -34,10 +35,19 @@ from homeassistant.const import (
     STATE_UNKNOWN,
     UnitOfPower,
 )
-from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant
+from homeassistant.core import (
+    CALLBACK_TYPE,
+    Context,
+    Event,
+    EventStateChangedData,
+    HomeAssistant,
+    State,
+    callback,
+)
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
@@ -175,10 +185,19 @@ async def async_attach_trigger(
         numeric_config = await numeric_state_trigger.async_validate_trigger_config(
             hass, numeric_config
         )
-        return await numeric_state_trigger.async_attach_trigger(
-            hass, numeric_config, _only_from_a_reading(action), trigger_info,
+        crossings = _Crossings(hass, numeric_config[CONF_ENTITY_ID], kind,
+                               config[CONF_THRESHOLD])
+        detach = await numeric_state_trigger.async_attach_trigger(
+            hass, numeric_config, crossings.only_crossings(action), trigger_info,
             platform_type="device",
         )
+
+        @callback
+        def async_detach() -> None:
+            detach()
+            crossings.async_stop()
+
+        return async_detach
     device = dr.async_get(hass).async_get(config[CONF_DEVICE_ID])
     # A relay's device: its own starts and finishes; the meter: any, or the chosen one.
     device_key = (device is not None and _own_device_key(hass, device)) or CONF_DEVICE_ID
@@ -197,21 +216,55 @@ async def async_attach_trigger(
     )
 
 
-def _only_from_a_reading(action: TriggerActionType) -> TriggerActionType:
+class _Crossings:
     """Home Assistant's numeric_state arms on `unavailable`, so a reload, a restart or an
-    add-on outage would read as the power crossing the threshold: only a crossing from a
-    known value is one."""
+    add-on outage would read as the power crossing the threshold. Back from one, only a
+    reading past the threshold that the last reading before it was not is a crossing
+    (the washer that finished during an add-on update); with none before it (Home
+    Assistant just started), nothing is known to have crossed."""
 
-    async def from_a_reading(
-        run_variables: dict[str, Any], context: Context | None = None
-    ) -> None:
-        before = run_variables["trigger"]["from_state"]
-        if before is None or before.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
-            return
-        if (running := action(run_variables, context)) is not None:
-            await running
+    def __init__(self, hass: HomeAssistant, entity_ids: list[str], kind: str,
+                 threshold: float) -> None:
+        self._kind, self._threshold = kind, threshold
+        self._before_outage: dict[str, float] = {}
+        self._unsubscribe = async_track_state_change_event(hass, entity_ids, self._on_change)
 
-    return from_a_reading
+    @callback
+    def _on_change(self, event: Event[EventStateChangedData]) -> None:
+        before = _reading(event.data["old_state"])
+        if before is not None and _reading(event.data["new_state"]) is None:
+            self._before_outage[event.data["entity_id"]] = before
+
+    @callback
+    def async_stop(self) -> None:
+        self._unsubscribe()
+
+    def _past(self, watts: float) -> bool:
+        return watts > self._threshold if self._kind == POWER_ABOVE \
+            else watts < self._threshold
+
+    def only_crossings(self, action: TriggerActionType) -> TriggerActionType:
+        async def crossing(run_variables: dict[str, Any],
+                           context: Context | None = None) -> None:
+            trigger = run_variables["trigger"]
+            if _reading(trigger["from_state"]) is None:
+                before = self._before_outage.get(trigger["entity_id"])
+                if before is None or self._past(before):
+                    return
+            if (running := action(run_variables, context)) is not None:
+                await running
+
+        return crossing
+
+
+def _reading(state: State | None) -> float | None:
+    """The state's number; None when unavailable, unknown or gone."""
+    if state is None or state.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
+        return None
+    try:
+        return float(state.state)
+    except ValueError:
+        return None
 
 
 def _our_entries(hass: HomeAssistant, device: dr.DeviceEntry) -> list[EnergyTrackerConfigEntry]:

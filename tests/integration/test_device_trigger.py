@@ -302,6 +302,34 @@ async def test_power_threshold_ignores_a_reload(
     assert [float(call.data["what"]) for call in calls] == [steady]
 
 
+@pytest.mark.parametrize(("kind", "threshold", "before", "after"),
+                         [("power_above", 1500, 500.0, 2000.0), ("power_below", 50, 500.0, 10.0)])
+async def test_power_threshold_crossed_while_unavailable_fires_once_back(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+    kind: str, threshold: float, before: float, after: float,
+) -> None:
+    # The washer finished while the entry reloaded (or the add-on was updated): the
+    # first reading back is past the threshold the last one before was not.
+    boards.powers = [before, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    total = entity_registry.async_get("sensor.energy_tracker_total_power")
+    assert total is not None
+    await wait_for(lambda: hass.states.get(total.entity_id).state == str(before), 10, "before")
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
+            device_registry, addon).id,
+        "type": kind, "entity_id": total.id, "threshold": threshold})
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    assert hass.states.get(total.entity_id).state == "unavailable"
+    boards.powers = [after, 0.0, 0.0]
+    await asyncio.sleep(1.0)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await wait_for(lambda: len(calls) == 1, 10, f"{kind} {threshold}")
+    await asyncio.sleep(1.0)
+    assert [float(call.data["what"]) for call in calls] == [after]
+
+
 async def test_anomaly_from_the_addon_fires_anomaly_detected(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     device_registry: dr.DeviceRegistry,
