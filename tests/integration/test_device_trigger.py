@@ -265,24 +265,33 @@ async def test_power_threshold_for_a_duration(
     assert float(calls[0].data["what"]) == power
 
 
+async def total_power_trigger(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    kind: str, threshold: float, watts: float,
+) -> tuple[er.RegistryEntry, list[ServiceCall]]:
+    """The entry set up at `watts`, then an automation on its total power's threshold."""
+    boards.powers = [watts, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    total = er.async_get(hass).async_get("sensor.energy_tracker_total_power")
+    assert total is not None
+    await wait_for(lambda: hass.states.get(total.entity_id).state == str(watts), 10, "steady")
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
+            dr.async_get(hass), addon).id,
+        "type": kind, "entity_id": total.id, "threshold": threshold})
+    return total, calls
+
+
 @pytest.mark.parametrize(("kind", "threshold", "steady", "crossing"),
                          [("power_above", 1500, 2000.0, 500.0), ("power_below", 50, 10.0, 500.0)])
 async def test_power_threshold_ignores_a_reload(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
-    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
     kind: str, threshold: float, steady: float, crossing: float,
 ) -> None:
     # Saving the options reloads the entry: the sensor is unavailable, then back on the
     # same side of the threshold. Nothing crossed it, so nothing fires.
-    boards.powers = [steady, 0.0, 0.0]
-    await set_up(hass, config_entry)
-    total = entity_registry.async_get("sensor.energy_tracker_total_power")
-    assert total is not None
-    await wait_for(lambda: hass.states.get(total.entity_id).state == str(steady), 10, "steady")
-    calls = await automation_calls(hass, {
-        "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
-            device_registry, addon).id,
-        "type": kind, "entity_id": total.id, "threshold": threshold})
+    total, calls = await total_power_trigger(hass, boards, addon, config_entry, kind,
+                                             threshold, steady)
     seen: list[str] = []
     hass.bus.async_listen("state_changed", lambda event: seen.append(
         event.data["new_state"].state if event.data["new_state"] else "removed")
@@ -306,20 +315,12 @@ async def test_power_threshold_ignores_a_reload(
                          [("power_above", 1500, 500.0, 2000.0), ("power_below", 50, 500.0, 10.0)])
 async def test_power_threshold_crossed_while_unavailable_fires_once_back(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
-    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
     kind: str, threshold: float, before: float, after: float,
 ) -> None:
     # The washer finished while the entry reloaded (or the add-on was updated): the
     # first reading back is past the threshold the last one before was not.
-    boards.powers = [before, 0.0, 0.0]
-    await set_up(hass, config_entry)
-    total = entity_registry.async_get("sensor.energy_tracker_total_power")
-    assert total is not None
-    await wait_for(lambda: hass.states.get(total.entity_id).state == str(before), 10, "before")
-    calls = await automation_calls(hass, {
-        "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
-            device_registry, addon).id,
-        "type": kind, "entity_id": total.id, "threshold": threshold})
+    total, calls = await total_power_trigger(hass, boards, addon, config_entry, kind,
+                                             threshold, before)
     assert await hass.config_entries.async_unload(config_entry.entry_id)
     assert hass.states.get(total.entity_id).state == "unavailable"
     boards.powers = [after, 0.0, 0.0]
