@@ -34,7 +34,7 @@ from homeassistant.helpers.entity import Entity
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .device_lookup import linked_to_meter
-from .entity import EnergyTrackerEntity
+from .entity import EnergyTrackerEntity, counter
 from .nilm_models import ApplianceState
 
 APPLIANCE_PREFIX: Final = "appliance_"
@@ -78,7 +78,7 @@ APPLIANCE_SENSORS: tuple[ApplianceSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENERGY,
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=3,
-        value_fn=lambda a: a.energy_kwh,
+        value_fn=lambda a: counter(a.energy_kwh),
     ),
 )
 APPLIANCE_BINARY_SENSORS: tuple[ApplianceBinarySensorDescription, ...] = (

@@ -10,6 +10,16 @@ from .coordinator import EnergyTrackerCoordinator
 from .device_lookup import linked_to_meter
 from .models import BoardInfo, MeterInfo
 
+# Counters are recorded to the Wh (and the gram): every finer step would be one more
+# recorder row (each reading, every 2 s), and the Energy dashboard sums hours.
+COUNTER_DECIMALS = 3
+
+
+def counter(value: float | None) -> float | None:
+    """A kWh or kg counter at its recorded resolution (rounding keeps it increasing)."""
+    return None if value is None else round(value, COUNTER_DECIMALS)
+
+
 # Boards the add-on documents get translated device names; others keep their id.
 KNOWN_BOARDS = {"rpict": "LeChacal", "voltage": None}
 

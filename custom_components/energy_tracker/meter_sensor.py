@@ -27,7 +27,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from .const import DOMAIN
 from .coordinator import EnergyTrackerCoordinator
 from .device_lookup import linked_to_meter
-from .entity import EnergyTrackerEntity
+from .entity import EnergyTrackerEntity, counter
 from .meters_models import ExtraMeterState
 
 MAIN_METER = "main"  # the add-on's id of the main meter in the comparison
@@ -57,7 +57,7 @@ EXTRA_METER_SENSORS: tuple[ExtraMeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENERGY,
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=3,
-        value_fn=lambda m: m.total_energy_kwh,
+        value_fn=lambda m: counter(m.total_energy_kwh),
     ),
 )
 

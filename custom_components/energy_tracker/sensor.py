@@ -32,7 +32,7 @@ from homeassistant.util import dt as dt_util
 from .appliance_entity import appliance_sensors
 from .const import CONF_CHANNELS
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
-from .entity import EnergyTrackerEntity
+from .entity import EnergyTrackerEntity, counter
 from .forecast_sensor import forecast_sensors
 from .meter_sensor import meter_sensors, remove_unused_comparison
 from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
@@ -83,7 +83,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENERGY,
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=3,
-        value_fn=lambda s: s.total_energy_kwh,
+        value_fn=lambda s: counter(s.total_energy_kwh),
     ),
     MeterSensorDescription(
         key="voltage",
@@ -144,7 +144,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENERGY,
         state_class=SensorStateClass.TOTAL_INCREASING,  # back to 0 at local midnight
         suggested_display_precision=2,
-        value_fn=lambda s: s.analytics.energy_today_kwh,
+        value_fn=lambda s: counter(s.analytics.energy_today_kwh),
     ),
     MeterSensorDescription(
         key="co2_today",
@@ -153,7 +153,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.WEIGHT,
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=2,
-        value_fn=lambda s: s.analytics.co2_kg_today,
+        value_fn=lambda s: counter(s.analytics.co2_kg_today),
         attrs_fn=lambda s: {
             "co2_g_per_kwh": s.analytics.co2_g_per_kwh,
             "recommendations": [r["text"] for r in s.analytics.recommendations],
@@ -187,7 +187,7 @@ CHANNEL_SENSORS: tuple[ChannelSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENERGY,
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=3,
-        value_fn=lambda c: c.energy_kwh,
+        value_fn=lambda c: counter(c.energy_kwh),
     ),
     ChannelSensorDescription(
         key="power_factor",
@@ -312,6 +312,8 @@ class MeterSensor(EnergyTrackerSensor):
     """A whole-meter value."""
 
     entity_description: MeterSensorDescription
+    # Sentences with live figures: a new attributes row at nearly every reading.
+    _unrecorded_attributes = frozenset({"recommendations"})
 
     def __init__(
         self, coordinator: EnergyTrackerCoordinator, description: MeterSensorDescription

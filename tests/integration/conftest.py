@@ -16,6 +16,8 @@ from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.energy_tracker import config_flow as config_flow_module
+from custom_components.energy_tracker import coordinator as coordinator_module
 from custom_components.energy_tracker.const import DOMAIN
 from energy_tracker_addon.config import load_options
 from energy_tracker_addon.service import AddonService
@@ -33,6 +35,15 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 @pytest.fixture(autouse=True)
 def real_sockets(socket_enabled: None) -> None:
     """Real servers on 127.0.0.1 (phacc still refuses connections to any other host)."""
+
+
+@pytest.fixture(autouse=True)
+def every_reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries without the option publish every reading, as the tests' boards print one
+    every 0.5 s to see each; tests marked `shipped_update_interval` keep the 5 s default."""
+    if request.node.get_closest_marker("shipped_update_interval") is None:
+        monkeypatch.setattr(coordinator_module, "DEFAULT_UPDATE_INTERVAL", 0)
+        monkeypatch.setattr(config_flow_module, "DEFAULT_UPDATE_INTERVAL", 0)
 
 
 class Addon:

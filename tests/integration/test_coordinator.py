@@ -191,16 +191,23 @@ async def test_another_meter_on_the_port_never_shows_its_values(
         await impostor.stop()
 
 
+@pytest.mark.shipped_update_interval
+@pytest.mark.parametrize("from_options", [False, True])
 async def test_update_interval_option_throttles_entity_updates(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
-    entity_registry: er.EntityRegistry,
+    entity_registry: er.EntityRegistry, from_options: bool,
 ) -> None:
-    """With a 5 s minimum interval, readings every 2 s give at most one update per 5 s."""
-    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {CONF_CHANNELS: ["1", "2", "3"], CONF_UPDATE_INTERVAL: 5})
-    await hass.async_block_till_done()
-    assert loaded_entry.options[CONF_UPDATE_INTERVAL] == 5
+    """With a 5 s minimum interval, readings every 2 s give at most one update per 5 s:
+    a new entry's default (its recorder rows), or chosen in the options."""
+    assert CONF_UPDATE_INTERVAL not in loaded_entry.options
+    if from_options:
+        result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+        assert result["data_schema"]({CONF_CHANNELS: ["1", "2", "3"]})[
+            CONF_UPDATE_INTERVAL] == 5  # offered as the default
+        result = await hass.config_entries.options.async_configure(
+            result["flow_id"], {CONF_CHANNELS: ["1", "2", "3"], CONF_UPDATE_INTERVAL: 5})
+        await hass.async_block_till_done()
+        assert loaded_entry.options[CONF_UPDATE_INTERVAL] == 5
     energy_id = entity_registry.async_get_entity_id(
         "sensor", DOMAIN, f"{addon.meter_id}_total_energy")
     assert energy_id is not None
