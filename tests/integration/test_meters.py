@@ -102,7 +102,7 @@ async def test_extra_meter_is_its_own_device_with_the_served_values(
     assert entity_registry.async_get(power_id).device_id == device.id  # type: ignore[union-attr]
     assert float(shown(hass, power_id).state) == garage["total_power_w"]
     energy = shown(hass, energy_id)
-    assert float(energy.state) == garage["total_energy_kwh"]
+    assert float(energy.state) == round(garage["total_energy_kwh"], 3)  # recorded to the Wh
     # Usable as an individual device in the Energy dashboard.
     assert energy.attributes[ATTR_STATE_CLASS] == SensorStateClass.TOTAL_INCREASING
     assert energy.attributes[ATTR_UNIT_OF_MEASUREMENT] == "kWh"
