@@ -167,7 +167,9 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
             )
             return
         wait = self._last_publish + self.min_interval - time.monotonic()
-        if wait <= 0 and self._cancel_pending is None:
+        if (wait <= 0 and self._cancel_pending is None) or _relays_switched(self.data, state):
+            # A relay that switched (a shed, a restore, the board's fail-safe) shows at once.
+            self._async_drop_pending()
             self._async_publish(state)
             return
         # Throttled: keep only the newest reading and publish it when the interval ends.
@@ -252,3 +254,11 @@ def async_abort_reauth_flows(hass: HomeAssistant, entry: ConfigEntry) -> None:
         ir.async_delete_issue(
             hass, HOMEASSISTANT_DOMAIN, f"config_entry_reauth_{entry.domain}_{entry.entry_id}"
         )
+
+
+def _relays_switched(shown: MeterState | None, new: MeterState) -> bool:
+    """Whether a relay's state or its shed mark differs from what the entities show."""
+    if shown is None:
+        return False
+    return {r.id: (r.state, r.shed) for r in shown.relays.values()} != {
+        r.id: (r.state, r.shed) for r in new.relays.values()}

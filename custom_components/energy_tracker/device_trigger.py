@@ -218,22 +218,28 @@ async def async_attach_trigger(
 
 class _Crossings:
     """Home Assistant's numeric_state arms on `unavailable`, so a reload, a restart or an
-    add-on outage would read as the power crossing the threshold. Back from one, only a
-    reading past the threshold that the last reading before it was not is a crossing
-    (the washer that finished during an add-on update); with none before it (Home
-    Assistant just started), nothing is known to have crossed."""
+    add-on outage would read as the power crossing the threshold. Back from one, a reading
+    past the threshold fires only if the trigger had not said so since the power was last
+    on the other side: the washer finished during an add-on update, or an outage cut a
+    `for:` wait short. With nothing known before it (Home Assistant just started), nothing
+    fires."""
 
     def __init__(self, hass: HomeAssistant, entity_ids: list[str], kind: str,
                  threshold: float) -> None:
         self._kind, self._threshold = kind, threshold
-        self._before_outage: dict[str, float] = {}
+        # entity -> whether the trigger has fired since its last reading on the other side
+        # (None: unknown, no reading yet)
+        self._said: dict[str, bool | None] = {}
+        for entity_id in entity_ids:
+            watts = _reading(hass.states.get(entity_id))
+            self._said[entity_id] = None if watts is None else self._past(watts)
         self._unsubscribe = async_track_state_change_event(hass, entity_ids, self._on_change)
 
     @callback
     def _on_change(self, event: Event[EventStateChangedData]) -> None:
-        before = _reading(event.data["old_state"])
-        if before is not None and _reading(event.data["new_state"]) is None:
-            self._before_outage[event.data["entity_id"]] = before
+        watts = _reading(event.data["new_state"])
+        if watts is not None and not self._past(watts):
+            self._said[event.data["entity_id"]] = False
 
     @callback
     def async_stop(self) -> None:
@@ -247,10 +253,10 @@ class _Crossings:
         async def crossing(run_variables: dict[str, Any],
                            context: Context | None = None) -> None:
             trigger = run_variables["trigger"]
-            if _reading(trigger["from_state"]) is None:
-                before = self._before_outage.get(trigger["entity_id"])
-                if before is None or self._past(before):
-                    return
+            entity_id = trigger["entity_id"]
+            if _reading(trigger["from_state"]) is None and self._said.get(entity_id) is not False:
+                return
+            self._said[entity_id] = True
             if (running := action(run_variables, context)) is not None:
                 await running
 

@@ -267,9 +267,10 @@ async def test_power_threshold_for_a_duration(
 
 async def total_power_trigger(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
-    kind: str, threshold: float, watts: float,
+    kind: str, threshold: float, watts: float, **duration: Any,
 ) -> tuple[er.RegistryEntry, list[ServiceCall]]:
-    """The entry set up at `watts`, then an automation on its total power's threshold."""
+    """The entry set up at `watts`, then an automation on its total power's threshold
+    (for `duration`, the trigger's `for`, if given)."""
     boards.powers = [watts, 0.0, 0.0]
     await set_up(hass, config_entry)
     total = er.async_get(hass).async_get("sensor.energy_tracker_total_power")
@@ -278,7 +279,8 @@ async def total_power_trigger(
     calls = await automation_calls(hass, {
         "trigger": "device", "domain": DOMAIN, "device_id": meter_device(
             dr.async_get(hass), addon).id,
-        "type": kind, "entity_id": total.id, "threshold": threshold})
+        "type": kind, "entity_id": total.id, "threshold": threshold,
+    } | ({"for": duration} if duration else {}))
     return total, calls
 
 
@@ -329,6 +331,22 @@ async def test_power_threshold_crossed_while_unavailable_fires_once_back(
     await wait_for(lambda: len(calls) == 1, 10, f"{kind} {threshold}")
     await asyncio.sleep(1.0)
     assert [float(call.data["what"]) for call in calls] == [after]
+
+
+async def test_a_reload_during_a_power_triggers_wait_does_not_lose_the_crossing(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+) -> None:
+    # Below 50 W for 2 s: the reload comes 0.5 s into the wait, which Home Assistant
+    # cancels and starts again from `unavailable` once the sensor is back, still below.
+    total, calls = await total_power_trigger(hass, boards, addon, config_entry,
+                                             "power_below", 50, 500.0, seconds=2)
+    boards.powers = [10.0, 0.0, 0.0]
+    await wait_for(lambda: hass.states.get(total.entity_id).state == "10.0", 10, "below")
+    await asyncio.sleep(0.5)
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    await wait_for(lambda: len(calls) == 1, 10, "the crossing, once")
+    await asyncio.sleep(2.5)
+    assert [float(call.data["what"]) for call in calls] == [10.0]
 
 
 async def test_anomaly_from_the_addon_fires_anomaly_detected(

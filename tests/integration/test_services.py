@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import voluptuous as vol
 from homeassistant.components.number import ATTR_VALUE, SERVICE_SET_VALUE
@@ -12,7 +14,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
 from custom_components.energy_tracker.events import relay_device_identifier
 
 from .conftest import Addon, wait_for
@@ -170,3 +172,25 @@ async def test_calibrate_voltage_against_a_multimeter(
     with pytest.raises(vol.Invalid):  # not a mains voltage at all
         await hass.services.async_call(DOMAIN, "calibrate_voltage", {"measured_v": 2300},
                                        blocking=True)
+
+
+async def test_a_shed_shows_at_once_whatever_the_minimum_update_interval(
+    hass: HomeAssistant, addon: Addon, entity_registry: er.EntityRegistry,
+) -> None:
+    # 30 s between entity updates: readings wait, but a relay the add-on switched (a shed,
+    # a restore) is news the user acts on, shown with the state that carries it.
+    await addon.wait_for_reading()
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
+                            options={CONF_UPDATE_INTERVAL: 30})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    laundry = relay_entity(entity_registry, addon, LAUNDRY)
+    await wait_for(lambda: shown(hass, laundry) == STATE_ON, 10, "the relays")
+    await asyncio.sleep(1.0)  # a reading was just shown: the next waits up to 30 s
+    shed = await hass.services.async_call(
+        DOMAIN, "shed_load", {"reduce_w": 100000}, blocking=True, return_response=True)
+    assert shed is not None
+    assert LAUNDRY in {r["id"] for r in shed["shed"]}
+    # Well before the 30 s interval ends.
+    await wait_for(lambda: shown(hass, laundry) == "off", 10, "the shed relay off")
