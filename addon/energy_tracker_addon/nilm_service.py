@@ -304,12 +304,11 @@ class NilmService:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
-            restarts = any(gap for *_, gap in batch)
             estimates = await self._in_worker(self._feed,
                                               [(t, w, gap) for t, w, _, gap in batch])
             self._newest, self.as_of = batch[-1][0], batch[-1][2]
-            if restarts and not any(gap for *_, gap in self._pending):
-                self._restart_queued = False
+            # The batch's gaps are applied; one may have come in meanwhile.
+            self._restart_queued = any(gap for *_, gap in self._pending)
             for estimate in estimates:
                 self._apply(estimate)
             # Before the next publication carries them (statefile.LiveCopy).

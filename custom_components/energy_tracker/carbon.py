@@ -26,6 +26,7 @@ from homeassistant.helpers.event import async_track_state_change_event, async_tr
 from .api import EnergyTrackerError
 from .const import DOMAIN, LOGGER
 from .coordinator import EnergyTrackerCoordinator
+from .entity import state_number
 
 RESEND_INTERVAL: Final = timedelta(minutes=30)
 # Units seen on intensity sensors, without their "CO2"/"CO2eq" marker, to g/kWh
@@ -41,13 +42,9 @@ def _unit_key(unit: object) -> str:
 
 def intensity_g_per_kwh(state: State | None) -> float | None:
     """The sensor's value in g/kWh; None when unknown or in a unit it cannot be read in."""
-    if state is None or state.state in (STATE_UNKNOWN, STATE_UNAVAILABLE):
+    if state is None or (value := state_number(state)) is None:
         return None
     factor = UNIT_FACTORS.get(_unit_key(state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)))
-    try:
-        value = float(state.state)
-    except ValueError:
-        return None
     if factor is None or not math.isfinite(value):
         return None
     return value * factor

@@ -2,8 +2,8 @@
 
 Appliance and anomaly triggers listen for `energy_tracker_event` (events.py); power
 thresholds are numeric_state triggers on the meter's power sensors, with the threshold and
-duration the user picks, that do not take a sensor back from unavailable for a crossing
-unless the last reading before was on the other side.
+duration the user picks, that take a sensor back from unavailable for a crossing only if
+they have not fired since the power was last on the other side.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from homeassistant.const import (
     CONF_FOR,
     CONF_PLATFORM,
     CONF_TYPE,
-    STATE_UNAVAILABLE,
-    STATE_UNKNOWN,
     UnitOfPower,
 )
 from homeassistant.core import (
@@ -41,7 +39,6 @@ from homeassistant.core import (
     Event,
     EventStateChangedData,
     HomeAssistant,
-    State,
     callback,
 )
 from homeassistant.helpers import config_validation as cv
@@ -55,6 +52,7 @@ from .appliance_entity import device_appliance_id, nilm_appliance
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
 from .device_lookup import device_entry_ids
+from .entity import state_number
 from .events import (
     ANOMALY_DETECTED,
     APPLIANCE_FINISHED,
@@ -231,13 +229,13 @@ class _Crossings:
         # (None: unknown, no reading yet)
         self._said: dict[str, bool | None] = {}
         for entity_id in entity_ids:
-            watts = _reading(hass.states.get(entity_id))
+            watts = state_number(hass.states.get(entity_id))
             self._said[entity_id] = None if watts is None else self._past(watts)
         self._unsubscribe = async_track_state_change_event(hass, entity_ids, self._on_change)
 
     @callback
     def _on_change(self, event: Event[EventStateChangedData]) -> None:
-        watts = _reading(event.data["new_state"])
+        watts = state_number(event.data["new_state"])
         if watts is not None and not self._past(watts):
             self._said[event.data["entity_id"]] = False
 
@@ -254,23 +252,14 @@ class _Crossings:
                            context: Context | None = None) -> None:
             trigger = run_variables["trigger"]
             entity_id = trigger["entity_id"]
-            if _reading(trigger["from_state"]) is None and self._said.get(entity_id) is not False:
+            back = state_number(trigger["from_state"]) is None  # from unavailable
+            if back and self._said.get(entity_id) is not False:
                 return
             self._said[entity_id] = True
             if (running := action(run_variables, context)) is not None:
                 await running
 
         return crossing
-
-
-def _reading(state: State | None) -> float | None:
-    """The state's number; None when unavailable, unknown or gone."""
-    if state is None or state.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
-        return None
-    try:
-        return float(state.state)
-    except ValueError:
-        return None
 
 
 def _our_entries(hass: HomeAssistant, device: dr.DeviceEntry) -> list[EnergyTrackerConfigEntry]:

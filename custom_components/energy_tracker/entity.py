@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.core import State
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
@@ -18,6 +20,16 @@ COUNTER_DECIMALS = 3
 def counter(value: float | None) -> float | None:
     """A kWh or kg counter at its recorded resolution (rounding keeps it increasing)."""
     return None if value is None else round(value, COUNTER_DECIMALS)
+
+
+def state_number(state: State | None) -> float | None:
+    """Another entity's state as a number; None when unavailable, unknown, gone or text."""
+    if state is None or state.state in (STATE_UNAVAILABLE, STATE_UNKNOWN):
+        return None
+    try:
+        return float(state.state)
+    except ValueError:
+        return None
 
 
 # Boards the add-on documents get translated device names; others keep their id.
