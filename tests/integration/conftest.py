@@ -11,14 +11,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker import config_flow as config_flow_module
 from custom_components.energy_tracker import coordinator as coordinator_module
-from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
 from energy_tracker_addon.config import load_options
 from energy_tracker_addon.service import AddonService
 
@@ -160,6 +160,33 @@ async def set_up_entry(hass: HomeAssistant, addon: Addon, *, unique_id: str | No
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     return entry
+
+
+async def loaded_entry_with_interval(hass: HomeAssistant, addon: Addon,
+                                     seconds: int) -> MockConfigEntry:
+    """An entry for `addon` with this minimum update interval, set up and streaming."""
+    await addon.wait_for_reading()
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
+                            options={CONF_UPDATE_INTERVAL: seconds})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+async def new_token_on_the_addon(hass: HomeAssistant, addon: Addon,
+                                 token: str) -> dict[str, Any]:
+    """Restart the add-on with another API token; the running entry's reauth flow."""
+    await addon.stop()
+    await addon.start(api_token=token)
+
+    def reauth_flows() -> list[dict[str, Any]]:
+        return [dict(flow) for flow in hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+                if flow["context"]["source"] == SOURCE_REAUTH]
+
+    await wait_for(lambda: len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
+                   and len(reauth_flows()) == 1, 10, "a reauth flow")
+    return reauth_flows()[0]
 
 
 async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float,

@@ -28,7 +28,7 @@ from custom_components.energy_tracker.const import (
     DOMAIN,
 )
 
-from .conftest import HOST, Addon, set_up_entry, wait_for
+from .conftest import HOST, Addon, new_token_on_the_addon, set_up_entry, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -226,12 +226,7 @@ async def test_reauth_of_a_running_entry_sets_it_up_once_with_the_new_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The add-on got a new token while Home Assistant ran: the stream asks for it.
-    await addon.stop()
-    await addon.start(api_token="a-brand-new-token-0123")
-    await wait_for(lambda: len(hass.config_entries.flow.async_progress_by_handler(DOMAIN))
-                   == 1, 10, "a reauth flow")
-    [flow] = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
-    assert flow["context"]["source"] == config_entries.SOURCE_REAUTH
+    flow = await new_token_on_the_addon(hass, addon, "a-brand-new-token-0123")
     setups: list[str] = []
     set_up = integration.async_setup_entry
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
@@ -30,7 +30,7 @@ from custom_components.energy_tracker.const import (
     UNREACHABLE_ISSUE_AFTER,
 )
 
-from .conftest import Addon, wait_for
+from .conftest import Addon, new_token_on_the_addon, wait_for
 
 
 def our_states(hass: HomeAssistant) -> list[str]:
@@ -116,14 +116,7 @@ async def test_new_token_on_the_addon_asks_for_reauth(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     issue_registry: ir.IssueRegistry,
 ) -> None:
-    await addon.stop()
-    await addon.start(api_token="a-brand-new-token")
-
-    def reauth_started() -> bool:
-        flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
-        return [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
-
-    await wait_for(reauth_started, 10, "a reauth flow")
+    await new_token_on_the_addon(hass, addon, "a-brand-new-token")
     assert all_unavailable(hass)
     # The add-on answers, it only refuses the token: the reauth flow says so, and no
     # "add-on unreachable" issue may contradict it however long the user takes.
@@ -138,11 +131,7 @@ async def test_the_old_token_back_on_the_addon_recovers_without_the_user(
     """A refused token is tried again now and then: an add-on restored from a backup
     takes it again, and the entities come back with no reload and no prompt left."""
     monkeypatch.setattr(coordinator_module, "AUTH_RETRY_DELAY", 0.5)
-    await addon.stop()
-    await addon.start(api_token="a-brand-new-token")
-    await wait_for(lambda: [f["context"]["source"] for f in
-                            hass.config_entries.flow.async_progress_by_handler(DOMAIN)]
-                   == [SOURCE_REAUTH], 10, "a reauth flow")
+    await new_token_on_the_addon(hass, addon, "a-brand-new-token")
     assert all_unavailable(hass)
 
     await addon.stop()

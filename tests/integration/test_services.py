@@ -14,10 +14,10 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
+from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.events import relay_device_identifier
 
-from .conftest import Addon, wait_for
+from .conftest import Addon, loaded_entry_with_interval, wait_for
 from .test_switch import relay_entity, served_relay, shown
 
 WATER_HEATER, KITCHEN, LAUNDRY = 1, 2, 3
@@ -179,12 +179,7 @@ async def test_a_shed_shows_at_once_whatever_the_minimum_update_interval(
 ) -> None:
     # 30 s between entity updates: readings wait, but a relay the add-on switched (a shed,
     # a restore) is news the user acts on, shown with the state that carries it.
-    await addon.wait_for_reading()
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
-                            options={CONF_UPDATE_INTERVAL: 30})
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    await loaded_entry_with_interval(hass, addon, 30)
     laundry = relay_entity(entity_registry, addon, LAUNDRY)
     await wait_for(lambda: shown(hass, laundry) == STATE_ON, 10, "the relays")
     await asyncio.sleep(1.0)  # a reading was just shown: the next waits up to 30 s

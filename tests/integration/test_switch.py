@@ -23,7 +23,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
+from custom_components.energy_tracker.const import DOMAIN
 
 from .boards import (  # noqa: F401 (fixtures)
     AckingBoards,
@@ -31,7 +31,7 @@ from .boards import (  # noqa: F401 (fixtures)
     acking_boards_fixture,
     boards_fixture,
 )
-from .conftest import Addon, wait_for
+from .conftest import Addon, loaded_entry_with_interval, wait_for
 
 
 def relay_entity(registry: er.EntityRegistry, addon: Addon, relay_id: int,
@@ -121,12 +121,7 @@ async def test_a_reading_held_back_by_the_update_interval_does_not_undo_a_switch
 ) -> None:
     # "Minimum update interval" 5 s: readings in between wait, the newest one is shown when
     # it ends. Readings taken before the command must not flip the switch back.
-    await addon.wait_for_reading()
-    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
-                            options={CONF_UPDATE_INTERVAL: 5})
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    entry = await loaded_entry_with_interval(hass, addon, 5)
     coordinator = entry.runtime_data
     heater = relay_entity(entity_registry, addon, 1)
     await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the board's relay states")
