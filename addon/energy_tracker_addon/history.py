@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, Final, Literal
 
+from .parquet_export import write_parquet
+
 _LOGGER = logging.getLogger(__name__)
 
 type ExportFormat = Literal["csv", "parquet"]
@@ -310,7 +312,7 @@ class HistoryStore:
         columns, chunks = self._export_rows(start, end, channel_ids)
         if fmt == "csv":
             return _write_csv(destination, columns, chunks)
-        return _write_parquet(destination, columns, chunks)
+        return write_parquet(destination, columns, chunks)
 
     def csv_pieces(
         self, start: datetime, end: datetime, channel_ids: Sequence[int] = ()
@@ -389,28 +391,6 @@ def _csv_bytes(rows: Iterable[Sequence[str]]) -> bytes:
     text = io.StringIO(newline="")
     csv.writer(text).writerows(rows)
     return text.getvalue().encode()
-
-
-def _write_parquet(
-    destination: Path, columns: list[str], chunks: Iterator[list[Row]]
-) -> int:
-    # pyarrow adds ~70 MB to the add-on's memory: load it only when a Parquet export runs.
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [pa.field("timestamp", pa.timestamp("ms", tz="UTC"))]
-        + [pa.field(name, pa.float64()) for name in columns]
-    )
-    count = 0
-    with pq.ParquetWriter(destination, schema) as writer:
-        for rows in chunks:
-            transposed = list(zip(*rows, strict=True))
-            arrays = [pa.array(transposed[0], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))]
-            arrays += [pa.array(values, pa.float64()) for values in transposed[1:]]
-            writer.write_batch(pa.record_batch(arrays, schema=schema))
-            count += len(rows)
-    return count
 
 
 class HistoryWriter:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import closing
@@ -123,6 +127,52 @@ def test_an_export_onto_a_full_disk_raises_the_os_error(store: HistoryStore, fmt
     assert raised.value.errno == errno.ENOSPC
 
 
+def test_a_parquet_export_leaves_the_addon_without_pyarrow(tmp_path: Path) -> None:
+    """pyarrow and its pool stayed in the add-on after one Parquet export (+120-140 MiB
+    for good): the file is written by a child process, and this one never loads it."""
+    script = f"""
+import json, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from energy_tracker_addon.history import HistoryStore, Reading
+start = datetime(2026, 1, 1, tzinfo=UTC)
+store = HistoryStore(Path({str(tmp_path / "h.sqlite3")!r}))
+store.append([Reading(start + timedelta(seconds=2 * i), 100.0 + i % 7, i / 1000)
+              for i in range(20_000)])
+rows = store.export(start, start + timedelta(days=1), "parquet", Path({str(tmp_path / "o.pq")!r}))
+print(json.dumps({{"rows": rows, "pyarrow": "pyarrow" in sys.modules}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=120)
+    said = json.loads(done.stdout.splitlines()[-1])
+    assert said == {"rows": 20_000, "pyarrow": False}
+    written = pd.read_parquet(tmp_path / "o.pq")
+    assert len(written) == 20_000
+    assert written["total_power_w"].iloc[-1] == 100.0 + 19_999 % 7
+
+
+def test_a_parquet_export_that_cannot_be_written_says_why(
+    store: HistoryStore, tmp_path: Path
+) -> None:
+    store.append(_readings(_frame(days=1)))
+    missing = tmp_path / "gone" / "out.parquet"
+    with pytest.raises(OSError, match="No such file or directory") as raised:
+        store.export(START, START + timedelta(days=1), "parquet", missing)
+    assert raised.value.errno == errno.ENOENT
+    assert not _children()  # the writer process is gone
+
+
+def _children() -> list[int]:
+    """This process's live child processes (every thread's), zombies excluded."""
+    found: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+                    found.append(int(pid))
+    return found
+
+
 def test_age_retention_keeps_only_the_recent_readings(store: HistoryStore) -> None:
     frame = _frame(days=6)
     store.append(_readings(frame))
@@ -234,6 +284,7 @@ async def test_stopping_cuts_a_running_export_short(
 
     with pytest.raises(ExportCancelled):
         await export
+    assert not _children()  # a Parquet writer process is stopped with its export
     store = HistoryStore(tmp_path / "history.sqlite3")
     try:  # what was queued when the stop came is written
         assert store.export(end, end + timedelta(seconds=1), "csv", tmp_path / "l.csv") == 1
