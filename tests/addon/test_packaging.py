@@ -721,6 +721,23 @@ def test_hacs_json_has_only_documented_keys() -> None:
     assert len(list((ROOT / "custom_components").glob("*/manifest.json"))) == 1
 
 
+def test_the_repository_carries_its_licence() -> None:
+    """HACS's validation refuses a repository without a licence GitHub can detect."""
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License")
+    assert 'license = "MIT"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_github_runs_the_validators_of_both_stores() -> None:
+    """hassfest and the HACS action for the integration, the add-on linter for addon/."""
+    workflow = _yaml(ROOT / ".github" / "workflows" / "validate.yml")
+    used = {step["uses"].split("@")[0]: step for job in workflow["jobs"].values()
+            for step in job["steps"] if "uses" in step}
+    assert "home-assistant/actions/hassfest" in used
+    assert used["hacs/action"]["with"]["category"] == "integration"
+    assert used["frenck/action-addon-linter"]["with"]["path"] == "./addon"
+
+
 def test_repository_yaml_names_the_repository() -> None:
     repository = _yaml(ROOT / "repository.yaml")
     assert set(repository) == {"name", "url", "maintainer"}

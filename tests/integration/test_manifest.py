@@ -43,6 +43,21 @@ def test_every_action_has_an_icon_and_translated_name() -> None:
         assert fields["description"], name
 
 
+def test_every_choice_of_an_action_has_a_translated_label() -> None:
+    """A select without a translation_key shows its raw values ("csv") in every language."""
+    services = yaml.safe_load((COMPONENT / "services.yaml").read_text(encoding="utf-8"))
+    for path in [COMPONENT / "strings.json", *sorted((COMPONENT / "translations").glob("*"))]:
+        labels = json.loads(path.read_text(encoding="utf-8")).get("selector", {})
+        for action, spec in services.items():
+            for field, field_spec in spec.get("fields", {}).items():
+                select = field_spec.get("selector", {}).get("select")
+                if not select or "options" not in select:
+                    continue
+                key = select.get("translation_key")
+                assert key, f"{action}.{field} has no translation_key"
+                assert set(labels[key]["options"]) == set(select["options"]), path.name
+
+
 def _strings(tree: object, path: str = "") -> dict[str, str]:
     """Every string of a translation tree by its key path."""
     if isinstance(tree, dict):
