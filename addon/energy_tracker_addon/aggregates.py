@@ -102,6 +102,15 @@ class EnergyBuckets:
         """The counters of the last recorded reading (a copy)."""
         return dict(self._last_counters)
 
+    @property
+    def last_time(self) -> datetime | None:
+        """When the last reading was recorded (UTC)."""
+        return self._last_time
+
+    def hour_of(self, moment: datetime) -> datetime:
+        """The local hour bucket `moment` falls in (its start)."""
+        return self._hour_start(moment)
+
     def record(self, timestamp: datetime, counters: Mapping[str, float]) -> None:
         """Attribute the counters' increase since the previous reading to its buckets.
 

@@ -5,12 +5,18 @@ It sees every reading before the API's listeners do (`Meter.add_observer`) and a
 fields to the state (`Meter.add_state_part`), so each stream message carries them for the
 reading it describes. The history store is the detectors' memory: they learn from it at
 start and again every `REFIT_INTERVAL_S`. The buckets and the anomaly log are kept in
-`<data dir>/analytics.json` (atomic, see statefile.py).
+`<data dir>/analytics.json` (atomic, see statefile.py), saved every persist interval, at
+each new hour and at once for what the readings cannot give back (an anomaly, a pushed
+carbon intensity). Between saves, each reading rewrites only the tail, the counters last
+recorded (`analytics_tail.live`, a few hundred bytes, no fsync), not the whole state
+(47 KiB when full): after a crash or kill, recording the tail on the saved buckets gives
+the hour's buckets as shown, as the saved state and the tail are always in the same hour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from collections import deque
@@ -27,12 +33,13 @@ from .carbon import CarbonIntensity
 from .config import ChannelConfig, Options
 from .history import ExportFormat, HistoryWriter, Reading
 from .meter import Meter
-from .statefile import VersionedStateFile
+from .statefile import LiveCopy, VersionedStateFile, WriteTrouble
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
 STATE_FILE: Final = "analytics.json"
+TAIL_FILE: Final = "analytics_tail"  # a LiveCopy: analytics_tail.live
 HISTORY_FILE: Final = "history.sqlite3"
 FORMAT_VERSION: Final = 1
 REFIT_INTERVAL_S: Final = 86_400.0
@@ -67,6 +74,9 @@ class Analytics:
         self._channels: tuple[ChannelConfig, ...] = options.channels
         self._file = VersionedStateFile(data_dir / STATE_FILE, FORMAT_VERSION, "analytics state",
                                        _LOGGER)
+        self._tail = LiveCopy(data_dir / TAIL_FILE)
+        self._tail_revision = 0
+        self._tail_trouble = WriteTrouble(_LOGGER, "Could not write the analytics tail: %s")
         # Exports are written here, streamed, then deleted (api_analytics.py).
         self.export_dir = data_dir / "exports"
         self.history = HistoryWriter(
@@ -99,6 +109,7 @@ class Analytics:
         self._last_lines: int | None = None
         self._last_time: datetime | None = None
         self._unsaved = False
+        self._event_unsaved = False
         self._task: asyncio.Task[None] | None = None
         self._remove_observer: Callable[[], None] | None = None
 
@@ -204,6 +215,7 @@ class Analytics:
         counters = {TOTAL: state["total_energy_kwh"]}
         counters |= {str(c["id"]): c["energy_kwh"] for c in state["channels"]}
         previous = self._buckets.last_counters
+        previous_time = self._buckets.last_time
         self._buckets.record(timestamp, counters)
         self._record_co2(timestamp, previous, counters)
         powers = {TOTAL: total} | {str(c["id"]): c["power_w"] for c in state["channels"]}
@@ -219,24 +231,36 @@ class Analytics:
             # no alert comes while the state says detection is still learning.
             if started is not None and self._ready[key]:
                 self._log_event(key, started)
-        # Observers run before the state is published: what is shown survives a kill.
-        self._keep_live()
+        self._unsaved = True
+        # Observers run before the state is published: what is shown survives a kill, from
+        # the saved state and the tail, which must be of the same hour.
+        if (self._event_unsaved or previous_time is None
+                or self._buckets.hour_of(previous_time) != self._buckets.hour_of(timestamp)):
+            self.persist()
+        self._write_tail()
 
     def push_intensity(self, g_per_kwh: float) -> None:
         """A live carbon intensity (ValueError when refused), kept with the analytics state
         so that it holds across a restart for its two hours."""
         self.carbon.push(g_per_kwh)
-        self._keep_live()
+        self._unsaved = True
+        self.persist()
 
     def clear_intensity(self) -> None:
         """Back to the co2_g_per_kwh option now, not two hours after the last push."""
         self.carbon.clear()
-        self._keep_live()
-
-    def _keep_live(self) -> None:
-        """The state changed: rewrite its live copy now, the durable file at the next save."""
         self._unsaved = True
-        self._file.write(self._payload(), live=True)
+        self.persist()
+
+    def _write_tail(self) -> None:
+        """Rewrite the tail: the counters as last recorded, energy and CO2."""
+        self._tail_revision += 1
+        try:
+            self._tail.write(self._tail_revision, encode_tail(self._buckets, self._co2_buckets))
+        except OSError as error:
+            self._tail_trouble.failed(error)
+            return
+        self._tail_trouble.succeeded()
 
     def _record_co2(self, timestamp: datetime, previous: dict[str, float],
                     counters: dict[str, float]) -> None:
@@ -254,6 +278,7 @@ class Analytics:
         }
         self._next_id += 1
         self._events.append(event)
+        self._event_unsaved = True  # the readings cannot give it back: saved at once
 
     # ------------------------------------------------------------------ output
 
@@ -373,7 +398,7 @@ class Analytics:
 
     def persist(self) -> None:
         if self._unsaved and self._file.write(self._payload()):
-            self._unsaved = False
+            self._unsaved = self._event_unsaved = False
 
     def _payload(self) -> dict[str, Any]:
         return {
@@ -400,9 +425,41 @@ class Analytics:
                     (data.get("detectors"), data.get("carbon")))
 
         stored = self._file.read(parse, "starting afresh")
-        if stored is None:
+        if stored is not None:
+            self._resume(*stored)
+        self._record_tail()
+        # Up to 0.3.12 the whole state was rewritten in place at every reading, and loading
+        # took it when newer: made durable once, it is no longer needed.
+        if self._file.live.path.exists():
+            self._unsaved = True
+            self.persist()
+            if not self._unsaved:
+                self._file.live.path.unlink(missing_ok=True)
+
+    def _record_tail(self) -> None:
+        """The counters recorded after the state was saved, if any (a crash or kill)."""
+        found = self._tail.read()
+        if found is None:
             return
-        buckets, co2_buckets, events, next_id, last_time, (streams, carbon) = stored
+        try:
+            tail = json.loads(found[1])
+            moment = None if tail["time"] is None else _parse(tail["time"])
+            energy = {str(k): float(v) for k, v in tail["energy"].items()}
+            co2 = {str(k): float(v) for k, v in tail["co2"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            _LOGGER.error("Ignoring %s (%s): energy since the last save is counted from the "
+                          "next reading on", self._tail.path, error)
+            return
+        last = self._buckets.last_time
+        if moment is not None and (last is None or moment > last):
+            self._buckets.record(moment, energy)
+            self._co2_buckets.record(moment, co2)
+            self._last_time = max(self._last_time or moment, moment)
+
+    def _resume(self, buckets: EnergyBuckets, co2_buckets: EnergyBuckets,
+                events: list[dict[str, Any]], next_id: int, last_time: datetime | None,
+                extras: tuple[Any, Any]) -> None:
+        streams, carbon = extras
         self.carbon.restore(carbon)
         self._buckets, self._co2_buckets = buckets, co2_buckets
         self._next_id, self._last_time = next_id, last_time
@@ -417,6 +474,14 @@ class Analytics:
             except ValueError as error:
                 _LOGGER.warning("Anomaly detector %s starts from empty windows: %s",
                                 detector.series, error)
+
+
+def encode_tail(buckets: EnergyBuckets, co2_buckets: EnergyBuckets) -> str:
+    """The tail: the energy and CO2 counters last recorded, and when."""
+    last_time = buckets.last_time
+    return json.dumps({"time": None if last_time is None else last_time.isoformat(),
+                       "energy": buckets.last_counters, "co2": co2_buckets.last_counters},
+                      separators=(",", ":"))
 
 
 def _parse(text: str) -> datetime:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
+import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,10 +21,11 @@ import pytest
 
 from energy_tracker_addon import history as history_module
 from energy_tracker_addon.history import HistoryStore, Reading
+from energy_tracker_addon.statefile import VersionedStateFile
 
 from .analytics_rig import TOKEN, Clocks, Rig
 from .ptys import PtyPort
-from .uci import read_uci
+from .uci import UCI_TZ, read_uci
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 
@@ -447,6 +450,81 @@ async def test_gas_counter_wrap_counts_the_pulses_across_it(
     finally:
         await rig.stop()
     assert seen == [0.0, 0.5, 1.0]  # 5 pulses, then 5 more across the wrap
+
+
+@pytest.mark.usefixtures("paris")
+async def test_a_kill_resumes_every_bucket_as_shown(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """A kill -9 between two saves: the data dir as the kernel holds it (copied while the
+    add-on runs) resumes with every hour, day and CO2 figure as shown, an hour having
+    turned since the state was last saved in full (between saves, each reading rewrites
+    only the counters' tail, not the whole state)."""
+    start = datetime(2009, 3, 2, 9, 25, tzinfo=UCI_TZ)
+    data = read_uci(start, start + timedelta(minutes=60))  # 09:25-10:24, Paris
+    rig = Rig(tmp_path / "data", Clocks(start), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        await rig.replay(data.iloc[:20])
+        async with session.put(f"{rig.service.url}/api/v1/co2_intensity",  # type: ignore[union-attr]
+                               json={"g_per_kwh": 312},
+                               headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200
+        await rig.replay(data.iloc[20:])
+        shown = {period: (await rig.get(session, f"aggregates?period={period}"))[1]
+                 for period in ("hour", "day")}
+        shown_state = {key: rig.state[key] for key in ("energy_today_kwh", "co2_kg_today")}
+        killed = tmp_path / "killed"
+        shutil.copytree(rig.data_dir, killed)
+    finally:
+        await rig.stop()
+    hours = [bucket["start"] for bucket in shown["hour"]["buckets"]]
+    assert hours == ["2009-03-02T09:00:00+01:00", "2009-03-02T10:00:00+01:00"]
+
+    again = Rig(killed, Clocks(rig.clocks.wall), rig.rpict)
+    await again.start()
+    try:
+        resumed = {period: (await again.get(session, f"aggregates?period={period}"))[1]
+                   for period in ("hour", "day")}
+        resumed_state = {key: again.state[key] for key in shown_state}
+        intensity = (await again.get(session, "co2_intensity"))[1]
+    finally:
+        await again.stop()
+    assert resumed == shown
+    assert resumed_state == shown_state
+    assert intensity["g_per_kwh"] == 312
+    # Saved in full at the hour's first reading; the tail held the 24 minutes after it.
+    saved = json.loads((killed / "analytics.json").read_text())
+    assert saved["buckets"]["last_time"] == "2009-03-02T09:00:00+00:00"
+
+
+async def test_the_whole_state_live_copy_of_0_3_12_is_taken_then_removed(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """Up to 0.3.12 a kill left the newest state in analytics.json.live: an update after
+    one starts from it, makes it durable and removes it (nothing rewrites it any more)."""
+    start = datetime(2009, 3, 2, 9, 25, tzinfo=UCI_TZ)
+    rig = Rig(tmp_path / "data", Clocks(start), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        await rig.replay(read_uci(start, start + timedelta(minutes=10)))
+    finally:
+        await rig.stop()
+    state_file = VersionedStateFile(rig.data_dir / "analytics.json", 1, "analytics state",
+                                    logging.getLogger(__name__))
+    newer = state_file.load()
+    hour = next(iter(newer["buckets"]["buckets"]["hour"].values()))
+    hour["kwh"]["total"] += 0.5  # more than saved: the newest reading had been shown
+    state_file.write(newer, live=True)  # as 0.3.12 did before every publication
+    await rig.start()
+    try:
+        shown = (await rig.get(session, "aggregates?period=hour"))[1]["buckets"]
+    finally:
+        await rig.stop()
+    assert not (rig.data_dir / "analytics.json.live").exists()
+    restored = json.loads((rig.data_dir / "analytics.json").read_text())
+    assert restored["buckets"]["buckets"]["hour"] == newer["buckets"]["buckets"]["hour"]
+    assert shown[0]["energy_kwh"]["total"] == pytest.approx(hour["kwh"]["total"], abs=1e-6)
 
 
 async def test_a_pushed_intensity_holds_across_a_restart_until_it_expires(
