@@ -7,10 +7,11 @@ reading it describes. The history store is the detectors' memory: they learn fro
 start and again every `REFIT_INTERVAL_S`. The buckets and the anomaly log are kept in
 `<data dir>/analytics.json` (atomic, see statefile.py), saved every persist interval, at
 each new hour and at once for what the readings cannot give back (an anomaly, a pushed
-carbon intensity). Between saves, each reading rewrites only the tail, the counters last
-recorded (`analytics_tail.live`, a few hundred bytes, no fsync), not the whole state
-(47 KiB when full): after a crash or kill, recording the tail on the saved buckets gives
-the hour's buckets as shown, as the saved state and the tail are always in the same hour.
+carbon intensity, a counter that restarted). Between saves, each reading rewrites only the
+tail, the counters last recorded (`analytics_tail.live`, a few hundred bytes, no fsync),
+not the whole state (47 KiB when full): after a crash or kill, recording the tail on the
+saved buckets gives the hour's buckets as shown, as the saved state and the tail are
+always in the same hour.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Final
 
@@ -233,9 +234,14 @@ class Analytics:
                 self._log_event(key, started)
         self._unsaved = True
         # Observers run before the state is published: what is shown survives a kill, from
-        # the saved state and the tail, which must be of the same hour.
-        if (self._event_unsaved or previous_time is None
-                or self._buckets.hour_of(previous_time) != self._buckets.hour_of(timestamp)):
+        # the saved state and the tail, which must be of the same hour (compared in UTC:
+        # the two local hours of an autumn night compare equal) and of the same counters
+        # (a counter that restarted or appeared is a new baseline the tail cannot give).
+        rebased = any(key not in previous or value < previous[key]
+                      for key, value in counters.items())
+        if (self._event_unsaved or rebased or previous_time is None
+                or self._buckets.hour_of(previous_time).astimezone(UTC)
+                != self._buckets.hour_of(timestamp).astimezone(UTC)):
             self.persist()
         self._write_tail()
 

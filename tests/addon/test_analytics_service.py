@@ -452,14 +452,36 @@ async def test_gas_counter_wrap_counts_the_pulses_across_it(
     assert seen == [0.0, 0.5, 1.0]  # 5 pulses, then 5 more across the wrap
 
 
+async def _shown_figures(rig: Rig, session: aiohttp.ClientSession) -> dict[str, Any]:
+    """Every hour and day bucket, and today's energy and CO2, as the add-on shows them."""
+    figures: dict[str, Any] = {period: (await rig.get(session, f"aggregates?period={period}"))[1]
+                               for period in ("hour", "day")}
+    figures["today"] = {key: rig.state[key] for key in ("energy_today_kwh", "co2_kg_today")}
+    return figures
+
+
+async def _killed_and_resumed(rig: Rig, session: aiohttp.ClientSession,
+                              killed: Path) -> tuple[dict[str, Any], Any]:
+    """The data dir as a kill -9 leaves it (copied while the add-on runs: what the kernel
+    holds), started again: its figures and its carbon intensity."""
+    shutil.copytree(rig.data_dir, killed)
+    await rig.stop()
+    again = Rig(killed, Clocks(rig.clocks.wall), rig.rpict)
+    await again.start()
+    try:
+        return (await _shown_figures(again, session),
+                (await again.get(session, "co2_intensity"))[1])
+    finally:
+        await again.stop()
+
+
 @pytest.mark.usefixtures("paris")
 async def test_a_kill_resumes_every_bucket_as_shown(
     tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
 ) -> None:
-    """A kill -9 between two saves: the data dir as the kernel holds it (copied while the
-    add-on runs) resumes with every hour, day and CO2 figure as shown, an hour having
-    turned since the state was last saved in full (between saves, each reading rewrites
-    only the counters' tail, not the whole state)."""
+    """A kill -9 between two saves resumes with every hour, day and CO2 figure as shown, an
+    hour having turned since the state was last saved in full (between saves, each reading
+    rewrites only the counters' tail, not the whole state)."""
     start = datetime(2009, 3, 2, 9, 25, tzinfo=UCI_TZ)
     data = read_uci(start, start + timedelta(minutes=60))  # 09:25-10:24, Paris
     rig = Rig(tmp_path / "data", Clocks(start), pty_port("ttyRPICT"))
@@ -471,31 +493,63 @@ async def test_a_kill_resumes_every_bucket_as_shown(
                                headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
             assert resp.status == 200
         await rig.replay(data.iloc[20:])
-        shown = {period: (await rig.get(session, f"aggregates?period={period}"))[1]
-                 for period in ("hour", "day")}
-        shown_state = {key: rig.state[key] for key in ("energy_today_kwh", "co2_kg_today")}
-        killed = tmp_path / "killed"
-        shutil.copytree(rig.data_dir, killed)
+        shown = await _shown_figures(rig, session)
+        resumed, intensity = await _killed_and_resumed(rig, session, tmp_path / "killed")
     finally:
         await rig.stop()
     hours = [bucket["start"] for bucket in shown["hour"]["buckets"]]
     assert hours == ["2009-03-02T09:00:00+01:00", "2009-03-02T10:00:00+01:00"]
-
-    again = Rig(killed, Clocks(rig.clocks.wall), rig.rpict)
-    await again.start()
-    try:
-        resumed = {period: (await again.get(session, f"aggregates?period={period}"))[1]
-                   for period in ("hour", "day")}
-        resumed_state = {key: again.state[key] for key in shown_state}
-        intensity = (await again.get(session, "co2_intensity"))[1]
-    finally:
-        await again.stop()
     assert resumed == shown
-    assert resumed_state == shown_state
     assert intensity["g_per_kwh"] == 312
     # Saved in full at the hour's first reading; the tail held the 24 minutes after it.
-    saved = json.loads((killed / "analytics.json").read_text())
+    saved = json.loads((tmp_path / "killed" / "analytics.json").read_text())
     assert saved["buckets"]["last_time"] == "2009-03-02T09:00:00+00:00"
+
+
+@pytest.mark.usefixtures("paris")
+async def test_a_kill_after_the_clock_fell_back_resumes_both_hours_as_shown(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """The two local 02:00 hours of an autumn night are two buckets: the state is saved
+    when the second begins, as at any new hour (they compare equal as local times)."""
+    first = datetime(2026, 10, 25, 0, 45, tzinfo=UTC)  # 02:45+02:00, then 02:00+01:00 at 01:00
+    uci = datetime(2009, 3, 2, 9, 25, tzinfo=UCI_TZ)
+    data = read_uci(uci, uci + timedelta(minutes=30))
+    rig = Rig(tmp_path / "data", Clocks(first), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        await rig.replay(data, shift=first - uci)
+        shown = await _shown_figures(rig, session)
+        resumed, _ = await _killed_and_resumed(rig, session, tmp_path / "killed")
+    finally:
+        await rig.stop()
+    hours = [bucket["start"] for bucket in shown["hour"]["buckets"]]
+    assert hours == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]
+    assert resumed == shown
+
+
+async def test_a_kill_after_the_meter_counters_restarted_loses_nothing_shown(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """The meter's counters lost (their files deleted): it counts again from zero, a new
+    baseline for the buckets that a kill before the next save must not undo."""
+    start = datetime(2009, 3, 2, 9, 5, tzinfo=UCI_TZ)
+    data = read_uci(start, start + timedelta(minutes=30))
+    rig = Rig(tmp_path / "data", Clocks(start), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        await rig.replay(data.iloc[:10])
+        await rig.stop()
+        for counters in rig.data_dir.glob("energy_counters.json*"):
+            counters.unlink()
+        await rig.start()
+        await rig.replay(data.iloc[10:])
+        shown = await _shown_figures(rig, session)
+        resumed, _ = await _killed_and_resumed(rig, session, tmp_path / "killed")
+    finally:
+        await rig.stop()
+    assert shown["today"]["energy_today_kwh"] > 0
+    assert resumed == shown
 
 
 async def test_the_whole_state_live_copy_of_0_3_12_is_taken_then_removed(
