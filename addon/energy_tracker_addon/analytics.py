@@ -293,6 +293,7 @@ class Analytics:
             "rolling_power_w": self._rolling_power,
             "energy_periods": self._energy_periods,
             "energy_today_kwh": self._energy_today,
+            "time_zone": lambda: str(self._tz),
             "co2_g_per_kwh": lambda: self.carbon.g_per_kwh,
             "co2_intensity_source": lambda: self.carbon.source,
             "co2_kg_today": self._co2_today,

@@ -29,6 +29,7 @@ from .label_action import async_setup_label_action
 from .nilm_repair import NilmIssue
 from .outage import async_forget_outage, async_outage
 from .services import async_setup_services
+from .time_zone_issue import TimeZoneIssue
 from .voice import async_setup_voice
 
 PLATFORMS: list[Platform] = [
@@ -96,6 +97,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     entry.async_on_unload(MeterEvents(hass, coordinator).async_start())
     entry.async_on_unload(ApplianceEvents(hass, coordinator).async_start())
     entry.async_on_unload(NilmIssue(hass, coordinator).async_start())
+    entry.async_on_unload(TimeZoneIssue(hass, coordinator).async_start())
     if intensity_entity := entry.options.get(CONF_CO2_INTENSITY_ENTITY):
         entry.async_on_unload(
             CarbonIntensityForwarder(hass, coordinator, intensity_entity).async_start()

@@ -43,6 +43,7 @@ ANALYTICS_SCHEMA = vol.Schema(
     {
         vol.Optional("rolling_power_w"): NUMBER_OR_NULL,
         vol.Optional("energy_today_kwh"): NUMBER_OR_NULL,
+        vol.Optional("time_zone"): TEXT_OR_NULL,
         vol.Optional("co2_kg_today"): NUMBER_OR_NULL,
         vol.Optional("co2_g_per_kwh"): NUMBER_OR_NULL,
         vol.Optional("gas_m3"): NUMBER_OR_NULL,
@@ -70,6 +71,7 @@ class AnalyticsState:
 
     rolling_power_w: float | None = None
     energy_today_kwh: float | None = None
+    time_zone: str | None = None  # the zone the add-on's days are in
     co2_kg_today: float | None = None
     co2_g_per_kwh: float | None = None
     gas_m3: float | None = None
@@ -84,6 +86,7 @@ class AnalyticsState:
         return cls(
             rolling_power_w=data.get("rolling_power_w"),
             energy_today_kwh=data.get("energy_today_kwh"),
+            time_zone=data.get("time_zone"),
             co2_kg_today=data.get("co2_kg_today"),
             co2_g_per_kwh=data.get("co2_g_per_kwh"),
             gas_m3=data.get("gas_m3"),

@@ -32,3 +32,4 @@ AUTH_RETRY_DELAY: Final = 60.0
 UNREACHABLE_ISSUE_AFTER: Final = timedelta(minutes=5)
 ISSUE_UNREACHABLE: Final = "addon_unreachable"
 ISSUE_NILM_BROKEN: Final = "nilm_broken"
+ISSUE_TIME_ZONE: Final = "time_zone_mismatch"

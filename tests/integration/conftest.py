@@ -37,6 +37,16 @@ def real_sockets(socket_enabled: None) -> None:
     """Real servers on 127.0.0.1 (phacc still refuses connections to any other host)."""
 
 
+# The zone Home Assistant's test harness sets (hass.config.time_zone).
+HA_TEST_ZONE = "US/Pacific"
+
+
+@pytest.fixture(autouse=True)
+def addon_in_home_assistant_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Supervisor starts an add-on with Home Assistant's time zone as $TZ."""
+    monkeypatch.setenv("TZ", HA_TEST_ZONE)
+
+
 @pytest.fixture(autouse=True)
 def every_reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries without the option publish every reading, as the tests' boards print one

@@ -1,0 +1,61 @@
+"""The add-on's days in another time zone than Home Assistant's are a repairs issue."""
+
+from __future__ import annotations
+
+import pytest
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+
+from custom_components.energy_tracker.const import DOMAIN
+
+from .conftest import HA_TEST_ZONE, Addon, set_up_entry, wait_for
+
+
+async def test_an_addon_counting_days_in_another_zone_is_a_repairs_issue(
+    hass: HomeAssistant, addon: Addon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Home Assistant's zone was changed while the add-on ran (it keeps the one it started
+    with): its "today" ends at another midnight until it restarts."""
+    await addon.stop()
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    await addon.start()
+    await addon.wait_for_reading()
+    entry = await set_up_entry(hass, addon)
+    issue_id = f"time_zone_mismatch_{entry.entry_id}"
+    issues = ir.async_get(hass)
+
+    issue = issues.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.severity is ir.IssueSeverity.WARNING
+    assert issue.translation_placeholders == {
+        "title": entry.title, "addon_zone": "Europe/Paris", "ha_zone": HA_TEST_ZONE}
+
+    # Restarted as the Supervisor does, with Home Assistant's zone: gone, entry loaded.
+    await addon.stop()
+    monkeypatch.setenv("TZ", HA_TEST_ZONE)
+    await addon.start()
+    await wait_for(lambda: issues.async_get_issue(DOMAIN, issue_id) is None, 20,
+                   "the issue cleared by the add-on's restart")
+
+    # The user moves Home Assistant to another zone: said again at the next reading.
+    await hass.config.async_update(time_zone="Europe/Berlin")
+    await wait_for(lambda: issues.async_get_issue(DOMAIN, issue_id) is not None, 20,
+                   "the issue raised again")
+    raised = issues.async_get_issue(DOMAIN, issue_id)
+    assert raised is not None
+    assert raised.translation_placeholders is not None
+    assert raised.translation_placeholders["ha_zone"] == "Europe/Berlin"
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_an_addon_in_home_assistant_zone_raises_nothing(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    entry = await set_up_entry(hass, addon)
+    await addon.wait_for_reading()
+    await hass.async_block_till_done()
+    assert entry.runtime_data.data.analytics.time_zone == HA_TEST_ZONE
+    assert ir.async_get(hass).async_get_issue(
+        DOMAIN, f"time_zone_mismatch_{entry.entry_id}") is None
