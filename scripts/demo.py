@@ -111,6 +111,8 @@ def start_addon(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]
         [str(VENV_BIN / "energy-tracker-addon"), "--data-dir", str(data_dir),
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        # As the Supervisor does: the add-on in Home Assistant's time zone.
+        env={**os.environ, "TZ": local_time_zone()},
     )
 
 

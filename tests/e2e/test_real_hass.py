@@ -193,6 +193,21 @@ def test_energy_dashboard_validation_reports_no_issue(env: Env) -> None:
                                               "sensor.energy_tracker_water_heater_ac_energy"]
 
 
+def test_the_demo_raises_no_repairs_issue(env: Env) -> None:
+    """Home Assistant and the add-on in one time zone (/etc/timezone may say "Etc/UTC"
+    where $TZ says "UTC"), the add-on reachable, its models loaded: nothing to repair."""
+    async def issues() -> list[dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            demo.HAWebSocket.connect(session, env.procs.hass_url, env.token) as ws,
+        ):
+            await asyncio.sleep(3)  # a few readings: each is checked
+            listed: dict[str, Any] = await ws.call("repairs/list_issues")
+            return [issue for issue in listed["issues"] if issue["domain"] == "energy_tracker"]
+
+    assert asyncio.run(issues()) == []
+
+
 def test_assist_switches_a_relay_and_answers_the_power_use(env: Env) -> None:
     """Through HA's conversation API, as a voice assistant would send it."""
     async def converse(session: aiohttp.ClientSession, text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
@@ -24,6 +26,8 @@ async def test_an_addon_counting_days_in_another_zone_is_a_repairs_issue(
     issue_id = f"time_zone_mismatch_{entry.entry_id}"
     issues = ir.async_get(hass)
 
+    await wait_for(lambda: issues.async_get_issue(DOMAIN, issue_id) is not None, 10,
+                   "the issue")
     issue = issues.async_get_issue(DOMAIN, issue_id)
     assert issue is not None
     assert issue.severity is ir.IssueSeverity.WARNING
@@ -50,12 +54,26 @@ async def test_an_addon_counting_days_in_another_zone_is_a_repairs_issue(
     assert issues.async_get_issue(DOMAIN, issue_id) is None
 
 
+@pytest.mark.parametrize("addon_zone", [HA_TEST_ZONE, "America/Los_Angeles"])
 async def test_an_addon_in_home_assistant_zone_raises_nothing(
-    hass: HomeAssistant, addon: Addon
+    hass: HomeAssistant, addon: Addon, monkeypatch: pytest.MonkeyPatch, addon_zone: str
 ) -> None:
-    entry = await set_up_entry(hass, addon)
+    """Also under another name of the same zone (Debian's /etc/timezone says "Etc/UTC"
+    where $TZ may say "UTC")."""
+    await addon.stop()
+    monkeypatch.setenv("TZ", addon_zone)
+    await addon.start()
     await addon.wait_for_reading()
-    await hass.async_block_till_done()
-    assert entry.runtime_data.data.analytics.time_zone == HA_TEST_ZONE
-    assert ir.async_get(hass).async_get_issue(
-        DOMAIN, f"time_zone_mismatch_{entry.entry_id}") is None
+    entry = await set_up_entry(hass, addon)
+    issue_id = f"time_zone_mismatch_{entry.entry_id}"
+    issues = ir.async_get(hass)
+    await asyncio.sleep(1)  # a few readings, each checked
+    assert entry.runtime_data.data.analytics.time_zone == addon_zone
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+    # The check does run: another zone in Home Assistant is said, and the same cleared.
+    await hass.config.async_update(time_zone="Europe/Berlin")
+    await wait_for(lambda: issues.async_get_issue(DOMAIN, issue_id) is not None, 20,
+                   "the issue")
+    await hass.config.async_update(time_zone=HA_TEST_ZONE)
+    await wait_for(lambda: issues.async_get_issue(DOMAIN, issue_id) is None, 20,
+                   "the issue cleared")
