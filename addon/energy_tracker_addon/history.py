@@ -39,7 +39,7 @@ type ExportFormat = Literal["csv", "parquet"]
 type Row = tuple[Any, ...]
 MAX_CHANNELS: Final = 8
 CHANNEL_IDS: Final = range(1, MAX_CHANNELS + 1)
-EXPORT_CHUNK_ROWS: Final = 50_000
+EXPORT_CHUNK_ROWS: Final = 10_000  # rows read at a time: the memory an export leaves grows with it
 SCHEMA_VERSION: Final = 2  # 2: temperature_c
 # temperature_c: the RPICT probe, a forecast feature (forecast.py).
 _BASE_COLUMNS: Final = ("total_power_w", "total_energy_kwh", "voltage_v", "temperature_c")
