@@ -10,7 +10,7 @@ raises nothing.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
@@ -19,9 +19,11 @@ from homeassistant.util import dt as dt_util
 from .const import DOMAIN, ISSUE_TIME_ZONE
 from .coordinator import EnergyTrackerCoordinator
 
-# Zones are the same clock when they agree at these instants of the coming year: names
-# differ for one zone ("UTC", "Etc/UTC"; "US/Pacific", "America/Los_Angeles").
-_SAMPLES = [timedelta(hours=6 * step) for step in range(4 * 366)]
+# Zones are the same clock when they agree at every quarter hour (UTC) of the coming year:
+# names differ for one zone ("UTC", "Etc/UTC"; "US/Pacific", "America/Los_Angeles"), and
+# two zones may differ only for the hours around a DST change.
+_STEP = timedelta(minutes=15)
+_SPAN = timedelta(days=366)
 
 
 class TimeZoneIssue:
@@ -32,7 +34,7 @@ class TimeZoneIssue:
         self._hass = hass
         self._coordinator = coordinator
         self._issue_id = f"{ISSUE_TIME_ZONE}_{coordinator.config_entry.entry_id}"
-        self._zones: tuple[str, str] | None = None
+        self._checked: tuple[str, str, str] | None = None  # the zones and the entry's title
 
     @callback
     def async_start(self) -> CALLBACK_TYPE:
@@ -53,16 +55,18 @@ class TimeZoneIssue:
         if state is None or state.analytics.time_zone is None:
             return  # an outage or an older add-on: nothing new is known
         zones = (state.analytics.time_zone, self._hass.config.time_zone)
-        if zones == self._zones:
+        checked = (*zones, self._coordinator.config_entry.title)  # a rename is said too
+        if checked == self._checked:
             return
-        self._zones = zones
+        self._checked = checked
         self._coordinator.config_entry.async_create_background_task(
-            self._hass, self._async_check(zones), f"{DOMAIN} time zones"
+            self._hass, self._async_check(checked), f"{DOMAIN} time zones"
         )
 
-    async def _async_check(self, zones: tuple[str, str]) -> None:
-        same = zones[0] == zones[1] or await _same_clock(*zones)
-        if zones != self._zones:
+    async def _async_check(self, checked: tuple[str, str, str]) -> None:
+        zones = checked[:2]
+        same = zones[0] == zones[1] or await self._async_same_clock(*zones)
+        if checked != self._checked:
             return  # another state has been checked meanwhile
         if same:
             ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
@@ -73,17 +77,26 @@ class TimeZoneIssue:
             severity=ir.IssueSeverity.WARNING,
             translation_key=ISSUE_TIME_ZONE,
             translation_placeholders={
-                "title": self._coordinator.config_entry.title,
-                "addon_zone": zones[0], "ha_zone": zones[1],
+                "title": checked[2], "addon_zone": zones[0], "ha_zone": zones[1],
             },
         )
 
+    async def _async_same_clock(self, first: str, second: str) -> bool:
+        """Both names are known zones with the same offsets over the coming year."""
+        zones = [await dt_util.async_get_time_zone(name) for name in (first, second)]
+        if zones[0] is None or zones[1] is None:
+            return False
+        return await self._hass.async_add_executor_job(
+            same_offsets, zones[0], zones[1], dt_util.utcnow())
 
-async def _same_clock(first: str, second: str) -> bool:
-    """Both names are known zones with the same offsets over the coming year."""
-    zones = [await dt_util.async_get_time_zone(name) for name in (first, second)]
-    if zones[0] is None or zones[1] is None:
-        return False
-    now = dt_util.utcnow()
-    return all(zones[0].utcoffset(now + step) == zones[1].utcoffset(now + step)
-               for step in _SAMPLES)
+
+def same_offsets(first: tzinfo, second: tzinfo, now: datetime) -> bool:
+    """The zones agree at every quarter hour (UTC) of the year from `now` (35 136 instants;
+    DST changes fall on quarter hours in every zone)."""
+    moment = now.replace(minute=now.minute // 15 * 15, second=0, microsecond=0)
+    end = moment + _SPAN
+    while moment < end:
+        if moment.astimezone(first).utcoffset() != moment.astimezone(second).utcoffset():
+            return False
+        moment += _STEP
+    return True

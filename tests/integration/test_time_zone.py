@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 
 from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.time_zone_issue import same_offsets
 
 from .conftest import HA_TEST_ZONE, Addon, set_up_entry, wait_for
 
@@ -33,6 +36,11 @@ async def test_an_addon_counting_days_in_another_zone_is_a_repairs_issue(
     assert issue.severity is ir.IssueSeverity.WARNING
     assert issue.translation_placeholders == {
         "title": entry.title, "addon_zone": "Europe/Paris", "ha_zone": HA_TEST_ZONE}
+
+    # Renamed: the issue names the entry as it is called now.
+    hass.config_entries.async_update_entry(entry, title="Cellar meter")
+    await wait_for(lambda: (issues.async_get_issue(DOMAIN, issue_id).translation_placeholders
+                            or {}).get("title") == "Cellar meter", 20, "the new title")
 
     # Restarted as the Supervisor does, with Home Assistant's zone: gone, entry loaded.
     await addon.stop()
@@ -77,3 +85,14 @@ async def test_an_addon_in_home_assistant_zone_raises_nothing(
     await hass.config.async_update(time_zone=HA_TEST_ZONE)
     await wait_for(lambda: issues.async_get_issue(DOMAIN, issue_id) is None, 20,
                    "the issue cleared")
+
+
+@pytest.mark.parametrize("hour", range(0, 24, 5))
+def test_zones_that_differ_only_around_a_dst_change_are_not_the_same(hour: int) -> None:
+    """Havana changes at local midnight, New York at 02:00: a few hours a year apart,
+    whatever the time of day the check runs."""
+    now = datetime(2026, 12, 6, hour, 1, tzinfo=UTC)
+    assert not same_offsets(ZoneInfo("America/Havana"), ZoneInfo("America/New_York"), now)
+    assert not same_offsets(ZoneInfo("Europe/Chisinau"), ZoneInfo("Europe/Bucharest"), now)
+    assert same_offsets(ZoneInfo("US/Pacific"), ZoneInfo("America/Los_Angeles"), now)
+    assert same_offsets(ZoneInfo("Etc/UTC"), UTC, now)
