@@ -8,36 +8,22 @@ in Home Assistant too. Switching detection off with `nilm_enabled` raises nothin
 
 from __future__ import annotations
 
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
 from .api import CannotConnect, InvalidAuth, InvalidData
 from .const import DOMAIN, ISSUE_NILM_BROKEN
 from .coordinator import EnergyTrackerCoordinator
+from .coordinator_issue import CoordinatorIssue
 
 
-class NilmIssue:
+class NilmIssue(CoordinatorIssue):
     """Asks the add-on why each time its appliances turn null; clears when they return."""
 
     def __init__(self, hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
         """Nothing is checked before `async_start`."""
-        self._hass = hass
-        self._coordinator = coordinator
-        self._issue_id = f"{ISSUE_NILM_BROKEN}_{coordinator.config_entry.entry_id}"
+        super().__init__(hass, coordinator, ISSUE_NILM_BROKEN)
         self._off: bool | None = None
-
-    @callback
-    def async_start(self) -> CALLBACK_TYPE:
-        """Check now and on every state; the returned callback stops and clears."""
-        remove_listener = self._coordinator.async_add_listener(self._async_state)
-        self._async_state()
-
-        @callback
-        def stop() -> None:
-            remove_listener()
-            ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
-
-        return stop
 
     @callback
     def _async_state(self) -> None:

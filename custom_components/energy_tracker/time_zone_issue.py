@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN, ISSUE_TIME_ZONE
 from .coordinator import EnergyTrackerCoordinator
+from .coordinator_issue import CoordinatorIssue
 
 # Zones are the same clock when they agree at every quarter hour (UTC) of the coming year:
 # names differ for one zone ("UTC", "Etc/UTC"; "US/Pacific", "America/Los_Angeles"), and
@@ -26,28 +27,13 @@ _STEP = timedelta(minutes=15)
 _SPAN = timedelta(days=366)
 
 
-class TimeZoneIssue:
+class TimeZoneIssue(CoordinatorIssue):
     """Compares the zones at every state; raises or clears the issue when that changes."""
 
     def __init__(self, hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
         """Nothing is checked before `async_start`."""
-        self._hass = hass
-        self._coordinator = coordinator
-        self._issue_id = f"{ISSUE_TIME_ZONE}_{coordinator.config_entry.entry_id}"
+        super().__init__(hass, coordinator, ISSUE_TIME_ZONE)
         self._checked: tuple[str, str, str] | None = None  # the zones and the entry's title
-
-    @callback
-    def async_start(self) -> CALLBACK_TYPE:
-        """Check now and on every state; the returned callback stops and clears."""
-        remove_listener = self._coordinator.async_add_listener(self._async_state)
-        self._async_state()
-
-        @callback
-        def stop() -> None:
-            remove_listener()
-            ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
-
-        return stop
 
     @callback
     def _async_state(self) -> None:
