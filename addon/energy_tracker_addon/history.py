@@ -529,6 +529,10 @@ class HistoryWriter:
     async def disk_bytes(self) -> int:
         return await self._run(self._require_store().disk_bytes)
 
+    async def time_range(self) -> tuple[datetime, datetime] | None:
+        """The oldest and newest reading kept (written ones only), or None if none is."""
+        return await self._run(self._require_store().time_range)
+
     def _require_store(self) -> HistoryStore:
         if self._store is None:
             raise RuntimeError("the history writer is not started")

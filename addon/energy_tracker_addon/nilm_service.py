@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .config import APPLIANCE_ID_PATTERN, Options
+from .history import HistoryWriter
 from .meter import Meter, iso_utc
 from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
 from .statefile import VersionedStateFile
@@ -139,8 +140,11 @@ class LabelStore:
             os.close(fd)
 
 
-def parse_label(body: Any, known: set[str] | None, now: datetime) -> dict[str, Any]:
-    """A label from a POST body: `appliance`, `start`, `end` (ISO with zone), `was_running`."""
+def parse_label(body: Any, known: set[str] | None, now: datetime,
+                kept_since: datetime | None = None) -> dict[str, Any]:
+    """A label from a POST body: `appliance`, `start`, `end` (ISO with zone), `was_running`.
+    `kept_since`: the oldest reading the history keeps; a label that ends before it could
+    never be learnt from (`finetune` reads the mains around it from the history)."""
     if not isinstance(body, dict):
         raise LabelError("body must be a JSON object")
     appliance = body.get("appliance")
@@ -168,6 +172,10 @@ def parse_label(body: Any, known: set[str] | None, now: datetime) -> dict[str, A
         raise LabelError("end is in the future: label what has happened")
     if end - start > LABEL_MAX_SPAN:
         raise LabelError(f"a label spans at most {LABEL_MAX_SPAN.total_seconds() / 3600:g} h")
+    if kept_since is not None and end <= kept_since:
+        raise LabelError(
+            f"end is before the oldest reading the add-on keeps ({iso_utc(kept_since)}; "
+            "option history_retention_days): there is nothing to learn this label from")
     was_running = body.get("was_running", True)
     if not isinstance(was_running, bool):
         raise LabelError("was_running must be true or false")
@@ -179,8 +187,9 @@ class NilmService:
     """Owns the bundle, the disaggregator, the persisted energies and the labels."""
 
     def __init__(self, options: Options, data_dir: Path, meter: Meter,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0, history: HistoryWriter | None = None) -> None:
         self._options = options
+        self._history = history  # where labels' readings are kept (None: not checked)
         self._meter = meter
         self._scale = time_scale
         self._energy_file = VersionedStateFile(data_dir / ENERGY_FILE, FORMAT_VERSION,
@@ -387,7 +396,11 @@ class NilmService:
 
     async def add_label(self, body: Any) -> dict[str, Any]:
         """Validate and store one label; raises LabelError."""
-        label = parse_label(body, self.appliance_ids, datetime.now(UTC))
+        now = datetime.now(UTC)
+        kept = await self._history.time_range() if self._history is not None else None
+        # No reading kept yet: nothing before now can be learnt from either.
+        label = parse_label(body, self.appliance_ids, now,
+                            None if self._history is None else kept[0] if kept else now)
         label["bundle_version"] = self.bundle_version
         return await self._in_worker(self.labels.add_once, label)
 

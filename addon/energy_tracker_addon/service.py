@@ -222,7 +222,8 @@ class AddonService:
         self._running.push_async_callback(self._forecasting.stop)
         # Fed the total power of every reading; a replay runs on its own, faster clock.
         self._nilm = NilmService(options, data_dir, meter,
-                                 options.simulation_speed if self._simulated else 1.0)
+                                 options.simulation_speed if self._simulated else 1.0,
+                                 self._analytics.history)
         await self._nilm.start()
         self._running.push_async_callback(self._nilm.stop)
         if options.mqtt_enabled:

@@ -25,6 +25,7 @@ from energy_tracker_addon.api import create_app
 from energy_tracker_addon.config import ChannelConfig, Options
 from energy_tracker_addon.service import AddonService
 
+from .history_seed import LABEL_DAY, keep_a_week_of_readings
 from .polling import wait_until
 from .ptys import PtyPort
 
@@ -92,7 +93,7 @@ VALID_REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("POST", "/api/v1/shed"): ("/api/v1/shed", {"limit_w": 100000}),
     ("POST", "/api/v1/restore"): ("/api/v1/restore", {"stagger_s": 0}),
     ("POST", "/api/v1/labels"): ("/api/v1/labels", {
-        "appliance": "kettle", "start": "2026-11-24T07:00:00Z", "end": "2026-11-24T07:05:00Z"}),
+        "appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z", "end": f"{LABEL_DAY}T07:05:00Z"}),
     ("PUT", "/api/v1/co2_intensity"): ("/api/v1/co2_intensity", {"g_per_kwh": 120}),
     ("POST", "/api/v1/boards/voltage/calibration"): (
         "/api/v1/boards/voltage/calibration", {"measured_v": 230}),
@@ -102,8 +103,9 @@ NO_BOARD = {("POST", "/api/v1/boards/voltage/calibration")}
 
 
 async def test_every_route_but_health_needs_the_token(
-    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort, tmp_path: Path
 ) -> None:
+    keep_a_week_of_readings(tmp_path / "data")  # readings under the label of VALID_REQUESTS
     await rpict.write(rpict_line(100.0, 0.0, 0.0))  # a reading for the shed route
     await wait_until(lambda: service.meter.snapshot()["available"])
     routes = protected_routes(service)

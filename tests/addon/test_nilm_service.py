@@ -20,17 +20,21 @@ from energy_tracker_addon.nilm_service import ENERGY_FILE, LABELS_FILE
 from energy_tracker_addon.service import AddonService
 
 from .analytics_rig import Clocks, Rig
+from .history_seed import LABEL_DAY, keep_a_week_of_readings, keep_readings_since
 from .polling import wait_until
 from .ptys import PtyPort
 from .uci import read_uci
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 
+FIVE_DAYS_BEFORE = (datetime.fromisoformat(LABEL_DAY) - timedelta(days=5)).date().isoformat()
 TOKEN = "test-token-0123456789abcdefghijklmnopqrstuvwxyz"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def running(tmp_path: Path, rpict: PtyPort, **options: Any) -> AddonService:
+    if not (tmp_path / "data").exists():
+        keep_a_week_of_readings(tmp_path / "data")  # room for the labels of the tests
     service = AddonService(Options(api_token=TOKEN, rpict_port=str(rpict.path), **options),
                            tmp_path / "data", host="127.0.0.1", port=0)
     await service.start()
@@ -67,22 +71,22 @@ async def request(service: AddonService, method: str, path: str,
     [
         ("{", "body must be JSON"),
         ([], "body must be a JSON object"),
-        ({"appliance": "Kettle!", "start": "2026-11-24T07:00:00Z",
-          "end": "2026-11-24T07:05:00Z"}, "appliance must be"),
-        ({"appliance": "toaster", "start": "2026-11-24T07:00:00Z",
-          "end": "2026-11-24T07:05:00Z"}, "unknown appliance 'toaster'"),
-        ({"appliance": "kettle", "start": "yesterday", "end": "2026-11-24T07:05:00Z"},
+        ({"appliance": "Kettle!", "start": f"{LABEL_DAY}T07:00:00Z",
+          "end": f"{LABEL_DAY}T07:05:00Z"}, "appliance must be"),
+        ({"appliance": "toaster", "start": f"{LABEL_DAY}T07:00:00Z",
+          "end": f"{LABEL_DAY}T07:05:00Z"}, "unknown appliance 'toaster'"),
+        ({"appliance": "kettle", "start": "yesterday", "end": f"{LABEL_DAY}T07:05:00Z"},
          "start must be an ISO 8601 time"),
-        ({"appliance": "kettle", "start": "2026-11-24T07:00:00",
-          "end": "2026-11-24T07:05:00Z"}, "start needs a time zone"),
-        ({"appliance": "kettle", "start": "2026-11-24T07:05:00Z",
-          "end": "2026-11-24T07:00:00Z"}, "end must be after start"),
-        ({"appliance": "kettle", "start": "2026-11-24T07:00:00Z",
-          "end": "2026-11-24T07:05:00Z", "was_running": "no"}, "was_running must be"),
+        ({"appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00",
+          "end": f"{LABEL_DAY}T07:05:00Z"}, "start needs a time zone"),
+        ({"appliance": "kettle", "start": f"{LABEL_DAY}T07:05:00Z",
+          "end": f"{LABEL_DAY}T07:00:00Z"}, "end must be after start"),
+        ({"appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z",
+          "end": f"{LABEL_DAY}T07:05:00Z", "was_running": "no"}, "was_running must be"),
         ({"appliance": "kettle", "start": "2099-01-01T07:00:00Z",
           "end": "2099-01-01T07:05:00Z"}, "end is in the future"),
-        ({"appliance": "kettle", "start": "2026-11-20T07:00:00Z",
-          "end": "2026-11-24T07:05:00Z"}, "a label spans at most 24 h"),
+        ({"appliance": "kettle", "start": f"{FIVE_DAYS_BEFORE}T07:00:00Z",
+          "end": f"{LABEL_DAY}T07:05:00Z"}, "a label spans at most 24 h"),
     ],
 )
 async def test_bad_labels_are_refused_and_not_stored(
@@ -94,19 +98,60 @@ async def test_bad_labels_are_refused_and_not_stored(
     assert await request(service, "GET", "labels") == (200, {"labels": []})
 
 
+async def test_a_label_before_the_readings_kept_is_refused(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    """finetune reads the mains around a label from the history: a label older than any
+    reading kept (a new add-on, or beyond history_retention_days) was stored for nothing."""
+    kept_since = datetime.now(UTC) - timedelta(days=2)
+    keep_readings_since(tmp_path / "data", kept_since)
+    service = await running(tmp_path, rpict)
+    try:
+        older = {"appliance": "kettle",
+                 "start": (kept_since - timedelta(minutes=10)).isoformat(),
+                 "end": (kept_since - timedelta(minutes=5)).isoformat()}
+        status, answer = await request(service, "POST", "labels", older)
+        assert (status, answer["error"]) == (400, "invalid")
+        assert "before the oldest reading the add-on keeps" in answer["detail"]
+        assert "history_retention_days" in answer["detail"]
+        assert await request(service, "GET", "labels") == (200, {"labels": []})
+        # Ending once readings are kept, it has something to learn from.
+        across = {**older, "end": (kept_since + timedelta(minutes=5)).isoformat()}
+        status, stored = await request(service, "POST", "labels", across)
+        assert status == 200
+        assert await request(service, "GET", "labels") == (200, {"labels": [stored]})
+    finally:
+        await service.stop()
+
+
+async def test_a_new_addon_refuses_labels_of_before_it_started(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    (tmp_path / "data").mkdir()  # no history yet
+    service = await running(tmp_path, rpict)
+    try:
+        status, answer = await request(service, "POST", "labels", {
+            "appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z",
+            "end": f"{LABEL_DAY}T07:05:00Z"})
+        assert (status, answer["error"]) == (400, "invalid")
+        assert "before the oldest reading" in answer["detail"]
+    finally:
+        await service.stop()
+
+
 async def test_labels_survive_a_restart_and_a_torn_line(
     tmp_path: Path, rpict: PtyPort
 ) -> None:
     service = await running(tmp_path, rpict)
     try:
         status, label = await request(service, "POST", "labels", {
-            "appliance": "fridge", "start": "2026-11-24T08:00:00+01:00",
-            "end": "2026-11-24T08:20:00+01:00"})
+            "appliance": "fridge", "start": f"{LABEL_DAY}T08:00:00+01:00",
+            "end": f"{LABEL_DAY}T08:20:00+01:00"})
     finally:
         await service.stop()
     assert status == 200
     assert (label["start"], label["was_running"], label["bundle_version"]) == (
-        "2026-11-24T07:00:00.000Z", True, load_bundle().version)
+        f"{LABEL_DAY}T07:00:00.000Z", True, load_bundle().version)
     with (tmp_path / "data" / LABELS_FILE).open("ab") as handle:
         handle.write(b'{"appliance": "\xbd"}\n')  # a bad byte on the card
         handle.write(b"3\n")
@@ -116,13 +161,13 @@ async def test_labels_survive_a_restart_and_a_torn_line(
         assert await request(service, "GET", "labels") == (200, {"labels": [label]})
         # The next label is not glued to the torn line.
         status, later = await request(service, "POST", "labels", {
-            "appliance": "kettle", "start": "2026-11-24T09:00:00+01:00",
-            "end": "2026-11-24T09:04:00+01:00"})
+            "appliance": "kettle", "start": f"{LABEL_DAY}T09:00:00+01:00",
+            "end": f"{LABEL_DAY}T09:04:00+01:00"})
         assert status == 200
         # The same label again (a script run twice) is stored once.
         assert await request(service, "POST", "labels", {
-            "appliance": "kettle", "start": "2026-11-24T08:00:00Z",
-            "end": "2026-11-24T08:04:00Z"}) == (200, later)
+            "appliance": "kettle", "start": f"{LABEL_DAY}T08:00:00Z",
+            "end": f"{LABEL_DAY}T08:04:00Z"}) == (200, later)
     finally:
         await service.stop()
     service = await running(tmp_path, rpict)
@@ -138,8 +183,8 @@ async def test_a_full_disk_refuses_the_label_with_a_clear_answer(
     """A full disk used to answer aiohttp's plain-text 500 with a traceback."""
     labels = tmp_path / "data" / LABELS_FILE
     labels.symlink_to("/dev/full")  # every write: ENOSPC
-    label = {"appliance": "kettle", "start": "2026-11-24T07:00:00Z",
-             "end": "2026-11-24T07:04:00Z"}
+    label = {"appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z",
+             "end": f"{LABEL_DAY}T07:04:00Z"}
     status, answer = await request(service, "POST", "labels", label)
     assert (status, answer["error"]) == (507, "storage_full")
     assert answer["detail"].startswith("saving the label failed: No space left on device")
@@ -227,8 +272,8 @@ async def test_only_the_chosen_appliances_run_and_the_others_keep_their_energy(
         assert (summary["status"], summary["reason"]) == ("running", None)
         assert set(service.nilm.appliance_ids or ()) == {"kettle", "fridge"}
         status, answer = await request(service, "POST", "labels", {
-            "appliance": "dishwasher", "start": "2026-11-24T07:00:00Z",
-            "end": "2026-11-24T08:00:00Z"})
+            "appliance": "dishwasher", "start": f"{LABEL_DAY}T07:00:00Z",
+            "end": f"{LABEL_DAY}T08:00:00Z"})
         assert (status, answer["error"]) == (400, "invalid")
     finally:
         await service.stop()

@@ -42,6 +42,7 @@ from energy_tracker_addon.config import parse_options
 from energy_tracker_addon.nilm import disaggregate_series, load_bundle
 from energy_tracker_addon.service import AddonService
 from energy_tracker_models.data import resample
+from tests.addon.history_seed import LABEL_DAY, keep_a_week_of_readings
 from tests.addon.ptys import PtyPort
 
 from .conftest import HOST, Addon
@@ -358,10 +359,17 @@ async def test_label_action_round_trip(
     """A label sent from HA is stored by the add-on, in its data dir, and served back."""
     addon, _port, _clock = pty_addon
     await setup_entry(hass, addon)
+    # The add-on refuses a label older than every reading it keeps (nothing to learn from).
+    with pytest.raises(ServiceValidationError, match="before the oldest reading"):
+        await hass.services.async_call(
+            DOMAIN, "label_appliance",
+            {"appliance": "kettle", "start": f"{LABEL_DAY}T07:02:00+00:00",
+             "end": f"{LABEL_DAY}T07:06:00+00:00"}, blocking=True)
+    await hass.async_add_executor_job(keep_a_week_of_readings, addon.data_dir)
     answer = await hass.services.async_call(
         DOMAIN, "label_appliance",
-        {"appliance": "nilm_kettle", "start": "2026-11-24T07:02:00+00:00",
-         "end": "2026-11-24T07:06:00+00:00", "was_running": False},
+        {"appliance": "nilm_kettle", "start": f"{LABEL_DAY}T07:02:00+00:00",
+         "end": f"{LABEL_DAY}T07:06:00+00:00", "was_running": False},
         blocking=True, return_response=True,
     )
     assert answer is not None
@@ -369,8 +377,8 @@ async def test_label_action_round_trip(
     assert answer["was_running"] is False
     labels = (await addon.get("labels"))["labels"]
     assert [(lbl["appliance"], lbl["start"], lbl["end"], lbl["was_running"])
-            for lbl in labels] == [("kettle", "2026-11-24T07:02:00.000Z",
-                                    "2026-11-24T07:06:00.000Z", False)]
+            for lbl in labels] == [("kettle", f"{LABEL_DAY}T07:02:00.000Z",
+                                    f"{LABEL_DAY}T07:06:00.000Z", False)]
     stored = (addon.data_dir / "nilm_labels.jsonl").read_text().splitlines()
     assert [json.loads(line)["appliance"] for line in stored] == ["kettle"]
 
@@ -378,24 +386,24 @@ async def test_label_action_round_trip(
     with pytest.raises(ServiceValidationError) as unknown:
         await hass.services.async_call(
             DOMAIN, "label_appliance",
-            {"appliance": "toaster", "start": "2026-11-24T07:02:00+00:00",
-             "end": "2026-11-24T07:06:00+00:00"}, blocking=True)
+            {"appliance": "toaster", "start": f"{LABEL_DAY}T07:02:00+00:00",
+             "end": f"{LABEL_DAY}T07:06:00+00:00"}, blocking=True)
     assert unknown.value.translation_key == "label_unknown_appliance"
     assert "Kettle" in str(unknown.value.translation_placeholders)
     # The name shown in Home Assistant works as well as the id.
     named = await hass.services.async_call(
         DOMAIN, "label_appliance",
-        {"appliance": "kettle", "start": "2026-11-24T07:10:00+00:00",
-         "end": "2026-11-24T07:12:00+00:00"}, blocking=True, return_response=True)
+        {"appliance": "kettle", "start": f"{LABEL_DAY}T07:10:00+00:00",
+         "end": f"{LABEL_DAY}T07:12:00+00:00"}, blocking=True, return_response=True)
     shown = await hass.services.async_call(
         DOMAIN, "label_appliance",
-        {"appliance": "Kettle", "start": "2026-11-24T07:20:00+00:00",
-         "end": "2026-11-24T07:22:00+00:00"}, blocking=True, return_response=True)
+        {"appliance": "Kettle", "start": f"{LABEL_DAY}T07:20:00+00:00",
+         "end": f"{LABEL_DAY}T07:22:00+00:00"}, blocking=True, return_response=True)
     # As the device-trigger list names it.
     listed = await hass.services.async_call(
         DOMAIN, "label_appliance",
-        {"appliance": "Kettle (detected)", "start": "2026-11-24T07:30:00+00:00",
-         "end": "2026-11-24T07:32:00+00:00"}, blocking=True, return_response=True)
+        {"appliance": "Kettle (detected)", "start": f"{LABEL_DAY}T07:30:00+00:00",
+         "end": f"{LABEL_DAY}T07:32:00+00:00"}, blocking=True, return_response=True)
     assert named is not None
     assert shown is not None
     assert listed is not None
@@ -409,13 +417,14 @@ async def test_label_action_round_trip(
     with pytest.raises(ServiceValidationError):
         await hass.services.async_call(
             DOMAIN, "label_appliance",
-            {"appliance": "kettle", "start": "2026-11-24T07:06:00+00:00",
-             "end": "2026-11-24T07:02:00+00:00"}, blocking=True)
+            {"appliance": "kettle", "start": f"{LABEL_DAY}T07:06:00+00:00",
+             "end": f"{LABEL_DAY}T07:02:00+00:00"}, blocking=True)
     # A time without a zone is Home Assistant's.
-    local = datetime(2026, 11, 24, 8, 0, tzinfo=dt_util.get_default_time_zone())
+    local = datetime.fromisoformat(f"{LABEL_DAY}T08:00").replace(
+        tzinfo=dt_util.get_default_time_zone())
     await hass.services.async_call(
         DOMAIN, "label_appliance",
-        {"appliance": "fridge", "start": "2026-11-24 08:00:00", "end": "2026-11-24 08:30:00"},
+        {"appliance": "fridge", "start": f"{LABEL_DAY} 08:00:00", "end": f"{LABEL_DAY} 08:30:00"},
         blocking=True)
     labels = (await addon.get("labels"))["labels"]
     assert [(lbl["appliance"], lbl["start"], lbl["was_running"]) for lbl in labels[4:]] == [
@@ -427,12 +436,13 @@ async def test_label_action_on_a_full_addon_disk_says_so(
 ) -> None:
     addon, _port, _clock = pty_addon
     await setup_entry(hass, addon)
+    await hass.async_add_executor_job(keep_a_week_of_readings, addon.data_dir)
     (addon.data_dir / "nilm_labels.jsonl").symlink_to("/dev/full")  # writes: ENOSPC
     with pytest.raises(HomeAssistantError) as raised:
         await hass.services.async_call(
             DOMAIN, "label_appliance",
-            {"appliance": "kettle", "start": "2026-11-24T07:02:00+00:00",
-             "end": "2026-11-24T07:06:00+00:00"}, blocking=True)
+            {"appliance": "kettle", "start": f"{LABEL_DAY}T07:02:00+00:00",
+             "end": f"{LABEL_DAY}T07:06:00+00:00"}, blocking=True)
     assert raised.value.translation_key == "addon_storage_full"
     assert not isinstance(raised.value, ServiceValidationError)  # not the caller's mistake
     assert "No space left on device" in str(raised.value.translation_placeholders)
