@@ -29,6 +29,8 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# The add-on runs on the image's pins (scripts/setup.sh), Home Assistant on its own.
+ADDON_BIN = ROOT / ".venv-addon" / "bin"
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "energy-demo"  # documented in README.md
@@ -108,7 +110,7 @@ def local_time_zone() -> str:
 
 def start_addon(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(VENV_BIN / "energy-tracker-addon"), "--data-dir", str(data_dir),
+        [str(ADDON_BIN / "energy-tracker-addon"), "--data-dir", str(data_dir),
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         # As the Supervisor does: the add-on in Home Assistant's time zone.

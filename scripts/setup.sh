@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Create or reuse the project venv at .venv/ (idempotent).
+# Create or reuse the project venvs (idempotent): .venv/ (Home Assistant 2025.4, the
+# integration, models, every test but the add-on's own) and .venv-addon/ (the add-on
+# service with exactly the image's pins, addon/requirements.txt: its tests and the
+# demo's add-on process run there).
 # Picks a Python >= 3.13 by itself: python3.13 on PATH, then pyenv.
 # Usage: scripts/setup.sh [--with-models]   (adds the `models` extra: TensorFlow for training)
 set -euo pipefail
@@ -13,6 +16,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 STAMP="$VENV/.setup-complete"
+ADDON_VENV="$ROOT/.venv-addon"
+ADDON_STAMP="$ADDON_VENV/.setup-complete"
 
 find_python() {
     local cand
@@ -32,8 +37,39 @@ find_python() {
     return 1
 }
 
-# The stamp records the hash of every requirements input (a change re-runs pip), plus a
-# second line when the models extra went in too.
+# This machine's pip config lists local indexes that lack most projects; pip warns once per
+# project about each. Those lines say nothing about our install, so they are filtered out.
+pip_install() {
+    local venv=$1
+    shift
+    "$venv/bin/python" -m pip install --quiet "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
+new_venv() {
+    local venv=$1 py
+    [ -x "$venv/bin/python" ] && return 0
+    if ! py=$(find_python); then
+        echo "error: energy_tracker needs Python >= 3.13 (Home Assistant 2025.4)." >&2
+        echo "       Install it (e.g. 'pyenv install 3.13.0') or put python3.13 on PATH." >&2
+        exit 1
+    fi
+    echo "==> creating $(basename "$venv") with $py ($("$py" --version))"
+    "$py" -m venv "$venv"
+}
+
+# Each stamp records the hash of the requirements inputs of its venv (a change re-runs
+# pip), plus a second line in .venv's when the models extra went in too.
+addon_want=$(cat requirements-addon-test.txt addon/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if ! { [ -x "$ADDON_VENV/bin/python" ] && [ -f "$ADDON_STAMP" ] && grep -qx "$addon_want" "$ADDON_STAMP"; }; then
+    new_venv "$ADDON_VENV"
+    echo "==> installing the add-on's pinned requirements into .venv-addon (about a minute)"
+    pip_install "$ADDON_VENV" --upgrade pip
+    pip_install "$ADDON_VENV" -r requirements-addon-test.txt
+    pip_install "$ADDON_VENV" --no-deps -e .
+    echo "$addon_want" > "$ADDON_STAMP"
+    echo "==> .venv-addon ready"
+fi
+
 base=$(cat requirements-dev.txt addon/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 want=$base
 [ "$with_models" = 1 ] && want="$base+models"
@@ -41,29 +77,23 @@ if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && grep -qx "$want" "$STAMP"; th
     exit 0
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-    if ! PY=$(find_python); then
-        echo "error: energy_tracker needs Python >= 3.13 (Home Assistant 2025.4)." >&2
-        echo "       Install it (e.g. 'pyenv install 3.13.0') or put python3.13 on PATH." >&2
-        exit 1
-    fi
-    echo "==> creating .venv with $PY ($("$PY" --version))"
-    "$PY" -m venv "$VENV"
-fi
+new_venv "$VENV"
 echo "==> installing dependencies into .venv (a cold install takes about 5 minutes)"
-# This machine's pip config lists local indexes that lack most projects; pip warns once per
-# project about each. Those lines say nothing about our install, so they are filtered out.
-pip_install() {
-    "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
-}
-pip_install --upgrade pip
-pip_install -r requirements-dev.txt
+# The add-on's requirements but aiohttp: Home Assistant pins its own, and the add-on code
+# runs in-process beside it in the integration tests (its own pins are .venv-addon's).
+grep -v '^aiohttp==' addon/requirements.txt > "$VENV/addon-requirements.txt"
+pip_install "$VENV" --upgrade pip
+pip_install "$VENV" -r requirements-dev.txt -r "$VENV/addon-requirements.txt"
+pip_install "$VENV" --no-deps -e .
 if [ "$with_models" = 1 ]; then
     echo "==> installing the models extra too (TensorFlow, about 1.3 GB)"
-    pip_install -e '.[models]'
+    # Listed by pyproject.toml; installed by name, as the package's own dependencies
+    # (addon/requirements.txt) hold an aiohttp Home Assistant's pin refuses.
+    mapfile -t extra < <("$VENV/bin/python" -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["models"]))')
+    pip_install "$VENV" "${extra[@]}"
     printf '%s\n%s\n' "$base" "$base+models" > "$STAMP"
 else
-    pip_install --no-deps -e .
     echo "$base" > "$STAMP"
 fi
 echo "==> .venv ready"

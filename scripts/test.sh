@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every check the project promises: lint, types, the whole test suite with coverage.
-# Usage: ./scripts/test.sh [extra pytest args]
+# Usage: ./scripts/test.sh [extra pytest options, e.g. -x; both pytest runs get them]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The models extra too: the training and export tests need TensorFlow.
@@ -10,8 +10,11 @@ echo "==> ruff"
 "$VENV/ruff" check .
 echo "==> mypy --strict (integration and add-on service)"
 "$VENV/mypy" custom_components/energy_tracker addon/energy_tracker_addon
-echo "==> pytest"
-"$VENV/python" -m pytest \
+echo "==> pytest: the add-on's own tests, on the image's pins (.venv-addon)"
+rm -f .coverage
+.venv-addon/bin/python -m pytest tests/addon --cov=energy_tracker_addon --cov-report= "$@"
+echo "==> pytest: everything else (.venv: Home Assistant, the integration, models, e2e)"
+"$VENV/python" -m pytest --cov-append \
     --cov=custom_components/energy_tracker --cov=energy_tracker_addon \
     --cov-report=term-missing:skip-covered "$@"
 # The integration's own coverage must stay >= 95 %; silent when it does, so pytest's

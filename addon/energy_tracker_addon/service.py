@@ -44,6 +44,10 @@ GAS_FILE: Final = "gas_counter.json"
 METER_NAME: Final = "Energy Tracker"
 VOLTAGE_BOARD_MODEL: Final = "esp8266-zmpt101b"
 API_SHUTDOWN_GRACE_S: Final = 2.0
+# A connection that has not sent a whole request by then (or sits idle between requests)
+# is closed: aiohttp's default (an hour) let anyone on the network hold sockets until the
+# add-on ran out of file descriptors. Clients (the integration, curl) open a new one.
+API_IDLE_TIMEOUT_S: Final = 15.0
 
 
 def simulated_hat_options(options: Options) -> Options:
@@ -267,7 +271,8 @@ class AddonService:
         # Requests still running at a stop (a long export) get this long, then are cut: the
         # Supervisor kills the add-on 10 s after asking it to stop.
         runner = web.AppRunner(create_app(self), access_log=None,
-                               shutdown_timeout=API_SHUTDOWN_GRACE_S)
+                               shutdown_timeout=API_SHUTDOWN_GRACE_S,
+                               keepalive_timeout=API_IDLE_TIMEOUT_S)
         await runner.setup()
         self._running.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.host, self._requested_port)

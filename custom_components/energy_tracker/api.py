@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
 
 from .models import (
     InvalidData,
@@ -41,6 +42,10 @@ RESTORE_DEFAULT_STAGGER_S = 5.0  # the add-on's default (docs/api.md)
 # An export of months of readings is large: no total limit, only a stalled connection ends it.
 EXPORT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
 EXPORT_CHUNK_BYTES = 1024 * 1024
+# The add-on's answers are a few kB. Whatever answers at the configured address (another
+# server, a spoofed device on the LAN: the link is plain HTTP) must not make Home Assistant
+# hold gigabytes: bodies are read up to this, never decompressed, never redirected.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 class EnergyTrackerError(Exception):
@@ -165,14 +170,16 @@ class EnergyTrackerClient:
         try:
             async with self._session.get(
                 f"{self._base_url}/export", headers=self._headers, params=params,
-                timeout=EXPORT_TIMEOUT,
+                timeout=EXPORT_TIMEOUT, allow_redirects=False, auto_decompress=False,
             ) as response:
                 if response.status == 401:
                     raise InvalidAuth("the add-on refused the API token")
                 if response.status != 200:
                     try:
-                        answer = await response.json()
-                    except (aiohttp.ContentTypeError, ValueError):
+                        answer = await _read_json(response, "GET export")
+                    except InvalidData:
+                        answer = {}
+                    if not isinstance(answer, dict):
                         answer = {}
                     raise CommandFailed(response.status, str(answer.get("error", "unknown")),
                                         answer.get("detail"))
@@ -227,7 +234,8 @@ class EnergyTrackerClient:
     async def _get_json(self, path: str) -> Any:
         try:
             async with self._session.get(
-                f"{self._base_url}/{path}", headers=self._headers, timeout=REQUEST_TIMEOUT
+                f"{self._base_url}/{path}", headers=self._headers, timeout=REQUEST_TIMEOUT,
+                allow_redirects=False, auto_decompress=False,
             ) as response:
                 if response.status == 401:
                     if await _is_addon_refusal(response):
@@ -237,12 +245,12 @@ class EnergyTrackerClient:
                 if response.status == 404:
                     # Every route of the add-on's API exists: another web server answers.
                     raise InvalidData(f"GET {path} answered 404: not the add-on's API")
+                if 300 <= response.status < 400:  # the add-on never redirects
+                    raise InvalidData(f"GET {path} answered a redirect ({response.status}): "
+                                      "not the add-on's API")
                 if response.status != 200:
                     raise CannotConnect(f"GET {path} answered {response.status}")
-                try:
-                    return await response.json()
-                except (aiohttp.ContentTypeError, ValueError) as err:
-                    raise InvalidData(f"GET {path} did not answer JSON") from err
+                return await _read_json(response, f"GET {path}")
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise CannotConnect(f"GET {path} failed: {failure(err)}") from err
 
@@ -252,14 +260,11 @@ class EnergyTrackerClient:
         try:
             async with self._session.request(
                 method, f"{self._base_url}/{path}", headers=self._headers, json=body,
-                timeout=timeout,
+                timeout=timeout, allow_redirects=False, auto_decompress=False,
             ) as response:
                 if response.status == 401:
                     raise InvalidAuth("the add-on refused the API token")
-                try:
-                    answer = await response.json()
-                except (aiohttp.ContentTypeError, ValueError) as err:
-                    raise InvalidData(f"{method} {path} did not answer JSON") from err
+                answer = await _read_json(response, f"{method} {path}")
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise CannotConnect(f"{method} {path} failed: {failure(err)}") from err
         if response.status != 200:
@@ -275,10 +280,35 @@ class EnergyTrackerClient:
 async def _is_addon_refusal(response: aiohttp.ClientResponse) -> bool:
     """A 401 with the add-on's own body (docs/api.md), not another server's login page."""
     try:
-        body = await response.json(content_type=None)
-    except ValueError:
+        body = json.loads(await _read_body(response, "the 401"))
+    except (InvalidData, ValueError):
         return False
     return isinstance(body, dict) and body.get("error") == "invalid_auth"
+
+
+async def _read_body(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The body as sent, at most MAX_ANSWER_BYTES; InvalidData beyond, or if compressed."""
+    if response.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+        raise InvalidData(f"{what} answered a compressed body: not the add-on's API")
+    if (response.content_length or 0) > MAX_ANSWER_BYTES:
+        raise InvalidData(f"{what} answered {response.content_length} bytes: not the "
+                          "add-on's API")
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise InvalidData(f"{what} answered more than {MAX_ANSWER_BYTES} bytes: not the "
+                              "add-on's API")
+    return bytes(body)
+
+
+async def _read_json(response: aiohttp.ClientResponse, what: str) -> Any:
+    if response.content_type != "application/json":
+        raise InvalidData(f"{what} did not answer JSON")
+    try:
+        return json.loads(await _read_body(response, what))
+    except ValueError as err:  # UnicodeDecodeError included
+        raise InvalidData(f"{what} did not answer JSON") from err
 
 
 def _parse_stream_message(text: str) -> MeterState | None:

@@ -21,6 +21,7 @@ import pytest
 
 from energy_tracker_addon import __version__
 from energy_tracker_addon import api as api_module
+from energy_tracker_addon import service as service_module
 from energy_tracker_addon.api import create_app
 from energy_tracker_addon.config import ChannelConfig, Options
 from energy_tracker_addon.service import AddonService
@@ -451,3 +452,31 @@ async def test_a_client_that_sends_but_never_reads_is_dropped(
         raw.close()
         await reader.close()
     assert seen > 0
+
+
+async def test_a_connection_that_never_finishes_its_request_is_closed(
+    tmp_path: Path, rpict: PtyPort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone on the network could hold sockets open with half a request (no token
+    needed) until the add-on ran out of file descriptors and stopped answering."""
+    monkeypatch.setattr(service_module, "API_IDLE_TIMEOUT_S", 1.0)
+    service = AddonService(Options(api_token=TOKEN, rpict_port=str(rpict.path)),
+                           tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        host, port = service.url.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(20)]
+        for _reader, writer in held:
+            writer.write(b"GET /api/v1/state HTTP/1.1\r\nHost: x\r\n")  # no end of headers
+            await writer.drain()
+        async with asyncio.timeout(5):
+            closed = await asyncio.gather(*(reader.read() for reader, _writer in held))
+        assert closed == [b""] * 20  # closed by the add-on, without an answer
+        for _reader, writer in held:
+            writer.close()
+        # A whole request on a new connection is answered as ever.
+        async with aiohttp.ClientSession() as session, session.get(
+                service.url + "/api/v1/health") as resp:
+            assert resp.status == 200
+    finally:
+        await service.stop()

@@ -71,6 +71,16 @@ def main_and_garage(pty_port: Callable[[str], PtyPort], stale_after_s: int
     return main, garage, options
 
 
+async def both_ports_open(service: AddonService) -> None:
+    """Opening a port discards what was written before: a line sent earlier is lost."""
+    def open_() -> bool:
+        garage = service.extra_meters.get("garage")
+        return (service.meter.board_connected("rpict") and garage is not None
+                and garage.board_connected("rpict"))
+
+    await wait_until(open_, what="both meters' ports open")
+
+
 async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, str], float]:
     """/metrics as {(sample name, meter label): value} for the extra meters' series."""
     async with session.get(f"{url}/metrics",
@@ -94,6 +104,7 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
                            clock=clocks.monotonic, wall_clock=clocks.wall)
     await service.start()
     try:
+        await both_ports_open(service)
         lines = {"main": 0, "garage": 0}
 
         async def reading(name: str, port: PtyPort, mains_w: float) -> None:
@@ -245,6 +256,7 @@ async def test_extra_meters_stay_live_on_the_stream_while_the_main_board_is_sile
                            clock=clocks.monotonic, wall_clock=clocks.wall)
     await service.start()
     try:
+        await both_ports_open(service)
         await main.write(b"11 1000.0 0.0 0.0 20.0\r\n")
         await garage.write(b"11 500.0 0.0 0.0 20.0\r\n")
 

@@ -501,7 +501,21 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def _requirement_closure(requirements: list[Requirement]) -> set[str]:
+def _addon_venv() -> dict[str, importlib.metadata.Distribution]:
+    """The distributions of .venv-addon, where the add-on's tests run on the image's pins."""
+    site = sorted((ROOT / ".venv-addon").glob("lib/python3*/site-packages"))
+    assert site, ".venv-addon is missing: run scripts/setup.sh"
+    return {canonicalize_name(d.metadata["Name"]): d
+            for d in importlib.metadata.distributions(path=[str(site[-1])])}
+
+
+def _image_requirements() -> list[Requirement]:
+    lines = (ADDON / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return [Requirement(x) for x in (ln.split("#")[0].strip() for ln in lines) if x]
+
+
+def _requirement_closure(requirements: list[Requirement],
+                         venv: dict[str, importlib.metadata.Distribution]) -> set[str]:
     seen: set[str] = set()
     todo = [r for r in requirements if r.marker is None or r.marker.evaluate()]
     while todo:
@@ -510,7 +524,7 @@ def _requirement_closure(requirements: list[Requirement]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        for dep in importlib.metadata.requires(req.name) or []:
+        for dep in venv[name].requires or []:
             parsed = Requirement(dep)
             if parsed.marker is None or parsed.marker.evaluate({"extra": ""}):
                 todo.append(parsed)
@@ -518,9 +532,7 @@ def _requirement_closure(requirements: list[Requirement]) -> set[str]:
 
 
 def test_image_installs_every_package_the_service_imports() -> None:
-    lines = (ADDON / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    requirements = [Requirement(x) for x in (ln.split("#")[0].strip() for ln in lines) if x]
-    installed = _requirement_closure(requirements)
+    installed = _requirement_closure(_image_requirements(), _addon_venv())
     distributions = importlib.metadata.packages_distributions()
     missing = {}
     for module in sorted(PACKAGE.rglob("*.py")):
@@ -532,16 +544,28 @@ def test_image_installs_every_package_the_service_imports() -> None:
 
 
 def test_image_pins_the_versions_the_tests_run() -> None:
-    """An image built later installs what this suite ran against, not whatever is newest."""
-    lines = (ADDON / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    requirements = [Requirement(x) for x in (ln.split("#")[0].strip() for ln in lines) if x]
+    """An image built later installs what the add-on's tests ran against (.venv-addon),
+    not whatever is newest."""
+    venv = _addon_venv()
     differing = {}
-    for req in requirements:
+    for req in _image_requirements():
         pins = [spec.version for spec in req.specifier if spec.operator == "=="]
-        installed = importlib.metadata.version(req.name)
+        installed = venv[canonicalize_name(req.name)].version
         if pins != [installed]:
             differing[req.name] = (str(req.specifier), installed)
     assert not differing, f"requirement vs tested version: {differing}"
+
+
+def test_the_main_venv_differs_from_the_image_only_by_home_assistants_aiohttp() -> None:
+    """The add-on code also runs in-process in the integration tests (.venv): there every
+    pin is the image's but aiohttp, which Home Assistant 2025.4 pins to 3.11."""
+    differing = {}
+    for req in _image_requirements():
+        pins = [spec.version for spec in req.specifier if spec.operator == "=="]
+        installed = importlib.metadata.version(req.name)
+        if pins != [installed]:
+            differing[canonicalize_name(req.name)] = installed
+    assert differing == {"aiohttp": "3.11.16"}
 
 
 # --- s6-overlay v3 services -------------------------------------------------------

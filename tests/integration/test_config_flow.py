@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -520,6 +522,44 @@ async def test_another_web_server_is_not_energy_tracker(
         hass, {CONF_HOST: HOST, CONF_PORT: not_the_addon, CONF_API_TOKEN: "token"})
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "not_energy_tracker"
+
+
+@pytest.mark.parametrize("disguise", ["padded", "gzip", "redirect"])
+async def test_an_answer_no_addon_gives_is_not_read_whole_nor_followed(
+    hass: HomeAssistant, addon: Addon, disguise: str
+) -> None:
+    """Whatever answers at the typed address (the link is plain HTTP) is read up to a few
+    MB, never decompressed and never followed elsewhere: the real add-on's answer behind
+    40 MB of padding, gzipped, or a redirect to it, used to be read whole and accepted
+    (a 1 MB gzip of 1 GB took Home Assistant to 4 GB)."""
+    info = json.dumps(await addon.get("info")).encode()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if disguise == "redirect":
+            raise web.HTTPFound(f"http://{HOST}:{addon.port}/api/v1/info")
+        padded = b" " * (40 * 1024 * 1024) + info
+        if disguise == "gzip":
+            return web.Response(body=gzip.compress(padded, compresslevel=1),
+                                content_type="application/json",
+                                headers={"Content-Encoding": "gzip"})
+        return web.Response(body=padded, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/info", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    try:
+        port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        flow_id = await start_user_flow(hass)
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {CONF_HOST: HOST, CONF_PORT: port, CONF_API_TOKEN: addon.token})
+    finally:
+        await runner.cleanup()
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "not_energy_tracker"}
+    assert not hass.config_entries.async_entries(DOMAIN)
 
 
 @pytest.mark.parametrize("typed", [
