@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _make_private(data_dir: Path) -> None:
+    """What earlier releases left readable by others (0.3.13 and before) becomes private."""
+    for path in (data_dir.rglob("*") if data_dir.is_dir() else ()):
+        try:
+            mode = path.lstat().st_mode
+            if mode & 0o077 and not path.is_symlink():
+                path.chmod(mode & 0o700)
+        except OSError:
+            continue  # gone meanwhile, or not ours to change: nothing to protect then
+
+
 async def _run(options: Options, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -51,7 +63,11 @@ async def _run(options: Options, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything the add-on writes is its own: the history says when people are home, the
+    # token opens the API (files were created 0644, folders 0755).
+    os.umask(0o077)
     args = _parse_args(argv)
+    _make_private(args.data_dir)
     try:
         options = load_options(args.data_dir)
     except OptionsError as error:

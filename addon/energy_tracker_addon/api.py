@@ -31,6 +31,9 @@ STREAM_HEARTBEAT_S = 30.0
 # behind than this only needs the newest state anyway (every message is a full state).
 CLIENT_QUEUE_SIZE = 64
 SEND_DEADLINE_S = 30.0  # a client that takes no byte for this long is not reading
+# Refused tokens are logged: the first at once, then a count at most this often (a client
+# with an old token retries every few seconds; someone guessing tries thousands a second).
+REFUSALS_REPORT_INTERVAL_S = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,6 +53,28 @@ class ApiBackend(Protocol):
     def info(self) -> dict[str, Any]:
         """The /api/v1/info object: it knows the boards' ports and connections."""
         ...
+
+
+class RefusedTokens:
+    """Counts requests refused for their token and says so in the log, without flooding it."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._last_report: float | None = None
+
+    def add(self, request: web.Request) -> None:
+        self._count += 1
+        now = asyncio.get_running_loop().time()
+        if self._last_report is not None and now - self._last_report < REFUSALS_REPORT_INTERVAL_S:
+            return
+        _LOGGER.warning(
+            "Refused %d request%s without the API token since the last such line "
+            "(the last: %s %r from %s): a client with an old or wrong token (Home "
+            "Assistant then asks to re-authenticate), or someone trying tokens",
+            self._count, "" if self._count == 1 else "s", request.method, request.path,
+            request.remote)
+        self._count = 0
+        self._last_report = now
 
 
 class StreamHub:
@@ -102,6 +127,7 @@ class StreamHub:
 
 BACKEND_KEY = web.AppKey("backend", ApiBackend)
 STREAM_KEY = web.AppKey("stream", StreamHub)
+REFUSALS_KEY = web.AppKey("refused_tokens", RefusedTokens)
 
 
 def create_app(backend: ApiBackend) -> web.Application:
@@ -109,6 +135,7 @@ def create_app(backend: ApiBackend) -> web.Application:
     app = web.Application(middlewares=[_json_errors, _require_token])
     app[BACKEND_KEY] = backend
     app[STREAM_KEY] = StreamHub(backend)
+    app[REFUSALS_KEY] = RefusedTokens()
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get("/api/v1/info", _info)
     app.router.add_get("/api/v1/state", _state)
@@ -161,6 +188,7 @@ async def _require_token(request: web.Request, handler: Handler) -> web.StreamRe
         expected = request.app[BACKEND_KEY].token.encode()
         # The scheme is case-insensitive (RFC 9110 11.1); compare_digest keeps timing flat.
         if not hmac.compare_digest(given, expected) or scheme.lower() != "bearer":
+            request.app[REFUSALS_KEY].add(request)
             return _error(401, "invalid_auth")
     return await handler(request)
 

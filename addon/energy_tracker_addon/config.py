@@ -12,6 +12,7 @@ import math
 import os
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,7 +93,7 @@ class ExtraMeterConfig:
 
 # The main meter's id in the meter list and URLs: no extra meter may take it.
 MAIN_METER: Final = "main"
-METER_SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9_]{0,31}$"
+METER_SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9_]{0,31}\Z"  # \Z: "$" lets a final newline in
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ class Options:
 
 
 # The ids of a NILM bundle's models (models/README.md), as the API and the labels use them.
-APPLIANCE_ID_PATTERN: Final = r"^[a-z0-9_]{1,64}$"
+APPLIANCE_ID_PATTERN: Final = r"^[a-z0-9_]{1,64}\Z"
 # 1-10 topic levels of 1-100 characters, none empty, no wildcards (not allowed when
 # publishing), no control characters (brokers drop the connection), not starting with "$"
 # (brokers keep $ topics for themselves and refuse publishes there). \Z, not $: "$"
@@ -207,11 +208,21 @@ def _check_extra_meters(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return meters
 
 
+def _printable(name: str) -> str:
+    # Names reach the log and Home Assistant: a line break in one forged log lines.
+    if any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in name):
+        raise vol.Invalid("must not hold line breaks, tabs or other control characters")
+    return name
+
+
+_NAME: Final = vol.All(str, vol.Length(min=1, max=64), _printable)
+
+
 _EXTRA_METER_SCHEMA: Final = vol.Schema(
     {
         vol.Required("id"): vol.All(str, vol.Match(
             METER_SLUG_PATTERN, msg="not a slug (a-z, 0-9 and _, at most 32)")),
-        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Required("name"): _NAME,
         vol.Optional("rpict_port"): str,
         vol.Optional("rpict_model"): vol.In(RPICT_MODELS),
         vol.Optional("rpict_vest"): vol.All(_number, vol.Range(min=50, max=500)),
@@ -221,7 +232,7 @@ _EXTRA_METER_SCHEMA: Final = vol.Schema(
 _RELAY_SCHEMA: Final = vol.Schema(
     {
         vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=MAX_BOARD_RELAYS)),
-        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Required("name"): _NAME,
         vol.Required("source"): vol.In(RELAY_SOURCES),
         vol.Optional("gpio"): vol.All(_integer, vol.Range(min=0, max=27)),
         vol.Optional("channel"): vol.All(_integer, vol.Range(min=1, max=8)),
@@ -231,7 +242,7 @@ _RELAY_SCHEMA: Final = vol.Schema(
 _CHANNEL_SCHEMA: Final = vol.Schema(
     {
         vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=8)),
-        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Required("name"): _NAME,
         vol.Required("role"): vol.In(ROLES),
     }
 )
@@ -314,7 +325,10 @@ def _describe(error: vol.Invalid, data: Any) -> str:
             value = value[key]
         except (KeyError, IndexError, TypeError):
             found = False
-    secret = bool(error.path) and error.path[-1] in SECRET_OPTIONS
+    # A misspelt key ("mqtt_pasword") may well hold a secret: unknown keys' values are
+    # never shown.
+    secret = bool(error.path) and (error.path[-1] in SECRET_OPTIONS
+                                   or error.error_message == "extra keys not allowed")
     shown = repr(value)
     if len(shown) > 80:  # enough to recognise it; the log is not the place for all of it
         shown = shown[:77] + "..."
@@ -453,5 +467,5 @@ def meter_id(data_dir: Path) -> str:
         # A new id makes Home Assistant see a new device; say so loudly.
         _LOGGER.error("%s does not hold a valid meter id: generating a new one", path)
     value = uuid.uuid4().hex
-    write_atomic(path, value + "\n", mode=0o644)
+    write_atomic(path, value + "\n", mode=0o600)
     return value

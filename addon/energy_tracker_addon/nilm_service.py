@@ -79,6 +79,7 @@ class _Appliance:
 # day bounds any appliance run (or a false detection being corrected).
 LABEL_CLOCK_SKEW: Final = timedelta(minutes=5)
 LABEL_MAX_SPAN: Final = timedelta(hours=24)
+LABEL_FIELDS: Final = frozenset({"appliance", "start", "end", "was_running"})
 
 
 class LabelError(ValueError):
@@ -129,7 +130,7 @@ class LabelStore:
 
     def append(self, label: dict[str, Any]) -> None:
         line = json.dumps(label, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -147,6 +148,10 @@ def parse_label(body: Any, known: set[str] | None, now: datetime,
     never be learnt from (`finetune` reads the mains around it from the history)."""
     if not isinstance(body, dict):
         raise LabelError("body must be a JSON object")
+    if unknown := sorted(set(body) - LABEL_FIELDS):
+        # As the relay routes do: a misspelt field ("was_runing") must not pass unnoticed.
+        raise LabelError(f"unknown field {unknown[0][:40]!r} (fields: "
+                         f"{', '.join(sorted(LABEL_FIELDS))})")
     appliance = body.get("appliance")
     if not isinstance(appliance, str) or not APPLIANCE_ID.match(appliance):
         raise LabelError("appliance must be an appliance id such as 'kettle'")

@@ -55,14 +55,26 @@ PORT = vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))
 TOKEN = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 
 
-def _connection_schema(defaults: Mapping[str, Any]) -> vol.Schema:
+def _connection_schema(defaults: Mapping[str, Any], *, token_required: bool = True
+                       ) -> vol.Schema:
+    # Reconfigure keeps the stored token when the field is left empty: the token the add-on
+    # generated cannot be read from Home Assistant, and a new host or port needs none.
+    token = vol.Required(CONF_API_TOKEN) if token_required else vol.Optional(CONF_API_TOKEN)
     return vol.Schema(
         {
             vol.Required(CONF_HOST, default=defaults.get(CONF_HOST, vol.UNDEFINED)): str,
             vol.Required(CONF_PORT, default=defaults.get(CONF_PORT, DEFAULT_PORT)): PORT,
-            vol.Required(CONF_API_TOKEN): TOKEN,
+            token: TOKEN,
         }
     )
+
+
+def _typed_again(user_input: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """What reconfigure shows after an error: what was typed, but never the stored token
+    (an empty token field keeps it)."""
+    if user_input[CONF_API_TOKEN] == stored[CONF_API_TOKEN]:
+        return {key: value for key, value in user_input.items() if key != CONF_API_TOKEN}
+    return user_input
 
 
 def _cleaned(user_input: dict[str, Any]) -> dict[str, Any]:
@@ -293,6 +305,8 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         if user_input is not None:
             user_input = _cleaned(user_input)
+            if not user_input.get(CONF_API_TOKEN):
+                user_input[CONF_API_TOKEN] = entry.data[CONF_API_TOKEN]
             if not (errors := _address_errors(user_input, self._shown_port)):
                 info, errors = await self._async_try_connect(user_input)
                 if info is not None:
@@ -306,7 +320,8 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
             step_id="reconfigure",
             # After an error the form shows what was typed, not the stored values again.
             data_schema=self.add_suggested_values_to_schema(
-                _connection_schema(entry.data), user_input
+                _connection_schema(entry.data, token_required=False),
+                None if user_input is None else _typed_again(user_input, entry.data),
             ),
             errors=errors,
         )

@@ -128,6 +128,12 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                 # add-on may get its old token back (a restored backup).
                 if not self._token_refused:
                     self._token_refused = True
+                    # Once: a reauth prompt may not show at once (another flow of the
+                    # entry open), and the entities alone say nothing of why.
+                    LOGGER.warning(
+                        "The Energy Tracker add-on refused the API token (a new token in "
+                        "its options, or a reinstalled add-on): enter the new one when "
+                        "Home Assistant asks to re-authenticate %s", self.config_entry.title)
                     self._outage.async_end()
                     self._async_set_unavailable(err)
                 # Again at every refusal: HA starts none while one is open (or while the

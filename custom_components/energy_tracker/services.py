@@ -42,8 +42,9 @@ _TARGET: dict[vol.Marker, Any] = {
 SHED_LOAD_SCHEMA = vol.Schema(
     {
         **_TARGET,
-        vol.Exclusive(ATTR_LIMIT_W, "amount"): vol.All(vol.Coerce(float), vol.Range(min=0)),
-        vol.Exclusive(ATTR_REDUCE_W, "amount"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+        # One of them, checked by the action: vol.Exclusive's error is untranslated text.
+        vol.Optional(ATTR_LIMIT_W): vol.All(vol.Coerce(float), vol.Range(min=0)),
+        vol.Optional(ATTR_REDUCE_W): vol.All(vol.Coerce(float), vol.Range(min=0)),
     }
 )
 RESTORE_LOAD_SCHEMA = vol.Schema(
@@ -84,6 +85,9 @@ async def _async_shed_load(call: ServiceCall) -> ServiceResponse:
     if ATTR_LIMIT_W not in call.data and ATTR_REDUCE_W not in call.data:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="shed_amount_required")
+    if ATTR_LIMIT_W in call.data and ATTR_REDUCE_W in call.data:
+        raise ServiceValidationError(translation_domain=DOMAIN,
+                                     translation_key="shed_amount_both")
     entry = _target_entry(call)
     report = await run_command(
         entry.runtime_data.client.shed(limit_w=call.data.get(ATTR_LIMIT_W),

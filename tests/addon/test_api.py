@@ -480,3 +480,27 @@ async def test_a_connection_that_never_finishes_its_request_is_closed(
             assert resp.status == 200
     finally:
         await service.stop()
+
+
+async def test_refused_tokens_are_logged_without_flooding_the_log(
+    service: AddonService, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Someone trying tokens (6 000 a second were refused without a word) or a client with
+    an old token shows in the log: the first refusal at once, then a count a minute."""
+    for _ in range(50):
+        async with session.get(service.url + "/api/v1/state", headers=auth("guess")) as resp:
+            assert resp.status == 401
+    lines = [m for r in caplog.records if "without the API token" in (m := r.getMessage())]
+    assert len(lines) == 1
+    assert "Refused 1 request without the API token" in lines[0]
+    assert "GET '/api/v1/state' from 127.0.0.1" in lines[0]
+    # A minute later, the count of those since.
+    monkeypatch.setattr(api_module, "REFUSALS_REPORT_INTERVAL_S", 0.0)
+    caplog.clear()
+    async with session.get(service.url + "/metrics") as resp:
+        assert resp.status == 401
+    lines = [m for r in caplog.records if "without the API token" in (m := r.getMessage())]
+    assert len(lines) == 1
+    assert "Refused 50 requests without the API token" in lines[0]
+    assert "GET '/metrics'" in lines[0]

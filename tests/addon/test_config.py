@@ -96,6 +96,9 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
             "channels[1].id: channel id 1 is used twice",
         ),
         ({"channels": [{"id": 2, "role": "mains"}]}, "channels[0].name: required key"),
+        # Names reach the log: a line break forged log lines.
+        ({"relays": [{"id": 1, "name": "Heater\n2026-12-06 ERROR fake", "source": "board"}]},
+         "relays[0].name: must not hold line breaks, tabs or other control characters"),
         ({"nilm_appliances": ["kettle", "Dish washer"]},
          "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
         # pyserial cannot set a speed above a C int: the link died without a word.
@@ -120,7 +123,7 @@ def test_bad_option_names_the_option_and_the_problem(
     assert message in str(raised.value)
 
 
-@pytest.mark.parametrize("option", ["api_token", "mqtt_password"])
+@pytest.mark.parametrize("option", ["api_token", "mqtt_password", "mqtt_pasword", "api_tokn"])
 def test_a_refused_secret_is_not_echoed(tmp_path: Path, option: str) -> None:
     """The message goes to the add-on log: it names the option, never the secret."""
     write_options(tmp_path, {option: ["my secret token 12345"]} if option == "mqtt_password"
@@ -128,6 +131,7 @@ def test_a_refused_secret_is_not_echoed(tmp_path: Path, option: str) -> None:
     with pytest.raises(OptionsError) as raised:
         load_options(tmp_path)
     assert str(raised.value).startswith(f"{option}: ")
+    # A misspelt name too ("extra keys not allowed"): it may well hold the secret.
     assert "secret" not in str(raised.value)
 
 

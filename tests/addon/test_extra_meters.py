@@ -230,6 +230,9 @@ async def test_without_extra_meters_the_state_has_no_meter_fields(
          "extra_meters[0].id: not a slug (a-z, 0-9 and _, at most 32) (got 'Garage 2')"),
         ([{"id": "main", "name": "A"}],
          "extra_meters[0].id: meter id 'main' is the main meter's (got 'main')"),
+        # Its data folder is meters/<id>: a final newline was let through by "$".
+        ([{"id": "garage\n", "name": "A"}],
+         "extra_meters[0].id: not a slug (a-z, 0-9 and _, at most 32) (got 'garage\\n')"),
         ([{"id": "shed", "name": "A", "rpict_model": "rpict9"}],
          "extra_meters[0].rpict_model: value must be one of"),
     ],

@@ -200,6 +200,35 @@ def shown_counters(state: dict[str, Any]) -> dict[str, float]:
     return counters
 
 
+async def test_what_the_addon_writes_only_it_can_read(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """The history (when people are home), the meter id, the token: 0600 files and 0700
+    folders, not the 0644/0755 most were created with."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    # As 0.3.13 left them (meter id 0644, the meters/ folders 0755): private at the next start.
+    (data_dir / "meter_id").write_text("0123456789abcdef0123456789abcdef\n")
+    (data_dir / "meter_id").chmod(0o644)
+    (data_dir / "meters" / "garage").mkdir(parents=True)
+    (data_dir / "meters").chmod(0o755)
+    (data_dir / "meters" / "garage").chmod(0o755)
+    port = free_port()
+    process = await start_process(data_dir, port)
+    try:
+        await wait_healthy(session, f"http://127.0.0.1:{port}", process)
+        await wait_until(lambda: (data_dir / "history.sqlite3").exists()
+                         and (data_dir / "energy_counters.json.live").exists(), timeout=20,
+                         what="the history and the counters written")
+    finally:
+        process.terminate()
+        await process.wait()
+    written = sorted(data_dir.rglob("*"))
+    assert {"history.sqlite3", "meter_id", "api_token", "garage"} <= {p.name for p in written}
+    assert {p.relative_to(data_dir).as_posix(): oct(p.stat().st_mode & 0o777)
+            for p in written if p.stat().st_mode & 0o077} == {}
+
+
 async def test_a_killed_addon_resumes_from_every_counter_it_showed(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import voluptuous as vol
 from aiohttp import web
 from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntryState, ConfigFlowResult
@@ -261,6 +262,25 @@ async def test_reconfigure_to_the_new_port(
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
     assert entry.data[CONF_PORT] == addon.port
+    assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_reconfigure_without_a_token_keeps_the_stored_one(
+    hass: HomeAssistant, addon: Addon, closed_port: int
+) -> None:
+    """The token the add-on generated cannot be read from Home Assistant: a new address
+    alone must do (the field was required, and the form could not be sent)."""
+    entry = await set_up_entry(hass, addon, port=closed_port)
+    result = await entry.start_reconfigure_flow(hass)
+    token_field = next(key for key in result["data_schema"].schema if key == CONF_API_TOKEN)
+    assert isinstance(token_field, vol.Optional)
+    assert "suggested_value" not in (token_field.description or {})  # never shown
+    assert "Leave the token empty" in await shown_text(hass, result)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_HOST: HOST, CONF_PORT: addon.port})
+    await hass.async_block_till_done()
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == addon.entry_data
     assert entry.state is ConfigEntryState.LOADED
 
 

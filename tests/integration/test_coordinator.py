@@ -114,10 +114,15 @@ async def test_long_outage_raises_a_repairs_issue_that_clears_on_reconnect(
 
 async def test_new_token_on_the_addon_asks_for_reauth(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
-    issue_registry: ir.IssueRegistry,
+    issue_registry: ir.IssueRegistry, caplog: pytest.LogCaptureFixture,
 ) -> None:
     await new_token_on_the_addon(hass, addon, "a-brand-new-token")
     assert all_unavailable(hass)
+    # Said once in the log (a prompt may wait behind another flow of the entry).
+    refused = [r for r in caplog.records
+               if r.name.startswith("custom_components") and "refused the API token" in
+               r.getMessage() and r.levelno == logging.WARNING]
+    assert len(refused) == 1
     # The add-on answers, it only refuses the token: the reauth flow says so, and no
     # "add-on unreachable" issue may contradict it however long the user takes.
     await past_the_issue_delay(hass)

@@ -96,6 +96,10 @@ async def test_bad_calls_get_clear_errors(
         await hass.services.async_call(DOMAIN, "shed_load", {}, blocking=True,
                                        return_response=True)
     assert raised.value.translation_key == "shed_amount_required"
+    with pytest.raises(ServiceValidationError) as raised:  # was vol.Exclusive's raw text
+        await hass.services.async_call(DOMAIN, "shed_load", {"limit_w": 1, "reduce_w": 1},
+                                       blocking=True, return_response=True)
+    assert raised.value.translation_key == "shed_amount_both"
     with pytest.raises(ServiceValidationError) as raised:
         await hass.services.async_call(DOMAIN, "shed_load",
                                        {"config_entry_id": "nope", "limit_w": 1},
