@@ -50,6 +50,15 @@ def intensity_g_per_kwh(state: State | None) -> float | None:
     return value * factor
 
 
+def unreadable_unit(state: State | None) -> str | None:
+    """The unit of a sensor no carbon intensity can be read from (a power sensor's "W"),
+    or None if it can be read, or cannot be told yet (unknown, unavailable)."""
+    if state is None or state.state in (STATE_UNKNOWN, STATE_UNAVAILABLE):
+        return None
+    unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
+    return None if _unit_key(unit) in UNIT_FACTORS else str(unit or "no unit")
+
+
 class CarbonIntensityForwarder:
     """Sends the intensity sensor's value to the add-on on change, periodically and after
     an outage."""
@@ -99,9 +108,11 @@ class CarbonIntensityForwarder:
         state = self._hass.states.get(self._entity_id)
         value = intensity_g_per_kwh(state)
         if value is None:
+            # Once per reason: a sensor in the wrong unit changes every few seconds.
+            reason = unreadable_unit(state) or (state.state if state is not None else None)
             if state is not None and state.state not in (STATE_UNKNOWN, STATE_UNAVAILABLE) \
-                    and self._warned != state.state:
-                self._warned = state.state
+                    and self._warned != reason:
+                self._warned = reason
                 LOGGER.warning(
                     "%s is %s %s: not a carbon intensity in g/kWh, gCO2eq/kWh, kg/MWh or "
                     "kg/kWh; the add-on keeps its own", self._entity_id, state.state,

@@ -38,6 +38,7 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
+from .carbon import unreadable_unit
 from .const import (
     CONF_CHANNELS,
     CONF_CO2_INTENSITY_ENTITY,
@@ -340,12 +341,17 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
             # The channel list comes from the running add-on.
             return self.async_abort(reason="not_loaded")
         errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
         if user_input is not None:
             intensity = user_input.get(CONF_CO2_INTENSITY_ENTITY)
             # The selector offers existing sensors; typed or sent by API, a missing one
             # would silently never forward anything.
             if intensity and self.hass.states.get(intensity) is None:
                 errors[CONF_CO2_INTENSITY_ENTITY] = "entity_not_found"
+            # The selector offers every sensor: a power sensor was taken without a word.
+            elif intensity and (unit := unreadable_unit(self.hass.states.get(intensity))):
+                errors[CONF_CO2_INTENSITY_ENTITY] = "not_carbon_intensity"
+                placeholders["unit"] = unit
             # Whole seconds, as the box's step says (which the selector does not enforce).
             interval = user_input[CONF_UPDATE_INTERVAL]
             if not float(interval).is_integer():
@@ -393,4 +399,5 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(schema, user_input),
             errors=errors,
+            description_placeholders=placeholders,
         )

@@ -56,7 +56,10 @@ def export_file_name(title: str, meter_id: str, start: datetime, end: datetime,
     utc = [t.astimezone(UTC) for t in (start, end)]
     # %Y does not pad years before 1000: the four digits are written out.
     span = "_".join(f"{t.year:04d}{t:%m%dT%H%M%SZ}" for t in utc)
-    return f"energy_tracker_{slugify(title)}_{meter_id[:8]}_{span}.{fmt}"
+    # The default title is "Energy Tracker": not "energy_tracker_energy_tracker_…".
+    name = slugify(title)
+    name = name if name.startswith(DOMAIN) else f"{DOMAIN}_{name}"
+    return f"{name}_{meter_id[:8]}_{span}.{fmt}"
 
 
 def export_directory(hass: HomeAssistant) -> Path:

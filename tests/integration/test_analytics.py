@@ -15,7 +15,6 @@ from homeassistant.core import HomeAssistant, State
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import entity_registry as er
-from homeassistant.util import slugify
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker import export_action
@@ -149,7 +148,8 @@ async def test_export_action_writes_the_readings_into_a_file(
     path = Path(str(answer["path"]))
     assert path.parent == tmp_path / "config" / "energy_tracker_exports"
     # The meter and the span in UTC: another meter's export of the same span is another file.
-    assert path.name == (f"energy_tracker_{slugify(entry.title)}_{entry.unique_id[:8]}_"
+    assert entry.title == "Energy Tracker"  # not written twice in the name
+    assert path.name == (f"energy_tracker_{entry.unique_id[:8]}_"
                          f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.csv")
     csv = pd.read_csv(path)
     assert answer["rows"] == len(csv) == 11
@@ -190,6 +190,10 @@ async def test_export_action_writes_the_readings_into_a_file(
     assert export_action.export_file_name(
         "Home", "0123456789", datetime(999, 1, 1, tzinfo=UTC), end, "csv"
     ) == f"energy_tracker_home_01234567_09990101T000000Z_{end:%Y%m%dT%H%M%SZ}.csv"
+    # The default title is not written twice.
+    assert export_action.export_file_name(
+        "Energy Tracker", "0123456789", datetime(2026, 1, 1, tzinfo=UTC), end, "csv"
+    ).startswith("energy_tracker_01234567_20260101T000000Z_")
 
 
 async def test_export_onto_a_disk_that_refuses_it_says_whose_disk(
@@ -260,6 +264,10 @@ async def test_a_carbon_intensity_sensor_drives_the_addons_co2(
     await hass.async_block_till_done()
     assert await addon_uses(310.0)
     assert "sensor.grid_co2 is 42 %: not a carbon intensity" in caplog.text
+    # Said once for that unit, not at every change of the value (was every few seconds).
+    hass.states.async_set("sensor.grid_co2", "43", {"unit_of_measurement": "%"})
+    await hass.async_block_till_done()
+    assert caplog.text.count("not a carbon intensity") == 1
     # More than any grid emits: the add-on refuses it, the log says so.
     hass.states.async_set("sensor.grid_co2", "5000", {"unit_of_measurement": "g/kWh"})
     await wait_for(lambda: "Could not send the carbon intensity 5000 g/kWh" in caplog.text,

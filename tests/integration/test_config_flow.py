@@ -364,7 +364,7 @@ async def test_options_leave_out_a_channel_the_addon_no_longer_serves(
     assert entry.options[CONF_CHANNELS] == ["1"]
 
 
-async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist(
+async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist_or_is_not_one(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
 ) -> None:
     channels = [str(c["id"]) for c in (await addon.get("info"))["channels"]]
@@ -373,6 +373,14 @@ async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist(
         CONF_CHANNELS: channels, CONF_CO2_INTENSITY_ENTITY: "sensor.does_not_exist"})
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {CONF_CO2_INTENSITY_ENTITY: "entity_not_found"}
+    assert CONF_CO2_INTENSITY_ENTITY not in loaded_entry.options
+
+    # The picker offers every sensor: a power sensor is refused, naming its unit.
+    hass.states.async_set("sensor.house_power", "346.02", {"unit_of_measurement": "W"})
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: channels, CONF_CO2_INTENSITY_ENTITY: "sensor.house_power"})
+    assert result["errors"] == {CONF_CO2_INTENSITY_ENTITY: "not_carbon_intensity"}
+    assert result["description_placeholders"] == {"unit": "W"}
     assert CONF_CO2_INTENSITY_ENTITY not in loaded_entry.options
 
     hass.states.async_set("sensor.grid_co2", "250", {"unit_of_measurement": "gCO2eq/kWh"})
