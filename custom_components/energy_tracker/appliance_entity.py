@@ -38,6 +38,12 @@ from .entity import EnergyTrackerEntity, counter
 from .nilm_models import ApplianceState
 
 APPLIANCE_PREFIX: Final = "appliance_"
+# The shipped bundle's appliances (the add-on's ids) have names in the user's language
+# (strings.json "device": appliance_<id>); another bundle's keep the add-on's name.
+TRANSLATED_APPLIANCES: Final = frozenset({
+    "kettle", "fridge", "microwave", "washing_machine", "dishwasher",
+    "kitchen", "laundry", "water_heater_ac",
+})
 
 
 def appliance_device_identifier(meter_id: str, appliance_id: str) -> tuple[str, str]:
@@ -168,12 +174,16 @@ class ApplianceEntity(EnergyTrackerEntity):
         """Attach the entity to the appliance's device (named after it, like a relay's)."""
         super().__init__(coordinator, f"{APPLIANCE_PREFIX}{appliance_id}_{key}")
         self._appliance_id = appliance_id
-        self._attr_device_info = linked_to_meter(DeviceInfo(
+        device = DeviceInfo(
             identifiers={appliance_device_identifier(coordinator.info.meter_id, appliance_id)},
-            name=name,
             manufacturer="Energy Tracker",
             model="Detected appliance (NILM estimate)",
-        ), coordinator)
+        )
+        if appliance_id in TRANSLATED_APPLIANCES:
+            device["translation_key"] = f"appliance_{appliance_id}"
+        else:
+            device["name"] = name
+        self._attr_device_info = linked_to_meter(device, coordinator)
 
     @property
     def appliance(self) -> ApplianceState | None:

@@ -59,7 +59,10 @@ class ApplianceEvents:
             self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, {
                 "type": APPLIANCE_STARTED if now else APPLIANCE_FINISHED,
                 "appliance": nilm_appliance(key),
-                "name": appliance.name,
+                # As relays' events: the name the user gave the device, else its own (in
+                # Home Assistant's language), else the add-on's.
+                "name": (device.name_by_user or device.name if device is not None else None)
+                or appliance.name,
                 "power_w": appliance.power_w,
                 # The add-on's `since` is null once a run is over: a finish names the
                 # start of the run it ends, so automations can tell how long it ran.

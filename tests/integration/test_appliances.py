@@ -293,6 +293,31 @@ async def test_bad_bundle_keeps_the_addon_running(
             await asyncio.sleep(0.5)
 
 
+async def test_appliance_devices_are_named_in_home_assistants_language(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    """A French Home Assistant read "Kettle En marche", "Fridge Énergie": the shipped
+    bundle's appliances are named in its language (English: the add-on's own names)."""
+    addon, _port, _clock = pty_addon
+    hass.config.language = "fr"
+    await setup_entry(hass, addon)
+    registry = dr.async_get(hass)
+
+    def device_name(appliance: str) -> str | None:
+        device = registry.async_get_device({(DOMAIN, f"{addon.meter_id}_appliance_{appliance}")})
+        return None if device is None else device.name
+
+    assert device_name("kettle") == "Bouilloire"
+    assert device_name("washing_machine") == "Lave-linge"
+    assert device_name("kitchen") == "Circuit cuisine"
+    kettle_running = er.async_get(hass).async_get_entity_id(
+        "binary_sensor", DOMAIN, f"{addon.meter_id}_appliance_kettle_running")
+    assert kettle_running is not None
+    state = hass.states.get(kettle_running)
+    assert state is not None
+    assert state.attributes["friendly_name"].startswith("Bouilloire ")
+
+
 async def test_detection_switched_off_is_not_a_repairs_issue(
     hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock], tmp_path: Path
 ) -> None:

@@ -110,3 +110,16 @@ def test_brand_images_follow_the_brands_rules() -> None:
 
     assert darkest_text(images["logo.png"]) < 80
     assert darkest_text(images["dark_logo.png"]) > 100  # readable on a dark header
+
+
+def test_translated_appliance_names_are_the_addons_in_english() -> None:
+    """English installs keep the add-on's names (existing devices are not renamed), and
+    every appliance of the shipped bundle has its translation."""
+    from custom_components.energy_tracker.appliance_entity import TRANSLATED_APPLIANCES
+    from energy_tracker_addon.nilm import load_bundle
+    from energy_tracker_addon.nilm_service import display_name
+
+    strings = json.loads((COMPONENT / "strings.json").read_text(encoding="utf-8"))
+    assert set(load_bundle().models) == TRANSLATED_APPLIANCES
+    for appliance in TRANSLATED_APPLIANCES:
+        assert strings["device"][f"appliance_{appliance}"]["name"] == display_name(appliance)
