@@ -33,7 +33,15 @@ def state_number(state: State | None) -> float | None:
 
 
 # Boards the add-on documents get translated device names; others keep their id.
-KNOWN_BOARDS = {"rpict": "LeChacal", "voltage": None}
+KNOWN_BOARDS = {"rpict": "LeChacal", "voltage": "Energy Tracker"}  # the latter: our firmware
+# The add-on's model ids as their makers write them ("rpict3t1" is LeChacal's RPICT3T1).
+BOARD_MODELS = {"esp8266-zmpt101b": "ESP8266 + ZMPT101B"}
+
+
+def board_model(model: str | None) -> str | None:
+    if model is None:
+        return None
+    return BOARD_MODELS.get(model, model.upper() if model.startswith("rpict") else model)
 
 
 def meter_device_info(info: MeterInfo) -> DeviceInfo:
@@ -56,7 +64,7 @@ def board_device_info(coordinator: EnergyTrackerCoordinator, board: BoardInfo) -
     """A serial board, reached through the meter."""
     device_info = linked_to_meter(DeviceInfo(
         identifiers={board_device_identifier(coordinator.info.meter_id, board.id)},
-        model=board.model,
+        model=board_model(board.model),
         sw_version=board.fw_version,
     ), coordinator)
     if board.id in KNOWN_BOARDS:

@@ -143,7 +143,11 @@ async def test_devices_meter_and_its_boards(
             identifiers={(DOMAIN, f"{addon.meter_id}_{board['id']}")})
         assert device is not None
         assert device.via_device_id == meter.id
-        assert device.model == board["model"]
+        # As their makers write them, not the add-on's ids.
+        assert device.model == {"rpict3t1": "RPICT3T1", "esp8266-zmpt101b": "ESP8266 + ZMPT101B"
+                                }[board["model"]]
+        assert device.manufacturer == {"rpict": "LeChacal", "voltage": "Energy Tracker"}[
+            board["id"]]
         assert device.name == names[board["id"]]
         rejected = entity_registry.async_get(
             entity_id(entity_registry, addon, f"{board['id']}_lines_rejected"))
