@@ -35,6 +35,7 @@ from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .device_lookup import linked_to_meter
 from .entity import EnergyTrackerEntity, counter
+from .never_backwards import NeverBackwards
 from .nilm_models import ApplianceState
 
 APPLIANCE_PREFIX: Final = "appliance_"
@@ -191,7 +192,7 @@ class ApplianceEntity(EnergyTrackerEntity):
         return None if appliances is None else appliances.get(self._appliance_id)
 
 
-class ApplianceSensor(ApplianceEntity, SensorEntity):
+class ApplianceSensor(NeverBackwards, ApplianceEntity, SensorEntity):
     """Power or energy of one detected appliance."""
 
     entity_description: ApplianceSensorDescription
@@ -201,6 +202,7 @@ class ApplianceSensor(ApplianceEntity, SensorEntity):
         """One figure of the appliance."""
         super().__init__(coordinator, appliance_id, name, description.key)
         self.entity_description = description
+        self._track_counter(description.key)
 
     @property
     def available(self) -> bool:
@@ -211,7 +213,8 @@ class ApplianceSensor(ApplianceEntity, SensorEntity):
     def native_value(self) -> float | None:
         """The add-on's estimate."""
         appliance = self.appliance
-        return None if appliance is None else self.entity_description.value_fn(appliance)
+        return None if appliance is None else self._shown(
+            self.entity_description.value_fn(appliance))
 
 
 class ApplianceBinarySensor(ApplianceEntity, BinarySensorEntity):

@@ -29,6 +29,7 @@ from .coordinator import EnergyTrackerCoordinator
 from .device_lookup import linked_to_meter
 from .entity import EnergyTrackerEntity, counter
 from .meters_models import ExtraMeterState
+from .never_backwards import NeverBackwards
 
 MAIN_METER = "main"  # the add-on's id of the main meter in the comparison
 
@@ -91,7 +92,8 @@ def remove_unused_comparison(hass: HomeAssistant, coordinator: EnergyTrackerCoor
         registry.async_remove(entity_id)
 
 
-class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity):
+class ExtraMeterSensor(NeverBackwards, CoordinatorEntity[EnergyTrackerCoordinator],
+                       SensorEntity):
     """A value of an extra meter, on that meter's own device."""
 
     _attr_has_entity_name = True
@@ -107,6 +109,7 @@ class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity
         super().__init__(coordinator)
         self.entity_description = description
         self._id = meter.id
+        self._track_counter(description.key)
         self._attr_unique_id = f"{meter.meter_id}_{description.key}"
         self._attr_device_info = linked_to_meter(DeviceInfo(
             identifiers={(DOMAIN, meter.meter_id)},
@@ -122,7 +125,7 @@ class ExtraMeterSensor(CoordinatorEntity[EnergyTrackerCoordinator], SensorEntity
     def native_value(self) -> float | None:
         """The value, or None when the meter is gone from the state."""
         meter = self.coordinator.data.extra_meters.get(self._id)
-        return None if meter is None else self.entity_description.value_fn(meter)
+        return None if meter is None else self._shown(self.entity_description.value_fn(meter))
 
     @property
     def available(self) -> bool:

@@ -36,6 +36,7 @@ from .entity import EnergyTrackerEntity, counter
 from .forecast_sensor import forecast_sensors
 from .meter_sensor import meter_sensors, remove_unused_comparison
 from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
+from .never_backwards import NeverBackwards
 
 # Pushed entities: no polling, so no update concurrency to limit.
 PARALLEL_UPDATES = 0
@@ -308,7 +309,7 @@ class EnergyTrackerSensor(EnergyTrackerEntity, SensorEntity):
         return super().available and self.native_value is not None
 
 
-class MeterSensor(EnergyTrackerSensor):
+class MeterSensor(NeverBackwards, EnergyTrackerSensor):
     """A whole-meter value."""
 
     entity_description: MeterSensorDescription
@@ -321,11 +322,13 @@ class MeterSensor(EnergyTrackerSensor):
         """Attach the sensor to the meter device."""
         super().__init__(coordinator, description.key)
         self.entity_description = description
+        self._track_counter(description.key)
 
     @property
     def native_value(self) -> SensorValue:
         """The current value from the last state."""
-        return self.entity_description.value_fn(self.coordinator.data)
+        value = self.entity_description.value_fn(self.coordinator.data)
+        return self._shown(value)
 
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
@@ -334,7 +337,7 @@ class MeterSensor(EnergyTrackerSensor):
         return None if attrs_fn is None else attrs_fn(self.coordinator.data)
 
 
-class ChannelSensor(EnergyTrackerSensor):
+class ChannelSensor(NeverBackwards, EnergyTrackerSensor):
     """A value of one CT channel, named after the channel in the add-on."""
 
     entity_description: ChannelSensorDescription
@@ -350,12 +353,14 @@ class ChannelSensor(EnergyTrackerSensor):
         self.entity_description = description
         self._channel_id = channel.id
         self._attr_translation_placeholders = {"channel": channel.name}
+        self._track_counter(description.key)
 
     @property
     def native_value(self) -> SensorValue:
         """The value, or None when the channel is not in the last state."""
         channel = self.coordinator.data.channels.get(self._channel_id)
-        return None if channel is None else self.entity_description.value_fn(channel)
+        value = None if channel is None else self.entity_description.value_fn(channel)
+        return self._shown(value)
 
 
 class BoardSensor(EnergyTrackerSensor):

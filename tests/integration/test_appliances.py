@@ -15,6 +15,7 @@ import asyncio
 import gzip
 import json
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -471,3 +472,82 @@ async def test_label_action_on_a_full_addon_disk_says_so(
     assert raised.value.translation_key == "addon_storage_full"
     assert not isinstance(raised.value, ServiceValidationError)  # not the caller's mistake
     assert "No space left on device" in str(raised.value.translation_placeholders)
+
+
+async def test_an_older_addon_backup_restored_alone_steps_no_counter_back(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The add-on's data folder restored from an older backup (Home Assistant's kept):
+    its counters went back, and the statistics counted the whole total again (a drop of
+    more than 10 % reads as a new meter) or a negative hour. They go on from what Home
+    Assistant showed instead, across a reload too; the interval lost stays lost."""
+    addon, port, clock = pty_addon
+    entry = await setup_entry(hass, addon)
+    coordinator: EnergyTrackerCoordinator = entry.runtime_data
+    registry = er.async_get(hass)
+    total = registry.async_get_entity_id("sensor", DOMAIN, f"{addon.meter_id}_total_energy")
+    channel = registry.async_get_entity_id("sensor", DOMAIN,
+                                           f"{addon.meter_id}_channel_3_energy")
+    assert total is not None
+    assert channel is not None
+    shown: list[float] = []
+
+    def record(event: Event) -> None:
+        if event.data["entity_id"] == total and (new := event.data["new_state"]) is not None \
+                and new.state not in ("unavailable", "unknown"):
+            shown.append(float(new.state))
+
+    hass.bus.async_listen("state_changed", record)
+
+    async def readings(count: int) -> None:
+        assert addon.service is not None
+        for _ in range(count):
+            seq = addon.service.meter.snapshot()["seq"]
+            clock.seconds += 30
+            await port.write(b"11 3600.0 0.0 1200.0 20.0\r\n")
+            async with asyncio.timeout(20):
+                # The add-on's reading, then Home Assistant's (connected again after a
+                # restart: a restored add-on may count its readings from lower).
+                while addon.service.meter.snapshot()["seq"] <= seq or (  # noqa: ASYNC110
+                        not coordinator.last_update_success
+                        or coordinator.data.seq != addon.service.meter.snapshot()["seq"]):
+                    await asyncio.sleep(0.005)
+            await hass.async_block_till_done()
+
+    def value(entity: str) -> float:
+        state = hass.states.get(entity)
+        assert state is not None
+        return float(state.state)
+
+    await readings(10)
+    await addon.stop()  # a backup: the add-on's data folder as it is now
+    backup = tmp_path / "backup"
+    await hass.async_add_executor_job(shutil.copytree, addon.data_dir, backup)
+    await start_addon(addon, clock, rpict_port=str(port.path))
+    await readings(20)
+    before = value(total), value(channel)
+    assert before[0] > 0.8  # 30 readings of 3.6 kW, 30 s apart: 0.9 kWh
+
+    # The backup restored alone: the add-on counts from the older values.
+    await addon.stop()
+    await hass.async_add_executor_job(shutil.rmtree, addon.data_dir)
+    await hass.async_add_executor_job(shutil.copytree, backup, addon.data_dir)
+    await start_addon(addon, clock, rpict_port=str(port.path))
+    await readings(2)
+    assert addon.service is not None
+    assert addon.service.meter.snapshot()["total_energy_kwh"] < before[0] - 0.5
+    assert shown == sorted(shown)  # never a step back
+    # Where it was, plus the 30 s between the two readings since (the first after a start
+    # has none before it): 0.03 kWh, and 0.01 on the 1.2 kW channel. Nothing twice.
+    assert value(total) == pytest.approx(before[0] + 0.03, abs=0.002)
+    assert value(channel) == pytest.approx(before[1] + 0.01, abs=0.002)
+    assert "counter went back" in caplog.text
+
+    # The offset outlives a reload of the entry (as a restart of Home Assistant).
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    coordinator = entry.runtime_data
+    await readings(1)
+    assert value(total) == pytest.approx(before[0] + 0.06, abs=0.002)
+    assert shown == sorted(shown)

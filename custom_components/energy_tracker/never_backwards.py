@@ -1,0 +1,78 @@
+"""Lifetime counters (energy, gas) that never go below a value Home Assistant showed.
+
+The add-on's counters never go backwards, unless its data folder goes back in time: an
+older add-on backup restored on its own, or its counter files lost. Home Assistant's
+statistics read a total_increasing sensor that drops by more than 10 % as a new meter
+(counting the whole value again) and a smaller drop as negative energy. So each such
+sensor keeps, across restarts, the add-on's last value and an offset: a drop adds to the
+offset, and the sensor goes on from the value it showed (the energy of the lost interval
+is lost, never counted twice or negative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from homeassistant.helpers.restore_state import ExtraStoredData, RestoreEntity
+
+from .const import LOGGER
+from .entity import COUNTER_DECIMALS
+
+# Description keys of the lifetime counters (not "energy today", which restarts daily).
+LIFETIME_COUNTER_KEYS: Final = frozenset({"total_energy", "energy", "gas"})
+
+
+@dataclass
+class CounterMemory(ExtraStoredData):
+    """What a counter sensor keeps across Home Assistant restarts."""
+
+    offset: float = 0.0
+    last_raw: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "last_raw": self.last_raw}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CounterMemory:
+        offset, last_raw = data.get("offset"), data.get("last_raw")
+        return cls(float(offset) if isinstance(offset, int | float) else 0.0,
+                   float(last_raw) if isinstance(last_raw, int | float) else None)
+
+
+class NeverBackwards(RestoreEntity):
+    """Mixed into a sensor whose `native_value` passes its counter through `_shown`."""
+
+    _memory: CounterMemory | None = None  # None: not a lifetime counter
+
+    def _track_counter(self, key: str) -> None:
+        if key in LIFETIME_COUNTER_KEYS:
+            self._memory = CounterMemory()
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        if self._memory is not None and (stored := await self.async_get_last_extra_data()):
+            self._memory = CounterMemory.from_dict(stored.as_dict())
+
+    @property
+    def extra_restore_state_data(self) -> ExtraStoredData | None:
+        return self._memory
+
+    def _shown[T](self, value: T, decimals: int = COUNTER_DECIMALS) -> T | float:
+        """The value to show for the add-on's `value`; anything but a tracked number as is."""
+        memory = self._memory
+        if memory is None or not isinstance(value, int | float) or isinstance(value, bool):
+            return value
+        raw = float(value)
+        went_back = memory.last_raw is not None and raw < memory.last_raw
+        if went_back:
+            memory.offset += memory.last_raw - raw  # type: ignore[operator]
+        previous, memory.last_raw = memory.last_raw, raw
+        shown = round(raw + memory.offset, decimals)
+        if went_back:
+            LOGGER.warning(
+                "%s: the add-on's counter went back from %s to %s (an older backup of the "
+                "add-on restored, or its counter files lost); it goes on from %s, so the "
+                "Energy dashboard counts that neither twice nor as negative",
+                self.entity_id, previous, raw, shown)
+        return shown
