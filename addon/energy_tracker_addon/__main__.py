@@ -54,6 +54,17 @@ async def _run(options: Options, args: argparse.Namespace) -> int:
         # to fix, in one line (start() has undone what it started).
         logging.getLogger(__name__).error("Cannot start: %s", error)
         return EXIT_CANNOT_START
+    # The Supervisor's backup_pre / backup_post (config.yaml) send these through s6.
+    history = service.analytics.history
+    backups: set[asyncio.Task[None]] = set()
+
+    def hold_for_backup() -> None:
+        task = asyncio.create_task(history.hold_for_backup(), name="history held for a backup")
+        backups.add(task)
+        task.add_done_callback(backups.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, hold_for_backup)
+    loop.add_signal_handler(signal.SIGUSR2, history.resume_after_backup)
     try:
         await stop.wait()
         logging.getLogger(__name__).info("Stopping")

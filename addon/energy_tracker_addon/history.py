@@ -39,6 +39,9 @@ type ExportFormat = Literal["csv", "parquet"]
 type Row = tuple[Any, ...]
 MAX_CHANNELS: Final = 8
 CHANNEL_IDS: Final = range(1, MAX_CHANNELS + 1)
+# A backup that never says it ended (backup_post not run) holds the history this long.
+BACKUP_HOLD_MAX_S: Final = 600.0
+HELD_FOR_BACKUP_FILE: Final = ".history_held"  # rootfs/usr/bin/energy-tracker-backup
 EXPORT_CHUNK_ROWS: Final = 10_000  # rows read at a time: the memory an export leaves grows with it
 SCHEMA_VERSION: Final = 2  # 2: temperature_c
 # temperature_c: the RPICT probe, a forecast feature (forecast.py).
@@ -291,6 +294,11 @@ class HistoryStore:
             _LOGGER.info("History retention removed %d readings", deleted)
         return deleted
 
+    @_heals
+    def checkpoint(self) -> None:
+        """The WAL merged into the database file and emptied."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def _compact(self) -> None:
         # Each step of this pragma frees one page: fetch all of its rows to free them all.
         self._db.execute("PRAGMA incremental_vacuum").fetchall()
@@ -412,6 +420,9 @@ class HistoryWriter:
         self._prune_interval_s = prune_interval_s
         self._reopen_interval_s = reopen_interval_s
         self._pending: list[Reading] = []
+        self._held_until: float | None = None  # loop time: a backup is being taken
+        # Next to the database: a restored backup's is removed at start.
+        self._held_marker = path.with_name(HELD_FOR_BACKUP_FILE)
         self._max_pending = max_pending
         self._dropped = 0
         self._failing = False  # the last write failed; logged once until one succeeds
@@ -420,6 +431,7 @@ class HistoryWriter:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._held_marker.unlink(missing_ok=True)  # a backup's, restored with it
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         path, retention_days, max_size_mb = self._settings
         try:
@@ -463,7 +475,38 @@ class HistoryWriter:
             del self._pending[0]
             self._dropped += 1
 
+    async def hold_for_backup(self) -> None:
+        """Before a backup (the Supervisor's backup_pre): everything written and the WAL
+        merged into the database file, then no write until `resume_after_backup` (or
+        BACKUP_HOLD_MAX_S): a hot backup copies the file while the add-on runs, and a
+        checkpoint in the middle of that copy left a damaged database."""
+        self._held_until = None
+        await self.flush()
+        await self._run(self._require_store().checkpoint)
+        self._held_until = asyncio.get_running_loop().time() + BACKUP_HOLD_MAX_S
+        await self._run(self._held_marker.touch)  # what backup_pre waits for
+        _LOGGER.info("History: held for a backup (readings wait in memory)")
+
+    def resume_after_backup(self) -> None:
+        if self._held_until is not None:
+            self._held_until = None
+            _LOGGER.info("History: writing again after the backup")
+        self._held_marker.unlink(missing_ok=True)
+
+    def _held(self) -> bool:
+        if self._held_until is None:
+            return False
+        if asyncio.get_running_loop().time() < self._held_until:
+            return True
+        _LOGGER.warning("History: no end of the backup after %g s: writing again",
+                        BACKUP_HOLD_MAX_S)
+        self._held_until = None
+        self._held_marker.unlink(missing_ok=True)
+        return False
+
     async def flush(self) -> None:
+        if self._held():
+            return
         batch, self._pending = self._pending, []
         if batch and self._store is not None:
             try:
@@ -580,7 +623,7 @@ class HistoryWriter:
             if self._require_store().path is None and loop.time() >= next_reopen:
                 next_reopen = loop.time() + self._reopen_interval_s
                 await self._reopen_file()
-            if loop.time() >= next_prune:
+            if loop.time() >= next_prune and not self._held():
                 next_prune = loop.time() + self._prune_interval_s
                 try:
                     await self._run(self._require_store().prune)

@@ -787,3 +787,21 @@ def test_store_images_have_the_documented_shapes() -> None:
     assert 128 <= width <= 256
     width, height = _png_size(ADDON / "logo.png")
     assert width > height
+
+
+def test_backup_hooks_run_the_shipped_script(addon_cfg: dict[str, Any]) -> None:
+    """backup_pre / backup_post run inside the container: the script must be in the image
+    and name the s6 service the signals go to (docs: DOCS.md "Backups")."""
+    assert addon_cfg["backup"] == "hot"
+    for key, argument in (("backup_pre", "pre"), ("backup_post", "post")):
+        command, given = addon_cfg[key].split()
+        assert given == argument
+        script = ROOTFS / command.lstrip("/")
+        _assert_script(script)
+        subprocess.run(["sh", "-n", str(script)], check=True)
+        text = script.read_text(encoding="utf-8")
+        assert "/run/service/energy-tracker" in text
+        assert "energy-tracker" in _services()
+    from energy_tracker_addon.history import HELD_FOR_BACKUP_FILE
+    assert f"/data/{HELD_FOR_BACKUP_FILE}" in (ROOTFS / "usr/bin/energy-tracker-backup").read_text(
+        encoding="utf-8")

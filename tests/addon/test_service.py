@@ -357,3 +357,37 @@ async def test_port_in_use_fails_start_and_leaves_nothing_running(tmp_path: Path
         with pytest.raises(OSError, match="address already in use"):
             await service.start()
     # The simulator, links and meter were stopped again: verify_cleanup checks the tasks.
+
+
+async def test_a_hot_backup_finds_the_history_merged_and_still(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """The Supervisor copies the data folder while the add-on runs: a WAL checkpoint in
+    the middle of that copy damaged the history. Around the backup (backup_pre and
+    backup_post, through s6: SIGUSR1 / SIGUSR2) the WAL is merged and writes wait."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "options.json").write_text(json.dumps({"simulation_speed": 60}))
+    port = free_port()
+    process = await start_process(data_dir, port)
+    database, wal = data_dir / "history.sqlite3", data_dir / "history.sqlite3-wal"
+    held = data_dir / ".history_held"
+    try:
+        await wait_healthy(session, f"http://127.0.0.1:{port}", process)
+        # A first flush of readings (every 10 s) into the WAL.
+        await wait_until(lambda: wal.exists() and wal.stat().st_size > 0, timeout=20,
+                         what="readings in the WAL")
+        process.send_signal(signal.SIGUSR1)  # backup_pre
+        await wait_until(held.exists, timeout=5, what="the history held")
+        assert wal.stat().st_size == 0  # merged into the database file
+        files = (database.stat().st_size, database.stat().st_mtime_ns, wal.stat().st_size)
+        await asyncio.sleep(12)  # more than a flush interval, readings every 2 s
+        assert (database.stat().st_size, database.stat().st_mtime_ns,
+                wal.stat().st_size) == files
+        process.send_signal(signal.SIGUSR2)  # backup_post
+        await wait_until(lambda: wal.stat().st_size > 0, timeout=15,
+                         what="the held readings written")
+        assert not held.exists()
+    finally:
+        process.terminate()
+        await process.wait()
