@@ -181,6 +181,14 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         if entry is None or (entry.source == SOURCE_IGNORE and self.source == SOURCE_USER):
             return  # a meter the user ignored can still be added by hand
         if entry.source != SOURCE_IGNORE:
+            old_address = (entry.data.get(CONF_HOST), entry.data.get(CONF_PORT))
+            new_address = (data.get(CONF_HOST, old_address[0]), data.get(CONF_PORT, old_address[1]))
+            if new_address != old_address:
+                # Normal after a reinstall; a second add-on on a copy of this one's folder
+                # flips the entry at each announcement, unseen without this line.
+                LOGGER.warning("Energy Tracker meter %s (%s) now answers at %s:%s (was "
+                               "%s:%s): the entry follows it", self.unique_id, entry.title,
+                               *new_address, *old_address)
             # Also set up again an entry that does not work with the data it had: the
             # add-on may be back with it (a restored backup, its old address).
             failing = entry.state in (

@@ -170,7 +170,7 @@ async def test_addon_discovery_asks_then_creates_the_entry(
 
 
 async def test_rediscovery_updates_the_known_entry(
-    hass: HomeAssistant, addon: Addon, closed_port: int
+    hass: HomeAssistant, addon: Addon, closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The add-on moved (new port): discovery fixes the entry instead of asking again."""
     entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id,
@@ -182,6 +182,8 @@ async def test_rediscovery_updates_the_known_entry(
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
     assert entry.data[CONF_PORT] == addon.port
+    # Said: a second add-on on a copy of the folder would flip the entry unseen.
+    assert f"now answers at {HOST}:{addon.port} (was {HOST}:{closed_port})" in caplog.text
 
 
 async def test_discovery_of_an_unreachable_addon_aborts(
