@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, hdrs, web
 
 from . import __version__
 from .api_analytics import register_analytics_routes
@@ -151,7 +151,14 @@ def create_app(backend: ApiBackend) -> web.Application:
     app.on_startup.append(_start_stream)  # type: ignore[arg-type]
     # on_shutdown runs before the server waits for open handlers, so clients close first.
     app.on_shutdown.append(_stop_stream)  # type: ignore[arg-type]
+    app.on_response_prepare.append(_no_server_version)  # type: ignore[arg-type]
     return app
+
+
+async def _no_server_version(_request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp names itself and its version in every answer, a 401 included: a scanner's
+    # shortcut to its advisories.
+    response.headers[hdrs.SERVER] = "Energy Tracker"
 
 
 async def _start_stream(app: web.Application) -> None:

@@ -131,6 +131,10 @@ async def test_every_route_but_health_needs_the_token(
     async with session.get(service.url + "/api/v1/health") as resp:
         assert resp.status == 200
         assert await resp.json() == {"status": "ok", "version": __version__}
+    # No answer names the server's library and version (a 401 included).
+    async with session.get(service.url + "/api/v1/state") as resp:
+        assert resp.status == 401
+        assert resp.headers["Server"] == "Energy Tracker"
 
 
 async def raw_request(service: AddonService, request: bytes) -> tuple[int, bytes]:
