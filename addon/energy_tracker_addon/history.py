@@ -156,6 +156,10 @@ class HistoryStore:
         # chunk instead of holding the stop past the Supervisor's 10 s (then a SIGKILL).
         self.exports_cancelled = threading.Event()
         self.max_bytes = None if max_size_mb is None else int(max_size_mb * 1024 * 1024)
+        if path is not None and path.exists() and path.stat().st_size == 0:
+            # SQLite takes an empty file as a new database: say that the history is gone.
+            _LOGGER.warning("History store %s is empty (a truncated or restored copy?): "
+                            "the readings it held are gone, a new history starts", path)
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as error:

@@ -334,6 +334,20 @@ def test_an_unreadable_store_is_set_aside_and_a_new_one_started(
     assert "is damaged (file is not a database): moved to history.sqlite3.corrupt-" in caplog.text
 
 
+def test_an_emptied_store_is_said_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated file (a restored copy, a crash of the card) is a valid empty database
+    to SQLite: the history was gone without a word."""
+    path = tmp_path / "history.sqlite3"
+    path.touch()
+    HistoryStore(path).close()
+    assert "is empty (a truncated or restored copy?)" in caplog.text
+    caplog.clear()
+    HistoryStore(path).close()  # a new history now: nothing more to say
+    assert "is empty" not in caplog.text
+
+
 async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
