@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -11,8 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Options, OptionsError, load_options
-from .service import AddonService
+# A backup (backup_pre / backup_post: SIGUSR1 / SIGUSR2 through s6) while the service is
+# still importing must not end it, their default action: ignored until _run handles them.
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+from .config import Options, OptionsError, load_options  # noqa: E402
+from .service import AddonService, ServiceNotStarted  # noqa: E402
 
 EXIT_BAD_OPTIONS = 2
 EXIT_CANNOT_START = 1
@@ -47,6 +53,26 @@ async def _run(options: Options, args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     service = AddonService(options, args.data_dir, args.host, args.port)
+    # The Supervisor's backup_pre / backup_post (config.yaml) send these through s6; set
+    # before the start, whose default action for them is to end the process.
+    backups: set[asyncio.Task[None]] = set()
+
+    def hold_for_backup() -> None:
+        try:
+            history = service.analytics.history
+        except ServiceNotStarted:
+            logging.getLogger(__name__).info("Backup while starting: no history to hold yet")
+            return
+        task = asyncio.create_task(history.hold_for_backup(), name="history held for a backup")
+        backups.add(task)
+        task.add_done_callback(backups.discard)
+
+    def resume_after_backup() -> None:
+        with contextlib.suppress(ServiceNotStarted):
+            service.analytics.history.resume_after_backup()
+
+    loop.add_signal_handler(signal.SIGUSR1, hold_for_backup)
+    loop.add_signal_handler(signal.SIGUSR2, resume_after_backup)
     try:
         await service.start()
     except OSError as error:
@@ -54,17 +80,6 @@ async def _run(options: Options, args: argparse.Namespace) -> int:
         # to fix, in one line (start() has undone what it started).
         logging.getLogger(__name__).error("Cannot start: %s", error)
         return EXIT_CANNOT_START
-    # The Supervisor's backup_pre / backup_post (config.yaml) send these through s6.
-    history = service.analytics.history
-    backups: set[asyncio.Task[None]] = set()
-
-    def hold_for_backup() -> None:
-        task = asyncio.create_task(history.hold_for_backup(), name="history held for a backup")
-        backups.add(task)
-        task.add_done_callback(backups.discard)
-
-    loop.add_signal_handler(signal.SIGUSR1, hold_for_backup)
-    loop.add_signal_handler(signal.SIGUSR2, history.resume_after_backup)
     try:
         await stop.wait()
         logging.getLogger(__name__).info("Stopping")

@@ -425,6 +425,7 @@ class HistoryWriter:
         self._reopen_interval_s = reopen_interval_s
         self._pending: list[Reading] = []
         self._held_until: float | None = None  # loop time: a backup is being taken
+        self._backup_asked = False  # between backup_pre and backup_post
         # Next to the database: a restored backup's is removed at start.
         self._held_marker = path.with_name(HELD_FOR_BACKUP_FILE)
         self._max_pending = max_pending
@@ -464,6 +465,7 @@ class HistoryWriter:
             self._task = None
         if self._store is not None:
             self.cancel_exports()  # an export ahead in the queue ends first
+            self.resume_after_backup()  # held readings are written, not lost, at a stop
             await self.flush()
             await self._run(self._store.close)
             self._store = None
@@ -484,14 +486,20 @@ class HistoryWriter:
         merged into the database file, then no write until `resume_after_backup` (or
         BACKUP_HOLD_MAX_S): a hot backup copies the file while the add-on runs, and a
         checkpoint in the middle of that copy left a damaged database."""
+        if self._store is None:
+            return  # not started (or stopping): nothing is written to hold
         self._held_until = None
+        self._backup_asked = True
         await self.flush()
         await self._run(self._require_store().checkpoint)
+        if not self._backup_asked:
+            return  # the backup's end came while this was merging the WAL
         self._held_until = asyncio.get_running_loop().time() + BACKUP_HOLD_MAX_S
         await self._run(self._held_marker.touch)  # what backup_pre waits for
         _LOGGER.info("History: held for a backup (readings wait in memory)")
 
     def resume_after_backup(self) -> None:
+        self._backup_asked = False
         if self._held_until is not None:
             self._held_until = None
             _LOGGER.info("History: writing again after the backup")

@@ -21,7 +21,13 @@ import pandas as pd
 import pytest
 
 from energy_tracker_addon import history
-from energy_tracker_addon.history import ExportCancelled, HistoryStore, HistoryWriter, Reading
+from energy_tracker_addon.history import (
+    HELD_FOR_BACKUP_FILE,
+    ExportCancelled,
+    HistoryStore,
+    HistoryWriter,
+    Reading,
+)
 
 from .polling import wait_until
 from .uci import UCI_TZ, read_uci
@@ -464,5 +470,44 @@ async def test_readings_wait_while_the_disk_is_full_and_the_error_is_logged_once
         await writer.flush()
         assert await writer.run_in_worker(lambda: writer._require_store().count()) == 600
         assert "History: writing again (0 readings dropped meanwhile)" in caplog.text
+    finally:
+        await writer.stop()
+
+
+async def test_readings_held_for_a_backup_are_written_at_a_stop(tmp_path: Path) -> None:
+    """Stopped during a backup's hold, the add-on lost the readings it was holding."""
+    path = tmp_path / "history.sqlite3"
+    writer = HistoryWriter(path, flush_interval_s=0.05)
+    await writer.start()
+    readings = _readings(_frame(days=1))
+    writer.add(readings[0])
+    await writer.hold_for_backup()
+    assert (tmp_path / HELD_FOR_BACKUP_FILE).exists()
+    for reading in readings[1:20]:
+        writer.add(reading)
+    await asyncio.sleep(0.2)  # several flush intervals: held
+    await writer.stop()
+    store = HistoryStore(path)
+    try:
+        assert store.count() == 20
+    finally:
+        store.close()
+    assert not (tmp_path / HELD_FOR_BACKUP_FILE).exists()
+
+
+async def test_the_end_of_a_backup_during_its_start_ends_the_hold(tmp_path: Path) -> None:
+    """backup_post arriving while backup_pre's merge ran left the history held for ten
+    minutes."""
+    writer = HistoryWriter(tmp_path / "history.sqlite3", flush_interval_s=0.05)
+    await writer.start()
+    try:
+        holding = asyncio.create_task(writer.hold_for_backup())
+        await asyncio.sleep(0)  # the hold has begun: flushing, merging
+        writer.resume_after_backup()
+        await holding
+        assert not (tmp_path / HELD_FOR_BACKUP_FILE).exists()
+        writer.add(_readings(_frame(days=1))[0])
+        await writer.flush()
+        assert (tmp_path / "history.sqlite3-wal").stat().st_size > 0  # written, not held
     finally:
         await writer.stop()

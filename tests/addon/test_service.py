@@ -373,6 +373,8 @@ async def test_a_hot_backup_finds_the_history_merged_and_still(
     database, wal = data_dir / "history.sqlite3", data_dir / "history.sqlite3-wal"
     held = data_dir / ".history_held"
     try:
+        await asyncio.sleep(0.3)
+        process.send_signal(signal.SIGUSR1)  # a backup while it starts: it used to kill it
         await wait_healthy(session, f"http://127.0.0.1:{port}", process)
         # A first flush of readings (every 10 s) into the WAL.
         await wait_until(lambda: wal.exists() and wal.stat().st_size > 0, timeout=20,
