@@ -68,7 +68,7 @@ class RefusedTokens:
         if self._last_report is not None and now - self._last_report < REFUSALS_REPORT_INTERVAL_S:
             return
         _LOGGER.warning(
-            "Refused %d request%s without the API token since the last such line "
+            "Refused %d request%s without a valid API token since the last such line "
             "(the last: %s %r from %s): a client with an old or wrong token (Home "
             "Assistant then asks to re-authenticate), or someone trying tokens",
             self._count, "" if self._count == 1 else "s", request.method, request.path,

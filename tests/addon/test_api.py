@@ -495,16 +495,16 @@ async def test_refused_tokens_are_logged_without_flooding_the_log(
     for _ in range(50):
         async with session.get(service.url + "/api/v1/state", headers=auth("guess")) as resp:
             assert resp.status == 401
-    lines = [m for r in caplog.records if "without the API token" in (m := r.getMessage())]
+    lines = [m for r in caplog.records if "without a valid API token" in (m := r.getMessage())]
     assert len(lines) == 1
-    assert "Refused 1 request without the API token" in lines[0]
+    assert "Refused 1 request without a valid API token" in lines[0]
     assert "GET '/api/v1/state' from 127.0.0.1" in lines[0]
     # A minute later, the count of those since.
     monkeypatch.setattr(api_module, "REFUSALS_REPORT_INTERVAL_S", 0.0)
     caplog.clear()
     async with session.get(service.url + "/metrics") as resp:
         assert resp.status == 401
-    lines = [m for r in caplog.records if "without the API token" in (m := r.getMessage())]
+    lines = [m for r in caplog.records if "without a valid API token" in (m := r.getMessage())]
     assert len(lines) == 1
-    assert "Refused 50 requests without the API token" in lines[0]
+    assert "Refused 50 requests without a valid API token" in lines[0]
     assert "GET '/metrics'" in lines[0]
