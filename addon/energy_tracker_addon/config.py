@@ -208,10 +208,18 @@ def _check_extra_meters(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return meters
 
 
+# Bidirectional overrides and isolates reorder what follows them on screen, so a name
+# could show one text in Home Assistant and the log and hold another.
+_BIDI_CONTROLS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                  "\u2066\u2067\u2068\u2069")
+
+
 def _printable(name: str) -> str:
     # Names reach the log and Home Assistant: a line break in one forged log lines.
     if any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in name):
         raise vol.Invalid("must not hold line breaks, tabs or other control characters")
+    if any(character in _BIDI_CONTROLS for character in name):
+        raise vol.Invalid("must not hold text-direction controls (such as U+202E)")
     return name
 
 

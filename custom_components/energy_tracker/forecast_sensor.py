@@ -1,7 +1,7 @@
 """Forecast sensors of the meter: next hour, next 24 hours, and the forecast's own error.
 
-No state class on the forecasts: they are not consumption and must stay out of the
-long-term statistics (and the Energy dashboard). Unavailable while the add-on has no
+No state class on the forecasts nor their error: they are not consumption and must stay
+out of the long-term statistics (and the Energy dashboard's pickers). Unavailable while the add-on has no
 forecast (no model, too little history), never 0.
 """
 
@@ -15,7 +15,6 @@ from homeassistant.components.sensor import (
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
-    SensorStateClass,
 )
 from homeassistant.const import EntityCategory, UnitOfEnergy
 
@@ -64,8 +63,8 @@ FORECAST_SENSORS: tuple[ForecastSensorDescription, ...] = (
         key="forecast_error",
         translation_key="forecast_error",
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
-        # An error, not energy used: a measurement whose trend shows drift.
-        state_class=SensorStateClass.MEASUREMENT,
+        # An error, not energy used: with a state class its kWh statistics were offered
+        # as a device in the Energy dashboard. Its history still shows drift.
         entity_category=EntityCategory.DIAGNOSTIC,
         suggested_display_precision=3,
         value_fn=lambda f: f.drift.mae_kwh,

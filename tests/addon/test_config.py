@@ -99,6 +99,9 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
         # Names reach the log: a line break forged log lines.
         ({"relays": [{"id": 1, "name": "Heater\n2026-12-06 ERROR fake", "source": "board"}]},
          "relays[0].name: must not hold line breaks, tabs or other control characters"),
+        # A right-to-left override shows the name's end reversed: "Heater\u202egnp.exe".
+        ({"extra_meters": [{"id": "garage", "name": "Garage\u202eegaraG"}]},
+         "extra_meters[0].name: must not hold text-direction controls (such as U+202E)"),
         ({"nilm_appliances": ["kettle", "Dish washer"]},
          "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
         # pyserial cannot set a speed above a C int: the link died without a word.

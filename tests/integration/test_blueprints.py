@@ -58,6 +58,14 @@ async def set_up(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     await hass.async_block_till_done()
 
 
+def last_triggered(hass: HomeAssistant) -> datetime:
+    state = hass.states.get("automation.automation_0")
+    assert state is not None
+    when: datetime | None = state.attributes["last_triggered"]
+    assert when is not None, "the automation never ran"
+    return when
+
+
 def meter_id(device_registry: dr.DeviceRegistry, addon: Addon) -> str:
     device = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
     assert device is not None
@@ -253,12 +261,15 @@ async def test_the_power_back_after_an_addon_restart_does_not_restore_at_once(
 
     hass.states.async_set("sensor.grid_power", "200", {"device_class": "power"})
     await wait_for(lambda: all_relays(False), 20, "shedding over the limit")
+    shed_at = last_triggered(hass)
     hass.states.async_set("sensor.grid_power", "unavailable", {"device_class": "power"})
     await hass.async_block_till_done()
     hass.states.async_set("sensor.grid_power", "20", {"device_class": "power"})
     await hass.async_block_till_done()
     await asyncio.sleep(1)
     assert await all_relays(False)
+    # A run that did nothing is not the automation's last trigger.
+    assert last_triggered(hass) == shed_at
     hass.states.async_set("sensor.grid_power", "50", {"device_class": "power"})
     await hass.async_block_till_done()  # ends the hour's wait of "Below that for"
 
