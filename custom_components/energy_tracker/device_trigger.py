@@ -44,11 +44,12 @@ from homeassistant.core import (
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import translation
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
-from .appliance_entity import device_appliance_id, nilm_appliance
+from .appliance_entity import appliance_device_identifier, device_appliance_id, nilm_appliance
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
 from .device_lookup import device_entry_ids
@@ -160,8 +161,19 @@ async def async_get_trigger_capabilities(
         and _own_device_key(hass, device) is None
         and (appliances := _appliances(hass, device))
     ):
-        return {"extra_fields": vol.Schema({vol.Optional(CONF_APPLIANCE): vol.In(appliances)})}
+        # A relay and a circuit often share a name ("Kitchen"): say which is which.
+        kinds = await _kind_labels(hass)
+        choices = {key: f"{name} ({kinds[kind]})" for key, (name, kind) in appliances.items()}
+        return {"extra_fields": vol.Schema({vol.Optional(CONF_APPLIANCE): vol.In(choices)})}
     return {}
+
+
+async def _kind_labels(hass: HomeAssistant) -> dict[str, str]:
+    """"relay", "circuit", "detected" in Home Assistant's language (the choices' suffixes)."""
+    prefix = f"component.{DOMAIN}.selector.appliance_kind.options."
+    strings = await translation.async_get_translations(
+        hass, hass.config.language, "selector", {DOMAIN})
+    return {kind: strings.get(prefix + kind, kind) for kind in ("relay", "circuit", "detected")}
 
 
 async def async_attach_trigger(
@@ -290,24 +302,26 @@ def _is_meter_device(hass: HomeAssistant, device: dr.DeviceEntry) -> bool:
     return any((DOMAIN, meter_id) in device.identifiers for meter_id in _meter_ids(hass, device))
 
 
-def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, str]:
-    """Appliance keys → names: the relays and circuits of the meter, while loaded."""
+def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, tuple[str, str]]:
+    """Appliance keys → (name, kind): the relays, circuits and detected appliances of the
+    meter, while loaded."""
     for entry in _our_entries(hass, device):
         if entry.state is not ConfigEntryState.LOADED:
             continue
         coordinator = entry.runtime_data
-        appliances = {
-            # A relay and a circuit often share a name ("Kitchen"): say which is which.
-            relay_appliance(relay.id): f"{relay.name} (relay)"
-            for relay in coordinator.data.relays.values()
-        }
+        appliances = {relay_appliance(relay.id): (relay.name, "relay")
+                      for relay in coordinator.data.relays.values()}
         appliances.update(
-            (channel_appliance(channel.id), f"{channel.name} (circuit)")
+            (channel_appliance(channel.id), (channel.name, "circuit"))
             for channel in coordinator.info.channels if channel.role == "circuit"
         )
-        appliances.update(
-            (nilm_appliance(a.id), f"{a.name} (detected)")
-            for a in (coordinator.data.appliances or {}).values()
-        )
+        # A detected appliance as its device is called: in Home Assistant's language, or
+        # as the user renamed it.
+        devices = dr.async_get(hass)
+        for appliance in (coordinator.data.appliances or {}).values():
+            own = devices.async_get_device(identifiers={
+                appliance_device_identifier(coordinator.info.meter_id, appliance.id)})
+            name = (own and (own.name_by_user or own.name)) or appliance.name
+            appliances[nilm_appliance(appliance.id)] = (name, "detected")
         return appliances
     return {}

@@ -1,8 +1,8 @@
 """Forecast sensors of the meter: next hour, next 24 hours, and the forecast's own error.
 
 No state class on the forecasts nor their error: they are not consumption and must stay
-out of the long-term statistics (and the Energy dashboard's pickers). Unavailable while the add-on has no
-forecast (no model, too little history), never 0.
+out of the long-term statistics (and the Energy dashboard's pickers). Unavailable while
+the add-on has no forecast (no model, too little history), never 0.
 """
 
 from __future__ import annotations

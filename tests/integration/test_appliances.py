@@ -317,6 +317,24 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
     state = hass.states.get(kettle_running)
     assert state is not None
     assert state.attributes["friendly_name"].startswith("Bouilloire ")
+    # The meter's appliance trigger offers them by those names, its choices' kinds in French.
+    meter = registry.async_get_device({(DOMAIN, addon.meter_id)})
+    assert meter is not None
+    capabilities = await device_trigger.async_get_trigger_capabilities(hass, {
+        "platform": "device", "domain": DOMAIN, "device_id": meter.id,
+        "type": "appliance_started"})
+    choices = capabilities["extra_fields"].schema["appliance"].container
+    assert choices["nilm_kettle"] == "Bouilloire (détecté)"
+    assert choices["channel_2"] == "Kitchen (circuit)"  # the add-on's name for its channel
+    # A device the user renamed is offered by its new name.
+    kettle = registry.async_get_device({(DOMAIN, f"{addon.meter_id}_appliance_kettle")})
+    assert kettle is not None
+    registry.async_update_device(kettle.id, name_by_user="Bouilloire du chalet")
+    capabilities = await device_trigger.async_get_trigger_capabilities(hass, {
+        "platform": "device", "domain": DOMAIN, "device_id": meter.id,
+        "type": "appliance_started"})
+    assert capabilities["extra_fields"].schema["appliance"].container["nilm_kettle"] \
+        == "Bouilloire du chalet (détecté)"
 
 
 async def test_detection_switched_off_is_not_a_repairs_issue(
