@@ -83,7 +83,9 @@ class DemandResponse:
                 except TimeoutError:
                     shed.append({"id": relay.id, "name": relay.name, "drop_w": None})
                     break  # no reading to decide on: do not switch blindly
-                relay.last_drop_w = round(total - after, 2)
+                # Switching a load off frees at least nothing: a rise is another load
+                # starting meanwhile, not this relay's doing.
+                relay.last_drop_w = round(max(total - after, 0.0), 2)
                 shed.append({"id": relay.id, "name": relay.name, "drop_w": relay.last_drop_w})
                 total = after
             return {

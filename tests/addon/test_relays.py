@@ -433,3 +433,46 @@ async def test_a_relay_found_on_at_start_counts_its_minimum_on_time_from_then(
             "2026-05-28T20:26:40Z" if saved is True else None)
     finally:
         await manager.stop()
+
+
+async def test_a_shed_relay_never_reports_a_negative_drop(
+    board: tuple[AddonService, BoardPeer], ports: tuple[PtyPort, PtyPort],
+    session: aiohttp.ClientSession,
+) -> None:
+    """The house drew more after the first relay went off (something else started): the
+    shed said the water heater "dropped -200 W"; switching a load off frees at least 0 W."""
+    service, peer = board
+    rpict = ports[0]
+
+    total = 3000.0
+
+    async def meter() -> None:
+        while True:  # a reading every 0.2 s, as the hat sends them
+            await rpict.write(rpict_line(total, 0.0, 0.0))
+            await asyncio.sleep(0.2)
+
+    async def house() -> None:
+        nonlocal total
+        for total_after in (3200.0, 2500.0, 900.0):
+            command = await peer.command()
+            relay = int(command.args[0])
+            peer.relays = peer.relays[:relay - 1] + "0" + peer.relays[relay:]
+            total = total_after  # no reading after the acknowledgement shows the old total
+            await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+
+    readings = asyncio.create_task(meter())
+    answering = asyncio.create_task(house())
+    try:
+        await wait_until(lambda: service.meter.snapshot()["total_power_w"] is not None)
+        async with session.post(service.url + "/api/v1/shed", json={"limit_w": 1000},
+                                headers=auth()) as resp:
+            assert resp.status == 200, await resp.text()
+            report = await resp.json()
+        await answering
+    finally:
+        readings.cancel()
+    drops = [relay["drop_w"] for relay in report["shed"]]
+    assert len(drops) == 3
+    assert drops[0] == 0.0
+    assert drops[1] == pytest.approx(drops[2] * 700 / 1600, rel=0.01)
+    assert report["total_after_w"] < report["total_before_w"]
