@@ -46,6 +46,8 @@ _NUMBER_RE: Final = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 _SPACE_LINE_BYTES: Final = b"0123456789.- "
 _COMMA_LINE_BYTES: Final = b"0123456789.-,"
 _UINT_RE: Final = re.compile(rb"[0-9]{1,10}")
+# The firmware's parse_decimal: at most 12 digits before and 12 after the point.
+_BOARD_DECIMAL_RE: Final = re.compile(rb"-?(?:[0-9]{1,12}\.?[0-9]{0,12}|\.[0-9]{1,12})")
 
 
 class ProtocolError(ValueError):
@@ -401,7 +403,8 @@ def parse_board_line(line: bytes) -> BoardFrame:
     expected = _BOARD_FIELD_COUNTS.get(type_)
     if expected is None:
         raise ProtocolError("type", f"{type_!r} is not a board frame type")
-    if len(fields) - 1 != expected:
+    # Fields after the known ones are a later firmware's additions (docs/protocol.md 2.1).
+    if len(fields) - 1 < expected:
         raise ProtocolError(
             "fields", f"{type_} has {expected} fields, this frame {len(fields) - 1}"
         )
@@ -456,4 +459,10 @@ def is_blank(line: bytes) -> bool:
 def is_calibration_factor(text: str) -> bool:
     """What the board accepts as a `CAL` factor: a plain decimal in CAL_MIN-CAL_MAX."""
     token = text.encode("ascii", "replace")
-    return _NUMBER_RE.fullmatch(token) is not None and CAL_MIN <= float(token) <= CAL_MAX
+    return (_BOARD_DECIMAL_RE.fullmatch(token) is not None
+            and CAL_MIN <= float(token) <= CAL_MAX)
+
+
+def is_board_uint(text: str) -> bool:
+    """What the board accepts as a whole-number argument: 1-10 digits (its parse_uint)."""
+    return _UINT_RE.fullmatch(text.encode("ascii", "replace")) is not None

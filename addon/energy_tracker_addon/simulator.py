@@ -42,6 +42,7 @@ from .protocol import (
     ProtocolError,
     frame,
     is_blank,
+    is_board_uint,
     is_calibration_factor,
     parse_command_line,
 )
@@ -60,7 +61,7 @@ FIRMWARE_VERSION: Final = "1.1.0-sim"
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"
 # No ADC behind the simulated board: a neutral calibration factor.
-DEFAULT_CAL: Final = 1.8  # the firmware's factor before any CAL (firmware/README.md)
+DEFAULT_CAL: Final = 2.4  # the firmware's factor before any CAL (firmware/README.md)
 # What a board keeps of a command line before giving up on it (the ET1 frame limit, x2).
 MAX_COMMAND_BUFFER: Final = 256
 # Lines a pty may hold back for a reader that is not reading, before new lines are dropped.
@@ -363,14 +364,14 @@ def _result(command: CommandFrame, n_relays: int) -> str:
         return "OK" if not args else "EBADARG"
     if name == "RELAY":
         ok = (
-            len(args) == 2 and args[0].isdigit() and 1 <= int(args[0]) <= n_relays
+            len(args) == 2 and is_board_uint(args[0]) and 1 <= int(args[0]) <= n_relays
             and args[1] in ("0", "1")
         )
         return "OK" if ok else "EBADARG"
     if name == "CAL":
         return "OK" if len(args) == 1 and is_calibration_factor(args[0]) else "EBADARG"
     if name == "WDT":
-        ok = len(args) == 1 and args[0].isdigit() and int(args[0]) <= SEQ_MAX
+        ok = len(args) == 1 and is_board_uint(args[0]) and int(args[0]) <= SEQ_MAX
         return "OK" if ok else "EBADARG"
     if name == "SAFE":
         ok = len(args) == 1 and len(args[0]) == n_relays and set(args[0]) <= {"0", "1"}

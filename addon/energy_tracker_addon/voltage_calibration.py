@@ -23,6 +23,11 @@ MAX_MEASURED_V: Final = 500.0  # the protocol's highest Vrms
 # A trim corrects a few percent; a reading this far off is a typo, the wrong phase or a
 # ZMPT101B trimmer that needs turning first (a cal that far off would hide it).
 MAX_CORRECTION: Final = 1.25
+# Firmware defaults (1.8 before firmware 1.3.0, then 2.4) are for 230 V and the README's
+# trim: the first calibration of a board on a 120 V grid needs about half, so a board still
+# on one may be corrected up to this.
+FIRMWARE_DEFAULT_CALS: Final = (1.8, 2.4)
+MAX_FIRST_CORRECTION: Final = 2.5
 
 
 class CalibrationError(Exception):
@@ -79,10 +84,12 @@ class VoltageCalibration:
                                    "measured under its current factor yet: try again in a "
                                    "second")
         ratio = measured_v / board_v
-        if not 1 / MAX_CORRECTION <= ratio <= MAX_CORRECTION:
+        first = any(abs(cal - default) < 1e-4 for default in FIRMWARE_DEFAULT_CALS)
+        limit = MAX_FIRST_CORRECTION if first else MAX_CORRECTION
+        if not 1 / limit <= ratio <= limit:
             raise CalibrationError(
                 400, "invalid", f"the board reads {board_v:g} V: {measured_v:g} V is more "
-                f"than {MAX_CORRECTION - 1:.0%} away; check the reading and the ZMPT101B trimmer")
+                f"than {limit - 1:.0%} away; check the reading and the ZMPT101B trimmer")
         new_cal = round(cal * ratio, 5)
         try:
             ack: AckFrame = await self._commander.command("CAL", f"{new_cal:.5f}")

@@ -3,7 +3,7 @@
 // the hardware. Exits when the other end closes or on SIGTERM, printing the error counters.
 //
 //   et1_pty_board --port /dev/pts/N [--settings FILE] [--freq 50] [--vrms 230] [--speed 1]
-//                 [--gas-period-ms 0] [--noise 2]
+//                 [--gas-period-ms 0] [--noise 2] [--wiring-cal 2.4]
 #include <fcntl.h>
 #include <poll.h>
 #include <termios.h>
@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
         else if (k == "--freq") sig.freq_hz = std::atof(v);
         else if (k == "--vrms") sig.vrms = std::atof(v);
         else if (k == "--noise") sig.noise_counts = std::atof(v);
+        else if (k == "--wiring-cal") sig.cal = std::atof(v);  // the trim's true V per count
         else if (k == "--speed") speed = std::atof(v);
         else if (k == "--gas-period-ms") gas_period_ms = static_cast<uint32_t>(std::atol(v));
         else {
@@ -138,9 +139,10 @@ int main(int argc, char** argv) {
     et1::BoardConfig cfg;
     et1::Board board(cfg, out, relays, flash);
     const auto t0 = std::chrono::steady_clock::now();
+    // Unwrapped: the board sees millis() wrap after 49.7 days, the ADC must not stop then.
     auto sim_ms = [&]() {
         const auto real = std::chrono::steady_clock::now() - t0;
-        return static_cast<uint32_t>(
+        return static_cast<uint64_t>(
             std::chrono::duration<double, std::milli>(real).count() * speed);
     };
     board.begin(0);
@@ -149,14 +151,15 @@ int main(int argc, char** argv) {
     while (!g_stop && !g_port_gone) {
         pollfd p{fd, POLLIN, 0};
         const int r = ::poll(&p, 1, 1);
-        const uint32_t now = sim_ms();
+        const uint64_t sim_now = sim_ms();
+        const auto now = static_cast<uint32_t>(sim_now);  // millis() wraps
         if (r > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
             char buf[256];
             const ssize_t n = ::read(fd, buf, sizeof buf);
             if (n <= 0 && !(n < 0 && (errno == EINTR || errno == EAGAIN))) break;  // closed
             for (ssize_t i = 0; i < n; ++i) board.on_rx_byte(buf[i], now);
         }
-        const uint64_t due = static_cast<uint64_t>(now) * 2000u / 1000u;  // 2 kHz ADC
+        const uint64_t due = sim_now * 2000u / 1000u;  // 2 kHz ADC
         for (; samples < due; ++samples) board.on_adc_sample(sig.next());
         uint32_t edge = 0;
         const bool closed = reed_closed(now, gas_period_ms, edge);

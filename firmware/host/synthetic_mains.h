@@ -10,7 +10,7 @@ struct MainsSignal {
     double sample_rate_hz = 2000.0;
     double freq_hz = 50.0;
     double vrms = 230.0;          // RMS of the fundamental, V
-    double cal = 1.8;             // V per ADC RMS count (the board's true calibration)
+    double cal = 2.4;             // V per ADC RMS count (the board's true calibration)
     double h3 = 0.0, h5 = 0.0;    // 3rd and 5th harmonic, relative to the fundamental
     double h3_phase = 0.4;        // rad; pi with h3 > 1/3 puts extra crossings near zero
     double offset = 512.0;        // counts

@@ -13,8 +13,9 @@ extern "C" {
 
 namespace {
 
-// Wiring (README.md). GPIO5/GPIO4/GPIO12 are low and not boot straps during reset, so an
-// active-high relay driver stays open until begin() applies the fail-safe state.
+// Wiring (README.md). GPIO5/GPIO4/GPIO12 are not boot straps; through reset GPIO5/4 float
+// and GPIO12 is pulled up weakly, so each driver input needs a pull-down resistor to stay
+// open until setup() drives the pins and begin() applies the fail-safe state.
 constexpr uint8_t kRelayPins[] = {D1, D2, D6};
 constexpr bool kRelayActiveHigh = true;
 constexpr uint8_t kGasPin = D7;  // reed switch to GND, internal pull-up
@@ -35,6 +36,8 @@ volatile uint32_t g_ring_overruns = 0;
 
 volatile uint32_t g_gas_edge_ms = 0;
 
+// Runs with interrupts masked and calls system_adc_read(), which lives in flash: nothing
+// may erase or write flash while timer1 runs (EepromSettings::write stops it first).
 void IRAM_ATTR on_sample_timer() {
     const uint16_t next = (g_head + 1) & (kRingSize - 1);
     const uint16_t raw = system_adc_read();

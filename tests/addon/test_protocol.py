@@ -164,6 +164,10 @@ def test_frame_layout_and_crc() -> None:
         (("ETA", "18", "42", "OK", "011"), AckFrame(18, 42, "OK", (False, True, True))),
         (("ETA", "19", "43", "EBADARG", "011"), AckFrame(19, 43, "EBADARG", (False, True, True))),
         (("ETE", "65535", "ECRC"), BoardErrorFrame(65535, "ECRC")),
+        # A later firmware's added fields are ignored: a board upgraded before the add-on.
+        (("ETH", "0", "1.4.0", "3", "2.4", "power_on"), HelloFrame(0, "1.4.0", 3, 2.4)),
+        (("ETM", "20", "230.0", "50.00", "000", "7", "", "12"),
+         MeasurementFrame(20, 230.0, 50.0, (False, False, False), 7)),
     ],
 )
 @pytest.mark.parametrize("end", [b"\r\n", b"\n"])
@@ -244,7 +248,8 @@ def test_a_command_frame_without_a_command_keeps_its_cmd_id(body: bytes) -> None
     ("text", "accepted"),
     [("0.4512", True), ("0.001", True), ("100", True), ("100.0001", False),
      ("0.0009", False), ("0", False), ("-1", False), ("1e3", False), ("nan", False),
-     ("", False), ("é", False)],
+     ("", False), ("é", False), ("1.000000000000", True), ("1.0000000000000", False),
+     ("000000000001.5", True), ("0000000000001.5", False)],
 )
 def test_calibration_factors_the_board_accepts(text: str, accepted: bool) -> None:
     assert is_calibration_factor(text) is accepted

@@ -119,8 +119,8 @@ async def test_calibrating_against_a_multimeter_makes_the_firmware_read_it(
             async with session.post(url, json={"measured_v": 236.9}, headers=auth()) as resp:
                 assert resp.status == 200
                 answer = await resp.json()
-            assert answer["cal_before"] == 1.8
-            assert answer["cal"] == pytest.approx(1.8 * 236.9 / answer["board_v_before"],
+            assert answer["cal_before"] == 2.4
+            assert answer["cal"] == pytest.approx(2.4 * 236.9 / answer["board_v_before"],
                                                   abs=1e-5)
             await wait_until(
                 lambda: abs(service.meter.snapshot()["voltage_v"] - 236.9) < 0.3)
@@ -133,6 +133,27 @@ async def test_calibrating_against_a_multimeter_makes_the_firmware_read_it(
         async with serving(options, tmp_path / "data") as service:
             await wait_until(lambda: service.voltage_calibration.cal is not None)
             assert service.voltage_calibration.cal == answer["cal"]
+
+
+async def test_a_board_on_a_120_v_grid_calibrates_from_the_firmware_default(
+    firmware_build: Path, tmp_path: Path
+) -> None:
+    """The firmware's default factor is for 230 V: a module trimmed as the README says on a
+    120 V grid reads 230 V, and a correction by half was refused as a typo."""
+    with firmware_board(firmware_build, tmp_path, "--vrms", "120", "--freq", "60",
+                        "--wiring-cal", "1.25") as options:
+        async with serving(options, tmp_path / "data") as service, aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await wait_until(lambda: service.meter.snapshot()["voltage_v"] is not None)
+            assert service.meter.snapshot()["voltage_v"] == pytest.approx(230.4, abs=1.5)
+            url = f"{service.url}/api/v1/boards/voltage/calibration"
+            async with session.post(url, json={"measured_v": 120.0}, headers=auth()) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["cal"] == pytest.approx(1.25, abs=0.01)
+            await wait_until(lambda: abs(service.meter.snapshot()["voltage_v"] - 120.0) < 0.3)
+            # Calibrated once, a correction by half is a typo again.
+            async with session.post(url, json={"measured_v": 240.0}, headers=auth()) as resp:
+                assert resp.status == 400
 
 
 async def test_a_calibration_the_board_cannot_store_is_reported_not_passed_off(
@@ -152,7 +173,7 @@ async def test_a_calibration_the_board_cannot_store_is_reported_not_passed_off(
                 answer = await resp.json()
             assert answer["error"] == "not_stored"
             assert "could not store it in its flash" in answer["detail"]
-            assert answer["detail"].endswith("after its next boot it reads with 1.8 again")
+            assert answer["detail"].endswith("after its next boot it reads with 2.4 again")
             # In use all the same until the board reboots.
             await wait_until(
                 lambda: abs(service.meter.snapshot()["voltage_v"] - 236.9) < 0.3)
@@ -162,7 +183,7 @@ async def test_a_calibration_the_board_cannot_store_is_reported_not_passed_off(
             async with session.post(url, json={"measured_v": 240.0}, headers=auth()) as resp:
                 assert resp.status == 507
                 again = await resp.json()
-            assert again["detail"].endswith("after its next boot it reads with 1.8 again")
+            assert again["detail"].endswith("after its next boot it reads with 2.4 again")
 
 
 async def test_a_stray_byte_on_the_line_does_not_spoil_the_next_switch(

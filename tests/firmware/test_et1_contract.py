@@ -72,7 +72,7 @@ def test_board_frames_parse_unchanged_and_carry_accurate_measurements(
     start_board: Callable[..., PtyBoard], freq: float, vrms: float
 ) -> None:
     board = start_board(*FAST, "--freq", str(freq), "--vrms", str(vrms), "--gas-period-ms", "1000")
-    assert hello(board) == HelloFrame(seq=0, fw_version="1.2.0", n_relays=3, cal=1.8)
+    assert hello(board) == HelloFrame(seq=0, fw_version="1.3.0", n_relays=3, cal=2.4)
     frames = measurements(board, 8)
     assert [f.seq for f in frames] == list(range(1, 9))  # no gaps, hello was 0
     assert frames[0].gas_pulses <= 1
@@ -162,7 +162,7 @@ def test_addon_rejects_corrupted_board_frames(start_board: Callable[..., PtyBoar
 def test_calibration_survives_reboot(start_board: Callable[..., PtyBoard], tmp_path: Path) -> None:
     flash = str(tmp_path / "flash.bin")
     board = start_board(*FAST, "--settings", flash)
-    assert hello(board).cal == 1.8
+    assert hello(board).cal == 2.4
     assert command(board, 1, "CAL", "2.25").result == "OK"
     assert command(board, 2, "SAFE", "010").result == "OK"
     board.stop()
@@ -195,6 +195,9 @@ EDGE_COMMANDS: list[tuple[str, ...]] = [
     ("CAL", "-1"), ("WDT", "0"), ("WDT", "70000"), ("SAFE", "010"), ("SAFE", "0101"),
     ("PING", "1"), ("PING", *[""] * 7), ("FLY",), ("FLY", *[""] * 7), (), ("",),
     ("HELLO", "now"),
+    # Numbers longer than the firmware reads (10 digits whole, 12 + 12 decimal).
+    ("CAL", "1.0000000000000"), ("CAL", "0000000000001.5"), ("CAL", "1.000000000000"),
+    ("WDT", "00000000000"), ("WDT", "0000000000"), ("RELAY", "00000000001", "1"),
 ]
 
 
@@ -239,4 +242,4 @@ async def test_simulated_board_answers_edge_commands_as_the_firmware_does(
         reader.close()
         await simulator.stop()
     assert simulated == firmware
-    assert [result for _, _, result in firmware].count("OK") == 4
+    assert [result for _, _, result in firmware].count("OK") == 6

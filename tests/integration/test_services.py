@@ -151,7 +151,7 @@ async def test_calibrate_voltage_against_a_multimeter(
         DOMAIN, "calibrate_voltage", {"measured_v": measured},
         blocking=True, return_response=True)
     assert answer is not None
-    assert answer["cal_before"] == 1.8  # the firmware's default
+    assert answer["cal_before"] == 2.4  # the firmware's default
     assert answer["cal"] == pytest.approx(
         answer["cal_before"] * answer["measured_v"] / answer["board_v_before"], abs=1e-5)
     assert addon.service.voltage_calibration.cal == answer["cal"]

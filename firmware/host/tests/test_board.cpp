@@ -68,7 +68,7 @@ TEST(boot_sets_relays_to_stored_safe_state_then_says_hello) {
     const Sent hello = r.only();
     CHECK(hello.crc_ok);
     CHECK_EQ(hello.type, std::string("ETH"));
-    CHECK(hello.fields == (std::vector<std::string>{"0", "1.2.0", "3", "0.4512"}));
+    CHECK(hello.fields == (std::vector<std::string>{"0", "1.3.0", "3", "0.4512"}));
 }
 
 TEST(boot_ends_the_roms_unterminated_output_before_the_hello) {
@@ -87,7 +87,7 @@ TEST(blank_flash_boots_with_relays_open_and_default_cal) {
     Rig r;
     r.boot();
     CHECK_EQ(r.pins.pattern(3), std::string("000"));
-    CHECK_EQ(r.only().fields[3], std::string("1.8"));
+    CHECK_EQ(r.only().fields[3], std::string("2.4"));
 }
 
 TEST(relay_command_is_acknowledged_with_state_after) {
@@ -137,7 +137,7 @@ TEST(bad_arguments_and_unknown_commands_are_refused_and_counted) {
     CHECK_EQ(r.board.errors().bad_arg, uint32_t{19});
     CHECK_EQ(r.board.errors().bad_cmd, uint32_t{4});
     CHECK_EQ(r.pins.pattern(3), std::string("100"));  // nothing changed
-    CHECK_NEAR(r.board.cal(), 1.8, 1e-6);
+    CHECK_NEAR(r.board.cal(), 2.4, 1e-6);
 }
 
 TEST(checksum_errors_malformed_and_long_lines_get_ete_and_are_counted) {
@@ -217,7 +217,7 @@ TEST(measurement_every_second_with_vrms_frequency_relays_and_gas) {
     Rig r;
     r.boot();
     r.command("ETC,1,RELAY,3,1");
-    r.command("ETC,2,CAL,1.8");
+    r.command("ETC,2,CAL,2.4");
     r.sent();
     MainsSignal sig;
     sig.vrms = 231.0;

@@ -13,7 +13,7 @@
 
 namespace et1 {
 
-constexpr const char* kFirmwareVersion = "1.2.0";
+constexpr const char* kFirmwareVersion = "1.3.0";
 
 // Hardware boundary: the serial port's transmit side.
 class Output {

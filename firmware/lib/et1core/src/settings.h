@@ -7,7 +7,7 @@
 
 namespace et1 {
 
-constexpr double kDefaultCal = 1.8;  // V per ADC RMS count, README wiring before calibration
+constexpr double kDefaultCal = 2.4;  // V per ADC RMS count: the README's trim at 230 V
 constexpr double kMinCal = 0.001;
 constexpr double kMaxCal = 100.0;
 constexpr size_t kSettingsBytes = 12;

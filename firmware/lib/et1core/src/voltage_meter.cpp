@@ -7,6 +7,8 @@ namespace et1 {
 namespace {
 constexpr int kShiftWarmup = 5;   // fast offset convergence right after boot
 constexpr int kShiftTrack = 10;   // ~0.5 s time constant at 2 kHz: follows drift, not the wave
+constexpr uint64_t kMinCoverageNum = 1;  // share of a window's samples in whole cycles: 1/2
+constexpr uint64_t kMinCoverageDen = 2;
 }  // namespace
 
 VoltageMeter::VoltageMeter(const VoltageMeterConfig& config)
@@ -39,6 +41,7 @@ void VoltageMeter::add_sample(uint16_t raw) {
         return;
     }
 
+    ++window_samples_;
     open_.n += 1;
     open_.sx += raw;
     open_.sxx += static_cast<int64_t>(raw) * raw;
@@ -90,7 +93,10 @@ void VoltageMeter::restart_cycle() {
 
 VoltageReading VoltageMeter::take(double cal) {
     VoltageReading r;
-    if (closed_cycles_ > 0 && closed_.n > 1 && closed_duration_ > 0.0) {
+    // Noise with no mains makes a plausible cycle now and then (1-4 a second at 12 counts
+    // of noise): a reading needs whole cycles covering at least half of its window.
+    const bool covered = closed_.n * kMinCoverageDen >= window_samples_ * kMinCoverageNum;
+    if (covered && closed_cycles_ > 0 && closed_.n > 1 && closed_duration_ > 0.0) {
         // Exact integer sums: mean removal over whole cycles cancels the DC offset.
         const int64_t n = static_cast<int64_t>(closed_.n);
         const int64_t num = n * closed_.sxx - closed_.sx * closed_.sx;
@@ -104,6 +110,7 @@ VoltageReading VoltageMeter::take(double cal) {
     closed_ = Sums();
     closed_cycles_ = 0;
     closed_duration_ = 0.0;
+    window_samples_ = 0;
     return r;
 }
 

@@ -7,7 +7,7 @@
 namespace et1 {
 
 struct VoltageReading {
-    bool valid = false;     // at least one whole, plausible mains cycle was seen
+    bool valid = false;     // whole, plausible mains cycles covered at least half the window
     double vrms = 0.0;      // V (calibration applied)
     double freq_hz = 0.0;
     uint32_t cycles = 0;    // whole cycles behind this reading
@@ -32,7 +32,8 @@ public:
     // next rising crossing only starts a new cycle (no frequency from a shortened one).
     void on_gap() { restart_cycle(); }
 
-    // Reading over the whole cycles completed since the previous call (then forgotten).
+    // Reading over the whole cycles completed since the previous call (then forgotten);
+    // invalid unless they hold at least half of the samples measured since then.
     // `cal` is volts per ADC RMS count.
     VoltageReading take(double cal);
 
@@ -76,6 +77,7 @@ private:
     Sums closed_;               // whole cycles not yet taken
     uint32_t closed_cycles_ = 0;
     double closed_duration_ = 0.0;  // samples
+    uint64_t window_samples_ = 0;   // samples measured since the last take()
 };
 
 }  // namespace et1
