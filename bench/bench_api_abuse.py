@@ -173,7 +173,7 @@ def main() -> None:
           f"requests held {args.hold_s:g} s (no token anywhere)")
     rows = {
         "HA's aiohttp (.venv, shipped to 0.3.13)": ROOT / ".venv/bin/python",
-        "image pins (.venv-addon, 0.3.14)": ROOT / ".venv-addon/bin/python",
+        "image pins (.venv-addon, 0.3.15)": ROOT / ".venv-addon/bin/python",
     }
     mib = 1024
     print("| add-on on | aiohttp | RSS start | bombs: answers, peak, kept | pipelining: "
