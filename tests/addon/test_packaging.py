@@ -616,6 +616,10 @@ def test_service_runs_the_python_package() -> None:
     assert command, "the run script must exec the service (so it gets SIGTERM)"
     assert (PACKAGE / "__main__.py").is_file()
     assert "/opt/venv" in command.group(1)
+    # A backup's SIGUSR1 before Python handles it would end the service (its default).
+    trap = re.search(r"^trap '' USR1 USR2$", run, re.M)
+    assert trap, "USR1/USR2 must be ignored before exec"
+    assert trap.start() < command.start(), "USR1/USR2 must be ignored before exec"
     assert "python3 -m venv /opt/venv" in " ".join(_dockerfile())
     wrapper = ROOTFS / "usr/bin/energy-tracker-addon"
     _assert_script(wrapper)

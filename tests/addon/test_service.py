@@ -168,11 +168,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def start_process(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+async def start_process(data_dir: Path, port: int, *, as_s6: bool = False
+                        ) -> asyncio.subprocess.Process:
+    command = [ADDON_COMMAND, "--data-dir", str(data_dir), "--host", "127.0.0.1",
+               "--port", str(port)]
+    if as_s6:  # started as the s6 run script starts it: a backup's signals ignored first
+        command = ["sh", "-c", "trap '' USR1 USR2; exec \"$@\"", "run", *command]
     return await asyncio.create_subprocess_exec(
-        ADDON_COMMAND, "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether the process ignores the signal (its SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 async def wait_healthy(session: aiohttp.ClientSession, url: str,
@@ -369,12 +381,14 @@ async def test_a_hot_backup_finds_the_history_merged_and_still(
     data_dir.mkdir()
     (data_dir / "options.json").write_text(json.dumps({"simulation_speed": 60}))
     port = free_port()
-    process = await start_process(data_dir, port)
+    process = await start_process(data_dir, port, as_s6=True)
     database, wal = data_dir / "history.sqlite3", data_dir / "history.sqlite3-wal"
     held = data_dir / ".history_held"
     try:
-        await asyncio.sleep(0.3)
-        process.send_signal(signal.SIGUSR1)  # a backup while it starts: it used to kill it
+        # A backup while it starts (once the run script's trap is set): it used to kill it.
+        await wait_until(lambda: ignores(process.pid, signal.SIGUSR1), timeout=5,
+                         what="the run script's trap")
+        process.send_signal(signal.SIGUSR1)
         await wait_healthy(session, f"http://127.0.0.1:{port}", process)
         # A first flush of readings (every 10 s) into the WAL.
         await wait_until(lambda: wal.exists() and wal.stat().st_size > 0, timeout=20,
