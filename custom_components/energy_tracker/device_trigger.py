@@ -52,7 +52,7 @@ from homeassistant.helpers.typing import ConfigType
 from .appliance_entity import appliance_device_identifier, device_appliance_id, nilm_appliance
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
-from .device_lookup import device_entry_ids
+from .device_lookup import device_by_identifier, device_entry_ids
 from .entity import state_number
 from .events import (
     ANOMALY_DETECTED,
@@ -317,10 +317,9 @@ def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, tuple[
         )
         # A detected appliance as its device is called: in Home Assistant's language, or
         # as the user renamed it.
-        devices = dr.async_get(hass)
         for appliance in (coordinator.data.appliances or {}).values():
-            own = devices.async_get_device(identifiers={
-                appliance_device_identifier(coordinator.info.meter_id, appliance.id)})
+            own = device_by_identifier(hass, appliance_device_identifier(
+                coordinator.info.meter_id, appliance.id), entry.entry_id)
             name = (own and (own.name_by_user or own.name)) or appliance.name
             appliances[nilm_appliance(appliance.id)] = (name, "detected")
         return appliances

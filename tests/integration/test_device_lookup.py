@@ -24,6 +24,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    async_get_device_automation_capabilities,
     async_get_device_automations,
 )
 
@@ -149,3 +150,10 @@ async def test_shed_load_by_device_and_relay_events_find_their_devices(
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, meter.id)
     assert {"appliance_started", "power_above"} <= {t["type"] for t in triggers
                                                      if t["domain"] == DOMAIN}
+    # The appliance choices name detected appliances as their devices are called.
+    assert loaded_entry.runtime_data.data.appliances
+    started = next(t for t in triggers if t["type"] == "appliance_started")
+    capabilities = await async_get_device_automation_capabilities(
+        hass, DeviceAutomationType.TRIGGER, started)
+    [field] = capabilities["extra_fields"]
+    assert any(label.endswith("(detected)") for _, label in field["options"])
