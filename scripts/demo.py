@@ -337,21 +337,43 @@ async def configure_energy_dashboard(ws: HAWebSocket, circuits: set[int]) -> Non
     """Point the Energy dashboard at our total (grid), the circuits' energy (devices: a
     mains channel's would count the house twice, docs/integration.md) and gas."""
     total, channels, gas = await energy_dashboard_ids(ws, channel_ids=circuits)
-    sources: list[dict[str, Any]] = [{
-        "type": "grid",
-        "flow_from": [{"stat_energy_from": total, "stat_cost": None,
-                       "entity_energy_price": None, "number_energy_price": None}],
-        "flow_to": [],
-        "cost_adjustment_day": 0,
-    }]
+    price = {"stat_cost": None, "entity_energy_price": None, "number_energy_price": None}
+    # Home Assistant 2026.4 replaced the grid's flow_from/flow_to lists with one source per
+    # grid connection, and its websocket takes only the new shape (older ones only the old).
+    legacy_grid = {"type": "grid", "flow_from": [{"stat_energy_from": total} | price],
+                   "flow_to": [], "cost_adjustment_day": 0}
+    grid = {"type": "grid", "stat_energy_from": total, "stat_energy_to": None} | price | {
+        "cost_adjustment_day": 0}
+    others: list[dict[str, Any]] = []
     if gas is not None:
-        sources.append({"type": "gas", "stat_energy_from": gas, "stat_cost": None,
-                        "entity_energy_price": None, "number_energy_price": None})
-    await ws.call(
-        "energy/save_prefs",
-        energy_sources=sources,
-        device_consumption=[{"stat_consumption": entity} for entity in channels],
-    )
+        others.append({"type": "gas", "stat_energy_from": gas} | price)
+    devices = [{"stat_consumption": entity} for entity in channels]
+    try:
+        await ws.call("energy/save_prefs", energy_sources=[legacy_grid, *others],
+                      device_consumption=devices)
+    except RuntimeError as error:
+        if "invalid_format" not in str(error):
+            raise
+        await ws.call("energy/save_prefs", energy_sources=[grid, *others],
+                      device_consumption=devices)
+
+
+def grid_energy_statistic(grid: dict[str, Any]) -> str:
+    """The grid source's consumption statistic, in either shape of energy/get_prefs."""
+    if "flow_from" in grid:
+        return str(grid["flow_from"][0]["stat_energy_from"])
+    return str(grid["stat_energy_from"])
+
+
+async def keep_http_config(ws: HAWebSocket) -> None:
+    """Home Assistant 2026.8 on takes the http: YAML for a trial, and without a promotion
+    goes back to port 8123 on every interface and restarts five minutes later. Older ones
+    have no such command, and one whose config is stable has nothing to promote."""
+    try:
+        await ws.call("http/config/promote")
+    except RuntimeError as error:
+        if "unknown_command" not in str(error) and "not_allowed" not in str(error):
+            raise
 
 
 def read_addon_token(data_dir: Path, timeout: float = 30) -> str:
@@ -410,6 +432,7 @@ async def provision(procs: Processes, addon_port: int) -> str:
                                     procs.addon_token)
         circuits = await circuit_channel_ids(session, procs.addon_url, procs.addon_token)
         async with HAWebSocket.connect(session, procs.hass_url, token) as ws:
+            await keep_http_config(ws)
             await configure_energy_dashboard(ws, circuits)
     return token
 

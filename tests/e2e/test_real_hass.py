@@ -163,7 +163,7 @@ def test_energy_dashboard_validation_reports_no_issue(env: Env) -> None:
                 prefs = await ws.call("energy/get_prefs")
                 sources = {source["type"]: source for source in prefs["energy_sources"]}
                 assert set(sources) == {"grid", "gas"}, prefs  # the simulated board counts gas
-                stat_ids = [sources["grid"]["flow_from"][0]["stat_energy_from"],
+                stat_ids = [demo.grid_energy_statistic(sources["grid"]),
                             sources["gas"]["stat_energy_from"]]
                 stat_ids += [d["stat_consumption"] for d in prefs["device_consumption"]]
                 # Statistics are compiled every 5 minutes (at :00, :05, ... plus ~10 s);
