@@ -39,10 +39,10 @@ class CorruptCounterFile(ValueError):
     """The file exists but does not hold a complete, valid set of counters."""
 
 
-def _revision(text: str) -> int:
-    """The write's revision (0 for files written before revisions were kept)."""
-    revision = json.loads(text).get("revision", 0)
-    return revision if isinstance(revision, int) else 0
+def _revision(text: str) -> int | None:
+    """The write's revision (None for files written before revisions were kept)."""
+    revision = json.loads(text).get("revision")
+    return revision if isinstance(revision, int) else None
 
 
 def _decode(text: str) -> EnergyCounters:
@@ -105,7 +105,12 @@ class CounterStore:
             self._main_is_good = True
         backup, backup_problem = self._read(self.backup_path) if main is None else (None, None)
         live = self.live.read()
-        found = [*filter(None, (main, backup))]
+        if live is not None and main is not None and main[0] is None:
+            # Written by an add-on older than live copies (0.3.6), after any copy there is.
+            _LOGGER.info("Ignoring %s: %s was written later, by an older add-on",
+                         self.live.path, self.path)
+            live = None
+        found = [(revision or 0, counters) for revision, counters in filter(None, (main, backup))]
         if live is not None:
             try:
                 found.append((live[0], _decode(live[1])))
@@ -132,7 +137,7 @@ class CounterStore:
         return counters
 
     @staticmethod
-    def _read(path: Path) -> tuple[tuple[int, EnergyCounters] | None, str | None]:
+    def _read(path: Path) -> tuple[tuple[int | None, EnergyCounters] | None, str | None]:
         """((revision, counters), None), or (None, what is wrong; None when absent)."""
         try:
             text = path.read_text(encoding="utf-8")
@@ -153,6 +158,7 @@ class CounterStore:
         self._revision += 1
         write_atomic(self.path, _encode(counters, self._revision),
                      keep_previous=self.backup_path if keep else None)
+        self.live.remove()
         self._main_is_good = True
         self._last_saved = counters
 

@@ -176,6 +176,33 @@ def test_a_torn_or_stale_live_copy_gives_way_to_the_saved_counters(
     assert "torn" in caplog.text
 
 
+def test_an_older_addon_run_between_two_starts_is_not_rolled_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An add-on older than live copies (0.1.0-0.3.5) ran on this folder: it read and
+    wrote only energy.json, without revisions. The next start took the live copy the
+    current add-on had left (a higher revision) and lost all the older add-on counted."""
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save(counters(5.0, c1=5.0))
+    store.save_live(counters(5.2, c1=5.2))  # then killed: the copy stays
+    older = '{"version": 1, "total_kwh": 7.5, "channels_kwh": {"1": 7.5}, "since": "%s"}'
+    path.write_text(older % SINCE.isoformat())  # the older add-on's last save
+
+    assert CounterStore(path).load() == counters(7.5, c1=7.5)
+    assert "written later, by an older add-on" in caplog.text
+
+
+def test_a_clean_save_leaves_no_live_copy_behind(tmp_path: Path) -> None:
+    path = tmp_path / "energy.json"
+    store = CounterStore(path)
+    store.save_live(counters(5.0, c1=5.0))
+    store.save(counters(5.1, c1=5.1))  # what a stop does last
+    assert not path.with_name("energy.json.live").exists()
+    store.save_live(counters(5.2, c1=5.2))
+    assert CounterStore(path).load() == counters(5.2, c1=5.2)
+
+
 def test_revisions_continue_after_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "energy.json"
     first = CounterStore(path)

@@ -79,3 +79,21 @@ def test_a_durable_write_that_fails_is_said_once_while_the_live_copy_still_works
         assert not state.write({"n": n})
     assert caplog.text.count("Could not write the analytics state") == 1
     assert state.load() == {"version": 1, "n": 3}  # the live copy is the newest
+
+
+def test_an_older_addons_write_outranks_a_live_copy_left_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gas counter after an add-on older than live copies (before 0.3.6) ran on the
+    folder: its file has no revision, and a live copy from before it went back to 0.13."""
+    path = tmp_path / "gas.json"
+    state = JsonStateFile(path)
+    state.save({"version": 1, "m3": 0.10})
+    state.save_live({"version": 1, "m3": 0.13})  # then killed: the copy stays
+    path.write_text(json.dumps({"version": 1, "m3": 0.21}))  # the older add-on's save
+    with caplog.at_level(logging.INFO):
+        assert JsonStateFile(path).load() == {"version": 1, "m3": 0.21}
+    assert "written later, by an older add-on" in caplog.text
+    # And a durable save leaves no copy to outrank the next older add-on's writes.
+    state.save({"version": 1, "m3": 0.22})
+    assert not state.live.path.exists()
