@@ -12,6 +12,7 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.device_registry import DeviceEntry
 from homeassistant.helpers.typing import ConfigType
 
+from .addon_version_issue import async_check_addon_version, async_forget_addon_version
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .appliance_events import ApplianceEvents
 from .carbon import CarbonIntensityForwarder, async_withdraw_intensity
@@ -84,6 +85,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
             translation_placeholders={"expected": str(entry.unique_id), "found": info.meter_id},
         )
 
+    async_check_addon_version(hass, entry, info.version)
     coordinator = EnergyTrackerCoordinator(hass, entry, client, info)
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
@@ -132,8 +134,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntr
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> None:
-    """A removed entry has no outage to report."""
+    """A removed entry has no outage to report, nor an add-on to update."""
     async_forget_outage(hass, entry)
+    async_forget_addon_version(hass, entry)
     async_forget_circuit_runs(hass, entry)
 
 

@@ -33,3 +33,4 @@ UNREACHABLE_ISSUE_AFTER: Final = timedelta(minutes=5)
 ISSUE_UNREACHABLE: Final = "addon_unreachable"
 ISSUE_NILM_BROKEN: Final = "nilm_broken"
 ISSUE_TIME_ZONE: Final = "time_zone_mismatch"
+ISSUE_ADDON_OUTDATED: Final = "addon_outdated"

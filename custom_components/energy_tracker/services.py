@@ -33,6 +33,7 @@ _CALIBRATION_ERRORS: Final = {
     "board_timeout": "calibration_timeout",
     "board_rejected": "calibration_rejected",
     "not_stored": "calibration_not_stored",
+    "not_found": "needs_newer_addon",  # an add-on before 0.3.9 has no such route
 }
 
 _TARGET: dict[vol.Marker, Any] = {

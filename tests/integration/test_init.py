@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
+from custom_components.energy_tracker.addon_version_issue import MIN_ADDON_VERSION
 from custom_components.energy_tracker.const import DOMAIN
+from energy_tracker_addon import service as addon_service
 
 from .conftest import Addon, set_up_entry, wait_for
 
@@ -83,3 +87,26 @@ async def test_a_token_refused_at_setup_is_tried_again(
     await wait_for(lambda: entry.state is ConfigEntryState.LOADED, 10, "the retried setup")
     await hass.async_block_till_done()
     assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+
+
+async def test_an_addon_older_than_the_integration_needs_is_a_repairs_issue(
+    hass: HomeAssistant, addon: Addon, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HACS and the add-on store update each on its own: an older add-on lacks routes
+    (voltage calibration, withdrawing the carbon intensity) and nothing said so."""
+    monkeypatch.setattr(addon_service, "__version__", "0.3.8")
+    entry = await set_up_entry(hass, addon)
+    assert entry.state is ConfigEntryState.LOADED  # its entities work all the same
+    issue_id = f"addon_outdated_{entry.entry_id}"
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders == {
+        "title": entry.title, "version": "0.3.8", "minimum": MIN_ADDON_VERSION}
+
+    # The add-on updated: its new version reloads the entry, which clears the issue.
+    monkeypatch.setattr(addon_service, "__version__", MIN_ADDON_VERSION)
+    await addon.stop()
+    await addon.start()
+    await wait_for(lambda: ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None,
+                   20, "the issue to clear after the update")
+    assert entry.state is ConfigEntryState.LOADED
