@@ -14,6 +14,7 @@ import pytest
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker import config_flow as config_flow_module
@@ -197,6 +198,18 @@ async def new_token_on_the_addon(hass: HomeAssistant, addon: Addon,
     await wait_for(lambda: len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
                    and len(reauth_flows()) == 1, 10, "a reauth flow")
     return reauth_flows()[0]
+
+
+def device_with(registry: dr.DeviceRegistry, identifier: tuple[str, str]
+                ) -> dr.DeviceEntry | None:
+    """The device holding `identifier`. async_get_device(identifiers=...) is deprecated
+    from Home Assistant 2026.9 and raises when a test calls it, as does using `devices`
+    as a mapping; iterating it gives ids before then, devices since: both work here."""
+    for item in registry.devices:
+        device = registry.async_get(item) if isinstance(item, str) else item
+        if device is not None and identifier in device.identifiers:
+            return device
+    return None
 
 
 async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float,

@@ -46,7 +46,7 @@ from energy_tracker_models.data import resample
 from tests.addon.history_seed import LABEL_DAY, keep_a_week_of_readings
 from tests.addon.ptys import PtyPort
 
-from .conftest import HOST, Addon
+from .conftest import HOST, Addon, device_with
 
 SLICE = Path(__file__).resolve().parents[2] / "models/data/ukdale_h1_2014-09-11_6s.csv.gz"
 PERIOD_S = 6
@@ -160,8 +160,8 @@ async def test_replay_matches_the_evaluation_cli(
     events: list[Event] = []
     hass.bus.async_listen(EVENT_ENERGY_TRACKER, events.append)
     # A device trigger on the washing machine's own device, as a user would set one up.
-    washer = dr.async_get(hass).async_get_device(
-        {(DOMAIN, f"{addon.meter_id}_appliance_washing_machine")})
+    washer = device_with(dr.async_get(hass),
+                         (DOMAIN, f"{addon.meter_id}_appliance_washing_machine"))
     assert washer is not None
     assert washer.name == "Washing machine"
     offered = await device_trigger.async_get_triggers(hass, washer.id)
@@ -172,7 +172,7 @@ async def test_replay_matches_the_evaluation_cli(
         "trigger": {"platform": "device", "domain": DOMAIN, "device_id": washer.id,
                     "type": "appliance_started"},
         "action": {"event": "wash_started"}}]})
-    meter_device = dr.async_get(hass).async_get_device({(DOMAIN, addon.meter_id)})
+    meter_device = device_with(dr.async_get(hass), (DOMAIN, addon.meter_id))
     assert meter_device is not None
     capabilities = await device_trigger.async_get_trigger_capabilities(hass, {
         "platform": "device", "domain": DOMAIN, "device_id": meter_device.id,
@@ -305,7 +305,7 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
     registry = dr.async_get(hass)
 
     def device_name(appliance: str) -> str | None:
-        device = registry.async_get_device({(DOMAIN, f"{addon.meter_id}_appliance_{appliance}")})
+        device = device_with(registry, (DOMAIN, f"{addon.meter_id}_appliance_{appliance}"))
         return None if device is None else device.name
 
     assert device_name("kettle") == "Bouilloire"
@@ -318,7 +318,7 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
     assert state is not None
     assert state.attributes["friendly_name"].startswith("Bouilloire ")
     # The meter's appliance trigger offers them by those names, its choices' kinds in French.
-    meter = registry.async_get_device({(DOMAIN, addon.meter_id)})
+    meter = device_with(registry, (DOMAIN, addon.meter_id))
     assert meter is not None
     capabilities = await device_trigger.async_get_trigger_capabilities(hass, {
         "platform": "device", "domain": DOMAIN, "device_id": meter.id,
@@ -327,7 +327,7 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
     assert choices["nilm_kettle"] == "Bouilloire (détecté)"
     assert choices["channel_2"] == "Kitchen (circuit)"  # the add-on's name for its channel
     # A device the user renamed is offered by its new name.
-    kettle = registry.async_get_device({(DOMAIN, f"{addon.meter_id}_appliance_kettle")})
+    kettle = device_with(registry, (DOMAIN, f"{addon.meter_id}_appliance_kettle"))
     assert kettle is not None
     registry.async_update_device(kettle.id, name_by_user="Bouilloire du chalet")
     capabilities = await device_trigger.async_get_trigger_capabilities(hass, {

@@ -23,7 +23,7 @@ from energy_tracker_addon.analytics import TOTAL
 from energy_tracker_addon.anomaly import Anomaly
 
 from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
-from .conftest import Addon, wait_for
+from .conftest import Addon, device_with, wait_for
 from .test_switch import relay_entity, served_relay
 
 BLUEPRINTS = Path(__file__).parents[2] / "blueprints" / "automation" / "energy_tracker"
@@ -67,7 +67,7 @@ def last_triggered(hass: HomeAssistant) -> datetime:
 
 
 def meter_id(device_registry: dr.DeviceRegistry, addon: Addon) -> str:
-    device = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    device = device_with(device_registry, (DOMAIN, addon.meter_id))
     assert device is not None
     return device.id
 

@@ -27,7 +27,7 @@ from energy_tracker_addon.analytics import TOTAL
 from energy_tracker_addon.anomaly import Anomaly
 
 from .boards import Boards, acking_boards_fixture, boards_fixture  # noqa: F401 (fixture)
-from .conftest import Addon, wait_for
+from .conftest import Addon, device_with, wait_for
 from .test_switch import relay_entity
 
 
@@ -52,7 +52,7 @@ async def set_up(hass: HomeAssistant, entry: MockConfigEntry) -> None:
 
 
 def meter_device(device_registry: dr.DeviceRegistry, addon: Addon) -> dr.DeviceEntry:
-    device = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    device = device_with(device_registry, (DOMAIN, addon.meter_id))
     assert device is not None
     return device
 

@@ -26,7 +26,7 @@ from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.energy_tracker.const import DOMAIN
 
-from .conftest import Addon, wait_for
+from .conftest import Addon, device_with, wait_for
 
 GARAGE = {"id": "garage", "name": "Garage"}
 
@@ -86,10 +86,10 @@ async def test_extra_meter_is_its_own_device_with_the_served_values(
     served, compared = await steady_reading(two_meter_addon, two_meter_entry)
     garage = served["meters"][0]
     assert garage["id"] == "garage"
-    device = device_registry.async_get_device(identifiers={(DOMAIN, garage["meter_id"])})
+    device = device_with(device_registry, (DOMAIN, garage["meter_id"]))
     assert device is not None
     assert device.name == "Garage"
-    main = device_registry.async_get_device(identifiers={(DOMAIN, two_meter_addon.meter_id)})
+    main = device_with(device_registry, (DOMAIN, two_meter_addon.meter_id))
     assert main is not None
     assert device.via_device_id == main.id
 
@@ -127,7 +127,7 @@ async def test_an_extra_meter_offers_power_thresholds_as_device_triggers(
     device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
 ) -> None:
     garage_id = (await two_meter_addon.get("meters"))["meters"][1]["meter_id"]
-    garage = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
+    garage = device_with(device_registry, (DOMAIN, garage_id))
     assert garage is not None
     power = entity_registry.async_get(
         entity_registry.async_get_entity_id("sensor", DOMAIN, f"{garage_id}_total_power") or "")
@@ -161,8 +161,8 @@ async def test_a_meter_taken_out_of_the_addon_can_be_deleted_and_served_ones_can
         return bool((await client.receive_json())["success"])
 
     garage_id = (await two_meter_addon.get("meters"))["meters"][1]["meter_id"]
-    garage = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
-    main = device_registry.async_get_device(identifiers={(DOMAIN, two_meter_addon.meter_id)})
+    garage = device_with(device_registry, (DOMAIN, garage_id))
+    main = device_with(device_registry, (DOMAIN, two_meter_addon.meter_id))
     assert garage is not None
     assert main is not None
     assert not await delete(garage)  # still served: deleting it would only bring it back
@@ -210,7 +210,7 @@ async def test_an_extra_meter_added_to_the_addon_appears_without_a_reload(
         return state is not None and state.state != STATE_UNAVAILABLE
 
     await wait_for(garage_shown, 20, "the garage's energy sensor")
-    device = device_registry.async_get_device(identifiers={(DOMAIN, garage_id)})
+    device = device_with(device_registry, (DOMAIN, garage_id))
     assert device is not None
     assert device.name == "Garage"
     assert loaded_entry.state is ConfigEntryState.LOADED

@@ -21,7 +21,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.energy_tracker.const import DOMAIN
 
-from .conftest import Addon, wait_for
+from .conftest import Addon, device_with, wait_for
 
 
 def entity_id(registry: er.EntityRegistry, addon: Addon, key: str,
@@ -133,14 +133,13 @@ async def test_devices_meter_and_its_boards(
     device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
 ) -> None:
     info = await addon.get("info")
-    meter = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    meter = device_with(device_registry, (DOMAIN, addon.meter_id))
     assert meter is not None
     assert meter.name == info["name"]
     assert meter.sw_version == info["version"]
     names = {"rpict": "RPICT hat", "voltage": "Voltage board"}
     for board in info["boards"]:
-        device = device_registry.async_get_device(
-            identifiers={(DOMAIN, f"{addon.meter_id}_{board['id']}")})
+        device = device_with(device_registry, (DOMAIN, f"{addon.meter_id}_{board['id']}"))
         assert device is not None
         assert device.via_device_id == meter.id
         # As their makers write them, not the add-on's ids.

@@ -17,7 +17,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.events import relay_device_identifier
 
-from .conftest import Addon, loaded_entry_with_interval, wait_for
+from .conftest import Addon, device_with, loaded_entry_with_interval, wait_for
 from .test_switch import relay_entity, served_relay, shown
 
 WATER_HEATER, KITCHEN, LAUNDRY = 1, 2, 3
@@ -44,8 +44,7 @@ async def test_shed_by_priority_skipping_minimum_on_time_then_restore(
                                        blocking=True)
 
     # The report names a relay as its events do: by the name the user gave its device.
-    washer = device_registry.async_get_device(
-        identifiers={relay_device_identifier(addon.meter_id, LAUNDRY)})
+    washer = device_with(device_registry, relay_device_identifier(addon.meter_id, LAUNDRY))
     assert washer is not None
     device_registry.async_update_device(washer.id, name_by_user="Washer")
 
@@ -79,7 +78,7 @@ async def test_shed_by_device_with_a_reduction(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     device_registry: dr.DeviceRegistry,
 ) -> None:
-    meter = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    meter = device_with(device_registry, (DOMAIN, addon.meter_id))
     assert meter is not None
     shed = await hass.services.async_call(
         DOMAIN, "shed_load", {"device_id": meter.id, "reduce_w": 100000},

@@ -31,7 +31,7 @@ from .boards import (  # noqa: F401 (fixtures)
     acking_boards_fixture,
     boards_fixture,
 )
-from .conftest import Addon, loaded_entry_with_interval, wait_for
+from .conftest import Addon, device_with, loaded_entry_with_interval, wait_for
 
 
 def relay_entity(registry: er.EntityRegistry, addon: Addon, relay_id: int,
@@ -57,7 +57,7 @@ async def test_switches_are_named_after_the_relays_on_their_own_devices(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     entity_registry: er.EntityRegistry, device_registry: dr.DeviceRegistry,
 ) -> None:
-    meter = device_registry.async_get_device(identifiers={(DOMAIN, addon.meter_id)})
+    meter = device_with(device_registry, (DOMAIN, addon.meter_id))
     assert meter is not None
     for relay in (await addon.get("relays"))["relays"]:
         entity_id = relay_entity(entity_registry, addon, relay["id"])
