@@ -109,7 +109,9 @@ class CounterStore:
             # Written by an add-on older than live copies (0.3.6), after any copy there is.
             _LOGGER.info("Ignoring %s: %s was written later, by an older add-on",
                          self.live.path, self.path)
-            live = None
+            stale_revision, live = live[0], None
+        else:
+            stale_revision = 0
         found = [(revision or 0, counters) for revision, counters in filter(None, (main, backup))]
         if live is not None:
             try:
@@ -126,6 +128,7 @@ class CounterStore:
                               "counting from zero", self.path, main_problem)
             return None
         self._revision, counters = max(found, key=lambda pair: pair[0])
+        self._revision = max(self._revision, stale_revision)  # renumbered above the copy
         if main is None and backup is not None and counters is backup[1]:
             _LOGGER.error("Energy counter file %s is %s: using the backup %s (%.4f kWh)",
                           self.path, main_problem or "missing", self.backup_path,
@@ -134,6 +137,14 @@ class CounterStore:
             _LOGGER.warning("Energy counter file %s is %s: using its newer live copy "
                             "(%.4f kWh)", self.path, main_problem, counters.total_kwh)
         self._last_saved = counters
+        if main is not None and main[0] is None:
+            # Numbered from now on, or a kill before the next save would leave live copies
+            # that this rule ignores again.
+            try:
+                self.save(counters)
+            except OSError as error:
+                _LOGGER.warning("Could not renumber %s (%s): it is saved again later",
+                                self.path, error)
         return counters
 
     @staticmethod
@@ -158,7 +169,6 @@ class CounterStore:
         self._revision += 1
         write_atomic(self.path, _encode(counters, self._revision),
                      keep_previous=self.backup_path if keep else None)
-        self.live.remove()
         self._main_is_good = True
         self._last_saved = counters
 

@@ -15,7 +15,6 @@ at most one persist interval old, is used. The kernel writes the page back at it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -101,12 +100,6 @@ class LiveCopy:
         finally:
             os.close(fd)
 
-    def remove(self) -> None:
-        """After a durable save, which holds everything the copy did: an older add-on
-        writes only the durable file, and must not find a stale copy outranking it."""
-        with contextlib.suppress(OSError):  # a copy left behind is older: harmless
-            self.path.unlink(missing_ok=True)
-
     def read(self) -> tuple[int, str] | None:
         """(revision, text), or None when absent or torn (a power cut mid-write)."""
         try:
@@ -157,11 +150,12 @@ class JsonStateFile:
                 _LOGGER.error("State file %s cannot be read (%s)", candidate, error)
         revision = durable.get(REVISION_KEY, 0) if isinstance(durable, dict) else 0
         live = self.live.read()
-        if (live is not None and isinstance(durable, dict)
-                and REVISION_KEY not in durable):
+        unnumbered = isinstance(durable, dict) and REVISION_KEY not in durable
+        if live is not None and unnumbered:
             # Written by an add-on older than live copies (0.3.6), after any copy there is.
             _LOGGER.info("Ignoring %s: %s was written later, by an older add-on",
                          self.live.path, self.path)
+            self._revision = max(self._revision, live[0])  # renumbered above the copy
             live = None
         if live is not None and live[0] > revision:
             try:
@@ -171,12 +165,19 @@ class JsonStateFile:
         self._revision = max(self._revision, revision if isinstance(revision, int) else 0)
         if isinstance(durable, dict):
             durable.pop(REVISION_KEY, None)  # the caller gets back what it saved
+        if unnumbered:
+            # Numbered from now on, or a kill before the next save would leave live copies
+            # that the rule above ignores again.
+            try:
+                self.save(durable)
+            except OSError as error:
+                _LOGGER.warning("Could not renumber %s (%s): it is saved again later",
+                                self.path, error)
         return durable
 
     def save(self, data: Any) -> None:
         """Write atomically; OSError is left to the caller (which logs and retries later)."""
         write_atomic(self.path, self._encode(data), keep_previous=self.backup_path)
-        self.live.remove()
 
     def save_live(self, data: Any) -> None:
         """Rewrite the live copy (no fsync); OSError is left to the caller."""

@@ -193,14 +193,23 @@ def test_an_older_addon_run_between_two_starts_is_not_rolled_back(
     assert "written later, by an older add-on" in caplog.text
 
 
-def test_a_clean_save_leaves_no_live_copy_behind(tmp_path: Path) -> None:
+def test_after_an_older_addon_the_next_kill_still_resumes_from_the_live_copy(
+    tmp_path: Path
+) -> None:
+    """The file the older add-on left has no revision: renumbered when loaded, or the live
+    copies written after it were ignored again after a kill (0.003377 -> 0.001693 kWh)."""
     path = tmp_path / "energy.json"
+    first = CounterStore(path)
+    first.save(counters(5.0, c1=5.0))
+    for total in (5.1, 5.2, 5.3):
+        first.save_live(counters(total, c1=total))  # a stale copy, revision 4
+    older = '{"version": 1, "total_kwh": 7.5, "channels_kwh": {"1": 7.5}, "since": "%s"}'
+    path.write_text(older % SINCE.isoformat())
     store = CounterStore(path)
-    store.save_live(counters(5.0, c1=5.0))
-    store.save(counters(5.1, c1=5.1))  # what a stop does last
-    assert not path.with_name("energy.json.live").exists()
-    store.save_live(counters(5.2, c1=5.2))
-    assert CounterStore(path).load() == counters(5.2, c1=5.2)
+    assert store.load() == counters(7.5, c1=7.5)
+    assert CounterStore(path).load() == counters(7.5, c1=7.5)  # killed at once
+    store.save_live(counters(7.9, c1=7.9))  # or killed before the next save
+    assert CounterStore(path).load() == counters(7.9, c1=7.9)
 
 
 def test_revisions_continue_after_a_restart(tmp_path: Path) -> None:
