@@ -62,6 +62,7 @@ from .events import (
     channel_appliance,
     is_relay_device,
     relay_appliance,
+    relay_device_identifier,
 )
 
 CONF_EVENT_TYPE: Final = "event_type"
@@ -309,18 +310,27 @@ def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, tuple[
         if entry.state is not ConfigEntryState.LOADED:
             continue
         coordinator = entry.runtime_data
-        appliances = {relay_appliance(relay.id): (relay.name, "relay")
-                      for relay in coordinator.data.relays.values()}
+        meter_id = coordinator.info.meter_id
+        appliances = {
+            relay_appliance(relay.id): (_device_name(
+                hass, entry.entry_id, relay_device_identifier(meter_id, relay.id), relay.name),
+                "relay")
+            for relay in coordinator.data.relays.values()
+        }
         appliances.update(
             (channel_appliance(channel.id), (channel.name, "circuit"))
             for channel in coordinator.info.channels if channel.role == "circuit"
         )
-        # A detected appliance as its device is called: in Home Assistant's language, or
-        # as the user renamed it.
         for appliance in (coordinator.data.appliances or {}).values():
-            own = device_by_identifier(hass, appliance_device_identifier(
-                coordinator.info.meter_id, appliance.id), entry.entry_id)
-            name = (own and (own.name_by_user or own.name)) or appliance.name
-            appliances[nilm_appliance(appliance.id)] = (name, "detected")
+            appliances[nilm_appliance(appliance.id)] = (_device_name(
+                hass, entry.entry_id, appliance_device_identifier(meter_id, appliance.id),
+                appliance.name), "detected")
         return appliances
     return {}
+
+
+def _device_name(hass: HomeAssistant, entry_id: str, identifier: tuple[str, str],
+                 fallback: str) -> str:
+    """As the device is called: renamed by the user, or translated; else `fallback`."""
+    own = device_by_identifier(hass, identifier, entry_id)
+    return (own and (own.name_by_user or own.name)) or fallback

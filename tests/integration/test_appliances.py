@@ -326,15 +326,20 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
     choices = capabilities["extra_fields"].schema["appliance"].container
     assert choices["nilm_kettle"] == "Bouilloire (détecté)"
     assert choices["channel_2"] == "Kitchen (circuit)"  # the add-on's name for its channel
+    assert choices["relay_1"] == "Water heater (relais)"
     # A device the user renamed is offered by its new name.
     kettle = device_with(registry, (DOMAIN, f"{addon.meter_id}_appliance_kettle"))
     assert kettle is not None
     registry.async_update_device(kettle.id, name_by_user="Bouilloire du chalet")
+    heater = device_with(registry, (DOMAIN, f"{addon.meter_id}_relay_1"))
+    assert heater is not None
+    registry.async_update_device(heater.id, name_by_user="Cumulus")
     capabilities = await device_trigger.async_get_trigger_capabilities(hass, {
         "platform": "device", "domain": DOMAIN, "device_id": meter.id,
         "type": "appliance_started"})
-    assert capabilities["extra_fields"].schema["appliance"].container["nilm_kettle"] \
-        == "Bouilloire du chalet (détecté)"
+    choices = capabilities["extra_fields"].schema["appliance"].container
+    assert choices["nilm_kettle"] == "Bouilloire du chalet (détecté)"
+    assert choices["relay_1"] == "Cumulus (relais)"  # as shed_load's report calls it
 
 
 async def test_detection_switched_off_is_not_a_repairs_issue(
