@@ -38,6 +38,10 @@ GAS_PULSES_MAX: Final = 4_294_967_295
 MAX_RELAYS: Final = 8
 CAL_MIN: Final = 0.001  # V per ADC RMS count: the firmware's accepted calibration range
 CAL_MAX: Final = 100.0
+# The factor a board uses before any CAL (kDefaultCal, firmware/lib/et1core/src/settings.h;
+# 1.8 before firmware 1.3.0): set for 230 V and the README's trim.
+FIRMWARE_DEFAULT_CAL: Final = 2.4
+FIRMWARE_DEFAULT_CALS: Final = (1.8, FIRMWARE_DEFAULT_CAL)
 
 # Bytes a line may contain besides its line end: printable ASCII.
 _PRINTABLE: Final = bytes(range(0x20, 0x7F))

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .protocol import (
+    FIRMWARE_DEFAULT_CAL,
     MAX_RELAYS,
     SEQ_MAX,
     CommandFrame,
@@ -60,8 +61,6 @@ HAT_MODEL: Final = "rpict3t1"  # the RPICT lines it prints: three powers and a t
 FIRMWARE_VERSION: Final = "1.1.0-sim"
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"
-# No ADC behind the simulated board: a neutral calibration factor.
-DEFAULT_CAL: Final = 2.4  # the firmware's factor before any CAL (firmware/README.md)
 # What a board keeps of a command line before giving up on it (the ET1 frame limit, x2).
 MAX_COMMAND_BUFFER: Final = 256
 # Lines a pty may hold back for a reader that is not reading, before new lines are dropped.
@@ -182,7 +181,7 @@ class SimulatedMeter:
         saved = relay_states or {}
         self.relays = [saved.get(number, True) for number in range(1, len(relay_columns) + 1)]
         # Its Vrms scales with the factor, like the firmware's: a CAL moves what it reads.
-        self._cal = DEFAULT_CAL
+        self._cal = FIRMWARE_DEFAULT_CAL
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
         self._start_offset_s = (
@@ -316,7 +315,9 @@ class SimulatedMeter:
 
     def _send_measurement(self, row: int) -> None:
         self._send_board(
-            "ETM", f"{self._voltages[row] * self._cal / DEFAULT_CAL:.2f}", NOMINAL_FREQUENCY,
+            # No ADC behind it: the replayed voltage under the default factor, scaled by a CAL.
+            "ETM", f"{self._voltages[row] * self._cal / FIRMWARE_DEFAULT_CAL:.2f}",
+            NOMINAL_FREQUENCY,
             self._relay_field(),
             str(self._gas.pulses),
         )

@@ -13,7 +13,13 @@ import logging
 from typing import Any, Final
 
 from .board_relays import BoardCommander
-from .protocol import AckFrame, BoardFrame, HelloFrame, MeasurementFrame
+from .protocol import (
+    FIRMWARE_DEFAULT_CALS,
+    AckFrame,
+    BoardFrame,
+    HelloFrame,
+    MeasurementFrame,
+)
 from .serial_link import SerialLinkError
 
 _LOGGER = logging.getLogger(__name__)
@@ -23,10 +29,8 @@ MAX_MEASURED_V: Final = 500.0  # the protocol's highest Vrms
 # A trim corrects a few percent; a reading this far off is a typo, the wrong phase or a
 # ZMPT101B trimmer that needs turning first (a cal that far off would hide it).
 MAX_CORRECTION: Final = 1.25
-# Firmware defaults (1.8 before firmware 1.3.0, then 2.4) are for 230 V and the README's
-# trim: the first calibration of a board on a 120 V grid needs about half, so a board still
-# on one may be corrected up to this.
-FIRMWARE_DEFAULT_CALS: Final = (1.8, 2.4)
+# The firmware's defaults are for 230 V: the first calibration of a board on a 120 V grid
+# needs about half, so a board still on one may be corrected up to this.
 MAX_FIRST_CORRECTION: Final = 2.5
 
 
