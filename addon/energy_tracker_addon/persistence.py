@@ -105,7 +105,8 @@ class CounterStore:
             self._main_is_good = True
         backup, backup_problem = self._read(self.backup_path) if main is None else (None, None)
         live = self.live.read()
-        if live is not None and main is not None and main[0] is None:
+        unnumbered = main is not None and main[0] is None
+        if live is not None and unnumbered:
             # Written by an add-on older than live copies (0.3.6), after any copy there is.
             _LOGGER.info("Ignoring %s: %s was written later, by an older add-on",
                          self.live.path, self.path)
@@ -137,7 +138,7 @@ class CounterStore:
             _LOGGER.warning("Energy counter file %s is %s: using its newer live copy "
                             "(%.4f kWh)", self.path, main_problem, counters.total_kwh)
         self._last_saved = counters
-        if main is not None and main[0] is None:
+        if unnumbered:
             # Numbered from now on, or a kill before the next save would leave live copies
             # that this rule ignores again.
             try:
