@@ -212,6 +212,10 @@ def _check_extra_meters(meters: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # could show one text in Home Assistant and the log and hold another.
 _BIDI_CONTROLS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
                                   "\u2066\u2067\u2068\u2069")
+# The joiners shape emoji sequences and Persian or Indic words. Other format characters
+# (zero-width space, byte order mark, soft hyphen) show nothing: two names that look the
+# same could differ, and a name of them alone looks empty.
+_JOINERS: Final = frozenset("\u200c\u200d")
 
 
 def _printable(name: str) -> str:
@@ -220,6 +224,11 @@ def _printable(name: str) -> str:
         raise vol.Invalid("must not hold line breaks, tabs or other control characters")
     if any(character in _BIDI_CONTROLS for character in name):
         raise vol.Invalid("must not hold text-direction controls (such as U+202E)")
+    if any(unicodedata.category(character) == "Cf" and character not in _JOINERS
+           for character in name):
+        raise vol.Invalid("must not hold invisible characters (such as U+200B or U+00AD)")
+    if not name.strip():
+        raise vol.Invalid("must show something, not only spaces")
     return name
 
 

@@ -65,6 +65,17 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
     assert options.stale_after_s == Options().stale_after_s
 
 
+def test_names_in_any_script_are_kept_as_written(tmp_path: Path) -> None:
+    # The joiners are visible in effect: they build an emoji family and Persian words.
+    names = ["Family room \U0001f468\u200d\U0001f469\u200d\U0001f467",
+             "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "Küche", "\u51b7\u8535\u5eab"]
+    write_options(tmp_path, {"rpict_model": "rpict8", "channels": [
+        {"id": index + 1, "name": name, "role": "circuit"} for index, name in enumerate(names)
+    ]})
+
+    assert [channel.name for channel in load_options(tmp_path).channels] == names
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -102,6 +113,13 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
         # A right-to-left override shows the name's end reversed: "Heater\u202egnp.exe".
         ({"extra_meters": [{"id": "garage", "name": "Garage\u202eegaraG"}]},
          "extra_meters[0].name: must not hold text-direction controls (such as U+202E)"),
+        # Invisible characters: "Kettle" and "Ket\u200btle" look the same in every list.
+        ({"relays": [{"id": 1, "name": "Ket\u200btle", "source": "board"}]},
+         "relays[0].name: must not hold invisible characters (such as U+200B or U+00AD)"),
+        ({"channels": [{"id": 1, "name": "\ufeffMains", "role": "mains"}]},
+         "channels[0].name: must not hold invisible characters"),
+        ({"channels": [{"id": 1, "name": "   ", "role": "mains"}]},
+         "channels[0].name: must show something, not only spaces"),
         ({"nilm_appliances": ["kettle", "Dish washer"]},
          "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
         # pyserial cannot set a speed above a C int: the link died without a word.
