@@ -33,7 +33,7 @@ from .anomaly import Anomaly, AnomalyDetector, DetectorSettings
 from .carbon import CarbonIntensity
 from .config import ChannelConfig, Options
 from .history import ExportFormat, HistoryWriter, Reading
-from .meter import Meter
+from .meter import Meter, iso_utc
 from .statefile import LiveCopy, VersionedStateFile, WriteTrouble
 from .tasks import cancel_and_wait
 
@@ -375,8 +375,13 @@ class Analytics:
             })
         ready_series = [s for s in series if s["ready"]]
         reasons = [str(s["reason"]) for s in ready_series if s["active"]]
+        # While learning, when the first series has its week: when a new install's alerts
+        # start (unknown before the first reading).
+        since = min(self._learning_since.values(), default=None)
+        ready_at = None if ready_series or since is None else iso_utc(since + READY_AFTER)
         return {
             "ready": bool(ready_series),
+            "ready_at": ready_at,
             "active": bool(reasons) if ready_series else None,
             "reason": "; ".join(reasons) or None,
             "last": self.anomalies()[-1] if self._events else None,  # with `active`

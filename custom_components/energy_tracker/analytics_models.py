@@ -32,6 +32,7 @@ _RECOMMENDATION = vol.Schema(
 _ANOMALY_STATE = vol.Schema(
     {
         vol.Required("ready"): bool,
+        vol.Optional("ready_at"): TEXT_OR_NULL,
         vol.Required("active"): vol.Any(None, bool),
         vol.Required("reason"): TEXT_OR_NULL,
         vol.Optional("last"): vol.Any(None, dict),
@@ -50,6 +51,7 @@ ANALYTICS_SCHEMA = vol.Schema(
         vol.Optional("recommendations", default=list): [_RECOMMENDATION],
         vol.Optional("anomaly"): vol.Any(None, _ANOMALY_STATE),
         vol.Optional("forecast"): FORECAST_SCHEMA,
+        vol.Optional("forecast_reason"): TEXT_OR_NULL,
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -57,9 +59,11 @@ ANALYTICS_SCHEMA = vol.Schema(
 
 @dataclass(frozen=True, slots=True)
 class AnomalyStatus:
-    """The anomaly detection: `active` is None while it is still learning."""
+    """The anomaly detection: `active` is None while it is still learning, until
+    `ready_at` (None once ready, or before any reading)."""
 
     active: bool | None
+    ready_at: str | None
     reason: str | None
     last: dict[str, Any] | None
     series: tuple[dict[str, Any], ...]
@@ -78,6 +82,7 @@ class AnalyticsState:
     recommendations: tuple[dict[str, Any], ...] = ()
     anomaly: AnomalyStatus | None = None
     forecast: ForecastState | None = None
+    forecast_reason: str | None = None  # why `forecast` is None (None: from an old add-on)
 
     @classmethod
     def from_validated(cls, data: dict[str, Any]) -> AnalyticsState:
@@ -93,9 +98,11 @@ class AnalyticsState:
             recommendations=tuple(data["recommendations"]),
             anomaly=None if anomaly is None else AnomalyStatus(
                 active=anomaly["active"] if anomaly["ready"] else None,
+                ready_at=None if anomaly["ready"] else anomaly.get("ready_at"),
                 reason=anomaly["reason"],
                 last=anomaly.get("last"),
                 series=tuple(anomaly["series"]),
             ),
             forecast=ForecastState.from_validated(data.get("forecast")),
+            forecast_reason=data.get("forecast_reason"),
         )

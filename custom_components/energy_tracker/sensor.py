@@ -37,6 +37,7 @@ from .forecast_sensor import forecast_sensors
 from .meter_sensor import meter_sensors, remove_unused_comparison
 from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
 from .never_backwards import NeverBackwards
+from .status_sensor import status_sensors
 
 # Pushed entities: no polling, so no update concurrency to limit.
 PARALLEL_UPDATES = 0
@@ -275,6 +276,7 @@ async def async_setup_entry(
         or description.exists_fn(board_state)
     )
     entities.extend(forecast_sensors(coordinator))
+    entities.extend(status_sensors(coordinator))
     entities.extend(meter_sensors(coordinator))
     remove_unused_comparison(hass, coordinator)
     async_add_entities(entities)

@@ -21,6 +21,7 @@ import pytest
 
 from energy_tracker_addon import history as history_module
 from energy_tracker_addon.history import HistoryStore, Reading
+from energy_tracker_addon.meter import iso_utc
 from energy_tracker_addon.statefile import VersionedStateFile
 
 from .analytics_rig import TOKEN, Clocks, Rig
@@ -292,7 +293,9 @@ async def test_detection_is_ready_when_its_first_slot_is_judged_not_a_day_later(
         await rig.stop()
     assert [(e["kind"], e["series"]) for e in events["anomalies"]] == [("spike", "total")]
     assert before["ready"] is False
+    assert before["ready_at"] == iso_utc(week + shift)  # the history's first minute + 7 days
     assert after["ready"] is True
+    assert after["ready_at"] is None
     assert after["active"] is True
 
 

@@ -20,6 +20,7 @@ from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.models import InvalidData, MeterState
 from energy_tracker_addon import forecasting
 from energy_tracker_addon.history import HistoryStore, Reading
+from energy_tracker_addon.meter import iso_utc
 from tests.addon.analytics_rig import TOKEN, Clocks, Rig
 from tests.addon.ptys import PtyPort
 from tests.addon.uci import read_uci
@@ -118,6 +119,9 @@ async def test_forecast_sensors_show_the_addons_forecast_and_its_error(
     assert len(day.attributes["curve"]) == 24
     # No hour scored yet: the error is unknown, not 0.
     assert shown("forecast_error") == STATE_UNAVAILABLE
+    # Two weeks of history: both analytics have learned, and say so.
+    assert _status(hass, entry, "forecast_status") == ("ready", {"detail": None})
+    assert _status(hass, entry, "anomaly_detection") == ("ready", {"ready_at": None})
     assert er.async_get(hass).async_get(ids["forecast_error"]).entity_category == "diagnostic"
 
     drift = (await turn_hour(live.iloc[11:]))["drift"]  # 00:02 .. 01:00 (the turn), 01:01
@@ -143,10 +147,58 @@ async def test_forecast_sensors_are_unavailable_without_a_forecast(
     assert rig.state["forecast"] is None
     for entity_id in ids.values():
         assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
+    # Why, in the add-on's words, on the device page.
+    state, attributes = _status(hass, entry, "forecast_status")
+    assert state == "no_model"
+    assert attributes["detail"].startswith("no forecast model (")
+    assert "missing.json" in attributes["detail"]
     total = er.async_get(hass).async_get_entity_id("sensor", DOMAIN,
                                                    f"{entry.unique_id}_total_power")
     assert total is not None
     assert float(hass.states.get(total).state) == rig.state["total_power_w"]
+
+
+async def test_a_new_install_says_what_it_learns_and_until_when(
+    hass: HomeAssistant, tmp_path: Path
+) -> None:
+    """No history: the forecast and anomaly sensors are unavailable, and the status
+    sensors tell why and, for the anomalies, when alerts start (a week after the first
+    reading)."""
+    port = PtyPort(tmp_path / "ttyRPICT")
+    rig = Rig(tmp_path / "addon", Clocks(LIVE_START + SHIFT), port)
+    await rig.start()
+    try:
+        entry = await _entry(hass, rig)
+        first_reading = LIVE_START + SHIFT
+        forecast = _status(hass, entry, "forecast_status")
+        anomaly = _status(hass, entry, "anomaly_detection")
+    finally:
+        await rig.stop()
+        port.unplug()
+    assert forecast[0] == "learning"
+    assert forecast[1]["detail"].startswith("learning: ")
+    assert anomaly == ("learning", {"ready_at": iso_utc(first_reading + timedelta(days=7))})
+    for key in SENSORS:
+        entity_id = er.async_get(hass).async_get_entity_id(
+            "sensor", DOMAIN, f"{entry.unique_id}_{key}")
+        assert hass.states.get(str(entity_id)).state == STATE_UNAVAILABLE
+    status_id = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{entry.unique_id}_forecast_status")
+    registered = er.async_get(hass).async_get(str(status_id))
+    assert registered is not None
+    assert registered.entity_category == "diagnostic"
+    assert registered.capabilities == {"options": [
+        "ready", "starting", "learning", "no_model", "out_of_date", "failed"]}
+
+
+def _status(hass: HomeAssistant, entry: MockConfigEntry, key: str) -> tuple[str, dict[str, Any]]:
+    entity_id = er.async_get(hass).async_get_entity_id("sensor", DOMAIN,
+                                                       f"{entry.unique_id}_{key}")
+    state = hass.states.get(str(entity_id))
+    assert state is not None, key
+    attributes = {k: v for k, v in state.attributes.items()
+                  if k not in ("friendly_name", "icon", "device_class", "options")}
+    return state.state, attributes
 
 
 @pytest.mark.parametrize(
