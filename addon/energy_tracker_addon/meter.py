@@ -74,6 +74,14 @@ class _LogLimit:
         return held_back
 
 
+# The hello `reset` causes that mean the firmware failed (docs/protocol.md 2.1), for the log.
+_FAILED_BOOT_CAUSES: Final = {
+    "hw_watchdog": "a hardware watchdog reset (the firmware stopped running)",
+    "soft_watchdog": "a software watchdog reset (the firmware got stuck for seconds)",
+    "exception": "a crash (an exception in the firmware)",
+}
+
+
 @dataclass(slots=True)
 class _BoardState:
     connected: bool = False
@@ -140,6 +148,7 @@ class Meter:
         self._relays: tuple[bool, ...] | None = None
         self._gas_pulses: int | None = None
         self._fw_version: str | None = None
+        self._boot_cause: str | None = None  # the last hello's `reset` (firmware ≥ 1.4.0)
         self._hello_expected_until: float | None = None  # the add-on asked for a hello
         self._last_seq: int | None = None
         self._frames_lost = 0
@@ -273,7 +282,8 @@ class Meter:
         elif isinstance(frame, AckFrame):
             self._relays = frame.relays
         elif isinstance(frame, HelloFrame):
-            self._on_hello()
+            self._on_hello(frame)
+            self._boot_cause = frame.reset
             self._relays = None  # a (re)booted board: in its boot state until its first ETM
             if frame.fw_version != self._fw_version:
                 _LOGGER.info(
@@ -287,17 +297,27 @@ class Meter:
         """The add-on asked the voltage board for its hello: that one is not a reboot."""
         self._hello_expected_until = self._clock() + HELLO_REPLY_WAIT_S
 
-    def _on_hello(self) -> None:
+    def _on_hello(self, frame: HelloFrame) -> None:
         """Warn of a board that rebooted under a running add-on: its relays went to their
-        boot state without any command (a brown-out, a crash, its reset button)."""
+        boot state without any command (a brown-out, a crash, its reset button). Warn of a
+        boot the firmware's failure caused whenever it is new."""
         expected, self._hello_expected_until = self._hello_expected_until, None
+        failure = _FAILED_BOOT_CAUSES.get(frame.reset or "")
         if expected is not None and self._clock() <= expected:
+            if failure and frame.reset != self._boot_cause:  # a boot before this add-on run
+                _LOGGER.warning("The voltage board last started after %s (firmware %s)",
+                                failure, frame.fw_version)
             return
+        if failure:
+            _LOGGER.warning("The voltage board restarted after %s (firmware %s): its relays "
+                            "are in their boot (fail-safe) state until switched again. If "
+                            "it repeats, report it with this log", failure, frame.fw_version)
         # Without a measurement on this connection it is the boot that opening the port
         # caused (USB boards reset on DTR), not news.
-        if self._last_measurement is not None:
-            _LOGGER.warning("The voltage board restarted: its relays are in their boot "
-                            "(fail-safe) state until switched again")
+        elif self._last_measurement is not None:
+            _LOGGER.warning("The voltage board restarted%s: its relays are in their boot "
+                            "(fail-safe) state until switched again",
+                            "" if frame.reset is None else f" ({frame.reset})")
 
     def _log_board_error(self, board: _BoardState, code: str) -> None:
         held_back = board.board_error_log.due(self._clock())
@@ -518,6 +538,7 @@ class Meter:
         }
         if "voltage" in boards:
             boards["voltage"]["frames_lost"] = self._frames_lost
+            boards["voltage"]["boot_cause"] = self._boot_cause
             boards["voltage"]["relays"] = None if self._relays is None else list(self._relays)
         return {
             "meter_id": self._meter_id,

@@ -271,6 +271,7 @@ _RELAYS_RE: Final = re.compile(rb"[01]*")
 _CODE_RE: Final = re.compile(rb"OK|E[A-Z]{1,15}")
 _ERROR_CODE_RE: Final = re.compile(rb"E[A-Z]{1,15}")
 _FIELD_FORBIDDEN: Final = frozenset("$*,")
+_RESET_RE: Final = re.compile(rb"[a-z_]{1,16}")
 
 
 def crc16(body: bytes) -> int:
@@ -307,6 +308,7 @@ class HelloFrame:
     fw_version: str
     n_relays: int
     cal: float
+    reset: str | None = None  # how the boot began (firmware ≥ 1.4.0), e.g. "power_on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,8 +432,12 @@ def parse_board_line(line: bytes) -> BoardFrame:
         if not fields[2]:
             raise ProtocolError("fields", "empty fw_version")
         cal = _decimal(fields[4], "cal", CAL_MIN, CAL_MAX)
+        # Only said, never acted on: an odd one leaves the cause unknown, not the hello lost.
+        reset = (fields[5].decode("ascii")
+                 if len(fields) > 5 and _RESET_RE.fullmatch(fields[5]) else None)
         return HelloFrame(
-            seq, fields[2].decode("ascii"), _uint(fields[3], "n_relays", 0, MAX_RELAYS), cal
+            seq, fields[2].decode("ascii"), _uint(fields[3], "n_relays", 0, MAX_RELAYS), cal,
+            reset,
         )
     # An ETE reports a rejected line: "OK" there would be a board bug, not a state
     return BoardErrorFrame(seq, _code(fields[2], "code", error_only=True))

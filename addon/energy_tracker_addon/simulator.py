@@ -308,7 +308,8 @@ class SimulatedMeter:
 
     def _send_hello(self) -> None:
         self._seq = 0  # the hello starts the sequence again (docs/protocol.md 2.1)
-        self._send_board("ETH", FIRMWARE_VERSION, str(len(self.relays)), f"{self._cal:g}")
+        self._send_board("ETH", FIRMWARE_VERSION, str(len(self.relays)), f"{self._cal:g}",
+                         "power_on")
 
     def _relay_field(self) -> str:
         return "".join("1" if closed else "0" for closed in self.relays)

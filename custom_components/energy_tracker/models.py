@@ -90,6 +90,7 @@ _BOARD_STATE = vol.Schema(
         vol.Optional("lines_ok"): INTEGER_OR_NULL,
         vol.Optional("lines_rejected"): INTEGER_OR_NULL,
         vol.Optional("frames_lost"): INTEGER_OR_NULL,
+        vol.Optional("boot_cause"): TEXT_OR_NULL,
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -219,6 +220,7 @@ class BoardState:
     lines_ok: int | None
     lines_rejected: int | None
     frames_lost: int | None
+    boot_cause: str | None = None  # how the voltage board's boot began (firmware ≥ 1.4.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +356,7 @@ class MeterState:
                     lines_ok=b.get("lines_ok"),
                     lines_rejected=b.get("lines_rejected"),
                     frames_lost=b.get("frames_lost"),
+                    boot_cause=b.get("boot_cause"),
                 )
                 for board_id, b in data["boards"].items()
             },

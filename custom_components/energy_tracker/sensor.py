@@ -42,7 +42,7 @@ from .status_sensor import status_sensors
 # Pushed entities: no polling, so no update concurrency to limit.
 PARALLEL_UPDATES = 0
 
-type SensorValue = float | int | datetime | None
+type SensorValue = float | int | str | datetime | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +202,10 @@ CHANNEL_SENSORS: tuple[ChannelSensorDescription, ...] = (
     ),
 )
 
+# The voltage board's hello `reset` values (docs/protocol.md 2.1); others read "unknown".
+BOOT_CAUSES = ("power_on", "external", "software", "hw_watchdog", "soft_watchdog",
+               "exception", "deep_sleep", "unknown")
+
 BOARD_SENSORS: tuple[BoardSensorDescription, ...] = (
     BoardSensorDescription(
         key="lines_rejected",
@@ -226,6 +230,17 @@ BOARD_SENSORS: tuple[BoardSensorDescription, ...] = (
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda b: b.frames_lost,
         # Only the voltage board numbers its frames.
+        exists_fn=lambda b: b.frames_lost is not None,
+    ),
+    BoardSensorDescription(
+        key="boot_cause",
+        translation_key="boot_cause",
+        device_class=SensorDeviceClass.ENUM,
+        options=list(BOOT_CAUSES),
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda b: None if b.boot_cause is None else (
+            b.boot_cause if b.boot_cause in BOOT_CAUSES else "unknown"),
+        # The voltage board's hello says it (firmware 1.4.0 on; unavailable before).
         exists_fn=lambda b: b.frames_lost is not None,
     ),
     BoardSensorDescription(

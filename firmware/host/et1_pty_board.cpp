@@ -3,7 +3,7 @@
 // the hardware. Exits when the other end closes or on SIGTERM, printing the error counters.
 //
 //   et1_pty_board --port /dev/pts/N [--settings FILE] [--freq 50] [--vrms 230] [--speed 1]
-//                 [--gas-period-ms 0] [--noise 2] [--wiring-cal 2.4]
+//                 [--gas-period-ms 0] [--noise 2] [--wiring-cal 2.4] [--reset-reason 0]
 #include <fcntl.h>
 #include <poll.h>
 #include <termios.h>
@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
     sig.h5 = 0.03;
     double speed = 1.0;
     uint32_t gas_period_ms = 0;
+    uint32_t reset_reason = 0;  // the SDK's rst_info.reason this boot reports
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i];
         const char* v = argv[i + 1];
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
         else if (k == "--wiring-cal") sig.cal = std::atof(v);  // the trim's true V per count
         else if (k == "--speed") speed = std::atof(v);
         else if (k == "--gas-period-ms") gas_period_ms = static_cast<uint32_t>(std::atol(v));
+        else if (k == "--reset-reason") reset_reason = static_cast<uint32_t>(std::atol(v));
         else {
             std::fprintf(stderr, "unknown option %s\n", k.c_str());
             return 2;
@@ -137,6 +139,7 @@ int main(int argc, char** argv) {
     FdOutput out(fd);
     NoRelayHardware relays;
     et1::BoardConfig cfg;
+    cfg.reset_cause = et1::reset_cause_name(reset_reason);
     et1::Board board(cfg, out, relays, flash);
     const auto t0 = std::chrono::steady_clock::now();
     // Unwrapped: the board sees millis() wrap after 49.7 days, the ADC must not stop then.

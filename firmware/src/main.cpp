@@ -100,6 +100,7 @@ et1::BoardConfig make_config() {
     et1::BoardConfig c;
     c.n_relays = sizeof kRelayPins;
     c.meter.sample_rate_hz = kSampleRateHz;
+    c.reset_cause = et1::reset_cause_name(system_get_rst_info()->reason);
     return c;
 }
 et1::Board g_board(make_config(), g_out, g_relays, g_settings);

@@ -164,8 +164,14 @@ def test_frame_layout_and_crc() -> None:
         (("ETA", "18", "42", "OK", "011"), AckFrame(18, 42, "OK", (False, True, True))),
         (("ETA", "19", "43", "EBADARG", "011"), AckFrame(19, 43, "EBADARG", (False, True, True))),
         (("ETE", "65535", "ECRC"), BoardErrorFrame(65535, "ECRC")),
+        # How the boot began (firmware 1.4.0 on); an odd cause is unknown, the hello kept.
+        (("ETH", "0", "1.4.0", "3", "2.4", "power_on"),
+         HelloFrame(0, "1.4.0", 3, 2.4, "power_on")),
+        (("ETH", "0", "1.4.0", "3", "2.4", "Soft WDT!"), HelloFrame(0, "1.4.0", 3, 2.4, None)),
+        (("ETH", "0", "1.4.0", "3", "2.4", ""), HelloFrame(0, "1.4.0", 3, 2.4, None)),
         # A later firmware's added fields are ignored: a board upgraded before the add-on.
-        (("ETH", "0", "1.4.0", "3", "2.4", "power_on"), HelloFrame(0, "1.4.0", 3, 2.4)),
+        (("ETH", "0", "1.5.0", "3", "2.4", "exception", "x"),
+         HelloFrame(0, "1.5.0", 3, 2.4, "exception")),
         (("ETM", "20", "230.0", "50.00", "000", "7", "", "12"),
          MeasurementFrame(20, 230.0, 50.0, (False, False, False), 7)),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -85,6 +86,33 @@ async def test_firmware_relays_switch_and_report_the_acknowledged_state(
                 assert resp.status == 200
                 assert (await resp.json())["state"] is state
             assert await relays() == expected
+
+
+@pytest.mark.parametrize(("sdk_reason", "cause", "warned"), [
+    (3, "soft_watchdog", "a software watchdog reset (the firmware got stuck for seconds)"),
+    (2, "exception", "a crash (an exception in the firmware)"),
+    (0, "power_on", None),
+])
+async def test_a_board_that_crashed_says_so_in_the_log_and_the_state(
+    firmware_build: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    sdk_reason: int, cause: str, warned: str | None,
+) -> None:
+    """A board restarting in a loop (a crash, a stuck loop) looked like any power cut."""
+    with (firmware_board(firmware_build, tmp_path, "--reset-reason", str(sdk_reason))
+          as options, caplog.at_level(logging.WARNING, logger="energy_tracker_addon.meter")):
+        async with serving(options, tmp_path / "data") as service:
+            def voltage_board() -> dict[str, object]:
+                board: dict[str, object] = service.meter.snapshot()["boards"]["voltage"]
+                return board
+            await wait_until(lambda: voltage_board()["boot_cause"] is not None)
+            shown = voltage_board()["boot_cause"]
+    assert shown == cause
+    warnings = [r.getMessage() for r in caplog.records if "voltage board" in r.getMessage()]
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1, warnings
+        assert f"after {warned} (firmware 1.4.0)" in warnings[0]
 
 
 async def test_watchdog_set_to_0_disarms_a_board_a_previous_run_armed(

@@ -168,6 +168,28 @@ async def test_board_connectivity_is_named_connected(
     assert state.attributes[ATTR_FRIENDLY_NAME] == "RPICT hat Connected"
 
 
+async def test_the_voltage_boards_boot_cause_is_a_diagnostic_enum(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The (simulated) board's hello says it started from power on; a crash or watchdog
+    would show there, among the device's diagnostics."""
+    served = await matching_reading(hass, addon, loaded_entry)
+    assert served["boards"]["voltage"]["boot_cause"] == "power_on"
+    boot = entity_id(entity_registry, addon, "voltage_boot_cause")
+    state = hass.states.get(boot)
+    assert state is not None
+    assert state.state == "power_on"
+    assert state.attributes[ATTR_FRIENDLY_NAME] == "Voltage board Boot cause"
+    assert "soft_watchdog" in state.attributes["options"]
+    registered = entity_registry.async_get(boot)
+    assert registered is not None
+    assert registered.entity_category is EntityCategory.DIAGNOSTIC
+    # The RPICT hat has no firmware hello.
+    assert entity_registry.async_get_entity_id(
+        "sensor", DOMAIN, f"{addon.meter_id}_rpict_boot_cause") is None
+
+
 async def test_unknown_values_are_unavailable_not_zero(
     hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
     entity_registry: er.EntityRegistry,

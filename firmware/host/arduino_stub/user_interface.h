@@ -3,3 +3,8 @@
 #pragma once
 #include <stdint.h>
 uint16_t system_adc_read(void);
+struct rst_info {
+    uint32_t reason;  // enum rst_reason: REASON_DEFAULT_RST (0) .. REASON_EXT_SYS_RST (6)
+    uint32_t exccause, epc1, epc2, epc3, excvaddr, depc;
+};
+struct rst_info* system_get_rst_info(void);

@@ -68,7 +68,26 @@ TEST(boot_sets_relays_to_stored_safe_state_then_says_hello) {
     const Sent hello = r.only();
     CHECK(hello.crc_ok);
     CHECK_EQ(hello.type, std::string("ETH"));
-    CHECK(hello.fields == (std::vector<std::string>{"0", "1.3.0", "3", "0.4512"}));
+    CHECK(hello.fields == (std::vector<std::string>{"0", "1.4.0", "3", "0.4512", "power_on"}));
+}
+
+TEST(hello_names_how_the_boot_began) {
+    Rig r;
+    r.cfg.reset_cause = et1::reset_cause_name(3);  // REASON_SOFT_WDT_RST: loop() stuck
+    et1::Board board{r.cfg, r.out, r.pins, r.flash};
+    board.begin(0);
+    std::vector<Sent> v;
+    for (const std::string& l : r.out.take_lines()) {
+        if (!l.empty()) v.push_back(decode_sent(l));
+    }
+    CHECK_EQ(v.size(), size_t{1});
+    CHECK_EQ(v[0].fields.back(), std::string("soft_watchdog"));
+    const char* names[] = {"power_on", "hw_watchdog", "exception", "soft_watchdog",
+                           "software", "deep_sleep", "external", "unknown", "unknown"};
+    for (uint32_t reason = 0; reason < 9; ++reason) {
+        CHECK_EQ(std::string(et1::reset_cause_name(reason)), std::string(names[reason]));
+    }
+    CHECK_EQ(std::string(et1::reset_cause_name(0xFFFFFFFFu)), std::string("unknown"));
 }
 
 TEST(boot_ends_the_roms_unterminated_output_before_the_hello) {

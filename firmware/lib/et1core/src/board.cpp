@@ -5,6 +5,13 @@
 
 namespace et1 {
 
+const char* reset_cause_name(uint32_t sdk_reason) {
+    static const char* const kNames[] = {"power_on",      "hw_watchdog", "exception",
+                                         "soft_watchdog", "software",    "deep_sleep",
+                                         "external"};
+    return sdk_reason < sizeof kNames / sizeof kNames[0] ? kNames[sdk_reason] : "unknown";
+}
+
 Board::Board(const BoardConfig& config, Output& out, RelayOutputs& relays, SettingsStore& store)
     : cfg_(config),
       out_(out),
@@ -160,6 +167,7 @@ void Board::send_hello() {
     format_trimmed(settings_.cal, 6, cal, sizeof cal);
     FrameWriter w("ETH");
     w.add_uint(next_seq()).add(kFirmwareVersion).add_uint(relays_.count()).add(cal);
+    w.add(cfg_.reset_cause);  // appended in 1.4.0: earlier hosts ignore it (protocol 2.1)
     send(w);
 }
 

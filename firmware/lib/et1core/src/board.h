@@ -13,7 +13,7 @@
 
 namespace et1 {
 
-constexpr const char* kFirmwareVersion = "1.3.0";
+constexpr const char* kFirmwareVersion = "1.4.0";
 
 // Hardware boundary: the serial port's transmit side.
 class Output {
@@ -22,8 +22,14 @@ public:
     virtual void write(const char* data, size_t len) = 0;
 };
 
+// The hello's name of the ESP8266 SDK's rst_info.reason (REASON_DEFAULT_RST = 0 ..
+// REASON_EXT_SYS_RST = 6): how this boot began, so the host can tell a crash or a watchdog
+// from a power cut. "unknown" for a value the SDK may add later.
+const char* reset_cause_name(uint32_t sdk_reason);
+
 struct BoardConfig {
     uint8_t n_relays = 3;
+    const char* reset_cause = "power_on";  // reset_cause_name() of this boot
     VoltageMeterConfig meter;
     uint32_t report_interval_ms = 1000;
     uint32_t gas_debounce_ms = 50;
