@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-COMPONENT = Path(__file__).resolve().parents[2] / "custom_components" / "energy_tracker"
+ROOT = Path(__file__).resolve().parents[2]
+COMPONENT = ROOT / "custom_components" / "energy_tracker"
 
 
 def test_manifest_keys_are_domain_name_then_alphabetical() -> None:
@@ -56,6 +57,16 @@ def test_every_choice_of_an_action_has_a_translated_label() -> None:
                 key = select.get("translation_key")
                 assert key, f"{action}.{field} has no translation_key"
                 assert set(labels[key]["options"]) == set(select["options"]), path.name
+
+
+def test_the_label_actions_choices_are_the_shipped_models() -> None:
+    """Picked from a list in the action's form; a model the bundle gained would be missing."""
+    services = yaml.safe_load((COMPONENT / "services.yaml").read_text(encoding="utf-8"))
+    select = services["label_appliance"]["fields"]["appliance"]["selector"]["select"]
+    bundle = json.loads((ROOT / "addon" / "energy_tracker_addon" / "nilm_bundle" / "bundle.json")
+                        .read_text(encoding="utf-8"))
+    assert set(select["options"]) == {model["name"] for model in bundle["models"]}
+    assert select["custom_value"] is True  # a name as shown, or another bundle's model
 
 
 def _strings(tree: object, path: str = "") -> dict[str, str]:
