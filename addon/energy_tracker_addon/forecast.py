@@ -434,8 +434,10 @@ class Forecaster:
         )
         values, level = self.predict_ratios(padded, calendar, np.array([origin]))
         if not np.isfinite(level[0]):
+            measured = int(np.isfinite(padded.kwh[-HISTORY_HOURS:]).sum())
             raise NotEnoughHistory(
-                f"need {MIN_LEVEL_HOURS} measured hours in the last 4 weeks to forecast"
+                f"need {MIN_LEVEL_HOURS} measured hours in the last 4 weeks to forecast; "
+                f"have {measured}"
             )
         curve = [
             ((first + h * ONE_HOUR).astimezone(tz).isoformat(timespec="seconds"),
