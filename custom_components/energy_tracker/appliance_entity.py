@@ -241,6 +241,8 @@ class ApplianceBinarySensor(ApplianceEntity, BinarySensorEntity):
 
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
-        """Since when it runs."""
+        """Since when it runs (none while it is off: "Since: unknown" told nothing)."""
         appliance = self.appliance
-        return None if appliance is None else {"since": appliance.since}
+        if appliance is None or appliance.since is None:
+            return None
+        return {"since": appliance.since}

@@ -52,6 +52,14 @@ def anomaly_detection_status(analytics: AnalyticsState) -> str | None:
     return READY if anomaly.active is not None else LEARNING
 
 
+def _detail(reason: str | None) -> str | None:
+    """The add-on's reason without the prefix the state already says ("learning: ")."""
+    if reason is None:
+        return None
+    head, colon, rest = reason.partition(": ")
+    return rest if colon and any(head == p for p, _ in FORECAST_REASONS) else reason
+
+
 @dataclass(frozen=True, kw_only=True)
 class StatusSensorDescription(SensorEntityDescription):
     """A status read from the analytics of the last state."""
@@ -68,7 +76,7 @@ STATUS_SENSORS: tuple[StatusSensorDescription, ...] = (
         options=[READY, *(state for _, state in FORECAST_REASONS)],
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=forecast_status,
-        attrs_fn=lambda a: {"detail": a.forecast_reason},
+        attrs_fn=lambda a: {"detail": _detail(a.forecast_reason)},
     ),
     StatusSensorDescription(
         key="anomaly_detection",

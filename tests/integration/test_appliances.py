@@ -204,8 +204,11 @@ async def test_replay_matches_the_evaluation_cli(
         low, high = (ref["energy_kwh"] * (1 - REL_TOL) - ABS_TOL_KWH,
                      ref["energy_kwh"] * (1 + REL_TOL) + ABS_TOL_KWH)
         assert round(low, 3) <= energy <= round(high, 3), (name, energy, ref)
-        running = hass.states.get(entity_id(hass, addon, name, "running")).state
+        running_state = hass.states.get(entity_id(hass, addon, name, "running"))
+        running = running_state.state
         assert running == ("on" if ref["running"] else "off"), (name, running, ref)
+        # Since when it runs; nothing while off ("Since: unknown" told nothing).
+        assert ("since" in running_state.attributes) is ref["running"], name
         started = [e for e in events if e.data["appliance"] == f"nilm_{name}"
                    and e.data["type"] == "appliance_started"]
         assert len(started) == ref["starts"], (name, len(started), ref)
@@ -324,7 +327,7 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
         "platform": "device", "domain": DOMAIN, "device_id": meter.id,
         "type": "appliance_started"})
     choices = capabilities["extra_fields"].schema["appliance"].container
-    assert choices["nilm_kettle"] == "Bouilloire (détecté)"
+    assert choices["nilm_kettle"] == "Bouilloire (détection)"
     assert choices["channel_2"] == "Kitchen (circuit)"  # the add-on's name for its channel
     assert choices["relay_1"] == "Water heater (relais)"
     # A device the user renamed is offered by its new name.
@@ -338,7 +341,7 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
         "platform": "device", "domain": DOMAIN, "device_id": meter.id,
         "type": "appliance_started"})
     choices = capabilities["extra_fields"].schema["appliance"].container
-    assert choices["nilm_kettle"] == "Bouilloire du chalet (détecté)"
+    assert choices["nilm_kettle"] == "Bouilloire du chalet (détection)"
     assert choices["relay_1"] == "Cumulus (relais)"  # as shed_load's report calls it
 
 
