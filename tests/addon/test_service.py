@@ -244,11 +244,13 @@ async def test_what_the_addon_writes_only_it_can_read(
 async def test_a_killed_addon_resumes_from_every_counter_it_showed(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    # The default 30 s persist interval: the kill comes before the first durable save, so
-    # only the live copies (statefile.LiveCopy) can carry the counters over.
+    # An hour's persist interval: the kill comes before the first durable save (the default
+    # 30 s left that to the machine's speed), so only the live copies (statefile.LiveCopy)
+    # can carry the counters over.
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    (data_dir / "options.json").write_text(json.dumps({"simulation_speed": 60}))
+    (data_dir / "options.json").write_text(
+        json.dumps({"simulation_speed": 60, "persist_interval_s": 3600}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 

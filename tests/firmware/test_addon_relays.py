@@ -122,11 +122,12 @@ async def test_watchdog_set_to_0_disarms_a_board_a_previous_run_armed(
     the watchdog turned off, its old watchdog used to trip a few seconds later and open
     relay 1, which nobody had commanded."""
     with firmware_board(firmware_build, tmp_path, "--speed", "10") as options:
-        async with serving(replace(options, relay_watchdog_s=3), tmp_path / "data") as first:
+        # 30 board seconds (3 s here): the restart below fits in it, even on a busy machine.
+        async with serving(replace(options, relay_watchdog_s=30), tmp_path / "data") as first:
             await first.relays.switch(1, True)
         async with serving(replace(options, relay_watchdog_s=0), tmp_path / "data") as second:
             await wait_until(lambda: second.meter.relays is not None)
-            await asyncio.sleep(1.0)  # 10 s of board time: three times the old watchdog
+            await asyncio.sleep(4.0)  # 40 s of board time: past the old watchdog
             assert second.meter.relays == (True, False, False)
 
 

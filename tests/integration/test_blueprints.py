@@ -150,7 +150,9 @@ async def test_power_above_its_rolling_average_notifies(
     assert await async_setup_component(hass, "sensor", {"sensor": {
         "platform": "statistics", "name": "Power average",
         "entity_id": "sensor.energy_tracker_total_power",
-        "state_characteristic": "mean", "sampling_size": 5}})
+        # 20 samples: 2000 W stays above twice the mean for four readings, not just the
+        # first one, which a busy event loop could let pass unseen.
+        "state_characteristic": "mean", "sampling_size": 20}})
     await set_up(hass, config_entry)
     await wait_for(lambda: hass.states.get("sensor.power_average").state == "400.0", 10,
                    "the average to settle")
@@ -160,8 +162,10 @@ async def test_power_above_its_rolling_average_notifies(
     boards.powers = [700.0, 0.0, 0.0]  # under twice the average: nothing
     await wait_for(lambda: hass.states.get("sensor.energy_tracker_total_power").state
                    == "700.0", 10, "700 W")
-    # above twice the average even once the average holds four 700 W readings and this one
+    # above twice the average, the average holding 700 W and 400 W readings and this one
     boards.powers = [2000.0, 0.0, 0.0]
+    await wait_for(lambda: hass.states.get("sensor.energy_tracker_total_power").state
+                   == "2000.0", 10, "2000 W")
     await wait_for(lambda: len(notify) == 1, 10, "the notification")
     assert "Energy Tracker Total power is at 2000 W" in notify[0].data["message"]
     assert "(2\u00d7 its average)" in notify[0].data["message"]
