@@ -104,18 +104,22 @@ async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType)
         fits = any(t[CONF_TYPE] == kind
                    and er.async_validate_entity_id(registry, t[CONF_ENTITY_ID]) == wanted
                    for t in offered)
-        what = f" on {wanted}"
+        subject: str | None = wanted
     else:
         # The appliances are known once the entry is loaded (not yet at startup).
         appliances = _appliances(hass, device) if CONF_APPLIANCE in config else {}
         fits = any(t[CONF_TYPE] == kind for t in offered) and (
             not appliances or config[CONF_APPLIANCE] in appliances)
-        what = f" for {config[CONF_APPLIANCE]}" if CONF_APPLIANCE in config else ""
+        subject = config.get(CONF_APPLIANCE)
     if not fits:
+        # The subject's own message: a connector word pasted in would be English everywhere.
+        placeholders = {"type": kind, "device": device.name or device.id}
         raise InvalidDeviceAutomationConfig(
-            translation_domain=DOMAIN, translation_key="trigger_not_offered",
-            translation_placeholders={"type": kind, "device": device.name or device.id,
-                                      "what": what},
+            translation_domain=DOMAIN,
+            translation_key="trigger_not_offered" if subject is None
+            else "trigger_not_offered_for",
+            translation_placeholders=placeholders if subject is None
+            else placeholders | {"subject": subject},
         )
     return config
 

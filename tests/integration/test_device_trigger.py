@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -433,12 +435,17 @@ async def test_triggers_a_device_does_not_offer_are_refused(
         (trigger(board, "appliance_finished"), "RPICT hat has no appliance_finished"),
         (trigger(relay_device, "anomaly_detected"), "no anomaly_detected trigger"),
         (trigger(meter, "power_above", entity_id="sensor.energy_tracker_total_energy",
-                 threshold=1000), "on sensor.energy_tracker_total_energy"),
+                 threshold=1000), "for sensor.energy_tracker_total_energy"),
     ]
+    # Each language words the subject itself (an English " for" was pasted into French).
+    messages = json.loads((Path(__file__).resolve().parents[2] / "custom_components"
+                           / DOMAIN / "translations" / "en.json").read_text())["exceptions"]
     for config, said in wrong:
         with pytest.raises(InvalidDeviceAutomationConfig) as raised:
             await async_validate_trigger_config(hass, config)
-        assert raised.value.translation_key == "trigger_not_offered"
+        assert raised.value.translation_key in ("trigger_not_offered", "trigger_not_offered_for")
         placeholders = raised.value.translation_placeholders or {}
-        message = "{device} has no {type} trigger{what}".format(**placeholders)
+        assert all(" for " not in value and " on " not in value
+                   for value in placeholders.values()), placeholders
+        message = messages[raised.value.translation_key]["message"].format(**placeholders)
         assert said in message, message
