@@ -35,13 +35,21 @@ READY = "ready"
 LEARNING = "learning"
 
 
+def _parsed_reason(reason: str | None) -> tuple[str | None, str | None]:
+    """The state a forecast reason names, and the reason without the prefix that state
+    already says ("learning: "); (None, reason) for a reason of no known kind."""
+    for prefix, state in FORECAST_REASONS:
+        if reason is not None and reason.startswith(prefix):
+            rest = reason.removeprefix(prefix)
+            return state, rest.removeprefix(": ") if rest.startswith(": ") else reason
+    return None, reason
+
+
 def forecast_status(analytics: AnalyticsState) -> str | None:
     """`ready` with a forecast, else the state its reason names (None: not reported)."""
     if analytics.forecast is not None:
         return READY
-    reason = analytics.forecast_reason or ""
-    return next((state for prefix, state in FORECAST_REASONS if reason.startswith(prefix)),
-                None)
+    return _parsed_reason(analytics.forecast_reason)[0]
 
 
 def anomaly_detection_status(analytics: AnalyticsState) -> str | None:
@@ -50,14 +58,6 @@ def anomaly_detection_status(analytics: AnalyticsState) -> str | None:
     if anomaly is None:
         return None
     return READY if anomaly.active is not None else LEARNING
-
-
-def _detail(reason: str | None) -> str | None:
-    """The add-on's reason without the prefix the state already says ("learning: ")."""
-    if reason is None:
-        return None
-    head, colon, rest = reason.partition(": ")
-    return rest if colon and any(head == p for p, _ in FORECAST_REASONS) else reason
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +76,7 @@ STATUS_SENSORS: tuple[StatusSensorDescription, ...] = (
         options=[READY, *(state for _, state in FORECAST_REASONS)],
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=forecast_status,
-        attrs_fn=lambda a: {"detail": _detail(a.forecast_reason)},
+        attrs_fn=lambda a: {"detail": _parsed_reason(a.forecast_reason)[1]},
     ),
     StatusSensorDescription(
         key="anomaly_detection",
