@@ -1,4 +1,5 @@
-"""Assist: an intent that answers the current power use, and English sentences for it.
+"""Assist: an intent that answers the current power use, and English and French sentences
+for it.
 
 Home Assistant's built-in HassGetState only answers for sensors the user exposed by name
 ("what is the Energy Tracker Total power"), and power sensors are not exposed by default;
@@ -21,19 +22,67 @@ from homeassistant.helpers.trigger import (
     async_validate_trigger_config,
 )
 
+from .appliance_entity import appliance_device_identifier
 from .const import DOMAIN, LOGGER
 from .coordinator import EnergyTrackerConfigEntry
+from .device_lookup import device_by_identifier
 
 INTENT_GET_POWER: Final = "EnergyTrackerGetPower"
 SLOT_NAME: Final = "name"
 # hassil templates; {name} is a wildcard: a CT channel's, an extra meter's or a detected
 # appliance's name (relays are switched by name through HA's own intents: they are switches).
+# Sentence triggers are matched whatever the pipeline's language, so one list serves both;
+# hassil reads hyphens as spaces ("consomme-t-on") but tells ' from the typographic \u2019.
 SENTENCES: Final = [
     "what is [the] [current] [total] (power|electricity|energy) (use|usage|consumption)",
     "how much (power|electricity|energy) (am I|are we|is the house|is the home) using"
     " [right now]",
     "how much (power|electricity) (is|does) [the] {name} (use|using|draw|drawing) [right now]",
+    "quelle est la (consommation|puissance) [électrique] [totale] [actuelle]"
+    " [de la maison|du logement] [en ce moment]",
+    "combien [(d'électricité|d\u2019électricité|de courant|d'énergie|d\u2019énergie)]"
+    " (consomme la maison|consomme le logement|consommons nous|consomme t on|on consomme)"
+    " [en ce moment]",
+    "combien (consomme|consomment|utilise|tire) {name} [en ce moment]",
+    "quelle est la (consommation|puissance) (du|de la|de l'|des|de) {name}"
+    " [en ce moment]",
 ]
+# What the wildcard may hold before the name itself ("combien consomme la cuisine").
+ARTICLES: Final = ("the ", "le ", "la ", "les ", "l'", "du ", "de la ", "de l'", "des ")
+# The whole home said where a name goes ("combien consomme la maison"), unless a meter,
+# circuit or appliance is called so.
+HOME: Final = frozenset({"maison", "logement", "home", "house"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Speech:
+    unknown_total: str
+    total: str  # {watts}
+    no_such_name: str  # {name}
+    unknown_named: str  # {name}
+    named: str  # {name}, {about}, {watts}, {note}
+    about: str
+    note: str
+
+
+SPEECH: Final = {
+    "en": _Speech(
+        unknown_total="I don't know the power use right now.",
+        total="The home is using {watts} watts.",
+        no_such_name="I don't know a circuit, meter or appliance called {name}.",
+        unknown_named="I don't know how much power {name} uses right now.",
+        named="{name} uses {about}{watts} watts{note}.",
+        about="about ", note=" (an estimate)",
+    ),
+    "fr": _Speech(
+        unknown_total="Je ne connais pas la consommation en ce moment.",
+        total="La maison consomme {watts} watts.",
+        no_such_name="Je ne connais aucun circuit, compteur ou appareil nommé {name}.",
+        unknown_named="Je ne sais pas combien consomme {name} en ce moment.",
+        named="{name} consomme {about}{watts} watts{note}.",
+        about="environ ", note=" (estimation)",
+    ),
+}
 
 
 async def async_setup_voice(hass: HomeAssistant) -> None:
@@ -92,25 +141,29 @@ class GetPowerIntentHandler(intent.IntentHandler):
         entries: list[EnergyTrackerConfigEntry] = hass.config_entries.async_loaded_entries(
             DOMAIN
         )
+        said = SPEECH.get((intent_obj.language or "en").split("-")[0].lower(), SPEECH["en"])
+        found = _named_power(hass, entries, name) if name else None
         response = intent_obj.create_response()
-        if not name:
+        if found is None and (not name or _spoken(_without_article(name)) in HOME):
             watts = _total_power(entries)
-            speech = ("I don't know the power use right now." if watts is None
-                      else f"The home is using {round(watts)} watts.")
-        elif (found := _named_power(entries, name)) is None:
-            speech = f"I don't know a circuit, meter or appliance called {name.strip()}."
+            speech = (said.unknown_total if watts is None
+                      else said.total.format(watts=round(watts)))
+        elif found is None:
+            speech = said.no_such_name.format(name=_without_article(name or ""))
         elif found.watts is None:
-            speech = f"I don't know how much power {found.name} uses right now."
+            speech = said.unknown_named.format(name=found.name)
         else:
-            about, note = ("about ", " (an estimate)") if found.estimate else ("", "")
-            speech = f"{found.name} uses {about}{round(found.watts)} watts{note}."
+            speech = said.named.format(
+                name=found.name, watts=round(found.watts),
+                about=said.about if found.estimate else "",
+                note=said.note if found.estimate else "")
         response.async_set_speech(speech)
         return response
 
 
 @dataclass(frozen=True, slots=True)
 class _NamedPower:
-    name: str  # as configured ("Water heater & AC"), not as heard
+    name: str  # as configured or shown ("Water heater & AC", "Bouilloire"), not as heard
     watts: float | None  # None: unknown right now (the add-on is unreachable, stale data)
     estimate: bool  # a NILM estimate, not a measurement
 
@@ -123,27 +176,58 @@ def _total_power(entries: list[EnergyTrackerConfigEntry]) -> float | None:
 
 
 def _spoken(name: str) -> str:
-    """A name as speech-to-text writes it: "&" comes out as "and", case and spacing vary."""
-    return " ".join(name.casefold().replace("&", " and ").split())
+    """A name as speech-to-text writes it: "&" comes out as a word, hyphens as spaces,
+    apostrophes typographic or not, case and spacing vary."""
+    return " ".join(name.casefold().replace("&", " and ").replace("-", " ")
+                    .replace("\u2019", "'").split())
 
 
-def _named_power(entries: list[EnergyTrackerConfigEntry], name: str) -> _NamedPower | None:
+def _same(name: str, wanted: str) -> bool:
+    """`name` is what `wanted` (as _spoken) said: "&" may be said "and" or, in French, "et"."""
+    return _spoken(name) in (wanted, wanted.replace(" et ", " and "))
+
+
+def _without_article(heard: str) -> str:
+    """`heard` without the article the wildcard took with it ("la Cuisine" → "Cuisine")."""
+    heard = heard.strip()
+    low = heard.casefold().replace("\u2019", "'")  # the articles are ASCII: same offsets
+    for article in ARTICLES:
+        if low.startswith(article) and len(low) > len(article):
+            return heard[len(article):].lstrip()
+    return heard
+
+
+def _named_power(hass: HomeAssistant, entries: list[EnergyTrackerConfigEntry],
+                 heard: str) -> _NamedPower | None:
     """The channel, extra meter or detected appliance with this name (measured values
-    first); None when no meter has one."""
-    wanted = _spoken(name)
+    first), with or without an article before it; None when no meter has one."""
+    for wanted in dict.fromkeys((_spoken(heard), _spoken(_without_article(heard)))):
+        if (found := _named_power_exactly(hass, entries, wanted)) is not None:
+            return found
+    return None
+
+
+def _named_power_exactly(hass: HomeAssistant, entries: list[EnergyTrackerConfigEntry],
+                         wanted: str) -> _NamedPower | None:
     for entry in entries:
         coordinator = entry.runtime_data
         live = coordinator.last_update_success
         state = coordinator.data
         for channel in coordinator.info.channels:
-            if _spoken(channel.name) == wanted:
+            if _same(channel.name, wanted):
                 reading = state.channels.get(channel.id) if live else None
                 return _NamedPower(channel.name, None if reading is None else reading.power_w,
                                    False)
         for meter in state.extra_meters.values():
-            if _spoken(meter.name) == wanted:
+            if _same(meter.name, wanted):
                 return _NamedPower(meter.name, meter.total_power_w if live else None, False)
-        for appliance in (state.appliances or {}).values():
-            if _spoken(appliance.name) == wanted:
-                return _NamedPower(appliance.name, appliance.power_w if live else None, True)
+        for key, appliance in (state.appliances or {}).items():
+            # As its device is shown (renamed, or "Bouilloire" in French), or the add-on's.
+            device = device_by_identifier(
+                hass, appliance_device_identifier(coordinator.info.meter_id, key),
+                entry.entry_id)
+            shown = [] if device is None else [device.name_by_user, device.name]
+            names = [n for n in shown if n] + [appliance.name]
+            if any(_same(n, wanted) for n in names):
+                return _NamedPower(names[0], appliance.power_w if live else None, True)
     return None
