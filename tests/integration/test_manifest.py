@@ -134,3 +134,18 @@ def test_translated_appliance_names_are_the_addons_in_english() -> None:
     assert set(load_bundle().models) == TRANSLATED_APPLIANCES
     for appliance in TRANSLATED_APPLIANCES:
         assert strings["device"][f"appliance_{appliance}"]["name"] == display_name(appliance)
+
+
+def test_repairs_name_the_default_meter_once() -> None:
+    """A meter keeps the default title "Energy Tracker": its repairs read "Energy Tracker
+    has not been able to reach the Energy Tracker add-on"."""
+    for path in (COMPONENT / "strings.json", COMPONENT / "translations" / "fr.json"):
+        issues = json.loads(path.read_text(encoding="utf-8"))["issues"]
+        for key, issue in issues.items():
+            if "{title}" not in issue["description"]:
+                continue
+            # The add-on's name in a menu path ("Settings → Add-ons → Energy Tracker") is
+            # what the user clicks: not a repeat.
+            text = issue["description"].replace("{title}", "Energy Tracker")
+            assert text.replace("→ Energy Tracker", "→").count("Energy Tracker") == 1, (
+                path.name, key, text)
