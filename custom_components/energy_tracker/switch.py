@@ -20,7 +20,8 @@ from .relay_entity import RelayEntity
 # acknowledgement), so switching several relays at once runs side by side.
 PARALLEL_UPDATES = 0
 
-RELAY = SwitchEntityDescription(key="switch", device_class=SwitchDeviceClass.OUTLET)
+# A relay switches a circuit or an appliance (a water heater's contactor), not a socket.
+RELAY = SwitchEntityDescription(key="switch", device_class=SwitchDeviceClass.SWITCH)
 
 
 async def async_setup_entry(

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from homeassistant.components.number import ATTR_VALUE, SERVICE_SET_VALUE
 from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
+from homeassistant.components.switch import SwitchDeviceClass
 from homeassistant.const import (
+    ATTR_DEVICE_CLASS,
     ATTR_ENTITY_ID,
     ATTR_FRIENDLY_NAME,
     SERVICE_TURN_OFF,
@@ -66,6 +68,9 @@ async def test_switches_are_named_after_the_relays_on_their_own_devices(
         # The relay's own name (not "Energy Tracker …"): what Assist and users call it.
         assert state.attributes[ATTR_FRIENDLY_NAME] == relay["name"]
         assert state.state == (STATE_ON if relay["state"] else STATE_OFF)
+        # A relay switches a circuit or an appliance (a water heater's contactor), not a
+        # plug: voice assistants and HomeKit must not offer it as an outlet.
+        assert state.attributes[ATTR_DEVICE_CLASS] == SwitchDeviceClass.SWITCH
         entry = entity_registry.async_get(entity_id)
         assert entry is not None
         device = device_registry.async_get(entry.device_id or "")
