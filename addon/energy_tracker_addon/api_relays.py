@@ -11,7 +11,15 @@ from aiohttp import web
 from .api_body import BadBody, read_json
 from .api_errors import invalid, storage_error
 from .demand_response import DEFAULT_STAGGER_S, DemandResponse, NoReading
-from .relays import MIN_ON_MAX_S, PRIORITY_MAX, RelayError, RelayManager, RelayNotFound
+from .relays import (
+    MIN_OFF_MAX_S,
+    MIN_ON_MAX_S,
+    PRIORITY_MAX,
+    RelayError,
+    RelayManager,
+    RelayNotFound,
+    RelayTooSoon,
+)
 from .voltage_calibration import CalibrationError, VoltageCalibration
 
 MAX_STAGGER_S: Final = 600.0
@@ -48,9 +56,13 @@ def register_relay_routes(app: web.Application, backend: object) -> None:
 
 
 def _relay_error(error: RelayError) -> web.Response:
-    body = {"error": error.code}
+    body: dict[str, Any] = {"error": error.code}
     if error.status == 502:
         body["detail"] = error.detail
+    if isinstance(error, RelayTooSoon):
+        body["detail"], body["retry_after_s"] = error.detail, error.retry_after_s
+        return web.json_response(body, status=error.status,
+                                 headers={"Retry-After": str(error.retry_after_s)})
     return web.json_response(body, status=error.status)
 
 
@@ -67,20 +79,23 @@ async def _put(request: web.Request) -> web.Response:
     except (ValueError, RelayNotFound):
         return web.json_response({"error": "not_found"}, status=404)
     try:
-        body = await _body(request, {"state", "priority", "min_on_s"}, required=True)
+        body = await _body(request, {"state", "priority", "min_on_s", "min_off_s"},
+                           required=True)
         state = body.get("state")
         if "state" in body and not isinstance(state, bool):
             raise Invalid("state: expected true or false")
         priority = _optional_int(body, "priority", PRIORITY_MAX)
         min_on_s = _optional_int(body, "min_on_s", MIN_ON_MAX_S)
+        min_off_s = _optional_int(body, "min_off_s", MIN_OFF_MAX_S)
     except Invalid as error:
         return invalid(str(error))
     try:
         # The switch first: a request that fails (503, 504) changes nothing at all.
         if state is not None:
             await manager.switch(relay_id, state)
-        if priority is not None or min_on_s is not None:
-            await manager.update_settings(relay_id, priority=priority, min_on_s=min_on_s)
+        if priority is not None or min_on_s is not None or min_off_s is not None:
+            await manager.update_settings(relay_id, priority=priority, min_on_s=min_on_s,
+                                          min_off_s=min_off_s)
     except RelayError as error:
         return _relay_error(error)
     except OSError as error:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any, Final
 
 from .meter import Meter
 from .relays import Relay, RelayError, RelayManager
 
 DEFAULT_STAGGER_S: Final = 5.0
+LATER_CHECK_S: Final = 2.0
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class NoReading(Exception):
@@ -35,6 +39,9 @@ class DemandResponse:
         # switch is no baseline (shedding would count the switched load as its own drop).
         self._measured_changes = manager.changes
         self._rpict_lines = 0
+        # Relays a restore found inside their minimum off time: switched on once it is over
+        # (a heat pump shed at the peak must come back without a second restore).
+        self._later: dict[int, asyncio.Task[None]] = {}
         meter.add_listener(self._on_state)
 
     async def shed(self, *, limit_w: float | None = None, reduce_w: float | None = None
@@ -43,6 +50,7 @@ class DemandResponse:
         async with self._lock:
             self._sheds += 1
             self._shed_came.set()
+            self._cancel_later()  # the peak is back: what was shed stays off
             snapshot = self._meter.snapshot()
             before = snapshot["total_power_w"]
             if before is not None and self._manager.changes != self._measured_changes:
@@ -102,6 +110,7 @@ class DemandResponse:
         shed arriving meanwhile wins, and the relays not yet restored stay shed."""
         restored: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []
         interrupted = False
         async with self._restoring:
             sheds = self._sheds
@@ -119,6 +128,10 @@ class DemandResponse:
                         break
                     if not relay.shed:
                         continue  # switched on by hand meanwhile
+                    if left := self._manager.min_off_left_s(relay):
+                        self._restore_later(relay, sheds)
+                        pending.append({"id": relay.id, "name": relay.name, "in_s": left})
+                        continue
                     try:
                         await self._manager.switch(relay.id, True)
                     except RelayError as error:
@@ -126,7 +139,49 @@ class DemandResponse:
                                        "error": error.code})
                     else:
                         restored.append({"id": relay.id, "name": relay.name})
-        return {"restored": restored, "failed": failed, "interrupted": interrupted}
+        return {"restored": restored, "failed": failed, "pending": pending,
+                "interrupted": interrupted}
+
+    def _restore_later(self, relay: Relay, sheds: int) -> None:
+        async def restore() -> None:
+            # Looked at again every few seconds: the user may change the minimum meanwhile.
+            while (left := self._manager.min_off_left_s(relay)) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(min(left, LATER_CHECK_S))
+            async with self._lock:
+                # A shed since cancels this; a relay switched by hand is no longer shed.
+                if self._sheds != sheds or not relay.shed:
+                    return
+                try:
+                    await self._manager.switch(relay.id, True)
+                except RelayError as error:
+                    _LOGGER.warning("Relay %s (%s) not restored after its minimum off time: "
+                                    "%s; it stays shed until the next restore",
+                                    relay.id, relay.name, error.code)
+                else:
+                    _LOGGER.info("Relay %s (%s) restored after its minimum off time",
+                                 relay.id, relay.name)
+
+        if (earlier := self._later.pop(relay.id, None)) is not None:
+            earlier.cancel()
+        task = asyncio.get_running_loop().create_task(restore())
+        self._later[relay.id] = task
+        task.add_done_callback(
+            lambda done: self._later.pop(relay.id, None) if self._later.get(relay.id) is done
+            else None)
+
+    def _cancel_later(self) -> None:
+        for task in self._later.values():
+            task.cancel()
+        self._later.clear()
+
+    async def stop(self) -> None:
+        """Cancel the restores waiting for a minimum off time (the relays stay shed, and
+        saved as such: the next restore after a restart switches them on)."""
+        tasks = list(self._later.values())
+        self._cancel_later()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _skip_reason(self, relay: Relay) -> str | None:
         if not self._manager.available(relay):

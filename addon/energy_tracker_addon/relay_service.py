@@ -61,5 +61,6 @@ class RelayService:
         await self.manager.start()
 
     async def stop(self) -> None:
+        await self.demand_response.stop()
         await self.manager.stop()
 

@@ -27,8 +27,10 @@ _LOGGER = logging.getLogger(__name__)
 SETTINGS_FILE: Final = "relay_settings.json"
 DEFAULT_PRIORITY: Final = 50
 DEFAULT_MIN_ON_S: Final = 0
+DEFAULT_MIN_OFF_S: Final = 0
 PRIORITY_MAX: Final = 100
 MIN_ON_MAX_S: Final = 86_400
+MIN_OFF_MAX_S: Final = 86_400
 
 type ReportedSource = Literal["board", "gpio", "simulated"]
 type Report = Callable[[int, bool], None]
@@ -61,6 +63,16 @@ class RelayRejected(RelayError):
     status, code = 502, "relay_rejected"
 
 
+class RelayTooSoon(RelayError):
+    """Switched on inside its minimum off time (a compressor's restart delay)."""
+
+    status, code = 409, "min_off_time"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"off less than its minimum off time: on again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
 class RelayBackend(Protocol):
     """Where a group of relays lives; it reports acknowledged states through `report`."""
 
@@ -81,10 +93,13 @@ class Relay:
     source: ReportedSource
     priority: int = DEFAULT_PRIORITY
     min_on_s: int = DEFAULT_MIN_ON_S
+    min_off_s: int = DEFAULT_MIN_OFF_S
     state: bool | None = None
     last_changed: datetime | None = None
     # Monotonic time it came on (saved as wall time across restarts); None while off.
     on_since: float | None = None
+    # The same for off; None while on.
+    off_since: float | None = None
     shed: bool = False  # switched off by demand response, not restored since
     last_drop_w: float | None = None  # measured when demand response last shed it
     saved_state: bool | None = None  # as the last run left it (its last_changed holds for it)
@@ -144,16 +159,22 @@ class RelayManager:
         if relay.state is not None:
             relay.last_changed = self._wall_clock()
             relay.on_since = self._clock() if state else None
+            relay.off_since = None if state else self._clock()
             self.changes += 1
         else:  # the first state this run: compared with what the last run left
             if state != relay.saved_state:
                 relay.last_changed = None  # changed while the add-on was down: when unknown
-            if state and relay.on_since is None:
-                # On since before the add-on knew (no saved time): the minimum on time
-                # counts from now, so a restart never lets demand response cut it short.
-                relay.on_since = self._clock()
-            elif not state:
+            # On or off since before the add-on knew (no saved time): the minimum time
+            # counts from now, so a restart never lets demand response cut it short nor
+            # a compressor start again too soon.
+            if state:
+                relay.off_since = None
+                if relay.on_since is None:
+                    relay.on_since = self._clock()
+            else:
                 relay.on_since = None
+                if relay.off_since is None:
+                    relay.off_since = self._clock()
         if state:
             relay.shed = False  # on again, by whatever means: nothing left to restore
         relay.state = state
@@ -178,6 +199,12 @@ class RelayManager:
     def inside_min_on(self, relay: Relay) -> bool:
         return relay.on_since is not None and self._clock() - relay.on_since < relay.min_on_s
 
+    def min_off_left_s(self, relay: Relay) -> int:
+        """Whole seconds until its minimum off time lets it on again; 0: it may."""
+        if relay.off_since is None or relay.state is not False:
+            return 0
+        return max(0, math.ceil(relay.min_off_s - (self._clock() - relay.off_since)))
+
     def as_json(self, relay: Relay) -> dict[str, Any]:
         changed = relay.last_changed
         available = self.available(relay)
@@ -190,6 +217,7 @@ class RelayManager:
             "available": available,
             "priority": relay.priority,
             "min_on_s": relay.min_on_s,
+            "min_off_s": relay.min_off_s,
             "last_changed": (
                 None if changed is None
                 else changed.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -213,6 +241,8 @@ class RelayManager:
         if backend is None or not backend.available(relay_id):
             raise RelayUnavailable
         async with self._locks[relay_id]:
+            if on and (left := self.min_off_left_s(relay)):
+                raise RelayTooSoon(left)
             before = relay.shed
             # Marked before the acknowledgement: the state published with the relay off
             # already says demand response did it (HA's event tells a shed from a finish).
@@ -228,20 +258,23 @@ class RelayManager:
         return relay
 
     async def update_settings(
-        self, relay_id: int, *, priority: int | None = None, min_on_s: int | None = None
+        self, relay_id: int, *, priority: int | None = None, min_on_s: int | None = None,
+        min_off_s: int | None = None,
     ) -> Relay:
         """Raises OSError (nothing changed) when the settings cannot be saved: a priority
         that seemed set would be back to its old value after the next restart."""
         relay = self.get(relay_id)
-        before = relay.priority, relay.min_on_s
+        before = relay.priority, relay.min_on_s, relay.min_off_s
         if priority is not None:
             relay.priority = priority
         if min_on_s is not None:
             relay.min_on_s = min_on_s
+        if min_off_s is not None:
+            relay.min_off_s = min_off_s
         try:
             await self._save(raise_errors=True)
         except OSError:
-            relay.priority, relay.min_on_s = before
+            relay.priority, relay.min_on_s, relay.min_off_s = before
             raise
         return relay
 
@@ -283,16 +316,20 @@ class RelayManager:
 
     def _settings(self) -> dict[str, dict[str, Any]]:
         """What survives a restart: the user's settings, which relays demand response
-        switched off, and since when each relay is on (wall time, as monotonic restarts)."""
+        switched off, and since when each relay is on or off (wall time, as monotonic
+        restarts)."""
         now_mono, now_wall = self._clock(), self._wall_clock().timestamp()
         return {
             str(r.id): {
                 "priority": r.priority,
                 "min_on_s": r.min_on_s,
+                "min_off_s": r.min_off_s,
                 "shed": r.shed,
                 "state": r.state,
                 "on_since": None if r.on_since is None
                 else round(now_wall - (now_mono - r.on_since), 3),
+                "off_since": None if r.off_since is None
+                else round(now_wall - (now_mono - r.off_since), 3),
                 "last_changed": None if r.last_changed is None
                 else round(r.last_changed.timestamp(), 3),
             }
@@ -312,6 +349,8 @@ class RelayManager:
                 relay.priority = priority
             if _in_range(min_on, MIN_ON_MAX_S):
                 relay.min_on_s = min_on
+            if _in_range(min_off := entry.get("min_off_s"), MIN_OFF_MAX_S):
+                relay.min_off_s = min_off
             relay.shed = entry.get("shed") is True
             saved_state, changed = entry.get("state"), entry.get("last_changed")
             relay.saved_state = saved_state if isinstance(saved_state, bool) else None
@@ -319,13 +358,21 @@ class RelayManager:
                     and relay.saved_state is not None and math.isfinite(changed):
                 with contextlib.suppress(OverflowError, OSError, ValueError):
                     relay.last_changed = datetime.fromtimestamp(changed, UTC)
-            on_since = entry.get("on_since")
-            if entry.get("state") is True and isinstance(on_since, int | float) \
-                    and not isinstance(on_since, bool):
-                # Wall time back to this run's monotonic clock; a time in the future
-                # (the clock was set back) counts as now.
-                ago = max(0.0, self._wall_clock().timestamp() - on_since)
-                relay.on_since = self._clock() - ago
+            on_since, off_since = entry.get("on_since"), entry.get("off_since")
+            if relay.saved_state is True and _is_time(on_since):
+                relay.on_since = self._monotonic(on_since)
+            elif relay.saved_state is False and _is_time(off_since):
+                relay.off_since = self._monotonic(off_since)
+
+    def _monotonic(self, wall: float) -> float:
+        """Saved wall time back to this run's monotonic clock; a time in the future (the
+        clock was set back) counts as now."""
+        return self._clock() - max(0.0, self._wall_clock().timestamp() - wall)
+
+
+def _is_time(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _in_range(value: Any, high: int) -> TypeGuard[int]:

@@ -82,12 +82,14 @@ class CommandFailed(EnergyTrackerError):
     invalid or not_found.
     """
 
-    def __init__(self, status: int, code: str, detail: str | None) -> None:
+    def __init__(self, status: int, code: str, detail: str | None,
+                 retry_after_s: int | None = None) -> None:
         """Keep the answer; the message is for logs."""
         super().__init__(f"{status} {code}" + (f": {detail}" if detail else ""))
         self.status = status
         self.code = code
         self.detail = detail
+        self.retry_after_s = retry_after_s  # min_off_time: when the relay may switch on
 
 
 class EnergyTrackerClient:
@@ -116,7 +118,7 @@ class EnergyTrackerClient:
         return relays_from_json(await self._get_json("relays"))
 
     async def set_relay(self, relay_id: int, **changes: bool | int) -> RelayState:
-        """PUT /api/v1/relays/{id} with any of state, priority, min_on_s.
+        """PUT /api/v1/relays/{id} with any of state, priority, min_on_s, min_off_s.
 
         Answers once the relay acknowledged a state change; CommandFailed otherwise.
         """
@@ -270,8 +272,10 @@ class EnergyTrackerClient:
         if response.status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None
             detail = answer.get("detail") if isinstance(answer, dict) else None
+            retry = answer.get("retry_after_s") if isinstance(answer, dict) else None
             raise CommandFailed(response.status, str(error or "unknown"),
-                                None if detail is None else str(detail))
+                                None if detail is None else str(detail),
+                                retry if type(retry) is int else None)
         if not isinstance(answer, dict):
             raise InvalidData(f"{method} {path} did not answer an object")
         return answer

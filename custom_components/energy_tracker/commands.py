@@ -22,6 +22,7 @@ _COMMAND_ERRORS = {
     "invalid": "command_invalid",
     "storage_full": "addon_storage_full",
     "storage_error": "addon_storage_error",
+    "min_off_time": "relay_min_off_time",
 }
 
 
@@ -43,7 +44,8 @@ async def run_command[T](command: Awaitable[T], target: str,
             translation_domain=DOMAIN,
             translation_key=key,
             translation_placeholders={
-                "target": target, "detail": err.detail or err.code, "status": str(err.status)
+                "target": target, "detail": err.detail or err.code, "status": str(err.status),
+                "retry_after": _duration(err.retry_after_s),
             },
         ) from err
     except InvalidAuth as err:
@@ -56,3 +58,14 @@ async def run_command[T](command: Awaitable[T], target: str,
             translation_key="cannot_connect",
             translation_placeholders={"error": str(err)},
         ) from err
+
+
+def _duration(seconds: int | None) -> str:
+    """"2 min 20 s", "45 s" (unit symbols read the same in English and French)."""
+    if seconds is None:
+        return "?"
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else "",
+             f"{rest} s" if rest or not (hours or minutes) else ""]
+    return " ".join(p for p in parts if p)

@@ -103,6 +103,7 @@ _RELAY = vol.Schema(
         vol.Required("available"): bool,
         vol.Required("priority"): _integer,
         vol.Required("min_on_s"): _integer,
+        vol.Optional("min_off_s", default=None): vol.Any(None, _integer),  # add-on 0.3.17+
         vol.Optional("last_changed"): TEXT_OR_NULL,
         vol.Optional("shed", default=False): bool,
         vol.Optional("channel", default=None): vol.Any(None, _integer),
@@ -236,6 +237,7 @@ class RelayState:
     shed: bool
     last_changed: str | None
     channel: int | None = None  # the CT channel measuring the switched circuit
+    min_off_s: int | None = None  # None: an add-on before 0.3.17, which has none
 
     @classmethod
     def from_json(cls, payload: Any) -> RelayState:
@@ -246,7 +248,8 @@ class RelayState:
     def from_validated(cls, r: dict[str, Any]) -> RelayState:
         """Convert an already validated relay object."""
         return cls(r["id"], r["name"], r["state"], r["available"], r["priority"],
-                   r["min_on_s"], r["shed"], r.get("last_changed"), r["channel"])
+                   r["min_on_s"], r["shed"], r.get("last_changed"), r["channel"],
+                   r["min_off_s"])
 
 
 NILM_STATUS_SCHEMA = vol.Schema(

@@ -1,4 +1,5 @@
-"""Per-relay settings for demand response: priority and minimum on time."""
+"""Per-relay settings: priority and minimum on time for demand response, and the minimum
+off time that protects a compressor from restarting too soon."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ PARALLEL_UPDATES = 0
 class RelayNumberDescription(NumberEntityDescription):
     """A relay setting; `key` is also its field in PUT /api/v1/relays/{id}."""
 
-    value_fn: Callable[[RelayState], int]
+    value_fn: Callable[[RelayState], int | None]
 
 
 RELAY_NUMBERS: tuple[RelayNumberDescription, ...] = (
@@ -52,6 +53,18 @@ RELAY_NUMBERS: tuple[RelayNumberDescription, ...] = (
         mode=NumberMode.BOX,
         value_fn=lambda r: r.min_on_s,
     ),
+    RelayNumberDescription(
+        key="min_off_s",
+        translation_key="min_off_time",
+        entity_category=EntityCategory.CONFIG,
+        device_class=NumberDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.SECONDS,
+        native_min_value=0,
+        native_max_value=86400,
+        native_step=1,
+        mode=NumberMode.BOX,
+        value_fn=lambda r: r.min_off_s,
+    ),
 )
 
 
@@ -66,6 +79,8 @@ async def async_setup_entry(
         RelayNumber(coordinator, relay, description)
         for relay in coordinator.data.relays.values()
         for description in RELAY_NUMBERS
+        # An older add-on has no such setting: no entity that could never be set.
+        if description.value_fn(relay) is not None
     )
 
 

@@ -106,7 +106,8 @@ async def _async_restore_load(call: ServiceCall) -> ServiceResponse:
                                           relays=len(entry.runtime_data.data.relays)),
         SERVICE_RESTORE_LOAD,
     )
-    return _named_as_in_home_assistant(call.hass, entry, report, ("restored", "failed"))
+    return _named_as_in_home_assistant(call.hass, entry, report,
+                                       ("restored", "failed", "pending"))
 
 
 def _named_as_in_home_assistant(hass: HomeAssistant, entry: EnergyTrackerConfigEntry,

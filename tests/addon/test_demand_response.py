@@ -163,7 +163,7 @@ async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
     elapsed = loop.time() - started
     assert restored == {"restored": [{"id": 2, "name": "Kitchen"},
                                      {"id": 1, "name": "Water heater"}], "failed": [],
-                        "interrupted": False}
+                        "pending": [], "interrupted": False}
     assert elapsed >= 1.5
     changed = {r["id"]: r["last_changed"]
                for r in (await _call(session, service, "GET", "/api/v1/relays"))["relays"]}
@@ -174,7 +174,7 @@ async def test_shed_by_priority_honours_min_on_time_and_stops_at_the_limit(
     assert [r["shed"] for r in after["relays"]] == [False, False, False]
     # Nothing left to restore.
     assert await _call(session, service, "POST", "/api/v1/restore") == {
-        "restored": [], "failed": [], "interrupted": False}
+        "restored": [], "failed": [], "pending": [], "interrupted": False}
 
 
 async def test_a_shed_right_after_a_switch_measures_from_a_reading_that_shows_it(
@@ -291,3 +291,37 @@ async def test_the_simulated_board_keeps_its_relays_across_a_restart(
         assert reading["relays"][0]["last_changed"] == switched["last_changed"]
         # The water heater's circuit (CT channel 3) is still out of the readings.
         assert next(c for c in reading["channels"] if c["id"] == 3)["power_w"] == 0.0
+
+
+
+
+async def test_a_relay_inside_its_minimum_off_time_is_restored_once_it_is_over(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    """A heat pump's compressor must not start again within minutes of stopping; a restore
+    that comes sooner switches it on once the minimum off time is over, without a second
+    restore (a refusal would have left it off for good)."""
+    for relay_id in (1, 2):
+        await _call(session, service, "PUT", f"/api/v1/relays/{relay_id}", {"min_off_s": 60})
+    shed = await _call(session, service, "POST", "/api/v1/shed", {"limit_w": 0})
+    assert {r["id"] for r in shed["shed"]} == {1, 2, 3}
+    report = await _call(session, service, "POST", "/api/v1/restore", {"stagger_s": 0})
+    assert report["restored"] == [{"id": 3, "name": "Laundry"}]
+    assert report["failed"] == []
+    pending = {p["id"]: p for p in report["pending"]}
+    assert sorted(pending) == [1, 2]
+    assert all(45 <= p["in_s"] <= 60 for p in pending.values())
+    relays = {r["id"]: r for r in (await _call(session, service, "GET", "/api/v1/relays"))[
+        "relays"]}
+    assert (relays[1]["state"], relays[1]["shed"]) == (False, True)
+    # Its time over (here: lowered to none), the water heater comes back by itself.
+    await _call(session, service, "PUT", "/api/v1/relays/1", {"min_off_s": 0})
+    await wait_until(lambda: service.relays.get(1).state is True, timeout=10)
+    assert not service.relays.get(1).shed
+    assert service.relays.get(2).state is False
+    # A shed before the kitchen's time is over (here one that needs to switch nothing)
+    # cancels its restore: it stays off and shed after its time.
+    await _call(session, service, "POST", "/api/v1/shed", {"limit_w": 1_000_000})
+    await _call(session, service, "PUT", "/api/v1/relays/2", {"min_off_s": 0})
+    await asyncio.sleep(5)
+    assert (service.relays.get(2).state, service.relays.get(2).shed) == (False, True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +477,71 @@ async def test_a_shed_relay_never_reports_a_negative_drop(
     assert drops[0] == 0.0
     assert drops[1] == pytest.approx(drops[2] * 700 / 1600, rel=0.01)
     assert report["total_after_w"] < report["total_before_w"]
+
+
+async def test_a_relay_is_not_switched_on_inside_its_minimum_off_time(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    """A compressor (heat pump, air conditioner, fridge) switched off must rest before it
+    starts again: an automation switching it back on sooner is refused, and the board is
+    not even asked."""
+    service, peer = board
+    url = service.url + "/api/v1/relays/2"
+    async with session.put(url, json={"min_off_s": 600}, headers=auth()) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["min_off_s"] == 600
+
+    async def answer(relays_after: str) -> CommandFrame:
+        command = await peer.command()
+        await peer.send("ETA", str(command.cmd_id), "OK", relays_after)
+        return command
+
+    answering = asyncio.create_task(answer("101"))
+    async with session.put(url, json={"state": False}, headers=auth()) as resp:
+        assert resp.status == 200
+    await answering
+    async with session.put(url, json={"state": True}, headers=auth()) as resp:
+        assert resp.status == 409
+        body = await resp.json()
+        assert body["error"] == "min_off_time"
+        assert 595 <= body["retry_after_s"] <= 600
+        assert resp.headers["Retry-After"] == str(body["retry_after_s"])
+    with pytest.raises(TimeoutError):
+        await peer.command(timeout=0.5)
+    assert (await _relay(session, service, 2))["state"] is False
+    # The user may lower it (a resistive load after all): then it switches at once.
+    async with session.put(url, json={"min_off_s": 0}, headers=auth()) as resp:
+        assert resp.status == 200
+    answering = asyncio.create_task(answer("111"))
+    async with session.put(url, json={"state": True}, headers=auth()) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["state"] is True
+    assert (await answering).args == ("2", "1")
+
+
+async def test_the_minimum_off_time_outlives_a_restart(tmp_path: Path) -> None:
+    """Switched off 100 s before an add-on restart with 300 s to rest: 200 s left after it,
+    not 300 s from the start nor none at all."""
+    now = [1000.0]
+    wall = [datetime(2026, 12, 7, 8, 0, tzinfo=UTC)]
+
+    def manager() -> RelayManager:
+        return RelayManager([RelayConfig(1, "Heat pump", "board")], tmp_path,
+                            clock=lambda: now[0], wall_clock=lambda: wall[0])
+
+    first = manager()
+    first.report(1, True)
+    await first.update_settings(1, min_off_s=300)
+    first.report(1, False)
+    now[0] += 100.0
+    wall[0] += timedelta(seconds=100)
+    assert first.min_off_left_s(first.get(1)) == 200
+    await first.stop()
+    now[0] = 5.0  # a new boot: the monotonic clock starts again
+    second = manager()
+    second.report(1, False)
+    try:
+        assert second.get(1).min_off_s == 300
+        assert second.min_off_left_s(second.get(1)) == 200
+    finally:
+        await second.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -238,3 +239,35 @@ async def test_priority_and_minimum_on_time_are_written_to_the_addon(
     state = hass.states.get(min_on)
     assert state is not None
     assert state.attributes[ATTR_FRIENDLY_NAME] == "Kitchen Minimum on time"
+
+
+async def test_a_relay_resting_after_off_says_when_it_may_switch_on(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """A compressor on a relay (heat pump, air conditioner) gets a minimum off time; a
+    switch on inside it is refused with when it may, not a bare "answered 409"."""
+    min_off = relay_entity(entity_registry, addon, 2, "min_off_s", "number")
+    entry = entity_registry.async_get(min_off)
+    assert entry is not None
+    assert entry.entity_category is EntityCategory.CONFIG
+    state = hass.states.get(min_off)
+    assert state is not None
+    assert state.attributes[ATTR_FRIENDLY_NAME] == "Kitchen Minimum off time"
+    await hass.services.async_call("number", SERVICE_SET_VALUE,
+                                   {ATTR_ENTITY_ID: min_off, ATTR_VALUE: 300}, blocking=True)
+    assert (await served_relay(addon, 2))["min_off_s"] == 300
+    assert float(shown(hass, min_off)) == 300
+
+    kitchen = relay_entity(entity_registry, addon, 2)
+    await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: kitchen},
+                                   blocking=True)
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_ON,
+                                       {ATTR_ENTITY_ID: kitchen}, blocking=True)
+    assert raised.value.translation_key == "relay_min_off_time"
+    assert re.fullmatch(
+        r"Kitchen was switched off less than its minimum off time ago: it can be switched on"
+        r" again in (5 min|4 min [1-5]?\d s)", str(raised.value)), str(raised.value)
+    assert shown(hass, kitchen) == STATE_OFF
+    assert (await served_relay(addon, 2))["state"] is False
