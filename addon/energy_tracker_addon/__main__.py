@@ -94,15 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     args = _parse_args(argv)
     _make_private(args.data_dir)
+    # Before the options are read: what reading them warns about is a log line like any
+    # other (time, level), not a bare line; the level is the option's once it is known.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         options = load_options(args.data_dir)
     except OptionsError as error:
         print(f"energy-tracker-addon: invalid option {error}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.getLogger().setLevel(options.log_level.upper())
     return asyncio.run(_run(options, args))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
@@ -360,6 +361,30 @@ async def test_port_in_use_exits_1_with_one_line_saying_so(tmp_path: Path) -> No
     assert "Cannot start:" in errors[0]
     assert "address already in use" in errors[0]
     assert "Traceback" not in stderr.decode()
+
+
+async def test_warnings_about_the_options_are_log_lines_like_the_others(
+    tmp_path: Path,
+) -> None:
+    """Said while reading the options, before logging was set up: a bare line with no time
+    nor level in the add-on's log."""
+    (tmp_path / "options.json").write_text(json.dumps({
+        "channels": [{"id": 1, "name": "Mains", "role": "mains"}],
+        "relays": [{"id": 1, "name": "Heat pump", "source": "board", "channel": 2}]}))
+    with socket.socket() as busy:  # the start then fails at once, after the options
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        process = await asyncio.create_subprocess_exec(
+            ADDON_COMMAND, "--data-dir", str(tmp_path), "--host", "127.0.0.1",
+            "--port", str(busy.getsockname()[1]),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            _stdout, stderr = await process.communicate()
+    warning = [line for line in stderr.decode().splitlines() if "names channel 2" in line]
+    assert len(warning) == 1, stderr.decode()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+"
+    assert re.match(stamp + r" WARNING energy_tracker_addon", warning[0]), warning[0]
 
 
 async def test_port_in_use_fails_start_and_leaves_nothing_running(tmp_path: Path) -> None:
