@@ -5,8 +5,12 @@ Labels come from Home Assistant's `energy_tracker.label_appliance` action, kept 
 export (`GET /api/v1/export`, column `total_power_w`). A label turns into training windows
 at the model's period, one per bin inside [start, end) with a full window of history:
 
-* `was_running: true` — the target is what the house drew above its level just before
-  the start (the median of the `BASELINE_BINS` bins before it): the appliance's share;
+* `was_running: true` — the target is what the house drew above its level around the run
+  (the lower of the medians of the `BASELINE_BINS` bins before the start and after the
+  end: a start typed a little late, "07:02" for 07:01:40, put the bins before it inside
+  the run, and the kettle was learnt as off); the bins just before and after it where the
+  house drew no more than that level plus the appliance's off threshold are windows with a
+  target of 0 W (without them a model shown only runs learns to see more of them);
 * `was_running: false` — a wrong detection: the target is 0 W over the whole interval.
 
 Turning labels into windows needs numpy and pandas only (tested without TensorFlow); the
@@ -30,6 +34,9 @@ from numpy.typing import NDArray
 from .data import DataError, resample
 
 BASELINE_BINS = 5
+# Warned about (a start typed late, the bins before it inside the run): a level this much
+# higher before the run than after it.
+LATE_START_W = 200.0
 LEARNING_RATE = 1e-4
 
 
@@ -106,6 +113,9 @@ def _label(path: Path, number: int, row: object) -> Label:
             raise DataError(f"{path}: {name}: {key} {row[key]!r} has no UTC offset; give "
                             "it as the add-on does, e.g. 2026-11-02T07:00:00+00:00")
         times.append(time)
+    if times[1] <= times[0]:
+        raise DataError(f"{path}: {name}: end {row['end']!r} is not after start "
+                        f"{row['start']!r}")
     running = row.get("was_running", True)
     if not isinstance(running, bool):
         raise DataError(f"{path}: {name}: was_running must be true or false (JSON), "
@@ -136,16 +146,22 @@ def read_history(path: Path) -> pd.Series:
 
 
 def label_windows(labels: list[Label], mains: pd.Series, appliance: str, period_s: int,
-                  window: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+                  window: int, off_w: float = 0.0,
+                  ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Mains windows (N, window) in W and target powers (N,) in W for one appliance."""
-    x, y, _ = windows_and_misses(labels, mains, appliance, period_s, window)
+    x, y, _ = windows_and_misses(labels, mains, appliance, period_s, window, off_w)
     return x, y
 
 
 def windows_and_misses(labels: list[Label], mains: pd.Series, appliance: str, period_s: int,
-                       window: int) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:
+                       window: int, off_w: float = 0.0,
+                       ) -> tuple[NDArray[np.float32], NDArray[np.float32], int]:
     """`label_windows`, and how many of the appliance's labels overlap the history yet
-    give no window (too near its start or end, or in a gap, for a whole window)."""
+    give no window (too near its start or end, or in a gap, for a whole window).
+
+    `off_w`: the appliance's off threshold; with it, a run's label also gives "off" windows
+    just around the run (as many bins on each side as the run lasts), where the house drew
+    less than its level plus `off_w`."""
     first, last = mains.index.min(), mains.index.max()
     misses = 0
     series = resample(mains.to_frame(), period_s)["mains"]
@@ -162,21 +178,43 @@ def windows_and_misses(labels: list[Label], mains: pd.Series, appliance: str, pe
         if not len(inside):
             misses += overlaps
             continue
-        before = values[max(inside[0] - BASELINE_BINS, 0):inside[0]]
-        before = before[np.isfinite(before)]
-        baseline = float(np.median(before)) if len(before) else float(np.nanmin(values[inside]))
-        for i in inside:
+        baseline = _baseline(values, inside, label)
+        around: list[int] = []
+        if label.was_running and off_w > 0:
+            span = len(inside)
+            around = [i for i in (*range(inside[0] - span, inside[0]),
+                                  *range(inside[-1] + 1, inside[-1] + 1 + span))
+                      if 0 <= i < len(values) and values[i] < baseline + off_w]
+        for i in (*inside, *around):
             if i < half or i + half >= len(values):
                 continue
             x = values[i - half:i + half + 1]
             if not np.isfinite(x).all():
                 continue
             xs.append(x)
-            ys.append(max(float(values[i]) - baseline, 0.0) if label.was_running else 0.0)
+            running = label.was_running and inside[0] <= i <= inside[-1]
+            ys.append(max(float(values[i]) - baseline, 0.0) if running else 0.0)
         misses += overlaps and len(xs) == made
     if not xs:
         return np.empty((0, window), np.float32), np.empty(0, np.float32), misses
     return np.stack(xs), np.asarray(ys, np.float32), misses
+
+
+def _baseline(values: NDArray[np.float32], inside: NDArray[np.intp], label: Label) -> float:
+    """The house's level around a labelled run: the lower of the medians just before and
+    just after it; a warning when they differ as if the label started late."""
+    before = values[max(inside[0] - BASELINE_BINS, 0):inside[0]]
+    after = values[inside[-1] + 1:inside[-1] + 1 + BASELINE_BINS]
+    levels = [float(np.median(side[np.isfinite(side)])) for side in (before, after)
+              if np.isfinite(side).any()]
+    if not levels:
+        return float(np.nanmin(values[inside]))
+    if label.was_running and len(levels) == 2 and levels[0] - levels[1] > LATE_START_W:
+        logging.getLogger(__name__).warning(
+            "label of %s from %s: the house drew %.0f W more just before it than just after "
+            "its end; did the run start earlier? Its level is taken from after the end",
+            label.appliance, label.start, levels[0] - levels[1])
+    return min(levels)
 
 
 def history_needed(period_s: int, window: int) -> str:
@@ -210,12 +248,22 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
 
     # Bad input is reported before TensorFlow (an optional extra) is even needed.
     labels, mains = read_labels(labels_path), read_history(history_path)
-    names = sorted({label.appliance for label in labels} & set(targets or ALL_TARGETS))
+    wanted = set(targets or ALL_TARGETS)
+    names = sorted({label.appliance for label in labels} & wanted)
+    # Labels the add-on kept for an appliance no model here knows ("kettel", a home's own
+    # "toaster"): said, not dropped silently.
+    unknown = sorted({label.appliance for label in labels} - set(ALL_TARGETS))
+    if unknown:
+        logging.getLogger(__name__).warning(
+            "labels of %s ignored: no model of that name (models: %s)",
+            ", ".join(unknown), ", ".join(sorted(ALL_TARGETS)))
     if not names:
-        raise DataError(f"{labels_path}: no label for {sorted(targets or ALL_TARGETS)}")
+        raise DataError(f"{labels_path}: no label for {sorted(wanted)}"
+                        + (f" (the labels name {', '.join(unknown)})" if unknown else ""))
     warn_contradictions([label for label in labels if label.appliance in names])
     found = {name: windows_and_misses(labels, mains, name, ALL_TARGETS[name].period_s,
-                                      ALL_TARGETS[name].window) for name in names}
+                                      ALL_TARGETS[name].window, ALL_TARGETS[name].off_w)
+             for name in names}
     windows = {name: (x, y) for name, (x, y, _) in found.items()}
     if not any(len(x) for x, _ in windows.values()):
         needs = "; ".join(f"{name} {history_needed(ALL_TARGETS[name].period_s,
