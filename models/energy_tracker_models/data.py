@@ -24,6 +24,7 @@ SPARSE_BINS = 1_000_000  # spans this long must have rows in ...
 MIN_FILLED = 0.01  # ... at least this share of their bins
 # Unix seconds pass 1e11 in the year 5138; unix milliseconds did in 1973.
 MAX_UNIX_SECONDS = 1e11
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DataError(Exception):
@@ -67,8 +68,10 @@ def load_uci(path: Path | None = None) -> pd.DataFrame:
 
 
 def read_power_csv(path: Path) -> pd.DataFrame:
-    """A CSV with `timestamp` (ISO 8601 or unix seconds), `mains` (or the add-on export's
-    `total_power_w`) and appliance columns (W).
+    """A CSV with `timestamp` (ISO 8601 or unix seconds; a time without a zone is UTC),
+    `mains` (or the add-on export's `total_power_w`) and appliance columns (W), gzipped or
+    not (told by its first bytes, not its name). Column names are read without case or
+    surrounding spaces ("Kettle " is kettle); rows empty in every column are dropped.
 
     Returns a frame indexed by UTC timestamps, sorted, numeric columns only.
     """
@@ -76,28 +79,47 @@ def read_power_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
-    opener = gzip.open if path.suffix == ".gz" else open
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == GZIP_MAGIC
+    opener = gzip.open if gzipped else open
     try:
         with opener(path, "rt", encoding="utf-8-sig") as fh:
-            df = pd.read_csv(fh)
+            df = pd.read_csv(fh, dtype={"timestamp": object})
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
-        raise DataError(f"{path}: not a UTF-8 CSV file{' (gzip)' if opener is gzip.open else ''}"
+        raise DataError(f"{path}: not a UTF-8 CSV file{' (gzip)' if gzipped else ''}"
                         f" ({type(err).__name__}: {err})") from None
+    df.columns = [str(c).strip().casefold() for c in df.columns]
+    if len(df.columns) == 1 and ";" in df.columns[0]:
+        raise DataError(f"{path}: columns separated by ';' ({df.columns[0][:60]}): save it "
+                        "with ',' between columns and '.' in numbers")
+    if df.columns.duplicated().any():
+        raise DataError(f"{path}: columns named alike (case and spaces aside): "
+                        f"{sorted(set(df.columns[df.columns.duplicated()]))}")
     if "mains" not in df.columns and "total_power_w" in df.columns:
         df = df.rename(columns={"total_power_w": "mains"})  # the add-on's export
     if "timestamp" not in df.columns or "mains" not in df.columns:
         raise DataError(f"{path}: needs columns 'timestamp' and 'mains', has {list(df.columns)}")
+    df = df.dropna(how="all")  # a spreadsheet's trailing ",,," rows
     ts = df.pop("timestamp")
+    if (blank := ts.isna() | (ts.astype(str).str.strip() == "")).any():
+        line = int(np.flatnonzero(blank.to_numpy())[0])
+        raise DataError(f"{path}: line {_line(df, line)}: empty timestamp")
+    numeric = pd.to_numeric(ts, errors="coerce")
     try:
-        if pd.api.types.is_numeric_dtype(ts):
-            if ts.abs().max() > MAX_UNIX_SECONDS:
+        if numeric.notna().all():
+            if numeric.abs().max() > MAX_UNIX_SECONDS:
                 raise DataError(f"{path}: timestamps look like milliseconds (up to "
-                                f"{ts.abs().max():.0f}); give unix seconds")
-            index = pd.to_datetime(ts, unit="s", utc=True)
+                                f"{numeric.abs().max():.0f}); give unix seconds")
+            index = pd.to_datetime(numeric, unit="s", utc=True)
         else:
-            index = pd.to_datetime(ts, utc=True, format="ISO8601")
+            index = pd.to_datetime(ts, utc=True, format="ISO8601", errors="coerce")
+            if (bad := index.isna()).any():
+                line = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(f"{path}: line {_line(df, line)}: timestamp "
+                                f"{str(ts.iloc[line])[:40]!r} is neither ISO 8601 "
+                                "(2014-09-11T07:02:00Z) nor unix seconds")
     except (ValueError, OverflowError) as err:
         raise DataError(f"{path}: timestamps must be ISO 8601 or unix seconds ({err})") from None
     df.index = pd.DatetimeIndex(index, name="timestamp")
@@ -105,6 +127,11 @@ def read_power_csv(path: Path) -> pd.DataFrame:
     if not df["mains"].notna().any():
         raise DataError(f"{path}: the 'mains' column holds no numbers")
     return df.sort_index()
+
+
+def _line(df: pd.DataFrame, position: int) -> int:
+    """The file's line number of the frame's row at `position` (the header is line 1)."""
+    return int(df.index[position]) + 2
 
 
 def resample(df: pd.DataFrame, period_s: int, max_fill: int = 2) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from .metrics import summary
 CHUNK_WINDOWS = 20_000
 # Data sampled this many model periods apart or more is not what the model reads.
 COARSER = 1.5
+# No home stays under this many watts 99 % of the time: mains that do are in kW.
+KW_LIKE = 50.0
 
 
 def track(spec: ModelSpec, power: NDArray[np.floating]) -> NDArray[np.bool_]:
@@ -83,7 +86,8 @@ def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame, chunk_windows: int = CH
     """
     names = [n for n in bundle.models if n in df.columns]
     if not names:
-        raise DataError(f"no column matches the bundle's appliances {sorted(bundle.models)}")
+        raise DataError(f"no column matches the bundle's appliances {sorted(bundle.models)}; "
+                        f"the data has {[c for c in df.columns if c != 'mains']}")
     results = {}
     reasons = {name: f"no column '{name}' in the data" for name in bundle.models
                if name not in names}
@@ -118,6 +122,7 @@ def evaluate_csv(data: Path, models: Path | None) -> dict[str, Any]:
     ran) are null, so the line is strict JSON."""
     bundle = load_bundle(models)
     frame = read_power_csv(data)
+    warn_about_mains(frame["mains"], data)
     try:
         appliances, skipped = evaluate_frame(bundle, frame)
     except DataError as err:
@@ -126,6 +131,18 @@ def evaluate_csv(data: Path, models: Path | None) -> dict[str, Any]:
             "appliances": {name: {key: _json_number(value) for key, value in m.items()}
                            for name, m in appliances.items()},
             "skipped": skipped}
+
+
+def warn_about_mains(mains: pd.Series, data: Path) -> None:
+    """Mains the models read as nothing: in kW, or negative (a clamp the wrong way round).
+    Scored all the same, but the figures are then those of models seeing no load."""
+    known = mains.dropna()
+    log = logging.getLogger(__name__)
+    if (known < 0).mean() > 0.5:
+        log.warning("%s: the mains are mostly negative (a CT clamp the wrong way round, or "
+                    "export counted negative?): the models see no load there", data)
+    elif known.abs().quantile(0.99) < KW_LIKE:
+        log.warning("%s: the mains never reach %g: in kW? give watts (x 1000)", data, KW_LIKE)
 
 
 def _json_number(value: float) -> float | None:

@@ -164,7 +164,15 @@ def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path:
     [
         (b"", "empty file"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 CSV file"),
-        (b"timestamp,mains,fridge\nyesterday,100,50\n", "ISO 8601 or unix seconds"),
+        (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,100,50\nyesterday,100,50\n",
+         "line 3: timestamp 'yesterday' is neither ISO 8601 (2014-09-11T07:02:00Z) nor unix "
+         "seconds"),
+        (b"timestamp,mains,fridge\n11/09/2014 00:00:00,100,50\n",
+         "line 2: timestamp '11/09/2014 00:00:00' is neither ISO 8601"),
+        (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,100,50\n,120,50\n",
+         "line 3: empty timestamp"),
+        (b"timestamp;mains;fridge\n2014-09-11T00:00:00Z;100,5;50\n",
+         "columns separated by ';'"),
         (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,lots,50\n", "holds no numbers"),
         # Minute data for 6 s models: said as such, not "no full window".
         (b"timestamp,mains,fridge\n" + b"".join(
@@ -175,7 +183,8 @@ def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path:
             f"{1410393600000 + 6000 * i},{200 + i % 7},{80 * (i % 3 == 0)}\n".encode()
             for i in range(400)), "timestamps look like milliseconds"),
     ],
-    ids=["empty", "png", "bad-time", "no-numbers", "minute-data", "milliseconds"],
+    ids=["empty", "png", "bad-time", "day-first-date", "empty-time", "semicolons",
+         "no-numbers", "minute-data", "milliseconds"],
 )
 def test_bad_data_is_a_message_and_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
     data = tmp_path / "bad.csv"
@@ -187,11 +196,29 @@ def test_bad_data_is_a_message_and_exit_2(tmp_path: Path, content: bytes, messag
 
 
 def test_a_plain_file_named_gz_is_a_message(tmp_path: Path) -> None:
-    data = tmp_path / "plain.csv.gz"
-    data.write_text("timestamp,mains,fridge\n1410393600,100,50\n")
+    data = tmp_path / "broken.csv.gz"
+    data.write_bytes(gzip.compress(b"timestamp,mains,fridge\n1410393600,100,50\n")[:20])
     proc = run_cli("evaluate", "--data", str(data))
     assert (proc.returncode, "Traceback" in proc.stderr) == (2, False)
     assert "(gzip)" in proc.stderr
+
+
+def test_a_spreadsheets_file_reads_like_the_plain_one(tmp_path: Path,
+                                                       iso_result: dict) -> None:
+    """What a spreadsheet or a hand edit makes of the slice: capitalised, padded column
+    names, trailing empty rows, a plain file named .gz and a gzipped one named .csv."""
+    with gzip.open(UKDALE, "rt") as handle:
+        text = handle.read()
+    header, rest = text.split("\n", 1)
+    edited = ",".join(f" {name.title()} " for name in header.split(",")) + "\n" + rest
+    edited += ",,,,,\n,,,,,\n"
+    (tmp_path / "plain.csv.gz").write_text(edited)
+    (tmp_path / "zipped.csv").write_bytes(gzip.compress(edited.encode()))
+    for name in ("plain.csv.gz", "zipped.csv"):
+        proc = run_cli("evaluate", "--data", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["appliances"] == (
+            iso_result["appliances"])
 
 
 def test_chunked_inference_scores_like_the_whole_file() -> None:
@@ -264,3 +291,29 @@ def test_the_addon_export_with_a_measured_column_scores_like_mains(tmp_path: Pat
         results.append(_last_line_strict_json(proc)["appliances"])
     assert results[1] == results[0]
     assert set(results[1]) == {"fridge"}
+
+
+@pytest.mark.parametrize(("scale", "warning"), [
+    (0.001, "the mains never reach 50: in kW? give watts"),
+    (-1.0, "the mains are mostly negative (a CT clamp the wrong way round"),
+])
+def test_mains_the_models_cannot_read_are_warned_about(tmp_path: Path, scale: float,
+                                                       warning: str) -> None:
+    """Mains in kW or reversed were scored silently, as models seeing no load."""
+    with gzip.open(UKDALE, "rt") as handle:
+        df = pd.read_csv(handle)
+    df["mains"] *= scale
+    data = tmp_path / "odd.csv"
+    df.to_csv(data, index=False)
+    proc = run_cli("evaluate", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert warning in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["appliances"]
+
+
+def test_no_matching_column_lists_the_datas_columns(tmp_path: Path) -> None:
+    data = tmp_path / "toaster.csv"
+    data.write_text("timestamp,mains,toaster\n1410393600,100,50\n1410393606,100,50\n")
+    proc = run_cli("evaluate", "--data", str(data))
+    assert proc.returncode == 2
+    assert "the data has ['toaster']" in proc.stderr
