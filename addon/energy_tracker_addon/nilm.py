@@ -181,6 +181,10 @@ def load_bundle(path: Path | None = None, num_threads: int = 1,
         raise NilmBundleError(manifest, f"invalid model entry ({err!r})") from err
     if not specs:
         raise NilmBundleError(manifest, "the bundle lists no models")
+    names = [spec.name for spec in specs]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        # The later entry would silently win: which model runs would be a guess.
+        raise NilmBundleError(manifest, f"it lists {', '.join(twice)} more than once")
     if only:
         wanted = [spec for spec in specs if spec.name in only]
         if not wanted:

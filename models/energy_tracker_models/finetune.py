@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from .data import DataError, resample
+from .data import DataError, read_power_csv, resample
 
 BASELINE_BINS = 5
 # Warned about (a start typed late, the bins before it inside the run): a level this much
@@ -125,14 +125,15 @@ def _label(path: Path, number: int, row: object) -> Label:
 
 def read_history(path: Path) -> pd.Series:
     """The add-on's export (CSV or Parquet): `timestamp` and `total_power_w` (W), indexed by
-    UTC time."""
+    UTC time; a CSV as `evaluate` reads it (`timestamp,mains` too, unix seconds, gzip)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if path.suffix != ".parquet":
+        return read_power_csv(path)["mains"]
     try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        kind = "Parquet" if path.suffix == ".parquet" else "UTF-8 CSV"
-        raise DataError(f"{path}: not a {kind} file of the add-on's export "
+        df = pd.read_parquet(path)
+    except (ValueError, OSError) as err:
+        raise DataError(f"{path}: not a Parquet file of the add-on's export "
                         f"({type(err).__name__}: {err})") from None
     if "timestamp" not in df.columns or "total_power_w" not in df.columns:
         raise DataError(f"{path}: needs columns 'timestamp' and 'total_power_w' "

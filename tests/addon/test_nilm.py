@@ -257,6 +257,7 @@ def test_truncated_model_with_matching_hash_is_not_usable(tmp_path: Path) -> Non
         (lambda m: m["models"][0].update(window=98), "invalid model entry"),
         (lambda m: m["models"][0].update(file="../x.tflite"), "outside the bundle"),
         (lambda m: m.update(models=[]), "lists no models"),
+        (lambda m: m["models"].append(dict(m["models"][0])), "lists kitchen more than once"),
     ],
 )
 def test_invalid_manifest_is_a_clear_error(tmp_path: Path, change, reason: str) -> None:

@@ -84,7 +84,8 @@ def test_the_api_files_read_as_they_come(files: tuple[Path, Path, pd.DataFrame],
 @pytest.mark.parametrize(
     ("history", "message"),
     [(b"PAR1\x00\x01garbage", "not a Parquet file"),
-     (b"timestamp,total_power_w\nyesterday,5\n", "timestamps must be ISO 8601")],
+     (b"timestamp,total_power_w\nyesterday,5\n", "line 2: timestamp 'yesterday' is neither "
+      "ISO 8601")],
 )
 def test_an_unreadable_history_is_a_message(
     files: tuple[Path, Path, pd.DataFrame], tmp_path: Path, history: bytes, message: str,
@@ -349,3 +350,20 @@ def test_a_run_also_teaches_the_appliance_off_just_around_it(
     # Each is centred on a quiet bin: the house drew far less there than during the run.
     half = spec.window // 2
     assert float(x[len(y_run):, half].max()) < float(np.median(x_run[:, half])) - spec.on_w
+
+
+def test_the_history_may_be_any_csv_evaluate_reads(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+) -> None:
+    """`timestamp,mains` in unix seconds, as evaluate takes it, was refused as no export."""
+    labels_path, history_path, df = files
+    plain = tmp_path / "mains.csv"
+    pd.DataFrame({"timestamp": (df.index - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "s"),
+                  "mains": df["mains"].to_numpy()}).to_csv(plain, index=False)
+    labels = read_labels(labels_path)
+    expected = label_windows(labels, read_history(history_path), "washing_machine",
+                             WASH.period_s, WASH.window)
+    got = label_windows(labels, read_history(plain), "washing_machine", WASH.period_s,
+                        WASH.window)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-5, atol=1e-3)
