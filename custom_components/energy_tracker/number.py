@@ -30,6 +30,23 @@ class RelayNumberDescription(NumberEntityDescription):
     value_fn: Callable[[RelayState], int | None]
 
 
+def _duration(key: str, translation_key: str,
+              value_fn: Callable[[RelayState], int | None]) -> RelayNumberDescription:
+    """A relay's time setting: whole seconds, up to a day."""
+    return RelayNumberDescription(
+        key=key,
+        translation_key=translation_key,
+        entity_category=EntityCategory.CONFIG,
+        device_class=NumberDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.SECONDS,
+        native_min_value=0,
+        native_max_value=86400,
+        native_step=1,
+        mode=NumberMode.BOX,
+        value_fn=value_fn,
+    )
+
+
 RELAY_NUMBERS: tuple[RelayNumberDescription, ...] = (
     RelayNumberDescription(
         key="priority",
@@ -41,30 +58,8 @@ RELAY_NUMBERS: tuple[RelayNumberDescription, ...] = (
         mode=NumberMode.BOX,
         value_fn=lambda r: r.priority,
     ),
-    RelayNumberDescription(
-        key="min_on_s",
-        translation_key="min_on_time",
-        entity_category=EntityCategory.CONFIG,
-        device_class=NumberDeviceClass.DURATION,
-        native_unit_of_measurement=UnitOfTime.SECONDS,
-        native_min_value=0,
-        native_max_value=86400,
-        native_step=1,
-        mode=NumberMode.BOX,
-        value_fn=lambda r: r.min_on_s,
-    ),
-    RelayNumberDescription(
-        key="min_off_s",
-        translation_key="min_off_time",
-        entity_category=EntityCategory.CONFIG,
-        device_class=NumberDeviceClass.DURATION,
-        native_unit_of_measurement=UnitOfTime.SECONDS,
-        native_min_value=0,
-        native_max_value=86400,
-        native_step=1,
-        mode=NumberMode.BOX,
-        value_fn=lambda r: r.min_off_s,
-    ),
+    _duration("min_on_s", "min_on_time", lambda r: r.min_on_s),
+    _duration("min_off_s", "min_off_time", lambda r: r.min_off_s),
 )
 
 

@@ -50,6 +50,12 @@ class BoardPeer:
             elif command.command != "HELLO":
                 return command
 
+    async def acknowledge(self, relays_after: str) -> CommandFrame:
+        """Read the next command and acknowledge it with these relay states."""
+        command = await self.command()
+        await self.send("ETA", str(command.cmd_id), "OK", relays_after)
+        return command
+
     async def boot(self) -> None:
         """Answer the service's HELLO with an ack, the hello and a measurement."""
         hello = parse_command_line(await self.port.read_frame_line())
@@ -125,12 +131,7 @@ async def test_switching_reports_the_state_the_board_acknowledged(
     service, peer = board
     url = service.url + "/api/v1/relays/2"
 
-    async def answer(relays_after: str) -> CommandFrame:
-        command = await peer.command()
-        await peer.send("ETA", str(command.cmd_id), "OK", relays_after)
-        return command
-
-    answering = asyncio.create_task(answer("101"))
+    answering = asyncio.create_task(peer.acknowledge("101"))
     async with session.put(url, json={"state": False}, headers=auth()) as resp:
         assert resp.status == 200
         body = await resp.json()
@@ -141,7 +142,7 @@ async def test_switching_reports_the_state_the_board_acknowledged(
     assert (await _relay(session, service, 2))["state"] is False
 
     # The board says OK but its relay did not move (welded contact): the ack's state wins.
-    answering = asyncio.create_task(answer("101"))
+    answering = asyncio.create_task(peer.acknowledge("101"))
     async with session.put(url, json={"state": True}, headers=auth()) as resp:
         assert resp.status == 200
         assert (await resp.json())["state"] is False
@@ -491,12 +492,7 @@ async def test_a_relay_is_not_switched_on_inside_its_minimum_off_time(
         assert resp.status == 200
         assert (await resp.json())["min_off_s"] == 600
 
-    async def answer(relays_after: str) -> CommandFrame:
-        command = await peer.command()
-        await peer.send("ETA", str(command.cmd_id), "OK", relays_after)
-        return command
-
-    answering = asyncio.create_task(answer("101"))
+    answering = asyncio.create_task(peer.acknowledge("101"))
     async with session.put(url, json={"state": False}, headers=auth()) as resp:
         assert resp.status == 200
     await answering
@@ -512,7 +508,7 @@ async def test_a_relay_is_not_switched_on_inside_its_minimum_off_time(
     # The user may lower it (a resistive load after all): then it switches at once.
     async with session.put(url, json={"min_off_s": 0}, headers=auth()) as resp:
         assert resp.status == 200
-    answering = asyncio.create_task(answer("111"))
+    answering = asyncio.create_task(peer.acknowledge("111"))
     async with session.put(url, json={"state": True}, headers=auth()) as resp:
         assert resp.status == 200
         assert (await resp.json())["state"] is True
