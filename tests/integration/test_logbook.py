@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 from homeassistant.components.recorder import Recorder
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
+from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.events import EVENT_ENERGY_TRACKER
 
 
@@ -61,3 +63,41 @@ async def test_appliance_runs_and_anomalies_read_as_sentences(
         ("Energy Tracker", "detected unusual consumption: base load 2.1 kW, usually 0.3 kW "
                            "at this time of the week"),
     ]
+
+
+async def test_run_lines_link_to_their_entities(
+    recorder_mock: Recorder, hass: HomeAssistant, loaded_entry: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """A run's line was plain text; it now opens the entity it is about (the relay's
+    switch, the appliance's Running sensor, the circuit's power)."""
+    assert await async_setup_component(hass, "logbook", {})
+    await hass.async_block_till_done()
+    registry = er.async_get(hass)
+    meter = loaded_entry.unique_id
+
+    def entity(domain: str, key: str) -> str:
+        found = registry.async_get_entity_id(domain, DOMAIN, f"{meter}_{key}")
+        assert found is not None, key
+        return found
+
+    heater = entity("switch", "relay_1_switch")
+    kettle = entity("binary_sensor", "appliance_kettle_running")
+    kitchen = entity("sensor", "channel_2_power")
+    start = dt_util.utcnow()
+    for appliance in ("relay_1", "nilm_kettle", "channel_2", "relay_9"):
+        hass.bus.async_fire(EVENT_ENERGY_TRACKER, {
+            "type": "appliance_started", "appliance": appliance, "name": appliance,
+            "device_id": None, "config_entry_id": loaded_entry.entry_id})
+    await hass.async_block_till_done()
+    await hass.async_add_executor_job(recorder_mock.block_till_done)
+
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id({"type": "logbook/get_events",
+                                    "start_time": start.isoformat()})
+    answer = await client.receive_json()
+    assert answer["success"], answer
+    linked = {e["name"]: e.get("entity_id") for e in answer["result"]
+              if e.get("domain") == DOMAIN}
+    assert linked == {"relay_1": heater, "nilm_kettle": kettle, "channel_2": kitchen,
+                      "relay_9": None}  # a relay the meter does not have: plain text
