@@ -24,15 +24,33 @@ def auto_enable_custom_integrations(
     """conftest's, with the recorder the logbook needs set up before `hass` (its rule)."""
 
 
+async def logbook_lines(
+    hass: HomeAssistant, recorder: Recorder, hass_ws_client: WebSocketGenerator,
+    entry: MockConfigEntry, fired: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The integration's lines in a real logbook after firing these events for `entry`."""
+    assert await async_setup_component(hass, "logbook", {})
+    await hass.async_block_till_done()
+    start = dt_util.utcnow()
+    for data in fired:
+        hass.bus.async_fire(EVENT_ENERGY_TRACKER, {**data, "device_id": None,
+                                                   "config_entry_id": entry.entry_id})
+    await hass.async_block_till_done()
+    await hass.async_add_executor_job(recorder.block_till_done)
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id({"type": "logbook/get_events",
+                                    "start_time": start.isoformat()})
+    answer = await client.receive_json()
+    assert answer["success"], answer
+    return [e for e in answer["result"] if e.get("domain") == DOMAIN]
+
+
 async def test_appliance_runs_and_anomalies_read_as_sentences(
     recorder_mock: Recorder, hass: HomeAssistant, loaded_entry: MockConfigEntry,
     hass_ws_client: WebSocketGenerator,
 ) -> None:
     """A relay switched off by demand response was a bare "turned off", and appliance
     starts and finishes or anomalies were not in the logbook at all."""
-    assert await async_setup_component(hass, "logbook", {})
-    await hass.async_block_till_done()
-    start = dt_util.utcnow()
     fired: list[dict[str, Any]] = [
         {"type": "appliance_finished", "appliance": "relay_1", "name": "Water heater",
          "relay_id": 1, "shed": True},
@@ -43,19 +61,8 @@ async def test_appliance_runs_and_anomalies_read_as_sentences(
         {"type": "anomaly_detected", "kind": "high", "series": "total",
          "reason": "base load 2.1 kW, usually 0.3 kW at this time of the week"},
     ]
-    for data in fired:
-        hass.bus.async_fire(EVENT_ENERGY_TRACKER, {**data, "device_id": None,
-                                                   "config_entry_id": loaded_entry.entry_id})
-    await hass.async_block_till_done()
-    await hass.async_add_executor_job(recorder_mock.block_till_done)
-
-    client = await hass_ws_client(hass)
-    await client.send_json_auto_id({"type": "logbook/get_events",
-                                    "start_time": start.isoformat()})
-    answer = await client.receive_json()
-    assert answer["success"], answer
-    lines = [(e.get("name"), e.get("message")) for e in answer["result"]
-             if e.get("domain") == "energy_tracker"]
+    lines = [(e.get("name"), e.get("message")) for e in await logbook_lines(
+        hass, recorder_mock, hass_ws_client, loaded_entry, fired)]
     assert lines == [
         ("Water heater", "finished: switched off by demand response (shed load)"),
         ("Kettle", "started (2044 W)"),
@@ -71,8 +78,6 @@ async def test_run_lines_link_to_their_entities(
 ) -> None:
     """A run's line was plain text; it now opens the entity it is about (the relay's
     switch, the appliance's Running sensor, the circuit's power)."""
-    assert await async_setup_component(hass, "logbook", {})
-    await hass.async_block_till_done()
     registry = er.async_get(hass)
     meter = loaded_entry.unique_id
 
@@ -84,20 +89,9 @@ async def test_run_lines_link_to_their_entities(
     heater = entity("switch", "relay_1_switch")
     kettle = entity("binary_sensor", "appliance_kettle_running")
     kitchen = entity("sensor", "channel_2_power")
-    start = dt_util.utcnow()
-    for appliance in ("relay_1", "nilm_kettle", "channel_2", "relay_9"):
-        hass.bus.async_fire(EVENT_ENERGY_TRACKER, {
-            "type": "appliance_started", "appliance": appliance, "name": appliance,
-            "device_id": None, "config_entry_id": loaded_entry.entry_id})
-    await hass.async_block_till_done()
-    await hass.async_add_executor_job(recorder_mock.block_till_done)
-
-    client = await hass_ws_client(hass)
-    await client.send_json_auto_id({"type": "logbook/get_events",
-                                    "start_time": start.isoformat()})
-    answer = await client.receive_json()
-    assert answer["success"], answer
-    linked = {e["name"]: e.get("entity_id") for e in answer["result"]
-              if e.get("domain") == DOMAIN}
+    fired = [{"type": "appliance_started", "appliance": appliance, "name": appliance}
+             for appliance in ("relay_1", "nilm_kettle", "channel_2", "relay_9")]
+    linked = {e["name"]: e.get("entity_id") for e in await logbook_lines(
+        hass, recorder_mock, hass_ws_client, loaded_entry, fired)}
     assert linked == {"relay_1": heater, "nilm_kettle": kettle, "channel_2": kitchen,
                       "relay_9": None}  # a relay the meter does not have: plain text
