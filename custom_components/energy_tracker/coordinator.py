@@ -15,6 +15,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
+from .action_context import ActionContext
 from .api import CannotConnect, EnergyTrackerClient, InvalidAuth, InvalidData
 from .const import (
     AUTH_RETRY_DELAY,
@@ -71,6 +72,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self._layout: DeviceLayout | None = None
         self._reload_scheduled = False
         self._token_refused = False
+        self.action_context = ActionContext()  # see action_context.py
 
     @property
     def newest_seq(self) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.util.hass_dict import HassKey
 
@@ -192,7 +192,9 @@ class MeterEvents:
         if appliance.channel_id is not None:
             data["channel_id"] = appliance.channel_id
             data["power_w"] = power_w
-        self._async_fire(data)
+        # A relay switched by shed_load / restore_load: its line names the action.
+        self._async_fire(data, self._coordinator.action_context.current
+                         if appliance.relay_id is not None else None)
 
     @callback
     def _async_fire_anomaly(self, anomaly: Anomaly) -> None:
@@ -207,11 +209,11 @@ class MeterEvents:
         })
 
     @callback
-    def _async_fire(self, data: dict[str, Any]) -> None:
+    def _async_fire(self, data: dict[str, Any], context: Context | None = None) -> None:
         meter = self._device((DOMAIN, self._coordinator.info.meter_id))
         data["device_id"] = None if meter is None else meter.id
         data["config_entry_id"] = self._coordinator.config_entry.entry_id
-        self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, data)
+        self._hass.bus.async_fire(EVENT_ENERGY_TRACKER, data, context=context)
 
     def _device(self, identifier: tuple[str, str]) -> dr.DeviceEntry | None:
         return device_by_identifier(self._hass, identifier,

@@ -65,8 +65,11 @@ class RelayEntity(EnergyTrackerEntity):
 
     @callback
     def _handle_coordinator_update(self) -> None:
+        self._forget_answer_once_streamed()
+        super()._handle_coordinator_update()
+
+    def _forget_answer_once_streamed(self) -> None:
         seq = self.coordinator.data.seq
         # A lower seq: the add-on restarted (its count starts again); its states are new.
         if seq > self._answer_seq + _IN_FLIGHT_READINGS or seq < self._answer_seq:
             self._answer = None
-        super()._handle_coordinator_update()

@@ -90,22 +90,24 @@ async def _async_shed_load(call: ServiceCall) -> ServiceResponse:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="shed_amount_both")
     entry = _target_entry(call)
-    report = await run_command(
-        entry.runtime_data.client.shed(limit_w=call.data.get(ATTR_LIMIT_W),
-                                       reduce_w=call.data.get(ATTR_REDUCE_W)),
-        SERVICE_SHED_LOAD,
-    )
+    async with entry.runtime_data.action_context.acting_for(call.context):
+        report = await run_command(
+            entry.runtime_data.client.shed(limit_w=call.data.get(ATTR_LIMIT_W),
+                                           reduce_w=call.data.get(ATTR_REDUCE_W)),
+            SERVICE_SHED_LOAD,
+        )
     return _named_as_in_home_assistant(call.hass, entry, report, ("shed", "skipped"))
 
 
 async def _async_restore_load(call: ServiceCall) -> ServiceResponse:
     """Switch back on what the last sheds switched off, staggered."""
     entry = _target_entry(call)
-    report = await run_command(
-        entry.runtime_data.client.restore(call.data.get(ATTR_STAGGER_S),
-                                          relays=len(entry.runtime_data.data.relays)),
-        SERVICE_RESTORE_LOAD,
-    )
+    async with entry.runtime_data.action_context.acting_for(call.context):
+        report = await run_command(
+            entry.runtime_data.client.restore(call.data.get(ATTR_STAGGER_S),
+                                              relays=len(entry.runtime_data.data.relays)),
+            SERVICE_RESTORE_LOAD,
+        )
     return _named_as_in_home_assistant(call.hass, entry, report,
                                        ("restored", "failed", "pending"))
 

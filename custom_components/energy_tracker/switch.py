@@ -9,7 +9,7 @@ from homeassistant.components.switch import (
     SwitchEntity,
     SwitchEntityDescription,
 )
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
@@ -52,6 +52,16 @@ class RelaySwitch(RelayEntity, SwitchEntity):
         """What the relay acknowledged last; None while unknown."""
         relay = self.relay
         return None if relay is None else relay.state
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        self._forget_answer_once_streamed()
+        shown = self.hass.states.get(self.entity_id)
+        if shown is not None and shown.state != self.state \
+                and (context := self.coordinator.action_context.current) is not None:
+            # A shed or restore switched it: the logbook names the action and who ran it.
+            self.async_set_context(context)
+        self.async_write_ha_state()
 
     async def async_turn_on(self, **kwargs: Any) -> None:
         """Close the relay; raises a translated error when it does not acknowledge."""

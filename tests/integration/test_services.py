@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 import voluptuous as vol
 from homeassistant.components.number import ATTR_VALUE, SERVICE_SET_VALUE
 from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF, SERVICE_TURN_ON, STATE_ON
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
+from custom_components.energy_tracker.action_context import STREAM_LAG_S
 from custom_components.energy_tracker.const import DOMAIN
-from custom_components.energy_tracker.events import relay_device_identifier
+from custom_components.energy_tracker.events import EVENT_ENERGY_TRACKER, relay_device_identifier
 
-from .conftest import Addon, device_with, loaded_entry_with_interval, wait_for
+from .conftest import HOST, Addon, device_with, loaded_entry_with_interval, wait_for
 from .test_switch import relay_entity, served_relay, shown
 
 WATER_HEATER, KITCHEN, LAUNDRY = 1, 2, 3
@@ -192,3 +194,44 @@ async def test_a_shed_shows_at_once_whatever_the_minimum_update_interval(
     assert LAUNDRY in {r["id"] for r in shed["shed"]}
     # Well before the 30 s interval ends.
     await wait_for(lambda: shown(hass, laundry) == "off", 10, "the shed relay off")
+
+
+async def test_relays_switched_by_an_action_carry_its_context(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The add-on switches the relays and the change comes back through the stream: it had
+    a context of its own, so the logbook said "turned off" but not that shed_load (and
+    which user or automation) did it."""
+    laundry = relay_entity(entity_registry, addon, LAUNDRY)
+    await wait_for(lambda: shown(hass, laundry) == STATE_ON, 10, "the relays")
+    events = async_capture_events(hass, EVENT_ENERGY_TRACKER)
+    shed_by = Context(user_id="a-user")
+    await hass.services.async_call(DOMAIN, "shed_load", {"reduce_w": 100000}, blocking=True,
+                                   context=shed_by)
+    await wait_for(lambda: shown(hass, laundry) == "off", 10, "the shed relay off")
+    state = hass.states.get(laundry)
+    assert state is not None
+    assert state.context.id == shed_by.id
+    finished = [e for e in events if e.data.get("relay_id") == LAUNDRY]
+    assert [e.context.id for e in finished] == [shed_by.id]
+
+    restored_by = Context()
+    await hass.services.async_call(DOMAIN, "restore_load", {"stagger_s": 0}, blocking=True,
+                                   context=restored_by)
+    await wait_for(lambda: shown(hass, laundry) == STATE_ON, 10, "the relay restored")
+    state = hass.states.get(laundry)
+    assert state is not None
+    assert state.context.id == restored_by.id
+
+    # Switched later by another client of the add-on: no action of Home Assistant's.
+    await asyncio.sleep(STREAM_LAG_S + 0.5)
+    async with aiohttp.ClientSession() as session, session.put(
+        f"http://{HOST}:{addon.port}/api/v1/relays/{LAUNDRY}", json={"state": False},
+        headers={"Authorization": f"Bearer {addon.token}"},
+    ) as response:
+        response.raise_for_status()
+    await wait_for(lambda: shown(hass, laundry) == "off", 10, "the relay switched elsewhere")
+    state = hass.states.get(laundry)
+    assert state is not None
+    assert state.context.id not in (shed_by.id, restored_by.id)
