@@ -30,6 +30,7 @@ def register_nilm_routes(app: web.Application, backend: object) -> None:
     app.router.add_get("/api/v1/appliances", _appliances)
     app.router.add_get("/api/v1/labels", _labels)
     app.router.add_post("/api/v1/labels", _add_label)
+    app.router.add_delete("/api/v1/labels", _remove_label)
 
 
 async def _appliances(request: web.Request) -> web.Response:
@@ -57,3 +58,20 @@ async def _add_label(request: web.Request) -> web.Response:
         return storage_error(error, "saving the label")
     return web.json_response(label)
 
+
+
+async def _remove_label(request: web.Request) -> web.Response:
+    try:
+        body = await read_json(request)
+    except BadBody:
+        return invalid("body must be JSON")
+    try:
+        label = await request.app[NILM_KEY].nilm.remove_label(body)
+    except LabelError as error:
+        return invalid(str(error))
+    except OSError as error:
+        return storage_error(error, "removing the label")
+    if label is None:
+        return web.json_response({"error": "not_found", "detail": "no such label (GET "
+                                  "/api/v1/labels lists them, times in UTC)"}, status=404)
+    return web.json_response(label)

@@ -32,7 +32,7 @@ from .config import APPLIANCE_ID_PATTERN, Options
 from .history import HistoryWriter
 from .meter import Meter, iso_utc
 from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
-from .statefile import VersionedStateFile
+from .statefile import VersionedStateFile, write_atomic
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class LabelError(ValueError):
 
 
 class LabelStore:
-    """Feedback labels, one JSON object per line; appended and fsynced, never rewritten."""
+    """Feedback labels, one JSON object per line; appended and fsynced, rewritten only to
+    remove one."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -128,6 +129,24 @@ class LabelStore:
         self.append(label)
         return label
 
+    def remove(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        """Drop the label with `key`'s appliance, times and verdict (a wrong label would
+        teach fine-tuning the wrong thing); returns it, or None if none is stored. The file
+        is rewritten atomically, every other line (damaged ones too) kept byte for byte."""
+        if not self.path.is_file():
+            return None
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        for index, line in enumerate(lines):
+            try:
+                label = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(label, dict) and all(label.get(k) == v for k, v in key.items()):
+                kept = b"".join(lines[:index] + lines[index + 1:])
+                write_atomic(self.path, kept, mode=0o600)
+                return label
+        return None
+
     def append(self, label: dict[str, Any]) -> None:
         line = json.dumps(label, separators=(",", ":")) + "\n"
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
@@ -146,6 +165,26 @@ def parse_label(body: Any, known: set[str] | None, now: datetime,
     """A label from a POST body: `appliance`, `start`, `end` (ISO with zone), `was_running`.
     `kept_since`: the oldest reading the history keeps; a label that ends before it could
     never be learnt from (`finetune` reads the mains around it from the history)."""
+    label, start, end = _label_identity(body, known)
+    if end > now + LABEL_CLOCK_SKEW:
+        raise LabelError("end is in the future: label what has happened")
+    if end - start > LABEL_MAX_SPAN:
+        raise LabelError(f"a label spans at most {LABEL_MAX_SPAN.total_seconds() / 3600:g} h")
+    if kept_since is not None and end <= kept_since:
+        raise LabelError(
+            f"end is before the oldest reading the add-on keeps ({iso_utc(kept_since)}; "
+            "option history_retention_days): there is nothing to learn this label from")
+    return {**label, "created": iso_utc(now)}
+
+
+def parse_label_key(body: Any) -> dict[str, Any]:
+    """Which stored label a DELETE body names: the fields of its POST (any appliance id:
+    one whose model is gone may still have labels)."""
+    return _label_identity(body, None)[0]
+
+
+def _label_identity(body: Any, known: set[str] | None
+                    ) -> tuple[dict[str, Any], datetime, datetime]:
     if not isinstance(body, dict):
         raise LabelError("body must be a JSON object")
     if unknown := sorted(set(body) - LABEL_FIELDS):
@@ -173,19 +212,11 @@ def parse_label(body: Any, known: set[str] | None, now: datetime,
     start, end = times
     if end <= start:
         raise LabelError("end must be after start")
-    if end > now + LABEL_CLOCK_SKEW:
-        raise LabelError("end is in the future: label what has happened")
-    if end - start > LABEL_MAX_SPAN:
-        raise LabelError(f"a label spans at most {LABEL_MAX_SPAN.total_seconds() / 3600:g} h")
-    if kept_since is not None and end <= kept_since:
-        raise LabelError(
-            f"end is before the oldest reading the add-on keeps ({iso_utc(kept_since)}; "
-            "option history_retention_days): there is nothing to learn this label from")
     was_running = body.get("was_running", True)
     if not isinstance(was_running, bool):
         raise LabelError("was_running must be true or false")
-    return {"appliance": appliance, "start": iso_utc(start), "end": iso_utc(end),
-            "was_running": was_running, "created": iso_utc(now)}
+    return ({"appliance": appliance, "start": iso_utc(start), "end": iso_utc(end),
+             "was_running": was_running}, start, end)
 
 
 class NilmService:
@@ -408,6 +439,10 @@ class NilmService:
                             None if self._history is None else kept[0] if kept else now)
         label["bundle_version"] = self.bundle_version
         return await self._in_worker(self.labels.add_once, label)
+
+    async def remove_label(self, body: Any) -> dict[str, Any] | None:
+        """Remove the label the body names (raises LabelError); None if none matches."""
+        return await self._in_worker(self.labels.remove, parse_label_key(body))
 
     async def all_labels(self) -> list[dict[str, Any]]:
         return await self._in_worker(self.labels.load)

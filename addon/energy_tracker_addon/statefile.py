@@ -34,7 +34,7 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def write_atomic(path: Path, text: str, *, mode: int | None = None,
+def write_atomic(path: Path, text: str | bytes, *, mode: int | None = None,
                  keep_previous: Path | None = None) -> None:
     """Replace `path` with `text` so that a crash leaves the old or the new file, never
     half of one. `mode` is the file's from its first byte (a secret is never readable by
@@ -43,8 +43,8 @@ def write_atomic(path: Path, text: str, *, mode: int | None = None,
     try:
         if mode is not None:
             os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         if keep_previous is not None and path.exists():

@@ -19,8 +19,9 @@ from .const import DOMAIN, ISSUE_ADDON_OUTDATED
 from .coordinator import EnergyTrackerConfigEntry
 
 # The oldest add-on with every route the client uses (docs/api.md; addon/CHANGELOG.md):
-# voltage calibration came with 0.3.9, withdrawing the carbon intensity with 0.3.10.
-MIN_ADDON_VERSION: Final = "0.3.10"
+# voltage calibration came with 0.3.9, withdrawing the carbon intensity with 0.3.10,
+# removing a label with 0.3.18.
+MIN_ADDON_VERSION: Final = "0.3.18"
 
 
 def issue_id(entry: EnergyTrackerConfigEntry) -> str:

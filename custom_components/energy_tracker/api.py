@@ -161,6 +161,10 @@ class EnergyTrackerClient:
         """POST /api/v1/labels: feedback on a detected appliance; the stored label."""
         return await self._send_json("POST", "labels", label)
 
+    async def remove_label(self, label: dict[str, Any]) -> dict[str, Any]:
+        """DELETE /api/v1/labels: take back a wrong label; the label removed."""
+        return await self._send_json("DELETE", "labels", label)
+
     async def download_export(
         self, start: str, end: str, fmt: str, sink: Callable[[bytes], Awaitable[None]]
     ) -> int:

@@ -1,11 +1,12 @@
 """The `energy_tracker.label_appliance` action: tell the add-on when a detected appliance
 really ran (or did not: `was_running: false` corrects a false detection). The add-on keeps
-the labels for fine-tuning its models (models/README.md, "Feedback")."""
+the labels for fine-tuning its models (models/README.md, "Feedback").
+`energy_tracker.remove_label` takes back a wrong one (the same fields)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import voluptuous as vol
 from homeassistant.const import ATTR_DEVICE_ID
@@ -16,10 +17,12 @@ from homeassistant.util import dt as dt_util
 
 from .commands import run_command
 from .const import DOMAIN
+from .coordinator import EnergyTrackerConfigEntry
 from .nilm_models import ApplianceState
 from .services import ATTR_CONFIG_ENTRY_ID, _target_entry
 
 SERVICE_LABEL_APPLIANCE: Final = "label_appliance"
+SERVICE_REMOVE_LABEL: Final = "remove_label"
 ATTR_APPLIANCE: Final = "appliance"
 ATTR_START: Final = "start"
 ATTR_END: Final = "end"
@@ -37,15 +40,34 @@ LABEL_SCHEMA = vol.Schema(
 
 
 def async_setup_label_action(hass: HomeAssistant) -> None:
-    """Register the action once for the integration."""
+    """Register the actions once for the integration."""
     hass.services.async_register(
         DOMAIN, SERVICE_LABEL_APPLIANCE, _async_label, schema=LABEL_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN, SERVICE_REMOVE_LABEL, _async_remove_label, schema=LABEL_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
     )
 
 
 async def _async_label(call: ServiceCall) -> ServiceResponse:
     """Send the label to the add-on; answers the label it stored."""
+    entry, label = _label(call)
+    return await run_command(entry.runtime_data.client.add_label(label),
+                             SERVICE_LABEL_APPLIANCE)
+
+
+async def _async_remove_label(call: ServiceCall) -> ServiceResponse:
+    """Remove the label given with these fields; answers the label removed."""
+    entry, label = _label(call)
+    return await run_command(
+        entry.runtime_data.client.remove_label(label), SERVICE_REMOVE_LABEL,
+        {"not_found": "label_not_found", "method_not_allowed": "needs_newer_addon"})
+
+
+def _label(call: ServiceCall) -> tuple[EnergyTrackerConfigEntry, dict[str, Any]]:
+    """The entry and the label as the add-on's API takes it."""
     # A time without a zone is Home Assistant's local time, as in the UI.
     start, end = (_aware(call.data[key]) for key in (ATTR_START, ATTR_END))
     if end <= start:
@@ -54,13 +76,8 @@ async def _async_label(call: ServiceCall) -> ServiceResponse:
     entry = _target_entry(call)
     appliance = _appliance_id(entry.runtime_data.data.appliances,
                               str(call.data[ATTR_APPLIANCE]))
-    return await run_command(
-        entry.runtime_data.client.add_label({
-            "appliance": appliance, "start": start.isoformat(), "end": end.isoformat(),
-            "was_running": call.data[ATTR_WAS_RUNNING],
-        }),
-        SERVICE_LABEL_APPLIANCE,
-    )
+    return entry, {"appliance": appliance, "start": start.isoformat(), "end": end.isoformat(),
+                   "was_running": call.data[ATTR_WAS_RUNNING]}
 
 
 def _appliance_id(known: dict[str, ApplianceState] | None, given: str) -> str:

@@ -181,6 +181,32 @@ async def test_labels_survive_a_restart_and_a_torn_line(
         await service.stop()
 
 
+async def test_a_wrong_label_can_be_removed(service: AddonService, tmp_path: Path) -> None:
+    """A label given with the wrong times would teach fine-tuning the wrong thing, and
+    removing it meant editing a file inside the add-on."""
+    wrong = {"appliance": "kettle", "start": f"{LABEL_DAY}T08:00:00+01:00",
+             "end": f"{LABEL_DAY}T08:04:00+01:00"}
+    status, stored = await request(service, "POST", "labels", wrong)
+    assert status == 200
+    status, kept = await request(service, "POST", "labels", {**wrong, "was_running": False})
+    assert status == 200
+    path = tmp_path / "data" / LABELS_FILE
+    with path.open("ab") as handle:
+        handle.write(b'{"appliance": "\xbd"}\n')  # a damaged line stays as it was
+    # Named as it was given (its own time zone, was_running left out): the one removed.
+    assert await request(service, "DELETE", "labels", wrong) == (200, stored)
+    assert await request(service, "GET", "labels") == (200, {"labels": [kept]})
+    assert path.read_bytes().endswith(b'{"appliance": "\xbd"}\n')
+    assert path.stat().st_mode & 0o777 == 0o600
+    status, answer = await request(service, "DELETE", "labels", wrong)
+    assert (status, answer["error"]) == (404, "not_found")
+    assert "GET /api/v1/labels" in answer["detail"]
+    status, answer = await request(service, "DELETE", "labels", {**wrong, "end": "soon"})
+    assert (status, answer["error"]) == (400, "invalid")
+    assert answer["detail"] == "end must be an ISO 8601 time"
+    assert await request(service, "GET", "labels") == (200, {"labels": [kept]})
+
+
 async def test_a_full_disk_refuses_the_label_with_a_clear_answer(
     service: AddonService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -483,6 +483,34 @@ async def test_label_action_round_trip(
         ("fridge", local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), True)]
 
 
+async def test_a_wrong_label_is_removed_from_home_assistant(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    """A label with the wrong times would be fine-tuned on; taking it back meant editing a
+    file inside the add-on. Named as it was given: the local time, the name shown."""
+    addon, _port, _clock = pty_addon
+    await setup_entry(hass, addon)
+    await hass.async_add_executor_job(keep_a_week_of_readings, addon.data_dir)
+    wrong = {"appliance": "Kettle", "start": f"{LABEL_DAY} 07:02:00",
+             "end": f"{LABEL_DAY} 07:06:00"}
+    stored = await hass.services.async_call(DOMAIN, "label_appliance", wrong, blocking=True,
+                                            return_response=True)
+    right = await hass.services.async_call(
+        DOMAIN, "label_appliance", {**wrong, "start": f"{LABEL_DAY} 07:12:00",
+                                    "end": f"{LABEL_DAY} 07:16:00"},
+        blocking=True, return_response=True)
+    removed = await hass.services.async_call(DOMAIN, "remove_label", wrong, blocking=True,
+                                             return_response=True)
+    assert removed == stored
+    assert (await addon.get("labels"))["labels"] == [right]
+    # Again: nothing matches any more, said as such (not "cannot connect").
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(DOMAIN, "remove_label", wrong, blocking=True)
+    assert raised.value.translation_key == "label_not_found"
+    assert "GET /api/v1/labels" in str(raised.value.translation_placeholders)
+    assert (await addon.get("labels"))["labels"] == [right]
+
+
 async def test_label_action_on_a_full_addon_disk_says_so(
     hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
 ) -> None:
