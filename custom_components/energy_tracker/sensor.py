@@ -37,6 +37,7 @@ from .forecast_sensor import forecast_sensors
 from .meter_sensor import meter_sensors, remove_unused_comparison
 from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
 from .never_backwards import NeverBackwards
+from .recommendations import recommendation_texts
 from .status_sensor import status_sensors
 
 # Pushed entities: no polling, so no update concurrency to limit.
@@ -50,7 +51,8 @@ class MeterSensorDescription(SensorEntityDescription):
     """A value of the whole meter."""
 
     value_fn: Callable[[MeterState], SensorValue]
-    attrs_fn: Callable[[MeterState], dict[str, Any]] | None = None
+    # The state and Home Assistant's language.
+    attrs_fn: Callable[[MeterState, str], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,9 +158,9 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=2,
         value_fn=lambda s: counter(s.analytics.co2_kg_today),
-        attrs_fn=lambda s: {
+        attrs_fn=lambda s, language: {
             "co2_g_per_kwh": s.analytics.co2_g_per_kwh,
-            "recommendations": [r["text"] for r in s.analytics.recommendations],
+            "recommendations": recommendation_texts(s.analytics.recommendations, language),
         },
     ),
 )
@@ -351,7 +353,8 @@ class MeterSensor(NeverBackwards, EnergyTrackerSensor):
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """Context some values carry (the CO2 sensor's recommendations)."""
         attrs_fn = self.entity_description.attrs_fn
-        return None if attrs_fn is None else attrs_fn(self.coordinator.data)
+        return None if attrs_fn is None else attrs_fn(self.coordinator.data,
+                                                      self.hass.config.language)
 
 
 class ChannelSensor(NeverBackwards, EnergyTrackerSensor):

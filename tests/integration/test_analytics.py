@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -128,6 +129,39 @@ async def test_gas_sensor_is_an_energy_dashboard_gas_source_that_follows_the_pul
     assert co2.attributes["recommendations"] == [r["text"] for r in rig.state["recommendations"]]
     rolling = hass.states.get(_entity_id(hass, entry, "rolling_power", "sensor"))
     assert float(rolling.state) == pytest.approx(rig.state["rolling_power_w"])
+
+
+async def test_recommendations_read_in_home_assistant_s_language(
+    hass: HomeAssistant, rig: Rig, entry: MockConfigEntry
+) -> None:
+    """A French Home Assistant showed the add-on's English sentences among French states."""
+    hass.config.language = "fr"
+    noon = LIVE_START + timedelta(hours=12)  # the water heater runs
+    await rig.replay(read_uci(noon, noon + timedelta(minutes=30)), SHIFT)
+    co2_id = _entity_id(hass, entry, "co2_today", "sensor")
+    sent = rig.state["recommendations"]
+    assert sent
+
+    def energy(item: dict[str, Any]) -> str:
+        kwh = item["energy_kwh"]
+        return (f"{kwh:.2f} kWh" if kwh >= 0.1 else f"{kwh * 1000:.0f} Wh").replace(".", ",")
+
+    def shown() -> list[str]:
+        return list(hass.states.get(co2_id).attributes["recommendations"])
+
+    # The last reading's figures (entities may show a reading after the add-on).
+    await wait_for(lambda: len(shown()) == len(sent) and all(
+        f"de l'énergie du jour ({energy(item)}, " in sentence
+        for sentence, item in zip(shown(), sent, strict=True)), 10, "the last figures")
+    for sentence, item in zip(shown(), sent, strict=True):
+        assert sentence.startswith(f"{item['name']} a consommé {item['share_pct']:.0f} % "), \
+            sentence
+        assert sentence.endswith("de CO2)") or "la plus grande part" in sentence
+    hass.config.language = "de"  # no wording of its own: the add-on's
+    await rig.replay(read_uci(noon + timedelta(minutes=30), noon + timedelta(minutes=31)),
+                     SHIFT)
+    await wait_for(lambda: hass.states.get(co2_id).attributes["recommendations"]
+                   == [r["text"] for r in rig.state["recommendations"]], 5, "English again")
 
 
 async def test_export_action_writes_the_readings_into_a_file(
