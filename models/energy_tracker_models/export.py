@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -55,7 +57,9 @@ def to_tflite_int8(model: Any, representative: NDArray[np.float32]) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    # The converter prints "Saved artifact at …" on stdout, among the command's own output.
+    with contextlib.redirect_stdout(sys.stderr):
+        return bytes(converter.convert())
 
 
 def export(names: list[str], cache: Path, out: Path, version: str,

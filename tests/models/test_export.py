@@ -14,7 +14,9 @@ from energy_tracker_addon.nilm import load_bundle
 tf = pytest.importorskip("tensorflow")
 
 
-def test_int8_export_matches_float_model(tmp_path: Path) -> None:
+def test_int8_export_matches_float_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from energy_tracker_models.export import to_tflite_int8
     from energy_tracker_models.train import build_model
 
@@ -24,7 +26,9 @@ def test_int8_export_matches_float_model(tmp_path: Path) -> None:
     x = rng.normal(0, 1, (400, window, 1)).astype(np.float32)
     model.compile(optimizer="adam", loss="mse")
     model.fit(x, x[:, window // 2, 0] ** 2, epochs=2, verbose=0)
+    capsys.readouterr()
     blob = to_tflite_int8(model, x[:200])
+    assert capsys.readouterr().out == ""  # TensorFlow's "Saved artifact" is not the CLI's
     (tmp_path / "sq.tflite").write_bytes(blob)
     (tmp_path / "bundle.json").write_text(json.dumps({"format": 1, "version": "t", "models": [{
         "name": "sq", "kind": "appliance", "file": "sq.tflite", "period_s": 6,
