@@ -24,6 +24,7 @@ from .demand_response import DemandResponse
 from .extra_meters import ExtraMeters
 from .forecasting import Forecasting
 from .gas import GasCounter
+from .http_noise import malformed_requests_summed_up
 from .meter import Board, Meter
 from .metrics import Metrics
 from .nilm_service import NilmService
@@ -270,6 +271,7 @@ class AddonService:
 
         # Requests still running at a stop (a long export) get this long, then are cut: the
         # Supervisor kills the add-on 10 s after asking it to stop.
+        self._running.enter_context(malformed_requests_summed_up())
         runner = web.AppRunner(create_app(self), access_log=None,
                                shutdown_timeout=API_SHUTDOWN_GRACE_S,
                                keepalive_timeout=API_IDLE_TIMEOUT_S)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -18,12 +19,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 
 from energy_tracker_addon import __version__
 from energy_tracker_addon import api as api_module
 from energy_tracker_addon import service as service_module
 from energy_tracker_addon.api import create_app
 from energy_tracker_addon.config import ChannelConfig, Options
+from energy_tracker_addon.http_noise import MalformedRequests
 from energy_tracker_addon.service import AddonService
 
 from .history_seed import LABEL_DAY, keep_a_week_of_readings
@@ -94,6 +97,9 @@ VALID_REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("POST", "/api/v1/shed"): ("/api/v1/shed", {"limit_w": 100000}),
     ("POST", "/api/v1/restore"): ("/api/v1/restore", {"stagger_s": 0}),
     ("POST", "/api/v1/labels"): ("/api/v1/labels", {
+        "appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z", "end": f"{LABEL_DAY}T07:05:00Z"}),
+    # The label the POST stored (routes are tried in the order they are added).
+    ("DELETE", "/api/v1/labels"): ("/api/v1/labels", {
         "appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z", "end": f"{LABEL_DAY}T07:05:00Z"}),
     ("PUT", "/api/v1/co2_intensity"): ("/api/v1/co2_intensity", {"g_per_kwh": 120}),
     ("POST", "/api/v1/boards/voltage/calibration"): (
@@ -486,6 +492,57 @@ async def test_a_connection_that_never_finishes_its_request_is_closed(
             assert resp.status == 200
     finally:
         await service.stop()
+
+
+async def malformed_request(service: AddonService) -> bytes:
+    """A request aiohttp's parser refuses (a control character in a header), no token."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(b"GET /api/v1/state HTTP/1.1\r\nHost: x\r\nX-" + b"A" * 2000 + b": \x01\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_malformed_requests_do_not_flood_the_log(
+    service: AddonService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone on the network could send these without a token: each was logged at ERROR
+    with a traceback and the bytes sent (80 MB of log for 5 000 requests)."""
+    for _ in range(50):
+        assert b" 400 Bad Request" in (await malformed_request(service)).split(b"\r\n")[0]
+    await asyncio.sleep(0.1)
+    from_server = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelname, r.exc_info) for r in from_server] == [("WARNING", None)]
+    line = from_server[0].getMessage()
+    assert line.startswith("Refused a malformed HTTP request from 127.0.0.1 (")
+    assert len(line) < 250  # not the 2 000 bytes sent
+    # The meter goes on: the API answers.
+    async with aiohttp.ClientSession() as session, session.get(
+            service.url + "/api/v1/state", headers=auth()) as resp:
+        assert resp.status == 200
+
+
+def test_malformed_requests_are_counted_and_handler_failures_kept() -> None:
+    now = [0.0]
+    summary = MalformedRequests(interval_s=60.0, clock=lambda: now[0])
+
+    def record(error: BaseException) -> logging.LogRecord:
+        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                 "Error handling request from %s", ("192.0.2.7",),
+                                 (type(error), error, None))
+
+    assert summary.filter(record(BadHttpMessage("Invalid header value char")))
+    assert not any(summary.filter(record(BadHttpMessage("x"))) for _ in range(9))
+    now[0] = 61.0
+    later = record(BadHttpMessage("Duplicate Content-Length"))
+    assert summary.filter(later)
+    assert later.getMessage() == ("Refused a malformed HTTP request from 192.0.2.7 (Duplicate "
+                                  "Content-Length); 9 more in the last minute, not logged")
+    # A route's own bug is not the network's noise: kept whole, traceback and all.
+    bug = record(ValueError("a bug"))
+    assert summary.filter(bug)
+    assert (bug.levelno, bug.exc_info is not None) == (logging.ERROR, True)
 
 
 async def test_refused_tokens_are_logged_without_flooding_the_log(
