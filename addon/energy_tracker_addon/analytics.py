@@ -427,11 +427,12 @@ class Analytics:
         def parse(data: dict[str, Any]) -> tuple[EnergyBuckets, EnergyBuckets,
                                                  list[dict[str, Any]], int, datetime | None,
                                                  Any]:
-            # Files from before 0.3.1 have no CO2 buckets: CO2 counts from the upgrade on.
-            co2 = data.get("co2_buckets")
+            # Files from before 0.3.1 have no CO2 buckets: those versions showed the energy
+            # at the option's intensity, which is where the CO2 goes on from (it fell to 0).
+            co2 = data.get("co2_buckets") or _scaled(data["buckets"],
+                                                     self.carbon.g_per_kwh / 1000)
             return (EnergyBuckets.from_dict(data["buckets"], self._tz),
-                    EnergyBuckets(self._tz) if co2 is None
-                    else EnergyBuckets.from_dict(co2, self._tz),
+                    EnergyBuckets.from_dict(co2, self._tz),
                     [dict(event) for event in data["events"]], int(data["next_id"]),
                     None if data["last_time"] is None else _parse(data["last_time"]),
                     (data.get("detectors"), data.get("carbon")))
@@ -486,6 +487,16 @@ class Analytics:
             except ValueError as error:
                 _LOGGER.warning("Anomaly detector %s starts from empty windows: %s",
                                 detector.series, error)
+
+
+def _scaled(buckets: dict[str, Any], factor: float) -> dict[str, Any]:
+    """An EnergyBuckets.to_dict state with every counter and bucket times `factor`."""
+    return {**buckets,
+            "last_counters": {k: v * factor for k, v in buckets["last_counters"].items()},
+            "buckets": {period: {key: {**bucket, "kwh": {k: v * factor
+                                                         for k, v in bucket["kwh"].items()}}
+                                 for key, bucket in by_key.items()}
+                        for period, by_key in buckets["buckets"].items()}}
 
 
 def encode_tail(buckets: EnergyBuckets, co2_buckets: EnergyBuckets) -> str:

@@ -584,6 +584,38 @@ async def test_the_whole_state_live_copy_of_0_3_12_is_taken_then_removed(
     assert shown[0]["energy_kwh"]["total"] == pytest.approx(hour["kwh"]["total"], abs=1e-6)
 
 
+async def test_co2_today_goes_on_from_an_add_on_before_0_3_1(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """Up to 0.3.0 the state kept no CO2 buckets (the CO2 was the energy at the option's
+    intensity): after the upgrade CO2 today fell to the few grams since (0.061 -> 0.001 kg)."""
+    start = datetime(2009, 3, 2, 9, 25, tzinfo=UCI_TZ)
+    rig = Rig(tmp_path / "data", Clocks(start), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        await rig.replay(read_uci(start, start + timedelta(minutes=20)))
+        before = (await rig.get(session, "state"))[1]
+    finally:
+        await rig.stop()
+    state_file = VersionedStateFile(rig.data_dir / "analytics.json", 1, "analytics state",
+                                    logging.getLogger(__name__))
+    old = state_file.load()
+    for newer in ("co2_buckets", "carbon", "detectors"):  # what 0.3.0 did not write
+        del old[newer]
+    state_file.save(old)
+    (rig.data_dir / "analytics_tail.live").unlink(missing_ok=True)
+    await rig.start()
+    try:
+        after = (await rig.get(session, "state"))[1]
+    finally:
+        await rig.stop()
+    assert before["energy_today_kwh"] > 0.1
+    assert after["energy_today_kwh"] == pytest.approx(before["energy_today_kwh"], abs=1e-6)
+    assert after["co2_kg_today"] == pytest.approx(
+        after["energy_today_kwh"] * after["co2_g_per_kwh"] / 1000, abs=1e-4)
+    assert after["co2_kg_today"] == pytest.approx(before["co2_kg_today"], abs=1e-4)
+
+
 async def test_a_pushed_intensity_holds_across_a_restart_until_it_expires(
     tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
 ) -> None:
