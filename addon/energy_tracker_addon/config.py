@@ -391,7 +391,28 @@ def parse_options(data: Any) -> Options:
     options = Options(**valid)
     # Checks across options: refused here, before anything starts, like every other one.
     check_hat_channels(options)
+    check_ports_distinct(options)
     return unlink_missing_relay_channels(options)
+
+
+def check_ports_distinct(options: Options) -> None:
+    """No serial port is given to two boards. Raises OptionsError.
+
+    Two readers of one port each get some of its bytes (luck decides which), and neither
+    board's lines make sense: it showed as an unexplained silence of one board.
+    """
+    seen: dict[str, str] = {}
+    ports = [("rpict_port", options.rpict_port), ("voltage_port", options.voltage_port)]
+    ports += [(f"extra_meters[{i}].rpict_port", m.rpict_port)
+              for i, m in enumerate(options.extra_meters)]
+    for name, port in ports:
+        if not port:
+            continue
+        device = os.path.realpath(port)  # /dev/serial0 is a link to /dev/ttyAMA0
+        if device in seen:
+            raise OptionsError(f"{name}: the same port as {seen[device]} ({port}): each "
+                               "board needs its own")
+        seen[device] = name
 
 
 def check_hat_channels(options: Options) -> None:

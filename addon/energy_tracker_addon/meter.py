@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,10 +89,42 @@ class _BoardState:
     last_frame: datetime | None = None
     lines_ok: int = 0
     lines_rejected: int = 0
+    # A port that opens but never sends a line (the wrong UART, the Pi's serial console on
+    # it, a hat not seated) is said once per opening: nothing else would say it.
+    connected_at: float | None = None  # monotonic
+    lines_at_connect: int = 0
+    silence_said: bool = False
     # Logging of rejected lines, and of the voltage board's ETE frames (a noisy line makes
     # many of both).
     reject_log: _LogLimit = field(default_factory=_LogLimit)
     board_error_log: _LogLimit = field(default_factory=_LogLimit)
+
+
+# Measured voltage / rpict_vest outside this: the option is not the hat's Vest (mains
+# voltage stays within ~10 % of its nominal value).
+VEST_PLAUSIBLE: Final = (0.8, 1.25)
+_NAMES: Final[dict[Board, str]] = {"rpict": "RPICT", "voltage": "Voltage board"}
+_SILENT_PORT_HINTS: Final[dict[Board, str]] = {
+    "rpict": "is it the hat's port (on a Raspberry Pi: /dev/ttyAMA0 or /dev/serial0 with the "
+             "serial console off and the UART on), and is the hat seated?",
+    "voltage": "is it the ESP8266 board's port (a USB serial adapter: /dev/ttyUSB0), and is "
+               "the board powered and flashed?",
+}
+# A voltage-board frame starts like this; an RPICT line is numbers and spaces.
+_BOARD_FRAME_START: Final = b"$ET"
+_RPICT_LINE: Final = re.compile(rb"^\s*-?\d+(\.\d+)?(\s+-?\d+(\.\d+)?){3,}\s*$")
+
+
+def _reject_hint(name: Board, line: bytes, error: ProtocolError) -> str:
+    """What a rejected line suggests the user check, when it suggests anything."""
+    if name == "rpict" and line.lstrip().startswith(_BOARD_FRAME_START):
+        return " (the voltage board's protocol: rpict_port and voltage_port swapped?)"
+    if name == "voltage" and _RPICT_LINE.match(line):
+        return " (an RPICT hat's line: rpict_port and voltage_port swapped?)"
+    if error.reason == "encoding":
+        option = "rpict_baudrate" if name == "rpict" else "voltage_baudrate"
+        return f" (bytes like these come from the wrong baud rate: check {option})"
+    return ""
 
 
 class Meter:
@@ -121,6 +154,7 @@ class Meter:
         # The voltage board exists when configured, or simulated along with the RPICT.
         self._has_voltage_board = bool(options.voltage_port) or not options.rpict_port
 
+        self._vest_said = False  # a measured voltage far from rpict_vest, said once a run
         self._boards: dict[Board, _BoardState] = {"rpict": _BoardState()}
         if self._has_voltage_board:
             self._boards["voltage"] = _BoardState()
@@ -209,6 +243,13 @@ class Meter:
             and now - measured <= self._options.stale_after_s
         ):
             scale = self._vrms / vest
+            if not VEST_PLAUSIBLE[0] <= scale <= VEST_PLAUSIBLE[1] and not self._vest_said:
+                self._vest_said = True
+                _LOGGER.warning(
+                    "The voltage board measures %.1f V but rpict_vest is %g V: powers are "
+                    "scaled by %.2f. Set rpict_vest to the voltage the hat's firmware assumes "
+                    "(its Vest: 230 or 240 V in most of the world, 120 V in North America)",
+                    self._vrms, vest, scale)
         else:
             # Without a measured voltage the printed power stands (docs/protocol.md §1).
             scale = 1.0
@@ -332,7 +373,11 @@ class Meter:
         if state is None or state.connected == connected:
             return
         state.connected = connected
-        if not connected:
+        if connected:
+            state.connected_at = self._clock()
+            state.lines_at_connect = state.lines_ok + state.lines_rejected
+            state.silence_said = False
+        else:
             self._port_closed(board)
         self._publish()
 
@@ -438,6 +483,19 @@ class Meter:
             changed = True
         if changed:
             self._publish()
+        for name, board in self._boards.items():
+            self._say_if_silent(name, board, now, stale_after)
+
+    def _say_if_silent(self, name: Board, board: _BoardState, now: float,
+                       wait_s: float) -> None:
+        if (not board.connected or board.silence_said or board.connected_at is None
+                or now - board.connected_at <= wait_s
+                or board.lines_ok + board.lines_rejected > board.lines_at_connect):
+            return
+        board.silence_said = True
+        port = self._options.rpict_port if name == "rpict" else self._options.voltage_port
+        _LOGGER.warning("%s port %s has sent nothing in %d s since it opened: %s", _NAMES[name],
+                        port, wait_s, _SILENT_PORT_HINTS[name])
 
     # ------------------------------------------------------------------ output
 
@@ -628,7 +686,8 @@ class Meter:
         if held_back is None:
             return
         more = f" ({held_back} more rejected since the last message)" if held_back else ""
-        _LOGGER.warning("Rejected %s line %r: %s%s", name, line[:80], error, more)
+        _LOGGER.warning("Rejected %s line %r: %s%s%s", name, line[:80], error, more,
+                        _reject_hint(name, line, error))
 
     def _update_power_metrics(self) -> None:
         metrics = self._metrics

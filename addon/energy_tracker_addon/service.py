@@ -209,6 +209,14 @@ class AddonService:
             )
             rpict_port, simulated_voltage = await simulator.start()
             self._running.push_async_callback(simulator.stop)
+            if voltage_port:
+                # Powers of another household, scaled by this home's voltage and switching
+                # its relays: easily taken for real readings.
+                _LOGGER.warning(
+                    "rpict_port is empty: the powers are the simulated household's (replayed "
+                    "data, not this home), with the real voltage board on %s (its voltage and "
+                    "relays; the simulator's own voltage board is not used). Set rpict_port to "
+                    "the hat's port to read this home", voltage_port)
             voltage_port = voltage_port or simulated_voltage
 
         meter = self._meter

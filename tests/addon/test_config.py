@@ -131,6 +131,12 @@ def test_names_in_any_script_are_kept_as_written(tmp_path: Path) -> None:
         # Checks across options: refused before anything starts (exit 2), not mid-start.
         ({"channels": [{"id": 5, "name": "A", "role": "mains"}], "relays": []},
          "channels: channel id 5 does not exist on an rpict3t1, which has 3 CT inputs"),
+        # One port for two boards: each read part of its bytes, one board said nothing.
+        ({"rpict_port": "/dev/ttyAMA0", "voltage_port": "/dev/ttyAMA0"},
+         "voltage_port: the same port as rpict_port (/dev/ttyAMA0): each board needs its own"),
+        ({"rpict_port": "/dev/ttyUSB0", "extra_meters": [
+            {"id": "garage", "name": "Garage", "rpict_port": "/dev/ttyUSB0"}]},
+         "extra_meters[0].rpict_port: the same port as rpict_port (/dev/ttyUSB0)"),
     ],
 )
 def test_bad_option_names_the_option_and_the_problem(
@@ -142,6 +148,17 @@ def test_bad_option_names_the_option_and_the_problem(
         load_options(tmp_path)
 
     assert message in str(raised.value)
+
+
+def test_one_port_by_two_names_is_refused(tmp_path: Path) -> None:
+    """/dev/serial0 is a link to the Pi's UART: the same port as /dev/ttyAMA0."""
+    device = tmp_path / "ttyAMA0"
+    device.touch()
+    (tmp_path / "serial0").symlink_to(device)
+    write_options(tmp_path, {"rpict_port": str(tmp_path / "serial0"),
+                             "voltage_port": str(device)})
+    with pytest.raises(OptionsError, match="voltage_port: the same port as rpict_port"):
+        load_options(tmp_path)
 
 
 @pytest.mark.parametrize("option", ["api_token", "mqtt_password", "mqtt_pasword", "api_tokn"])

@@ -32,6 +32,8 @@ from energy_tracker_addon.protocol import (
     parse_board_line,
 )
 
+from .polling import wait_until
+
 
 class FakeClock:
     """Monotonic time the test moves by hand (the meter's only time source)."""
@@ -542,6 +544,91 @@ def test_rejected_lines_are_logged_at_a_limited_rate(
     assert "number" in rejects[0]
     assert "99 more rejected" in rejects[1]
     assert meter.snapshot()["boards"]["rpict"]["lines_rejected"] == 101
+
+
+def test_reject_lines_name_swapped_ports_and_a_wrong_baud_rate(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Swapped ports read "fields: 6 fields, rpict3t1 lines have 5", which DOCS.md ties to
+    rpict_model, and a wrong baud rate "encoding: byte 0x9c…": neither said what to check."""
+    meter = make_meter(tmp_path, clock, voltage_port="/dev/ttyUSB0")
+    caplog.set_level(logging.WARNING)
+    meter.feed_rpict_line(etm(14))
+    meter.feed_voltage_line(b"11 1487.8 304.5 1000.0 21.4\r\n")
+    clock.now += 11
+    meter.feed_rpict_line(b"\x9c\x9c\xe0\x00\x80\n")
+    meter.feed_voltage_line(b"\x9c\x9c\xe0\x00\x80\n")
+    rejects = [r.getMessage() for r in caplog.records if "Rejected" in r.message]
+    assert len(rejects) == 4
+    assert rejects[0].endswith("(the voltage board's protocol: rpict_port and voltage_port "
+                               "swapped?)")
+    assert rejects[1].endswith("(an RPICT hat's line: rpict_port and voltage_port swapped?)")
+    assert rejects[2].endswith("(bytes like these come from the wrong baud rate: check "
+                               "rpict_baudrate)")
+    assert rejects[3].endswith("check voltage_baudrate)")
+    clock.now += 11
+    meter.feed_rpict_line(b"11 1 2\r\n")  # a line too short says nothing more
+    last = next(r.getMessage() for r in reversed(caplog.records) if "Rejected" in r.message)
+    assert last.endswith("rpict3t1 lines have 5")
+
+
+async def test_a_port_that_sends_nothing_is_said_once_per_opening(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wrong UART or the Pi's serial console on it: "connected to /dev/ttyAMA0" and then
+    no word, ever (values unavailable, health ok, no line counted)."""
+    meter = make_meter(tmp_path, clock, rpict_port="/dev/ttyAMA0", voltage_port="/dev/ttyUSB0",
+                       stale_after_s=10)
+    caplog.set_level(logging.WARNING)
+
+    def silent_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "has sent nothing" in r.message]
+
+    await meter.start()
+    try:
+        meter.set_board_connected("rpict", True)
+        meter.set_board_connected("voltage", True)
+        meter.feed_voltage_line(etm(1))  # the voltage board talks
+        clock.now += 9
+        await asyncio.sleep(0.8)
+        assert silent_lines() == []  # not yet: a board may take a moment
+        clock.now += 2
+        await wait_until(lambda: bool(silent_lines()), timeout=2, what="the silent port said")
+        clock.now += 100
+        await asyncio.sleep(0.8)
+        assert silent_lines() == [
+            "RPICT port /dev/ttyAMA0 has sent nothing in 10 s since it opened: is it the "
+            "hat's port (on a Raspberry Pi: /dev/ttyAMA0 or /dev/serial0 with the serial "
+            "console off and the UART on), and is the hat seated?"]
+        # Unplugged and plugged again: said again if it is still silent.
+        meter.set_board_connected("rpict", False)
+        meter.set_board_connected("rpict", True)
+        clock.now += 11
+        await wait_until(lambda: len(silent_lines()) == 2, timeout=2, what="said again")
+    finally:
+        await meter.stop()
+
+
+def test_a_vest_far_from_the_measured_voltage_is_said_once(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rpict_vest 120 on a 230 V hat: powers scaled by 1.92 without a word."""
+    meter = make_meter(tmp_path, clock, rpict_vest=120.0)
+    caplog.set_level(logging.WARNING)
+    meter.feed_voltage_line(etm(1, vrms="230.6"))
+    for _ in range(3):
+        meter.feed_rpict_line(rpict(1500.0, 0.0, 0.0))
+        clock.now += 1
+    said = [r.getMessage() for r in caplog.records if "rpict_vest" in r.message]
+    assert said == ["The voltage board measures 230.6 V but rpict_vest is 120 V: powers are "
+                    "scaled by 1.92. Set rpict_vest to the voltage the hat's firmware assumes "
+                    "(its Vest: 230 or 240 V in most of the world, 120 V in North America)"]
+    # 240 V measured on a 230 V vest is an ordinary mains: nothing to say.
+    caplog.clear()
+    other = make_meter(tmp_path / "other", clock, rpict_vest=230.0)
+    other.feed_voltage_line(etm(1, vrms="244.0"))
+    other.feed_rpict_line(rpict(1500.0, 0.0, 0.0))
+    assert not [r for r in caplog.records if "rpict_vest" in r.message]
 
 
 def test_board_error_frames_are_logged_at_a_limited_rate(

@@ -325,6 +325,24 @@ async def test_the_simulated_meter_stands_in_for_any_hat_model(
     assert "simulated meter is an rpict3t1, not an rpict8; channels Heat pump" in caplog.text
 
 
+async def test_a_simulated_meter_with_a_real_voltage_board_is_said_plainly(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], caplog: pytest.LogCaptureFixture
+) -> None:
+    """rpict_port left empty beside a real voltage board: another household's powers,
+    scaled by this home's voltage, switching its relays; only "source: simulated" at INFO
+    said so."""
+    board = pty_port("ttyVOLT")
+    board.plug()
+    options = Options(api_token=TOKEN, voltage_port=str(board.path), simulation_speed=60)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    await service.stop()
+    said = [r for r in caplog.records if "rpict_port is empty" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert f"the real voltage board on {board.path}" in said[0].getMessage()
+    assert "Set rpict_port to the hat's port" in said[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "command", [[ADDON_COMMAND], [sys.executable, "-m", "energy_tracker_addon"]]
 )
