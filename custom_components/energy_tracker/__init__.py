@@ -27,6 +27,7 @@ from .entity import meter_device_info
 from .events import MeterEvents, async_forget_circuit_runs
 from .export_action import async_setup_export_action
 from .label_action import async_setup_label_action
+from .meter_issue import NoReadingsIssue
 from .nilm_repair import NilmIssue
 from .outage import async_forget_outage, async_outage
 from .services import async_setup_services
@@ -99,6 +100,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
     entry.async_on_unload(MeterEvents(hass, coordinator).async_start())
     entry.async_on_unload(ApplianceEvents(hass, coordinator).async_start())
     entry.async_on_unload(NilmIssue(hass, coordinator).async_start())
+    entry.async_on_unload(NoReadingsIssue(hass, coordinator).async_start())
     entry.async_on_unload(TimeZoneIssue(hass, coordinator).async_start())
     if intensity_entity := entry.options.get(CONF_CO2_INTENSITY_ENTITY):
         entry.async_on_unload(
