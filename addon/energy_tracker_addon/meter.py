@@ -180,6 +180,9 @@ class Meter:
         self._voltage_fresh = False
         # None while unknown: no frame yet, board unplugged, or rebooted (hello, no ETM yet).
         self._relays: tuple[bool, ...] | None = None
+        # The relays when the voltage board's port last closed (None: not since its first
+        # measurement after): a USB board resets when plugged in again, relays and all.
+        self._relays_at_close: tuple[bool, ...] | None = None
         self._gas_pulses: int | None = None
         self._fw_version: str | None = None
         self._boot_cause: str | None = None  # the last hello's `reset` (firmware ≥ 1.4.0)
@@ -309,6 +312,7 @@ class Meter:
         if isinstance(frame, MeasurementFrame):
             self._vrms = self._usable_vrms(frame)
             self._frequency = frame.frequency_hz
+            self._say_relays_dropped_by_a_replug(frame.relays)
             self._relays = frame.relays
             self._gas_pulses = frame.gas_pulses
             if self._gas is not None:
@@ -360,6 +364,23 @@ class Meter:
                             "(fail-safe) state until switched again",
                             "" if frame.reset is None else f" ({frame.reset})")
 
+    def _say_relays_dropped_by_a_replug(self, relays: tuple[bool, ...]) -> None:
+        """After the port reopened, relays that were on and are now off: the board reset
+        (a USB board does when plugged in) without any command, and the hello the add-on
+        asked for on reconnecting is not news by itself."""
+        before, self._relays_at_close = self._relays_at_close, None
+        if before is None:
+            return
+        # A board with fewer relays than before: the relays it still has.
+        pairs = zip(before, relays, strict=False)
+        dropped = [str(n) for n, (was, now) in enumerate(pairs, start=1) if was and not now]
+        if dropped:
+            _LOGGER.warning(
+                "Voltage board relays on before its port closed and off since it opened "
+                "again: %s. The board restarted (a USB board does when plugged in): its "
+                "relays are in their boot (fail-safe) state until switched again",
+                ", ".join(dropped))
+
     def _log_board_error(self, board: _BoardState, code: str) -> None:
         held_back = board.board_error_log.due(self._clock())
         if held_back is None:
@@ -391,6 +412,7 @@ class Meter:
                 _LOGGER.info("RPICT port closed: values unavailable")
                 self._rpict_gone()
         elif board == "voltage":
+            self._relays_at_close = self._relays or self._relays_at_close
             self._relays = None
             self._last_measurement = None
             if self._voltage_fresh:

@@ -340,6 +340,30 @@ async def test_a_rebooted_boards_relays_are_unknown_until_it_reports_them(
     assert [(r["state"], r["available"]) for r in relays] == [(False, True)] * 3
 
 
+async def test_relays_dropped_by_a_replug_are_said(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A USB board resets when plugged in again: its relays fell to their boot state and the
+    only log line was "Voltage board sequence restarted" at INFO."""
+    service, peer = board
+    assert (await _relay(session, service, 1))["state"] is True
+    peer.port.unplug()
+    await wait_until(lambda: not service.meter.board_connected("voltage"))
+    peer.port.plug()
+    await wait_until(lambda: service.meter.board_connected("voltage"), timeout=15)
+    peer.relays = "010"  # booted: relay 2's fail-safe state is closed, the others open
+    await peer.boot()
+    await wait_until(lambda: service.relays.available(service.relays.get(1)))
+    assert (await _relay(session, service, 1))["state"] is False
+    said = [r.getMessage() for r in caplog.records if "port closed and off" in r.getMessage()]
+    assert said == ["Voltage board relays on before its port closed and off since it opened "
+                    "again: 1, 3. The board restarted (a USB board does when plugged in): its "
+                    "relays are in their boot (fail-safe) state until switched again"]
+    assert [r.levelname for r in caplog.records if "port closed and off" in r.getMessage()] \
+        == ["WARNING"]
+
+
 async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
     board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture
