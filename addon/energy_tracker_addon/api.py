@@ -34,6 +34,8 @@ SEND_DEADLINE_S = 30.0  # a client that takes no byte for this long is not readi
 # Refused tokens are logged: the first at once, then a count at most this often (a client
 # with an old token retries every few seconds; someone guessing tries thousands a second).
 REFUSALS_REPORT_INTERVAL_S = 60.0
+# Stream clients at once: Home Assistant holds one per entry; more is a runaway client.
+MAX_STREAM_CLIENTS = 64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -103,6 +105,11 @@ class StreamHub:
         if snapshot is None:
             snapshot = self._backend.meter.snapshot()
         return json.dumps({"type": "state", "data": snapshot})
+
+    @property
+    def clients(self) -> int:
+        """The connected stream clients."""
+        return len(self._queues)
 
     def add(self, ws: web.WebSocketResponse) -> asyncio.Queue[str]:
         queue: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE_SIZE)
@@ -233,6 +240,11 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, compress=False)
     if not ws.can_prepare(request).ok:
         return _error(400, "websocket_expected")  # a plain GET: aiohttp would answer text
+    if hub.clients >= MAX_STREAM_CLIENTS:
+        # Each holds a queue and a task: 3 000 took 60 MB that stayed after they left.
+        _LOGGER.warning("Refused a stream client from %s: %d are connected already",
+                        request.remote, hub.clients)
+        return _error(503, "too_many_streams")
     await ws.prepare(request)
     queue = hub.add(ws)
     sender = asyncio.create_task(_send_queue(request, ws, hub.state_message(), queue),

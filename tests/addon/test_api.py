@@ -545,6 +545,38 @@ def test_malformed_requests_are_counted_and_handler_failures_kept() -> None:
     assert (bug.levelno, bug.exc_info is not None) == (logging.ERROR, True)
 
 
+async def test_stream_clients_are_capped(
+    service: AddonService, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone with the token could open thousands (3 000 held 60 MB after they left)."""
+    monkeypatch.setattr(api_module, "MAX_STREAM_CLIENTS", 2)
+    url = service.url + "/api/v1/stream"
+    first = await session.ws_connect(url, headers=auth())
+    second = await session.ws_connect(url, headers=auth())
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(url, headers=auth())
+    assert refused.value.status == 503
+    async with session.get(url, headers={**auth(), "Connection": "Upgrade",
+                                         "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+                           ) as resp:
+        assert (resp.status, await resp.json()) == (503, {"error": "too_many_streams"})
+    await first.close()
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def room_again() -> bool:
+        try:
+            opened.append(await session.ws_connect(url, headers=auth()))
+        except aiohttp.WSServerHandshakeError:
+            return False  # the server has not seen the close yet
+        return True
+
+    await wait_until(room_again, what="a stream once one left")
+    assert (await opened[0].receive_json(timeout=5))["type"] == "state"
+    for ws in (second, *opened):
+        await ws.close()
+
+
 async def test_refused_tokens_are_logged_without_flooding_the_log(
     service: AddonService, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
