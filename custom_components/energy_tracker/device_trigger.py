@@ -1,9 +1,10 @@
 """Device triggers: appliances starting / finishing, power thresholds, anomalies.
 
 Appliance and anomaly triggers listen for `energy_tracker_event` (events.py); power
-thresholds are numeric_state triggers on the meter's power sensors, with the threshold and
-duration the user picks, that take a sensor back from unavailable for a crossing only if
-they have not fired since the power was last on the other side.
+thresholds are numeric_state triggers on the meter's power sensors, with the threshold (in
+W, whatever unit the user shows the sensor in) and duration the user picks, that take a
+sensor back from unavailable for a crossing only if they have not fired since the power was
+last on the other side.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from homeassistant.const import (
     CONF_FOR,
     CONF_PLATFORM,
     CONF_TYPE,
+    CONF_VALUE_TEMPLATE,
     UnitOfPower,
 )
 from homeassistant.core import (
@@ -39,6 +41,7 @@ from homeassistant.core import (
     Event,
     EventStateChangedData,
     HomeAssistant,
+    State,
     callback,
 )
 from homeassistant.helpers import config_validation as cv
@@ -48,6 +51,7 @@ from homeassistant.helpers import translation
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
+from homeassistant.util.unit_conversion import PowerConverter
 
 from .appliance_entity import appliance_device_identifier, device_appliance_id, nilm_appliance
 from .const import DOMAIN
@@ -194,6 +198,8 @@ async def async_attach_trigger(
             CONF_PLATFORM: "numeric_state",
             CONF_ENTITY_ID: config[CONF_ENTITY_ID],
             CONF_ABOVE if kind == POWER_ABOVE else CONF_BELOW: config[CONF_THRESHOLD],
+            # The threshold is in W: a sensor shown in kW compared 3.9 with 3000.
+            CONF_VALUE_TEMPLATE: WATTS_TEMPLATE,
         }
         if CONF_FOR in config:
             numeric_config[CONF_FOR] = config[CONF_FOR]
@@ -231,6 +237,25 @@ async def async_attach_trigger(
     )
 
 
+# A power state in W, whatever unit it is shown in; the state itself when not a number
+# (unavailable: numeric_state then neither fires nor arms on it).
+_TO_WATTS: Final = {str(unit): round(PowerConverter.convert(1.0, unit, UnitOfPower.WATT), 6)
+                    for unit in PowerConverter.VALID_UNITS if unit is not None}
+WATTS_TEMPLATE: Final = (
+    "{% set value = state.state | float(none) %}"
+    f"{{{{ value * {_TO_WATTS!r}.get(state.attributes.unit_of_measurement, 1.0) "
+    "if value is not none else state.state }}"
+)
+
+
+def watts(state: State | None) -> float | None:
+    """What WATTS_TEMPLATE gives, for the crossings' own bookkeeping."""
+    value = state_number(state)
+    if value is None or state is None:
+        return None
+    return value * _TO_WATTS.get(str(state.attributes.get("unit_of_measurement")), 1.0)
+
+
 class _Crossings:
     """Home Assistant's numeric_state arms on `unavailable`, so a reload, a restart or an
     add-on outage would read as the power crossing the threshold. Back from one, a reading
@@ -246,14 +271,14 @@ class _Crossings:
         # (None: unknown, no reading yet)
         self._said: dict[str, bool | None] = {}
         for entity_id in entity_ids:
-            watts = state_number(hass.states.get(entity_id))
-            self._said[entity_id] = None if watts is None else self._past(watts)
+            power = watts(hass.states.get(entity_id))
+            self._said[entity_id] = None if power is None else self._past(power)
         self._unsubscribe = async_track_state_change_event(hass, entity_ids, self._on_change)
 
     @callback
     def _on_change(self, event: Event[EventStateChangedData]) -> None:
-        watts = state_number(event.data["new_state"])
-        if watts is not None and not self._past(watts):
+        power = watts(event.data["new_state"])
+        if power is not None and not self._past(power):
             self._said[event.data["entity_id"]] = False
 
     @callback
@@ -269,7 +294,7 @@ class _Crossings:
                            context: Context | None = None) -> None:
             trigger = run_variables["trigger"]
             entity_id = trigger["entity_id"]
-            back = state_number(trigger["from_state"]) is None  # from unavailable
+            back = watts(trigger["from_state"]) is None  # from unavailable
             if back and self._said.get(entity_id) is not False:
                 return
             self._said[entity_id] = True

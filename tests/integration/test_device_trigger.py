@@ -267,6 +267,32 @@ async def test_power_threshold_for_a_duration(
     assert float(calls[0].data["what"]) == power
 
 
+async def test_power_threshold_is_in_watts_whatever_unit_the_sensor_shows(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,
+) -> None:
+    """The form asks for watts; a sensor the user shows in kW compared 3.9 with 3000 and
+    never fired."""
+    boards.powers = [500.0, 0.0, 0.0]
+    await set_up(hass, config_entry)
+    total = entity_registry.async_get("sensor.energy_tracker_total_power")
+    assert total is not None
+    entity_registry.async_update_entity_options(total.entity_id, "sensor",
+                                                {"unit_of_measurement": "kW"})
+    await wait_for(lambda: hass.states.get(total.entity_id).state == "0.5", 10, "0.5 kW")
+    calls = await automation_calls(hass, {
+        "trigger": "device", "domain": DOMAIN,
+        "device_id": meter_device(device_registry, addon).id,
+        "type": "power_above", "entity_id": total.id, "threshold": 1500})
+    boards.powers = [1000.0, 0.0, 0.0]  # 1 kW: above 1500 mW but not 1500 W
+    await wait_for(lambda: hass.states.get(total.entity_id).state == "1.0", 10, "1 kW")
+    await asyncio.sleep(0.5)
+    assert calls == []
+    boards.powers = [2000.0, 0.0, 0.0]
+    await wait_for(lambda: len(calls) == 1, 10, "above 1500 W shown as 2 kW")
+    assert float(calls[0].data["what"]) == 2.0  # the state as shown, in kW
+
+
 async def total_power_trigger(
     hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
     kind: str, threshold: float, watts: float, **duration: Any,
