@@ -35,7 +35,7 @@ SEND_DEADLINE_S = 30.0  # a client that takes no byte for this long is not readi
 # with an old token retries every few seconds; someone guessing tries thousands a second).
 REFUSALS_REPORT_INTERVAL_S = 60.0
 # Stream clients at once: Home Assistant holds one per entry; more is a runaway client.
-MAX_STREAM_CLIENTS = 64
+MAX_STREAM_CLIENTS = 256
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -242,6 +242,9 @@ async def test_the_forecast_starts_once_a_day_of_hours_is_measured(
     try:
         at_start = await _settled(rig)
         await rig.replay(live.iloc[:70], SHIFT)  # midnight turns with 23 hours: not yet
+        # The turn's task runs beside the readings (on a loaded machine, after them).
+        await rig._until(lambda: rig.state["forecast_reason"].endswith("have 23"),
+                         "the midnight turn counted", timeout=30)
         before = rig.state
         # From 01:00 the 24th hour is complete. Minute by minute, as the meter sends them:
         # a turn met while the midnight turn's task still runs waits for the next reading.
