@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from .meter import Board, Meter
 from .metrics import Metrics
 from .nilm_service import NilmService
 from .persistence import CounterStore
+from .protocol import BoardFrame, MeasurementFrame
 from .relay_service import RelayService
 from .relays import RelayManager
 from .relays import saved_states as saved_relay_states
@@ -49,6 +51,9 @@ API_SHUTDOWN_GRACE_S: Final = 2.0
 # is closed: aiohttp's default (an hour) let anyone on the network hold sockets until the
 # add-on ran out of file descriptors. Clients (the integration, curl) open a new one.
 API_IDLE_TIMEOUT_S: Final = 15.0
+# A voltage board whose hello was lost is asked again at most this often (an old or odd
+# firmware that never answers is not asked every second).
+HELLO_ASK_INTERVAL_S: Final = 60.0
 
 
 def simulated_hat_options(options: Options) -> Options:
@@ -101,6 +106,7 @@ class AddonService:
         self._links: dict[Board, SerialLink] = {}
         self._simulated = False
         self._hello_requests: set[asyncio.Task[None]] = set()
+        self._last_hello_ask = -math.inf  # monotonic (see _ask_hello_if_lost)
         self._relays: RelayService | None = None
         # Everything started so far, to be undone in reverse, also after a failed start.
         self._running = contextlib.AsyncExitStack()
@@ -257,6 +263,7 @@ class AddonService:
         )
         await self._relays.start()
         self._running.push_async_callback(self._relays.stop)
+        self._running.callback(meter.add_frame_listener(self._ask_hello_if_lost))
         # The other meters (option extra_meters) and the energy comparison of all of them.
         self._extra_meters = ExtraMeters(options, data_dir, meter, self._meter_id, METER_NAME,
                                          self.source, self._metrics, tz, *self._clocks)
@@ -302,11 +309,24 @@ class AddonService:
             if board == "voltage" and connected:
                 # The board's hello went out at its boot, most likely before we opened the
                 # port (which discards pending input): ask again for its firmware version.
-                task = asyncio.create_task(self._request_hello(), name="voltage board hello")
-                self._hello_requests.add(task)
-                task.add_done_callback(self._hello_requests.discard)
+                self._ask_hello()
 
         return on_connection
+
+    def _ask_hello_if_lost(self, frame: BoardFrame) -> None:
+        """A board talking whose hello never came (the one asked for on connecting was
+        lost in line noise, or sent at the wrong baud rate): its firmware version and boot
+        cause stayed unknown until its next reboot. Asked again, at most once a minute."""
+        now = self._clocks[0]()
+        if (isinstance(frame, MeasurementFrame) and self.meter.fw_version is None
+                and now - self._last_hello_ask >= HELLO_ASK_INTERVAL_S):
+            self._ask_hello()
+
+    def _ask_hello(self) -> None:
+        self._last_hello_ask = self._clocks[0]()
+        task = asyncio.create_task(self._request_hello(), name="voltage board hello")
+        self._hello_requests.add(task)
+        task.add_done_callback(self._hello_requests.discard)
 
     async def _request_hello(self) -> None:
         try:

@@ -18,6 +18,7 @@ import pytest
 
 from energy_tracker_addon.config import Options, RelayConfig
 from energy_tracker_addon.protocol import CommandFrame, frame, parse_command_line
+from energy_tracker_addon import service as service_module
 from energy_tracker_addon.relays import SETTINGS_FILE, RelayManager
 from energy_tracker_addon.service import AddonService
 
@@ -362,6 +363,32 @@ async def test_relays_dropped_by_a_replug_are_said(
                     "relays are in their boot (fail-safe) state until switched again"]
     assert [r.levelname for r in caplog.records if "port closed and off" in r.getMessage()] \
         == ["WARNING"]
+
+
+async def test_a_lost_hello_is_asked_again(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hello asked for on connecting lost in line noise: the firmware version and boot
+    cause stayed unknown in /info until the board's next reboot."""
+    monkeypatch.setattr(service_module, "HELLO_ASK_INTERVAL_S", 0.2)
+    service = AddonService(_options(*ports), tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    try:
+        lost = parse_command_line(await ports[1].read_frame_line())
+        assert lost.command == "HELLO"  # not answered: lost
+        await asyncio.sleep(0.3)
+        await peer.send("ETM", "230.0", "50.00", "111", "0")
+        again = parse_command_line(await ports[1].read_frame_line(timeout=10))
+        assert again.command == "HELLO"
+        await peer.send("ETA", str(again.cmd_id), "OK", "111")
+        await peer.send("ETH", "1.4.2", "3", "1.8", "power_on")
+        await wait_until(lambda: service.meter.fw_version == "1.4.2")
+        boards = (await _get(session, service, "/api/v1/info"))["boards"]
+        assert [b.get("fw_version") for b in boards if b["id"] == "voltage"] == ["1.4.2"]
+    finally:
+        await service.stop()
 
 
 async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
