@@ -62,6 +62,9 @@ recorder:
   db_url: sqlite:///{config_dir}/home-assistant_v2.db
   commit_interval: 1
 conversation:
+# What the automation editor saves (and the energy_tracker blueprints create) goes here:
+# without it the editor said "saved" and no automation appeared.
+automation: !include automations.yaml
 logger:
   default: warning
   logs:
@@ -93,6 +96,9 @@ def write_ha_config(config_dir: Path, host: str, port: int) -> None:
             host=host, port=port, config_dir=config_dir, time_zone=local_time_zone()
         )
     )
+    automations = config_dir / "automations.yaml"
+    if not automations.exists():  # a demo started again keeps the user's automations
+        automations.write_text("[]\n")
     custom = config_dir / "custom_components"
     custom.mkdir(exist_ok=True)
     link = custom / "energy_tracker"

@@ -27,18 +27,21 @@ _COMMAND_ERRORS = {
 
 
 async def run_command[T](command: Awaitable[T], target: str,
-                         errors: Mapping[str, str] | None = None) -> T:
+                         errors: Mapping[str, str] | None = None,
+                         caller_mistakes: frozenset[str] = frozenset({"invalid"})) -> T:
     """Await one command; any failure becomes a HomeAssistantError the user can read.
 
     `target` names what was commanded (a relay's name, "shed_load") in the message;
-    `errors` maps API error codes to this command's own messages (translation keys).
+    `errors` maps API error codes to this command's own messages (translation keys);
+    `caller_mistakes` are the codes that mean the caller asked for something wrong.
     """
     try:
         return await command
     except CommandFailed as err:
         # The add-on refused what the caller asked (a label in the future, reduce_w 0):
         # the caller's mistake, reported without a traceback (and a 400 over REST)
-        error = ServiceValidationError if err.code == "invalid" else HomeAssistantError
+        error = ServiceValidationError if err.code in caller_mistakes \
+            else HomeAssistantError
         key = (errors or {}).get(err.code) or _COMMAND_ERRORS.get(err.code, "command_failed")
         raise error(
             translation_domain=DOMAIN,

@@ -55,7 +55,7 @@ async def _async_label(call: ServiceCall) -> ServiceResponse:
     """Send the label to the add-on; answers the label it stored."""
     entry, label = _label(call)
     return await run_command(entry.runtime_data.client.add_label(label),
-                             SERVICE_LABEL_APPLIANCE)
+                             SERVICE_LABEL_APPLIANCE, {"invalid": "label_refused"})
 
 
 async def _async_remove_label(call: ServiceCall) -> ServiceResponse:
@@ -63,7 +63,9 @@ async def _async_remove_label(call: ServiceCall) -> ServiceResponse:
     entry, label = _label(call)
     return await run_command(
         entry.runtime_data.client.remove_label(label), SERVICE_REMOVE_LABEL,
-        {"not_found": "label_not_found", "method_not_allowed": "needs_newer_addon"})
+        {"invalid": "label_refused", "not_found": "label_not_found",
+         "method_not_allowed": "needs_newer_addon"},
+        caller_mistakes=frozenset({"invalid", "not_found"}))
 
 
 def _label(call: ServiceCall) -> tuple[EnergyTrackerConfigEntry, dict[str, Any]]:

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from energy_tracker_addon import service as service_module
 from energy_tracker_addon.config import Options, RelayConfig
 from energy_tracker_addon.protocol import CommandFrame, frame, parse_command_line
-from energy_tracker_addon import service as service_module
 from energy_tracker_addon.relays import SETTINGS_FILE, RelayManager
 from energy_tracker_addon.service import AddonService
 

@@ -214,6 +214,28 @@ def test_the_demo_raises_no_repairs_issue(env: Env) -> None:
     assert asyncio.run(issues()) == []
 
 
+def test_an_automation_saved_in_the_editor_appears(env: Env) -> None:
+    """The editor's save answered ok, and no automation appeared: the demo's configuration
+    did not load automations.yaml."""
+    async def check() -> None:
+        headers = {"Authorization": f"Bearer {env.token}"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{env.procs.hass_url}/api/config/automation/config/demo_check",
+                headers=headers, json={
+                    "alias": "Demo check", "triggers": [{"trigger": "homeassistant",
+                                                         "event": "shutdown"}],
+                    "actions": [{"action": "logbook.log", "data": {
+                        "name": "Demo", "message": "stops"}}]}) as resp:
+                assert resp.status == 200, await resp.text()
+            deadline = time.monotonic() + 10
+            while "automation.demo_check" not in await env.states(session):
+                assert time.monotonic() < deadline, "the automation did not appear"
+                await asyncio.sleep(0.2)
+
+    asyncio.run(check())
+
+
 def test_assist_switches_a_relay_and_answers_the_power_use(env: Env) -> None:
     """Through HA's conversation API, as a voice assistant would send it."""
     async def converse(session: aiohttp.ClientSession, text: str) -> str:
