@@ -11,9 +11,11 @@ is lost, never counted twice or negative).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+from homeassistant.core import State
 from homeassistant.helpers.restore_state import ExtraStoredData, RestoreEntity
 
 from .const import LOGGER
@@ -29,15 +31,19 @@ class CounterMemory(ExtraStoredData):
 
     offset: float = 0.0
     last_raw: float | None = None
+    last_shown: float | None = None  # rounding must not step below it either
 
     def as_dict(self) -> dict[str, Any]:
-        return {"offset": self.offset, "last_raw": self.last_raw}
+        return {"offset": self.offset, "last_raw": self.last_raw,
+                "last_shown": self.last_shown}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CounterMemory:
         offset, last_raw = data.get("offset"), data.get("last_raw")
+        last_shown = data.get("last_shown")
         return cls(float(offset) if isinstance(offset, int | float) else 0.0,
-                   float(last_raw) if isinstance(last_raw, int | float) else None)
+                   float(last_raw) if isinstance(last_raw, int | float) else None,
+                   float(last_shown) if isinstance(last_shown, int | float) else None)
 
 
 class NeverBackwards(RestoreEntity):
@@ -51,8 +57,26 @@ class NeverBackwards(RestoreEntity):
 
     async def async_added_to_hass(self) -> None:
         await super().async_added_to_hass()
-        if self._memory is not None and (stored := await self.async_get_last_extra_data()):
+        if self._memory is None:
+            return
+        if stored := await self.async_get_last_extra_data():
             self._memory = CounterMemory.from_dict(stored.as_dict())
+        elif (last := self._last_shown_number(await self.async_get_last_state())) is not None:
+            # Shown by a version that kept no memory (integration < 0.2.10, unrounded):
+            # going on from it, the first rounded value dipped (a counter under 5 Wh then
+            # read as a new meter in the statistics).
+            self._memory = CounterMemory(last_raw=last, last_shown=last)
+
+    def _last_shown_number(self, state: State | None) -> float | None:
+        """The restored state's number, if it is in the sensor's own unit."""
+        if state is None or state.attributes.get("unit_of_measurement") != getattr(
+                self, "native_unit_of_measurement", None):
+            return None
+        try:
+            value = float(state.state)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) and value >= 0 else None
 
     @property
     def extra_restore_state_data(self) -> ExtraStoredData | None:
@@ -69,6 +93,9 @@ class NeverBackwards(RestoreEntity):
             memory.offset += memory.last_raw - raw  # type: ignore[operator]
         previous, memory.last_raw = memory.last_raw, raw
         shown = round(raw + memory.offset, decimals)
+        if memory.last_shown is not None and shown < memory.last_shown:
+            shown = memory.last_shown  # rounded below what was shown (see above)
+        memory.last_shown = shown
         if went_back:
             LOGGER.warning(
                 "%s: the add-on's counter went back from %s to %s (an older backup of the "

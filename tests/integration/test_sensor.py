@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from homeassistant.components.sensor import ATTR_STATE_CLASS
@@ -14,10 +15,10 @@ from homeassistant.const import (
     STATE_UNAVAILABLE,
     EntityCategory,
 )
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_restore_cache
 
 from custom_components.energy_tracker.const import DOMAIN
 
@@ -254,3 +255,24 @@ async def test_a_channel_the_addon_drops_keeps_its_entities_for_when_it_returns(
     await wait_for(lambda: (state := hass.states.get(renamed)) is not None
                    and state.state != STATE_UNAVAILABLE, 15, "channel 3 back")
     assert entity_id(entity_registry, addon, "channel_3_energy") == renamed
+
+
+async def test_a_counter_shown_unrounded_by_an_older_version_does_not_dip(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry
+) -> None:
+    """Integrations before 0.2.10 showed counters unrounded and kept no memory: after the
+    upgrade the first value, rounded to the Wh, could be below the last one shown (a
+    counter under 5 Wh then read as a new meter in the statistics)."""
+    raw = (await addon.get("state"))["total_energy_kwh"]
+    restored = math.floor(raw * 1000) / 1000 + 0.0004  # more than its rounding shows
+    mock_restore_cache(hass, (State("sensor.energy_tracker_total_energy", str(restored),
+                                    {"unit_of_measurement": "kWh"}),))
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    shown = [float(hass.states.get("sensor.energy_tracker_total_energy").state)]
+    assert shown[0] >= restored
+    for _ in range(3):  # and on from there, never below
+        await asyncio.sleep(1.2)
+        shown.append(float(hass.states.get("sensor.energy_tracker_total_energy").state))
+    assert shown == sorted(shown)
