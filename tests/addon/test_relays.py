@@ -355,9 +355,19 @@ async def test_relays_dropped_by_a_replug_are_said(
     await wait_until(lambda: service.meter.board_connected("voltage"), timeout=15)
     peer.relays = "010"  # booted: relay 2's fail-safe state is closed, the others open
     await peer.boot()
-    await wait_until(lambda: service.relays.available(service.relays.get(1)))
-    assert (await _relay(session, service, 1))["state"] is False
-    said = [r.getMessage() for r in caplog.records if "port closed and off" in r.getMessage()]
+
+    async def relay_1_off() -> bool:
+        return (await _relay(session, service, 1))["state"] is False
+
+    # The boot's frames are read in turn (on a loaded machine, after this test looks).
+    await wait_until(relay_1_off, timeout=10, what="relay 1 in its boot state")
+
+    def said_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if "port closed and off" in r.getMessage()]
+
+    await wait_until(lambda: bool(said_lines()), timeout=10, what="the warning")
+    said = said_lines()
     assert said == ["Voltage board relays on before its port closed and off since it opened "
                     "again: 1, 3. The board restarted (a USB board does when plugged in): its "
                     "relays are in their boot (fail-safe) state until switched again"]
