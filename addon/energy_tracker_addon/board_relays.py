@@ -101,7 +101,7 @@ class BoardRelays:
         self._report = report
         self._watchdog_s = watchdog_s
         self._n_relays: int | None = None  # from the hello, else the relays field's length
-        self._states_known = False  # an ETM or ETA came since the last hello
+        self._states_known = False  # an ETM or ETA came since the last hello or port close
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
 
@@ -157,6 +157,11 @@ class BoardRelays:
             for relay_id in self._ids:
                 if relay_id <= len(frame.relays):
                     self._report(relay_id, frame.relays[relay_id - 1])
+
+    def port_closed(self) -> None:
+        """The voltage board's port closed: what its relays do now is unknown until it
+        speaks again (a USB board resets when plugged back in, its relays to boot state)."""
+        self._states_known = False
 
     async def start(self) -> None:
         if self._watchdog_s and self._keepalive is None:

@@ -44,11 +44,12 @@ class RelayService:
             _LOGGER.warning("Relays %s are on the voltage board (source: board), but "
                             "voltage_port is not set: they stay unavailable. Set "
                             "voltage_port, or remove them from relays", board_ids)
+        self._board: BoardRelays | None = None
         if board_ids:
-            board = BoardRelays(board_ids, self.commander, self.manager.report,
-                                options.relay_watchdog_s)
-            meter.add_frame_listener(board.on_frame)
-            self.manager.attach(board_ids, board)
+            self._board = BoardRelays(board_ids, self.commander, self.manager.report,
+                                      options.relay_watchdog_s)
+            meter.add_frame_listener(self._board.on_frame)
+            self.manager.attach(board_ids, self._board)
         gpio_pins = {r.id: r.gpio for r in options.relays if r.source == "gpio"}
         if gpio_pins:
             pins = {relay_id: pin for relay_id, pin in gpio_pins.items() if pin is not None}
@@ -56,6 +57,10 @@ class RelayService:
         # A reading comes every 2 s; after stale_after_s without one there is nothing to act on.
         self.demand_response = DemandResponse(self.manager, meter, options.stale_after_s)
         meter.add_state_part("relays", self.manager.all_json)
+
+    def voltage_port_closed(self) -> None:
+        if self._board is not None:
+            self._board.port_closed()
 
     async def start(self) -> None:
         await self.manager.start()

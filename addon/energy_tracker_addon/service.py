@@ -305,6 +305,8 @@ class AddonService:
 
     def _connection_callback(self, board: Board) -> Callable[[bool], None]:
         def on_connection(connected: bool) -> None:
+            if board == "voltage" and not connected:
+                self.relay_service.voltage_port_closed()
             self.meter.set_board_connected(board, connected)
             if board == "voltage" and connected:
                 # The board's hello went out at its boot, most likely before we opened the

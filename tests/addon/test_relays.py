@@ -375,6 +375,30 @@ async def test_relays_dropped_by_a_replug_are_said(
         == ["WARNING"]
 
 
+async def test_relays_are_unknown_after_a_replug_until_the_board_says(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
+) -> None:
+    """The port open again but the board (reset by the replug) not yet heard: its relays
+    showed available with their states from before the unplug, which the reset undid."""
+    service, peer = board
+    assert (await _relay(session, service, 1))["state"] is True
+    peer.port.unplug()
+    await wait_until(lambda: not service.meter.board_connected("voltage"))
+    peer.port.plug()
+    await wait_until(lambda: service.meter.board_connected("voltage"), timeout=15)
+    relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    assert [(r["state"], r["available"]) for r in relays] == [(None, False)] * 3
+    state = await _get(session, service, "/api/v1/state")
+    assert [(r["state"], r["available"]) for r in state["relays"]] == [(None, False)] * 3
+    peer.relays = "010"
+    await peer.boot()
+    await wait_until(lambda: service.relays.available(service.relays.get(1)), timeout=10)
+    relays = (await _get(session, service, "/api/v1/relays"))["relays"]
+    assert [(r["state"], r["available"]) for r in relays] == [
+        (False, True), (True, True), (False, True),
+    ]
+
+
 async def test_a_lost_hello_is_asked_again(
     tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
