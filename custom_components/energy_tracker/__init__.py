@@ -22,6 +22,7 @@ from .coordinator import (
     EnergyTrackerCoordinator,
     async_abort_reauth_flows,
 )
+from .default_names import async_shown_default_names
 from .devices import is_stale
 from .entity import meter_device_info
 from .events import MeterEvents, async_forget_circuit_runs
@@ -87,7 +88,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         )
 
     async_check_addon_version(hass, entry, info.version)
-    coordinator = EnergyTrackerCoordinator(hass, entry, client, info)
+    coordinator = EnergyTrackerCoordinator(hass, entry, client, info,
+                                           await async_shown_default_names(hass))
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
     async_abort_reauth_flows(hass, entry)  # the token works (fixed another way, if at all)

@@ -378,7 +378,9 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
                 vol.Required(CONF_CHANNELS, default=shown): SelectSelector(
                     SelectSelectorConfig(
                         options=[
-                            SelectOptionDict(value=str(c.id), label=f"{c.id}: {c.name}")
+                            SelectOptionDict(
+                                value=str(c.id),
+                                label=f"{c.id}: {entry.runtime_data.shown_name(c.name)}")
                             for c in channels
                         ],
                         multiple=True,

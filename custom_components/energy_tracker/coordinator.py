@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from contextlib import aclosing
 from datetime import datetime
 
@@ -53,6 +54,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         entry: EnergyTrackerConfigEntry,
         client: EnergyTrackerClient,
         info: MeterInfo,
+        shown_default_names: Mapping[str, str] | None = None,
     ) -> None:
         """Set up without I/O; async_config_entry_first_refresh fetches the first state."""
         super().__init__(
@@ -73,6 +75,11 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
         self._reload_scheduled = False
         self._token_refused = False
         self.action_context = ActionContext()  # see action_context.py
+        self._shown_default_names = shown_default_names or {}  # see default_names.py
+
+    def shown_name(self, name: str) -> str:
+        """A channel's or relay's name from the add-on as Home Assistant shows it."""
+        return self._shown_default_names.get(name, name)
 
     @property
     def newest_seq(self) -> int:

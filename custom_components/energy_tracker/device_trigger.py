@@ -342,12 +342,12 @@ def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, tuple[
         meter_id = coordinator.info.meter_id
         appliances = {
             relay_appliance(relay.id): (_device_name(
-                hass, entry.entry_id, relay_device_identifier(meter_id, relay.id), relay.name),
-                "relay")
+                hass, entry.entry_id, relay_device_identifier(meter_id, relay.id),
+                coordinator.shown_name(relay.name)), "relay")
             for relay in coordinator.data.relays.values()
         }
         appliances.update(
-            (channel_appliance(channel.id), (channel.name, "circuit"))
+            (channel_appliance(channel.id), (coordinator.shown_name(channel.name), "circuit"))
             for channel in coordinator.info.channels if channel.role == "circuit"
         )
         for appliance in (coordinator.data.appliances or {}).values():

@@ -108,7 +108,8 @@ class MeterEvents:
         reload."""
         self._hass = hass
         self._coordinator = coordinator
-        self._circuits = {c.id: c.name for c in coordinator.info.channels if c.role == "circuit"}
+        self._circuits = {c.id: coordinator.shown_name(c.name)
+                          for c in coordinator.info.channels if c.role == "circuit"}
         first = coordinator.data
         self._relay_on = {r.id: r.state for r in first.relays.values()}
         self._runs = hass.data.setdefault(_CIRCUIT_RUNS, {}).setdefault(
@@ -139,7 +140,8 @@ class MeterEvents:
             if relay.channel is not None:
                 self._runs.relay_switched[relay.channel] = (relay.state, now)
             self._async_fire_appliance(relay.state, _Appliance(
-                relay_appliance(relay.id), relay.name, relay_id=relay.id,
+                relay_appliance(relay.id), self._coordinator.shown_name(relay.name),
+                relay_id=relay.id,
                 shed=not relay.state and relay.shed))
         runs = self._runs
         for cid, name in self._circuits.items():

@@ -22,7 +22,7 @@ def relay_device_info(coordinator: EnergyTrackerCoordinator, relay: RelayState) 
     an area, and Assist finds it by that name ("turn off the water heater")."""
     return linked_to_meter(DeviceInfo(
         identifiers={relay_device_identifier(coordinator.info.meter_id, relay.id)},
-        name=relay.name,
+        name=coordinator.shown_name(relay.name),
         manufacturer="Energy Tracker",
         model="Relay",
     ), coordinator)

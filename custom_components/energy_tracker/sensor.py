@@ -372,7 +372,7 @@ class ChannelSensor(NeverBackwards, EnergyTrackerSensor):
         super().__init__(coordinator, f"channel_{channel.id}_{description.key}")
         self.entity_description = description
         self._channel_id = channel.id
-        self._attr_translation_placeholders = {"channel": channel.name}
+        self._attr_translation_placeholders = {"channel": coordinator.shown_name(channel.name)}
         self._track_counter(description.key)
 
     @property

@@ -117,15 +117,19 @@ def _named_as_in_home_assistant(hass: HomeAssistant, entry: EnergyTrackerConfigE
                                  ) -> dict[str, Any]:
     """Each relay in the add-on's report under the name the user gave its device, as the
     relay's events say it ("Switched off: Boiler" for the relay renamed Boiler)."""
-    relays = entry.runtime_data.data.relays
+    coordinator = entry.runtime_data
+    relays = coordinator.data.relays
     for key in lists:
         for item in report.get(key, []):
             device = device_by_identifier(hass, relay_device_identifier(
-                entry.runtime_data.info.meter_id, item["id"]), entry.entry_id)
+                coordinator.info.meter_id, item["id"]), entry.entry_id)
             if device is not None and device.name_by_user:
                 item["name"] = device.name_by_user
-            elif "name" not in item and (relay := relays.get(item["id"])) is not None:
-                item["name"] = relay.name  # the add-on names skipped relays by id only
+            elif "name" in item:
+                item["name"] = coordinator.shown_name(item["name"])
+            elif (relay := relays.get(item["id"])) is not None:
+                # The add-on names skipped relays by id only.
+                item["name"] = coordinator.shown_name(relay.name)
     return report
 
 

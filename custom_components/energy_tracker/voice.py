@@ -214,9 +214,11 @@ def _named_power_exactly(hass: HomeAssistant, entries: list[EnergyTrackerConfigE
         live = coordinator.last_update_success
         state = coordinator.data
         for channel in coordinator.info.channels:
-            if _same(channel.name, wanted):
+            # As shown ("Cuisine" for the add-on's default "Kitchen" in French), or as set.
+            shown_name = coordinator.shown_name(channel.name)
+            if _same(shown_name, wanted) or _same(channel.name, wanted):
                 reading = state.channels.get(channel.id) if live else None
-                return _NamedPower(channel.name, None if reading is None else reading.power_w,
+                return _NamedPower(shown_name, None if reading is None else reading.power_w,
                                    False)
         for meter in state.extra_meters.values():
             if _same(meter.name, wanted):

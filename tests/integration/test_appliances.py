@@ -328,8 +328,9 @@ async def test_appliance_devices_are_named_in_home_assistants_language(
         "type": "appliance_started"})
     choices = capabilities["extra_fields"].schema["appliance"].container
     assert choices["nilm_kettle"] == "Bouilloire (détection)"
-    assert choices["channel_2"] == "Kitchen (circuit)"  # the add-on's name for its channel
-    assert choices["relay_1"] == "Water heater (relais)"
+    # The add-on's default names, in French too.
+    assert choices["channel_2"] == "Cuisine (circuit)"
+    assert choices["relay_1"] == "Chauffe-eau (relais)"
     # A device the user renamed is offered by its new name.
     kettle = device_with(registry, (DOMAIN, f"{addon.meter_id}_appliance_kettle"))
     assert kettle is not None

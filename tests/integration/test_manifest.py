@@ -149,3 +149,21 @@ def test_repairs_name_the_default_meter_once() -> None:
             text = issue["description"].replace("{title}", "Energy Tracker")
             assert text.replace("→ Energy Tracker", "→").count("Energy Tracker") == 1, (
                 path.name, key, text)
+
+
+def test_every_default_name_of_the_addon_has_a_translation() -> None:
+    """A default channel or relay name added to the add-on without one would stay English
+    in a French Home Assistant (default_names.py)."""
+    from custom_components.energy_tracker.default_names import ADDON_DEFAULT_NAMES
+
+    options = yaml.safe_load((ROOT / "addon" / "config.yaml").read_text())["options"]
+    defaults = {item["name"] for key in ("channels", "relays") for item in options[key]}
+    assert set(ADDON_DEFAULT_NAMES) == defaults
+    for language in ("en", "fr"):
+        devices = json.loads((COMPONENT / "translations" / f"{language}.json").read_text())[
+            "device"]
+        for key in ADDON_DEFAULT_NAMES.values():
+            assert devices[f"default_{key}"]["name"], (language, key)
+    english = json.loads((COMPONENT / "translations" / "en.json").read_text())["device"]
+    assert {english[f"default_{key}"]["name"] for key in ADDON_DEFAULT_NAMES.values()} \
+        == defaults

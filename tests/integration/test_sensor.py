@@ -134,6 +134,41 @@ async def test_names_use_the_addon_channel_names(
         assert state.attributes[ATTR_FRIENDLY_NAME] == f"{info['name']} {channel['name']} energy"
 
 
+async def test_the_addons_default_names_are_shown_in_home_assistants_language(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry, device_registry: dr.DeviceRegistry,
+) -> None:
+    """A French Home Assistant read "Puissance Kitchen" and a relay called "Water heater":
+    the add-on's default names are shown in its language, names the user chose as written."""
+    await addon.stop()
+    await addon.start(
+        channels=[{"id": 1, "name": "Mains", "role": "mains"},
+                  {"id": 2, "name": "Kitchen", "role": "circuit"},
+                  {"id": 3, "name": "Atelier", "role": "circuit"}],
+        relays=[{"id": 1, "name": "Water heater", "source": "board", "channel": 3},
+                {"id": 2, "name": "Pompe", "source": "board"}],
+    )
+    await addon.wait_for_reading()
+    hass.config.language = "fr"
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    def friendly_name(key: str, platform: str = "sensor") -> str:
+        state = hass.states.get(entity_id(entity_registry, addon, key, platform))
+        assert state is not None
+        return str(state.attributes[ATTR_FRIENDLY_NAME])
+
+    assert friendly_name("channel_1_power") == "Energy Tracker Puissance Compteur général"
+    assert friendly_name("channel_2_energy") == "Energy Tracker Énergie Cuisine"
+    assert friendly_name("channel_3_energy") == "Energy Tracker Énergie Atelier"
+    assert friendly_name("relay_1_switch", "switch") == "Chauffe-eau"
+    assert friendly_name("relay_2_switch", "switch") == "Pompe"
+    heater = device_with(device_registry, (DOMAIN, f"{addon.meter_id}_relay_1"))
+    assert heater is not None
+    assert heater.name == "Chauffe-eau"
+
+
 async def test_devices_meter_and_its_boards(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     device_registry: dr.DeviceRegistry, entity_registry: er.EntityRegistry,

@@ -76,11 +76,16 @@ async def test_power_use_questions_in_french_are_answered_in_french(
                      "combien d'énergie consomme-t-on", "combien consomme la maison",
                      "quelle est la puissance de la maison"):
         assert await ask(hass, question, "fr") == "La maison consomme 1873 watts.", question
-    # The channel by its configured name, with the article French puts before it.
+    # The channel by its shown name (the add-on's default "Kitchen" in French), with the
+    # article French puts before it, or by the add-on's name.
+    assert await ask(hass, "combien consomme la cuisine ?", "fr") == (
+        "Cuisine consomme 420 watts.")
     assert await ask(hass, "combien consomme la kitchen ?", "fr") == (
-        "Kitchen consomme 420 watts.")
+        "Cuisine consomme 420 watts.")
+    assert await ask(hass, "quelle est la puissance du chauffe-eau et climatisation",
+                     "fr") == "Chauffe-eau et climatisation consomme 0 watts."
     assert await ask(hass, "quelle est la puissance du Water heater et AC", "fr") == (
-        "Water heater & AC consomme 0 watts.")
+        "Chauffe-eau et climatisation consomme 0 watts.")
     assert await ask(hass, "combien consomme le garage", "fr") == (
         "Je ne connais aucun circuit, compteur ou appareil nommé garage.")
     await addon.stop()
@@ -88,8 +93,8 @@ async def test_power_use_questions_in_french_are_answered_in_french(
                    "the outage")
     assert await ask(hass, "combien consomme la maison", "fr") == (
         "Je ne connais pas la consommation en ce moment.")
-    assert await ask(hass, "combien consomme l\u2019kitchen", "fr") == (
-        "Je ne sais pas combien consomme Kitchen en ce moment.")
+    assert await ask(hass, "combien consomme la cuisine", "fr") == (
+        "Je ne sais pas combien consomme Cuisine en ce moment.")
 
 
 async def test_detected_appliances_are_asked_for_as_their_devices_are_named(
