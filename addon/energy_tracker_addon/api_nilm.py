@@ -6,7 +6,8 @@ resolved per request, so the routes exist even before the service has started.
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
@@ -46,31 +47,32 @@ async def _labels(request: web.Request) -> web.Response:
 
 
 async def _add_label(request: web.Request) -> web.Response:
-    try:
-        body = await read_json(request)
-    except BadBody:
-        return invalid("body must be JSON")
-    try:
-        label = await request.app[NILM_KEY].nilm.add_label(body)
-    except LabelError as error:
-        return invalid(str(error))
-    except OSError as error:
-        return storage_error(error, "saving the label")
-    return web.json_response(label)
-
+    nilm = request.app[NILM_KEY].nilm
+    return await _change_labels(request, nilm.add_label, "saving the label")
 
 
 async def _remove_label(request: web.Request) -> web.Response:
+    nilm = request.app[NILM_KEY].nilm
+    return await _change_labels(request, nilm.remove_label, "removing the label")
+
+
+async def _change_labels(
+    request: web.Request,
+    change: Callable[[Any], Awaitable[dict[str, Any] | None]],
+    doing: str,
+) -> web.Response:
+    """Read the label's fields from the body and answer with the label `change` returns
+    (None: no label matched)."""
     try:
         body = await read_json(request)
     except BadBody:
         return invalid("body must be JSON")
     try:
-        label = await request.app[NILM_KEY].nilm.remove_label(body)
+        label = await change(body)
     except LabelError as error:
         return invalid(str(error))
     except OSError as error:
-        return storage_error(error, "removing the label")
+        return storage_error(error, doing)
     if label is None:
         return web.json_response({"error": "not_found", "detail": "no such label (GET "
                                   "/api/v1/labels lists them, times in UTC)"}, status=404)
