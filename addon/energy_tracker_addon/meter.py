@@ -151,6 +151,11 @@ class Meter:
         self._channels = options.channels
         mains = [i for i, c in enumerate(self._channels) if c.role == "mains"]
         self._total_indices = mains or list(range(len(self._channels)))
+        if not mains and len(self._channels) > 1:
+            # Right for circuits that make up the house; a mains clamp left as `circuit`
+            # beside them would count the house twice.
+            _LOGGER.info("No channel has role mains: the total is the sum of every channel "
+                         "(%s)", ", ".join(str(c.id) for c in self._channels))
         # The voltage board exists when configured, or simulated along with the RPICT.
         self._has_voltage_board = bool(options.voltage_port) or not options.rpict_port
 

@@ -151,10 +151,14 @@ def test_total_is_the_sum_of_mains_channels(tmp_path: Path, clock: FakeClock) ->
 
 
 def test_total_is_the_sum_of_all_channels_when_none_is_mains(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     channels = (ChannelConfig(1, "Oven", "circuit"), ChannelConfig(3, "Dryer", "circuit"))
+    caplog.set_level(logging.INFO)
     meter = make_meter(tmp_path, clock, channels=channels, rpict_port="/dev/ttyAMA0")
+    # Said at start: a mains clamp left as `circuit` would count the house twice.
+    assert ("No channel has role mains: the total is the sum of every channel (1, 3)"
+            in caplog.messages)
 
     meter.feed_rpict_line(rpict(1000.0, 700.0, 250.0))
 
