@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
+from typing import Final
 
 from homeassistant.exceptions import (
     ConfigEntryAuthFailed,
@@ -25,10 +26,15 @@ _COMMAND_ERRORS = {
     "min_off_time": "relay_min_off_time",
 }
 
+# Refusals of what was asked: the caller's to fix, reported without a traceback (a 400 over
+# HA's REST API). Too soon counts: an automation retrying a resting compressor logged a
+# traceback at every try.
+CALLER_MISTAKES: Final = frozenset({"invalid", "min_off_time"})
+
 
 async def run_command[T](command: Awaitable[T], target: str,
                          errors: Mapping[str, str] | None = None,
-                         caller_mistakes: frozenset[str] = frozenset({"invalid"})) -> T:
+                         caller_mistakes: frozenset[str] = CALLER_MISTAKES) -> T:
     """Await one command; any failure becomes a HomeAssistantError the user can read.
 
     `target` names what was commanded (a relay's name, "shed_load") in the message;
@@ -38,8 +44,7 @@ async def run_command[T](command: Awaitable[T], target: str,
     try:
         return await command
     except CommandFailed as err:
-        # The add-on refused what the caller asked (a label in the future, reduce_w 0):
-        # the caller's mistake, reported without a traceback (and a 400 over REST)
+        # The add-on refused what the caller asked (a label in the future, reduce_w 0).
         error = ServiceValidationError if err.code in caller_mistakes \
             else HomeAssistantError
         key = (errors or {}).get(err.code) or _COMMAND_ERRORS.get(err.code, "command_failed")

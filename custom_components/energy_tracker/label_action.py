@@ -15,7 +15,7 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.util import dt as dt_util
 
-from .commands import run_command
+from .commands import CALLER_MISTAKES, run_command
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
 from .nilm_models import ApplianceState
@@ -65,7 +65,7 @@ async def _async_remove_label(call: ServiceCall) -> ServiceResponse:
         entry.runtime_data.client.remove_label(label), SERVICE_REMOVE_LABEL,
         {"invalid": "label_refused", "not_found": "label_not_found",
          "method_not_allowed": "needs_newer_addon"},
-        caller_mistakes=frozenset({"invalid", "not_found"}))
+        caller_mistakes=CALLER_MISTAKES | {"not_found"})
 
 
 def _label(call: ServiceCall) -> tuple[EnergyTrackerConfigEntry, dict[str, Any]]:
