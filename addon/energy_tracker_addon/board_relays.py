@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Final
 
@@ -95,20 +96,34 @@ class BoardRelays:
         commander: BoardCommander,
         report: Report,
         watchdog_s: int = 0,
+        stale_after_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ids = tuple(relay_ids)
         self._commander = commander
         self._report = report
         self._watchdog_s = watchdog_s
+        self._stale_after_s = stale_after_s
+        self._clock = clock
         self._n_relays: int | None = None  # from the hello, else the relays field's length
         self._states_known = False  # an ETM or ETA came since the last hello or port close
+        self._heard_at: float | None = None  # the board's last frame
+        # A command went unanswered and the board has said nothing since: commands sent now
+        # would wait in its way (a hung board, a full buffer) and all run when it wakes up.
+        self._unanswered = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
 
     def available(self, relay_id: int) -> bool:
+        """Switchable, and its state known: the board's port is open, it answers and it
+        spoke within stale_after_s (a silent board's relays may have changed since:
+        its watchdog, a power cut on its side)."""
         return (
             self._commander.connected
             and self._states_known
+            and not self._unanswered
+            and self._heard_at is not None
+            and self._clock() - self._heard_at <= self._stale_after_s
             and self._n_relays is not None
             and relay_id <= self._n_relays
         )
@@ -122,8 +137,10 @@ class BoardRelays:
             _LOGGER.warning("Relay %d: %s", relay_id, error)
             raise RelayUnavailable(str(error)) from None
         except TimeoutError:
-            _LOGGER.warning("Relay %d: the voltage board did not acknowledge in %g s",
+            _LOGGER.warning("Relay %d: the voltage board did not acknowledge in %g s; its "
+                            "relays are unavailable until it is heard again",
                             relay_id, self._commander.timeout_s)
+            self._unanswered = True
             raise RelayTimeout from None
         if ack.result != "OK":
             _LOGGER.warning("Relay %d: the voltage board answered %s", relay_id, ack.result)
@@ -131,6 +148,8 @@ class BoardRelays:
 
     def on_frame(self, frame: BoardFrame) -> None:
         """Every valid frame from the voltage board (a meter frame listener)."""
+        self._heard_at = self._clock()
+        self._unanswered = False
         if isinstance(frame, HelloFrame):
             self._n_relays = frame.n_relays
             # A board that (re)booted: its relays are in their boot state, unknown until

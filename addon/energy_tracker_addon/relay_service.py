@@ -47,7 +47,7 @@ class RelayService:
         self._board: BoardRelays | None = None
         if board_ids:
             self._board = BoardRelays(board_ids, self.commander, self.manager.report,
-                                      options.relay_watchdog_s)
+                                      options.relay_watchdog_s, options.stale_after_s)
             meter.add_frame_listener(self._board.on_frame)
             self.manager.attach(board_ids, self._board)
         gpio_pins = {r.id: r.gpio for r in options.relays if r.source == "gpio"}

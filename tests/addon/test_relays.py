@@ -51,6 +51,12 @@ class BoardPeer:
             elif command.command != "HELLO":
                 return command
 
+    async def acknowledge_watchdog(self) -> None:
+        """Read and acknowledge the `WDT` the service sends after the hello."""
+        command = parse_command_line(await self.port.read_frame_line())
+        assert command.command == "WDT"
+        await self.send("ETA", str(command.cmd_id), "OK", self.relays)
+
     async def acknowledge(self, relays_after: str) -> CommandFrame:
         """Read the next command and acknowledge it with these relay states."""
         command = await self.command()
@@ -154,6 +160,7 @@ async def test_unacknowledged_command_times_out_and_keeps_the_state(
     board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
 ) -> None:
     service, peer = board
+    await peer.acknowledge_watchdog()
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with session.put(service.url + "/api/v1/relays/1", json={"state": False},
@@ -163,7 +170,43 @@ async def test_unacknowledged_command_times_out_and_keeps_the_state(
         assert await resp.json() == {"error": "relay_timeout"}
     assert (await peer.command()).args == ("1", "0")  # it was sent; nobody answered
     assert 0.9 <= elapsed < 1.8
+    # A board that does not answer is not sent more: what it has not read would all run
+    # at once when it wakes up (helper 75: seven queued switches replayed in 3 ms).
+    relay = await _relay(session, service, 1)
+    assert (relay["state"], relay["available"]) == (None, False)
+    async with session.put(service.url + "/api/v1/relays/1", json={"state": True},
+                           headers=auth()) as resp:
+        assert resp.status == 503
+    await peer.send("ETM", "230.0", "50.00", "111", "0")
+    await wait_until(lambda: service.relays.available(service.relays.get(1)))
     assert (await _relay(session, service, 1))["state"] is True
+
+
+async def test_a_silent_board_s_relays_become_unavailable(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession,
+) -> None:
+    """A board that stopped talking (hung, its side's power cut) kept showing its relays
+    available with their last states for ever, though its watchdog may have opened them."""
+    service = AddonService(_options(*ports, stale_after_s=2), tmp_path / "data",
+                           host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    try:
+        await peer.boot()
+        await wait_until(lambda: service.relays.available(service.relays.get(1)))
+        assert (await _relay(session, service, 1))["state"] is True
+
+        async def unavailable() -> bool:
+            relay = await _relay(session, service, 1)
+            return (relay["state"], relay["available"]) == (None, False)
+
+        await wait_until(unavailable, timeout=10, what="relay 1 unavailable")
+        assert service.meter.board_connected("voltage")  # the port itself is still open
+        await peer.send("ETM", "230.0", "50.00", "011", "0")
+        await wait_until(lambda: service.relays.available(service.relays.get(1)))
+        assert (await _relay(session, service, 1))["state"] is False
+    finally:
+        await service.stop()
 
 
 async def test_board_refusal_answers_502_and_keeps_the_state(

@@ -211,8 +211,13 @@ async def test_unacknowledged_command_raises_and_keeps_the_state(
     assert str(raised.value) == (
         "Water heater did not acknowledge the command in time; its state is unchanged"
     )
-    assert shown(hass, heater) == STATE_ON
-    assert (await served_relay(addon, 1))["state"] is True
+    # Unknown in the add-on until the board's next frame (an unanswered board is sent no
+    # more commands), which says the relay never moved.
+    async def served_on() -> bool:
+        return (await served_relay(addon, 1))["state"] is True
+
+    await wait_for(served_on, 10, "the board's next frame")
+    await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the relay's state")
 
 
 async def test_priority_and_minimum_on_time_are_written_to_the_addon(
