@@ -57,10 +57,13 @@ class ApiBackend(Protocol):
         ...
 
 
-class RefusedTokens:
-    """Counts requests refused for their token and says so in the log, without flooding it."""
+class Refusals:
+    """Counts refused requests of one kind and says so in the log, without flooding it:
+    the first at once, then a count of those since at most every REFUSALS_REPORT_INTERVAL_S."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str, why: str) -> None:
+        self._what = what  # "request{s} without a valid API token"
+        self._why = why
         self._count = 0
         self._last_report: float | None = None
 
@@ -70,11 +73,9 @@ class RefusedTokens:
         if self._last_report is not None and now - self._last_report < REFUSALS_REPORT_INTERVAL_S:
             return
         _LOGGER.warning(
-            "Refused %d request%s without a valid API token since the last such line "
-            "(the last: %s %r from %s): a client with an old or wrong token (Home "
-            "Assistant then asks to re-authenticate), or someone trying tokens",
-            self._count, "" if self._count == 1 else "s", request.method, request.path,
-            request.remote)
+            "Refused %d %s since the last such line (the last: %s %r from %s): %s",
+            self._count, self._what.format(s="" if self._count == 1 else "s"),
+            request.method, request.path, request.remote, self._why)
         self._count = 0
         self._last_report = now
 
@@ -134,15 +135,23 @@ class StreamHub:
 
 BACKEND_KEY = web.AppKey("backend", ApiBackend)
 STREAM_KEY = web.AppKey("stream", StreamHub)
-REFUSALS_KEY = web.AppKey("refused_tokens", RefusedTokens)
+REFUSALS_KEY = web.AppKey("refused_tokens", Refusals)
+STREAM_REFUSALS_KEY = web.AppKey("refused_streams", Refusals)
 
 
 def create_app(backend: ApiBackend) -> web.Application:
     """The aiohttp application serving docs/api.md for `backend`."""
-    app = web.Application(middlewares=[_json_errors, _require_token])
+    app = web.Application(middlewares=[_json_errors, _require_token, _skip_abandoned])
     app[BACKEND_KEY] = backend
     app[STREAM_KEY] = StreamHub(backend)
-    app[REFUSALS_KEY] = RefusedTokens()
+    app[REFUSALS_KEY] = Refusals(
+        "request{s} without a valid API token",
+        "a client with an old or wrong token (Home Assistant then asks to re-authenticate), "
+        "or someone trying tokens")
+    app[STREAM_REFUSALS_KEY] = Refusals(
+        "stream client{s} over the limit",
+        f"{MAX_STREAM_CLIENTS} are connected already: a client that opens streams and "
+        "does not close them")
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get("/api/v1/info", _info)
     app.router.add_get("/api/v1/state", _state)
@@ -207,6 +216,24 @@ async def _require_token(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
+@web.middleware
+async def _skip_abandoned(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A command whose client has gone is not carried out. Requests sent while the add-on
+    was frozen (SIGSTOP, a long stall) wait in the kernel; their clients time out and say
+    they failed; run when it wakes, they all ran at once (a relay flipped back and forth)."""
+    if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+        # One turn of the loop first: the end of file a gone client sent behind its request
+        # is read then (the selector reports it after this handler was scheduled).
+        await asyncio.sleep(0)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            _LOGGER.warning("%s %s not carried out: its client had gone before the add-on "
+                            "read it (the add-on was frozen or too busy)",
+                            request.method, request.path)
+            return web.Response(status=499)  # read by nobody: nginx's "client closed"
+    return await handler(request)
+
+
 async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
@@ -242,8 +269,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         return _error(400, "websocket_expected")  # a plain GET: aiohttp would answer text
     if hub.clients >= MAX_STREAM_CLIENTS:
         # Each holds a queue and a task: 3 000 took 60 MB that stayed after they left.
-        _LOGGER.warning("Refused a stream client from %s: %d are connected already",
-                        request.remote, hub.clients)
+        request.app[STREAM_REFUSALS_KEY].add(request)
         return _error(503, "too_many_streams")
     await ws.prepare(request)
     queue = hub.add(ws)

@@ -3,6 +3,7 @@ demand response and the voltage board's calibration."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,11 @@ class RelayService:
         self.calibration = VoltageCalibration(self.commander)
         meter.add_frame_listener(self.calibration.on_frame)
         self.manager = RelayManager(options.relays, data_dir, simulated_board=simulated_board)
+        # A relay change is streamed at once, not with the next reading (up to 2 s later):
+        # a short pulse between two readings was never seen by Home Assistant.
+        self._meter = meter
+        self._republish: asyncio.Handle | None = None
+        self.manager.on_change = self._republish_soon
         board_ids = [r.id for r in options.relays if r.source == "board"]
         if board_ids and not simulated_board and not options.voltage_port:
             # The default options list three board relays: without the ESP8266 board they
@@ -58,6 +64,15 @@ class RelayService:
         self.demand_response = DemandResponse(self.manager, meter, options.stale_after_s)
         meter.add_state_part("relays", self.manager.all_json)
 
+    def _republish_soon(self) -> None:
+        # Once for the relays one frame changed together.
+        if self._republish is None:
+            self._republish = asyncio.get_running_loop().call_soon(self._republish_now)
+
+    def _republish_now(self) -> None:
+        self._republish = None
+        self._meter.republish()
+
     def voltage_port_closed(self) -> None:
         if self._board is not None:
             self._board.port_closed()
@@ -66,6 +81,8 @@ class RelayService:
         await self.manager.start()
 
     async def stop(self) -> None:
+        if self._republish is not None:
+            self._republish.cancel()
         await self.demand_response.stop()
         await self.manager.stop()
 

@@ -130,6 +130,8 @@ class RelayManager:
         self._wall_clock = wall_clock
         self._relays: dict[int, Relay] = {}
         self.changes = 0  # acknowledged switches this run: tells readings taken before one
+        # Called after a relay's state changed (set by the service: publish it at once).
+        self.on_change: Callable[[], None] | None = None
         for config in configs:
             source: ReportedSource = config.source
             if config.source == "board" and simulated_board:
@@ -179,6 +181,8 @@ class RelayManager:
             relay.shed = False  # on again, by whatever means: nothing left to restore
         relay.state = state
         self._request_save()
+        if self.on_change is not None:
+            self.on_change()
 
     # ------------------------------------------------------------------ queries
 

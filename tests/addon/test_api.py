@@ -546,7 +546,8 @@ def test_malformed_requests_are_counted_and_handler_failures_kept() -> None:
 
 
 async def test_stream_clients_are_capped(
-    service: AddonService, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+    service: AddonService, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Anyone with the token could open thousands (3 000 held 60 MB after they left)."""
     monkeypatch.setattr(api_module, "MAX_STREAM_CLIENTS", 2)
@@ -556,6 +557,11 @@ async def test_stream_clients_are_capped(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await session.ws_connect(url, headers=auth())
     assert refused.value.status == 503
+    # Said once, then counted (a runaway client wrote 19 warnings a second).
+    refusals = [m for r in caplog.records if "over the limit" in (m := r.getMessage())]
+    assert refusals == ["Refused 1 stream client over the limit since the last such line (the "
+                        "last: GET '/api/v1/stream' from 127.0.0.1): 256 are connected "
+                        "already: a client that opens streams and does not close them"]
     async with session.get(url, headers={**auth(), "Connection": "Upgrade",
                                          "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                                          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
@@ -573,6 +579,7 @@ async def test_stream_clients_are_capped(
 
     await wait_until(room_again, what="a stream once one left")
     assert (await opened[0].receive_json(timeout=5))["type"] == "state"
+    assert len([r for r in caplog.records if "over the limit" in r.getMessage()]) == 1
     for ws in (second, *opened):
         await ws.close()
 

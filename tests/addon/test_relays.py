@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,6 +182,54 @@ async def test_unacknowledged_command_times_out_and_keeps_the_state(
     await peer.send("ETM", "230.0", "50.00", "111", "0")
     await wait_until(lambda: service.relays.available(service.relays.get(1)))
     assert (await _relay(session, service, 1))["state"] is True
+
+
+async def test_a_switch_whose_client_left_before_it_was_read_is_not_carried_out(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The add-on frozen (SIGSTOP, a long stall): Home Assistant's switches waited in the
+    kernel, timed out (HA said they failed) and all ran when it woke up, flipping the relay
+    back and forth (helper 75: six in 7 ms)."""
+    service, peer = board
+    await peer.acknowledge_watchdog()
+    body = b'{"state": false}'
+    request = (f"PUT /api/v1/relays/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def frozen_while_a_client_sends_and_gives_up() -> None:
+        with socket.create_connection(("127.0.0.1", service.port)) as client:
+            client.sendall(request)
+        time.sleep(0.2)  # its FIN arrives too
+
+    asyncio.get_running_loop().call_soon(frozen_while_a_client_sends_and_gives_up)
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await peer.command(timeout=2)
+    assert (await _relay(session, service, 1))["state"] is True
+    assert "PUT /api/v1/relays/1 not carried out: its client had gone" in caplog.text
+    # A client that waits is served as ever.
+    answering = asyncio.create_task(peer.acknowledge("011"))
+    async with session.put(service.url + "/api/v1/relays/1", json={"state": False},
+                           headers=auth()) as resp:
+        assert resp.status == 200
+    await answering
+
+
+async def test_a_relay_change_is_streamed_at_once(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession,
+) -> None:
+    """Relay states went out only with the next reading: a pulse switched between two
+    readings (or while the hat is silent) never reached Home Assistant."""
+    service, peer = board
+    async with session.ws_connect(service.url + "/api/v1/stream", headers=auth()) as ws:
+        first = (await ws.receive_json(timeout=5))["data"]
+        assert [r["state"] for r in first["relays"]] == [True, True, True]
+        # No reading comes from the hat here: only the relay change can bring a message.
+        await peer.send("ETM", "230.0", "50.00", "011", "0")
+        message = (await ws.receive_json(timeout=5))["data"]
+        assert [r["state"] for r in message["relays"]] == [False, True, True]
 
 
 async def test_a_silent_board_s_relays_become_unavailable(
