@@ -166,6 +166,12 @@ class RelayManager:
         else:  # the first state this run: compared with what the last run left
             if state != relay.saved_state:
                 relay.last_changed = None  # changed while the add-on was down: when unknown
+                if relay.saved_state:
+                    _LOGGER.warning(
+                        "Relay %d (%s) was on when the add-on last stopped and is off now: "
+                        "switched while the add-on was away, or put in its fail-safe state "
+                        "by the voltage board (its watchdog, relay_watchdog_s, or a reboot)",
+                        relay.id, relay.name)
             # On or off since before the add-on knew (no saved time): the minimum time
             # counts from now, so a restart never lets demand response cut it short nor
             # a compressor start again too soon.

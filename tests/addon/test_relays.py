@@ -7,6 +7,7 @@ command goes the whole way: HTTP → relay manager → serial link → pty → a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -384,6 +385,44 @@ async def test_watchdog_is_rearmed_after_every_board_reboot(
                 lambda: service.meter.snapshot()["boards"]["voltage"]["lines_rejected"])
         command = await peer.command()
         assert (command.command, command.args) == rearm
+    finally:
+        await service.stop()
+
+
+async def test_a_watchdog_trip_and_relays_found_off_after_a_restart_are_said(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frozen or killed add-on lets the board's watchdog open every relay (the freezer
+    off): the add-on that woke or restarted said nothing, and nobody switched it back."""
+    options = _options(*ports, relay_watchdog_s=2)
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    try:
+        await peer.boot()
+        await wait_until(lambda: service.relays.available(service.relays.get(1)))
+        assert "could not feed the voltage board's watchdog" not in caplog.text
+        # Frozen for longer than the watchdog.
+        asyncio.get_running_loop().call_soon(time.sleep, 2.8)
+        await wait_until(lambda: "could not feed the voltage board's watchdog" in caplog.text)
+        assert "longer than relay_watchdog_s (2 s): the board has put its relays in their " \
+            "fail-safe states" in caplog.text
+    finally:
+        await service.stop()
+    with contextlib.suppress(TimeoutError):  # the first run's keepalives
+        while True:
+            await ports[1].read_frame_line(timeout=0.3)
+    # Stopped while relays 1-3 were on; the board opened relays 1 and 3 meanwhile.
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    peer = BoardPeer(ports[1])
+    peer.relays = "010"
+    try:
+        await peer.boot()
+        await wait_until(lambda: service.relays.available(service.relays.get(1)))
+        said = [m for r in caplog.records if "is off now" in (m := r.getMessage())]
+        assert [m.split(" was on")[0] for m in said] == [
+            "Relay 1 (Water heater)", "Relay 3 (Laundry)"]
     finally:
         await service.stop()
 
