@@ -50,14 +50,14 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     return True
 
 
+def _client(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> EnergyTrackerClient:
+    return EnergyTrackerClient(async_get_clientsession(hass), entry.data[CONF_HOST],
+                               entry.data[CONF_PORT], entry.data[CONF_API_TOKEN])
+
+
 async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> bool:
     """Connect to the add-on, read its first state and start the stream."""
-    client = EnergyTrackerClient(
-        async_get_clientsession(hass),
-        entry.data[CONF_HOST],
-        entry.data[CONF_PORT],
-        entry.data[CONF_API_TOKEN],
-    )
+    client = _client(hass, entry)
     try:
         info = await client.get_info()
     except InvalidAuth as err:
@@ -122,7 +122,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry
         if options_at_setup.get(CONF_CO2_INTENSITY_ENTITY) and not entry.options.get(
                 CONF_CO2_INTENSITY_ENTITY):
             # The add-on would hold the sensor's last value for two hours.
-            await async_withdraw_intensity(coordinator)
+            await async_withdraw_intensity(coordinator.client)
         await hass.config_entries.async_reload(entry.entry_id)
 
     entry.async_on_unload(entry.add_update_listener(_async_reload_on_change))
@@ -138,10 +138,13 @@ async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntr
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntry) -> None:
-    """A removed entry has no outage to report, nor an add-on to update."""
+    """A removed entry has no outage to report, nor an add-on to update, nor a carbon
+    intensity to send (the add-on would hold its last one for two hours)."""
     async_forget_outage(hass, entry)
     async_forget_addon_version(hass, entry)
     async_forget_circuit_runs(hass, entry)
+    if entry.options.get(CONF_CO2_INTENSITY_ENTITY):
+        await async_withdraw_intensity(_client(hass, entry))
 
 
 

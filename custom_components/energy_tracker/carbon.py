@@ -23,7 +23,7 @@ from homeassistant.core import (
 )
 from homeassistant.helpers.event import async_track_state_change_event, async_track_time_interval
 
-from .api import EnergyTrackerError
+from .api import EnergyTrackerClient, EnergyTrackerError
 from .const import DOMAIN, LOGGER
 from .coordinator import EnergyTrackerCoordinator
 from .entity import state_number
@@ -131,9 +131,9 @@ class CarbonIntensityForwarder:
                            value, err)
 
 
-async def async_withdraw_intensity(coordinator: EnergyTrackerCoordinator) -> None:
+async def async_withdraw_intensity(client: EnergyTrackerClient) -> None:
     """No intensity sensor: the add-on goes back to its own co2_g_per_kwh option now."""
     try:
-        await coordinator.client.clear_co2_intensity()
+        await client.clear_co2_intensity()
     except EnergyTrackerError as err:  # an add-on before 0.3.10, or down: no harm
         LOGGER.debug("Could not withdraw the carbon intensity: %s", err)

@@ -330,6 +330,17 @@ async def test_a_carbon_intensity_sensor_drives_the_addons_co2(
 
     await wait_for(addon_uses_its_option, 10, "the add-on's own intensity")
 
+    # Removing the entry withdraws its sensor's value too (the add-on kept it two hours,
+    # over another Home Assistant's on the same add-on).
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: [str(c["id"]) for c in (await addon.get("info"))["channels"]],
+        CONF_CO2_INTENSITY_ENTITY: "sensor.grid_co2"})
+    await hass.async_block_till_done()
+    await wait_for(lambda: addon_uses(280.0), 10, "280 g/kWh at the add-on again")
+    assert await hass.config_entries.async_remove(loaded_entry.entry_id)
+    await wait_for(addon_uses_its_option, 10, "the add-on's own intensity after removal")
+
 
 @pytest.mark.parametrize(("value", "unit", "expected"), [
     ("250", "gCO2eq/kWh", 250.0), ("250", "g/kWh", 250.0), ("250", "gCO₂eq/kWh", 250.0),
