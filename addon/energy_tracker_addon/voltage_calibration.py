@@ -26,12 +26,14 @@ _LOGGER = logging.getLogger(__name__)
 
 MIN_MEASURED_V: Final = 50.0  # the add-on's lowest mains (MIN_MAINS_VRMS)
 MAX_MEASURED_V: Final = 500.0  # the protocol's highest Vrms
-# A trim corrects a few percent; a reading this far off is a typo, the wrong phase or a
-# ZMPT101B trimmer that needs turning first (a cal that far off would hide it).
-MAX_CORRECTION: Final = 1.25
+# A trim corrects a few percent; a reading more than this share away from the board's is a
+# typo, the wrong phase or a ZMPT101B trimmer that needs turning first (a cal that far off
+# would hide it).
+MAX_CORRECTION: Final = 0.25
 # The firmware's defaults are for 230 V: the first calibration of a board on a 120 V grid
-# needs about half, so a board still on one may be corrected up to this.
-MAX_FIRST_CORRECTION: Final = 2.5
+# needs about half, so a board still on one may be corrected down to this share (never up
+# by more than MAX_CORRECTION: 400 typed for 240 V made every power 1.7 times too high).
+MIN_FIRST_RATIO: Final = 0.4
 
 
 class CalibrationError(Exception):
@@ -89,11 +91,13 @@ class VoltageCalibration:
                                    "second")
         ratio = measured_v / board_v
         first = any(abs(cal - default) < 1e-4 for default in FIRMWARE_DEFAULT_CALS)
-        limit = MAX_FIRST_CORRECTION if first else MAX_CORRECTION
-        if not 1 / limit <= ratio <= limit:
+        lowest = MIN_FIRST_RATIO if first else 1 - MAX_CORRECTION
+        if not lowest <= ratio <= 1 + MAX_CORRECTION:
             raise CalibrationError(
                 400, "invalid", f"the board reads {board_v:g} V: {measured_v:g} V is more "
-                f"than {limit - 1:.0%} away; check the reading and the ZMPT101B trimmer")
+                f"than {(1 - lowest if ratio < 1 else MAX_CORRECTION):.0%} "
+                f"{'below' if ratio < 1 else 'above'} it; check the reading and the ZMPT101B "
+                "trimmer")
         new_cal = round(cal * ratio, 5)
         try:
             ack: AckFrame = await self._commander.command("CAL", f"{new_cal:.5f}")

@@ -145,6 +145,10 @@ async def test_calibrating_against_a_multimeter_makes_the_firmware_read_it(
             before = service.meter.snapshot()["voltage_v"]
             assert abs(before - 230.0) < 1.0
             url = f"{service.url}/api/v1/boards/voltage/calibration"
+            # The first calibration may halve the factor (a 120 V grid) but not raise it
+            # by 1.7: 400 for 240 V is a typo, and every power would be 1.7 times too high.
+            async with session.post(url, json={"measured_v": 400}, headers=auth()) as resp:
+                assert resp.status == 400
             async with session.post(url, json={"measured_v": 236.9}, headers=auth()) as resp:
                 assert resp.status == 200
                 answer = await resp.json()
@@ -157,6 +161,17 @@ async def test_calibrating_against_a_multimeter_makes_the_firmware_read_it(
             async with session.post(url, json={"measured_v": 400}, headers=auth()) as resp:
                 assert resp.status == 400
                 assert "ZMPT101B trimmer" in (await resp.json())["detail"]
+            # 22 % below what the board reads is within the documented 25 % (it was
+            # measured against the multimeter's value, so refused below 20 %).
+            async with session.post(url, json={"measured_v": 185}, headers=auth()) as resp:
+                assert resp.status == 200, await resp.text()
+            await wait_until(lambda: abs(service.meter.snapshot()["voltage_v"] - 185) < 0.3)
+            async with session.post(url, json={"measured_v": 230}, headers=auth()) as resp:
+                assert resp.status == 200, await resp.text()
+            await wait_until(lambda: abs(service.meter.snapshot()["voltage_v"] - 230) < 0.3)
+            async with session.post(url, json={"measured_v": 236.9}, headers=auth()) as resp:
+                assert resp.status == 200, await resp.text()
+                answer = await resp.json()
     # The firmware kept it in flash: a new boot says hello with the new factor.
     with firmware_board(firmware_build, tmp_path, "--vrms", "230") as options:
         async with serving(options, tmp_path / "data") as service:
