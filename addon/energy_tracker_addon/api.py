@@ -196,8 +196,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except web.HTTPNotFound:
         return _error(404, "not_found")
-    except web.HTTPMethodNotAllowed:
-        return _error(405, "method_not_allowed")
+    except web.HTTPMethodNotAllowed as refused:
+        answer = _error(405, "method_not_allowed")
+        answer.headers[hdrs.ALLOW] = ",".join(sorted(refused.allowed_methods))
+        return answer
     except web.HTTPRequestEntityTooLarge:
         return _error(413, "too_large")
 

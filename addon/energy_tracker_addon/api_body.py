@@ -35,7 +35,8 @@ async def read_json(request: web.Request) -> Any:
     # UTF-8 whatever the Content-Type's charset says (docs/api.md): aiohttp's
     # request.text() would decode by it, and fail with a 500 on a charset it has no codec for.
     try:
-        text = (await request.read()).decode("utf-8")
+        # A leading byte order mark (Windows tools write one) is read past (RFC 8259 8.1).
+        text = (await request.read()).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadBody("the body is not UTF-8 text") from None
     if not text.strip():

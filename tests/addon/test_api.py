@@ -254,6 +254,10 @@ async def test_bodies_are_utf8_whatever_charset_the_client_names(
                            data='{"g_per_kwh": "é"}'.encode("latin-1")) as resp:
         assert resp.status == 400  # read as UTF-8, which it is not
         assert (await resp.json())["detail"] == "the body is not UTF-8 text"
+    # A UTF-8 byte order mark (Windows tools write one) was "the body is not JSON".
+    async with session.put(service.url + "/api/v1/co2_intensity", headers=auth(),
+                           data=b'\xef\xbb\xbf{"g_per_kwh": 100}') as resp:
+        assert resp.status == 200
 
 
 async def test_the_stream_wants_a_websocket_and_does_not_compress(
@@ -306,6 +310,17 @@ async def test_unknown_route_answers_json_404(
     async with session.get(service.url + "/api/v1/nothing", headers=auth()) as resp:
         assert resp.status == 404
         assert await resp.json() == {"error": "not_found"}
+
+
+async def test_a_method_a_route_lacks_answers_405_with_the_methods_it_has(
+    service: AddonService, session: aiohttp.ClientSession
+) -> None:
+    """HTTP requires the Allow header on a 405 (RFC 9110 15.5.6): it tells a client what
+    the route takes."""
+    async with session.post(service.url + "/api/v1/state", headers=auth()) as resp:
+        assert resp.status == 405
+        assert await resp.json() == {"error": "method_not_allowed"}
+        assert resp.headers["Allow"] == "GET,HEAD"
 
 
 async def test_rest_routes_serve_the_current_reading(

@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +26,7 @@ from energy_tracker_addon.protocol import (
     is_blank,
     parse_board_line,
 )
-from energy_tracker_addon.simulator import BoardEnd, SimulatedMeter
+from energy_tracker_addon.simulator import FIRMWARE_VERSION, BoardEnd, SimulatedMeter
 
 VEST = 230.0
 COLUMNS = ("mains_w", "kitchen_w", "water_heater_ac_w")
@@ -287,3 +288,13 @@ async def test_writing_with_nobody_reading_neither_blocks_nor_tears_lines() -> N
         assert all(r == line for r in received)
     finally:
         end.close()
+
+
+def test_the_simulated_board_says_the_firmware_version_whose_protocol_it_speaks() -> None:
+    """Its hello carries `reset` (firmware 1.4.0 on) while it called itself 1.1.0: a client
+    reading docs/protocol.md took the field for one an old firmware cannot send."""
+    board_h = (Path(__file__).resolve().parents[2] / "firmware" / "lib" / "et1core" / "src"
+               / "board.h").read_text()
+    version = board_h.split('kFirmwareVersion = "', 1)[1].split('"', 1)[0]
+    expected = f"{version}-sim"
+    assert expected == FIRMWARE_VERSION
