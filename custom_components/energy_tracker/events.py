@@ -45,8 +45,9 @@ APPLIANCE_OFF_W: Final = 10.0
 # (a circuit's 30 W average metered as 60 W / 0 W minutes) is one run, not 250 a day.
 APPLIANCE_OFF_HOLD_S: Final = 120.0
 # A circuit that starts or finishes this soon after its relay switched the same way did so
-# because of the relay (a finish shows only after the hold), plus one minimum update
-# interval (the option): states that far apart decide the finish that much later.
+# because of the relay (a finish shows only after the hold), plus two minimum update
+# intervals (the option): the relay's change is streamed at once, the circuit's first idle
+# state up to one interval later, and the state that ends its hold one more.
 RELAY_EXPLAINS_S: Final = APPLIANCE_OFF_HOLD_S + 60.0
 
 
@@ -161,7 +162,7 @@ class MeterEvents:
                 continue  # undecided until now: neither a start nor a finish was seen
             switched = runs.relay_switched.get(cid)
             if switched is not None and switched[0] == runs.running[cid] \
-                    and now - switched[1] <= RELAY_EXPLAINS_S + self._coordinator.min_interval:
+                    and now - switched[1] <= RELAY_EXPLAINS_S + 2 * self._coordinator.min_interval:
                 continue  # the relay did it, and its own event said so
             self._async_fire_appliance(
                 bool(runs.running[cid]),

@@ -138,11 +138,15 @@ async def test_a_reading_held_back_by_the_update_interval_does_not_undo_a_switch
     acking_boards.paused = True  # nothing new until the held-back one has been shown
     await asyncio.sleep(1)  # a reading already printed lands
     assert coordinator.data.seq == shown_seq, "still held back"
+    held_back = coordinator.newest_seq
     await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: heater},
                                    blocking=True)
     assert shown(hass, heater) == STATE_OFF
-    await wait_for(lambda: coordinator.data.seq > shown_seq, 10, "the held-back reading")
-    assert coordinator.data.relays[1].state is True, "taken before the command"
+    # The add-on streams the switched relay at once (with the newest reading's seq): it
+    # supersedes the readings held back, which were taken before the command.
+    await wait_for(lambda: coordinator.data.relays[1].state is False, 10, "the relay's change")
+    assert coordinator.data.seq == held_back, "no new reading meanwhile"
+    await asyncio.sleep(1)
     assert shown(hass, heater) == STATE_OFF
     acking_boards.paused = False
     seq = coordinator.data.seq
