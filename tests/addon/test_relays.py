@@ -481,10 +481,7 @@ async def test_relays_dropped_by_a_replug_are_said(
     only log line was "Voltage board sequence restarted" at INFO."""
     service, peer = board
     assert (await _relay(session, service, 1))["state"] is True
-    peer.port.unplug()
-    await wait_until(lambda: not service.meter.board_connected("voltage"))
-    peer.port.plug()
-    await wait_until(lambda: service.meter.board_connected("voltage"), timeout=15)
+    await _replug(service, peer)
     peer.relays = "010"  # booted: relay 2's fail-safe state is closed, the others open
     await peer.boot()
 
@@ -514,10 +511,7 @@ async def test_relays_are_unknown_after_a_replug_until_the_board_says(
     showed available with their states from before the unplug, which the reset undid."""
     service, peer = board
     assert (await _relay(session, service, 1))["state"] is True
-    peer.port.unplug()
-    await wait_until(lambda: not service.meter.board_connected("voltage"))
-    peer.port.plug()
-    await wait_until(lambda: service.meter.board_connected("voltage"), timeout=15)
+    await _replug(service, peer)
     relays = (await _get(session, service, "/api/v1/relays"))["relays"]
     assert [(r["state"], r["available"]) for r in relays] == [(None, False)] * 3
     state = await _get(session, service, "/api/v1/state")
@@ -573,6 +567,14 @@ async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
     await peer.send("ETM", "230.0", "50.00", "101", "0")
     await wait_until(lambda: service.relays.available(service.relays.get(3)))
     assert "now reports 3 relays instead of 2\n" in caplog.text
+
+
+async def _replug(service: AddonService, peer: BoardPeer) -> None:
+    """Unplug the voltage board and plug it back in; until the port is open again."""
+    peer.port.unplug()
+    await wait_until(lambda: not service.meter.board_connected("voltage"))
+    peer.port.plug()
+    await wait_until(lambda: service.meter.board_connected("voltage"), timeout=15)
 
 
 async def _relay(session: aiohttp.ClientSession, service: AddonService,
