@@ -59,25 +59,39 @@ class ApiBackend(Protocol):
 
 class Refusals:
     """Counts refused requests of one kind and says so in the log, without flooding it:
-    the first at once, then a count of those since at most every REFUSALS_REPORT_INTERVAL_S."""
+    the first at once, then a count of those since at most every REFUSALS_REPORT_INTERVAL_S
+    (at the end of that interval, not at the next refusal, which may never come)."""
 
     def __init__(self, what: str, why: str) -> None:
         self._what = what  # "request{s} without a valid API token"
         self._why = why
         self._count = 0
+        self._last: tuple[str, str, str | None] = ("", "", None)  # method, path, from
         self._last_report: float | None = None
+        self._pending: asyncio.TimerHandle | None = None
 
     def add(self, request: web.Request) -> None:
         self._count += 1
-        now = asyncio.get_running_loop().time()
-        if self._last_report is not None and now - self._last_report < REFUSALS_REPORT_INTERVAL_S:
-            return
+        self._last = (request.method, request.path, request.remote)
+        loop = asyncio.get_running_loop()
+        wait = (0.0 if self._last_report is None
+                else self._last_report + REFUSALS_REPORT_INTERVAL_S - loop.time())
+        if wait <= 0:
+            self._report()
+        elif self._pending is None:
+            self._pending = loop.call_later(wait, self._report)
+
+    def _report(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        method, path, remote = self._last
         _LOGGER.warning(
             "Refused %d %s since the last such line (the last: %s %r from %s): %s",
             self._count, self._what.format(s="" if self._count == 1 else "s"),
-            request.method, request.path, request.remote, self._why)
+            method, path, remote, self._why)
         self._count = 0
-        self._last_report = now
+        self._last_report = asyncio.get_running_loop().time()
 
 
 class StreamHub:
@@ -230,7 +244,8 @@ async def _skip_abandoned(request: web.Request, handler: Handler) -> web.StreamR
         transport = request.transport
         if transport is None or transport.is_closing():
             _LOGGER.warning("%s %s not carried out: its client had gone before the add-on "
-                            "read it (the add-on was frozen or too busy)",
+                            "read it (it gave up: the add-on was frozen or too busy; or it "
+                            "closed its sending side to wait, which the API takes for gone)",
                             request.method, request.path)
             return web.Response(status=499)  # read by nobody: nginx's "client closed"
     return await handler(request)

@@ -259,6 +259,11 @@ class RelayManager:
             relay.shed = relay.shed or (shed and not on)
             try:
                 await backend.switch(relay_id, on)
+            except RelayTimeout:
+                # Sent but not acknowledged: the board may still do it when it answers
+                # again, so a shed stays marked and a restore brings the relay back.
+                await self._save()
+                raise
             except BaseException:
                 relay.shed = before
                 raise

@@ -31,9 +31,11 @@ MAX_MEASURED_V: Final = 500.0  # the protocol's highest Vrms
 # would hide it).
 MAX_CORRECTION: Final = 0.25
 # The firmware's defaults are for 230 V: the first calibration of a board on a 120 V grid
-# needs about half, so a board still on one may be corrected down to this share (never up
-# by more than MAX_CORRECTION: 400 typed for 240 V made every power 1.7 times too high).
+# needs about half, so a board still on one may be corrected down to this share; and up to
+# the other, as the old default 1.8 read the usual trim 20-30 % low (not further: 400
+# typed for 240 V made every power 1.7 times too high).
 MIN_FIRST_RATIO: Final = 0.4
+MAX_FIRST_RATIO: Final = 1.5
 
 
 class CalibrationError(Exception):
@@ -91,11 +93,12 @@ class VoltageCalibration:
                                    "second")
         ratio = measured_v / board_v
         first = any(abs(cal - default) < 1e-4 for default in FIRMWARE_DEFAULT_CALS)
-        lowest = MIN_FIRST_RATIO if first else 1 - MAX_CORRECTION
-        if not lowest <= ratio <= 1 + MAX_CORRECTION:
+        lowest, highest = ((MIN_FIRST_RATIO, MAX_FIRST_RATIO) if first
+                           else (1 - MAX_CORRECTION, 1 + MAX_CORRECTION))
+        if not lowest <= ratio <= highest:
             raise CalibrationError(
                 400, "invalid", f"the board reads {board_v:g} V: {measured_v:g} V is more "
-                f"than {(1 - lowest if ratio < 1 else MAX_CORRECTION):.0%} "
+                f"than {(1 - lowest if ratio < 1 else highest - 1):.0%} "
                 f"{'below' if ratio < 1 else 'above'} it; check the reading and the ZMPT101B "
                 "trimmer")
         new_cal = round(cal * ratio, 5)

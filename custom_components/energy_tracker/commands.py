@@ -26,9 +26,9 @@ _COMMAND_ERRORS = {
     "min_off_time": "relay_min_off_time",
 }
 
-# Refusals of what was asked: the caller's to fix, reported without a traceback (a 400 over
-# HA's REST API). Too soon counts: an automation retrying a resting compressor logged a
-# traceback at every try.
+# Refusals of what was asked: the caller's to fix, logged by HA without a traceback when the
+# dashboard or the WebSocket API asks (service_validation_error). Too soon counts: retrying
+# a resting compressor logged a traceback at every try.
 CALLER_MISTAKES: Final = frozenset({"invalid", "min_off_time"})
 
 

@@ -621,3 +621,18 @@ async def test_refused_tokens_are_logged_without_flooding_the_log(
     assert len(lines) == 1
     assert "Refused 50 requests without a valid API token" in lines[0]
     assert "GET '/metrics'" in lines[0]
+    # Refusals after a line are counted when the interval ends, with no refusal after them
+    # (they waited for the next one, however late).
+    monkeypatch.setattr(api_module, "REFUSALS_REPORT_INTERVAL_S", 2.0)
+    caplog.clear()
+    for _ in range(3):
+        async with session.get(service.url + "/api/v1/info", headers=auth("guess")) as resp:
+            assert resp.status == 401
+
+    def said() -> list[str]:
+        return [m for r in caplog.records if "without a valid API token" in (m := r.getMessage())]
+
+    assert said() == []  # within the interval of the last line
+    await wait_until(lambda: len(said()) == 1, what="the count at the end of the interval")
+    assert "Refused 3 requests without a valid API token" in said()[0]
+    assert "GET '/api/v1/info'" in said()[0]

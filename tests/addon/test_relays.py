@@ -760,3 +760,36 @@ async def test_the_minimum_off_time_outlives_a_restart(tmp_path: Path) -> None:
         assert second.min_off_left_s(second.get(1)) == 200
     finally:
         await second.stop()
+
+
+async def test_a_shed_switch_the_board_left_unanswered_is_restored(
+    board: tuple[AddonService, BoardPeer], ports: tuple[PtyPort, PtyPort],
+    session: aiohttp.ClientSession,
+) -> None:
+    """The board hung as the water heater was shed: the command went out unanswered
+    (relay_timeout), the board carried it out when it woke, and no restore switched the
+    heater back on: it was not marked shed (helper 77)."""
+    service, peer = board
+    await peer.acknowledge_watchdog()
+    await ports[0].write(rpict_line(3000.0, 0.0, 0.0))
+    await wait_until(lambda: service.meter.snapshot()["total_power_w"] is not None)
+    async with session.post(service.url + "/api/v1/shed", json={"limit_w": 10},
+                            headers=auth()) as resp:
+        assert resp.status == 200, await resp.text()
+        report = await resp.json()
+    command = await peer.command()  # read, not answered in time
+    assert (command.command, command.args) == ("RELAY", ("1", "0"))
+    assert report["skipped"][0] == {"id": 1, "reason": "relay_timeout"}
+    # The board wakes up and does it.
+    peer.relays = "011"
+    await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+    await wait_until(lambda: service.relays.available(service.relays.get(1)))
+    relay = await _relay(session, service, 1)
+    assert (relay["state"], relay["shed"]) == (False, True)
+    answering = asyncio.create_task(peer.acknowledge("111"))
+    async with session.post(service.url + "/api/v1/restore", json={"stagger_s": 0},
+                            headers=auth()) as resp:
+        assert resp.status == 200, await resp.text()
+        restored = await resp.json()
+    assert (await answering).args == ("1", "1")
+    assert [r["id"] for r in restored["restored"]] == [1]

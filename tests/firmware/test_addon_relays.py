@@ -200,6 +200,30 @@ async def test_a_board_on_a_120_v_grid_calibrates_from_the_firmware_default(
                 assert resp.status == 400
 
 
+async def test_a_board_on_the_old_default_factor_calibrates_up_to_the_real_voltage(
+    firmware_build: Path, tmp_path: Path
+) -> None:
+    """Firmware before 1.3.0 defaulted to 1.8, which reads the usual trim 20-30 % low: its
+    first calibration must be able to raise it by a third (0.3.19 first refused it)."""
+    with firmware_board(firmware_build, tmp_path, "--vrms", "230") as options:
+        async with serving(options, tmp_path / "data") as service, aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await wait_until(lambda: service.meter.snapshot()["voltage_v"] is not None)
+            board_v = service.meter.snapshot()["voltage_v"]
+            url = f"{service.url}/api/v1/boards/voltage/calibration"
+            # A board of an old firmware: factor 1.8, reading 3/4 of the mains.
+            async with session.post(url, json={"measured_v": board_v * 0.75},
+                                    headers=auth()) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["cal"] == pytest.approx(1.8, abs=0.01)
+            await wait_until(lambda: service.voltage_calibration.cal is not None
+                             and abs(service.meter.snapshot()["voltage_v"] - board_v * 0.75)
+                             < 0.5)
+            async with session.post(url, json={"measured_v": 230.0}, headers=auth()) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["cal"] == pytest.approx(2.4, abs=0.02)
+
+
 async def test_a_calibration_the_board_cannot_store_is_reported_not_passed_off(
     firmware_build: Path, tmp_path: Path
 ) -> None:
