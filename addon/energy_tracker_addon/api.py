@@ -81,6 +81,11 @@ class Refusals:
         elif self._pending is None:
             self._pending = loop.call_later(wait, self._report)
 
+    def flush(self) -> None:
+        """Say the refusals not said yet (the API stops): no timer outlives it."""
+        if self._pending is not None:
+            self._report()
+
     def _report(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
@@ -181,6 +186,7 @@ def create_app(backend: ApiBackend) -> web.Application:
     app.on_startup.append(_start_stream)  # type: ignore[arg-type]
     # on_shutdown runs before the server waits for open handlers, so clients close first.
     app.on_shutdown.append(_stop_stream)  # type: ignore[arg-type]
+    app.on_cleanup.append(_flush_refusals)  # type: ignore[arg-type]
     app.on_response_prepare.append(_no_server_version)  # type: ignore[arg-type]
     return app
 
@@ -197,6 +203,11 @@ async def _start_stream(app: web.Application) -> None:
 
 async def _stop_stream(app: web.Application) -> None:
     await app[STREAM_KEY].stop()
+
+
+async def _flush_refusals(app: web.Application) -> None:
+    app[REFUSALS_KEY].flush()
+    app[STREAM_REFUSALS_KEY].flush()
 
 
 def _error(status: int, code: str) -> web.Response:
