@@ -95,20 +95,30 @@ def _options(rpict: PtyPort, voltage: PtyPort, **changes: Any) -> Options:
                    **changes)
 
 
+@contextlib.asynccontextmanager
+async def _board_service(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], **changes: Any
+) -> AsyncIterator[tuple[AddonService, BoardPeer]]:
+    """A started service on these ports (options `changes` from the defaults) and the
+    test's side of its voltage board, not booted yet; stopped after."""
+    service = AddonService(_options(*ports, **changes), tmp_path / "data", host="127.0.0.1",
+                           port=0)
+    await service.start()
+    try:
+        yield service, BoardPeer(ports[1])
+    finally:
+        await service.stop()
+
+
 @pytest.fixture
 async def board(
     tmp_path: Path, ports: tuple[PtyPort, PtyPort]
 ) -> AsyncIterator[tuple[AddonService, BoardPeer]]:
     """A running service whose voltage board (3 relays, all on) the test plays."""
-    service = AddonService(_options(*ports), tmp_path / "data", host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    try:
+    async with _board_service(tmp_path, ports) as (service, peer):
         await peer.boot()
         await wait_until(lambda: all(service.relays.available(r) for r in service.relays.relays))
         yield service, peer
-    finally:
-        await service.stop()
 
 
 async def _get(session: aiohttp.ClientSession, service: AddonService, path: str) -> Any:
@@ -238,11 +248,7 @@ async def test_a_silent_board_s_relays_become_unavailable(
 ) -> None:
     """A board that stopped talking (hung, its side's power cut) kept showing its relays
     available with their last states for ever, though its watchdog may have opened them."""
-    service = AddonService(_options(*ports, stale_after_s=2), tmp_path / "data",
-                           host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    try:
+    async with _board_service(tmp_path, ports, stale_after_s=2) as (service, peer):
         await peer.boot()
         await wait_until(lambda: service.relays.available(service.relays.get(1)))
         assert (await _relay(session, service, 1))["state"] is True
@@ -256,8 +262,6 @@ async def test_a_silent_board_s_relays_become_unavailable(
         await peer.send("ETM", "230.0", "50.00", "011", "0")
         await wait_until(lambda: service.relays.available(service.relays.get(1)))
         assert (await _relay(session, service, 1))["state"] is False
-    finally:
-        await service.stop()
 
 
 async def test_board_refusal_answers_502_and_keeps_the_state(
@@ -364,12 +368,8 @@ async def test_watchdog_is_rearmed_after_every_board_reboot(
     tmp_path: Path, ports: tuple[PtyPort, PtyPort], watchdog_s: int, hello_lost: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    options = _options(*ports, relay_watchdog_s=watchdog_s)
-    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    rearm = ("WDT", (str(watchdog_s),))
-    try:
+    async with _board_service(tmp_path, ports, relay_watchdog_s=watchdog_s) as (service, peer):
+        rearm = ("WDT", (str(watchdog_s),))
         await peer.boot()
         command = await peer.command()
         assert (command.command, command.args) == rearm
@@ -385,8 +385,6 @@ async def test_watchdog_is_rearmed_after_every_board_reboot(
                 lambda: service.meter.snapshot()["boards"]["voltage"]["lines_rejected"])
         command = await peer.command()
         assert (command.command, command.args) == rearm
-    finally:
-        await service.stop()
 
 
 async def test_a_watchdog_trip_and_relays_found_off_after_a_restart_are_said(
@@ -394,11 +392,7 @@ async def test_a_watchdog_trip_and_relays_found_off_after_a_restart_are_said(
 ) -> None:
     """A frozen or killed add-on lets the board's watchdog open every relay (the freezer
     off): the add-on that woke or restarted said nothing, and nobody switched it back."""
-    options = _options(*ports, relay_watchdog_s=2)
-    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    try:
+    async with _board_service(tmp_path, ports, relay_watchdog_s=2) as (service, peer):
         await peer.boot()
         await wait_until(lambda: service.relays.available(service.relays.get(1)))
         assert "could not feed the voltage board's watchdog" not in caplog.text
@@ -407,34 +401,24 @@ async def test_a_watchdog_trip_and_relays_found_off_after_a_restart_are_said(
         await wait_until(lambda: "could not feed the voltage board's watchdog" in caplog.text)
         assert "longer than relay_watchdog_s (2 s): the board has put its relays in their " \
             "fail-safe states" in caplog.text
-    finally:
-        await service.stop()
     with contextlib.suppress(TimeoutError):  # the first run's keepalives
         while True:
             await ports[1].read_frame_line(timeout=0.3)
     # Stopped while relays 1-3 were on; the board opened relays 1 and 3 meanwhile.
-    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    peer.relays = "010"
-    try:
+    async with _board_service(tmp_path, ports, relay_watchdog_s=2) as (service, peer):
+        peer.relays = "010"
         await peer.boot()
         await wait_until(lambda: service.relays.available(service.relays.get(1)))
         said = [m for r in caplog.records if "is off now" in (m := r.getMessage())]
         assert [m.split(" was on")[0] for m in said] == [
             "Relay 1 (Water heater)", "Relay 3 (Laundry)"]
-    finally:
-        await service.stop()
 
 
 async def test_relays_beyond_the_boards_count_are_unavailable(
     tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession
 ) -> None:
-    service = AddonService(_options(*ports), tmp_path / "data", host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    peer.relays = "10"  # a board with two relays
-    try:
+    async with _board_service(tmp_path, ports) as (service, peer):
+        peer.relays = "10"  # a board with two relays
         await peer.boot()
         await wait_until(lambda: service.relays.available(service.relays.get(1)))
         relays = (await _get(session, service, "/api/v1/relays"))["relays"]
@@ -447,8 +431,6 @@ async def test_relays_beyond_the_boards_count_are_unavailable(
         # The RPICT still works: relays do not get in the way of readings.
         await ports[0].write(rpict_line(100.0, 0.0, 0.0))
         await wait_until(lambda: service.meter.snapshot()["available"])
-    finally:
-        await service.stop()
 
 
 async def test_a_rebooted_boards_relays_are_unknown_until_it_reports_them(
@@ -532,10 +514,7 @@ async def test_a_lost_hello_is_asked_again(
     """The hello asked for on connecting lost in line noise: the firmware version and boot
     cause stayed unknown in /info until the board's next reboot."""
     monkeypatch.setattr(service_module, "HELLO_ASK_INTERVAL_S", 0.2)
-    service = AddonService(_options(*ports), tmp_path / "data", host="127.0.0.1", port=0)
-    await service.start()
-    peer = BoardPeer(ports[1])
-    try:
+    async with _board_service(tmp_path, ports) as (service, peer):
         lost = parse_command_line(await ports[1].read_frame_line())
         assert lost.command == "HELLO"  # not answered: lost
         await asyncio.sleep(0.3)
@@ -547,8 +526,6 @@ async def test_a_lost_hello_is_asked_again(
         await wait_until(lambda: service.meter.fw_version == "1.4.2")
         boards = (await _get(session, service, "/api/v1/info"))["boards"]
         assert [b.get("fw_version") for b in boards if b["id"] == "voltage"] == ["1.4.2"]
-    finally:
-        await service.stop()
 
 
 async def test_fewer_relays_than_the_hello_said_leave_the_others_unavailable(
