@@ -219,19 +219,19 @@ class BoardRelays:
             _LOGGER.debug("Voltage board watchdog off")
 
     async def _feed_watchdog(self) -> None:
-        fed = self._clock()
+        last_turn = self._clock()
         while True:
             await asyncio.sleep(self._watchdog_s / KEEPALIVES_PER_WATCHDOG_PERIOD)
-            now, last = self._clock(), fed
-            fed = now
-            if now - last > self._watchdog_s and self._commander.connected:
+            now = self._clock()
+            silent_s, last_turn = now - last_turn, now
+            if silent_s > self._watchdog_s and self._commander.connected:
                 # Nothing else tells: the board opens its relays quietly, and the add-on
                 # that wakes up only sees them off.
                 _LOGGER.warning(
                     "The add-on could not feed the voltage board's watchdog for %.0f s "
                     "(frozen, stopped or starved), longer than relay_watchdog_s (%d s): the "
                     "board has put its relays in their fail-safe states. Switch back on "
-                    "what should be on", now - last, self._watchdog_s)
+                    "what should be on", silent_s, self._watchdog_s)
             if self._commander.connected:
                 with contextlib.suppress(SerialLinkError):
                     # Not PING: WDT also re-arms a board that rebooted unnoticed.
