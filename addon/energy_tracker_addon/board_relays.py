@@ -5,6 +5,8 @@ the board goes through it, so two commands never share an id). `BoardRelays` is 
 backend on top of it, and keeps the board's host-silence watchdog armed: the firmware
 resets `WDT` to 0 at every boot, so it is re-sent after every `$ETH`, and the keepalive that
 feeds it is `WDT` itself: a reboot whose `$ETH` drowned in boot noise is re-armed by the next.
+After every `$ETH` it also makes the board's stored fail-safe pattern (`SAFE`: the relays'
+state at boot and when the watchdog trips) the options' `fail_safe_on` relays.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Final
 
 from .protocol import SEQ_MAX, AckFrame, BoardFrame, HelloFrame, MeasurementFrame, encode_command
@@ -98,8 +100,10 @@ class BoardRelays:
         watchdog_s: int = 0,
         stale_after_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        fail_safe_on: Collection[int] = (),
     ) -> None:
         self._ids = tuple(relay_ids)
+        self._fail_safe_on = frozenset(fail_safe_on)
         self._commander = commander
         self._report = report
         self._watchdog_s = watchdog_s
@@ -159,9 +163,7 @@ class BoardRelays:
             if missing:
                 _LOGGER.error("The voltage board has %d relays: relays %s are unavailable",
                               frame.n_relays, missing)
-            # 0 too: a board that outlived an add-on run with the watchdog on is still
-            # armed, and would open its relays a few seconds after this run began.
-            self._spawn(self._arm_watchdog())
+            self._spawn(self._after_hello(frame))
         elif isinstance(frame, MeasurementFrame | AckFrame):
             count = len(frame.relays)
             if self._n_relays is not None and count != self._n_relays:
@@ -200,6 +202,40 @@ class BoardRelays:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _after_hello(self, hello: HelloFrame) -> None:
+        # 0 too: a board that outlived an add-on run with the watchdog on is still
+        # armed, and would open its relays a few seconds after this run began.
+        await self._arm_watchdog()
+        await self._store_fail_safe(hello)
+
+    async def _store_fail_safe(self, hello: HelloFrame) -> None:
+        wanted = tuple(i in self._fail_safe_on for i in range(1, hello.n_relays + 1))
+        # Firmware before 1.5.0 does not say its pattern, and writes its flash at every
+        # SAFE: it gets one at each hello while a relay should be on, else none (all off
+        # is its blank flash, and the add-on sent no SAFE before 0.3.20).
+        if hello.safe == wanted or (hello.safe is None and not any(wanted)):
+            return
+        pattern = "".join("1" if on else "0" for on in wanted)
+        on_ids = [i for i in range(1, hello.n_relays + 1) if wanted[i - 1]]
+        said = (f"relays {on_ids} on (closed), the others off" if on_ids
+                else "every relay off (open)")
+        try:
+            ack = await self._commander.command("SAFE", pattern)
+        except (SerialLinkError, TimeoutError) as error:
+            _LOGGER.warning("Could not set the voltage board's fail-safe state (%s): %s; "
+                            "tried again at its next hello", said,
+                            str(error) or "no acknowledgement in time")
+            return
+        if ack.result == "EFLASH":
+            _LOGGER.warning("The voltage board uses the fail-safe state %s, but could not "
+                            "store it in its flash: after its next restart its relays "
+                            "start in the old one until the add-on sets it again", said)
+        elif ack.result != "OK":
+            _LOGGER.error("The voltage board refused SAFE %s: %s", pattern, ack.result)
+        else:
+            _LOGGER.info("Voltage board fail-safe state stored: %s, at its boot and when "
+                         "its watchdog trips", said)
 
     async def _arm_watchdog(self) -> None:
         try:

@@ -71,6 +71,8 @@ class RelayConfig:
     source: RelaySource
     gpio: int | None = None  # BCM pin, gpio relays only
     channel: int | None = None  # CT channel measuring the switched circuit, if any
+    # Board relays: closed at the board's boot and when its watchdog trips (a freezer).
+    fail_safe_on: bool = False
 
 
 DEFAULT_RELAYS: Final = (
@@ -253,6 +255,7 @@ _RELAY_SCHEMA: Final = vol.Schema(
         vol.Required("source"): vol.In(RELAY_SOURCES),
         vol.Optional("gpio"): vol.All(_integer, vol.Range(min=0, max=27)),
         vol.Optional("channel"): vol.All(_integer, vol.Range(min=1, max=8)),
+        vol.Optional("fail_safe_on"): bool,
     }
 )
 
@@ -369,7 +372,8 @@ def parse_options(data: Any) -> Options:
         )
     if "relays" in valid:
         valid["relays"] = tuple(
-            RelayConfig(r["id"], r["name"], r["source"], r.get("gpio"), r.get("channel"))
+            RelayConfig(r["id"], r["name"], r["source"], r.get("gpio"), r.get("channel"),
+                        r.get("fail_safe_on", False))
             for r in valid["relays"]
         )
     if "extra_meters" in valid:

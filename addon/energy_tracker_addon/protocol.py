@@ -309,6 +309,7 @@ class HelloFrame:
     n_relays: int
     cal: float
     reset: str | None = None  # how the boot began (firmware ≥ 1.4.0), e.g. "power_on"
+    safe: tuple[bool, ...] | None = None  # the fail-safe pattern in use (firmware ≥ 1.5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,10 +436,11 @@ def parse_board_line(line: bytes) -> BoardFrame:
         # Only said, never acted on: an odd one leaves the cause unknown, not the hello lost.
         reset = (fields[5].decode("ascii")
                  if len(fields) > 5 and _RESET_RE.fullmatch(fields[5]) else None)
-        return HelloFrame(
-            seq, fields[2].decode("ascii"), _uint(fields[3], "n_relays", 0, MAX_RELAYS), cal,
-            reset,
-        )
+        n_relays = _uint(fields[3], "n_relays", 0, MAX_RELAYS)
+        # An odd one is unknown: the host then sends its pattern, as to firmware < 1.5.0.
+        safe = (_relays(fields[6]) if len(fields) > 6 and _RELAYS_RE.fullmatch(fields[6])
+                and len(fields[6]) == n_relays else None)
+        return HelloFrame(seq, fields[2].decode("ascii"), n_relays, cal, reset, safe)
     # An ETE reports a rejected line: "OK" there would be a board bug, not a state
     return BoardErrorFrame(seq, _code(fields[2], "code", error_only=True))
 

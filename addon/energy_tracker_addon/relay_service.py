@@ -52,10 +52,20 @@ class RelayService:
                             "voltage_port, or remove them from relays", board_ids)
         self._board: BoardRelays | None = None
         if board_ids:
-            self._board = BoardRelays(board_ids, self.commander, self.manager.report,
-                                      options.relay_watchdog_s, options.stale_after_s)
+            self._board = BoardRelays(
+                board_ids, self.commander, self.manager.report, options.relay_watchdog_s,
+                options.stale_after_s,
+                fail_safe_on=[r.id for r in options.relays
+                              if r.source == "board" and r.fail_safe_on],
+            )
             meter.add_frame_listener(self._board.on_frame)
             self.manager.attach(board_ids, self._board)
+        for relay in options.relays:
+            if relay.source == "gpio" and relay.fail_safe_on:
+                _LOGGER.warning("Relay %d (%s) is a gpio relay: fail_safe_on applies to board "
+                                "relays only, and is ignored. A GPIO pin keeps its level "
+                                "while the add-on is stopped, and is off after the Pi boots",
+                                relay.id, relay.name)
         gpio_pins = {r.id: r.gpio for r in options.relays if r.source == "gpio"}
         if gpio_pins:
             pins = {relay_id: pin for relay_id, pin in gpio_pins.items() if pin is not None}

@@ -237,6 +237,8 @@ class RelayManager:
             # it (a dangling link is dropped at start): its circuit's start and finish are
             # this relay's own when the relay caused them.
             "channel": relay.config.channel,
+            # Closed by the board at its boot and when its watchdog trips (0.3.20+).
+            "fail_safe_on": relay.config.fail_safe_on and relay.config.source == "board",
         }
 
     def all_json(self) -> list[dict[str, Any]]:

@@ -58,7 +58,7 @@ RPICT_INTERVAL_S: Final = 2.0
 BOARD_INTERVAL_S: Final = 1.0
 NODE_ID: Final = 11
 HAT_MODEL: Final = "rpict3t1"  # the RPICT lines it prints: three powers and a temperature
-FIRMWARE_VERSION: Final = "1.4.0-sim"  # speaks firmware 1.4.0's protocol (its hello has `reset`)
+FIRMWARE_VERSION: Final = "1.5.0-sim"  # speaks firmware 1.5.0's protocol (its hello has `safe`)
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"
 # What a board keeps of a command line before giving up on it (the ET1 frame limit, x2).
@@ -182,6 +182,7 @@ class SimulatedMeter:
         self.relays = [saved.get(number, True) for number in range(1, len(relay_columns) + 1)]
         # Its Vrms scales with the factor, like the firmware's: a CAL moves what it reads.
         self._cal = FIRMWARE_DEFAULT_CAL
+        self._safe = "0" * len(self.relays)  # its fail-safe pattern (SAFE), kept in memory
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
         self._start_offset_s = (
@@ -309,7 +310,7 @@ class SimulatedMeter:
     def _send_hello(self) -> None:
         self._seq = 0  # the hello starts the sequence again (docs/protocol.md 2.1)
         self._send_board("ETH", FIRMWARE_VERSION, str(len(self.relays)), f"{self._cal:g}",
-                         "power_on")
+                         "power_on", self._safe)
 
     def _relay_field(self) -> str:
         return "".join("1" if closed else "0" for closed in self.relays)
@@ -354,6 +355,8 @@ class SimulatedMeter:
             self.relays[int(command.args[0]) - 1] = command.args[1] == "1"
         elif result == "OK" and command.command == "CAL":
             self._cal = float(command.args[0])
+        elif result == "OK" and command.command == "SAFE":
+            self._safe = command.args[0]
         self._send_board("ETA", str(command.cmd_id), result, self._relay_field())
         if command.command == "HELLO" and not command.args:
             self._send_hello()

@@ -51,7 +51,8 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
             "rpict_vest": 240,
             "rpict_model": "rpict8",
             "channels": [{"id": 8, "name": "Heat pump", "role": "circuit"}],
-            "relays": [{"id": 1, "name": "Heat pump", "source": "board", "channel": 8}],
+            "relays": [{"id": 1, "name": "Heat pump", "source": "board", "channel": 8},
+                       {"id": 2, "name": "Freezer", "source": "board", "fail_safe_on": True}],
             "nilm_appliances": ["kettle", "fridge"],
         },
     )
@@ -62,6 +63,8 @@ def test_given_options_are_used_and_missing_keys_take_defaults(tmp_path: Path) -
     assert options.rpict_model == "rpict8"
     assert options.channels == (ChannelConfig(8, "Heat pump", "circuit"),)
     assert options.nilm_appliances == ("kettle", "fridge")
+    assert [(r.name, r.fail_safe_on) for r in options.relays] == [
+        ("Heat pump", False), ("Freezer", True)]
     assert options.stale_after_s == Options().stale_after_s
 
 
@@ -120,6 +123,8 @@ def test_names_in_any_script_are_kept_as_written(tmp_path: Path) -> None:
          "channels[0].name: must not hold invisible characters"),
         ({"channels": [{"id": 1, "name": "   ", "role": "mains"}]},
          "channels[0].name: must show something, not only spaces"),
+        ({"relays": [{"id": 2, "name": "Freezer", "source": "board", "fail_safe_on": "on"}]},
+         "relays[0].fail_safe_on: expected bool"),
         ({"nilm_appliances": ["kettle", "Dish washer"]},
          "nilm_appliances[1]: not a model id such as kettle (got 'Dish washer')"),
         # pyserial cannot set a speed above a C int: the link died without a word.

@@ -160,11 +160,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.mark.usefixtures("socket_enabled")
 async def test_service_without_a_gpio_chip_serves_gpio_relays_as_unavailable(
-    tmp_path: Path, session: aiohttp.ClientSession
+    tmp_path: Path, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The real gpiod on this machine, which has no /dev/gpiochip0: no double at all."""
     options = Options(api_token=TOKEN, relays=(
-        RelayConfig(1, "Water heater", "board"), RelayConfig(4, "Pump", "gpio", gpio=22),
+        RelayConfig(1, "Water heater", "board"),
+        RelayConfig(4, "Pump", "gpio", gpio=22, fail_safe_on=True),
     ))
     service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0)
     await service.start()
@@ -178,3 +179,7 @@ async def test_service_without_a_gpio_chip_serves_gpio_relays_as_unavailable(
             assert resp.status == 503
     finally:
         await service.stop()
+    # Nothing on the Pi would carry it out: said, not silently taken.
+    assert "Relay 4 (Pump) is a gpio relay: fail_safe_on applies to board relays only" \
+        in caplog.text
+    assert pump["fail_safe_on"] is False

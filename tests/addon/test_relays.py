@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 
 from energy_tracker_addon import service as service_module
-from energy_tracker_addon.config import Options, RelayConfig
+from energy_tracker_addon.config import DEFAULT_RELAYS, Options, RelayConfig
 from energy_tracker_addon.protocol import CommandFrame, frame, parse_command_line
 from energy_tracker_addon.relays import SETTINGS_FILE, RelayManager
 from energy_tracker_addon.service import AddonService
@@ -66,13 +67,14 @@ class BoardPeer:
         await self.send("ETA", str(command.cmd_id), "OK", relays_after)
         return command
 
-    async def boot(self) -> None:
-        """Answer the service's HELLO with an ack, the hello and a measurement."""
+    async def boot(self, *hello_after: str, version: str = "1.0.0") -> None:
+        """Answer the service's HELLO with an ack, the hello (`hello_after`: its fields
+        after `cal`) and a measurement."""
         hello = parse_command_line(await self.port.read_frame_line())
         assert hello.command == "HELLO"
         await self.send("ETA", str(hello.cmd_id), "OK", self.relays)
         self.seq = -1
-        await self.send("ETH", "1.0.0", str(len(self.relays)), "1.8")
+        await self.send("ETH", version, str(len(self.relays)), "1.8", *hello_after)
         await self.send("ETM", "230.0", "50.00", self.relays, "0")
 
 
@@ -412,6 +414,57 @@ async def test_a_watchdog_trip_and_relays_found_off_after_a_restart_are_said(
         said = [m for r in caplog.records if "is off now" in (m := r.getMessage())]
         assert [m.split(" was on")[0] for m in said] == [
             "Relay 1 (Water heater)", "Relay 3 (Laundry)"]
+
+
+FREEZER_ON_RELAY_2 = tuple(replace(r, fail_safe_on=r.id == 2) for r in DEFAULT_RELAYS)
+
+
+@pytest.mark.parametrize(("version", "hello_after", "relays", "sent"), [
+    # Firmware 1.5.0 says its pattern: SAFE only to change it (each is a flash write).
+    ("1.5.0", ("power_on", "000"), FREEZER_ON_RELAY_2, "010"),
+    ("1.5.0", ("power_on", "010"), FREEZER_ON_RELAY_2, None),
+    ("1.5.0", ("power_on", "110"), DEFAULT_RELAYS, "000"),
+    ("1.5.0", ("power_on", "000"), DEFAULT_RELAYS, None),
+    # Older firmware does not: sent at each hello while a relay should be on.
+    ("1.4.0", ("power_on",), FREEZER_ON_RELAY_2, "010"),
+    ("1.0.0", (), DEFAULT_RELAYS, None),
+])
+async def test_the_fail_safe_relays_are_stored_on_the_board(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], caplog: pytest.LogCaptureFixture,
+    version: str, hello_after: tuple[str, ...], relays: tuple[RelayConfig, ...],
+    sent: str | None,
+) -> None:
+    """A freezer on a board relay: the board's watchdog and its boot opened every relay,
+    the freezer's too, and no option could say otherwise."""
+    async with _board_service(tmp_path, ports, relays=relays) as (_service, peer):
+        await peer.boot(*hello_after, version=version)
+        if sent is None:
+            with pytest.raises(TimeoutError):
+                await peer.command(timeout=1.0)
+            return
+        command = await peer.acknowledge(peer.relays)
+        assert (command.command, command.args) == ("SAFE", (sent,))
+        said = "relays [2] on (closed), the others off" if "1" in sent else "every relay off"
+        await wait_until(lambda: f"Voltage board fail-safe state stored: {said}" in caplog.text)
+        # The board restarts, saying the stored pattern: nothing more to write.
+        peer.seq = -1
+        await peer.send("ETH", version, "3", "1.8", "power_on", sent)
+        if version == "1.5.0":
+            with pytest.raises(TimeoutError):
+                await peer.command(timeout=1.0)
+
+
+async def test_a_fail_safe_state_the_board_cannot_store_is_said(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with _board_service(tmp_path, ports, relays=FREEZER_ON_RELAY_2) as (service, peer):
+        await peer.boot("power_on", "000", version="1.5.0")
+        command = await peer.command()
+        await peer.send("ETA", str(command.cmd_id), "EFLASH", peer.relays)
+        await wait_until(lambda: "could not store it in its flash" in caplog.text)
+        assert "after its next restart its relays start in the old one" in caplog.text
+        relay = service.relays.as_json(service.relays.get(2))
+        assert relay["fail_safe_on"] is True
 
 
 async def test_relays_beyond_the_boards_count_are_unavailable(

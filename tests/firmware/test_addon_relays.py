@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from energy_tracker_addon.config import Options
+from energy_tracker_addon.config import DEFAULT_RELAYS, Options
 from energy_tracker_addon.service import AddonService
 from tests.addon.polling import wait_until
 from tests.addon.pty_bridge import PtyBridge
@@ -112,7 +112,35 @@ async def test_a_board_that_crashed_says_so_in_the_log_and_the_state(
         assert warnings == []
     else:
         assert len(warnings) == 1, warnings
-        assert f"after {warned} (firmware 1.4.0)" in warnings[0]
+        assert f"after {warned} (firmware 1.5.0)" in warnings[0]
+
+
+async def test_a_fail_safe_relay_is_closed_by_the_board_when_the_addon_is_gone(
+    firmware_build: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A freezer on relay 2: the board's watchdog and its boot opened every relay, the
+    freezer's too, whatever the user wanted. Stored once, not at every start (flash)."""
+    relays = tuple(replace(r, fail_safe_on=r.id == 2) for r in DEFAULT_RELAYS)
+    flash, data = tmp_path / "flash.bin", tmp_path / "data"
+    with firmware_board(firmware_build, tmp_path) as options:
+        options = replace(options, relays=relays, relay_watchdog_s=2)
+        async with serving(options, data) as first:
+            await wait_until(lambda: "fail-safe state stored" in caplog.text)
+            await first.relays.switch(1, True)
+            assert first.meter.relays == (True, False, False)
+        written = flash.stat().st_mtime_ns
+        await asyncio.sleep(3.0)  # the add-on is gone: past the board's watchdog
+        async with serving(options, data) as second:
+            await wait_until(lambda: second.meter.relays is not None)
+            assert second.meter.relays == (False, True, False)
+    # The board restarts (a power cut): it boots with the freezer on.
+    with firmware_board(firmware_build, tmp_path) as options:
+        async with serving(replace(options, relays=relays), data) as third:
+            await wait_until(lambda: third.meter.relays is not None)
+            assert third.meter.relays == (False, True, False)
+            await asyncio.sleep(1.0)  # time for a SAFE, had one been sent
+    assert flash.stat().st_mtime_ns == written
+    assert caplog.text.count("fail-safe state stored") == 1
 
 
 async def test_watchdog_set_to_0_disarms_a_board_a_previous_run_armed(

@@ -72,8 +72,8 @@ def test_board_frames_parse_unchanged_and_carry_accurate_measurements(
     start_board: Callable[..., PtyBoard], freq: float, vrms: float
 ) -> None:
     board = start_board(*FAST, "--freq", str(freq), "--vrms", str(vrms), "--gas-period-ms", "1000")
-    assert hello(board) == HelloFrame(seq=0, fw_version="1.4.0", n_relays=3, cal=2.4,
-                                         reset="power_on")
+    assert hello(board) == HelloFrame(seq=0, fw_version="1.5.0", n_relays=3, cal=2.4,
+                                         reset="power_on", safe=(False, False, False))
     frames = measurements(board, 8)
     assert [f.seq for f in frames] == list(range(1, 9))  # no gaps, hello was 0
     assert frames[0].gas_pulses <= 1
@@ -168,7 +168,8 @@ def test_calibration_survives_reboot(start_board: Callable[..., PtyBoard], tmp_p
     assert command(board, 2, "SAFE", "010").result == "OK"
     board.stop()
     rebooted = start_board(*FAST, "--settings", flash)
-    assert hello(rebooted).cal == 2.25
+    said = hello(rebooted)
+    assert (said.cal, said.safe) == (2.25, (False, True, False))
     # The stored fail-safe pattern is also the relays' state at boot.
     assert measurements(rebooted, 1)[0].relays == (False, True, False)
 
@@ -218,6 +219,7 @@ async def test_simulated_board_answers_edge_commands_as_the_firmware_does(
     one accepts and the other refuses would make those tests prove less than they say."""
     lines = [frame("ETC", str(i), *fields) for i, fields in enumerate(EDGE_COMMANDS, 1)]
 
+    ask_hello = frame("ETC", str(len(lines) + 1), "HELLO")
     board = start_board(*FAST)
     hello(board)
     firmware = []
@@ -226,6 +228,10 @@ async def test_simulated_board_answers_edge_commands_as_the_firmware_does(
         while (got := answer(next_frame(board))) is None:
             pass
         firmware.append(got)
+    # Then its hello: what the edge commands left stored (the fail-safe pattern).
+    board.send(ask_hello)
+    while not isinstance(firmware_hello := next_frame(board), HelloFrame):
+        pass
 
     simulator = SimulatedMeter(start=datetime(2010, 3, 8))
     _, board_path = await simulator.start()
@@ -239,8 +245,14 @@ async def test_simulated_board_answers_edge_commands_as_the_firmware_does(
                 if not is_blank(reply) and (got := answer(parse_board_line(reply))):
                     break
             simulated.append(got)
+        reader.write(ask_hello)
+        while is_blank(reply := await reader.line()) or not isinstance(
+                simulated_hello := parse_board_line(reply), HelloFrame):
+            pass
     finally:
         reader.close()
         await simulator.stop()
     assert simulated == firmware
+    assert (simulated_hello.n_relays, simulated_hello.safe) == (
+        firmware_hello.n_relays, firmware_hello.safe) == (3, (False, True, False))
     assert [result for _, _, result in firmware].count("OK") == 6

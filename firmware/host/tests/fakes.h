@@ -41,6 +41,7 @@ struct FakeRelayPins : et1::RelayOutputs {
 struct MemoryFlash : et1::SettingsStore {
     std::vector<uint8_t> cells = std::vector<uint8_t>(et1::kSettingsBytes, 0xFF);  // erased
     bool fail_writes = false;
+    int writes = 0;  // successful ones: each is a sector erase on the ESP8266
     bool read(uint8_t* buf, size_t len) override {
         std::memcpy(buf, cells.data(), len);
         return true;
@@ -48,6 +49,7 @@ struct MemoryFlash : et1::SettingsStore {
     bool write(const uint8_t* buf, size_t len) override {
         if (fail_writes) return false;
         cells.assign(buf, buf + len);
+        ++writes;
         return true;
     }
 };

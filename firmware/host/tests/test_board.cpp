@@ -68,7 +68,7 @@ TEST(boot_sets_relays_to_stored_safe_state_then_says_hello) {
     const Sent hello = r.only();
     CHECK(hello.crc_ok);
     CHECK_EQ(hello.type, std::string("ETH"));
-    CHECK(hello.fields == (std::vector<std::string>{"0", "1.4.0", "3", "0.4512", "power_on"}));
+    CHECK(hello.fields == (std::vector<std::string>{"0", "1.5.0", "3", "0.4512", "power_on", "101"}));
 }
 
 TEST(hello_names_how_the_boot_began) {
@@ -81,7 +81,7 @@ TEST(hello_names_how_the_boot_began) {
         if (!l.empty()) v.push_back(decode_sent(l));
     }
     CHECK_EQ(v.size(), size_t{1});
-    CHECK_EQ(v[0].fields.back(), std::string("soft_watchdog"));
+    CHECK_EQ(v[0].fields[4], std::string("soft_watchdog"));
     const char* names[] = {"power_on", "hw_watchdog", "exception", "soft_watchdog",
                            "software", "deep_sleep", "external", "unknown", "unknown"};
     for (uint32_t reason = 0; reason < 9; ++reason) {
@@ -358,6 +358,35 @@ TEST(flash_write_failure_is_counted_and_value_still_used) {
     r.flash.fail_writes = false;
     r.command("ETC,3,CAL,2.5");
     CHECK_EQ(r.sent().back().fields[2], std::string("OK"));
+}
+
+TEST(hello_reports_the_fail_safe_pattern_and_the_same_settings_are_not_written_again) {
+    Rig r;
+    r.boot();
+    CHECK_EQ(r.only().fields[5], std::string("000"));  // blank flash: all open
+    r.command("ETC,1,SAFE,010");
+    CHECK_EQ(r.only().fields[2], std::string("OK"));
+    CHECK_EQ(r.flash.writes, 1);
+    r.command("ETC,2,HELLO");
+    const std::vector<Sent> v = r.sent();
+    CHECK_EQ(v.size(), size_t{2});
+    CHECK_EQ(v.back().fields[5], std::string("010"));
+    // The host repeats the pattern after each hello: the flash is written only to change it.
+    r.command("ETC,3,SAFE,010");
+    r.command("ETC,4,CAL,2.4");
+    for (const Sent& s : r.sent()) CHECK_EQ(s.fields[2], std::string("OK"));
+    CHECK_EQ(r.flash.writes, 1);
+    r.command("ETC,5,SAFE,011");
+    r.command("ETC,6,CAL,2.5");
+    CHECK_EQ(r.flash.writes, 3);
+    // A write that failed is tried again, though the value in use already matches.
+    r.flash.fail_writes = true;
+    r.command("ETC,7,SAFE,001");
+    CHECK_EQ(r.sent().back().fields[2], std::string("EFLASH"));
+    r.flash.fail_writes = false;
+    r.command("ETC,8,SAFE,001");
+    CHECK_EQ(r.sent().back().fields[2], std::string("OK"));
+    CHECK_EQ(r.flash.writes, 4);
 }
 
 TEST(a_flood_of_bad_lines_gets_few_replies_and_commands_still_answered) {

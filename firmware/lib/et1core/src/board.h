@@ -13,7 +13,7 @@
 
 namespace et1 {
 
-constexpr const char* kFirmwareVersion = "1.4.0";
+constexpr const char* kFirmwareVersion = "1.5.0";
 
 // Hardware boundary: the serial port's transmit side.
 class Output {
@@ -74,6 +74,7 @@ public:
 private:
     void handle_line(char* line, size_t len, uint32_t now_ms);
     void handle_command(uint32_t cmd_id, const ParsedFrame& f, uint32_t now_ms);
+    bool store_settings();
     void send_hello();
     void send_measurement();
     void send_ack(uint32_t cmd_id, const char* result);
