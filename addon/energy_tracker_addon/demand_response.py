@@ -12,7 +12,7 @@ import logging
 from typing import Any, Final
 
 from .meter import Meter
-from .relays import Relay, RelayError, RelayManager
+from .relays import Relay, RelayChangedMeanwhile, RelayError, RelayManager
 
 DEFAULT_STAGGER_S: Final = 5.0
 LATER_CHECK_S: Final = 2.0
@@ -80,6 +80,9 @@ class DemandResponse:
                     continue
                 try:
                     await self._manager.switch(relay.id, False, shed=True)
+                except RelayChangedMeanwhile:
+                    skipped.append({"id": relay.id, "reason": "off"})
+                    continue
                 except RelayError as error:
                     skipped.append({"id": relay.id, "reason": error.code})
                     continue
@@ -112,8 +115,11 @@ class DemandResponse:
         failed: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
         interrupted = False
+        sheds = self._sheds  # as asked: a shed while this waits for an earlier restore wins
         async with self._restoring:
-            sheds = self._sheds
+            if self._sheds != sheds:
+                return {"restored": restored, "failed": failed, "pending": pending,
+                        "interrupted": True}
             self._shed_came.clear()
             order = sorted((r for r in self._manager.relays if r.shed),
                            key=lambda r: (-r.priority, r.id))
@@ -133,7 +139,9 @@ class DemandResponse:
                         pending.append({"id": relay.id, "name": relay.name, "in_s": left})
                         continue
                     try:
-                        await self._manager.switch(relay.id, True)
+                        await self._manager.switch(relay.id, True, restore=True)
+                    except RelayChangedMeanwhile:
+                        continue  # switched by hand while this waited for the relay
                     except RelayError as error:
                         failed.append({"id": relay.id, "name": relay.name,
                                        "error": error.code})
@@ -152,7 +160,9 @@ class DemandResponse:
                 if self._sheds != sheds or not relay.shed:
                     return
                 try:
-                    await self._manager.switch(relay.id, True)
+                    await self._manager.switch(relay.id, True, restore=True)
+                except RelayChangedMeanwhile:
+                    return
                 except RelayError as error:
                     _LOGGER.warning("Relay %s (%s) not restored after its minimum off time: "
                                     "%s; it stays shed until the next restore",

@@ -73,6 +73,13 @@ class RelayTooSoon(RelayError):
         self.retry_after_s = retry_after_s
 
 
+class RelayChangedMeanwhile(RelayError):
+    """Demand response's switch no longer applies: the relay was switched by hand while the
+    switch waited its turn (already off for a shed; no longer shed for a restore)."""
+
+    status, code = 409, "changed_meanwhile"
+
+
 class RelayBackend(Protocol):
     """Where a group of relays lives; it reports acknowledged states through `report`."""
 
@@ -246,13 +253,22 @@ class RelayManager:
 
     # ------------------------------------------------------------------ commands
 
-    async def switch(self, relay_id: int, on: bool, *, shed: bool = False) -> Relay:
-        """Switch and wait for the acknowledgement; `shed` marks a demand-response switch."""
+    async def switch(self, relay_id: int, on: bool, *, shed: bool = False,
+                     restore: bool = False) -> Relay:
+        """Switch and wait for the acknowledgement; `shed` marks a demand-response switch
+        off, `restore` switches on only a relay still shed (RelayChangedMeanwhile)."""
         relay = self.get(relay_id)
         backend = self._backends.get(relay_id)
         if backend is None or not backend.available(relay_id):
             raise RelayUnavailable
         async with self._locks[relay_id]:
+            # Looked at again in turn: the command before this one may have found the
+            # board silent, and what it has not read would all run when it wakes up.
+            if not backend.available(relay_id):
+                raise RelayUnavailable
+            # Switched by hand while this waited: demand response leaves it as it is.
+            if (shed and not on and relay.state is False) or (restore and not relay.shed):
+                raise RelayChangedMeanwhile
             if on and (left := self.min_off_left_s(relay)):
                 raise RelayTooSoon(left)
             before = relay.shed
@@ -261,10 +277,11 @@ class RelayManager:
             relay.shed = relay.shed or (shed and not on)
             try:
                 await backend.switch(relay_id, on)
-            except RelayTimeout:
-                # Sent but not acknowledged: the board may still do it when it answers
-                # again, so a shed stays marked and a restore brings the relay back.
-                await self._save()
+            except (RelayTimeout, asyncio.CancelledError):
+                # Sent but not acknowledged (or the add-on stopping cancelled the wait):
+                # the board may still do it, so a shed stays marked and a restore brings
+                # the relay back.
+                self._request_save()
                 raise
             except BaseException:
                 relay.shed = before

@@ -823,3 +823,134 @@ async def test_a_shed_switch_the_board_left_unanswered_is_restored(
         restored = await resp.json()
     assert (await answering).args == ("1", "1")
     assert [r["id"] for r in restored["restored"]] == [1]
+
+
+async def test_switches_queued_behind_an_unanswered_one_are_not_sent(
+    board: tuple[AddonService, BoardPeer], session: aiohttp.ClientSession
+) -> None:
+    """An automation and the dashboard switch together while the board hangs: each queued
+    switch was still sent and waited its own second, and the board ran them all on waking."""
+    service, peer = board
+
+    async def put(state: bool) -> int:
+        async with session.put(service.url + "/api/v1/relays/1", json={"state": state},
+                               headers=auth()) as resp:
+            return resp.status
+
+    statuses = asyncio.gather(put(False), put(True), put(False))
+    assert (await peer.command()).command == "RELAY"  # read, never answered
+    assert sorted(await statuses) == [503, 503, 504]
+    with pytest.raises(TimeoutError):
+        await peer.command(timeout=1.0)
+
+
+async def _house(peer: BoardPeer) -> None:
+    """The board carries out every relay command at once."""
+    while True:
+        command = await peer.command(timeout=60)
+        relay, state = int(command.args[0]), command.args[1]
+        peer.relays = peer.relays[:relay - 1] + state + peer.relays[relay:]
+        await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+
+
+async def _readings(rpict: PtyPort) -> None:
+    while True:  # a reading every 0.2 s, as the hat sends them
+        await rpict.write(rpict_line(3000.0, 0.0, 0.0))
+        await asyncio.sleep(0.2)
+
+
+async def _post(session: aiohttp.ClientSession, service: AddonService, path: str,
+                body: dict[str, Any]) -> Any:
+    async with session.post(service.url + path, json=body, headers=auth()) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def test_a_shed_racing_a_hand_switch_off_leaves_the_relay_to_the_user(
+    board: tuple[AddonService, BoardPeer], ports: tuple[PtyPort, PtyPort],
+    session: aiohttp.ClientSession,
+) -> None:
+    """The user switched the water heater off as a shed picked it: the shed marked it
+    shed, and the next restore switched it on against the user's wish."""
+    service, peer = board
+    readings = asyncio.create_task(_readings(ports[0]))
+    try:
+        await wait_until(lambda: service.meter.snapshot()["total_power_w"] is not None)
+        by_hand = asyncio.create_task(session.put(
+            service.url + "/api/v1/relays/1", json={"state": False}, headers=auth()))
+        command = await peer.command()  # the user's, held while the shed comes
+        shed = asyncio.create_task(_post(session, service, "/api/v1/shed", {"limit_w": 10}))
+        await asyncio.sleep(0.5)  # the shed picked relay 1 (on) and waits for it
+        peer.relays = "011"
+        await peer.send("ETA", str(command.cmd_id), "OK", peer.relays)
+        (await by_hand).close()
+        house = asyncio.create_task(_house(peer))
+        report = await shed
+        assert {"id": 1, "reason": "off"} in report["skipped"]
+        assert [r["id"] for r in report["shed"]] == [2, 3]
+        restored = await _post(session, service, "/api/v1/restore", {"stagger_s": 0})
+        house.cancel()
+    finally:
+        readings.cancel()
+    assert [r["id"] for r in restored["restored"]] == [2, 3]
+    relay = await _relay(session, service, 1)
+    assert (relay["state"], relay["shed"]) == (False, False)
+
+
+async def test_a_restore_asked_before_a_shed_does_not_undo_it(
+    board: tuple[AddonService, BoardPeer], ports: tuple[PtyPort, PtyPort],
+    session: aiohttp.ClientSession,
+) -> None:
+    """Restores run one after another: one waiting for an earlier one ran after a newer
+    shed and switched back on everything that shed had just switched off."""
+    service, peer = board
+    readings = asyncio.create_task(_readings(ports[0]))
+    house = asyncio.create_task(_house(peer))
+    try:
+        await wait_until(lambda: service.meter.snapshot()["total_power_w"] is not None)
+        await _post(session, service, "/api/v1/shed", {"limit_w": 10})
+        first = asyncio.create_task(
+            _post(session, service, "/api/v1/restore", {"stagger_s": 3}))
+        await wait_until(lambda: peer.relays == "100")  # relay 1 back, the stagger begins
+        second = asyncio.create_task(
+            _post(session, service, "/api/v1/restore", {"stagger_s": 0}))
+        await asyncio.sleep(0.3)  # the second waits for the first
+        await _post(session, service, "/api/v1/shed", {"limit_w": 10})
+        assert (await first)["interrupted"] is True
+        later = await second
+    finally:
+        house.cancel()
+        readings.cancel()
+    assert (later["restored"], later["interrupted"]) == ([], True)
+    assert peer.relays == "000"
+
+
+async def test_a_shed_cut_short_by_the_add_on_stopping_stays_shed(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort], session: aiohttp.ClientSession,
+) -> None:
+    """An update stopped the add-on while a shed waited for the board's answer (the API
+    cancels requests still running after its shutdown grace): the command had gone out and
+    the board carried it out, but the relay was saved as not shed, and no restore switched
+    it back on."""
+    async with _board_service(tmp_path, ports) as (service, peer):
+        await peer.boot()
+        await wait_until(lambda: all(service.relays.available(r) for r in service.relays.relays))
+        shedding = asyncio.create_task(service.relays.switch(1, False, shed=True))
+        command = await peer.command()  # sent; its answer is what the cancel cuts short
+        assert command.args == ("1", "0")
+        shedding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await shedding
+    saved = json.loads((tmp_path / "data" / SETTINGS_FILE).read_text())
+    assert saved["1"]["shed"] is True
+    # The board did it: after the restart the restore brings the water heater back.
+    async with _board_service(tmp_path, ports) as (service, peer):
+        peer.relays = "011"
+        await peer.boot()
+        await wait_until(lambda: all(service.relays.available(r) for r in service.relays.relays))
+        house = asyncio.create_task(_house(peer))
+        try:
+            restored = await _post(session, service, "/api/v1/restore", {"stagger_s": 0})
+        finally:
+            house.cancel()
+    assert [r["id"] for r in restored["restored"]] == [1]
