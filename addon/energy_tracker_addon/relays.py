@@ -110,6 +110,9 @@ class Relay:
     shed: bool = False  # switched off by demand response, not restored since
     last_drop_w: float | None = None  # measured when demand response last shed it
     saved_state: bool | None = None  # as the last run left it (its last_changed holds for it)
+    # +1 at every change of its state, shed mark or settings this run: a client showing a
+    # command's answer knows a streamed relay with this at least as high is not older.
+    revision: int = 0
 
     @property
     def id(self) -> int:
@@ -193,6 +196,7 @@ class RelayManager:
         if state:
             relay.shed = False  # on again, by whatever means: nothing left to restore
         relay.state = state
+        relay.revision += 1
         self._request_save()
         if self.on_change is not None:
             self.on_change()
@@ -244,6 +248,7 @@ class RelayManager:
             # it (a dangling link is dropped at start): its circuit's start and finish are
             # this relay's own when the relay caused them.
             "channel": relay.config.channel,
+            "revision": relay.revision,
             # Closed by the board at its boot and when its watchdog trips (0.3.20+).
             "fail_safe_on": relay.config.fail_safe_on and relay.config.source == "board",
         }
@@ -288,6 +293,7 @@ class RelayManager:
                 raise
         # A manual switch takes the relay out of what `restore` would switch back on.
         relay.shed = shed and relay.state is False
+        relay.revision += 1
         await self._save()
         return relay
 
@@ -310,6 +316,7 @@ class RelayManager:
         except OSError:
             relay.priority, relay.min_on_s, relay.min_off_s = before
             raise
+        relay.revision += 1
         return relay
 
     async def start(self) -> None:

@@ -107,6 +107,7 @@ _RELAY = vol.Schema(
         vol.Optional("last_changed"): TEXT_OR_NULL,
         vol.Optional("shed", default=False): bool,
         vol.Optional("channel", default=None): vol.Any(None, _integer),
+        vol.Optional("revision", default=None): vol.Any(None, _integer),  # add-on 0.3.20+
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -238,6 +239,7 @@ class RelayState:
     last_changed: str | None
     channel: int | None = None  # the CT channel measuring the switched circuit
     min_off_s: int | None = None  # None: an add-on before 0.3.17, which has none
+    revision: int | None = None  # +1 at each change this add-on run; None before 0.3.20
 
     @classmethod
     def from_json(cls, payload: Any) -> RelayState:
@@ -249,7 +251,7 @@ class RelayState:
         """Convert an already validated relay object."""
         return cls(r["id"], r["name"], r["state"], r["available"], r["priority"],
                    r["min_on_s"], r["shed"], r.get("last_changed"), r["channel"],
-                   r["min_off_s"])
+                   r["min_off_s"], r["revision"])
 
 
 NILM_STATUS_SCHEMA = vol.Schema(

@@ -12,8 +12,9 @@ from .entity import EnergyTrackerEntity
 from .events import relay_device_identifier
 from .models import RelayState
 
-# A stream message may already be on its way when a command is answered; the answer wins
-# over readings up to this many after the newest one HA had then (shown or held back).
+# A stream message may already be on its way when a command is answered; from an add-on
+# without relay revisions (before 0.3.20) the answer wins over readings up to this many
+# after the newest one HA had then (shown or held back).
 _IN_FLIGHT_READINGS = 1
 
 
@@ -69,7 +70,18 @@ class RelayEntity(EnergyTrackerEntity):
         super()._handle_coordinator_update()
 
     def _forget_answer_once_streamed(self) -> None:
+        answer = self._answer
+        if answer is None:
+            return
         seq = self.coordinator.data.seq
-        # A lower seq: the add-on restarted (its count starts again); its states are new.
-        if seq > self._answer_seq + _IN_FLIGHT_READINGS or seq < self._answer_seq:
+        streamed = self.coordinator.data.relays.get(self._relay_id)
+        if streamed is None or seq < self._answer_seq:
+            # Gone, or a lower seq: the add-on restarted (its count starts again).
+            self._answer = None
+        elif answer.revision is not None and streamed.revision is not None:
+            # Not older than the answer: what changed since (a shed, the board's watchdog,
+            # an unplugged board) must show, though streamed with the same seq.
+            if streamed.revision >= answer.revision:
+                self._answer = None
+        elif seq > self._answer_seq + _IN_FLIGHT_READINGS:
             self._answer = None

@@ -152,6 +152,7 @@ async def test_switching_reports_the_state_the_board_acknowledged(
 ) -> None:
     service, peer = board
     url = service.url + "/api/v1/relays/2"
+    before = await _relay(session, service, 2)
 
     answering = asyncio.create_task(peer.acknowledge("101"))
     async with session.put(url, json={"state": False}, headers=auth()) as resp:
@@ -161,7 +162,10 @@ async def test_switching_reports_the_state_the_board_acknowledged(
     assert (command.command, command.args) == ("RELAY", ("2", "0"))
     assert body["state"] is False
     assert body["last_changed"] is not None
-    assert (await _relay(session, service, 2))["state"] is False
+    # Newer than anything streamed before the answer, and than the relay's own change.
+    assert body["revision"] >= before["revision"] + 2
+    streamed = await _relay(session, service, 2)
+    assert (streamed["state"], streamed["revision"]) == (False, body["revision"])
 
     # The board says OK but its relay did not move (welded contact): the ack's state wins.
     answering = asyncio.create_task(peer.acknowledge("101"))

@@ -157,6 +157,30 @@ async def test_a_reading_held_back_by_the_update_interval_does_not_undo_a_switch
     assert shown(hass, heater) == STATE_OFF
 
 
+async def test_a_change_right_after_a_switch_is_not_hidden_by_its_answer(
+    hass: HomeAssistant, acking_boards: AckingBoards, addon: Addon,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The switch showed its own command's answer over every change streamed before the
+    next reading (a shed, another client, the board's watchdog): they carry the reading's
+    seq. With a long update interval the relay showed on while off for minutes (helper 78)."""
+    entry = await loaded_entry_with_interval(hass, addon, 60)
+    coordinator = entry.runtime_data
+    heater = relay_entity(entity_registry, addon, 1)
+    await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the board's relay states")
+    acking_boards.paused = True  # no reading from now on: every message has the same seq
+    await asyncio.sleep(1)
+    await hass.services.async_call(SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: heater},
+                                   blocking=True)
+    assert shown(hass, heater) == STATE_OFF
+    seq = coordinator.data.seq
+    # Another client of the add-on (a second Home Assistant) switches it on right after.
+    assert addon.service is not None
+    await addon.service.relays.switch(1, True)
+    await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the change after the answer")
+    assert coordinator.newest_seq == seq, "no new reading meanwhile"
+
+
 async def test_water_heater_off_takes_its_load_out_of_the_mains(
     hass: HomeAssistant, addon: Addon, entity_registry: er.EntityRegistry,
 ) -> None:
