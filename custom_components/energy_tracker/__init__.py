@@ -134,6 +134,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: EnergyTrackerConfigEntr
     outage is still timed through a reload, not once the user disabled the entry."""
     if entry.disabled_by is not None:
         async_outage(hass, entry).async_end()
+        async_forget_addon_version(hass, entry)  # nothing to update for a disabled entry
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
 
 

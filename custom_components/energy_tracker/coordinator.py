@@ -37,6 +37,10 @@ type EnergyTrackerConfigEntry = ConfigEntry[EnergyTrackerCoordinator]
 type DeviceLayout = tuple[MeterInfo, frozenset[tuple[int, str]], frozenset[tuple[str, str]]]
 
 
+class WrongMeter(InvalidData):
+    """The add-on at the entry's address serves another meter than the entry's."""
+
+
 def device_layout(info: MeterInfo, state: MeterState) -> DeviceLayout:
     return (info,
             frozenset((relay_id, relay.name) for relay_id, relay in state.relays.items()),
@@ -143,13 +147,25 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
                         "The Energy Tracker add-on refused the API token (a new token in "
                         "its options, or a reinstalled add-on): enter the new one when "
                         "Home Assistant asks to re-authenticate %s", self.config_entry.title)
-                    self._outage.async_end()
                     self._async_set_unavailable(err)
+                # At every refusal: an outage may have begun since the first (the add-on
+                # restarted before the user answered), and it answers again.
+                self._outage.async_end()
                 # Again at every refusal: HA starts none while one is open (or while the
                 # user reconfigures), and one the user closed unanswered comes back.
                 self.config_entry.async_start_reauth(self.hass)
                 await asyncio.sleep(AUTH_RETRY_DELAY)
                 continue
+            except WrongMeter as err:
+                # Not an outage: an add-on answers, another one (reinstalled, or another
+                # meter at this address). Set up again, which says so in the entry and
+                # retries until ours is back.
+                LOGGER.warning("Energy Tracker add-on at %s: %s", self.config_entry.title, err)
+                self._async_drop_pending()
+                self._async_set_unavailable(err)
+                self._outage.async_end()
+                self.hass.config_entries.async_schedule_reload(self.config_entry.entry_id)
+                return
             except (CannotConnect, InvalidData) as err:
                 lost = err
             self._async_connection_lost(lost)
@@ -159,7 +175,7 @@ class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):
     def _checked(self, state: MeterState) -> MeterState:
         if state.meter_id != self.info.meter_id:
             # Another meter answers at this address: its values must not land on ours.
-            raise InvalidData(
+            raise WrongMeter(
                 f"meter {state.meter_id} answers instead of {self.info.meter_id}"
             )
         return state

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.const import CONF_HOST, CONF_PORT
 from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
@@ -36,6 +36,7 @@ def async_forget_outage(hass: HomeAssistant, entry: ConfigEntry) -> None:
     record: issues outlive a restart of Home Assistant.)"""
     outage = hass.data.get(_OUTAGES, {}).pop(entry.entry_id, None) or Outage(hass, entry)
     outage.async_end()
+    outage.async_stop_watching()
 
 
 class Outage:
@@ -46,15 +47,31 @@ class Outage:
         self._entry = entry
         self._cancel_timer: CALLBACK_TYPE | None = None
         self.ongoing = False
+        # Disabling an entry that waits to retry its setup unloads nothing (HA calls no
+        # async_unload_entry): the state change is the only sign.
+        self._stop_watching: CALLBACK_TYPE | None = entry.async_on_state_change(
+            self._async_entry_state_changed)
 
     @property
     def issue_id(self) -> str:
         return f"{ISSUE_UNREACHABLE}_{self._entry.entry_id}"
 
     @callback
+    def async_stop_watching(self) -> None:
+        if self._stop_watching is not None:
+            self._stop_watching()
+            self._stop_watching = None
+
+    @callback
+    def _async_entry_state_changed(self) -> None:
+        if self._entry.disabled_by is not None and (
+                self._entry.state is ConfigEntryState.NOT_LOADED):
+            self.async_end()
+
+    @callback
     def async_lost(self) -> None:
         """The add-on did not answer; the first call of an outage starts its clock."""
-        if self.ongoing:
+        if self.ongoing or self._entry.disabled_by is not None:
             return
         self.ongoing = True
         self._cancel_timer = async_call_later(
@@ -74,6 +91,9 @@ class Outage:
     @callback
     def _async_raise_issue(self, _now: datetime) -> None:
         self._cancel_timer = None
+        if self._entry.disabled_by is not None:
+            self.async_end()  # disabled meanwhile: the user no longer expects it to answer
+            return
         LOGGER.warning("The Energy Tracker add-on has been unreachable for more than %s",
                        UNREACHABLE_ISSUE_AFTER)
         ir.async_create_issue(

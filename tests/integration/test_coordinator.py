@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntryDisabler, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
@@ -129,6 +129,23 @@ async def test_new_token_on_the_addon_asks_for_reauth(
     assert unreachable_issue(issue_registry, loaded_entry) is None
 
 
+async def test_a_refused_token_through_an_addon_restart_raises_no_unreachable_issue(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user had not answered the reauth prompt yet when the add-on restarted (an
+    update): the restart started the outage clock, the refusals after it never stopped
+    it, and "add-on unreachable, check that it is running" joined the prompt (helper 80)."""
+    monkeypatch.setattr(coordinator_module, "AUTH_RETRY_DELAY", 0.5)
+    await new_token_on_the_addon(hass, addon, "a-brand-new-token")
+    await addon.stop()
+    await asyncio.sleep(1.5)  # a retry finds it down
+    await addon.start(api_token="a-brand-new-token")
+    await asyncio.sleep(2)  # and the next ones refused again
+    await past_the_issue_delay(hass)
+    assert unreachable_issue(issue_registry, loaded_entry) is None
+
+
 async def test_the_old_token_back_on_the_addon_recovers_without_the_user(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     entity_registry: er.EntityRegistry, monkeypatch: pytest.MonkeyPatch,
@@ -167,7 +184,7 @@ async def test_a_new_token_found_at_setup_raises_no_unreachable_issue(
 
 async def test_another_meter_on_the_port_never_shows_its_values(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, issue_registry: ir.IssueRegistry,
 ) -> None:
     """The add-on's data was reset (new meter_id): our entities must not take its values."""
     token = addon.token
@@ -181,6 +198,14 @@ async def test_another_meter_on_the_port_never_shows_its_values(
         await wait_for(lambda: "answers instead of" in caplog.text, 10,
                        "the mismatch to be logged")
         assert all_unavailable(hass)
+        # Not an outage: set up again, the entry says which meter answers, and no
+        # "add-on unreachable, check that it is running" follows (helper 80).
+        await wait_for(lambda: loaded_entry.state is ConfigEntryState.SETUP_RETRY, 10,
+                       "setup again")
+        assert loaded_entry.reason is not None
+        assert "serves meter" in loaded_entry.reason
+        await past_the_issue_delay(hass)
+        assert unreachable_issue(issue_registry, loaded_entry) is None
     finally:
         await impostor.stop()
 
@@ -253,3 +278,25 @@ async def test_an_entry_removed_during_an_outage_leaves_no_issue(
     assert await hass.config_entries.async_remove(loaded_entry.entry_id)
     await past_the_issue_delay(hass)
     assert unreachable_issue(issue_registry, loaded_entry) is None
+
+
+async def test_disabling_an_entry_that_waits_to_retry_ends_its_outage(
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """HA unloads nothing when an entry in setup retry is disabled: its outage went on, and
+    "add-on unreachable" came for an entry the user had switched off (helper 80)."""
+    await addon.stop()
+    config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert config_entry.state is ConfigEntryState.SETUP_RETRY
+    later = await past_the_issue_delay(hass)
+    assert unreachable_issue(issue_registry, config_entry) is not None
+    await hass.config_entries.async_set_disabled_by(config_entry.entry_id,
+                                                    ConfigEntryDisabler.USER)
+    await hass.async_block_till_done()
+    assert unreachable_issue(issue_registry, config_entry) is None
+    async_fire_time_changed(hass, later + UNREACHABLE_ISSUE_AFTER * 2)
+    await hass.async_block_till_done()
+    assert unreachable_issue(issue_registry, config_entry) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryDisabler, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
@@ -110,3 +110,16 @@ async def test_an_addon_older_than_the_integration_needs_is_a_repairs_issue(
     await wait_for(lambda: ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None,
                    20, "the issue to clear after the update")
     assert entry.state is ConfigEntryState.LOADED
+
+
+async def test_a_disabled_entry_keeps_no_addon_update_issue(
+    hass: HomeAssistant, addon: Addon, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing to update for an entry the user disabled; the issue stayed (helper 80)."""
+    monkeypatch.setattr(addon_service, "__version__", "0.3.8")
+    entry = await set_up_entry(hass, addon)
+    issue_id = f"addon_outdated_{entry.entry_id}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    await hass.config_entries.async_set_disabled_by(entry.entry_id, ConfigEntryDisabler.USER)
+    await hass.async_block_till_done()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
