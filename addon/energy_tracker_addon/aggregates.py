@@ -174,13 +174,16 @@ class EnergyBuckets:
         local = moment.astimezone(self._tz)
         return local.replace(minute=0, second=0, microsecond=0)
 
-    def _add(self, hour_start: datetime, share: float, increases: dict[str, float]) -> None:
-        keys: dict[Period, str] = {
+    @staticmethod
+    def _keys(hour_start: datetime) -> dict[Period, str]:
+        return {
             "hour": _iso(hour_start),
             "day": hour_start.date().isoformat(),
             "month": hour_start.strftime("%Y-%m"),
         }
-        for period, key in keys.items():
+
+    def _add(self, hour_start: datetime, share: float, increases: dict[str, float]) -> None:
+        for period, key in self._keys(hour_start).items():
             buckets = self._buckets[period]
             bucket = buckets.get(key)
             if bucket is None:
@@ -216,6 +219,23 @@ class EnergyBuckets:
         `2026-11-24`, `2026-11`."""
         buckets = self._buckets[period]
         return {key: dict(buckets[key].kwh) for key in self._oldest_first(period)}
+
+    def current(self, period: Period, now: datetime) -> dict[str, Any] | None:
+        """The bucket of the local hour, day or month holding `now` (a wall-clock time, not
+        the last reading's: after midnight without readings today has none), as in
+        `as_json`; None when it has none. A newer bucket than that one (the clock went
+        back) stays the current one: a total must not jump back to an earlier period's."""
+        buckets = self._buckets[period]
+        if not buckets:
+            return None
+        bucket = buckets.get(self._keys(self._hour_start(now))[period])
+        newest = max(buckets.values(), key=lambda b: b.start)
+        if bucket is None or newest.start > bucket.start:
+            start = self._period_start(period, self._hour_start(now))
+            bucket = newest if newest.start > start else None
+        if bucket is None:
+            return None
+        return {"start": _iso(bucket.start), "energy_kwh": dict(bucket.kwh)}
 
     def as_json(self, period: Period) -> dict[str, Any]:
         """JSON-ready answer for an API route: buckets with local start, kWh per key."""

@@ -67,8 +67,12 @@ class Analytics:
         tz: tzinfo,
         flush_interval_s: float = 10.0,
         carbon: CarbonIntensity | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._options = options
+        # Today is the wall clock's: the last reading's day stays yesterday when no reading
+        # came since midnight (a stale board), and goes back with a clock set back.
+        self._wall_clock = wall_clock
         self.carbon = carbon or CarbonIntensity(options.co2_g_per_kwh)
         self._meter = meter
         self._tz = tz
@@ -188,9 +192,15 @@ class Analytics:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_refit = loop.time() + REFIT_INTERVAL_S
+        day = self._local_day()
         while True:
             await asyncio.sleep(self._options.persist_interval_s)
             self.persist()
+            if (today := self._local_day()) != day:
+                # Without readings (a stale board) nothing else would publish that today's
+                # totals are unknown: they would show yesterday's all day.
+                day = today
+                self._meter.republish()
             if loop.time() >= next_refit:
                 next_refit = loop.time() + REFIT_INTERVAL_S
                 await self.refit()
@@ -311,22 +321,27 @@ class Analytics:
         return self._buckets.as_json(period)
 
     def _energy_periods(self) -> dict[str, Any]:
-        """The current hour, day and month (the newest bucket of each), or null."""
-        return {
-            period: buckets[-1] if (buckets := self._buckets.as_json(period)["buckets"])
-            else None
-            for period in ("hour", "day", "month")
-        }
+        """The current local hour, day and month, each null before a reading in it."""
+        now = self._wall_clock()
+        periods: dict[str, Any] = {}
+        for period in ("hour", "day", "month"):
+            bucket = self._buckets.current(period, now)
+            if bucket is not None:
+                bucket["energy_kwh"] = {name: round(kwh, 6)
+                                        for name, kwh in bucket["energy_kwh"].items()}
+            periods[period] = bucket
+        return periods
+
+    def _local_day(self) -> str:
+        return self._wall_clock().astimezone(self._tz).date().isoformat()
 
     def _today(self) -> dict[str, float] | None:
-        """kWh per counter key of the local day of the latest reading."""
+        """kWh per counter key of the current local day (None before a reading in it)."""
         return self._day(self._buckets)
 
     def _day(self, buckets: EnergyBuckets) -> dict[str, float] | None:
-        if self._last_time is None:
-            return None
-        day = self._last_time.astimezone(self._tz).date().isoformat()
-        return buckets.energy("day").get(day)
+        bucket = buckets.current("day", self._wall_clock())
+        return None if bucket is None else dict(bucket["energy_kwh"])
 
     def _energy_today(self) -> float | None:
         today = self._today()

@@ -231,7 +231,8 @@ class AddonService:
         # Before the boards start, so it sees the first reading; stops after they do.
         tz = local_zone()
         self._analytics = Analytics(options, data_dir, meter, tz,
-                                    carbon=CarbonIntensity(options.co2_g_per_kwh, *self._clocks))
+                                    carbon=CarbonIntensity(options.co2_g_per_kwh, *self._clocks),
+                                    wall_clock=self._clocks[1])
         await self._analytics.start()
         self._running.push_async_callback(self._analytics.stop)
         # On the analytics' history store; stops before it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import re
@@ -713,3 +714,61 @@ async def test_co2_follows_a_live_intensity_and_falls_back_to_the_option(
     by_channel = {item["channel"]: item["co2_kg"] for item in state["recommendations"]}
     assert by_channel[3] == pytest.approx(float((kwh["3"].to_numpy() * intensity).sum() / 1000),
                                           abs=2e-3)
+
+
+@pytest.mark.usefixtures("paris")
+async def test_after_midnight_without_readings_today_is_unknown_not_yesterday(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession
+) -> None:
+    """The hat went silent at 23:39: all the next day Home Assistant showed yesterday's
+    total as *Energy today* (and CO2 today), available, as if nothing had changed since
+    (helper 79). Today is the wall clock's day, and the turn of the day is published."""
+    evening = datetime(2026, 11, 24, 22, 30, tzinfo=UTC)  # 23:30 in Paris
+    rig = Rig(tmp_path / "data", Clocks(evening), pty_port("ttyRPICT"), persist_interval_s=1)
+    service = await rig.start()
+    published: list[dict[str, Any]] = []
+    service.meter.add_listener(published.append)
+    try:
+        for minute in range(10):
+            await rig.rpict_line(evening + timedelta(minutes=minute), ("2000.0", "0.0", "0.0"))
+        assert rig.state["energy_today_kwh"] == pytest.approx(0.3, abs=0.01)
+        rig.clocks.set(evening + timedelta(minutes=15))  # past stale_after_s: unavailable
+        await rig._until(lambda: not published[-1]["available"], "the readings stale")
+        rig.clocks.set(datetime(2026, 11, 25, 6, 57, tzinfo=UTC))  # 07:57, still silent
+        await rig._until(lambda: published[-1]["energy_today_kwh"] is None,
+                         "today's totals published as unknown", timeout=10)
+        status, state = await rig.get(session, "state")
+    finally:
+        await rig.stop()
+    assert status == 200
+    assert state["energy_today_kwh"] is None
+    assert state["co2_kg_today"] is None
+    assert state["energy_periods"]["day"] is None
+    # This month's bucket still holds last night's readings.
+    assert state["energy_periods"]["month"]["start"] == "2026-11-01T00:00:00+01:00"
+
+
+@pytest.mark.usefixtures("paris")
+async def test_a_clock_set_back_over_midnight_does_not_bring_yesterday_back(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    """NTP stepped the clock back two minutes just after midnight: *Energy today* jumped
+    to yesterday's total and dropped again, which Home Assistant's statistics count as a
+    day's energy used twice (helper 79)."""
+    night = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)  # 23:00 in Paris
+    rig = Rig(tmp_path / "data", Clocks(night), pty_port("ttyRPICT"))
+    await rig.start()
+    shown: list[float] = []
+    try:
+        for minute in range(63):  # to 00:02
+            await rig.rpict_line(night + timedelta(minutes=minute), ("2000.0", "0.0", "0.0"))
+        shown.append(rig.state["energy_today_kwh"])
+        back = night + timedelta(minutes=58)  # 23:58 of the day before, then on
+        for minute in range(6):
+            await rig.rpict_line(back + timedelta(minutes=minute), ("2000.0", "0.0", "0.0"))
+            shown.append(rig.state["energy_today_kwh"])
+    finally:
+        await rig.stop()
+    assert shown[0] == pytest.approx(2 / 30, abs=0.005)  # two minutes at 2 kW
+    assert all(later >= earlier for earlier, later in itertools.pairwise(shown)), shown
+    assert max(shown) < 0.5, shown  # never yesterday's 2 kWh
