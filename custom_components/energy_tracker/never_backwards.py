@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+from homeassistant.components.recorder.history import get_last_state_changes
 from homeassistant.core import State
+from homeassistant.helpers.recorder import get_instance
 from homeassistant.helpers.restore_state import ExtraStoredData, RestoreEntity
 
 from .const import LOGGER
@@ -23,6 +25,7 @@ from .entity import COUNTER_DECIMALS
 
 # Description keys of the lifetime counters (not "energy today", which restarts daily).
 LIFETIME_COUNTER_KEYS: Final = frozenset({"total_energy", "energy", "gas"})
+RECORDED_STATES_READ: Final = 10
 
 
 @dataclass
@@ -66,6 +69,25 @@ class NeverBackwards(RestoreEntity):
             # going on from it, the first rounded value dipped (a counter under 5 Wh then
             # read as a new meter in the statistics).
             self._memory = CounterMemory(last_raw=last, last_shown=last)
+        recorded = await self._last_recorded_number()
+        memory = self._memory
+        if recorded is not None and (memory.last_shown is None or recorded > memory.last_shown):
+            # HA writes the memory above every 15 minutes and at a clean stop; a power cut
+            # of the host leaves the recorder (the statistics' source) ahead of it, and the
+            # add-on resumes from its last save: without this the first value dipped.
+            memory.last_shown = recorded
+            memory.last_raw = max(memory.last_raw or 0.0, recorded - memory.offset)
+
+    async def _last_recorded_number(self) -> float | None:
+        """The highest of the recorder's last few states (the newest may be unavailable:
+        the add-on went before Home Assistant)."""
+        if "recorder" not in self.hass.config.components:
+            return None
+        states = await get_instance(self.hass).async_add_executor_job(
+            get_last_state_changes, self.hass, RECORDED_STATES_READ, self.entity_id)
+        numbers = [number for state in states.get(self.entity_id, [])
+                   if (number := self._last_shown_number(state)) is not None]
+        return max(numbers, default=None)
 
     def _last_shown_number(self, state: State | None) -> float | None:
         """The restored state's number, if it is in the sensor's own unit."""
@@ -98,8 +120,9 @@ class NeverBackwards(RestoreEntity):
         memory.last_shown = shown
         if went_back:
             LOGGER.warning(
-                "%s: the add-on's counter went back from %s to %s (an older backup of the "
-                "add-on restored, or its counter files lost); it goes on from %s, so the "
-                "Energy dashboard counts that neither twice nor as negative",
+                "%s: the add-on's counter went back from %s to %s (a power cut lost its "
+                "last seconds, an older backup of the add-on restored, or its counter files "
+                "lost); it goes on from %s, so the Energy dashboard counts that neither "
+                "twice nor as negative",
                 self.entity_id, previous, raw, shown)
         return shown
