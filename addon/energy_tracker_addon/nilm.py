@@ -205,32 +205,40 @@ class OnOffTracker:
 
     Switches on once power has reached on_w and stayed at or above off_w for min_on_s,
     dips below off_w shorter than min_off_s included (a washing machine's drum pauses);
-    switches off after min_off_s below off_w.
+    switches off after min_off_s below off_w. Undecided (`on` None) until then after it
+    is made or restarted: a run already under way is neither "off" nor starting anew.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
         self._spec = spec
-        self.on = False
+        self.on: bool | None = None
+        self.since: float | None = None  # while on: when the run began (its first bin)
         self._candidate_s: float | None = None  # time since a possible start (state off)
+        self._candidate_at: float | None = None
         self._below_s = 0.0  # time spent below off_w
+        self._quiet_s = 0.0  # undecided: time spent below on_w with no possible start
 
-    def update(self, power_w: float, dt_s: float) -> bool:
+    def update(self, power_w: float, dt_s: float, timestamp: float = 0.0) -> bool | None:
         spec = self._spec
         below = power_w < spec.off_w
         self._below_s = self._below_s + dt_s if below else 0.0
         if self.on:
             if self._below_s >= spec.min_off_s and below:
-                self.on = False
+                self.on, self.since = False, None
             return self.on
         if self._candidate_s is None:
             if power_w < spec.on_w:
-                return False
-            self._candidate_s = 0.0
+                self._quiet_s += dt_s
+                if self.on is None and self._quiet_s >= spec.min_off_s:
+                    self.on = False
+                return self.on
+            self._candidate_s, self._candidate_at = 0.0, timestamp
         self._candidate_s += dt_s
         if below and self._below_s >= spec.min_off_s:
-            self._candidate_s = None
+            self._candidate_s, self._quiet_s = None, 0.0
+            self.on = False
         elif not below and self._candidate_s >= spec.min_on_s:
-            self.on, self._candidate_s = True, None
+            self.on, self.since, self._candidate_s = True, self._candidate_at, None
         return self.on
 
 
@@ -246,8 +254,9 @@ class Estimate:
     appliance: str
     timestamp: float
     power_w: float
-    on: bool
+    on: bool | None  # None: not decided yet (just started, or after a gap)
     energy_wh: float
+    since: float | None = None  # while on: the midpoint of the run's first bin
 
 
 class _PeriodStream:
@@ -312,9 +321,11 @@ class Disaggregator:
                                                 max_fill)
 
     def restart_windows(self) -> None:
-        """A gap the meter did not measure: no window spans it, no energy is held across."""
+        """A gap the meter did not measure: no window spans it, no energy is held across,
+        and no run either (what ran before it may have stopped, and another started)."""
         for stream in self._streams.values():
             stream.restart()
+        self._trackers = {name: OnOffTracker(r.spec) for name, r in self._bundle.models.items()}
 
     def feed(self, timestamp: float, mains_w: float) -> list[Estimate]:
         """Add one total-power sample (unix seconds, W); returns the estimates it completed."""
@@ -336,9 +347,10 @@ class Disaggregator:
 
     def _record(self, name: str, timestamp: float, power: float) -> Estimate:
         spec = self._bundle.models[name].spec
-        on = self._trackers[name].update(power, spec.period_s)
+        tracker = self._trackers[name]
+        on = tracker.update(power, spec.period_s, timestamp)
         self._energy_wh[name] += power * spec.period_s / 3600.0
-        estimate = Estimate(name, timestamp, power, on, self._energy_wh[name])
+        estimate = Estimate(name, timestamp, power, on, self._energy_wh[name], tracker.since)
         self._latest[name] = estimate
         return estimate
 
@@ -374,5 +386,5 @@ def disaggregate_series(runner: ModelRunner, mains: Iterable[float]) -> SeriesRe
             power[ok + half] = postprocess(pred, x[ok + half])
     tracker = OnOffTracker(spec)
     for i, p in enumerate(power):
-        on[i] = tracker.update(float(p), spec.period_s) if np.isfinite(p) else tracker.on
+        on[i] = bool(tracker.update(float(p), spec.period_s) if np.isfinite(p) else tracker.on)
     return SeriesResult(power, on)

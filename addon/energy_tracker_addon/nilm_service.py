@@ -335,8 +335,9 @@ class NilmService:
         # The meter integrates nothing across a gap longer than stale_after_s (it went stale,
         # or the add-on was frozen): the windows restart there instead of holding the last
         # power through it, which would count energy the meter never measured.
+        # A clock set back is one too: its readings would land in bins already closed.
         gap = self._gap or (self._last_wall is not None
-                            and wall - self._last_wall > self._options.stale_after_s)
+                            and not 0 <= wall - self._last_wall <= self._options.stale_after_s)
         self._gap, self._last_wall = False, wall
         self._restart_queued = self._restart_queued or gap
         self._pending.append((self._t0 + (wall - self._t0) * self._scale, float(total), moment,
@@ -378,10 +379,9 @@ class NilmService:
         added = max(estimate.energy_wh - appliance.model_wh, 0.0) / self._scale
         appliance.model_wh = estimate.energy_wh
         self._energy_wh[estimate.appliance] += added
-        if estimate.on and not appliance.running:
-            appliance.since = self._wall_time(estimate.timestamp)
-        elif not estimate.on:
-            appliance.since = None
+        # From the run's first bin, not from when min_on_s confirmed it.
+        appliance.since = (self._wall_time(estimate.since)
+                           if estimate.on and estimate.since is not None else None)
         appliance.power_w, appliance.running = estimate.power_w, estimate.on
         appliance.estimate_time = estimate.timestamp
 
@@ -417,7 +417,7 @@ class NilmService:
         if self._gap or self._restart_queued:
             return False  # a frozen add-on's last estimate must not read as news
         lag = (window // 2 + FRESH_PERIODS) * period_s
-        return self._newest - appliance.estimate_time <= lag
+        return 0 <= self._newest - appliance.estimate_time <= lag
 
     def summary(self) -> dict[str, Any]:
         """The `GET /api/v1/appliances` object."""

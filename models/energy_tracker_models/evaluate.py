@@ -35,7 +35,8 @@ KW_LIKE = 50.0
 def track(spec: ModelSpec, power: NDArray[np.floating]) -> NDArray[np.bool_]:
     """On/off states of a power series through the same hysteresis as the add-on."""
     tracker = OnOffTracker(spec)
-    return np.array([tracker.update(float(p), spec.period_s) for p in power], dtype=bool)
+    # Undecided (None) reads as off, as before the tracker's first decision.
+    return np.array([bool(tracker.update(float(p), spec.period_s)) for p in power], dtype=bool)
 
 
 def score(spec: ModelSpec, pred: NDArray[np.floating], pred_on: NDArray[np.bool_],
@@ -65,8 +66,8 @@ def disaggregate_chunked(runner: ModelRunner, mains: NDArray[np.floating],
             mid = start + ok + half
             power[mid] = postprocess(runner.predict(np.ascontiguousarray(windows[ok])), x[mid])
     tracker = OnOffTracker(spec)
-    on = np.array([tracker.update(float(p), spec.period_s) if np.isfinite(p) else tracker.on
-                   for p in power], dtype=bool)
+    on = np.array([bool(tracker.update(float(p), spec.period_s) if np.isfinite(p)
+                        else tracker.on) for p in power], dtype=bool)
     return SeriesResult(power, on)
 
 

@@ -171,18 +171,21 @@ def _spec(**thresholds: float) -> ModelSpec:
 @pytest.mark.parametrize(
     ("powers", "states"),
     [
-        # a lone spike above on_w followed by a long dip never switches on
-        ([120, 30, 30, 30, 30], [False] * 5),
+        # a lone spike above on_w followed by a long dip never switches on; undecided (None)
+        # until 18 s below off_w say off
+        ([120, 30, 30, 30, 30], [None, None, None, False, False]),
         # 12 s from the first sample above on_w, a 6 s dip included, switch on; 70 W (between
         # the thresholds) keeps it on; a 12 s dip is ignored, 18 s below off_w switches off
         ([120, 30, 120, 120, 70, 70, 40, 40, 120, 40, 40, 40],
-         [False, False, True, True, True, True, True, True, True, True, True, False]),
-        # power between the thresholds never switches on
-        ([80] * 6, [False] * 6),
+         [None, None, True, True, True, True, True, True, True, True, True, False]),
+        # power between the thresholds never switches on: off once min_off_s says so
+        ([80] * 6, [None, None, False, False, False, False]),
+        # decided off, a lone spike stays off
+        ([30, 30, 30, 120, 30, 30, 30], [None, None, False, False, False, False, False]),
     ],
 )
 def test_on_off_hysteresis_and_minimum_durations(powers: list[float],
-                                                 states: list[bool]) -> None:
+                                                 states: list[bool | None]) -> None:
     tracker = OnOffTracker(_spec())
     assert [tracker.update(p, 6) for p in powers] == states
 
@@ -190,6 +193,41 @@ def test_on_off_hysteresis_and_minimum_durations(powers: list[float],
 def test_zero_minimum_off_switches_off_at_once() -> None:
     tracker = OnOffTracker(_spec(min_on_s=0, min_off_s=0))
     assert [tracker.update(p, 6) for p in [200, 200, 10, 200]] == [True, True, False, True]
+
+
+def test_a_run_begins_at_its_first_bin_not_when_it_is_confirmed() -> None:
+    """The washing machine's *since* was 5 minutes late (min_on_s), and so were the run
+    lengths its finished events gave (helper 81)."""
+    tracker = OnOffTracker(_spec())
+    seen = [(tracker.update(p, 6, t), tracker.since)
+            for t, p in zip(range(0, 60, 6), [30, 120, 30, 120, 120, 40, 40, 40, 30, 30],
+                            strict=True)]
+    assert seen[3] == (True, 6)  # confirmed at 18 s, begun at 6 s
+    assert seen[-1] == (False, None)
+
+
+def test_a_gap_forgets_the_runs_as_well_as_the_windows(bundle) -> None:
+    """Across a meter gap a run went on: a wash before a 3-hour outage and one after it
+    were one run, finished never said, started never said, "running" at 0 W (helper 81)."""
+    dis = Disaggregator(bundle)
+    t = 1_700_000_000.0
+
+    def fridge_states(count: int) -> list[bool | None]:
+        nonlocal t
+        states = []
+        for _ in range(count):
+            states += [e.on for e in dis.feed(t, 0.0) if e.appliance == "fridge"]
+            t += 6.0
+        return states
+
+    window = bundle.models["fridge"].spec.window
+    before = fridge_states(window + 5)
+    assert before[0] is None
+    assert before[-1] is False  # decided after min_off_s (12 s)
+    dis.restart_windows()
+    t += 3 * 3600.0
+    after = fridge_states(window + 5)
+    assert after[0] is None  # undecided again, not the run (or the state) before the gap
 
 
 def _copy_bundle(tmp_path: Path) -> Path:

@@ -389,3 +389,34 @@ async def test_no_appliance_energy_across_a_gap_the_meter_did_not_measure(
     [first] = [state for state in published if state["total_power_w"] is not None][:1]
     assert first["appliances"][0]["power_w"] is None
     assert first["appliances"][0]["running"] is None
+
+
+async def test_a_clock_set_back_is_a_gap_too(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort],
+) -> None:
+    """The clock was set back an hour (NTP, by hand): the readings after it fell in bins
+    already closed and were dropped, and the last estimate, now "in the future", stayed
+    the kitchen's current power and state (helper 81)."""
+    start = datetime.fromisoformat("2009-03-02T14:20+01:00")
+    live = read_uci(start, start + timedelta(minutes=130))
+    shift = timedelta(weeks=(datetime.now(UTC) - start) // timedelta(weeks=1))
+    rig = Rig(tmp_path / "data", Clocks(start + shift), pty_port("ttyRPICT"),
+              nilm_appliances=["kitchen"])
+    (tmp_path / "data").mkdir()
+    await rig.start()
+    try:
+        await rig.replay(live.iloc[:110], shift)
+        await asyncio.sleep(0.3)
+        assert rig.state["appliances"][0]["power_w"] is not None
+        published: list[dict[str, Any]] = []
+        assert rig.service is not None
+        rig.service.meter.add_listener(published.append)
+        rig.clocks.wall -= timedelta(hours=1)
+        await rig.replay(live.iloc[110:113], shift - timedelta(hours=1))
+        await asyncio.sleep(0.3)
+    finally:
+        await rig.stop()
+    readings = [state for state in published if state["total_power_w"] is not None]
+    assert readings
+    assert all(state["appliances"][0]["power_w"] is None for state in readings)
+    assert all(state["appliances"][0]["running"] is None for state in readings)
