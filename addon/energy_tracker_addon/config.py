@@ -39,6 +39,7 @@ RELAY_SOURCES: Final = ("board", "gpio")
 # that name no pin.
 DEFAULT_GPIO_PINS: Final = (22, 23, 24)
 MAX_BOARD_RELAYS: Final = 8  # ET1 n_relays limit (docs/protocol.md 2.1)
+MAX_CHANNEL_ID: Final = 8  # the RPICT8's inputs, the most of any hat
 
 type Role = Literal["mains", "circuit"]
 type RelaySource = Literal["board", "gpio"]
@@ -261,7 +262,7 @@ _RELAY_SCHEMA: Final = vol.Schema(
 
 _CHANNEL_SCHEMA: Final = vol.Schema(
     {
-        vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=8)),
+        vol.Required("id"): vol.All(_integer, vol.Range(min=1, max=MAX_CHANNEL_ID)),
         vol.Required("name"): _NAME,
         vol.Required("role"): vol.In(ROLES),
     }
@@ -386,7 +387,9 @@ def parse_options(data: Any) -> Options:
             "mqtt_username"):
         _LOGGER.warning("mqtt_password is set without mqtt_username: the broker is asked "
                         "for an anonymous login and the password is not sent")
-    ca = valid.get("mqtt_ca_certificate", "")
+    # Only with publishing on: a path left behind when MQTT was turned off must not stop
+    # the meter (the Supervisor accepts it).
+    ca = valid.get("mqtt_ca_certificate", "") if valid.get("mqtt_enabled") else ""
     if ca and not valid.get("mqtt_tls"):
         raise OptionsError("mqtt_ca_certificate: only used with mqtt_tls: true")
     if ca and not ca.startswith("/"):

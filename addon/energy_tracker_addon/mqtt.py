@@ -20,7 +20,7 @@ from typing import Any, Final
 import aiomqtt
 
 from . import __version__
-from .config import Options
+from .config import MAX_CHANNEL_ID, Options
 from .meter import Meter
 from .protocol import RPICT_PRINTS_TEMPERATURE, RPICT_PRINTS_VOLTAGE
 
@@ -320,8 +320,10 @@ class MqttPublisher:
     async def _announce(self, client: aiomqtt.Client) -> None:
         for topic, payload in self.discovery_messages().items():
             await client.publish(topic, json.dumps(payload), qos=1, retain=True)
-        for topic in self.unmeasured_topics():
-            # Announced by add-ons before 0.3.10: an empty retained config removes them.
+        for topic in self.unmeasured_topics() + self.removed_channel_topics():
+            # An empty retained config removes the sensor: totals announced by add-ons
+            # before 0.3.10; channels no longer in the options, whose templates (by list
+            # position) would show another channel's values.
             await client.publish(topic, b"", qos=1, retain=True)
         await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
 
@@ -340,6 +342,12 @@ class MqttPublisher:
 
     def unmeasured_topics(self) -> list[str]:
         return [self._config_topic(key) for key in sorted(self._unmeasured())]
+
+    def removed_channel_topics(self) -> list[str]:
+        kept = {channel["id"] for channel in self._meter.info_channels()}
+        return [self._config_topic(f"channel_{channel_id}_{key}")
+                for channel_id in range(1, MAX_CHANNEL_ID + 1) if channel_id not in kept
+                for key, *_ in _PER_CHANNEL]
 
     def _config_topic(self, key: str) -> str:
         node = f"energy_tracker_{self._meter_id}"

@@ -33,6 +33,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.template import Template
 
 from energy_tracker_addon.config import (
+    ChannelConfig,
     ExtraMeterConfig,
     Options,
     OptionsError,
@@ -366,6 +367,34 @@ async def test_discovery_and_states_match_the_api(
     async with Subscriber(broker.port) as late:
         await wait_until(lambda: bool(late.on(availability)), what="retained availability")
         assert [(m.payload, m.retain) for m in late.on(availability)] == [(b"offline", True)]
+
+
+async def test_a_channel_taken_out_of_the_options_loses_its_sensors(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Kitchen removed: its retained sensors stayed, and their templates (by position in
+    `channels`) showed the water heater's power and energy as the kitchen's (helper 82)."""
+    (tmp_path / "data").mkdir()
+    node = f"energy_tracker_{meter_id(tmp_path / 'data')}"
+    kitchen = f"homeassistant/sensor/{node}/channel_2_energy/config"
+    heater = f"homeassistant/sensor/{node}/channel_3_energy/config"
+    async with Subscriber(broker.port) as central:
+        service = AddonService(mqtt_options(broker.port), tmp_path / "data", "127.0.0.1", 0)
+        await service.start()
+        try:
+            await wait_until(lambda: kitchen in central.configs(), what="kitchen announced")
+        finally:
+            await service.stop()
+        two = (ChannelConfig(1, "Mains", "mains"), ChannelConfig(3, "Water heater", "circuit"))
+        service = AddonService(mqtt_options(broker.port, channels=two), tmp_path / "data",
+                               "127.0.0.1", 0)
+        await service.start()
+        try:
+            await wait_until(lambda: kitchen not in central.configs(), what="kitchen removed")
+            assert central.configs()[heater]["value_template"] \
+                == "{{ value_json.channels[1].energy_kwh }}"
+        finally:
+            await service.stop()
 
 
 async def test_broker_restart_resumes_publishing_and_the_api_keeps_serving(
@@ -774,6 +803,13 @@ def test_a_ca_certificate_needs_tls_and_an_absolute_path(
         parse_options({"mqtt_enabled": True, "mqtt_host": "broker.example", **options})
     assert parse_options({"mqtt_enabled": True, "mqtt_host": "broker.example",
                           "mqtt_tls": True, "mqtt_ca_certificate": "/ssl/ca.crt"}).mqtt_tls
+
+
+def test_a_ca_path_left_with_publishing_off_does_not_stop_the_meter() -> None:
+    """MQTT turned off, its CA path left in the options (the Supervisor accepts it): the
+    add-on refused to start, and metering stopped over an unused option (helper 82)."""
+    options = parse_options({"mqtt_enabled": False, "mqtt_ca_certificate": "ca.crt"})
+    assert not options.mqtt_enabled
 
 
 def test_publishing_needs_a_broker_host() -> None:
