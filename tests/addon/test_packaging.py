@@ -809,3 +809,27 @@ def test_backup_hooks_run_the_shipped_script(addon_cfg: dict[str, Any]) -> None:
     from energy_tracker_addon.history import HELD_FOR_BACKUP_FILE
     assert f"/data/{HELD_FOR_BACKUP_FILE}" in (ROOTFS / "usr/bin/energy-tracker-backup").read_text(
         encoding="utf-8")
+
+
+@pytest.mark.parametrize("service_holds", [True, False])
+def test_backup_pre_fails_the_backup_when_the_history_does_not_pause(
+    tmp_path: Path, service_holds: bool
+) -> None:
+    """The history's worker busy with a long export: backup_pre gave up after 10 s without
+    a word and the Supervisor copied a database being written (helper 82)."""
+    from energy_tracker_addon.history import HELD_FOR_BACKUP_FILE
+    held = tmp_path / HELD_FOR_BACKUP_FILE
+    s6_svc = tmp_path / "s6-svc"  # stands for s6 signalling the service, which holds or not
+    s6_svc.write_text(f"#!/bin/sh\n{'touch ' + str(held) if service_holds else 'true'}\n")
+    s6_svc.chmod(0o755)
+    script = tmp_path / "energy-tracker-backup"
+    script.write_text((ROOTFS / "usr/bin/energy-tracker-backup").read_text(encoding="utf-8")
+                      .replace("/command/s6-svc", str(s6_svc))
+                      .replace(f"/data/{HELD_FOR_BACKUP_FILE}", str(held)))
+    done = subprocess.run(["sh", str(script), "pre"], capture_output=True, text=True,
+                          env={**os.environ, "ENERGY_TRACKER_BACKUP_WAIT_S": "1"}, timeout=30)
+    if service_holds:
+        assert (done.returncode, done.stderr) == (0, "")
+    else:
+        assert done.returncode == 1
+        assert "did not pause its writes within 1 s; backup refused" in done.stderr
