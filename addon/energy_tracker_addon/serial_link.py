@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Final
 
 import serial
 import serial_asyncio_fast
@@ -25,6 +26,12 @@ MAX_LINE_BYTES = 512
 """A line longer than this is delivered once as its first MAX_LINE_BYTES + 1 bytes, with no
 line end (longer than any parser accepts, so it is rejected with reason "length"); the rest
 of it, up to the next newline, is dropped. Memory per link stays bounded either way."""
+
+GARBLED_FIRST_LINE_BYTES = 32
+"""Bytes that are not text, this many and no line end yet since the port opened: read at
+the wrong baud rate, a board's newlines are lost too, so no line would ever come and the
+port would pass for silent. Delivered then (rejected as "encoding": the baud-rate hint)."""
+_TEXT: Final = bytes(range(0x20, 0x7F)) + b"\t\r"
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 5.0
@@ -125,6 +132,7 @@ class SerialLink:
     async def _read_lines(self, reader: asyncio.StreamReader) -> None:
         buffer = bytearray()
         discarding = False  # inside an overlong line, dropping bytes up to its newline
+        delivered = False  # a line (or garbage) went to the meter since the port opened
         while chunk := await reader.read(_READ_CHUNK):
             start = 0
             while (newline := chunk.find(b"\n", start)) >= 0:
@@ -134,11 +142,17 @@ class SerialLink:
                     buffer += chunk[start : newline + 1]
                     # Cut like an unterminated overlong line so both read the same way.
                     self._deliver(bytes(buffer[: MAX_LINE_BYTES + 1]))
+                    delivered = True
                 buffer.clear()
                 start = newline + 1
             if not discarding:
                 buffer += chunk[start:]
-                if len(buffer) > MAX_LINE_BYTES:
+                if (not delivered and len(buffer) >= GARBLED_FIRST_LINE_BYTES
+                        and bytes(buffer).translate(None, _TEXT)):
+                    self._deliver(bytes(buffer[:GARBLED_FIRST_LINE_BYTES]))
+                    buffer.clear()
+                    delivered = discarding = True
+                elif len(buffer) > MAX_LINE_BYTES:
                     _LOGGER.debug("%s: line longer than %d bytes", self.name, MAX_LINE_BYTES)
                     self._deliver(bytes(buffer[: MAX_LINE_BYTES + 1]))
                     buffer.clear()

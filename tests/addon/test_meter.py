@@ -562,8 +562,12 @@ def test_reject_lines_name_swapped_ports_and_a_wrong_baud_rate(
     clock.now += 11
     meter.feed_rpict_line(b"\x9c\x9c\xe0\x00\x80\n")
     meter.feed_voltage_line(b"\x9c\x9c\xe0\x00\x80\n")
+    clock.now += 11
+    meter.feed_rpict_line(b"\x00\xe0" * 300)  # overlong: its newlines were lost too
     rejects = [r.getMessage() for r in caplog.records if "Rejected" in r.message]
-    assert len(rejects) == 4
+    assert len(rejects) == 5
+    assert ": length: " in rejects[4]
+    assert rejects[4].endswith("check rpict_baudrate)")
     assert rejects[0].endswith("(the voltage board's protocol: rpict_port and voltage_port "
                                "swapped?)")
     assert rejects[1].endswith("(an RPICT hat's line: rpict_port and voltage_port swapped?)")

@@ -14,7 +14,12 @@ from energy_tracker_addon.protocol import (
     encode_command,
     parse_command_line,
 )
-from energy_tracker_addon.serial_link import MAX_LINE_BYTES, SerialLink, SerialLinkError
+from energy_tracker_addon.serial_link import (
+    GARBLED_FIRST_LINE_BYTES,
+    MAX_LINE_BYTES,
+    SerialLink,
+    SerialLinkError,
+)
 
 from .ptys import PtyPort
 
@@ -183,6 +188,25 @@ async def test_overlong_line_is_cut_flagged_and_its_tail_dropped(
     assert rejected.value.reason == "length"
     # The rest of the overlong line never shows up as a line of its own.
     assert await recorder.next_line() == valid
+
+
+async def test_bytes_at_the_wrong_baud_rate_are_delivered_though_no_line_ends(
+    rig: tuple[PtyPort, SerialLink, Recorder],
+) -> None:
+    """An RPICT line sent at 38400 and read at 115200 (framing errors read as NULs): no
+    newline survives, no line ever came, and the meter said the port "has sent nothing"
+    and asked whether the hat is seated instead of naming the baud rate (helper 82)."""
+    port, link, recorder = rig
+    port.plug()
+    await link.start()
+    await recorder.wait_state(True, timeout=2)
+    hat_line_at_115200 = b"\x00" * 7 + b"\xe0\x00\xe0\x00\x00\xe0\x00\x1c" + b"\x00" * 20
+    await port.write(hat_line_at_115200 * 2)
+    garbled = await recorder.next_line()
+    assert len(garbled) == GARBLED_FIRST_LINE_BYTES
+    with pytest.raises(ProtocolError) as rejected:
+        RpictParser("rpict3t1").parse(garbled)
+    assert rejected.value.reason == "encoding"  # which the meter's log ties to the baud rate
 
 
 async def test_stop_closes_the_port_and_reports_it(
