@@ -8,6 +8,7 @@ so `compare()` agrees with the counters; the buckets are kept in `<data>/meters/
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .aggregates import EnergyBuckets, Period
 from .config import MAIN_METER, ExtraMeterConfig, Options, channels_on_hat, meter_id
@@ -27,6 +28,9 @@ from .persistence import CounterStore
 from .serial_link import SerialLink
 from .simulator import HAT_MODEL, SimulatedMeter
 from .statefile import JsonStateFile
+
+if TYPE_CHECKING:
+    from .mqtt import MqttPublisher
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class ExtraMeters:
                             main_source)
         self._extras: dict[str, _Entry] = {}
         self._running = contextlib.AsyncExitStack()
+        self._publishers: list[MqttPublisher] = []
         self._failing = False  # a full disk is said once, not at every reading
         self._last_durable = clock()
 
@@ -104,6 +109,10 @@ class ExtraMeters:
             raise
 
     async def _start(self) -> None:
+        # Last at a stop, all at once: each waits up to 2 s for its broker to take its
+        # goodbye, and one after another a stalled broker held the stop past the
+        # Supervisor's 10 s kill.
+        self._running.push_async_callback(self._stop_publishers)
         saved = self._file.load() if self.configured else None
         # An observer, not a listener: the main state's comparison includes this reading.
         self._running.callback(self._main.meter.add_observer(self._record(self._main)))
@@ -145,13 +154,17 @@ class ExtraMeters:
             publisher = MqttPublisher(options, meter, own_id, voltage_board=False,
                                       name=config.name)
             await publisher.start()
-            self._running.push_async_callback(publisher.stop)
+            self._publishers.append(publisher)
         entry.link = SerialLink(f"rpict {config.id}", port, options.rpict_baudrate,
                                 meter.feed_rpict_line,
                                 lambda connected: meter.set_board_connected("rpict", connected))
         await entry.link.start()
         self._running.push_async_callback(entry.link.stop)
         _LOGGER.info("Extra meter %s (%s) on %s", config.id, source, port)
+
+    async def _stop_publishers(self) -> None:
+        publishers, self._publishers = self._publishers, []
+        await asyncio.gather(*(publisher.stop() for publisher in publishers))
 
     async def stop(self) -> None:
         """Stop the links and meters (which persist their counters), keep the buckets."""

@@ -168,6 +168,11 @@ class Mosquitto:
             process.terminate()
             process.wait(10)
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP / SIGCONT: a broker whose host hangs, its connections still open."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def reload(self) -> None:
         """SIGHUP: mosquitto reads its password file again."""
         assert self._process is not None
@@ -481,6 +486,29 @@ async def test_killed_addon_goes_offline_by_its_will(broker: Mosquitto, tmp_path
     async with Subscriber(broker.port) as late:
         await wait_until(lambda: bool(late.on(availability)), what="retained availability")
         assert [(m.payload, m.retain) for m in late.on(availability)] == [(b"offline", True)]
+
+
+async def test_a_hung_broker_does_not_hold_the_stop_past_the_supervisors_kill(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Each meter's publisher waits up to 2 s for its goodbye; one after another, with a
+    hung broker and a few extra meters, the stop ran past the Supervisor's 10 s kill, and
+    the main meter's last history writes came after them (helper 82)."""
+    meters = tuple(ExtraMeterConfig(f"m{i}", f"Meter {i}") for i in range(4))
+    service = AddonService(mqtt_options(broker.port, extra_meters=meters), tmp_path / "data",
+                           "127.0.0.1", 0)
+    await service.start()
+    try:
+        await wait_until(lambda: broker.log_text().count("New client connected") >= 5,
+                         timeout=15, what="the five meters connected")
+        await asyncio.sleep(1)  # and publishing
+        broker.freeze(True)
+        started = time.monotonic()
+        await service.stop()
+        took = time.monotonic() - started
+    finally:
+        broker.freeze(False)
+    assert took < 9.0, f"stop took {took:.1f} s: the Supervisor kills at 10 s"
 
 
 async def test_every_extra_meter_is_its_own_mqtt_device(
