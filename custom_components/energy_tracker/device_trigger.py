@@ -53,7 +53,12 @@ from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 from homeassistant.util.unit_conversion import PowerConverter
 
-from .appliance_entity import appliance_device_identifier, device_appliance_id, nilm_appliance
+from .appliance_entity import (
+    appliance_device_identifier,
+    device_appliance_id,
+    known_appliances,
+    nilm_appliance,
+)
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
 from .device_lookup import device_by_identifier, device_entry_ids
@@ -350,10 +355,12 @@ def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, tuple[
             (channel_appliance(channel.id), (coordinator.shown_name(channel.name), "circuit"))
             for channel in coordinator.info.channels if channel.role == "circuit"
         )
-        for appliance in (coordinator.data.appliances or {}).values():
-            appliances[nilm_appliance(appliance.id)] = (_device_name(
-                hass, entry.entry_id, appliance_device_identifier(meter_id, appliance.id),
-                appliance.name), "detected")
+        # Detection off for now (a bundle being replaced, the option): its appliances are
+        # still the registry's, and an automation on them must stay valid meanwhile.
+        for appliance_id, name in known_appliances(hass, entry).items():
+            appliances[nilm_appliance(appliance_id)] = (_device_name(
+                hass, entry.entry_id, appliance_device_identifier(meter_id, appliance_id),
+                name), "detected")
         return appliances
     return {}
 

@@ -5,6 +5,7 @@ the labels for fine-tuning its models (models/README.md, "Feedback").
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Final
 
@@ -15,10 +16,11 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.util import dt as dt_util
 
+from .appliance_entity import appliance_device_identifier
 from .commands import CALLER_MISTAKES, run_command
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
-from .nilm_models import ApplianceState
+from .device_lookup import device_by_identifier
 from .services import ATTR_CONFIG_ENTRY_ID, _target_entry
 
 SERVICE_LABEL_APPLIANCE: Final = "label_appliance"
@@ -27,6 +29,8 @@ ATTR_APPLIANCE: Final = "appliance"
 ATTR_START: Final = "start"
 ATTR_END: Final = "end"
 ATTR_WAS_RUNNING: Final = "was_running"
+# The add-on's model ids (its nilm_appliances option), with the events' "nilm_" or not.
+_APPLIANCE_ID: Final = re.compile(r"(?:nilm_)?([a-z0-9_]{1,64})")
 LABEL_SCHEMA = vol.Schema(
     {
         vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
@@ -53,14 +57,16 @@ def async_setup_label_action(hass: HomeAssistant) -> None:
 
 async def _async_label(call: ServiceCall) -> ServiceResponse:
     """Send the label to the add-on; answers the label it stored."""
-    entry, label = _label(call)
+    entry, label = _label(call, any_id=False)
     return await run_command(entry.runtime_data.client.add_label(label),
                              SERVICE_LABEL_APPLIANCE, {"invalid": "label_refused"})
 
 
 async def _async_remove_label(call: ServiceCall) -> ServiceResponse:
     """Remove the label given with these fields; answers the label removed."""
-    entry, label = _label(call)
+    # Any appliance id: its label may be of a model not running now (left out of
+    # nilm_appliances, detection off), which the add-on removes all the same.
+    entry, label = _label(call, any_id=True)
     return await run_command(
         entry.runtime_data.client.remove_label(label), SERVICE_REMOVE_LABEL,
         {"invalid": "label_refused", "not_found": "label_not_found",
@@ -68,7 +74,8 @@ async def _async_remove_label(call: ServiceCall) -> ServiceResponse:
         caller_mistakes=CALLER_MISTAKES | {"not_found"})
 
 
-def _label(call: ServiceCall) -> tuple[EnergyTrackerConfigEntry, dict[str, Any]]:
+def _label(call: ServiceCall, *, any_id: bool
+           ) -> tuple[EnergyTrackerConfigEntry, dict[str, Any]]:
     """The entry and the label as the add-on's API takes it."""
     # A time without a zone is Home Assistant's local time, as in the UI.
     start, end = (_aware(call.data[key]) for key in (ATTR_START, ATTR_END))
@@ -76,24 +83,33 @@ def _label(call: ServiceCall) -> tuple[EnergyTrackerConfigEntry, dict[str, Any]]
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="label_end_before_start")
     entry = _target_entry(call)
-    appliance = _appliance_id(entry.runtime_data.data.appliances,
-                              str(call.data[ATTR_APPLIANCE]))
+    appliance = _appliance_id(call.hass, entry, str(call.data[ATTR_APPLIANCE]), any_id=any_id)
     return entry, {"appliance": appliance, "start": start.isoformat(), "end": end.isoformat(),
                    "was_running": call.data[ATTR_WAS_RUNNING]}
 
 
-def _appliance_id(known: dict[str, ApplianceState] | None, given: str) -> str:
+def _appliance_id(hass: HomeAssistant, entry: EnergyTrackerConfigEntry, given: str, *,
+                  any_id: bool) -> str:
     """The add-on's id of the appliance the user named: its id, the key of events and
-    triggers ("nilm_kettle"), or the name shown in Home Assistant ("Kettle", or "Kettle
-    (detected)" as the device-trigger list shows it)."""
+    triggers ("nilm_kettle"), or its name as the add-on gives it or as Home Assistant shows
+    its device ("Bouilloire" in French, a name the user gave it, or "Kettle (detected)" as
+    the device-trigger list shows it). `any_id`: an id of no appliance running now too."""
+    known = entry.runtime_data.data.appliances
+    wanted = given.strip().casefold().removesuffix(" (detected)").strip()
+    for appliance in (known or {}).values():
+        device = device_by_identifier(
+            hass, appliance_device_identifier(entry.runtime_data.info.meter_id, appliance.id),
+            entry.entry_id)
+        names = [appliance.id, f"nilm_{appliance.id}", appliance.name]
+        if device is not None:
+            names += [name for name in (device.name_by_user, device.name) if name]
+        if wanted in (name.casefold() for name in names):
+            return appliance.id
+    if any_id and (match := _APPLIANCE_ID.fullmatch(wanted)):
+        return match[1]
     if not known:
         raise ServiceValidationError(translation_domain=DOMAIN,
                                      translation_key="label_no_appliances")
-    wanted = given.strip().casefold().removesuffix(" (detected)").strip()
-    for appliance in known.values():
-        if wanted in (appliance.id.casefold(), f"nilm_{appliance.id}".casefold(),
-                      appliance.name.casefold()):
-            return appliance.id
     raise ServiceValidationError(
         translation_domain=DOMAIN, translation_key="label_unknown_appliance",
         translation_placeholders={"appliance": given,

@@ -36,6 +36,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.energy_tracker import device_trigger
+from custom_components.energy_tracker.appliance_entity import appliance_device_identifier
 from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.coordinator import EnergyTrackerCoordinator
 from custom_components.energy_tracker.events import EVENT_ENERGY_TRACKER
@@ -512,6 +513,36 @@ async def test_a_wrong_label_is_removed_from_home_assistant(
         await hass.services.async_call(DOMAIN, "remove_label", wrong, blocking=True)
     assert raised.value.translation_key == "label_not_found"
     assert (await addon.get("labels"))["labels"] == [right]
+
+
+async def test_labels_take_the_appliance_as_home_assistant_shows_it(
+    hass: HomeAssistant, pty_addon: tuple[Addon, PtyPort, Clock]
+) -> None:
+    """A French Home Assistant shows "Bouilloire", a user renames the device: both were
+    refused as unknown appliances; and a label of a model not running now (left out of
+    nilm_appliances) could not be taken back, though the add-on removes it (helper 81)."""
+    addon, _port, _clock = pty_addon
+    entry = await setup_entry(hass, addon)
+    await hass.async_add_executor_job(keep_a_week_of_readings, addon.data_dir)
+    devices = dr.async_get(hass)
+    kettle = devices.async_get_device(
+        identifiers={appliance_device_identifier(addon.meter_id, "kettle")})
+    assert kettle is not None
+    devices.async_update_device(kettle.id, name_by_user="Bouilloire de la cuisine")
+    stored = await hass.services.async_call(
+        DOMAIN, "label_appliance",
+        {"appliance": "Bouilloire de la cuisine", "start": f"{LABEL_DAY}T07:02:00+00:00",
+         "end": f"{LABEL_DAY}T07:06:00+00:00"}, blocking=True, return_response=True)
+    assert stored is not None
+    assert stored["appliance"] == "kettle"
+    # An id no model runs now: the add-on's answer (nothing to remove), not a refusal here.
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(
+            DOMAIN, "remove_label",
+            {"appliance": "nilm_tumble_dryer", "start": f"{LABEL_DAY}T07:02:00+00:00",
+             "end": f"{LABEL_DAY}T07:06:00+00:00", "config_entry_id": entry.entry_id},
+            blocking=True)
+    assert raised.value.translation_key == "label_not_found"
 
 
 async def test_label_action_on_a_full_addon_disk_says_so(

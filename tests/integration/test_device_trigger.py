@@ -23,13 +23,14 @@ from pytest_homeassistant_custom_component.common import (
     async_mock_service,
 )
 
+from custom_components.energy_tracker import device_trigger
 from custom_components.energy_tracker import events as events_module
 from custom_components.energy_tracker.const import CONF_UPDATE_INTERVAL, DOMAIN
 from energy_tracker_addon.analytics import TOTAL
 from energy_tracker_addon.anomaly import Anomaly
 
 from .boards import Boards, acking_boards_fixture, boards_fixture  # noqa: F401 (fixture)
-from .conftest import Addon, device_with, wait_for
+from .conftest import Addon, device_with, set_up_entry, wait_for
 from .test_switch import relay_entity
 
 
@@ -475,3 +476,23 @@ async def test_triggers_a_device_does_not_offer_are_refused(
                    for value in placeholders.values()), placeholders
         message = messages[raised.value.translation_key]["message"].format(**placeholders)
         assert said in message, message
+
+
+async def test_an_appliance_trigger_stays_valid_while_detection_is_off(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    """A bundle being copied to /share, the add-on restarted meanwhile: every "washing
+    machine finished" automation was refused as offered for no such appliance, and stayed
+    off until the next reload (helper 81)."""
+    entry = await set_up_entry(hass, addon)
+    meter = device_with(dr.async_get(hass), (DOMAIN, addon.meter_id))
+    assert meter is not None
+    config = {"platform": "device", "domain": DOMAIN, "device_id": meter.id,
+              "type": "appliance_finished", "appliance": "nilm_washing_machine"}
+    await wait_for(lambda: entry.runtime_data.data.appliances is not None, 20, "appliances")
+    assert await device_trigger.async_validate_trigger_config(hass, config)
+    await addon.stop()
+    await addon.start(nilm_bundle_dir="/nonexistent")
+    await wait_for(lambda: entry.runtime_data.last_update_success
+                   and entry.runtime_data.data.appliances is None, 30, "detection off")
+    assert await device_trigger.async_validate_trigger_config(hass, config)
