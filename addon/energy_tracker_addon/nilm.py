@@ -270,10 +270,11 @@ class _PeriodStream:
         self._sum = 0.0
         self._count = 0
 
-    def add(self, timestamp: float, watts: float) -> list[float]:
-        """Add one sample; returns the start times of bins completed by it."""
+    def add(self, timestamp: float, watts: float) -> list[tuple[float, FloatArray | None]]:
+        """Add one sample; returns the bins completed by it: each one's start time and the
+        window ending with it (None while the window is not full)."""
         index = math.floor(timestamp / self.period_s)
-        closed: list[float] = []
+        closed: list[tuple[float, FloatArray | None]] = []
         if self._bin is not None and index > self._bin:
             closed.extend(self._close(index))
         if self._bin is None or index > self._bin:
@@ -288,19 +289,28 @@ class _PeriodStream:
         self.buffer.clear()
         self._bin, self._sum, self._count = None, 0.0, 0
 
-    def _close(self, next_index: int) -> list[float]:
+    def _close(self, next_index: int) -> list[tuple[float, FloatArray | None]]:
         assert self._bin is not None
         value = self._sum / self._count
         missing = next_index - self._bin - 1
         self.buffer.append(value)
-        closed = [float(self._bin * self.period_s)]
         if missing > self.max_fill:
             self.buffer.clear()
-            return closed
+            return [(float(self._bin * self.period_s), None)]
+        closed = [(float(self._bin * self.period_s), self._window())]
         for k in range(1, missing + 1):
+            # Each bridged bin with its own window: the last one read by all of them
+            # estimated bins whose window was not even full (a sped-up replay bridges
+            # several bins at every reading).
             self.buffer.append(value)
-            closed.append(float((self._bin + k) * self.period_s))
+            closed.append((float((self._bin + k) * self.period_s), self._window()))
         return closed
+
+    def _window(self) -> FloatArray | None:
+        window = self.buffer.maxlen or 0
+        if len(self.buffer) < window:
+            return None
+        return np.fromiter(self.buffer, dtype=np.float32, count=window)
 
 
 class Disaggregator:
@@ -335,10 +345,9 @@ class Disaggregator:
         for name, stream in self._streams.items():
             runner = self._bundle.models[name]
             spec = runner.spec
-            for bin_start in stream.add(timestamp, mains_w):
-                if len(stream.buffer) < spec.window:
+            for bin_start, window in stream.add(timestamp, mains_w):
+                if window is None:
                     continue
-                window = np.fromiter(stream.buffer, dtype=np.float32, count=spec.window)
                 power = float(postprocess(runner.predict(window[None, :]),
                                           window[spec.window // 2 : spec.window // 2 + 1])[0])
                 mid = bin_start - (spec.window // 2) * spec.period_s + spec.period_s / 2
