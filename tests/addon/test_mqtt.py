@@ -491,7 +491,7 @@ async def test_killed_addon_goes_offline_by_its_will(broker: Mosquitto, tmp_path
 async def test_a_hung_broker_does_not_hold_the_stop_past_the_supervisors_kill(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    """Each meter's publisher waits up to 2 s for its goodbye; one after another, with a
+    """Each meter's publisher waited up to 5 s for its goodbye; one after another, with a
     hung broker and a few extra meters, the stop ran past the Supervisor's 10 s kill, and
     the main meter's last history writes came after them (helper 82)."""
     meters = tuple(ExtraMeterConfig(f"m{i}", f"Meter {i}") for i in range(4))
@@ -499,9 +499,8 @@ async def test_a_hung_broker_does_not_hold_the_stop_past_the_supervisors_kill(
                            "127.0.0.1", 0)
     await service.start()
     try:
-        await wait_until(lambda: broker.log_text().count("New client connected") >= 5,
-                         timeout=15, what="the five meters connected")
-        await asyncio.sleep(1)  # and publishing
+        await wait_until(lambda: "Received PUBLISH" in broker.log_text(), timeout=15,
+                         what="publishing")
         broker.freeze(True)
         started = time.monotonic()
         await service.stop()
