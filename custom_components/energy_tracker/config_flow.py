@@ -17,7 +17,7 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     OptionsFlow,
 )
-from homeassistant.const import CONF_API_TOKEN, CONF_HOST, CONF_PORT
+from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, CONF_API_TOKEN, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
 from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -227,7 +227,9 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
             if not (errors := _address_errors(user_input, self._shown_port)):
                 info, errors = await self._async_try_connect(user_input)
                 if info is not None:
-                    await self.async_set_unique_id(info.meter_id)
+                    # Not refused while its discovered card waits: the entry made here
+                    # closes that card (Home Assistant aborts flows of the same meter).
+                    await self.async_set_unique_id(info.meter_id, raise_on_progress=False)
                     # Typed for a meter that has an entry: that entry gets this address.
                     self._abort_if_meter_configured(user_input)
                     return self.async_create_entry(title=info.name, data=user_input)
@@ -357,9 +359,14 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
             if intensity and self.hass.states.get(intensity) is None:
                 errors[CONF_CO2_INTENSITY_ENTITY] = "entity_not_found"
             # The selector offers every sensor: a power sensor was taken without a word.
-            elif intensity and (unit := unreadable_unit(self.hass.states.get(intensity))):
-                errors[CONF_CO2_INTENSITY_ENTITY] = "not_carbon_intensity"
-                placeholders["unit"] = unit
+            elif intensity and (unit := unreadable_unit(state := self.hass.states.get(
+                    intensity))):
+                if state is not None and not state.attributes.get(ATTR_UNIT_OF_MEASUREMENT):
+                    # Its own message: the words "no unit" would be English in any language.
+                    errors[CONF_CO2_INTENSITY_ENTITY] = "not_carbon_intensity_no_unit"
+                else:
+                    errors[CONF_CO2_INTENSITY_ENTITY] = "not_carbon_intensity"
+                    placeholders["unit"] = unit
             # Whole seconds, as the box's step says (which the selector does not enforce).
             interval = user_input[CONF_UPDATE_INTERVAL]
             if not float(interval).is_integer():

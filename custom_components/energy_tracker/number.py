@@ -83,6 +83,7 @@ class RelayNumber(RelayEntity, NumberEntity):
     """A setting kept by the add-on (in its data directory), written through the API."""
 
     entity_description: RelayNumberDescription
+    _needs_board = False  # kept in the add-on's data, set before the board is plugged in
 
     def __init__(self, coordinator: EnergyTrackerCoordinator, relay: RelayState,
                  description: RelayNumberDescription) -> None:

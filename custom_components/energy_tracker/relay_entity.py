@@ -48,11 +48,16 @@ class RelayEntity(EnergyTrackerEntity):
             return self._answer
         return self.coordinator.data.relays.get(self._relay_id)
 
+    # False for a setting the add-on keeps itself (a priority): it is read and written
+    # while the relay's board is unplugged too.
+    _needs_board = True
+
     @property
     def available(self) -> bool:
-        """Unavailable when the add-on, the relay or its board is."""
+        """Unavailable when the add-on or the relay is, or (`_needs_board`) its board."""
         relay = self.relay
-        return super().available and relay is not None and relay.available
+        return (super().available and relay is not None
+                and (relay.available or not self._needs_board))
 
     async def _async_set(self, **changes: bool | int) -> None:
         """PUT the changes; show the acknowledged relay at once."""

@@ -169,6 +169,29 @@ async def test_addon_discovery_asks_then_creates_the_entry(
     assert result["result"].state is ConfigEntryState.LOADED
 
 
+async def test_adding_by_hand_while_its_discovered_card_waits(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    """The user typed the address instead of confirming the discovered card: the manual
+    flow ended on the bare key "already_in_progress", untranslated (helper 83)."""
+    card = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_HASSIO},
+        data=discovery({"host": HOST, "port": addon.port, "api_token": addon.token}))
+    assert card["step_id"] == "hassio_confirm"
+    flow = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(flow["flow_id"], addon.entry_data)
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    # The card is gone with it, not left to add the same meter twice.
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+    # Every abort a flow can end on has its text, in both languages.
+    for language in ("en", "fr"):
+        texts = await async_get_translations(hass, language, "config", [DOMAIN])
+        assert texts.get(f"component.{DOMAIN}.config.abort.already_in_progress")
+
+
 async def test_rediscovery_updates_the_known_entry(
     hass: HomeAssistant, addon: Addon, closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -384,6 +407,13 @@ async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist_or_i
     assert result["errors"] == {CONF_CO2_INTENSITY_ENTITY: "not_carbon_intensity"}
     assert result["description_placeholders"] == {"unit": "W"}
     assert CONF_CO2_INTENSITY_ENTITY not in loaded_entry.options
+
+    # One without a unit (a template sensor): said in words of its own, not "no unit"
+    # pasted into a French sentence (helper 83).
+    hass.states.async_set("sensor.grid_intensity", "312")
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {
+        CONF_CHANNELS: channels, CONF_CO2_INTENSITY_ENTITY: "sensor.grid_intensity"})
+    assert result["errors"] == {CONF_CO2_INTENSITY_ENTITY: "not_carbon_intensity_no_unit"}
 
     hass.states.async_set("sensor.grid_co2", "250", {"unit_of_measurement": "gCO2eq/kWh"})
     result = await hass.config_entries.options.async_configure(result["flow_id"], {

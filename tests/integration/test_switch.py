@@ -19,6 +19,7 @@ from homeassistant.const import (
     SERVICE_TURN_ON,
     STATE_OFF,
     STATE_ON,
+    STATE_UNAVAILABLE,
     EntityCategory,
 )
 from homeassistant.core import HomeAssistant
@@ -249,6 +250,41 @@ async def test_unacknowledged_command_raises_and_keeps_the_state(
 
     await wait_for(served_on, 10, "the board's next frame")
     await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the relay's state")
+
+
+async def test_relay_settings_stay_settable_while_the_board_is_unplugged(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The add-on keeps priorities and minimum times itself: they went unavailable with
+    the board, and could not be seen nor set before plugging it back in (helper 83)."""
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    heater = relay_entity(entity_registry, addon, 1)
+    priority = relay_entity(entity_registry, addon, 1, "priority", "number")
+    await wait_for(lambda: shown(hass, heater) == STATE_ON, 10, "the board's relay states")
+    boards.paused = True
+    boards.voltage.unplug()
+
+    async def hat() -> None:  # the meter goes on without the voltage board
+        while True:
+            await boards.rpict.write(b"11 100.0 0.0 0.0 21.5\r\n")
+            await asyncio.sleep(0.5)
+
+    printing = asyncio.create_task(hat())
+    try:
+        await wait_for(lambda: shown(hass, heater) == STATE_UNAVAILABLE, 20,
+                       "the switch unavailable with its board")
+        assert shown(hass, priority) == "50"
+        await hass.services.async_call("number", SERVICE_SET_VALUE,
+                                       {ATTR_ENTITY_ID: priority, ATTR_VALUE: 10},
+                                       blocking=True)
+        assert shown(hass, priority) == "10"
+        assert (await served_relay(addon, 1))["priority"] == 10
+    finally:
+        printing.cancel()
+        boards.voltage.plug()
 
 
 async def test_priority_and_minimum_on_time_are_written_to_the_addon(
