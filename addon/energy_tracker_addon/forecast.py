@@ -485,6 +485,9 @@ class Forecaster:
         candidate = self._fit(history, calendar, fit_origins, features, prior, alpha)
         before = _mae_on(self, history, calendar, check_origins)
         after = _mae_on(candidate, history, calendar, check_origins)
+        if not math.isfinite(after):  # inf <= inf would pass it unchecked
+            return RetrainReport(self, False, "the last week has no measured hour to check "
+                                 "the refit on", len(x_probe), before, after)
         if not after <= before:
             return RetrainReport(self, False, "the refit forecast the last week worse",
                                  len(x_probe), before, after)

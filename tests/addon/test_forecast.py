@@ -169,6 +169,21 @@ def test_retraining_on_a_different_real_house_improves_its_forecast(
     assert retrained_mae < shipped_mae
 
 
+def test_a_refit_with_no_measured_hour_to_check_it_on_is_refused(
+    shipped: Forecaster,
+) -> None:
+    """The board was unplugged for the last week: both errors were infinite, and
+    `inf <= inf` took the refit unchecked (helper 84)."""
+    start = datetime(2025, 1, 6, tzinfo=UTC)
+    rng = np.random.default_rng(0)
+    kwh = 0.3 + rng.normal(0, 0.05, 56 * 24)
+    kwh[-7 * 24:] = np.nan
+    report = shipped.retrain(HourlyHistory(start, kwh), UCI_TZ)
+    assert not report.accepted
+    assert report.model is shipped
+    assert "no measured hour to check" in report.reason
+
+
 def test_retraining_learns_electric_heating_from_the_probe_temperature(
     held_out: pd.DataFrame, shipped: Forecaster
 ) -> None:

@@ -167,16 +167,21 @@ async def test_forecast_follows_the_hours_matches_the_model_and_scores_itself(
 
 
 async def test_no_forecast_is_shown_an_hour_after_the_last_reading(
-    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The meter stopped: an hour later the forecast goes (docs: "no reading for over an
-    hour"), and the meter going stale does not issue a fresh-looking one meanwhile."""
+    hour"), and the meter going stale does not issue a fresh-looking one meanwhile. The
+    stream says so too: nothing else published while the meter was stale, and Home
+    Assistant showed the expired forecast for the whole outage (helper 84)."""
+    monkeypatch.setattr(forecasting, "EXPIRY_CHECK_S", 0.1)
     data_dir = tmp_path / "data"
     _prefill(data_dir, HISTORY_START, LIVE_START)
     live = read_uci(LIVE_START, LIVE_START + timedelta(minutes=12))  # crosses midnight
     clocks = Clocks(LIVE_START + SHIFT)
     rig = Rig(data_dir, clocks, pty_port("ttyRPICT"))
-    await rig.start()
+    service = await rig.start()
+    sent: list[dict[str, Any]] = []
+    service.meter.add_listener(sent.append)  # as the stream does
     try:
         at_start = (await _settled(rig))["forecast"]
         await rig.replay(live, SHIFT)
@@ -187,12 +192,14 @@ async def test_no_forecast_is_shown_an_hour_after_the_last_reading(
         still = rig.state
         clocks.set(last_reading + timedelta(minutes=61))
         await rig._until(lambda: rig.state["forecast"] is None, "the forecast hidden")
+        await rig._until(lambda: sent[-1]["forecast"] is None, "the stream told")
         await asyncio.sleep(0.5)  # a forecast task the stale meter might have started
         gone = rig.state
     finally:
         await rig.stop()
     assert still["forecast"] == shown  # within the hour: the last forecast stands
     assert gone["forecast"] is None
+    assert sent[-1]["forecast_reason"] == "out of date: no reading for over an hour"
     assert gone["forecast_reason"] == "out of date: no reading for over an hour"
 
 
