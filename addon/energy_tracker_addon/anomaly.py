@@ -139,6 +139,10 @@ class AnomalyDetector:
         self._window: deque[float] = deque(maxlen=s.base_window_min)
         self._active: Anomaly | None = None
         self._last_flagged = 0
+        # Minutes judged (their feature known) without a flag since the last one: after a
+        # gap the windows refill for up to 90 minutes, and those unjudged minutes ended a
+        # stuck load's episode, announced again as new once they were full.
+        self._calm_min = 0
         self._offsets: dict[int, int] = {}  # epoch hour -> UTC offset in minutes
 
     # ------------------------------------------------------------------ public
@@ -259,12 +263,16 @@ class AnomalyDetector:
             fired = self._isolated_spike(minute - 1)
         started: Anomaly | None = None
         if fired is not None:
-            self._last_flagged = minute
+            self._last_flagged, self._calm_min = minute, 0
             if self._active is None:
                 started = self._active = self._describe(*fired)
-        elif self._active is not None and minute - self._last_flagged >= s.clear_after_min:
-            _LOGGER.info("Anomaly over for %s: %s", self.series, self._active.reason)
-            self._active = None
+        elif self._active is not None:
+            if stats.samples >= s.min_samples and math.isfinite(
+                    features[FEATURES.index(self._active.kind)]):
+                self._calm_min += 1
+            if self._calm_min >= s.clear_after_min:
+                _LOGGER.info("Anomaly over for %s: %s", self.series, self._active.reason)
+                self._active = None
         self._learn(slot, minute, features)
         return started
 
@@ -411,6 +419,7 @@ class AnomalyDetector:
             "minute": self._minute, "sum": self._sum, "count": self._count,
             "recent": list(self._recent), "last_closed": self._last_closed,
             "window": list(self._window), "last_flagged": self._last_flagged,
+            "calm_min": self._calm_min,
             "active": None if self._active is None else self._active.as_dict(),
         }
 
@@ -430,11 +439,11 @@ class AnomalyDetector:
             resumed = (None if minute is None else int(minute), float(state["sum"]),
                        int(state["count"]), [float(v) for v in state["recent"]],
                        int(state["last_closed"]), [float(v) for v in state["window"]],
-                       int(state["last_flagged"]))
+                       int(state["last_flagged"]), int(state.get("calm_min", 0)))
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"malformed anomaly stream state ({error!r})") from None
         (self._minute, self._sum, self._count, recent, self._last_closed, window,
-         self._last_flagged) = resumed
+         self._last_flagged, self._calm_min) = resumed
         self._recent.clear()
         self._recent.extend(recent)
         self._window.clear()

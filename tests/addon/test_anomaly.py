@@ -196,6 +196,31 @@ def test_a_quick_restart_carries_on_an_episode_without_announcing_it_again() -> 
     assert restored.active is None  # a bad state changes nothing
 
 
+@pytest.mark.parametrize("down_min", [6, 30])
+def test_a_longer_stop_does_not_end_an_episode_and_announce_it_again(down_min: int) -> None:
+    """Down for more than 5 minutes (an update, a stale board) with a load stuck on: the
+    windows restarted, the 90 minutes before they were full counted as calm, and the
+    episode ended, to be announced again as new (helper 84). Minutes that cannot be judged
+    are not calm; the episode still ends with the load."""
+    holdout = _holdout(days=7)
+    power = holdout["mains"].to_numpy().copy()
+    start = holdout.index.get_loc(pd.Timestamp("2010-01-05 01:00", tz=UCI_TZ))
+    power[start:start + 420] += 2000.0
+    original = _fitted()
+    stop = start + 240
+    replay(original, holdout.index[:stop], power[:stop])
+    episode = original.active
+    assert episode is not None
+    restored = AnomalyDetector.from_dict(json.loads(json.dumps(original.to_dict())), UCI_TZ)
+    restored.resume(json.loads(json.dumps(original.live_state())))
+    during = slice(stop + down_min, start + 420)
+    assert replay(restored, holdout.index[during], power[during]) == []
+    assert restored.active == episode
+    after = slice(start + 420, start + 720)
+    replay(restored, holdout.index[after], power[after])
+    assert restored.active is None
+
+
 def test_bad_input_is_refused_or_ignored_with_a_defined_state() -> None:
     detector = _fitted()
     moment = datetime(2010, 1, 4, 12, 0, tzinfo=UCI_TZ)
