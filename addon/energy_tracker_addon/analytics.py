@@ -159,9 +159,15 @@ class Analytics:
         # About 0.3 s per detector for 8 weeks: fitted on the history's thread, not here.
         fitted = await self.history.run_in_worker(self._fit, keys, minutes, rows)
         for key, (detector, since, until) in fitted.items():
-            self._detectors[key].adopt_learning(detector)
-            self._learning_since[key] = since
-            self._ready[key] = self._span_ready(key, max(self._last_time or until, until))
+            # A history shorter than what was learned live (history_retention_days under a
+            # week, a small history_max_size_mb) must not unlearn it: detection fell back
+            # to "learning" at every daily refit and never alerted.
+            current = self._detectors[key]
+            if detector.learned_minutes() >= current.learned_minutes():
+                current.adopt_learning(detector)
+            self._learning_since[key] = min(self._learning_since.get(key, since), since)
+            self._ready[key] = self._ready[key] or self._span_ready(
+                key, max(self._last_time or until, until))
         _LOGGER.info("Anomaly detection learned from %d minutes of history", len(minutes))
 
     def _span_ready(self, key: str, now: datetime) -> bool:

@@ -187,6 +187,10 @@ class AnomalyDetector:
             self._samples[slot, : len(rows)] = rows
             self._next[slot] = len(rows) % self._capacity
 
+    def learned_minutes(self) -> int:
+        """Minutes of usual behaviour held, over every slot."""
+        return int(np.isfinite(self._samples[..., 0]).sum())
+
     def adopt_learning(self, other: AnomalyDetector) -> None:
         """Take what `other` learned (fitted off the event loop, say), keeping this one's
         live windows and any anomaly in progress."""

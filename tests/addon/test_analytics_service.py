@@ -772,3 +772,30 @@ async def test_a_clock_set_back_over_midnight_does_not_bring_yesterday_back(
     assert shown[0] == pytest.approx(2 / 30, abs=0.005)  # two minutes at 2 kW
     assert all(later >= earlier for earlier, later in itertools.pairwise(shown)), shown
     assert max(shown) < 0.5, shown  # never yesterday's 2 kWh
+
+
+async def test_a_history_kept_for_less_than_a_week_does_not_unlearn_detection(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    """history_retention_days 3: the daily refit learnt from 3 days, replaced the week
+    learnt, and detection went back to "learning" every day, never alerting (helper 84)."""
+    real_now = datetime.now(UTC).replace(second=0, microsecond=0)
+    uci = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    week = read_uci(uci, uci + timedelta(days=7))
+    shift = (real_now - timedelta(days=3)) - week.index[0].to_pydatetime()
+    data = tmp_path / "data"
+    data.mkdir()
+    _prefill(data / "history.sqlite3", week, shift)
+    now = week.index[-1].to_pydatetime() + shift + timedelta(minutes=1)
+    rig = Rig(data, Clocks(now), pty_port("ttyRPICT"), history_retention_days=3)
+    service = await rig.start()
+    try:
+        await rig.replay(read_uci(uci + timedelta(days=7), uci + timedelta(days=7, minutes=3)),
+                         shift)
+        assert rig.state["anomaly"]["ready"] is True
+        analytics = service.analytics
+        await analytics.history.prune(now)  # the hourly retention, then the daily refit
+        await analytics.refit()
+        assert rig.state["anomaly"]["ready"] is True
+    finally:
+        await rig.stop()
