@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -35,7 +35,7 @@ from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .entity import EnergyTrackerEntity, counter
 from .forecast_sensor import forecast_sensors
 from .meter_sensor import meter_sensors, remove_unused_comparison
-from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterState
+from .models import BoardInfo, BoardState, ChannelInfo, ChannelState, MeterInfo, MeterState
 from .never_backwards import NeverBackwards
 from .recommendations import recommendation_texts
 from .status_sensor import status_sensors
@@ -53,6 +53,22 @@ class MeterSensorDescription(SensorEntityDescription):
     value_fn: Callable[[MeterState], SensorValue]
     # The state and Home Assistant's language.
     attrs_fn: Callable[[MeterState, str], dict[str, Any]] | None = None
+    # False: nothing of this meter measures it, so it is created disabled (unavailable
+    # for ever otherwise); the user may still enable it.
+    measured_fn: Callable[[MeterInfo], bool] = lambda _: True
+
+
+# What the add-on's hats print besides power (its protocol.py _RPICT_LAYOUTS).
+HATS_WITHOUT_VOLTAGE: Final = frozenset({"rpict3t1", "rpict8"})
+HATS_WITHOUT_TEMPERATURE: Final = frozenset({"rpict3v1", "rpict4v3", "rpict7v1", "rpict8"})
+
+
+def _has_voltage_board(info: MeterInfo) -> bool:
+    return any(board.id == "voltage" for board in info.boards)
+
+
+def _hat_model(info: MeterInfo) -> str | None:
+    return next((board.model for board in info.boards if board.id == "rpict"), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +112,8 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
         value_fn=lambda s: s.voltage_v,
+        measured_fn=lambda info: _has_voltage_board(info)
+        or _hat_model(info) not in HATS_WITHOUT_VOLTAGE,
     ),
     MeterSensorDescription(
         key="frequency",
@@ -104,6 +122,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=2,
         value_fn=lambda s: s.frequency_hz,
+        measured_fn=_has_voltage_board,
     ),
     MeterSensorDescription(
         key="power_factor",
@@ -121,6 +140,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
         value_fn=lambda s: s.temperature_c,
+        measured_fn=lambda info: _hat_model(info) not in HATS_WITHOUT_TEMPERATURE,
     ),
     # Analytics (docs/api.md, "Analytics"); None from an add-on without them.
     MeterSensorDescription(
@@ -131,6 +151,7 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,  # an Energy dashboard gas source
         suggested_display_precision=2,
         value_fn=lambda s: s.analytics.gas_m3,
+        measured_fn=_has_voltage_board,  # its pulse input
     ),
     MeterSensorDescription(
         key="rolling_power",
@@ -342,6 +363,8 @@ class MeterSensor(NeverBackwards, EnergyTrackerSensor):
         super().__init__(coordinator, description.key)
         self.entity_description = description
         self._track_counter(description.key)
+        if not description.measured_fn(coordinator.info):
+            self._attr_entity_registry_enabled_default = False
 
     @property
     def native_value(self) -> SensorValue:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 from homeassistant.components.sensor import ATTR_STATE_CLASS
@@ -21,6 +22,9 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_restore_cache
 
 from custom_components.energy_tracker.const import DOMAIN
+from custom_components.energy_tracker.sensor import HATS_WITHOUT_TEMPERATURE, HATS_WITHOUT_VOLTAGE
+from energy_tracker_addon.protocol import RPICT_PRINTS_TEMPERATURE, RPICT_PRINTS_VOLTAGE
+from tests.addon.ptys import PtyPort
 
 from .conftest import Addon, device_with, wait_for
 
@@ -311,3 +315,42 @@ async def test_a_counter_shown_unrounded_by_an_older_version_does_not_dip(
         await asyncio.sleep(1.2)
         shown.append(float(hass.states.get("sensor.energy_tracker_total_energy").state))
     assert shown == sorted(shown)
+
+
+async def test_values_nothing_measures_are_created_disabled(
+    hass: HomeAssistant, addon: Addon, tmp_path: Path, entity_registry: er.EntityRegistry,
+) -> None:
+    """The default hardware, an RPICT3T1 hat alone: Voltage, Frequency and Gas were enabled
+    and unavailable for ever, as no board of it measures them (helper 83)."""
+    await addon.stop()
+    hat = PtyPort(tmp_path / "ttyHAT")
+    hat.plug()
+
+    async def prints() -> None:
+        while True:
+            await hat.write(b"11 100.0 50.0 20.0 21.5\r\n")
+            await asyncio.sleep(0.5)
+
+    printing = asyncio.create_task(prints())
+    try:
+        await addon.start(rpict_port=str(hat.path))
+        await addon.wait_for_reading()
+        entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data)
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        disabled = {key for key in ("total_power", "temperature", "voltage", "frequency", "gas")
+                    if entity_registry.async_get(entity_id(entity_registry, addon, key))
+                    .disabled_by is er.RegistryEntryDisabler.INTEGRATION}  # type: ignore[union-attr]
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        printing.cancel()
+        await addon.stop()
+        hat.unplug()
+    assert disabled == {"voltage", "frequency", "gas"}
+
+
+def test_the_hats_known_to_lack_a_value_are_the_addons() -> None:
+    assert {m for m, has in RPICT_PRINTS_VOLTAGE.items() if not has} == HATS_WITHOUT_VOLTAGE
+    assert {
+        m for m, has in RPICT_PRINTS_TEMPERATURE.items() if not has} == HATS_WITHOUT_TEMPERATURE
