@@ -144,10 +144,13 @@ void loop() {
         g_tail = (g_tail + 1) & (kRingSize - 1);
     }
 
+    // Level and edge time read together: an edge between two separate reads paired the
+    // new level with the old edge time, and a glitch passed the debounce as a pulse.
     noInterrupts();
+    const bool gas_closed = digitalRead(kGasPin) == LOW;
     const uint32_t edge_ms = g_gas_edge_ms;
     interrupts();
-    g_board.on_gas_input(digitalRead(kGasPin) == LOW, edge_ms, now);
+    g_board.on_gas_input(gas_closed, edge_ms, now);
 
     g_board.poll(now);
 }

@@ -47,8 +47,10 @@ struct MemoryFlash : et1::SettingsStore {
         return true;
     }
     bool write(const uint8_t* buf, size_t len) override {
-        if (fail_writes) return false;
+        // Like the ESP8266 EEPROM library: its RAM copy (what read() returns) takes the
+        // bytes before the commit to flash, which may fail.
         cells.assign(buf, buf + len);
+        if (fail_writes) return false;
         ++writes;
         return true;
     }

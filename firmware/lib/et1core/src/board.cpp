@@ -164,11 +164,17 @@ void Board::poll(uint32_t now_ms) {
 bool Board::store_settings() {
     // The host sends its fail-safe pattern after every hello: writing only what changed
     // spares the flash sector an erase per reconnect, and the 35-65 ms sampling pause.
+    // After a failed write the store's read() may be its RAM copy (the ESP8266 EEPROM
+    // library's), not the flash: then the same value is written again, never taken as done.
     uint8_t now[kSettingsBytes];
     uint8_t want[kSettingsBytes];
     encode_settings(settings_, want);
-    if (store_.read(now, sizeof now) && std::memcmp(now, want, sizeof want) == 0) return true;
-    return save_settings(store_, settings_);
+    if (!store_failed_ && store_.read(now, sizeof now) &&
+        std::memcmp(now, want, sizeof want) == 0) {
+        return true;
+    }
+    store_failed_ = !save_settings(store_, settings_);
+    return !store_failed_;
 }
 
 void Board::send_hello() {

@@ -95,6 +95,7 @@ private:
     uint32_t last_report_ms_ = 0;
     uint32_t error_window_ms_ = 0;  // start of the current second of ETE replies
     uint8_t errors_in_window_ = 0;
+    bool store_failed_ = false;  // flash may differ from what store_.read() returns
 
     char line_[kMaxFrameBytes];
     size_t line_len_ = 0;

@@ -42,6 +42,11 @@ void VoltageMeter::add_sample(uint16_t raw) {
     }
 
     ++window_samples_;
+    if (resync_ > 0) {  // the median still mixes pre-gap samples: no crossing, no arming
+        --resync_;
+        prev_dev_q16_ = med;
+        return;
+    }
     open_.n += 1;
     open_.sx += raw;
     open_.sxx += static_cast<int64_t>(raw) * raw;

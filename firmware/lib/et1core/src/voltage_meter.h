@@ -30,7 +30,7 @@ public:
     void add_sample(uint16_t raw);
     // Samples are missing before the next one: the cycle in progress is dropped, and the
     // next rising crossing only starts a new cycle (no frequency from a shortened one).
-    void on_gap() { restart_cycle(); }
+    void on_gap() { restart_cycle(); resync_ = 2; }
 
     // Reading over the whole cycles completed since the previous call (then forgotten);
     // invalid unless they hold at least half of the samples measured since then.
@@ -60,6 +60,7 @@ private:
     uint32_t min_period_;  // samples
     uint32_t max_period_;
     uint32_t warmup_left_;
+    uint32_t resync_ = 0;  // samples until the median window holds only post-gap samples
 
     uint64_t index_ = 0;        // samples seen
     int32_t offset_q16_ = 0;    // tracked DC offset, 16.16 fixed point (no FPU on the ESP8266)
