@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pandas as pd
 import pytest
 
 from energy_tracker_addon import nilm_service
@@ -348,6 +349,20 @@ async def test_a_fast_replay_feeds_every_model(tmp_path: Path) -> None:
         await service.stop()
 
 
+def _kitchen_afternoon(tmp_path: Path, pty_port: Callable[[str], PtyPort]
+                       ) -> tuple[Rig, pd.DataFrame, timedelta]:
+    """A service running the kitchen model alone, on a clock at a real afternoon of UCI
+    data (the kitchen cooks 15:10-15:35), shifted by whole weeks to now: the rig, the
+    data and the shift."""
+    start = datetime.fromisoformat("2009-03-02T14:20+01:00")
+    live = read_uci(start, start + timedelta(minutes=130))
+    shift = timedelta(weeks=(datetime.now(UTC) - start) // timedelta(weeks=1))
+    rig = Rig(tmp_path / "data", Clocks(start + shift), pty_port("ttyRPICT"),
+              nilm_appliances=["kitchen"])
+    (tmp_path / "data").mkdir()
+    return rig, live, shift
+
+
 async def test_no_appliance_energy_across_a_gap_the_meter_did_not_measure(
     tmp_path: Path, pty_port: Callable[[str], PtyPort],
 ) -> None:
@@ -355,12 +370,7 @@ async def test_no_appliance_energy_across_a_gap_the_meter_did_not_measure(
     hiccup): the meter counts nothing for that time, so neither may the circuit models,
     which used to hold the last power through up to two of their minutes."""
     # The kitchen cooks 15:10-15:35; estimates lag half the 99-minute window.
-    start = datetime.fromisoformat("2009-03-02T14:20+01:00")
-    live = read_uci(start, start + timedelta(minutes=130))
-    shift = timedelta(weeks=(datetime.now(UTC) - start) // timedelta(weeks=1))
-    rig = Rig(tmp_path / "data", Clocks(start + shift), pty_port("ttyRPICT"),
-              nilm_appliances=["kitchen"])
-    (tmp_path / "data").mkdir()
+    rig, live, shift = _kitchen_afternoon(tmp_path, pty_port)
     await rig.start()
     try:
         def kitchen_wh() -> float:
@@ -397,12 +407,7 @@ async def test_a_clock_set_back_is_a_gap_too(
     """The clock was set back an hour (NTP, by hand): the readings after it fell in bins
     already closed and were dropped, and the last estimate, now "in the future", stayed
     the kitchen's current power and state (helper 81)."""
-    start = datetime.fromisoformat("2009-03-02T14:20+01:00")
-    live = read_uci(start, start + timedelta(minutes=130))
-    shift = timedelta(weeks=(datetime.now(UTC) - start) // timedelta(weeks=1))
-    rig = Rig(tmp_path / "data", Clocks(start + shift), pty_port("ttyRPICT"),
-              nilm_appliances=["kitchen"])
-    (tmp_path / "data").mkdir()
+    rig, live, shift = _kitchen_afternoon(tmp_path, pty_port)
     await rig.start()
     try:
         await rig.replay(live.iloc[:110], shift)
