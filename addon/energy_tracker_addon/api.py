@@ -31,6 +31,7 @@ STREAM_HEARTBEAT_S = 30.0
 # behind than this only needs the newest state anyway (every message is a full state).
 CLIENT_QUEUE_SIZE = 64
 SEND_DEADLINE_S = 30.0  # a client that takes no byte for this long is not reading
+STREAM_CLOSE_TIMEOUT_S = 1.0  # at a stop, then the connection is cut
 # Refused tokens are logged: the first at once, then a count at most this often (a client
 # with an old token retries every few seconds; someone guessing tries thousands a second).
 REFUSALS_REPORT_INTERVAL_S = 60.0
@@ -105,6 +106,7 @@ class StreamHub:
     def __init__(self, backend: ApiBackend) -> None:
         self._backend = backend
         self._queues: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
+        self._transports: dict[web.WebSocketResponse, asyncio.Transport | None] = {}
         self._remove_listener: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -114,12 +116,20 @@ class StreamHub:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
-        clients = list(self._queues)
-        await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-              for ws in clients),
-            return_exceptions=True,
-        )
+        await asyncio.gather(*(self._close(ws) for ws in list(self._queues)),
+                             return_exceptions=True)
+
+    async def _close(self, ws: web.WebSocketResponse) -> None:
+        transport = self._transports.get(ws)
+        try:
+            # A client that stopped reading with a full buffer never takes the close
+            # frame: waiting for it held the add-on's stop for ever (the Supervisor kills
+            # at 10 s, before the counters' last save).
+            async with asyncio.timeout(STREAM_CLOSE_TIMEOUT_S):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        except TimeoutError:
+            if transport is not None:
+                transport.abort()
 
     def state_message(self, snapshot: dict[str, Any] | None = None) -> str:
         if snapshot is None:
@@ -131,14 +141,17 @@ class StreamHub:
         """The connected stream clients."""
         return len(self._queues)
 
-    def add(self, ws: web.WebSocketResponse) -> asyncio.Queue[str]:
+    def add(self, ws: web.WebSocketResponse,
+            transport: asyncio.Transport | None = None) -> asyncio.Queue[str]:
         queue: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE_SIZE)
         self._queues[ws] = queue
+        self._transports[ws] = transport
         self._backend.metrics.websocket_clients.set(len(self._queues))
         return queue
 
     def remove(self, ws: web.WebSocketResponse) -> None:
         self._queues.pop(ws, None)
+        self._transports.pop(ws, None)
         self._backend.metrics.websocket_clients.set(len(self._queues))
 
     def _on_reading(self, snapshot: dict[str, Any]) -> None:
@@ -300,7 +313,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         request.app[STREAM_REFUSALS_KEY].add(request)
         return _error(503, "too_many_streams")
     await ws.prepare(request)
-    queue = hub.add(ws)
+    queue = hub.add(ws, request.transport)
     sender = asyncio.create_task(_send_queue(request, ws, hub.state_message(), queue),
                                  name="websocket sender")
     try:

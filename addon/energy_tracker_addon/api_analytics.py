@@ -46,7 +46,9 @@ def register_analytics_routes(app: web.Application, backend: object) -> None:
     app[ANALYTICS_KEY] = cast(AnalyticsBackend, backend)
     app.router.add_get("/api/v1/aggregates", _aggregates)
     app.router.add_get("/api/v1/anomalies", _anomalies)
-    app.router.add_get("/api/v1/export", _export)
+    # No HEAD: it would run the whole export and send it as a body (aiohttp drops no
+    # streamed body), which broke the keep-alive connection.
+    app.router.add_get("/api/v1/export", _export, allow_head=False)
     app.router.add_get("/api/v1/co2_intensity", _co2_intensity)
     app.router.add_put("/api/v1/co2_intensity", _set_co2_intensity)
     app.router.add_delete("/api/v1/co2_intensity", _clear_co2_intensity)

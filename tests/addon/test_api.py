@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -434,13 +435,12 @@ async def test_stopping_the_service_closes_stream_clients(
     await ws.close()
 
 
-async def test_a_client_that_sends_but_never_reads_is_dropped(
-    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Its own frames kept it "alive" for the heartbeat, so it stayed for ever while its
-    unread states piled up in the kernel (2 KB/s a client); a reading client is unharmed."""
-    monkeypatch.setattr(api_module, "SEND_DEADLINE_S", 1.0)  # 30 s in use
+# A masked text frame, "hi": what keeps a client alive for the heartbeat.
+CLIENT_FRAME = bytes([0x81, 0x80 | 2]) + b"\0\0\0\0" + b"hi"
+
+
+async def _stream_client_that_never_reads(service: AddonService) -> socket.socket:
+    """A stream client whose socket takes little (a small window) and is never read."""
     host, port = service.url.removeprefix("http://").split(":")
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
@@ -452,7 +452,18 @@ async def test_a_client_that_sends_but_never_reads_is_dropped(
         f"GET /api/v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         f"Authorization: Bearer {TOKEN}\r\n\r\n").encode())
-    ping = bytes([0x81, 0x80 | 2]) + b"\0\0\0\0" + b"hi"  # a masked text frame, "hi"
+    return raw
+
+
+async def test_a_client_that_sends_but_never_reads_is_dropped(
+    service: AddonService, session: aiohttp.ClientSession, rpict: PtyPort,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its own frames kept it "alive" for the heartbeat, so it stayed for ever while its
+    unread states piled up in the kernel (2 KB/s a client); a reading client is unharmed."""
+    monkeypatch.setattr(api_module, "SEND_DEADLINE_S", 1.0)  # 30 s in use
+    raw = await _stream_client_that_never_reads(service)
+    loop = asyncio.get_running_loop()
     reader = await session.ws_connect(service.url + "/api/v1/stream", headers=auth())
     seen = 0
 
@@ -464,7 +475,7 @@ async def test_a_client_that_sends_but_never_reads_is_dropped(
         for i in range(3000):  # ~5 MB of states: more than the socket buffers hold
             await rpict.write(rpict_line(500.0 + i % 7, 0.0, 0.0))
             if i % 50 == 0:
-                await loop.sock_sendall(raw, ping)
+                await loop.sock_sendall(raw, CLIENT_FRAME)
                 while True:  # the reading client keeps up
                     try:
                         await reader.receive_json(timeout=0.001)
@@ -479,6 +490,31 @@ async def test_a_client_that_sends_but_never_reads_is_dropped(
         raw.close()
         await reader.close()
     assert seen > 0
+
+
+async def test_a_stream_client_that_stopped_reading_does_not_hold_the_stop(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    """A client on a stuck link with the add-on's buffers full: closing it waited for it to
+    read the close frame, for ever, and the Supervisor killed the add-on before its
+    counters' last save (helper 86)."""
+    service = AddonService(Options(api_token=TOKEN, rpict_port=str(rpict.path)),
+                           tmp_path / "data", host="127.0.0.1", port=0)
+    await service.start()
+    raw = await _stream_client_that_never_reads(service)
+    loop = asyncio.get_running_loop()
+    try:
+        for i in range(3000):  # ~5 MB of states: more than the socket buffers hold
+            await rpict.write(rpict_line(500.0 + i % 7, 0.0, 0.0))
+            if i % 50 == 0:
+                await loop.sock_sendall(raw, CLIENT_FRAME)
+        started = time.monotonic()
+        async with asyncio.timeout(20):
+            await service.stop()
+        took = time.monotonic() - started
+    finally:
+        raw.close()
+    assert took < 5.0, f"the stop took {took:.1f} s"
 
 
 async def test_a_connection_that_never_finishes_its_request_is_closed(
