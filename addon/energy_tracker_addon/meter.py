@@ -30,6 +30,7 @@ from .protocol import (
     ProtocolError,
     RpictParser,
     is_blank,
+    is_text,
     parse_board_line,
 )
 from .statefile import WriteTrouble
@@ -112,7 +113,6 @@ _SILENT_PORT_HINTS: Final[dict[Board, str]] = {
 }
 # A voltage-board frame starts like this; an RPICT line is numbers and spaces.
 _BOARD_FRAME_START: Final = b"$ET"
-_TEXT_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _RPICT_LINE: Final = re.compile(rb"^\s*-?\d+(\.\d+)?(\s+-?\d+(\.\d+)?){3,}\s*$")
 
 
@@ -124,7 +124,7 @@ def _reject_hint(name: Board, line: bytes, error: ProtocolError) -> str:
         return " (an RPICT hat's line: rpict_port and voltage_port swapped?)"
     # An overlong line of non-text bytes is the wrong baud rate too (its newlines are lost).
     if error.reason == "encoding" or (
-            error.reason == "length" and line.translate(None, _TEXT_BYTES)):
+            error.reason == "length" and not is_text(line)):
         option = "rpict_baudrate" if name == "rpict" else "voltage_baudrate"
         return f" (bytes like these come from the wrong baud rate: check {option})"
     return ""

@@ -45,6 +45,7 @@ FIRMWARE_DEFAULT_CALS: Final = (1.8, FIRMWARE_DEFAULT_CAL)
 
 # Bytes a line may contain besides its line end: printable ASCII.
 _PRINTABLE: Final = bytes(range(0x20, 0x7F))
+_TEXT: Final = _PRINTABLE + b"\t\r\n"
 # A decimal number: exactly what float() accepts from the characters 0-9 . - ("5.", ".5").
 _NUMBER_RE: Final = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 _SPACE_LINE_BYTES: Final = b"0123456789.- "
@@ -461,6 +462,12 @@ def parse_command_line(line: bytes) -> CommandFrame:
     cmd_id = _uint(fields[1], "cmd_id", 1, SEQ_MAX)
     command = fields[2].decode("ascii") if len(fields) > 2 else ""
     return CommandFrame(cmd_id, command, tuple([arg.decode("ascii") for arg in fields[3:]]))
+
+
+def is_text(data: bytes) -> bool:
+    """Printable ASCII, tabs and line ends only: what a board read at the right baud rate
+    sends (at a wrong one, framing errors and stray bits make other bytes)."""
+    return not data.translate(None, _TEXT)
 
 
 def is_blank(line: bytes) -> bool:

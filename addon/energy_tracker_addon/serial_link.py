@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Final
 
 import serial
 import serial_asyncio_fast
 
+from .protocol import is_text
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ GARBLED_FIRST_LINE_BYTES = 32
 """Bytes that are not text, this many and no line end yet since the port opened: read at
 the wrong baud rate, a board's newlines are lost too, so no line would ever come and the
 port would pass for silent. Delivered then (rejected as "encoding": the baud-rate hint)."""
-_TEXT: Final = bytes(range(0x20, 0x7F)) + b"\t\r"
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 5.0
@@ -148,7 +147,7 @@ class SerialLink:
             if not discarding:
                 buffer += chunk[start:]
                 if (not delivered and len(buffer) >= GARBLED_FIRST_LINE_BYTES
-                        and bytes(buffer).translate(None, _TEXT)):
+                        and not is_text(bytes(buffer))):
                     self._deliver(bytes(buffer[:GARBLED_FIRST_LINE_BYTES]))
                     buffer.clear()
                     delivered = discarding = True
