@@ -198,15 +198,9 @@ class Analytics:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_refit = loop.time() + REFIT_INTERVAL_S
-        day = self._local_day()
         while True:
             await asyncio.sleep(self._options.persist_interval_s)
             self.persist()
-            if (today := self._local_day()) != day:
-                # Without readings (a stale board) nothing else would publish that today's
-                # totals are unknown: they would show yesterday's all day.
-                day = today
-                self._meter.republish()
             if loop.time() >= next_refit:
                 next_refit = loop.time() + REFIT_INTERVAL_S
                 await self.refit()
@@ -337,9 +331,6 @@ class Analytics:
                                         for name, kwh in bucket["energy_kwh"].items()}
             periods[period] = bucket
         return periods
-
-    def _local_day(self) -> str:
-        return self._wall_clock().astimezone(self._tz).date().isoformat()
 
     def _today(self) -> dict[str, float] | None:
         """kWh per counter key of the current local day (None before a reading in it)."""

@@ -56,9 +56,6 @@ RETRAIN_RETRY: Final = timedelta(days=1)  # after "not enough history yet"
 # readings went on): hidden, not shown old.
 MAX_AGE: Final = timedelta(hours=2)
 STALE_AFTER: Final = timedelta(hours=1)  # no reading for this long: the forecast is hidden
-# How often the forecast's expiry is looked at: without readings (a stale meter) nothing
-# else publishes, and clients kept showing the expired forecast for the whole outage.
-EXPIRY_CHECK_S: Final = 60.0
 DRIFT_LOOKBACK_HOURS: Final = 24  # ended hours scored at each turn (catches missed turns)
 NO_MODEL: Final = "no forecast model"
 STARTING: Final = "starting"
@@ -101,7 +98,6 @@ class Forecasting:
         self._hour: datetime | None = None
         self._last_reading: datetime | None = None  # this run's newest reading
         self._task: asyncio.Task[None] | None = None
-        self._expiry_watch: asyncio.Task[None] | None = None
         self._remove_observer: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,7 +117,6 @@ class Forecasting:
         self._remove_observer = self._meter.add_observer(self._observe)
         # Forecast at once: after a restart the sensors need not wait for the next hour.
         self._launch(self._now(), score=False)
-        self._expiry_watch = asyncio.create_task(self._watch_expiry(), name="forecast expiry")
 
     async def stop(self) -> None:
         if self._remove_observer is not None:
@@ -129,18 +124,7 @@ class Forecasting:
             self._remove_observer = None
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        watch, self._expiry_watch = self._expiry_watch, None
-        await cancel_and_wait(watch)
         self._persist()
-
-    async def _watch_expiry(self) -> None:
-        shown = self.state() is not None
-        while True:
-            await asyncio.sleep(EXPIRY_CHECK_S)
-            now_shown = self.state() is not None
-            if shown and not now_shown:
-                self._meter.republish()
-            shown = now_shown
 
     # ------------------------------------------------------------------ hour turns
 

@@ -43,6 +43,9 @@ type Listener = Callable[[dict[str, Any]], None]
 type FrameListener = Callable[[BoardFrame], None]
 
 CHECK_INTERVAL_S: Final = 0.5
+# Without readings nothing publishes, yet parts of the state go on changing with time (a
+# new day's totals are unknown, a forecast expires): sent again this often meanwhile.
+STALE_REPUBLISH_S: Final = 60.0
 MIN_MAINS_VRMS: Final = 50.0  # V; rpict_vest's lower bound: below it no mains is measured
 SILENT_FRAMES: Final = 5  # voltage-board frames (1/s) without any wave before it is said
 REJECT_LOG_INTERVAL_S: Final = 10.0
@@ -221,6 +224,7 @@ class Meter:
         self._seq = 0
         self._timestamp = wall_clock()
         self._listeners: list[Listener] = []
+        self._last_sent: float | None = None  # the listeners' last state (monotonic)
         self._observers: list[Listener] = []
         self._gas = gas
         self._frame_listeners: list[FrameListener] = []
@@ -486,6 +490,9 @@ class Meter:
             await asyncio.sleep(CHECK_INTERVAL_S)
             try:
                 self._check_staleness()
+                if not self._available and self._last_sent is not None and (
+                        self._clock() - self._last_sent >= STALE_REPUBLISH_S):
+                    self.republish()
                 if self._clock() - self._last_persist >= self._options.persist_interval_s:
                     self.persist()
             except Exception:
@@ -752,6 +759,7 @@ class Meter:
         self._notify_listeners()
 
     def _notify_listeners(self) -> None:
+        self._last_sent = self._clock()
         if not self._listeners:
             return
         snapshot = self.snapshot()

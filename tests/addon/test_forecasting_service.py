@@ -167,13 +167,12 @@ async def test_forecast_follows_the_hours_matches_the_model_and_scores_itself(
 
 
 async def test_no_forecast_is_shown_an_hour_after_the_last_reading(
-    tmp_path: Path, pty_port: Callable[[str], PtyPort], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
 ) -> None:
     """The meter stopped: an hour later the forecast goes (docs: "no reading for over an
     hour"), and the meter going stale does not issue a fresh-looking one meanwhile. The
     stream says so too: nothing else published while the meter was stale, and Home
     Assistant showed the expired forecast for the whole outage (helper 84)."""
-    monkeypatch.setattr(forecasting, "EXPIRY_CHECK_S", 0.1)
     data_dir = tmp_path / "data"
     _prefill(data_dir, HISTORY_START, LIVE_START)
     live = read_uci(LIVE_START, LIVE_START + timedelta(minutes=12))  # crosses midnight
