@@ -174,16 +174,13 @@ class EnergyBuckets:
         local = moment.astimezone(self._tz)
         return local.replace(minute=0, second=0, microsecond=0)
 
-    @staticmethod
-    def _keys(hour_start: datetime) -> dict[Period, str]:
-        return {
+    def _add(self, hour_start: datetime, share: float, increases: dict[str, float]) -> None:
+        keys: dict[Period, str] = {
             "hour": _iso(hour_start),
             "day": hour_start.date().isoformat(),
             "month": hour_start.strftime("%Y-%m"),
         }
-
-    def _add(self, hour_start: datetime, share: float, increases: dict[str, float]) -> None:
-        for period, key in self._keys(hour_start).items():
+        for period, key in keys.items():
             buckets = self._buckets[period]
             bucket = buckets.get(key)
             if bucket is None:
@@ -228,14 +225,14 @@ class EnergyBuckets:
         buckets = self._buckets[period]
         if not buckets:
             return None
-        bucket = buckets.get(self._keys(self._hour_start(now))[period])
-        newest = max(buckets.values(), key=lambda b: b.start)
-        if bucket is None or newest.start > bucket.start:
-            start = self._period_start(period, self._hour_start(now))
-            bucket = newest if newest.start > start else None
-        if bucket is None:
+        # `now`'s own bucket, if it has one, is the newest: only a clock set back makes one
+        # newer still. Instants in UTC: the two 02:00 of an autumn night compare equal as
+        # local times.
+        newest = max(buckets.values(), key=lambda b: b.start.astimezone(UTC))
+        start = self._period_start(period, self._hour_start(now))
+        if newest.start.astimezone(UTC) < start.astimezone(UTC):
             return None
-        return {"start": _iso(bucket.start), "energy_kwh": dict(bucket.kwh)}
+        return {"start": _iso(newest.start), "energy_kwh": dict(newest.kwh)}
 
     def as_json(self, period: Period) -> dict[str, Any]:
         """JSON-ready answer for an API route: buckets with local start, kWh per key."""
