@@ -39,6 +39,15 @@ def device_by_identifier(hass: HomeAssistant, identifier: tuple[str, str],
     return registry.async_get_device(identifiers={identifier})
 
 
+def device_names(hass: HomeAssistant, identifier: tuple[str, str], entry_id: str
+                 ) -> list[str]:
+    """How the entry's device is called in Home Assistant: the user's name for it, then
+    its own (translated) name; none without the device."""
+    device = device_by_identifier(hass, identifier, entry_id)
+    return [] if device is None else [name for name in (device.name_by_user, device.name)
+                                      if name]
+
+
 def device_entry_ids(device: dr.DeviceEntry) -> set[str]:
     """The config entries the device belongs to (one from 2026.8)."""
     entry_id: str | None = getattr(device, "config_entry_id", None)

@@ -61,7 +61,7 @@ from .appliance_entity import (
 )
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
-from .device_lookup import device_by_identifier, device_entry_ids
+from .device_lookup import device_entry_ids, device_names
 from .entity import state_number
 from .events import (
     ANOMALY_DETECTED,
@@ -368,5 +368,4 @@ def _appliances(hass: HomeAssistant, device: dr.DeviceEntry) -> dict[str, tuple[
 def _device_name(hass: HomeAssistant, entry_id: str, identifier: tuple[str, str],
                  fallback: str) -> str:
     """As the device is called: renamed by the user, or translated; else `fallback`."""
-    own = device_by_identifier(hass, identifier, entry_id)
-    return (own and (own.name_by_user or own.name)) or fallback
+    return next(iter(device_names(hass, identifier, entry_id)), fallback)

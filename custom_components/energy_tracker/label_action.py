@@ -20,7 +20,7 @@ from .appliance_entity import appliance_device_identifier
 from .commands import CALLER_MISTAKES, run_command
 from .const import DOMAIN
 from .coordinator import EnergyTrackerConfigEntry
-from .device_lookup import device_by_identifier
+from .device_lookup import device_names
 from .services import ATTR_CONFIG_ENTRY_ID, _target_entry
 
 SERVICE_LABEL_APPLIANCE: Final = "label_appliance"
@@ -97,12 +97,9 @@ def _appliance_id(hass: HomeAssistant, entry: EnergyTrackerConfigEntry, given: s
     known = entry.runtime_data.data.appliances
     wanted = given.strip().casefold().removesuffix(" (detected)").strip()
     for appliance in (known or {}).values():
-        device = device_by_identifier(
+        names = [appliance.id, f"nilm_{appliance.id}", appliance.name, *device_names(
             hass, appliance_device_identifier(entry.runtime_data.info.meter_id, appliance.id),
-            entry.entry_id)
-        names = [appliance.id, f"nilm_{appliance.id}", appliance.name]
-        if device is not None:
-            names += [name for name in (device.name_by_user, device.name) if name]
+            entry.entry_id)]
         if wanted in (name.casefold() for name in names):
             return appliance.id
     if any_id and (match := _APPLIANCE_ID.fullmatch(wanted)):

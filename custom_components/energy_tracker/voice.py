@@ -25,7 +25,7 @@ from homeassistant.helpers.trigger import (
 from .appliance_entity import appliance_device_identifier
 from .const import DOMAIN, LOGGER
 from .coordinator import EnergyTrackerConfigEntry
-from .device_lookup import device_by_identifier
+from .device_lookup import device_names
 
 INTENT_GET_POWER: Final = "EnergyTrackerGetPower"
 SLOT_NAME: Final = "name"
@@ -225,11 +225,9 @@ def _named_power_exactly(hass: HomeAssistant, entries: list[EnergyTrackerConfigE
                 return _NamedPower(meter.name, meter.total_power_w if live else None, False)
         for key, appliance in (state.appliances or {}).items():
             # As its device is shown (renamed, or "Bouilloire" in French), or the add-on's.
-            device = device_by_identifier(
+            names = [*device_names(
                 hass, appliance_device_identifier(coordinator.info.meter_id, key),
-                entry.entry_id)
-            shown = [] if device is None else [device.name_by_user, device.name]
-            names = [n for n in shown if n] + [appliance.name]
+                entry.entry_id), appliance.name]
             if any(_same(n, wanted) for n in names):
                 return _NamedPower(names[0], appliance.power_w if live else None, True)
     return None
