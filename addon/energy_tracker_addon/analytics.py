@@ -316,6 +316,11 @@ class Analytics:
         value = self._rolling.value
         return None if value is None else round(value, 2)
 
+    @property
+    def energy_buckets(self) -> EnergyBuckets:
+        """Energy per local hour, day and month of the main meter since its first reading."""
+        return self._buckets
+
     def aggregates(self, period: Period) -> dict[str, Any]:
         """GET /api/v1/aggregates: energy per local hour, day or month."""
         return self._buckets.as_json(period)

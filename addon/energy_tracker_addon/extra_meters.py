@@ -2,8 +2,9 @@
 
 Each extra meter is a full `Meter` (its own serial link or simulator, counters in
 `<data>/meters/<id>/`, stable meter id, staleness). Energy per local hour, day and month
-of every meter (the main one included) comes from its own counters through `EnergyBuckets`,
-so `compare()` agrees with the counters; the buckets are kept in `<data>/meters/periods.json`.
+of every meter comes from its own counters through `EnergyBuckets`, so `compare()` agrees
+with the counters: the main meter's are the analytics' (its "Energy today"), kept since its
+first reading; an extra meter's are kept in `<data>/meters/periods.json`.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class _Entry:
     name: str
     meter_id: str
     meter: Meter
-    buckets: EnergyBuckets
+    buckets: EnergyBuckets | None  # None: the main meter's, which the analytics keep
     source: str = "serial"
     link: SerialLink | None = None
 
@@ -78,6 +79,7 @@ class ExtraMeters:
         main_name: str,
         main_source: str,
         main_metrics: Metrics,
+        main_buckets: Callable[[], EnergyBuckets],
         tz: tzinfo,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -89,8 +91,8 @@ class ExtraMeters:
         self._wall_clock = wall_clock
         self._file = JsonStateFile(self._dir / PERIODS_FILE)
         self._main_metrics = main_metrics
-        self._main = _Entry(MAIN_METER, main_name, main_id, main, EnergyBuckets(tz),
-                            main_source)
+        self._main = _Entry(MAIN_METER, main_name, main_id, main, None, main_source)
+        self._main_buckets = main_buckets
         self._extras: dict[str, _Entry] = {}
         self._running = contextlib.AsyncExitStack()
         self._publishers: list[MqttPublisher] = []
@@ -114,8 +116,6 @@ class ExtraMeters:
         # Supervisor's 10 s kill.
         self._running.push_async_callback(self._stop_publishers)
         saved = self._file.load() if self.configured else None
-        # An observer, not a listener: the main state's comparison includes this reading.
-        self._running.callback(self._main.meter.add_observer(self._record(self._main)))
         for config in self._options.extra_meters:
             await self._start_meter(config)
         self._restore(saved if isinstance(saved, dict) else {})
@@ -139,7 +139,7 @@ class ExtraMeters:
         own_id = meter_id(folder)
         # Its own registry: the main /metrics exports its summary (watch_extra_meters).
         meter = Meter(options, CounterStore(folder / COUNTER_FILE), Metrics(), own_id,
-                      self._clock, self._wall_clock)
+                      self._clock, self._wall_clock, label=f"Extra meter {config.id}")
         entry = _Entry(config.id, config.name, own_id, meter,
                        EnergyBuckets(self._tz), source)
         self._extras[config.id] = entry
@@ -174,6 +174,7 @@ class ExtraMeters:
 
     def _record(self, entry: _Entry) -> Callable[[dict[str, Any]], None]:
         def record(state: dict[str, Any]) -> None:
+            assert entry.buckets is not None
             entry.buckets.record(datetime.fromisoformat(state["timestamp"]),
                                  {TOTAL: state["total_energy_kwh"]})
             if self.configured:
@@ -192,7 +193,8 @@ class ExtraMeters:
             self._main.meter.republish()
 
     def _persist(self, *, live: bool = False) -> None:
-        data = {e.id: e.buckets.to_dict() for e in self._entries()}
+        data = {e.id: e.buckets.to_dict() for e in self._extras.values()
+                if e.buckets is not None}
         try:
             (self._file.save_live if live else self._file.save)(data)
         except OSError as error:
@@ -203,13 +205,16 @@ class ExtraMeters:
             self._failing = False
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        for entry in self._entries():
+        for entry in self._extras.values():
             if (data := saved.get(entry.id)) is None:
                 continue
             try:
                 entry.buckets = EnergyBuckets.from_dict(data, self._tz)
             except ValueError as error:
                 _LOGGER.error("Meter %s: energy per period not restored (%s)", entry.id, error)
+
+    def _buckets(self, entry: _Entry) -> EnergyBuckets:
+        return self._main_buckets() if entry.buckets is None else entry.buckets
 
     def _entries(self) -> list[_Entry]:
         return [self._main, *self._extras.values()]
@@ -248,7 +253,7 @@ class ExtraMeters:
         """
         start, key = self._current(period)
         energies = [
-            (entry, entry.buckets.energy(period).get(key, {}).get(TOTAL))
+            (entry, self._buckets(entry).energy(period).get(key, {}).get(TOTAL))
             for entry in self._entries()
         ]
         known = [kwh for _entry, kwh in energies if kwh is not None]

@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -37,6 +37,14 @@ from .statefile import WriteTrouble
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class _Labelled(logging.LoggerAdapter[logging.Logger]):
+    """Log lines that name the meter they are about."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]
+                ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{(self.extra or {}).get('label')}: {msg}", kwargs
 
 type Board = Literal["rpict", "voltage"]
 type Listener = Callable[[dict[str, Any]], None]
@@ -145,8 +153,12 @@ class Meter:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         gas: GasCounter | None = None,
+        label: str = "",
     ) -> None:
         check_hat_channels(options)
+        # An extra meter's lines name it: "No RPICT reading" must not read as the house's.
+        self._log: logging.Logger | _Labelled = (
+            _Labelled(_LOGGER, {"label": label}) if label else _LOGGER)
         self._options = options
         self._store = store
         self._metrics = metrics
@@ -160,7 +172,7 @@ class Meter:
         if not mains and len(self._channels) > 1:
             # Right for circuits that make up the house; a mains clamp left as `circuit`
             # beside them would count the house twice.
-            _LOGGER.info("No channel has role mains: the total is the sum of every channel "
+            self._log.info("No channel has role mains: the total is the sum of every channel "
                          "(%s)", ", ".join(str(c.id) for c in self._channels))
         # The voltage board exists when configured, or simulated along with the RPICT.
         self._has_voltage_board = bool(options.voltage_port) or not options.rpict_port
@@ -260,7 +272,7 @@ class Meter:
             scale = self._vrms / vest
             if not VEST_PLAUSIBLE[0] <= scale <= VEST_PLAUSIBLE[1] and not self._vest_said:
                 self._vest_said = True
-                _LOGGER.warning(
+                self._log.warning(
                     "The voltage board measures %.1f V but rpict_vest is %g V: powers are "
                     "scaled by %.2f. Set rpict_vest to the voltage the hat's firmware assumes "
                     "(its Vest: 230 or 240 V in most of the world, 120 V in North America)",
@@ -294,7 +306,7 @@ class Meter:
         self._hat_voltage = hat_voltages[0] if hat_voltages else None
         self._last_rpict = now
         if not self._available:
-            _LOGGER.info("RPICT readings available")
+            self._log.info("RPICT readings available")
         self._available = True
         self._update_power_metrics()
         self._publish()
@@ -320,7 +332,7 @@ class Meter:
             try:
                 frame_listener(frame)
             except Exception:
-                _LOGGER.exception("Voltage board frame listener %r failed", frame_listener)
+                self._log.exception("Voltage board frame listener %r failed", frame_listener)
         if isinstance(frame, MeasurementFrame):
             self._vrms = self._usable_vrms(frame)
             self._frequency = frame.frequency_hz
@@ -343,7 +355,7 @@ class Meter:
             self._boot_cause = frame.reset
             self._relays = None  # a (re)booted board: in its boot state until its first ETM
             if frame.fw_version != self._fw_version:
-                _LOGGER.info(
+                self._log.info(
                     "Voltage board firmware %s, %d relays", frame.fw_version, frame.n_relays
                 )
             self._fw_version = frame.fw_version
@@ -362,17 +374,17 @@ class Meter:
         failure = _FAILED_BOOT_CAUSES.get(frame.reset or "")
         if expected is not None and self._clock() <= expected:
             if failure and frame.reset != self._boot_cause:  # a boot before this add-on run
-                _LOGGER.warning("The voltage board last started after %s (firmware %s)",
+                self._log.warning("The voltage board last started after %s (firmware %s)",
                                 failure, frame.fw_version)
             return
         if failure:
-            _LOGGER.warning("The voltage board restarted after %s (firmware %s): its relays "
+            self._log.warning("The voltage board restarted after %s (firmware %s): its relays "
                             "are in their boot (fail-safe) state until switched again. If "
                             "it repeats, report it with this log", failure, frame.fw_version)
         # Without a measurement on this connection it is the boot that opening the port
         # caused (USB boards reset on DTR), not news.
         elif self._last_measurement is not None:
-            _LOGGER.warning("The voltage board restarted%s: its relays are in their boot "
+            self._log.warning("The voltage board restarted%s: its relays are in their boot "
                             "(fail-safe) state until switched again",
                             "" if frame.reset is None else f" ({frame.reset})")
 
@@ -387,7 +399,7 @@ class Meter:
         pairs = zip(before, relays, strict=False)
         dropped = [str(n) for n, (was, now) in enumerate(pairs, start=1) if was and not now]
         if dropped:
-            _LOGGER.warning(
+            self._log.warning(
                 "Voltage board relays on before its port closed and off since it opened "
                 "again: %s. The board restarted (a USB board does when plugged in): its "
                 "relays are in their boot (fail-safe) state until switched again",
@@ -398,7 +410,7 @@ class Meter:
         if held_back is None:
             return
         more = f" ({held_back} more since the last message)" if held_back else ""
-        _LOGGER.warning("Voltage board rejected a command line: %s%s", code, more)
+        self._log.warning("Voltage board rejected a command line: %s%s", code, more)
 
     def set_board_connected(self, board: Board, connected: bool) -> None:
         """Told by the serial link when its port opens or closes."""
@@ -421,14 +433,14 @@ class Meter:
         if board == "rpict":
             self._last_rpict = None
             if self._available:
-                _LOGGER.info("RPICT port closed: values unavailable")
+                self._log.info("RPICT port closed: values unavailable")
                 self._rpict_gone()
         elif board == "voltage":
             self._relays_at_close = self._relays or self._relays_at_close
             self._relays = None
             self._last_measurement = None
             if self._voltage_fresh:
-                _LOGGER.info("Voltage board port closed: using vest %g V",
+                self._log.info("Voltage board port closed: using vest %g V",
                              self._options.rpict_vest)
                 self._voltage_gone()
 
@@ -497,7 +509,7 @@ class Meter:
                     self.persist()
             except Exception:
                 # This loop is what makes values go stale: a bug must not end it silently.
-                _LOGGER.exception("Meter check failed")
+                self._log.exception("Meter check failed")
 
     def _check_staleness(self) -> None:
         now = self._clock()
@@ -506,13 +518,13 @@ class Meter:
         if self._available and (
             self._last_rpict is None or now - self._last_rpict > stale_after
         ):
-            _LOGGER.warning("No RPICT reading for %d s: values unavailable", stale_after)
+            self._log.warning("No RPICT reading for %d s: values unavailable", stale_after)
             self._rpict_gone()
             changed = True
         if self._voltage_fresh and (
             self._last_measurement is None or now - self._last_measurement > stale_after
         ):
-            _LOGGER.warning(
+            self._log.warning(
                 "No voltage-board measurement for %d s: using vest %g V",
                 stale_after, self._options.rpict_vest,
             )
@@ -531,7 +543,7 @@ class Meter:
             return
         board.silence_said = True
         port = self._options.rpict_port if name == "rpict" else self._options.voltage_port
-        _LOGGER.warning("%s port %s has sent nothing in %d s since it opened: %s", _NAMES[name],
+        self._log.warning("%s port %s has sent nothing in %d s since it opened: %s", _NAMES[name],
                         port, wait_s, _SILENT_PORT_HINTS[name])
 
     # ------------------------------------------------------------------ output
@@ -694,10 +706,10 @@ class Meter:
                 "sees no mains wave (no voltage, no frequency): the ZMPT101B is unplugged "
                 "or unpowered, or the mains it watches is off")
         if cause is not None and cause != self._vrms_problem:
-            _LOGGER.warning("The voltage board %s. Powers use rpict_vest meanwhile", text)
+            self._log.warning("The voltage board %s. Powers use rpict_vest meanwhile", text)
             self._vrms_problem = cause
         elif cause is None and self._vrms_problem and vrms is not None:
-            _LOGGER.info("The voltage board sends the mains voltage again")
+            self._log.info("The voltage board sends the mains voltage again")
             self._vrms_problem = None
         return vrms
 
@@ -710,7 +722,7 @@ class Meter:
             return  # the same seq again: a repeat, nothing lost
         if gap >= SEQ_MODULUS // 2:
             # Far behind: the board restarted and its hello was lost, not 30000+ frames.
-            _LOGGER.info("Voltage board sequence restarted (%d after %d)", seq, last)
+            self._log.info("Voltage board sequence restarted (%d after %d)", seq, last)
             return
         if gap:
             self._frames_lost += gap
@@ -723,7 +735,7 @@ class Meter:
         if held_back is None:
             return
         more = f" ({held_back} more rejected since the last message)" if held_back else ""
-        _LOGGER.warning("Rejected %s line %r: %s%s%s", name, line[:80], error, more,
+        self._log.warning("Rejected %s line %r: %s%s%s", name, line[:80], error, more,
                         _reject_hint(name, line, error))
 
     def _update_power_metrics(self) -> None:
@@ -749,7 +761,7 @@ class Meter:
                 try:
                     observer(reading)
                 except Exception:
-                    _LOGGER.exception("State observer %r failed", observer)
+                    self._log.exception("State observer %r failed", observer)
         self._notify_listeners()
 
     def republish(self) -> None:
@@ -767,7 +779,7 @@ class Meter:
             try:
                 listener(snapshot)
             except Exception:
-                _LOGGER.exception("State listener %r failed", listener)
+                self._log.exception("State listener %r failed", listener)
 
 
 def _power_factor(power: float, voltage: float, current: float | None) -> float | None:

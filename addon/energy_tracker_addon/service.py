@@ -266,8 +266,10 @@ class AddonService:
         self._running.push_async_callback(self._relays.stop)
         self._running.callback(meter.add_frame_listener(self._ask_hello_if_lost))
         # The other meters (option extra_meters) and the energy comparison of all of them.
+        analytics = self._analytics
         self._extra_meters = ExtraMeters(options, data_dir, meter, self._meter_id, METER_NAME,
-                                         self.source, self._metrics, tz, *self._clocks)
+                                         self.source, self._metrics,
+                                         lambda: analytics.energy_buckets, tz, *self._clocks)
         await self._extra_meters.start()
         self._running.push_async_callback(self._extra_meters.stop)
 

@@ -34,7 +34,8 @@ type EnergyTrackerConfigEntry = ConfigEntry[EnergyTrackerCoordinator]
 # What decides which devices and entities exist, and their names, besides the appliances
 # (added on the fly): the add-on's info (boards, channels, version) and its relays and
 # extra meters, by id and name (a renamed relay is a renamed device and Assist name).
-type DeviceLayout = tuple[MeterInfo, frozenset[tuple[int, str]], frozenset[tuple[str, str]]]
+type DeviceLayout = tuple[MeterInfo, frozenset[tuple[int, str]],
+                     frozenset[tuple[str, str, str, str | None]]]
 
 
 class WrongMeter(InvalidData):
@@ -44,7 +45,10 @@ class WrongMeter(InvalidData):
 def device_layout(info: MeterInfo, state: MeterState) -> DeviceLayout:
     return (info,
             frozenset((relay_id, relay.name) for relay_id, relay in state.relays.items()),
-            frozenset((meter_id, meter.name) for meter_id, meter in state.extra_meters.items()))
+            # Its meter id and source make its device (a real board given to a simulated
+            # meter changes the model; a new data folder, a new device).
+            frozenset((key, meter.name, meter.meter_id, meter.source)
+                      for key, meter in state.extra_meters.items()))
 
 
 class EnergyTrackerCoordinator(DataUpdateCoordinator[MeterState]):

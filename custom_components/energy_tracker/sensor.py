@@ -15,6 +15,7 @@ from homeassistant.components.sensor import (
 )
 from homeassistant.const import (
     EntityCategory,
+    Platform,
     UnitOfElectricCurrent,
     UnitOfElectricPotential,
     UnitOfEnergy,
@@ -30,7 +31,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from .appliance_entity import appliance_sensors
-from .const import CONF_CHANNELS
+from .const import CONF_CHANNELS, DOMAIN, LOGGER
 from .coordinator import EnergyTrackerConfigEntry, EnergyTrackerCoordinator
 from .entity import EnergyTrackerEntity, counter
 from .forecast_sensor import forecast_sensors
@@ -297,6 +298,7 @@ async def async_setup_entry(
     _remove_hidden_channel_entities(
         hass, entry, {channel.id for channel in coordinator.info.channels} - {
             channel.id for channel in channels})
+    _enable_measured(hass, coordinator)
     first_state = coordinator.data
     entities: list[SensorEntity] = [
         MeterSensor(coordinator, description) for description in METER_SENSORS
@@ -319,6 +321,23 @@ async def async_setup_entry(
     remove_unused_comparison(hass, coordinator)
     async_add_entities(entities)
     appliance_sensors(hass, entry, async_add_entities)
+
+
+@callback
+def _enable_measured(hass: HomeAssistant, coordinator: EnergyTrackerCoordinator) -> None:
+    """Enable what was created disabled for lack of its board and is measured now (a
+    voltage board plugged in later brings voltage, frequency and the gas meter). What the
+    user disabled stays so."""
+    registry = er.async_get(hass)
+    for description in METER_SENSORS:
+        if not description.measured_fn(coordinator.info):
+            continue
+        entity_id = registry.async_get_entity_id(
+            Platform.SENSOR, DOMAIN, f"{coordinator.info.meter_id}_{description.key}")
+        if (entity_id is not None and (entry := registry.async_get(entity_id)) is not None
+                and entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION):
+            LOGGER.info("%s is measured now: enabled", entity_id)
+            registry.async_update_entity(entity_id, disabled_by=None)
 
 
 @callback

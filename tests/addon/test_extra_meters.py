@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import AsyncIterator, Callable
@@ -201,6 +202,59 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
         await service.stop()
 
 
+async def test_the_main_meters_share_counts_its_day_before_extra_meters_were_added(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The comparison's main meter is its "Energy today", not only since the garage came."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    main, garage, two_meters = main_and_garage(pty_port, stale_after_s=600)
+    main_alone = dataclasses.replace(two_meters, extra_meters=())
+    clocks = FakeClocks()
+    data_dir = tmp_path / "data"
+
+    async def hour_at_1kw(service: AddonService, ports: dict[str, PtyPort]) -> None:
+        for _step in range(11):
+            for name, port in ports.items():
+                path = "state" if name == "main" else f"meters/{name}/state"
+                seen = (await get(session, service.url, path))["boards"]["rpict"]["lines_ok"]
+                await port.write(b"11 1000.0 0.0 0.0 20.0\r\n")
+
+                async def arrived(path: str = path, seen: int = seen) -> bool:
+                    state = await get(session, service.url, path)
+                    return bool(state["boards"]["rpict"]["lines_ok"] > seen)
+
+                await wait_until(arrived, what=f"a reading of {name}")
+            clocks.seconds += STEP_S
+        clocks.seconds -= STEP_S
+
+    service = AddonService(main_alone, data_dir, host="127.0.0.1", port=0,
+                           clock=clocks.monotonic, wall_clock=clocks.wall)
+    await service.start()
+    try:
+        await wait_until(lambda: service.meter.board_connected("rpict"), what="port open")
+        await hour_at_1kw(service, {"main": main})
+    finally:
+        await service.stop()
+    # The same morning the user adds the garage meter: the add-on restarts.
+    clocks.seconds += 10
+    service = AddonService(two_meters, data_dir, host="127.0.0.1", port=0,
+                           clock=clocks.monotonic, wall_clock=clocks.wall)
+    await service.start()
+    try:
+        await both_ports_open(service)
+        await hour_at_1kw(service, {"main": main, "garage": garage})
+        state = await get(session, service.url, "state")
+        assert state["energy_today_kwh"] == pytest.approx(2.0, abs=1e-3)
+        day = await get(session, service.url, "compare?period=day")
+        shares = {m["id"]: (m["energy_kwh"], m["share_pct"]) for m in day["meters"]}
+        assert shares == {"main": (pytest.approx(2.0, abs=1e-3), pytest.approx(66.67, abs=0.1)),
+                          "garage": (pytest.approx(1.0, abs=1e-3), pytest.approx(33.33, abs=0.1))}
+        assert day["total_kwh"] == pytest.approx(3.0, abs=1e-3)
+    finally:
+        await service.stop()
+
+
 async def test_without_extra_meters_the_state_has_no_meter_fields(
     tmp_path: Path, pty_port: Callable[[str], PtyPort], session: aiohttp.ClientSession,
 ) -> None:
@@ -298,5 +352,38 @@ async def test_a_simulated_main_meter_is_listed_as_simulated(
         listed = (await get(session, service.url, "meters"))["meters"]
         assert [(m["id"], m["source"]) for m in listed] == [("main", "simulated")]
         assert info["source"] == "simulated"
+    finally:
+        await service.stop()
+
+
+async def test_an_extra_meters_log_lines_name_it(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A garbled line or a silent board in the garage must not read as the house's."""
+    main, garage, options = main_and_garage(pty_port, stale_after_s=5)
+    clocks = FakeClocks()
+    service = AddonService(options, tmp_path / "data", host="127.0.0.1", port=0,
+                           clock=clocks.monotonic, wall_clock=clocks.wall)
+    await service.start()
+    try:
+        await both_ports_open(service)
+        garage_meter = service.extra_meters.get("garage")
+        assert garage_meter is not None
+        await main.write(b"11 1000.0 0.0 0.0 20.0\r\n")
+        await garage.write(b"11 500.0 0.0 0.0 20.0\r\n")
+        await wait_until(lambda: garage_meter.available and service.meter.available,
+                         what="both meters read")
+        caplog.clear()
+        await garage.write(b"11 500.0 0.0\r\n")  # too few fields, from the garage only
+        await wait_until(lambda: "Rejected" in caplog.text, what="the garbled line logged")
+        clocks.seconds += 6  # the garage board falls silent; the house's goes on
+        await main.write(b"11 1000.0 0.0 0.0 20.0\r\n")
+        await wait_until(lambda: not garage_meter.available, timeout=CHECK_INTERVAL_S + 2,
+                         what="garage stale")
+        lines = [r.getMessage() for r in caplog.records
+                 if r.name == "energy_tracker_addon.meter"]
+        assert any(line.startswith("Extra meter garage: Rejected rpict line") for line in lines)
+        assert "Extra meter garage: No RPICT reading for 5 s: values unavailable" in lines
+        assert not any(line.startswith(("Rejected", "No RPICT")) for line in lines), lines
     finally:
         await service.stop()

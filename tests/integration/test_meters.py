@@ -25,6 +25,7 @@ from pytest_homeassistant_custom_component.common import (
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.energy_tracker.const import DOMAIN
+from tests.addon.ptys import PtyPort
 
 from .conftest import Addon, device_with, wait_for
 
@@ -248,3 +249,36 @@ async def test_assist_answers_for_an_extra_meter(
     assert kettle.power_w is None
     assert await ask("how much power does the kettle use") == (
         "I don't know how much power Kettle uses right now.")
+
+
+async def test_a_simulated_extra_meter_given_its_board_shows_the_boards_model(
+    hass: HomeAssistant, two_meter_addon: Addon, two_meter_entry: MockConfigEntry,
+    device_registry: dr.DeviceRegistry, tmp_path: Path,
+) -> None:
+    garage_id = (await two_meter_addon.get("meters"))["meters"][1]["meter_id"]
+    device = device_with(device_registry, (DOMAIN, garage_id))
+    assert device is not None
+    assert device.model == "Extra meter (simulated)"
+    garage = PtyPort(tmp_path / "ttyGARAGE")
+    garage.plug()
+
+    async def board_prints() -> None:
+        while True:
+            await garage.write(b"11 300.0 0.0 0.0 21.5\r\n")
+            await asyncio.sleep(0.3)
+
+    printing = asyncio.create_task(board_prints())
+    try:
+        # The user connects the garage's real board: rpict_port set, the add-on restarts.
+        await two_meter_addon.stop()
+        await two_meter_addon.start(extra_meters=[{**GARAGE, "rpict_port": str(garage.path)}])
+
+        def board_model() -> bool:
+            device = device_with(device_registry, (DOMAIN, garage_id))
+            return device is not None and device.model == "Extra meter (RPICT)"
+
+        await wait_for(board_model, 20, "the garage device's model from its board")
+        assert two_meter_entry.state is ConfigEntryState.LOADED
+    finally:
+        printing.cancel()
+        garage.unplug()

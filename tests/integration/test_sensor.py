@@ -26,6 +26,7 @@ from custom_components.energy_tracker.sensor import HATS_WITHOUT_TEMPERATURE, HA
 from energy_tracker_addon.protocol import RPICT_PRINTS_TEMPERATURE, RPICT_PRINTS_VOLTAGE
 from tests.addon.ptys import PtyPort
 
+from .boards import Boards
 from .conftest import Addon, device_with, wait_for
 
 
@@ -348,6 +349,49 @@ async def test_values_nothing_measures_are_created_disabled(
         await addon.stop()
         hat.unplug()
     assert disabled == {"voltage", "frequency", "gas"}
+
+
+async def test_a_voltage_board_plugged_in_later_enables_what_it_measures(
+    hass: HomeAssistant, addon: Addon, tmp_path: Path, entity_registry: er.EntityRegistry,
+) -> None:
+    """Gas (an Energy dashboard source), voltage and frequency, created disabled with the
+    hat alone, come with the board; one the user disabled stays disabled (helper 87)."""
+    await addon.stop()
+    boards = Boards(tmp_path)
+    boards.start()
+    try:
+        await addon.start(rpict_port=str(boards.rpict.path))
+        await addon.wait_for_reading()
+        entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data)
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        gas, voltage, frequency = (entity_id(entity_registry, addon, key)
+                                   for key in ("gas", "voltage", "frequency"))
+        assert entity_registry.async_get(gas).disabled_by is (  # type: ignore[union-attr]
+            er.RegistryEntryDisabler.INTEGRATION)
+        # The user also disables the frequency (so nothing turns it back on).
+        entity_registry.async_update_entity(frequency,
+                                            disabled_by=er.RegistryEntryDisabler.USER)
+        # The voltage board (with the gas meter's pulse input) is plugged in; the add-on
+        # restarts with voltage_port set, and the entry reloads with the new board.
+        await addon.stop()
+        await addon.start(rpict_port=str(boards.rpict.path),
+                          voltage_port=str(boards.voltage.path))
+
+        def gas_shown() -> bool:
+            state = hass.states.get(gas)
+            return state is not None and state.state == "0.0"
+
+        await wait_for(gas_shown, 20, "the gas meter's state")
+        assert entity_registry.async_get(gas).disabled_by is None  # type: ignore[union-attr]
+        assert entity_registry.async_get(voltage).disabled_by is None  # type: ignore[union-attr]
+        assert entity_registry.async_get(frequency).disabled_by is (  # type: ignore[union-attr]
+            er.RegistryEntryDisabler.USER)
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await addon.stop()
+        await boards.stop()
 
 
 def test_the_hats_known_to_lack_a_value_are_the_addons() -> None:
