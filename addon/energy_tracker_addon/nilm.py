@@ -78,6 +78,13 @@ class ModelSpec:
             sha256=str(entry["sha256"]),
             metadata=entry,
         )
+        numbers = (spec.input_mean, spec.input_std, spec.output_scale, spec.on_w, spec.off_w,
+                   spec.min_on_s, spec.min_off_s)
+        if not all(math.isfinite(number) for number in numbers):
+            # NaN passes every comparison below, and turns every estimate into garbage.
+            raise ValueError("normalisation and thresholds must be finite numbers")
+        if entry["period_s"] != spec.period_s or entry["window"] != spec.window:
+            raise ValueError("period_s and window must be whole numbers")
         if spec.period_s <= 0 or spec.window < 1 or spec.window % 2 == 0:
             raise ValueError("period_s must be > 0 and window odd")
         if spec.input_std <= 0 or spec.output_scale <= 0 or spec.off_w > spec.on_w:
@@ -177,7 +184,7 @@ def load_bundle(path: Path | None = None, num_threads: int = 1,
         raise NilmBundleError(manifest, f"unsupported bundle format (want {BUNDLE_FORMAT})")
     try:
         specs = [ModelSpec.from_json(entry) for entry in meta["models"]]
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise NilmBundleError(manifest, f"invalid model entry ({err!r})") from err
     if not specs:
         raise NilmBundleError(manifest, "the bundle lists no models")

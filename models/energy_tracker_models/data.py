@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,8 @@ MIN_FILLED = 0.01  # ... at least this share of their bins
 # Unix seconds pass 1e11 in the year 5138; unix milliseconds did in 1973.
 MAX_UNIX_SECONDS = 1e11
 GZIP_MAGIC = b"\x1f\x8b"
+# Data sampled this many model periods apart or more is not what the model reads.
+COARSER = 1.5
 
 
 class DataError(Exception):
@@ -105,7 +109,7 @@ def read_power_csv(path: Path) -> pd.DataFrame:
     ts = df.pop("timestamp")
     if (blank := ts.isna() | (ts.astype(str).str.strip() == "")).any():
         line = int(np.flatnonzero(blank.to_numpy())[0])
-        raise DataError(f"{path}: line {_line(df, line)}: empty timestamp")
+        raise DataError(f"{path}: line {_line(path, opener, df, line)}: empty timestamp")
     numeric = pd.to_numeric(ts, errors="coerce")
     try:
         if numeric.notna().all():
@@ -117,7 +121,7 @@ def read_power_csv(path: Path) -> pd.DataFrame:
             index = pd.to_datetime(ts, utc=True, format="ISO8601", errors="coerce")
             if (bad := index.isna()).any():
                 line = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataError(f"{path}: line {_line(df, line)}: timestamp "
+                raise DataError(f"{path}: line {_line(path, opener, df, line)}: timestamp "
                                 f"{str(ts.iloc[line])[:40]!r} is neither ISO 8601 "
                                 "(2014-09-11T07:02:00Z) nor unix seconds")
     except (ValueError, OverflowError) as err:
@@ -129,9 +133,32 @@ def read_power_csv(path: Path) -> pd.DataFrame:
     return df.sort_index()
 
 
-def _line(df: pd.DataFrame, position: int) -> int:
-    """The file's line number of the frame's row at `position` (the header is line 1)."""
-    return int(df.index[position]) + 2
+def sampling_s(index: pd.DatetimeIndex) -> float:
+    """The data's usual spacing in seconds (the median: gaps and jitter aside)."""
+    steps = index.to_series().diff().dt.total_seconds().to_numpy()
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else 0.0
+
+
+def too_coarse(spacing_s: float, period_s: int) -> str | None:
+    """Why data sampled every `spacing_s` is not what a model of `period_s` reads, if so:
+    1.5 periods apart or more (minute data for a 6 s model)."""
+    if spacing_s > COARSER * period_s:
+        return f"data sampled every {spacing_s:g} s, coarser than the model's {period_s} s"
+    return None
+
+
+def _line(path: Path, opener: Callable[..., IO[str]], df: pd.DataFrame, position: int) -> int:
+    """The file's line number of the frame's row at `position`: pandas numbers records
+    without the blank lines it skips, so count them (only on an error: it reads again)."""
+    record = int(df.index[position]) + 1  # the header is record 0
+    with opener(path, "rt", encoding="utf-8-sig") as fh:
+        for number, text in enumerate(fh, start=1):
+            if text.strip():
+                if record == 0:
+                    return number
+                record -= 1
+    return number
 
 
 def resample(df: pd.DataFrame, period_s: int, max_fill: int = 2) -> pd.DataFrame:
@@ -150,8 +177,9 @@ def check_span(index: pd.DatetimeIndex, period_s: int) -> None:
     almost all empty, naming the two timestamps furthest apart."""
     if len(index) < 2:
         return
-    since_epoch = (index - pd.Timestamp(0, tz=index.tz)) // pd.Timedelta(1, "s")
-    seconds = np.sort(np.asarray(since_epoch, np.int64))
+    # Whole seconds in any unit pandas chose: a year-1 or year-9999 placeholder parses to
+    # a coarser unit than nanoseconds, and subtracting a nanosecond epoch overflows.
+    seconds = np.sort(np.asarray(index.tz_convert(None), "datetime64[s]").astype(np.int64))
     n_bins = int(seconds[-1] // period_s - seconds[0] // period_s) + 1
     if n_bins <= SPARSE_BINS:
         return

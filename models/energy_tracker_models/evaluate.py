@@ -20,32 +20,40 @@ from energy_tracker_addon.nilm import (
     postprocess,
 )
 
-from .data import DataError, read_power_csv, resample
+from .data import DataError, read_power_csv, resample, sampling_s, too_coarse
 from .metrics import summary
 
 # Windows run through the model at a time: 20 k of the 299-sample models are ~24 MB of
 # float32 (each copied a few times on the way in), whatever the file's length.
 CHUNK_WINDOWS = 20_000
-# Data sampled this many model periods apart or more is not what the model reads.
-COARSER = 1.5
 # No home stays under this many watts 99 % of the time: mains that do are in kW.
 KW_LIKE = 50.0
 
 
-def track(spec: ModelSpec, power: NDArray[np.floating]) -> NDArray[np.bool_]:
-    """On/off states of a power series through the same hysteresis as the add-on."""
-    tracker = OnOffTracker(spec)
-    # Undecided (None) reads as off, as before the tracker's first decision.
-    return np.array([bool(tracker.update(float(p), spec.period_s)) for p in power], dtype=bool)
+def track(spec: ModelSpec, power: NDArray[np.floating],
+          known: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
+    """On/off states of a power series through the same hysteresis as the add-on, over the
+    `known` samples (all by default); off elsewhere. A run is forgotten across an unknown
+    stretch, as the add-on forgets it across a gap in the mains."""
+    on = np.zeros(len(power), dtype=bool)
+    tracker, previous = OnOffTracker(spec), -1
+    for i in np.flatnonzero(np.ones(len(power), bool) if known is None else known):
+        if previous >= 0 and i != previous + 1:
+            tracker = OnOffTracker(spec)
+        # Undecided (None) reads as off, as before the tracker's first decision.
+        on[i] = bool(tracker.update(float(power[i]), spec.period_s))
+        previous = i
+    return on
 
 
-def score(spec: ModelSpec, pred: NDArray[np.floating], pred_on: NDArray[np.bool_],
-          true: NDArray[np.floating]) -> dict[str, float]:
-    """Metrics where both prediction and truth exist."""
+def score(spec: ModelSpec, pred: NDArray[np.floating], true: NDArray[np.floating]
+          ) -> dict[str, float]:
+    """Metrics where both prediction and truth exist; both on/off series are tracked over
+    those samples alone, so a dropout of the truth (a smart plug's) is not a run's end."""
     ok = np.isfinite(pred) & np.isfinite(true)
     if not ok.any():
         return {"mae_w": float("nan"), "sae": float("nan"), "f1": float("nan"), "samples": 0}
-    true_on = track(spec, np.nan_to_num(true))
+    pred_on, true_on = track(spec, pred, ok), track(spec, true, ok)
     return summary(pred[ok], true[ok], pred_on[ok], true_on[ok])
 
 
@@ -71,13 +79,6 @@ def disaggregate_chunked(runner: ModelRunner, mains: NDArray[np.floating],
     return SeriesResult(power, on)
 
 
-def sampling_s(index: pd.DatetimeIndex) -> float:
-    """The data's usual spacing in seconds (the median: gaps and jitter aside)."""
-    steps = index.to_series().diff().dt.total_seconds().to_numpy()
-    steps = steps[steps > 0]
-    return float(np.median(steps)) if len(steps) else 0.0
-
-
 def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame, chunk_windows: int = CHUNK_WINDOWS,
                    ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Per-appliance metrics for every bundle model that has a ground-truth column in `df`,
@@ -95,9 +96,8 @@ def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame, chunk_windows: int = CH
     spacing = sampling_s(pd.DatetimeIndex(df.index[df["mains"].notna()]))
     for name in names:
         runner = bundle.models[name]
-        if spacing > COARSER * runner.spec.period_s:
-            reasons[name] = (f"data sampled every {spacing:g} s, coarser than the model's "
-                             f"{runner.spec.period_s} s")
+        if (coarse := too_coarse(spacing, runner.spec.period_s)) is not None:
+            reasons[name] = coarse
             continue
         series = resample(df[["mains", name]], runner.spec.period_s)
         if len(series) < runner.spec.window:
@@ -106,7 +106,7 @@ def evaluate_frame(bundle: NilmBundle, df: pd.DataFrame, chunk_windows: int = CH
             continue
         out = disaggregate_chunked(runner, series["mains"].to_numpy(np.float32),
                                    chunk_windows)
-        scored = score(runner.spec, out.power_w, out.on, series[name].to_numpy())
+        scored = score(runner.spec, out.power_w, series[name].to_numpy())
         if scored["samples"] == 0:
             reasons[name] = (f"no full {runner.spec.window}-sample window at "
                              f"{runner.spec.period_s} s where mains and {name} are known")

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from .data import DataError, read_power_csv, resample
+from .data import DataError, read_power_csv, resample, sampling_s, too_coarse
 
 BASELINE_BINS = 5
 # Warned about (a start typed late, the bins before it inside the run): a level this much
@@ -251,6 +251,15 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
     if not names:
         raise DataError(f"{labels_path}: no label for {sorted(wanted)}"
                         + (f" (the labels name {', '.join(unknown)})" if unknown else ""))
+    # Minute data for a 6 s model: said as such, not as labels outside the history.
+    spacing = sampling_s(pd.DatetimeIndex(mains.index[mains.notna()]))
+    coarse = {name: why for name in names
+              if (why := too_coarse(spacing, ALL_TARGETS[name].period_s)) is not None}
+    if coarse and len(coarse) == len(names):
+        raise DataError(f"{history_path}: " + "; ".join(
+            f"{name}: {why} (the add-on's export, /api/v1/export, has every reading)"
+            for name, why in coarse.items()))
+    names = [name for name in names if name not in coarse]
     warn_contradictions([label for label in labels if label.appliance in names])
     found = {name: windows_and_misses(labels, mains, name, ALL_TARGETS[name].period_s,
                                       ALL_TARGETS[name].window) for name in names}
@@ -279,7 +288,7 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
         except (ValueError, OSError, KeyError) as err:
             raise DataError(f"{source}: not a usable checkpoint ({err}); run `train "
                             f"--targets {name}` again") from None
-    done: dict[str, Any] = {}
+    done: dict[str, Any] = {name: {"windows": 0, "skipped": why} for name, why in coarse.items()}
     for name, (x, y) in windows.items():
         target = ALL_TARGETS[name]
         counts = {"labels_outside_history": outside_history(labels, mains, name),

@@ -19,7 +19,7 @@ from energy_tracker_addon.nilm import ModelRunner, disaggregate_series, load_bun
 from .card import write_card
 from .data import read_power_csv, resample
 from .drift import energy_by_band_per_year, error_by_band, long_runs_per_quarter
-from .evaluate import score, track
+from .evaluate import score
 from .export import attach_metrics
 from .prepare import join_uci, load_set
 from .targets import ALL_TARGETS
@@ -70,13 +70,12 @@ def compare(name: str, cache: Path, runner: ModelRunner, mains: NDArray[np.float
     zeros = np.where(ok, 0.0, np.nan)
     mean = np.where(ok, np.minimum(train_mean, np.nan_to_num(mains)), np.nan)
     for label, pred in (("always_off", zeros), ("mean", mean)):
-        rows[label] = score(spec, pred, track(spec, np.nan_to_num(pred)), truth)
+        rows[label] = score(spec, pred, truth)
     float_pred = keras_series(name, cache, runner, mains)
     if float_pred is not None:
         float_pred[~ok] = np.nan
-        rows["keras_float"] = score(spec, float_pred, track(spec, np.nan_to_num(float_pred)),
-                                    truth)
-    rows["tflite_int8"] = score(spec, int8.power_w, int8.on, truth)
+        rows["keras_float"] = score(spec, float_pred, truth)
+    rows["tflite_int8"] = score(spec, int8.power_w, truth)
     return rows, int8.power_w
 
 

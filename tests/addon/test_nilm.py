@@ -315,6 +315,12 @@ def test_truncated_model_with_matching_hash_is_not_usable(tmp_path: Path) -> Non
         (lambda m: m.update(format=99), "unsupported bundle format"),
         (lambda m: m["models"][0].pop("window"), "invalid model entry"),
         (lambda m: m["models"][0].update(window=98), "invalid model entry"),
+        # Python's json reads NaN and 1e400 (inf): garbage estimates, or an OverflowError
+        # that stopped the add-on instead of running it without NILM (helper 89).
+        (lambda m: m["models"][0]["normalisation"].update(input_std=math.nan),
+         "must be finite"),
+        (lambda m: m["models"][0].update(period_s=math.inf), "invalid model entry"),
+        (lambda m: m["models"][0].update(window=99.5), "whole numbers"),
         (lambda m: m["models"][0].update(file="../x.tflite"), "outside the bundle"),
         (lambda m: m.update(models=[]), "lists no models"),
         (lambda m: m["models"].append(dict(m["models"][0])), "lists kitchen more than once"),

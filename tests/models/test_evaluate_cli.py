@@ -171,6 +171,10 @@ def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path:
          "line 2: timestamp '11/09/2014 00:00:00' is neither ISO 8601"),
         (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,100,50\n,120,50\n",
          "line 3: empty timestamp"),
+        # Blank lines count: the error names the line an editor shows (helper 89).
+        (b"\ntimestamp,mains,fridge\n2014-09-11T00:00:00Z,100,50\n\n\n"
+         b"2014-09-11T00:00:06Z,100,50\n2014-09-11 00:00:18 UTC,100,50\n",
+         "line 7: timestamp '2014-09-11 00:00:18 UTC' is neither"),
         (b"timestamp;mains;fridge\n2014-09-11T00:00:00Z;100,5;50\n",
          "columns separated by ';'"),
         (b"timestamp,mains,fridge\n2014-09-11T00:00:00Z,lots,50\n", "holds no numbers"),
@@ -183,7 +187,7 @@ def test_appliances_the_slice_cannot_score_are_skipped_with_the_reason(tmp_path:
             f"{1410393600000 + 6000 * i},{200 + i % 7},{80 * (i % 3 == 0)}\n".encode()
             for i in range(400)), "timestamps look like milliseconds"),
     ],
-    ids=["empty", "png", "bad-time", "day-first-date", "empty-time", "semicolons",
+    ids=["empty", "png", "bad-time", "day-first-date", "empty-time", "blank-lines", "semicolons",
          "no-numbers", "minute-data", "milliseconds"],
 )
 def test_bad_data_is_a_message_and_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
@@ -261,18 +265,33 @@ def test_chunked_inference_memory_does_not_grow_with_the_file() -> None:
     assert peak < all_windows / 4
 
 
-def test_a_stray_row_decades_away_is_a_message_not_a_memory_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("unix", "stray", "span", "gap"), [
     # One row at unix time 0 in front of a day's data: 44 years of 6 s bins.
+    (True, 0, "timestamps span 1970-01-01", "from 1970-01-01 00:00:00+00:00 to 2014-09-11"),
+    # Placeholder dates of spreadsheets and exports, which pandas parses in seconds, not
+    # nanoseconds (an overflow and a traceback, helper 89).
+    (False, "0001-01-01T00:00:00Z", "timestamps span 0001-01-01",
+     "from 0001-01-01 00:00:00+00:00 to 2014-09-11"),
+    (False, "9999-12-31T23:59:59Z", "to 9999-12-31 23:59:59+00:00",
+     "to 9999-12-31 23:59:59+00:00"),
+    (True, 99_999_999_999, "to 5138-11-16", "to 5138-11-16"),
+])
+def test_a_stray_row_decades_away_is_a_message_not_a_memory_error(
+    tmp_path: Path, unix: bool, stray: object, span: str, gap: str,
+) -> None:
     df = pd.read_csv(UKDALE, nrows=600)
-    seconds = (pd.to_datetime(df["timestamp"]) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    df["timestamp"] = seconds.astype("int64")
-    stray = df.iloc[:1].assign(timestamp=0)
+    if unix:
+        seconds = (pd.to_datetime(df["timestamp"]) - pd.Timestamp(0, tz="UTC")
+                   ).dt.total_seconds()
+        df["timestamp"] = seconds.astype("int64")
     data = tmp_path / "stray.csv"
-    pd.concat([stray, df]).to_csv(data, index=False)
+    pd.concat([df.iloc[:1].assign(timestamp=stray), df]).to_csv(data, index=False)
     proc = run_cli("evaluate", "--data", str(data))
     assert (proc.returncode, "Traceback" in proc.stderr) == (2, False), proc.stderr
-    assert f"error: {data}: timestamps span 1970-01-01" in proc.stderr
-    assert "largest gap is from 1970-01-01 00:00:00+00:00 to 2014-09-11" in proc.stderr
+    assert f"error: {data}: " in proc.stderr
+    assert span in proc.stderr
+    assert "the largest gap is " in proc.stderr
+    assert gap in proc.stderr
     assert "stray row" in proc.stderr
 
 

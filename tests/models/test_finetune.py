@@ -132,6 +132,21 @@ def test_labels_outside_the_history_are_an_error_not_a_silent_no_op(
     assert "no label of kettle falls inside the history" in capsys.readouterr().err
 
 
+def test_minute_history_for_six_second_models_is_said_as_such(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not "no label falls inside the history": they do, the data is too coarse (helper 89)."""
+    labels_path, history_path, _ = files
+    minutes = tmp_path / "export_1min.csv"
+    pd.read_csv(history_path).iloc[::10].to_csv(minutes, index=False)
+    assert main(["finetune", "--labels", str(labels_path), "--history", str(minutes)]) == 2
+    err = capsys.readouterr().err
+    assert "kettle: data sampled every 60 s, coarser than the model's 6 s" in err
+    assert "washing_machine: data sampled every 60 s, coarser than the model's 6 s" in err
+    assert "falls inside" not in err
+
+
 def test_finetune_cli_reports_bad_input(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "labels.jsonl"
