@@ -278,6 +278,69 @@ async def test_the_power_back_after_an_addon_restart_does_not_restore_at_once(
     await hass.async_block_till_done()  # ends the hour's wait of "Below that for"
 
 
+async def test_demand_response_reads_a_kw_sensor_in_watts(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
+) -> None:
+    """The limits are in W: a power sensor shown in kW (a P1 meter, or Total power shown in
+    kW) compared 0.2 with 100 and never shed, and read as always under the restore level
+    (helper 91). The add-on sheds down to the limit by its own total, far above 100 W."""
+    kw = {"device_class": "power", "unit_of_measurement": "kW"}
+    hass.states.async_set("sensor.grid_power", "0.05", kw)
+    await use_blueprint(hass, "demand_response", {
+        "meter": loaded_entry.entry_id, "power_sensor": "sensor.grid_power",
+        "limit_w": 100, "over_for": {"seconds": 0}, "restore_below_w": 30,
+        "restore_after": {"seconds": 0}, "stagger_s": 0})
+
+    async def all_relays(on: bool) -> bool:
+        return all([(await served_relay(addon, i))["state"] is on for i in (1, 2, 3)])
+
+    hass.states.async_set("sensor.grid_power", "0.2", kw)
+    await wait_for(lambda: all_relays(False), 20, "shedding at 0.2 kW over a 100 W limit")
+    hass.states.async_set("sensor.grid_power", "0.04", kw)  # under the limit, over 30 W
+    await hass.async_block_till_done()
+    await asyncio.sleep(1)
+    assert await all_relays(False)
+    hass.states.async_set("sensor.grid_power", "0.02", kw)
+    await wait_for(lambda: all_relays(True), 20, "restoring at 0.02 kW under 30 W")
+
+
+async def test_a_relay_switched_back_on_during_the_signal_stays_on_after_an_outage(
+    hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
+) -> None:
+    """The user's override: the power sensor back from unavailable (an add-on restart, an
+    entry reload) crossed "above 0" again and shed it (helper 91)."""
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"peak": {}}})
+    watts = {"device_class": "power", "unit_of_measurement": "W"}
+    hass.states.async_set("sensor.grid_power", "500", watts)
+    await use_blueprint(hass, "demand_response", {
+        "meter": loaded_entry.entry_id, "power_sensor": "sensor.grid_power",
+        "limit_w": 100000, "over_for": {"seconds": 0}, "signal": ["input_boolean.peak"],
+        "restore_below_w": 100, "restore_after": {"hours": 1}, "stagger_s": 0})
+
+    async def relays_are(states: list[bool]) -> bool:
+        return [(await served_relay(addon, i))["state"] for i in (1, 2, 3)] == states
+
+    await hass.services.async_call("input_boolean", "turn_on",
+                                   {ATTR_ENTITY_ID: "input_boolean.peak"}, blocking=True)
+    await wait_for(lambda: relays_are([False, False, False]), 20, "shedding on the signal")
+    await hass.services.async_call(
+        "switch", "turn_on", {ATTR_ENTITY_ID: relay_entity(er.async_get(hass), addon, 1)},
+        blocking=True)
+    await wait_for(lambda: relays_are([True, False, False]), 20, "the user's override")
+    hass.states.async_set("sensor.grid_power", "unavailable", watts)
+    await hass.async_block_till_done()
+    hass.states.async_set("sensor.grid_power", "600", watts)
+    await hass.async_block_till_done()
+    await asyncio.sleep(1)
+    assert await relays_are([True, False, False])
+    # A real new excess while signalled still sheds (a known power crossing the limit).
+    hass.states.async_set("sensor.grid_power", "0", watts)
+    hass.states.async_set("sensor.grid_power", "700", watts)
+    await wait_for(lambda: relays_are([False, False, False]), 20, "shedding a new excess")
+    hass.states.async_set("sensor.grid_power", "500", watts)
+    await hass.async_block_till_done()  # ends the hour's wait of "Below that for"
+
+
 async def test_the_grid_signal_sheds_on_its_own(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry, installed: None,
 ) -> None:
