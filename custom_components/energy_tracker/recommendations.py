@@ -7,32 +7,33 @@ sentences among French states. Other languages keep the add-on's sentence.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-# Share of today's energy from which the largest circuit is called the one to act on (the
-# add-on's threshold, analytics.py).
-_BIGGEST_SHARE_PCT = 25.0
+# How the add-on ends the sentence of the circuit to act on. Its own test (a share of 25 %
+# or more) cannot be made again here: the share comes rounded (24.96 -> 25.0).
+_BIGGEST_SHARE = ": the biggest share"
 
 
-def recommendation_texts(recommendations: tuple[Mapping[str, Any], ...],
-                         language: str) -> list[str]:
-    """One sentence per recommendation (largest share first, as the add-on sends them)."""
+def recommendation_texts(recommendations: tuple[Mapping[str, Any], ...], language: str,
+                         shown_name: Callable[[str], str]) -> list[str]:
+    """One sentence per recommendation (largest share first, as the add-on sends them),
+    naming each circuit as its entities do (`shown_name`: "Cuisine", not "Kitchen")."""
     if not language.lower().startswith("fr"):
         return [str(r["text"]) for r in recommendations]
-    return [_french(r, rank) or str(r["text"]) for rank, r in enumerate(recommendations)]
+    return [_french(r, shown_name) or str(r["text"]) for r in recommendations]
 
 
-def _french(recommendation: Mapping[str, Any], rank: int) -> str | None:
+def _french(recommendation: Mapping[str, Any], shown_name: Callable[[str], str]) -> str | None:
     name = recommendation.get("name")
     figures = [v for key in ("share_pct", "energy_kwh", "co2_kg")
                if isinstance(v := recommendation.get(key), int | float)]
     if not isinstance(name, str) or len(figures) < 3:
         return None  # an add-on that sends only the sentence
     share, energy, co2 = figures
-    text = (f"{name} a consommé {_share(share)} de l'énergie du jour "
+    text = (f"{shown_name(name)} a consommé {_share(share)} de l'énergie du jour "
             f"({_amount(energy, 'kWh', 'Wh')}, {_amount(co2, 'kg', 'g')} de CO2)")
-    if rank == 0 and share >= _BIGGEST_SHARE_PCT:
+    if _BIGGEST_SHARE in str(recommendation.get("text", "")):
         text += " : la plus grande part, là où décaler ou réduire la consommation économise " \
                 "le plus"
     return text

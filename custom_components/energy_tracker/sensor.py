@@ -53,7 +53,8 @@ class MeterSensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[MeterState], SensorValue]
     # The state and Home Assistant's language.
-    attrs_fn: Callable[[MeterState, str], dict[str, Any]] | None = None
+    # (state, Home Assistant's language, the shown name of an add-on name) -> attributes
+    attrs_fn: Callable[[MeterState, str, Callable[[str], str]], dict[str, Any]] | None = None
     # False: nothing of this meter measures it, so it is created disabled (unavailable
     # for ever otherwise); the user may still enable it.
     measured_fn: Callable[[MeterInfo], bool] = lambda _: True
@@ -180,9 +181,10 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=2,
         value_fn=lambda s: counter(s.analytics.co2_kg_today),
-        attrs_fn=lambda s, language: {
+        attrs_fn=lambda s, language, shown_name: {
             "co2_g_per_kwh": s.analytics.co2_g_per_kwh,
-            "recommendations": recommendation_texts(s.analytics.recommendations, language),
+            "recommendations": recommendation_texts(s.analytics.recommendations, language,
+                                                    shown_name),
         },
     ),
 )
@@ -395,8 +397,8 @@ class MeterSensor(NeverBackwards, EnergyTrackerSensor):
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """Context some values carry (the CO2 sensor's recommendations)."""
         attrs_fn = self.entity_description.attrs_fn
-        return None if attrs_fn is None else attrs_fn(self.coordinator.data,
-                                                      self.hass.config.language)
+        return None if attrs_fn is None else attrs_fn(
+            self.coordinator.data, self.hass.config.language, self.coordinator.shown_name)
 
 
 class ChannelSensor(NeverBackwards, EnergyTrackerSensor):

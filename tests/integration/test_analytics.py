@@ -134,8 +134,11 @@ async def test_gas_sensor_is_an_energy_dashboard_gas_source_that_follows_the_pul
 async def test_recommendations_read_in_home_assistant_s_language(
     hass: HomeAssistant, rig: Rig, entry: MockConfigEntry
 ) -> None:
-    """A French Home Assistant showed the add-on's English sentences among French states."""
+    """A French Home Assistant showed the add-on's English sentences among French states,
+    then French ones naming the circuits in English ("Kitchen a consommé")."""
     hass.config.language = "fr"
+    assert await hass.config_entries.async_reload(entry.entry_id)  # names read at setup
+    await hass.async_block_till_done()
     noon = LIVE_START + timedelta(hours=12)  # the water heater runs
     await rig.replay(read_uci(noon, noon + timedelta(minutes=30)), SHIFT)
     co2_id = _entity_id(hass, entry, "co2_today", "sensor")
@@ -153,10 +156,13 @@ async def test_recommendations_read_in_home_assistant_s_language(
     await wait_for(lambda: len(shown()) == len(sent) and all(
         f"de l'énergie du jour ({energy(item)}, " in sentence
         for sentence, item in zip(shown(), sent, strict=True)), 10, "the last figures")
+    french = {"Kitchen": "Cuisine", "Water heater & AC": "Chauffe-eau et climatisation"}
+    assert {item["name"] for item in sent} <= set(french)
     for sentence, item in zip(shown(), sent, strict=True):
-        assert sentence.startswith(f"{item['name']} a consommé {item['share_pct']:.0f} % "), \
-            sentence
-        assert sentence.endswith("de CO2)") or "la plus grande part" in sentence
+        assert sentence.startswith(
+            f"{french[item['name']]} a consommé {item['share_pct']:.0f} % "), sentence
+        # Its clause where the add-on has one ("the biggest share").
+        assert ("la plus grande part" in sentence) is ("the biggest share" in item["text"])
     hass.config.language = "de"  # no wording of its own: the add-on's
     await rig.replay(read_uci(noon + timedelta(minutes=30), noon + timedelta(minutes=31)),
                      SHIFT)
