@@ -95,6 +95,8 @@ async def _async_shed_load(call: ServiceCall) -> ServiceResponse:
             entry.runtime_data.client.shed(limit_w=call.data.get(ATTR_LIMIT_W),
                                            reduce_w=call.data.get(ATTR_REDUCE_W)),
             SERVICE_SHED_LOAD,
+            # 503 "unavailable": no current total to shed down from (its board is silent).
+            errors={"unavailable": "shed_no_total"},
         )
     return _named_as_in_home_assistant(call.hass, entry, report, ("shed", "skipped"))
 

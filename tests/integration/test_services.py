@@ -19,6 +19,7 @@ from custom_components.energy_tracker.action_context import STREAM_LAG_S
 from custom_components.energy_tracker.const import DOMAIN
 from custom_components.energy_tracker.events import EVENT_ENERGY_TRACKER, relay_device_identifier
 
+from .boards import Boards, boards_fixture  # noqa: F401 (fixture)
 from .conftest import HOST, Addon, device_with, loaded_entry_with_interval, wait_for
 from .test_switch import relay_entity, served_relay, shown
 
@@ -235,3 +236,23 @@ async def test_relays_switched_by_an_action_carry_its_context(
     state = hass.states.get(laundry)
     assert state is not None
     assert state.context.id not in (shed_by.id, restored_by.id)
+
+
+async def test_shedding_without_a_current_total_says_why(
+    hass: HomeAssistant, boards: Boards, addon: Addon, config_entry: MockConfigEntry,
+) -> None:
+    """The add-on's 503 "unavailable" read "The add-on answered 503 to the command for
+    shed_load: unavailable" (helper 91)."""
+    boards.powers = [3000.0, 0.0, 0.0]
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    boards.paused = True  # the CT hat falls silent: no current total
+    await wait_for(lambda: config_entry.runtime_data.data.total_power_w is None, 20,
+                   "the total unknown")
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(DOMAIN, "shed_load", {"limit_w": 1000},
+                                       blocking=True, return_response=True)
+    assert raised.value.translation_key == "shed_no_total"
+    assert str(raised.value).startswith("Cannot shed load now: the meter has no current "
+                                        "total power (its board sends no readings)")
