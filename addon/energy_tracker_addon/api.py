@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, hdrs, web
 
 from . import __version__
-from .api_analytics import register_analytics_routes
+from .api_analytics import SEND_DEADLINE_S, register_analytics_routes
 from .api_meters import register_meter_routes
 from .api_nilm import register_nilm_routes
 from .api_relays import register_relay_routes
@@ -30,7 +30,6 @@ STREAM_HEARTBEAT_S = 30.0
 # Deep enough to ride out a scheduling hiccup at a reading every second; a client further
 # behind than this only needs the newest state anyway (every message is a full state).
 CLIENT_QUEUE_SIZE = 64
-SEND_DEADLINE_S = 30.0  # a client that takes no byte for this long is not reading
 STREAM_CLOSE_TIMEOUT_S = 1.0  # at a stop, then the connection is cut
 # Refused tokens are logged: the first at once, then a count at most this often (a client
 # with an old token retries every few seconds; someone guessing tries thousands a second).

@@ -6,6 +6,7 @@ backend is resolved per request, so the routes exist even before the service has
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -25,6 +26,7 @@ from .api_errors import invalid, storage_error
 from .history import ExportCancelled
 
 _LOGGER = logging.getLogger(__name__)
+SEND_DEADLINE_S: Final = 30.0  # a client that takes no byte for this long is not reading
 
 EXPORT_FORMATS: Final = ("csv", "parquet")
 CONTENT_TYPES: Final = {"csv": "text/csv; charset=utf-8",
@@ -146,10 +148,12 @@ async def _stream_csv(request: web.Request, pieces: AsyncGenerator[bytes],
         try:
             await response.prepare(request)
             while piece is not None:
-                await response.write(piece)
+                await _send(request, response, piece)
                 piece = await anext(pieces, None)
             await response.write_eof()
-        except ConnectionResetError:
+        except ConnectionError:
+            # Reset, or "Connection lost" while waiting for it to take bytes (HA's read
+            # timeout, a restart, Ctrl-C): not a storage failure.
             _LOGGER.debug("Export: the client left before the end")
         except ExportCancelled:
             # The add-on stops. Headers are sent: only a cut connection tells the client
@@ -164,6 +168,20 @@ async def _stream_csv(request: web.Request, pieces: AsyncGenerator[bytes],
         return response
     finally:
         await pieces.aclose()
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write, or cut a client that takes nothing for SEND_DEADLINE_S: it would hold the
+    request (and, for CSV, its place in the history's queue) for ever."""
+    try:
+        async with asyncio.timeout(SEND_DEADLINE_S):
+            await response.write(data)
+    except TimeoutError:
+        _LOGGER.info("Export: dropping a client that has read nothing for %g s",
+                     SEND_DEADLINE_S)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the client stopped reading") from None
 
 
 async def _send_parquet(request: web.Request, analytics: Analytics, start: datetime,
@@ -190,9 +208,9 @@ async def _send_parquet(request: web.Request, analytics: Analytics, start: datet
             await response.prepare(request)
             with temp.open("rb") as handle:  # noqa: ASYNC230
                 while chunk := handle.read(CHUNK_BYTES):
-                    await response.write(chunk)
+                    await _send(request, response, chunk)
             await response.write_eof()
-        except ConnectionResetError:
+        except ConnectionError:
             _LOGGER.debug("Export: the client left before the end")
         return response
     finally:

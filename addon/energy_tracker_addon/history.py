@@ -132,6 +132,21 @@ def _heals[**P, T](
     return healing
 
 
+def _sets_aside[**P, T](
+    method: Callable[Concatenate[HistoryStore, P], T],
+) -> Callable[Concatenate[HistoryStore, P], T]:
+    """Like `_heals`, but fails instead of running again: an export of the new, empty
+    store would be a whole-looking file of 0 rows."""
+    def setting_aside(store: HistoryStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            if _damaged(error):
+                store.replace_damaged(error)
+            raise
+    return setting_aside
+
+
 class ExportCancelled(Exception):
     """An export cut short because the add-on stops."""
 
@@ -308,7 +323,7 @@ class HistoryStore:
         self._db.execute("PRAGMA incremental_vacuum").fetchall()
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    @_heals
+    @_sets_aside
     def export(
         self, start: datetime, end: datetime, fmt: ExportFormat, destination: Path,
         channel_ids: Sequence[int] = (),
@@ -371,15 +386,16 @@ class HistoryStore:
         return [cid for cid, present in zip(CHANNEL_IDS, found, strict=True) if present]
 
     def _chunks(self, columns: list[str], start_ms: int, end_ms: int) -> Iterator[list[Row]]:
-        cursor = self._db.execute(
-            f"SELECT ts_ms, {', '.join(columns)} FROM readings "  # noqa: S608
-            "WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",
-            (start_ms, end_ms),
-        )
-        while rows := cursor.fetchmany(EXPORT_CHUNK_ROWS):
+        # Each chunk its own finished query, from after the last row sent: a statement
+        # left open between chunks (a CSV download that waits for its client) locked the
+        # checkpoint of every backup and the hourly compaction until the client was done.
+        query = (f"SELECT ts_ms, {', '.join(columns)} FROM readings "  # noqa: S608
+                 "WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?")
+        while rows := self._db.execute(query, (start_ms, end_ms, EXPORT_CHUNK_ROWS)).fetchall():
             if self.exports_cancelled.is_set():
                 raise ExportCancelled("the add-on is stopping")
             yield rows
+            start_ms = rows[-1][0] + 1
 
 
 def _write_csv(destination: Path, columns: list[str], chunks: Iterator[list[Row]]) -> int:
@@ -609,7 +625,11 @@ class HistoryWriter:
             await self._run(store.close)
             return
         self._store = store
-        await self._run(memory.close)
+        # Again, now that no new write goes to memory: a flush queued during the copy wrote
+        # there after it was taken (the worker runs jobs in order, so this one comes after
+        # it). Not closed: a read that took the memory store before the switch may still
+        # be queued; it is freed with its last user.
+        moved = await self._run(memory.copy_into, store)
         _LOGGER.info("History store %s usable again: the %d readings kept in memory are "
                      "in it", self._settings[0], moved)
 

@@ -4,12 +4,14 @@ through the API and compared with an independent pandas computation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
 import logging
 import re
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,12 +22,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from energy_tracker_addon import api_analytics
 from energy_tracker_addon import history as history_module
 from energy_tracker_addon.history import HistoryStore, Reading
 from energy_tracker_addon.meter import iso_utc
 from energy_tracker_addon.statefile import VersionedStateFile
 
 from .analytics_rig import TOKEN, Clocks, Rig
+from .polling import wait_until
 from .ptys import PtyPort
 from .uci import UCI_TZ, read_uci
 
@@ -355,6 +359,49 @@ async def test_a_csv_export_streams_and_a_client_leaving_early_leaves_no_traceba
     finally:
         await rig.stop()
     assert body.count(b"\n") == 1 + weeks // timedelta(minutes=1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize(("client", "fmt"), [
+    ("leaves", "csv"), ("leaves", "parquet"), ("stalls", "csv")])
+async def test_a_client_that_stops_reading_mid_download_is_no_storage_error(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, fmt: str, client: str,
+) -> None:
+    """While the add-on waited for it to take bytes, a client leaving (HA's read timeout, a
+    restart, Ctrl-C) was logged as "Storage: reading the history failed" with a traceback;
+    one that never read again held the request, and a CSV's place in the history's
+    queue, for ever (helper 88)."""
+    monkeypatch.setattr(api_analytics, "SEND_DEADLINE_S", 1.0)  # 30 s in use
+    monkeypatch.setattr(api_analytics, "CHUNK_BYTES", 16 * 1024)
+    caplog.set_level(logging.INFO, logger=api_analytics.__name__)
+    rig, _start, url = await _four_weeks_to_export(tmp_path, pty_port)
+    try:
+        target = url.split("/", 3)[3] + f"&format={fmt}"
+        host, port = rig.service.host, rig.service.port  # type: ignore[union-attr]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        # Three in a row (pipelined): more than the socket buffers hold, however large.
+        writer.write(3 * f"GET /{target} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        writer.transport.pause_reading()  # the add-on's sends fill the socket's buffers
+        if client == "leaves":
+            await asyncio.sleep(0.5)
+            writer.transport.abort()
+            await asyncio.sleep(0.5)
+        else:
+            await wait_until(lambda: "dropping a client" in caplog.text, timeout=10)
+            writer.transport.resume_reading()
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):  # what was buffered, then the cut
+                    pass
+            writer.close()
+    finally:
+        await rig.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 

@@ -511,3 +511,89 @@ async def test_the_end_of_a_backup_during_its_start_ends_the_hold(tmp_path: Path
         assert (tmp_path / "history.sqlite3-wal").stat().st_size > 0  # written, not held
     finally:
         await writer.stop()
+
+
+async def test_a_slow_csv_download_neither_blocks_a_backup_nor_loses_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A download left a query open between its pieces: the backup's checkpoint and the
+    hourly compaction failed with "database table is locked" until it ended (helper 88)."""
+    monkeypatch.setattr(history, "EXPORT_CHUNK_ROWS", 100)
+    frame = _frame(days=1)
+    writer = HistoryWriter(tmp_path / "history.sqlite3", flush_interval_s=60)
+    await writer.start()
+    try:
+        for reading in _readings(frame):
+            writer.add(reading)
+        await writer.flush()
+        pieces = writer.csv_pieces(START, START + timedelta(days=1))
+        received = [await anext(pieces), await anext(pieces)]  # the client reads slowly
+        await writer.hold_for_backup()
+        assert (tmp_path / HELD_FOR_BACKUP_FILE).exists()
+        writer.resume_after_backup()
+        await writer.prune(START + timedelta(days=1))  # retention, compaction beside it
+        received += [piece async for piece in pieces]
+    finally:
+        await writer.stop()
+    text = b"".join(received).decode()
+    assert len(text.splitlines()) == len(frame) + 1  # the header and every row, once
+    assert len(set(text.splitlines())) == len(frame) + 1
+
+
+async def test_readings_flushed_while_the_memory_history_moves_to_the_file_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flush queued while the memory history was being copied wrote into memory after
+    the copy was taken, and was lost; a read that had taken the memory store failed on
+    its closed database (helper 88)."""
+    copying = threading.Event()
+    copy_into = HistoryStore.copy_into
+
+    def copy_marked(store: HistoryStore, other: HistoryStore) -> int:
+        copying.set()  # marks the copy under way; the copy itself is the real one
+        return copy_into(store, other)
+
+    monkeypatch.setattr(HistoryStore, "copy_into", copy_marked)
+    path = tmp_path / "data" / "history.sqlite3"  # no folder yet: history in memory
+    writer = HistoryWriter(path, flush_interval_s=0.05, reopen_interval_s=0.05)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    await writer.start()
+    try:
+        for i in range(20_000):
+            writer.add(Reading(start + timedelta(seconds=2 * i), float(i), i / 1000))
+        await writer.flush()
+        path.parent.mkdir()  # the disk can be used again
+        await wait_until(copying.is_set, timeout=5, what="the copy to the file")
+        for i in range(20_000, 20_010):
+            writer.add(Reading(start + timedelta(seconds=2 * i), float(i), i / 1000))
+        minutes, _means = await writer.minute_means(["total_power_w"], start)  # flushes
+        assert len(minutes) == 667  # 20 010 readings 2 s apart
+    finally:
+        await writer.stop()
+    reopened = HistoryStore(path)
+    try:
+        assert reopened.count() == 20_010
+    finally:
+        reopened.close()
+
+
+def test_an_export_of_a_damaged_history_fails_rather_than_being_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The damaged file was set aside and the export run again on the new, empty store:
+    a valid file of 0 rows, reported as a success (helper 88)."""
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore(path)
+    store.append(_readings(_frame(days=1)))
+    store.close()
+    with path.open("r+b") as handle:  # pages 6 and 7 of the readings' B-tree
+        handle.seek(5 * 4096)
+        handle.write(bytes(2 * 4096))
+    store = HistoryStore(path, None, None)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+            store.export(START, START + timedelta(days=1), "csv", tmp_path / "out.csv")
+        assert store.count() == 0  # a new store from here on, as for any damage found
+    finally:
+        store.close()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3.corrupt-")]
