@@ -94,6 +94,8 @@ class ExtraMeterConfig:
     rpict_vest: float = 230.0
 
 
+# How late a line may come and still join the one before (see Options.joined_within_s).
+READING_JITTER_S: Final = 1.0
 # The main meter's id in the meter list and URLs: no extra meter may take it.
 MAIN_METER: Final = "main"
 METER_SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9_]{0,31}\Z"  # \Z: "$" lets a final newline in
@@ -142,6 +144,13 @@ class Options:
     nilm_appliances: tuple[str, ...] = ()
     # Several meters / locations (extra_meters.py).
     extra_meters: tuple[ExtraMeterConfig, ...] = ()
+
+    @property
+    def joined_within_s(self) -> float:
+        """Readings this close are one stretch of measurement (the energy between them is
+        counted, NILM windows go on): stale_after_s and a second of serial jitter. At
+        exactly stale_after_s 2, half of the hat's 2 s intervals were gaps, lost energy."""
+        return self.stale_after_s + READING_JITTER_S
 
 
 # The ids of a NILM bundle's models (models/README.md), as the API and the labels use them.

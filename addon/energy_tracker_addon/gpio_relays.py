@@ -7,6 +7,7 @@ Outputs are active high (a transistor or "high level trigger" relay module).
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
@@ -52,6 +53,12 @@ def request_lines(chip: str, pins: tuple[int, ...]) -> OpenedLines:
     from gpiod.line import Direction
 
     with gpiod.Chip(chip) as handle:
+        # Not a Pi's header (another board, a USB adapter's GPIO): said, not a ValueError
+        # from gpiod that stopped the add-on.
+        lines = handle.get_info().num_lines
+        if missing := [pin for pin in pins if not 0 <= pin < lines]:
+            raise OSError(errno.ENXIO, f"{chip} has {lines} lines, so no BCM "
+                          f"{', '.join(map(str, missing))}: is it the Raspberry Pi's header?")
         outputs = frozenset(pin for pin in pins
                             if handle.get_line_info(pin).direction == Direction.OUTPUT)
     request = gpiod.request_lines(
@@ -90,7 +97,7 @@ class GpioRelays:
             _LOGGER.error("GPIO relays on BCM %s are configured, but the gpiod package is "
                           "not installed: they stay unavailable", list(pins))
             return
-        except OSError as error:
+        except (OSError, ValueError) as error:  # ValueError: gpiod's own checks
             _LOGGER.error("GPIO relays on BCM %s are unavailable: cannot request them from "
                           "%s (%s); the add-on needs `gpio: true` and a free line",
                           list(pins), self._chip, error)

@@ -297,7 +297,7 @@ class Meter:
         total = sum(powers[i] for i in self._total_indices)
 
         previous = self._last_rpict
-        if previous is not None and 0.0 < now - previous <= self._options.stale_after_s:
+        if previous is not None and 0.0 < now - previous <= self._options.joined_within_s:
             self._integrate(now - previous, powers, total)
             self._save_live()
         self._powers = powers

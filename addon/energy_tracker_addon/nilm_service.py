@@ -332,12 +332,13 @@ class NilmService:
         wall = moment.timestamp()
         if self._t0 is None:
             self._t0 = wall
-        # The meter integrates nothing across a gap longer than stale_after_s (it went stale,
-        # or the add-on was frozen): the windows restart there instead of holding the last
+        # The meter integrates nothing between readings further apart than joined_within_s
+        # (it went stale, or the add-on was frozen): the windows restart there instead of holding the last
         # power through it, which would count energy the meter never measured.
         # A clock set back is one too: its readings would land in bins already closed.
         gap = self._gap or (self._last_wall is not None
-                            and not 0 <= wall - self._last_wall <= self._options.stale_after_s)
+                            and not 0 <= wall - self._last_wall
+                            <= self._options.joined_within_s)
         self._gap, self._last_wall = False, wall
         self._restart_queued = self._restart_queued or gap
         self._pending.append((self._t0 + (wall - self._t0) * self._scale, float(total), moment,

@@ -50,16 +50,18 @@ class RelayService:
             _LOGGER.warning("Relays %s are on the voltage board (source: board), but "
                             "voltage_port is not set: they stay unavailable. Set "
                             "voltage_port, or remove them from relays", board_ids)
-        self._board: BoardRelays | None = None
-        if board_ids:
-            self._board = BoardRelays(
-                board_ids, self.commander, self.manager.report, options.relay_watchdog_s,
-                options.stale_after_s,
-                fail_safe_on=[r.id for r in options.relays
-                              if r.source == "board" and r.fail_safe_on],
-            )
-            meter.add_frame_listener(self._board.on_frame)
-            self.manager.attach(board_ids, self._board)
+        # With or without board relays: after each hello it sets the board's watchdog and
+        # fail-safe pattern, so a board an earlier run armed (relays since taken out of the
+        # options) does not trip and open its relays, nor close the old fail-safe ones.
+        self._board = BoardRelays(
+            board_ids, self.commander, self.manager.report,
+            options.relay_watchdog_s if board_ids else 0, options.stale_after_s,
+            fail_safe_on=[r.id for r in options.relays
+                          if r.source == "board" and r.fail_safe_on],
+        )
+        meter.add_frame_listener(self._board.on_frame)
+        self._board_unattached = not board_ids  # started and stopped here, not by the manager
+        self.manager.attach(board_ids, self._board)
         for relay in options.relays:
             if relay.source == "gpio" and relay.fail_safe_on:
                 _LOGGER.warning("Relay %d (%s) is a gpio relay: fail_safe_on applies to board "
@@ -84,15 +86,18 @@ class RelayService:
         self._meter.republish()
 
     def voltage_port_closed(self) -> None:
-        if self._board is not None:
-            self._board.port_closed()
+        self._board.port_closed()
 
     async def start(self) -> None:
         await self.manager.start()
+        if self._board_unattached:
+            await self._board.start()
 
     async def stop(self) -> None:
         if self._republish is not None:
             self._republish.cancel()
         await self.demand_response.stop()
         await self.manager.stop()
+        if self._board_unattached:
+            await self._board.stop()
 

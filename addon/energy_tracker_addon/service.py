@@ -211,7 +211,11 @@ class AddonService:
         if self._simulated:
             simulator = SimulatedMeter(
                 speed=options.simulation_speed, vest=options.rpict_vest,
-                relay_states=None if voltage_port else saved_relay_states(data_dir),
+                # Only the board's relays are the simulated board's: a GPIO relay 1 left
+                # off opened its relay 1 and took the water heater out of the replay.
+                relay_states=None if voltage_port else {
+                    relay_id: state for relay_id, state in saved_relay_states(data_dir).items()
+                    if relay_id in {r.id for r in options.relays if r.source == "board"}},
             )
             rpict_port, simulated_voltage = await simulator.start()
             self._running.push_async_callback(simulator.stop)

@@ -6,6 +6,7 @@ and a line can be "stuck" (its driver does not follow, as with a dead relay boar
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from energy_tracker_addon.gpio_relays import GpioRelays, OpenedLines
 from energy_tracker_addon.relays import RelayManager, RelayUnavailable
 from energy_tracker_addon.service import AddonService
 
+from .polling import wait_until
 from .test_api import TOKEN, auth
 
 PINS = {1: 22, 2: 23, 3: 24}
@@ -141,6 +143,40 @@ async def test_gpio_relays_that_cannot_be_requested_are_unavailable_with_a_log_l
         await manager.stop()
 
 
+async def test_pins_a_small_gpio_chip_lacks_are_said_and_only_the_gpio_relays_stay_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A /dev/gpiochip0 of 4 lines (not a Pi, or a USB adapter's GPIO): gpiod's ValueError
+    stopped the add-on with a traceback (helper 90). The chip is the kernel's, so its info
+    is the double here; the rest is the real gpiod code and request_lines."""
+    import gpiod
+    from gpiod.chip_info import ChipInfo
+
+    from energy_tracker_addon.gpio_relays import request_lines
+
+    class KernelChip:  # what the kernel answers for a 4-line chip (gpiod._ext.Chip)
+        def get_info(self) -> ChipInfo:
+            return ChipInfo("gpiochip0", "cp2104", 4)
+
+        def close(self) -> None:
+            pass
+
+    class FourLineChip(gpiod.Chip):
+        def __init__(self, path: str) -> None:
+            self._chip, self._info = KernelChip(), None  # type: ignore[assignment]
+
+    monkeypatch.setattr(gpiod, "Chip", FourLineChip)
+    with pytest.raises(OSError, match="has 4 lines, so no BCM 22, 23, 24: is it the"):
+        request_lines("/dev/gpiochip0", (22, 23, 24))
+    # gpiod's own refusal of a line is taken like any other.
+    manager, _, _ = await _manager(tmp_path, ValueError("line offset of out range"))
+    try:
+        assert [manager.as_json(r)["available"] for r in manager.relays] == [False] * 3
+        assert "GPIO relays on BCM [22, 23, 24] are unavailable" in caplog.text
+    finally:
+        await manager.stop()
+
+
 async def test_missing_gpiod_package_is_logged_clearly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,3 +219,29 @@ async def test_service_without_a_gpio_chip_serves_gpio_relays_as_unavailable(
     assert "Relay 4 (Pump) is a gpio relay: fail_safe_on applies to board relays only" \
         in caplog.text
     assert pump["fail_safe_on"] is False
+
+
+@pytest.mark.usefixtures("socket_enabled")
+async def test_a_gpio_relay_left_off_does_not_open_the_simulated_boards_relay(
+    tmp_path: Path,
+) -> None:
+    """The simulated board started its relays from every saved relay state: a GPIO relay 1
+    found off (after the Pi booted) opened the board's relay 1, which switches the replayed
+    water heater, for good (helper 90)."""
+    from energy_tracker_addon.relays import SETTINGS_FILE
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / SETTINGS_FILE).write_text(json.dumps({"1": {
+        "priority": 50, "min_on_s": 0, "shed": False, "state": False,
+        "on_since": None, "last_changed": 1_780_000_000.0}}))
+    options = Options(api_token=TOKEN, nilm_enabled=False,
+                      relays=(RelayConfig(1, "Heat pump", "gpio", gpio=22),))
+    service = AddonService(options, data, host="127.0.0.1", port=0)
+    await service.start()
+    try:
+        await wait_until(lambda: service.meter.snapshot()["boards"]["voltage"]["relays"]
+                         is not None, what="the simulated board's first frame")
+        assert service.meter.snapshot()["boards"]["voltage"]["relays"] == [True, True, True]
+    finally:
+        await service.stop()

@@ -458,6 +458,21 @@ async def test_the_fail_safe_relays_are_stored_on_the_board(
                 await peer.command(timeout=1.0)
 
 
+async def test_without_board_relays_the_board_is_disarmed_and_its_fail_safe_cleared(
+    tmp_path: Path, ports: tuple[PtyPort, PtyPort],
+) -> None:
+    """The board relays taken out of the options: nothing sent the board its WDT or SAFE
+    any more, so the watchdog an earlier run armed tripped and opened its relays, and its
+    old fail-safe pattern stayed (helper 90)."""
+    async with _board_service(tmp_path, ports, relays=(), relay_watchdog_s=30) as (_s, peer):
+        await peer.boot("power_on", "110", version="1.5.0")
+        watchdog = parse_command_line(await peer.port.read_frame_line(3.0))
+        assert (watchdog.command, watchdog.args) == ("WDT", ("0",))  # not 30: no relay to keep
+        await peer.send("ETA", str(watchdog.cmd_id), "OK", peer.relays)
+        command = await peer.acknowledge(peer.relays)
+        assert (command.command, command.args) == ("SAFE", ("000",))
+
+
 async def test_a_fail_safe_state_the_board_cannot_store_is_said(
     tmp_path: Path, ports: tuple[PtyPort, PtyPort], caplog: pytest.LogCaptureFixture,
 ) -> None:
