@@ -333,8 +333,8 @@ class NilmService:
         if self._t0 is None:
             self._t0 = wall
         # The meter integrates nothing between readings further apart than joined_within_s
-        # (it went stale, or the add-on was frozen): the windows restart there instead of holding the last
-        # power through it, which would count energy the meter never measured.
+        # (it went stale, or the add-on was frozen): the windows restart there instead of
+        # holding the last power through it, which would count energy never measured.
         # A clock set back is one too: its readings would land in bins already closed.
         gap = self._gap or (self._last_wall is not None
                             and not 0 <= wall - self._last_wall
