@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 COUNTER_FILE: Final = "energy_counters.json"
 GAS_FILE: Final = "gas_counter.json"
+# The simulated voltage board's calibration and fail-safe pattern (a real board's flash).
+SIMULATED_BOARD_FILE: Final = "simulated_board.json"
 METER_NAME: Final = "Energy Tracker"
 VOLTAGE_BOARD_MODEL: Final = "esp8266-zmpt101b"
 API_SHUTDOWN_GRACE_S: Final = 2.0
@@ -216,6 +218,7 @@ class AddonService:
                 relay_states=None if voltage_port else {
                     relay_id: state for relay_id, state in saved_relay_states(data_dir).items()
                     if relay_id in {r.id for r in options.relays if r.source == "board"}},
+                flash=None if voltage_port else data_dir / SIMULATED_BOARD_FILE,
             )
             rpict_port, simulated_voltage = await simulator.start()
             self._running.push_async_callback(simulator.stop)

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -48,6 +49,7 @@ from .protocol import (
     parse_command_line,
 )
 from .simulated_gas import SimulatedGasMeter
+from .statefile import JsonStateFile
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
@@ -156,6 +158,9 @@ class SimulatedMeter:
         # Relay states to start with (relay number → closed), e.g. those saved by the
         # add-on's last run; the others start closed.
         relay_states: Mapping[int, bool] | None = None,
+        # Where its calibration and fail-safe pattern outlive a restart, as in the real
+        # board's flash (None: in memory only).
+        flash: Path | None = None,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number (got {speed})")
@@ -182,7 +187,9 @@ class SimulatedMeter:
         self.relays = [saved.get(number, True) for number in range(1, len(relay_columns) + 1)]
         # Its Vrms scales with the factor, like the firmware's: a CAL moves what it reads.
         self._cal = FIRMWARE_DEFAULT_CAL
-        self._safe = "0" * len(self.relays)  # its fail-safe pattern (SAFE), kept in memory
+        self._safe = "0" * len(self.relays)  # its fail-safe pattern (SAFE)
+        self._flash = None if flash is None else JsonStateFile(flash)
+        self._load_flash()
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
         self._start_offset_s = (
@@ -196,6 +203,25 @@ class SimulatedMeter:
         self._commands = bytearray()
         self._gas = SimulatedGasMeter()
         self._last_tick: float | None = None
+
+    def _load_flash(self) -> None:
+        saved = None if self._flash is None else self._flash.load()
+        if not isinstance(saved, dict):
+            return
+        cal, safe = str(saved.get("cal")), saved.get("safe")
+        if is_calibration_factor(cal):
+            self._cal = float(cal)
+        if isinstance(safe, str) and len(safe) == len(self.relays) and set(safe) <= {"0", "1"}:
+            self._safe = safe
+
+    def _save_flash(self) -> None:
+        if self._flash is None:
+            return
+        try:
+            self._flash.save({"cal": f"{self._cal:g}", "safe": self._safe})
+        except OSError as error:
+            _LOGGER.warning("Simulated voltage board: could not keep its settings in %s (%s)",
+                            self._flash.path, error)
 
     def _offset_of(self, start: datetime | None) -> float:
         """Seconds into the slice to start from."""
@@ -355,8 +381,10 @@ class SimulatedMeter:
             self.relays[int(command.args[0]) - 1] = command.args[1] == "1"
         elif result == "OK" and command.command == "CAL":
             self._cal = float(command.args[0])
+            self._save_flash()
         elif result == "OK" and command.command == "SAFE":
             self._safe = command.args[0]
+            self._save_flash()
         self._send_board("ETA", str(command.cmd_id), result, self._relay_field())
         if command.command == "HELLO" and not command.args:
             self._send_hello()

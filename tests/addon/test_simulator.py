@@ -298,3 +298,29 @@ def test_the_simulated_board_says_the_firmware_version_whose_protocol_it_speaks(
     version = board_h.split('kFirmwareVersion = "', 1)[1].split('"', 1)[0]
     expected = f"{version}-sim"
     assert expected == FIRMWARE_VERSION
+
+
+async def test_the_simulated_board_keeps_its_calibration_and_fail_safe_across_restarts(
+    running: list[SimulatedMeter], tmp_path: Path,
+) -> None:
+    """A real board keeps CAL and SAFE in flash; the simulated one forgot them at every
+    add-on restart, and the calibrated voltage jumped back (helper 90)."""
+    flash = tmp_path / "simulated_board.json"
+    first = SimulatedMeter(start=datetime(2010, 3, 8), flash=flash)
+    rpict, board = await start(running, first)
+    try:
+        board.write(encode_command(1, "CAL", "2.2999"))
+        board.write(encode_command(2, "SAFE", "010"))
+        acks = [await board.board_frame(AckFrame), await board.board_frame(AckFrame)]
+        assert [a.result for a in acks] == ["OK", "OK"]
+    finally:
+        rpict.close()
+        board.close()
+        await first.stop()
+    rpict, board = await start(running, SimulatedMeter(start=datetime(2010, 3, 8), flash=flash))
+    try:
+        hello = await board.board_frame(HelloFrame)
+        assert (hello.cal, hello.safe) == (2.2999, (False, True, False))
+    finally:
+        rpict.close()
+        board.close()
