@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import tty
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -161,6 +161,8 @@ class SimulatedMeter:
         # Where its calibration and fail-safe pattern outlive a restart, as in the real
         # board's flash (None: in memory only).
         flash: Path | None = None,
+        # The house's local time (aware); the default start follows it.
+        local_clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number (got {speed})")
@@ -192,9 +194,14 @@ class SimulatedMeter:
         self._load_flash()
         self._voltages = self._replay.columns["voltage_v"]
         self._duration_s = self._replay.rows * ROW_SECONDS
+        self._local_clock = local_clock
         self._start_offset_s = (
             self._offset_of(start) + shift.total_seconds()
         ) % self._duration_s
+        # At real speed from the default start, the replay keeps to the local time of day
+        # across a DST change (it ran an hour off until a restart).
+        self._follows_local_time = start is None and speed == 1.0
+        self._utc_offset_at_start = local_clock().utcoffset() or timedelta(0)
         self._started_at = 0.0
         self._seq = 0
         self._rpict: BoardEnd | None = None
@@ -227,7 +234,7 @@ class SimulatedMeter:
         """Seconds into the slice to start from."""
         if start is None:
             # Same time of week as now, so the replay looks like today's household.
-            now = datetime.now()
+            now = self._local_clock()
             return (
                 now.weekday() * 86400 + now.hour * 3600 + now.minute * 60 + now.second
             ) % self._duration_s
@@ -270,6 +277,9 @@ class SimulatedMeter:
 
     def _row(self, now: float) -> int:
         offset = self._start_offset_s + (now - self._started_at) * self._speed
+        if self._follows_local_time:
+            utc_offset = self._local_clock().utcoffset() or timedelta(0)
+            offset += (utc_offset - self._utc_offset_at_start).total_seconds()
         return int((offset % self._duration_s) // ROW_SECONDS)
 
     async def _run(self) -> None:

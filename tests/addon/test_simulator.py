@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -321,6 +322,27 @@ async def test_the_simulated_board_keeps_its_calibration_and_fail_safe_across_re
     try:
         hello = await board.board_frame(HelloFrame)
         assert (hello.cal, hello.safe) == (2.2999, (False, True, False))
+    finally:
+        rpict.close()
+        board.close()
+
+
+async def test_the_default_replay_keeps_to_local_time_across_a_dst_change(
+    running: list[SimulatedMeter],
+) -> None:
+    """Aligned to the time of week once, at start: after the spring change the household's
+    day ran an hour late until the add-on restarted (helper 90)."""
+    paris = ZoneInfo("Europe/Paris")
+    local = [datetime(2026, 3, 28, 12, 0, tzinfo=paris)]  # Saturday noon, CET
+    simulator = SimulatedMeter(local_clock=lambda: local[0])
+    rpict, board = await start(running, simulator)
+    try:
+        before = simulator.current_row()
+        # A day later it is Sunday 13:00 CEST; the monotonic clock says 24 h (moved by
+        # hand here: the row is read at the next tick).
+        local[0] = datetime(2026, 3, 29, 13, 0, tzinfo=paris)
+        after = simulator.current_row()
+        assert after - before in (60, 61)  # the hour the clocks went forward (+ a minute)
     finally:
         rpict.close()
         board.close()
