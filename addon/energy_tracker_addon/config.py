@@ -291,8 +291,12 @@ def _api_token(value: Any) -> str:
     """Empty (a generated token), or one nobody on the network could guess quickly."""
     if value == "":
         return ""
-    if not isinstance(value, str) or re.fullmatch(r"\S{16,}", value) is None:
-        raise vol.Invalid("at least 16 characters without spaces (empty: a generated one)")
+    # Printable: a control character passed \S, and no client can send it in a header
+    # (aiohttp and Home Assistant refuse it; a raw client got a 400).
+    if (not isinstance(value, str) or re.fullmatch(r"\S{16,}", value) is None
+            or not value.isprintable()):
+        raise vol.Invalid("at least 16 characters without spaces or control characters "
+                          "(empty: a generated one)")
     return value
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 REPORT_INTERVAL_S: Final = 60.0
 _REASON_CHARS: Final = 120  # the parser's message quotes the offending bytes
 AIOHTTP_SERVER_LOGGER: Final = "aiohttp.server"
+
+
+_AUTHORIZATION: Final = re.compile(r"(?i)(authorization:\s*)[^\r\n']*")
 
 
 class MalformedRequests(logging.Filter):
@@ -44,7 +48,9 @@ class MalformedRequests(logging.Filter):
             self._held += 1
             return False
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-        reason = repr(str(error.message or error))[1:-1][:_REASON_CHARS]
+        # The parser quotes the bad line: an Authorization header's token stays out.
+        text = _AUTHORIZATION.sub(r"\1<redacted>", str(error.message or error))
+        reason = repr(text)[1:-1][:_REASON_CHARS]
         record.msg = "Refused a malformed HTTP request from %s (%s)%s"
         record.args = (peer, reason, f"; {self._held} more in the last minute, not logged"
                        if self._held else "")

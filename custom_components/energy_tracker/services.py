@@ -45,7 +45,9 @@ SHED_LOAD_SCHEMA = vol.Schema(
         **_TARGET,
         # One of them, checked by the action: vol.Exclusive's error is untranslated text.
         vol.Optional(ATTR_LIMIT_W): vol.All(vol.Coerce(float), vol.Range(min=0)),
-        vol.Optional(ATTR_REDUCE_W): vol.All(vol.Coerce(float), vol.Range(min=0)),
+        # The add-on refuses 0 (nothing to shed): said here, as the form's minimum.
+        vol.Optional(ATTR_REDUCE_W): vol.All(vol.Coerce(float),
+                                             vol.Range(min=0, min_included=False)),
     }
 )
 RESTORE_LOAD_SCHEMA = vol.Schema(

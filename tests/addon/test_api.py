@@ -574,6 +574,23 @@ async def test_malformed_requests_do_not_flood_the_log(
         assert resp.status == 200
 
 
+async def test_a_malformed_request_with_a_token_does_not_log_the_token(
+    service: AddonService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parser quotes the offending header line: the real token, one control character
+    after it, went into the add-on's log (helper 92)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(b"GET /api/v1/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 + TOKEN.encode() + b"\x01\r\n\r\n")
+    await writer.drain()
+    assert b" 400 Bad Request" in (await reader.read()).split(b"\r\n")[0]
+    writer.close()
+    await asyncio.sleep(0.1)
+    line = next(r.getMessage() for r in caplog.records if r.name == "aiohttp.server")
+    assert "Authorization: <redacted>" in line
+    assert TOKEN[:8] not in caplog.text
+
+
 def test_malformed_requests_are_counted_and_handler_failures_kept() -> None:
     now = [0.0]
     summary = MalformedRequests(interval_s=60.0, clock=lambda: now[0])

@@ -133,6 +133,9 @@ def test_names_in_any_script_are_kept_as_written(tmp_path: Path) -> None:
         # A token anyone on the network could guess opens every route but health.
         ({"api_token": "abc"}, "api_token: at least 16 characters without spaces"),
         ({"api_token": " " * 20}, "api_token: at least 16 characters without spaces"),
+        # Passed \S, and no client can send it (helper 92).
+        ({"api_token": "abcdefghijklmnop\x7f"},
+         "api_token: at least 16 characters without spaces or control characters"),
         # Checks across options: refused before anything starts (exit 2), not mid-start.
         ({"channels": [{"id": 5, "name": "A", "role": "mains"}], "relays": []},
          "channels: channel id 5 does not exist on an rpict3t1, which has 3 CT inputs"),

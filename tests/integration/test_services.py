@@ -102,6 +102,9 @@ async def test_bad_calls_get_clear_errors(
         await hass.services.async_call(DOMAIN, "shed_load", {"limit_w": 1, "reduce_w": 1},
                                        blocking=True, return_response=True)
     assert raised.value.translation_key == "shed_amount_both"
+    with pytest.raises(vol.Invalid, match="higher than 0"):  # the add-on refused it (400)
+        await hass.services.async_call(DOMAIN, "shed_load", {"reduce_w": 0},
+                                       blocking=True, return_response=True)
     with pytest.raises(ServiceValidationError) as raised:
         await hass.services.async_call(DOMAIN, "shed_load",
                                        {"config_entry_id": "nope", "limit_w": 1},
