@@ -297,7 +297,9 @@ class Meter:
         total = sum(powers[i] for i in self._total_indices)
 
         previous = self._last_rpict
-        if previous is not None and 0.0 < now - previous <= self._options.joined_within_s:
+        # Not across a time shown as unavailable (stale), however short past stale_after_s.
+        if (previous is not None and self._available
+                and 0.0 < now - previous <= self._options.joined_within_s):
             self._integrate(now - previous, powers, total)
             self._save_live()
         self._powers = powers
@@ -343,7 +345,7 @@ class Meter:
                 self._gas.update(frame.gas_pulses)
                 self._gas.save_live()
             self._last_measurement = self._clock()
-            self._metrics.voltage_v.set(or_nan(self._vrms))
+            self._metrics.voltage_v.set(or_nan(self._voltage()))
             self._metrics.frequency_hz.set(or_nan(frame.frequency_hz))
             if not self._voltage_fresh:
                 self._voltage_fresh = True
@@ -451,7 +453,7 @@ class Meter:
     def _voltage_gone(self) -> None:
         """Powers are scaled with the vest again; voltage and frequency are unknown."""
         self._voltage_fresh = False
-        self._metrics.voltage_v.set(math.nan)
+        self._metrics.voltage_v.set(or_nan(self._voltage()))  # the hat's, if it has one
         self._metrics.frequency_hz.set(math.nan)
 
     # ------------------------------------------------------------------ lifecycle
@@ -614,14 +616,17 @@ class Meter:
             ],
         }
 
+    def _voltage(self) -> float | None:
+        """The mains voltage shown: the hat's own while it reads (its ...v hats), else the
+        voltage board's while fresh."""
+        if self._available and self._hat_voltage is not None:
+            return self._hat_voltage
+        return self._vrms if self._voltage_fresh else None
+
     def snapshot(self) -> dict[str, Any]:
         """The /api/v1/state object of docs/api.md (JSON-ready)."""
         available = self._available
-        voltage_known = self._voltage_fresh
-        if available and self._hat_voltage is not None:
-            voltage: float | None = self._hat_voltage
-        else:
-            voltage = self._vrms if voltage_known else None
+        voltage = self._voltage()
         channels = [
             {
                 "id": channel.id,
@@ -655,7 +660,7 @@ class Meter:
             "total_power_w": round(self._total_power, 2) if available else None,
             "total_energy_kwh": round(self._energy_total, 6),
             "voltage_v": _round(voltage, 2),
-            "frequency_hz": _round(self._frequency, 3) if voltage_known else None,
+            "frequency_hz": _round(self._frequency, 3) if self._voltage_fresh else None,
             "temperature_c": _round(self._temperature, 2) if available else None,
             "power_factor": _round(self._total_power_factor(), 3) if available else None,
             "channels": channels,
@@ -742,6 +747,8 @@ class Meter:
         metrics = self._metrics
         available = self._available
         metrics.total_power_w.set(self._total_power if available else math.nan)
+        # As the state shows it: a ...v hat's own voltage was never exported (helper 95).
+        metrics.voltage_v.set(or_nan(self._voltage()))
         for channel, power in zip(self._channels, self._powers, strict=True):
             metrics.channel_power_w.labels(str(channel.id), channel.name).set(
                 power if available else math.nan

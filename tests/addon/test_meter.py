@@ -120,6 +120,21 @@ def test_stale_voltage_falls_back_to_vest(tmp_path: Path, clock: FakeClock) -> N
     assert meter.snapshot()["channels"][0]["power_w"] == 230.0
 
 
+@pytest.mark.parametrize("with_board", [False, True])
+def test_metrics_export_the_voltage_the_state_shows(
+    tmp_path: Path, clock: FakeClock, with_board: bool
+) -> None:
+    """A hat with its own voltage input: /metrics said NaN (no voltage board) or the
+    board's voltage while the state and MQTT showed the hat's (helper 95)."""
+    metrics = Metrics()
+    meter = make_meter(tmp_path, clock, metrics, rpict_model="rpict3v1")
+    if with_board:
+        meter.feed_voltage_line(etm(1, vrms="240.0"))
+    meter.feed_rpict_line(b"11 500.0 0.0 0.0 2500 0 0 231.0\r\n")
+    assert meter.snapshot()["voltage_v"] == 231.0
+    assert sample(metrics, "energy_tracker_voltage_volts") == 231.0
+
+
 def test_hat_with_its_own_voltage_ignores_the_voltage_board(
     tmp_path: Path, clock: FakeClock
 ) -> None:
