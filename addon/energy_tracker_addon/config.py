@@ -515,6 +515,15 @@ def resolve_token(options: Options, data_dir: Path) -> str:
     return token
 
 
+def kept_meter_id(data_dir: Path) -> str | None:
+    """The meter id kept in `data_dir`, if a valid one is there (nothing is created)."""
+    try:
+        value = _read_kept(data_dir / METER_ID_FILE)
+    except OSError:
+        return None
+    return value if value is not None and _METER_ID_RE.fullmatch(value) else None
+
+
 def meter_id(data_dir: Path) -> str:
     """This meter's random id, created once and kept in `<data_dir>/meter_id`."""
     path = data_dir / METER_ID_FILE

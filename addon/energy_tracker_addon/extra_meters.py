@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .aggregates import EnergyBuckets, Period
-from .config import MAIN_METER, ExtraMeterConfig, Options, channels_on_hat, meter_id
+from .config import (
+    MAIN_METER,
+    ExtraMeterConfig,
+    Options,
+    channels_on_hat,
+    kept_meter_id,
+    meter_id,
+)
 from .meter import Meter
 from .metrics import Metrics
 from .persistence import CounterStore
@@ -65,6 +72,18 @@ def extra_meter_options(options: Options, config: ExtraMeterConfig, port: str) -
         options, rpict_port=port, rpict_model=model, rpict_vest=config.rpict_vest,
         voltage_port="", channels=channels, extra_meters=(),
     )
+
+
+def retired_meter_ids(data_dir: Path, options: Options) -> list[str]:
+    """The ids of extra meters taken out of the options: their folders (counters, id) are
+    kept, should they come back; what they announced elsewhere (MQTT) is not."""
+    configured = {config.id for config in options.extra_meters}
+    folder = data_dir / METERS_DIR
+    if not folder.is_dir():
+        return []
+    return [kept for meter in sorted(folder.iterdir())
+            if meter.is_dir() and meter.name not in configured
+            and (kept := kept_meter_id(meter)) is not None]
 
 
 class ExtraMeters:

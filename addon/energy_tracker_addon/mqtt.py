@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import aiomqtt
@@ -82,10 +82,14 @@ class MqttPublisher:
     """Mirror the meter onto `<prefix>/<meter_id>/…`; `start()` returns at once."""
 
     def __init__(self, options: Options, meter: Meter, meter_id: str, *,
-                 voltage_board: bool, name: str | None = None) -> None:
+                 voltage_board: bool, name: str | None = None,
+                 retired_meter_ids: Sequence[str] = ()) -> None:
         """`voltage_board`: a board measures Vrms and frequency for this meter; `name`:
-        an extra meter's configured name (its device name and the prefix of its log lines)."""
+        an extra meter's configured name (its device name and the prefix of its log lines);
+        `retired_meter_ids`: extra meters taken out of the options, whose devices it
+        removes from the central Home Assistant."""
         self._options = options
+        self._retired = tuple(retired_meter_ids)
         self._meter = meter
         self._meter_id = meter_id
         self._voltage_board = voltage_board
@@ -328,7 +332,21 @@ class MqttPublisher:
             # before 0.3.10; channels no longer in the options, whose templates (by list
             # position) would show another channel's values.
             await client.publish(topic, b"", qos=1, retain=True)
+        for meter_id in self._retired:
+            # Their retained configs and "offline" kept a device of unavailable sensors in
+            # the central Home Assistant for ever (helper 95).
+            for topic in self._all_config_topics(meter_id):
+                await client.publish(topic, b"", qos=1, retain=True)
+            base = f"{self._options.mqtt_topic_prefix}/{meter_id}"
+            for topic in (f"{base}/availability", f"{base}/state"):
+                await client.publish(topic, b"", qos=1, retain=True)
         await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+
+    def _all_config_topics(self, meter_id: str) -> list[str]:
+        keys = [key for key, *_ in _TOTALS] + [
+            f"channel_{channel_id}_{key}" for channel_id in range(1, MAX_CHANNEL_ID + 1)
+            for key, *_ in _PER_CHANNEL]
+        return [self._config_topic(key, meter_id) for key in keys]
 
     # ------------------------------------------------------------------ discovery
 
@@ -352,8 +370,8 @@ class MqttPublisher:
                 for channel_id in range(1, MAX_CHANNEL_ID + 1) if channel_id not in kept
                 for key, *_ in _PER_CHANNEL]
 
-    def _config_topic(self, key: str) -> str:
-        node = f"energy_tracker_{self._meter_id}"
+    def _config_topic(self, key: str, meter_id: str | None = None) -> str:
+        node = f"energy_tracker_{meter_id or self._meter_id}"
         return f"{self._options.mqtt_discovery_prefix}/sensor/{node}/{key}/config"
 
     def discovery_messages(self) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from .api import create_app
 from .carbon import CarbonIntensity
 from .config import Options, channels_on_hat, meter_id, resolve_token
 from .demand_response import DemandResponse
-from .extra_meters import ExtraMeters
+from .extra_meters import ExtraMeters, retired_meter_ids
 from .forecasting import Forecasting
 from .gas import GasCounter
 from .http_noise import malformed_requests_summed_up
@@ -259,7 +259,8 @@ class AddonService:
             from .mqtt import MqttPublisher
 
             publisher = MqttPublisher(options, meter, self._meter_id,
-                                      voltage_board=bool(voltage_port))
+                                      voltage_board=bool(voltage_port),
+                                      retired_meter_ids=retired_meter_ids(data_dir, options))
             await publisher.start()
             self._running.push_async_callback(publisher.stop)
             self._mqtt = publisher

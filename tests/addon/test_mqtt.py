@@ -552,6 +552,35 @@ async def test_every_extra_meter_is_its_own_mqtt_device(
             for meter in ids), what="both meters offline after a clean stop")
 
 
+async def test_an_extra_meter_taken_out_of_the_options_loses_its_device(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Its retained configs and "offline" stayed on the broker: a device of unavailable
+    sensors in the central Home Assistant for ever (helper 95)."""
+    with_garage = mqtt_options(broker.port, extra_meters=(ExtraMeterConfig("garage", "Garage"),))
+    async with Subscriber(broker.port) as central:
+        service = AddonService(with_garage, tmp_path / "data", "127.0.0.1", 0)
+        await service.start()
+        try:
+            garage = next(m for m in service.extra_meters.summary() if m["id"] == "garage")
+            node = f"energy_tracker_{garage['meter_id']}"
+            await wait_until(lambda: any(node in topic for topic in central.configs()),
+                             timeout=15, what="the garage announced")
+        finally:
+            await service.stop()
+        service = AddonService(mqtt_options(broker.port), tmp_path / "data", "127.0.0.1", 0)
+        await service.start()
+        try:
+            await wait_until(lambda: not any(node in topic for topic in central.configs()),
+                             timeout=15, what="the garage's sensors removed")
+            availability = f"energy_tracker/{garage['meter_id']}/availability"
+            await wait_until(lambda: central.on(availability)[-1].payload == b"",
+                             what="its retained availability cleared")
+            assert any(f"energy_tracker_{service.meter_id}" in t for t in central.configs())
+        finally:
+            await service.stop()
+
+
 async def test_no_broker_neither_delays_start_nor_stop(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
