@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -451,18 +452,46 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1.0,
                         help="replay speed of the simulated meter (1 = real time)")
     args = parser.parse_args()
+    for port, flag in ((args.addon_port, "--addon-port"), (args.hass_port, "--hass-port")):
+        # Taken, Home Assistant logged it and went on, and the demo waited 3 minutes on
+        # whatever answered there, then failed without naming the port.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as error:
+                sys.exit(f"error: port {port} is in use ({error.strerror}): another demo or "
+                         f"Home Assistant? Stop it, or pass {flag} N")
     args.workdir.mkdir(parents=True, exist_ok=True)
     options = {"simulation_speed": args.speed}
     stop_event = asyncio.Event()
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # The children run in their own sessions: a closed terminal (SIGHUP) or a kill
+    # (SIGTERM) before the loop runs must still stop them, as Ctrl-C does.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, interrupted)
 
     with running_demo(args.workdir, addon_port=args.addon_port, hass_port=args.hass_port,
                       addon_options=options) as procs:
         async def run() -> None:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(sig, stop_event.set)
             print(f"==> waiting for Home Assistant (logs: {args.workdir}/hass.log)")
-            await provision(procs, args.addon_port)
+            provisioning = asyncio.create_task(provision(procs, args.addon_port))
+            stopped = asyncio.create_task(stop_event.wait())
+            # Ctrl-C while Home Assistant starts stops at once, not after provisioning.
+            await asyncio.wait({provisioning, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not provisioning.done():
+                provisioning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await provisioning
+                return
+            stopped.cancel()
+            provisioning.result()  # its error, if any
             print(
                 "\n"
                 f"  Home Assistant : {procs.hass_url}   user '{DEMO_USER}', "

@@ -21,7 +21,9 @@ ADDON_STAMP="$ADDON_VENV/.setup-complete"
 
 find_python() {
     local cand
-    for cand in python3.14 python3.13; do
+    # 3.13 first: the pins (numpy 2.2, Home Assistant 2025.4) have wheels for it, not all
+    # for 3.14.
+    for cand in python3.13 python3 python3.14; do
         if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null; then
             command -v "$cand"; return 0
         fi
@@ -47,7 +49,16 @@ pip_install() {
 
 new_venv() {
     local venv=$1 py
-    [ -x "$venv/bin/python" ] && return 0
+    # Only a whole one is reused: an interrupted venv or ensurepip (Debian without
+    # python3.13-venv) leaves bin/python without pip, and every later run failed alike.
+    if [ -x "$venv/bin/python" ]; then
+        if "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null \
+                && "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+            return 0
+        fi
+        echo "==> $(basename "$venv") is incomplete or too old: creating it again"
+        rm -rf "$venv"
+    fi
     if ! py=$(find_python); then
         echo "error: energy_tracker needs Python >= 3.13 (Home Assistant 2025.4)." >&2
         echo "       Install it (e.g. 'pyenv install 3.13.0') or put python3.13 on PATH." >&2
