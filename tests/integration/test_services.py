@@ -130,10 +130,11 @@ async def test_addon_refusals_and_outages_are_translated_errors(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
 ) -> None:
     with pytest.raises(ServiceValidationError) as raised:  # the caller's mistake
-        await hass.services.async_call(DOMAIN, "shed_load", {"reduce_w": 0}, blocking=True,
-                                       return_response=True)
+        # Over the add-on's 1 000 000 W, which the action's schema leaves to it.
+        await hass.services.async_call(DOMAIN, "shed_load", {"limit_w": 2_000_000},
+                                       blocking=True, return_response=True)
     assert raised.value.translation_key == "command_invalid"
-    assert "reduce_w" in str(raised.value)
+    assert "limit_w" in str(raised.value)
     await addon.stop()
     with pytest.raises(HomeAssistantError) as raised:
         await hass.services.async_call(DOMAIN, "restore_load", {}, blocking=True,
