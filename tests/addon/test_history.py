@@ -354,11 +354,8 @@ def test_an_emptied_store_is_said_in_the_log(
     assert "is empty" not in caplog.text
 
 
-async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A worn card: the file opens, but a few zeroed pages fail the first query. The
-    writer still starts (pruning at start is that first query) and keeps recording."""
+def _worn_card_store(tmp_path: Path) -> Path:
+    """A day of readings in a file that opens, but whose first query meets zeroed pages."""
     path = tmp_path / "history.sqlite3"
     store = HistoryStore(path)
     store.append(_readings(_frame(days=1)))
@@ -366,6 +363,15 @@ async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
     with path.open("r+b") as handle:  # pages 6 and 7 of the readings' B-tree
         handle.seek(5 * 4096)
         handle.write(bytes(2 * 4096))
+    return path
+
+
+async def test_damage_found_in_use_is_set_aside_like_damage_found_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worn card: the file opens, but a few zeroed pages fail the first query. The
+    writer still starts (pruning at start is that first query) and keeps recording."""
+    path = _worn_card_store(tmp_path)
     writer = HistoryWriter(path)
     await writer.start()
     try:
@@ -577,18 +583,10 @@ async def test_readings_flushed_while_the_memory_history_moves_to_the_file_are_k
         reopened.close()
 
 
-def test_an_export_of_a_damaged_history_fails_rather_than_being_empty(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_an_export_of_a_damaged_history_fails_rather_than_being_empty(tmp_path: Path) -> None:
     """The damaged file was set aside and the export run again on the new, empty store:
     a valid file of 0 rows, reported as a success (helper 88)."""
-    path = tmp_path / "history.sqlite3"
-    store = HistoryStore(path)
-    store.append(_readings(_frame(days=1)))
-    store.close()
-    with path.open("r+b") as handle:  # pages 6 and 7 of the readings' B-tree
-        handle.seek(5 * 4096)
-        handle.write(bytes(2 * 4096))
+    path = _worn_card_store(tmp_path)
     store = HistoryStore(path, None, None)
     try:
         with pytest.raises(sqlite3.DatabaseError, match="malformed"):
