@@ -46,6 +46,7 @@ class _Labelled(logging.LoggerAdapter[logging.Logger]):
                 ) -> tuple[Any, MutableMapping[str, Any]]:
         return f"{(self.extra or {}).get('label')}: {msg}", kwargs
 
+
 type Board = Literal["rpict", "voltage"]
 type Listener = Callable[[dict[str, Any]], None]
 type FrameListener = Callable[[BoardFrame], None]
@@ -173,7 +174,7 @@ class Meter:
             # Right for circuits that make up the house; a mains clamp left as `circuit`
             # beside them would count the house twice.
             self._log.info("No channel has role mains: the total is the sum of every channel "
-                         "(%s)", ", ".join(str(c.id) for c in self._channels))
+                           "(%s)", ", ".join(str(c.id) for c in self._channels))
         # The voltage board exists when configured, or simulated along with the RPICT.
         self._has_voltage_board = bool(options.voltage_port) or not options.rpict_port
 
@@ -377,18 +378,18 @@ class Meter:
         if expected is not None and self._clock() <= expected:
             if failure and frame.reset != self._boot_cause:  # a boot before this add-on run
                 self._log.warning("The voltage board last started after %s (firmware %s)",
-                                failure, frame.fw_version)
+                                  failure, frame.fw_version)
             return
         if failure:
             self._log.warning("The voltage board restarted after %s (firmware %s): its relays "
-                            "are in their boot (fail-safe) state until switched again. If "
-                            "it repeats, report it with this log", failure, frame.fw_version)
+                              "are in their boot (fail-safe) state until switched again. If "
+                              "it repeats, report it with this log", failure, frame.fw_version)
         # Without a measurement on this connection it is the boot that opening the port
         # caused (USB boards reset on DTR), not news.
         elif self._last_measurement is not None:
             self._log.warning("The voltage board restarted%s: its relays are in their boot "
-                            "(fail-safe) state until switched again",
-                            "" if frame.reset is None else f" ({frame.reset})")
+                              "(fail-safe) state until switched again",
+                              "" if frame.reset is None else f" ({frame.reset})")
 
     def _say_relays_dropped_by_a_replug(self, relays: tuple[bool, ...]) -> None:
         """After the port reopened, relays that were on and are now off: the board reset
@@ -443,7 +444,7 @@ class Meter:
             self._last_measurement = None
             if self._voltage_fresh:
                 self._log.info("Voltage board port closed: using vest %g V",
-                             self._options.rpict_vest)
+                               self._options.rpict_vest)
                 self._voltage_gone()
 
     def _rpict_gone(self) -> None:
@@ -546,7 +547,7 @@ class Meter:
         board.silence_said = True
         port = self._options.rpict_port if name == "rpict" else self._options.voltage_port
         self._log.warning("%s port %s has sent nothing in %d s since it opened: %s", _NAMES[name],
-                        port, wait_s, _SILENT_PORT_HINTS[name])
+                          port, wait_s, _SILENT_PORT_HINTS[name])
 
     # ------------------------------------------------------------------ output
 
@@ -741,7 +742,7 @@ class Meter:
             return
         more = f" ({held_back} more rejected since the last message)" if held_back else ""
         self._log.warning("Rejected %s line %r: %s%s%s", name, line[:80], error, more,
-                        _reject_hint(name, line, error))
+                          _reject_hint(name, line, error))
 
     def _update_power_metrics(self) -> None:
         metrics = self._metrics

@@ -211,13 +211,14 @@ class AddonService:
         rpict_port, voltage_port = options.rpict_port, options.voltage_port
         self._simulated = not rpict_port
         if self._simulated:
+            # Only the board's relays are the simulated board's: a GPIO relay 1 left off
+            # opened its relay 1 and took the water heater out of the replay.
+            board_relays = {r.id for r in options.relays if r.source == "board"}
             simulator = SimulatedMeter(
                 speed=options.simulation_speed, vest=options.rpict_vest,
-                # Only the board's relays are the simulated board's: a GPIO relay 1 left
-                # off opened its relay 1 and took the water heater out of the replay.
                 relay_states=None if voltage_port else {
                     relay_id: state for relay_id, state in saved_relay_states(data_dir).items()
-                    if relay_id in {r.id for r in options.relays if r.source == "board"}},
+                    if relay_id in board_relays},
                 flash=None if voltage_port else data_dir / SIMULATED_BOARD_FILE,
             )
             rpict_port, simulated_voltage = await simulator.start()

@@ -30,14 +30,14 @@ CHUNK_WINDOWS = 20_000
 KW_LIKE = 50.0
 
 
-def track(spec: ModelSpec, power: NDArray[np.floating],
-          known: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
+def _track(spec: ModelSpec, power: NDArray[np.floating],
+           known: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """On/off states of a power series through the same hysteresis as the add-on, over the
-    `known` samples (all by default); off elsewhere. A run is forgotten across an unknown
-    stretch, as the add-on forgets it across a gap in the mains."""
+    `known` samples; off elsewhere. A run is forgotten across an unknown stretch, as the
+    add-on forgets it across a gap in the mains."""
     on = np.zeros(len(power), dtype=bool)
     tracker, previous = OnOffTracker(spec), -1
-    for i in np.flatnonzero(np.ones(len(power), bool) if known is None else known):
+    for i in np.flatnonzero(known):
         if previous >= 0 and i != previous + 1:
             tracker = OnOffTracker(spec)
         # Undecided (None) reads as off, as before the tracker's first decision.
@@ -53,7 +53,7 @@ def score(spec: ModelSpec, pred: NDArray[np.floating], true: NDArray[np.floating
     ok = np.isfinite(pred) & np.isfinite(true)
     if not ok.any():
         return {"mae_w": float("nan"), "sae": float("nan"), "f1": float("nan"), "samples": 0}
-    pred_on, true_on = track(spec, pred, ok), track(spec, true, ok)
+    pred_on, true_on = _track(spec, pred, ok), _track(spec, true, ok)
     return summary(pred[ok], true[ok], pred_on[ok], true_on[ok])
 
 
