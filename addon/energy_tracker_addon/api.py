@@ -104,8 +104,9 @@ class StreamHub:
 
     def __init__(self, backend: ApiBackend) -> None:
         self._backend = backend
-        self._queues: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
-        self._transports: dict[web.WebSocketResponse, asyncio.Transport | None] = {}
+        # Each client's queue, and its connection to cut if it takes no close frame.
+        self._clients: dict[web.WebSocketResponse,
+                            tuple[asyncio.Queue[str], asyncio.Transport | None]] = {}
         self._remove_listener: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -115,11 +116,12 @@ class StreamHub:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
-        await asyncio.gather(*(self._close(ws) for ws in list(self._queues)),
+        await asyncio.gather(*(self._close(ws, transport)
+                               for ws, (_queue, transport) in list(self._clients.items())),
                              return_exceptions=True)
 
-    async def _close(self, ws: web.WebSocketResponse) -> None:
-        transport = self._transports.get(ws)
+    async def _close(self, ws: web.WebSocketResponse,
+                     transport: asyncio.Transport | None) -> None:
         try:
             # A client that stopped reading with a full buffer never takes the close
             # frame: waiting for it held the add-on's stop for ever (the Supervisor kills
@@ -138,26 +140,24 @@ class StreamHub:
     @property
     def clients(self) -> int:
         """The connected stream clients."""
-        return len(self._queues)
+        return len(self._clients)
 
     def add(self, ws: web.WebSocketResponse,
             transport: asyncio.Transport | None = None) -> asyncio.Queue[str]:
         queue: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE_SIZE)
-        self._queues[ws] = queue
-        self._transports[ws] = transport
-        self._backend.metrics.websocket_clients.set(len(self._queues))
+        self._clients[ws] = (queue, transport)
+        self._backend.metrics.websocket_clients.set(len(self._clients))
         return queue
 
     def remove(self, ws: web.WebSocketResponse) -> None:
-        self._queues.pop(ws, None)
-        self._transports.pop(ws, None)
-        self._backend.metrics.websocket_clients.set(len(self._queues))
+        self._clients.pop(ws, None)
+        self._backend.metrics.websocket_clients.set(len(self._clients))
 
     def _on_reading(self, snapshot: dict[str, Any]) -> None:
-        if not self._queues:
+        if not self._clients:
             return
         message = self.state_message(snapshot)  # serialised once for all clients
-        for queue in self._queues.values():
+        for queue, _transport in self._clients.values():
             if queue.full():
                 # A slow client loses its oldest message, not everyone else's latency.
                 queue.get_nowait()
