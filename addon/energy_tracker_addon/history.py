@@ -507,11 +507,19 @@ class HistoryWriter:
         self._held_until = None
         self._backup_asked = True
         await self.flush()
-        await self._run(self._require_store().checkpoint)
-        if not self._backup_asked:
-            return  # the backup's end came while this was merging the WAL
-        self._held_until = asyncio.get_running_loop().time() + BACKUP_HOLD_MAX_S
-        await self._run(self._held_marker.touch)  # what backup_pre waits for
+        try:
+            await self._run(self._require_store().checkpoint)
+            if not self._backup_asked:
+                return  # the backup's end came while this was merging the WAL
+            self._held_until = asyncio.get_running_loop().time() + BACKUP_HOLD_MAX_S
+            await self._run(self._held_marker.touch)  # what backup_pre waits for
+        except (sqlite3.Error, OSError) as error:
+            # No marker: backup_pre refuses the backup, and its message points here.
+            self._held_until = None
+            self._backup_asked = False
+            _LOGGER.error("History: cannot pause for a backup (%s): the backup is refused",
+                          error)
+            return
         _LOGGER.info("History: held for a backup (readings wait in memory)")
 
     def resume_after_backup(self) -> None:

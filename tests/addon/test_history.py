@@ -501,6 +501,32 @@ async def test_readings_held_for_a_backup_are_written_at_a_stop(tmp_path: Path) 
     assert not (tmp_path / HELD_FOR_BACKUP_FILE).exists()
 
 
+async def test_a_backup_that_cannot_pause_the_history_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failed merge before a backup was an unretrieved task error, not a log line:
+    backup_pre's "see the add-on's log" found nothing there."""
+    writer = HistoryWriter(tmp_path / "history.sqlite3", flush_interval_s=60)
+    await writer.start()
+    try:
+        for reading in _readings(_frame(days=1))[:50]:
+            writer.add(reading)
+        await writer.flush()
+        # A read left open on the connection: the WAL cannot be truncated meanwhile.
+        reading_rows = await writer.run_in_worker(
+            lambda: writer._require_store()._db.execute("SELECT * FROM readings"))
+        await writer.run_in_worker(reading_rows.fetchone)
+        await writer.hold_for_backup()
+        assert not (tmp_path / HELD_FOR_BACKUP_FILE).exists()  # backup_pre refuses
+        assert "History: cannot pause for a backup (database table is locked)" in caplog.text
+        await writer.run_in_worker(reading_rows.close)
+        writer.add(_readings(_frame(days=1))[60])
+        await writer.flush()  # not held
+        assert await writer.run_in_worker(lambda: writer._require_store().count()) == 51
+    finally:
+        await writer.stop()
+
+
 async def test_the_end_of_a_backup_during_its_start_ends_the_hold(tmp_path: Path) -> None:
     """backup_post arriving while backup_pre's merge ran left the history held for ten
     minutes."""
