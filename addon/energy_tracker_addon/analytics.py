@@ -17,6 +17,7 @@ always in the same hour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -437,13 +438,15 @@ class Analytics:
             "next_id": self._next_id,
             "last_time": None if self._last_time is None else self._last_time.isoformat(),
             "detectors": {key: d.live_state() for key, d in self._detectors.items()},
+            "learning_since": {key: since.isoformat()
+                               for key, since in self._learning_since.items()},
             "carbon": self.carbon.to_dict(),
         }
 
     def _restore(self) -> None:
         def parse(data: dict[str, Any]) -> tuple[EnergyBuckets, EnergyBuckets,
                                                  list[dict[str, Any]], int, datetime | None,
-                                                 Any]:
+                                                 tuple[Any, Any, Any]]:
             # Files from before 0.3.1 have no CO2 buckets: those versions showed the energy
             # at the option's intensity, which is where the CO2 goes on from (it fell to 0).
             co2 = data.get("co2_buckets") or _scaled(data["buckets"],
@@ -452,7 +455,7 @@ class Analytics:
                     EnergyBuckets.from_dict(co2, self._tz),
                     [dict(event) for event in data["events"]], int(data["next_id"]),
                     None if data["last_time"] is None else _parse(data["last_time"]),
-                    (data.get("detectors"), data.get("carbon")))
+                    (data.get("detectors"), data.get("carbon"), data.get("learning_since")))
 
         stored = self._file.read(parse, "starting afresh")
         if stored is not None:
@@ -488,8 +491,8 @@ class Analytics:
 
     def _resume(self, buckets: EnergyBuckets, co2_buckets: EnergyBuckets,
                 events: list[dict[str, Any]], next_id: int, last_time: datetime | None,
-                extras: tuple[Any, Any]) -> None:
-        streams, carbon = extras
+                extras: tuple[Any, Any, Any]) -> None:
+        streams, carbon, learning_since = extras
         self.carbon.restore(carbon)
         self._buckets, self._co2_buckets = buckets, co2_buckets
         self._next_id, self._last_time = next_id, last_time
@@ -504,6 +507,12 @@ class Analytics:
             except ValueError as error:
                 _LOGGER.warning("Anomaly detector %s starts from empty windows: %s",
                                 detector.series, error)
+        # Since 0.3.22: a history kept for less than a week (history_retention_days) dated
+        # the learning from its first minute again at every restart, days without alerts.
+        for key, text in (learning_since if isinstance(learning_since, dict) else {}).items():
+            if key in self._detectors and isinstance(text, str):
+                with contextlib.suppress(ValueError):
+                    self._learning_since[key] = _parse(text)
 
 
 def _scaled(buckets: dict[str, Any], factor: float) -> dict[str, Any]:

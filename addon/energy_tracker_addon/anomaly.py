@@ -213,7 +213,16 @@ class AnomalyDetector:
         minute = math.floor(timestamp.timestamp() / 60)
         if self._minute is None:
             self._minute = minute
-        if minute < self._minute:
+        if minute < self._minute - 1:
+            # The clock set back (NTP after running ahead): waiting for the old time to come
+            # back left the detector deaf for as long. Its windows restart here, as after a
+            # long gap; what it learned and an anomaly in progress stay.
+            _LOGGER.info("Anomaly detector %s: the clock went back %d minutes: windows restart",
+                         self.series, self._minute - minute)
+            self._minute, self._sum, self._count = minute, 0.0, 0
+            self._window.clear()
+            self._recent.clear()
+        elif minute < self._minute:
             _LOGGER.debug("Anomaly detector %s: reading from the past ignored", self.series)
             return None
         started: Anomaly | None = None
@@ -268,7 +277,11 @@ class AnomalyDetector:
         started: Anomaly | None = None
         if fired is not None:
             self._last_flagged, self._calm_min = minute, 0
-            if self._active is None:
+            # Another kind while one is in progress (a stuck load, then the clamp reading
+            # 0 W) is news of its own, not more of the first; a spike (one minute) inside
+            # a lasting high or low does not replace it.
+            if self._active is None or (fired[0] != self._active.kind
+                                        and fired[0] != "spike"):
                 started = self._active = self._describe(*fired)
         elif self._active is not None:
             if stats.samples >= s.min_samples and math.isfinite(

@@ -855,3 +855,13 @@ async def test_a_history_kept_for_less_than_a_week_does_not_unlearn_detection(
         assert rig.state["anomaly"]["ready"] is True
     finally:
         await rig.stop()
+    # A restart (an update, a reboot) dated the learning from the history's first minute
+    # again: "learning" for 4 more days (helper 98).
+    await rig.start()
+    try:
+        await rig.replay(read_uci(uci + timedelta(days=7, minutes=3),
+                                  uci + timedelta(days=7, minutes=6)), shift)
+        assert rig.state["anomaly"]["ready"] is True
+        assert rig.state["anomaly"]["ready_at"] is None
+    finally:
+        await rig.stop()

@@ -95,6 +95,45 @@ def test_a_stuck_load_is_reported_with_the_slot_and_the_excess() -> None:
     assert anomaly.as_dict()["reason"] == anomaly.reason
 
 
+def test_a_dropout_during_a_stuck_load_is_announced_as_its_own_anomaly() -> None:
+    """A 2 kW load stuck on, then the clamp reading 0 W: the episode stayed "high", saying
+    "2.0 kW above the usual" over a total of 0 W, and the dropout was never announced."""
+    holdout = _holdout(days=3)
+    power = holdout["mains"].to_numpy().copy()
+    at = holdout.index.get_loc
+    power[at(pd.Timestamp("2010-01-02 00:30", tz=UCI_TZ)):
+          at(pd.Timestamp("2010-01-02 04:00", tz=UCI_TZ))] += 2000.0
+    drop = at(pd.Timestamp("2010-01-02 04:00", tz=UCI_TZ))
+    power[drop:drop + 60] = 0.0
+    detector = AnomalyDetector(UCI_TZ)
+    detector.fit(_epoch_s(_history().index), _history()["mains"].to_numpy())
+    alerts = replay(detector, holdout.index[:drop + 55], power[:drop + 55])
+    night = [a.kind for a in alerts if a.started.astimezone(UCI_TZ).date().day == 2
+             and a.started.astimezone(UCI_TZ).hour < 5]
+    assert night == ["high", "low"]
+    assert detector.active is not None
+    assert detector.active.kind == "low"
+    assert "below the usual" in detector.active.reason
+
+
+def test_a_clock_set_back_does_not_silence_the_detector() -> None:
+    """NTP setting back a clock that ran 2 h ahead: every reading was ignored until the old
+    time came back, and a clamp reading 0 W meanwhile was never reported."""
+    holdout = _holdout(days=3)
+    power = holdout["mains"].to_numpy().copy()
+    fix = holdout.index.get_loc(pd.Timestamp("2010-01-02 12:00", tz=UCI_TZ))
+    power[fix + 30:fix + 90] = 0.0  # 12:30-13:30
+    detector = _fitted()
+    alerts = []
+    for i, (moment, value) in enumerate(zip(holdout.index, power, strict=True)):
+        stamp = moment.to_pydatetime() + (timedelta(hours=2) if i < fix else timedelta(0))
+        if (anomaly := detector.check(stamp, float(value))) is not None:
+            alerts.append(anomaly)
+    dropout = [a for a in alerts if a.kind == "low"
+               and holdout.index[fix] <= a.started < holdout.index[fix + 90]]
+    assert len(dropout) == 1
+
+
 def test_quarter_hour_slots_name_the_quarter() -> None:
     holdout = _holdout(days=7)
     power = holdout["mains"].to_numpy().copy()
