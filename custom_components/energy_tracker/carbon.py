@@ -35,7 +35,7 @@ UNIT_FACTORS: Final = {"g/kwh": 1.0, "kg/mwh": 1.0, "kg/kwh": 1000.0, "t/mwh": 1
 
 def _unit_key(unit: object) -> str:
     text = str(unit).lower().replace(" ", "")
-    for marker in ("co2eq", "co2e", "co₂eq", "co₂", "co2"):
+    for marker in ("co2eq", "co2e", "co₂eq", "co₂e", "co₂", "co2"):
         text = text.replace(marker, "")
     return text
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import voluptuous as vol
 from homeassistant.config_entries import (
+    SOURCE_HASSIO,
     SOURCE_IGNORE,
     SOURCE_REAUTH,
     SOURCE_USER,
@@ -258,6 +259,13 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
         if info is None:
             LOGGER.debug("Discovered add-on not added: %s", errors["base"])
             return self.async_abort(reason=errors["base"])
+        # A card still waiting from an earlier announcement holds the token of then (the
+        # add-on restarted with a new api_token): the newest announcement replaces it.
+        for flow in self._async_in_progress(include_uninitialized=True):
+            context = flow["context"]
+            if context.get("source") == SOURCE_HASSIO and \
+                    context.get("unique_id") == info.meter_id:
+                self.hass.config_entries.flow.async_abort(flow["flow_id"])
         await self.async_set_unique_id(info.meter_id)
         # A known meter whose add-on moved or got a new token is simply updated.
         self._abort_if_meter_configured(data)
@@ -408,7 +416,11 @@ class EnergyTrackerOptionsFlow(OptionsFlow):
                 ),
                 vol.Optional(
                     CONF_CO2_INTENSITY_ENTITY,
-                    description={"suggested_value": entry.options.get(CONF_CO2_INTENSITY_ENTITY)},
+                    # A cleared field is absent from user_input: after a form error the
+                    # stored sensor came back in it, and was saved again.
+                    description={"suggested_value": (
+                        entry.options if user_input is None else user_input
+                    ).get(CONF_CO2_INTENSITY_ENTITY)},
                 ): EntitySelector(EntitySelectorConfig(domain="sensor")),
             }
         )

@@ -33,6 +33,9 @@ class NoReadingsIssue(CoordinatorIssue):
         """Nothing is checked before `async_start`."""
         super().__init__(hass, coordinator, ISSUE_NO_READINGS)
         self._cancel_timer: CALLBACK_TYPE | None = None
+        # The hat's rejected lines at its last reading: one noisy line weeks ago must not
+        # make a hat that went silent read as "lines cannot be read".
+        self._rejected_while_reading = 0
 
     @callback
     def async_start(self) -> CALLBACK_TYPE:
@@ -51,6 +54,8 @@ class NoReadingsIssue(CoordinatorIssue):
         if not self._coordinator.last_update_success:
             return  # the add-on is unreachable: the outage issue says so
         if self._coordinator.data.available:
+            board = self._coordinator.data.boards.get(RPICT)
+            self._rejected_while_reading = board.lines_rejected if board is not None else 0
             self._async_cancel_timer()
             ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
         elif self._cancel_timer is None:
@@ -65,9 +70,12 @@ class NoReadingsIssue(CoordinatorIssue):
         if not self._coordinator.last_update_success or state.available:
             return
         board = state.boards.get(RPICT)
+        rejected = 0 if board is None else board.lines_rejected
+        if rejected >= self._rejected_while_reading:  # else the add-on restarted: from 0
+            rejected -= self._rejected_while_reading
         if board is None or not board.connected:
             case = "port_closed"
-        elif board.lines_rejected:
+        elif rejected:
             case = "lines_rejected"
         else:
             case = "nothing_sent"
@@ -77,7 +85,7 @@ class NoReadingsIssue(CoordinatorIssue):
             translation_placeholders={
                 "title": self._coordinator.config_entry.title,
                 "minutes": str(int(METER_ISSUE_AFTER.total_seconds() // 60)),
-                "rejected": str(board.lines_rejected if board is not None else 0),
+                "rejected": str(rejected),
             },
         )
 

@@ -350,6 +350,7 @@ async def test_a_carbon_intensity_sensor_drives_the_addons_co2(
 
 @pytest.mark.parametrize(("value", "unit", "expected"), [
     ("250", "gCO2eq/kWh", 250.0), ("250", "g/kWh", 250.0), ("250", "gCO₂eq/kWh", 250.0),
+    ("250", "gCO₂e/kWh", 250.0), ("250", "gCO2e/kWh", 250.0),
     ("250", "kg/MWh", 250.0), ("0.25", "kgCO2/kWh", 250.0), ("0.25", "t/MWh", 250.0),
     ("250", "%", None), ("250", None, None), ("high", "g/kWh", None), ("nan", "g/kWh", None),
     ("unknown", "g/kWh", None),

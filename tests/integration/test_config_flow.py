@@ -192,6 +192,31 @@ async def test_adding_by_hand_while_its_discovered_card_waits(
         assert texts.get(f"component.{DOMAIN}.config.abort.already_in_progress")
 
 
+async def test_a_new_announcement_replaces_a_card_holding_the_old_token(
+    hass: HomeAssistant, addon: Addon
+) -> None:
+    """The user set api_token in the add-on's options while its card waited: the new
+    announcement ended on "already_in_progress", and confirming the card created an entry
+    the add-on refused at once (helper 99)."""
+    card = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_HASSIO},
+        data=discovery({"host": HOST, "port": addon.port, "api_token": addon.token}))
+    assert card["step_id"] == "hassio_confirm"
+    await addon.stop()
+    await addon.start(api_token="a-new-token-of-the-user-0123")
+    again = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_HASSIO},
+        data=discovery({"host": HOST, "port": addon.port, "api_token": addon.token}))
+    assert again["type"] is FlowResultType.FORM
+    assert [flow["flow_id"] for flow in hass.config_entries.flow.async_progress_by_handler(
+        DOMAIN)] == [again["flow_id"]]
+    result = await hass.config_entries.flow.async_configure(again["flow_id"], {})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["result"].state is ConfigEntryState.LOADED
+    assert result["result"].data[CONF_API_TOKEN] == "a-new-token-of-the-user-0123"
+
+
 async def test_rediscovery_updates_the_known_entry(
     hass: HomeAssistant, addon: Addon, closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -387,6 +412,36 @@ async def test_options_leave_out_a_channel_the_addon_no_longer_serves(
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options[CONF_CHANNELS] == ["1"]
+
+
+async def test_a_cleared_carbon_sensor_stays_cleared_after_a_form_error(
+    hass: HomeAssistant, addon: Addon,
+) -> None:
+    """Cleared together with a mistyped interval, the sensor came back in the form shown
+    again, and was saved again when the user fixed the interval (helper 99)."""
+    hass.states.async_set("sensor.grid_intensity", "250", {"unit_of_measurement": "g/kWh"})
+    await addon.wait_for_reading()
+    entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data,
+                            options={CONF_UPDATE_INTERVAL: 5,
+                                     CONF_CO2_INTENSITY_ENTITY: "sensor.grid_intensity"})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    channels = [str(c["id"]) for c in (await addon.get("info"))["channels"]]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_CHANNELS: channels, CONF_UPDATE_INTERVAL: 2.5})
+    assert result["errors"] == {CONF_UPDATE_INTERVAL: "whole_seconds"}
+    shown = {str(key): (key.description or {}).get("suggested_value")
+             for key in result["data_schema"].schema}
+    assert shown[CONF_CO2_INTENSITY_ENTITY] is None
+    # The user fixes the interval and sends the form as shown.
+    resent = {key: value for key, value in shown.items() if value is not None}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], resent | {CONF_UPDATE_INTERVAL: 3})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert CONF_CO2_INTENSITY_ENTITY not in entry.options
 
 
 async def test_options_refuse_a_carbon_intensity_sensor_that_does_not_exist_or_is_not_one(

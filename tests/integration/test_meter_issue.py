@@ -36,7 +36,8 @@ async def silent_hat(tmp_path: Path) -> AsyncIterator[tuple[Addon, PtyPort]]:
     data = tmp_path / "addon"
     data.mkdir()
     addon = Addon(data)
-    await start_addon(addon, rpict_port=str(port.path), nilm_enabled=False)
+    # Stale 2 s after the last reading: a hat that stops is seen to stop within a test.
+    await start_addon(addon, rpict_port=str(port.path), nilm_enabled=False, stale_after_s=2)
     yield addon, port
     await addon.stop()
     port.unplug()
@@ -78,6 +79,30 @@ async def test_lines_of_the_wrong_kind_are_said_as_such(
     assert raised.translation_key == "no_readings_lines_rejected"
     assert raised.translation_placeholders is not None
     assert raised.translation_placeholders["rejected"] == "3"
+
+
+async def test_a_hat_gone_silent_after_one_noisy_line_is_said_to_send_nothing(
+    hass: HomeAssistant, silent_hat: tuple[Addon, PtyPort]
+) -> None:
+    """The count of rejected lines since the add-on started made a hat that stopped sending
+    read as "lines cannot be read (wrong model, baud rate)" after one line garbled by noise
+    weeks before (helper 98)."""
+    addon, port = silent_hat
+    await port.write(RPICT_LINE)
+    await port.write(b"11 50\x800.0 120.0 0.0 21.5\r\n")  # one byte garbled on the line
+    await port.write(RPICT_LINE)
+    entry = await setup_entry(hass, addon)
+    await wait_for(lambda: addon.service.meter.snapshot()["boards"]["rpict"]["lines_rejected"]
+                   == 1, 5, "the noisy line counted")
+    await wait_for(lambda: (state := hass.states.get("sensor.energy_tracker_total_power"))
+                   is not None and state.state == "500.0", 5, "a reading shown")
+    # Then the hat stops sending; its port stays open.
+    await wait_for(lambda: issue(hass, entry) is not None, 10, "the issue")
+    raised = issue(hass, entry)
+    assert raised is not None
+    assert raised.translation_key == "no_readings_nothing_sent"
+    assert raised.translation_placeholders is not None
+    assert raised.translation_placeholders["rejected"] == "0"
 
 
 async def test_readings_that_stop_raise_it_and_a_reload_clears_nothing_wrongly(
