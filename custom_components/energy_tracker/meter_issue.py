@@ -55,7 +55,7 @@ class NoReadingsIssue(CoordinatorIssue):
             return  # the add-on is unreachable: the outage issue says so
         if self._coordinator.data.available:
             board = self._coordinator.data.boards.get(RPICT)
-            self._rejected_while_reading = board.lines_rejected if board is not None else 0
+            self._rejected_while_reading = (board.lines_rejected or 0) if board else 0
             self._async_cancel_timer()
             ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
         elif self._cancel_timer is None:
@@ -70,7 +70,7 @@ class NoReadingsIssue(CoordinatorIssue):
         if not self._coordinator.last_update_success or state.available:
             return
         board = state.boards.get(RPICT)
-        rejected = 0 if board is None else board.lines_rejected
+        rejected = (board.lines_rejected or 0) if board else 0
         if rejected >= self._rejected_while_reading:  # else the add-on restarted: from 0
             rejected -= self._rejected_while_reading
         if board is None or not board.connected:

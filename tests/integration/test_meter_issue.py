@@ -69,10 +69,12 @@ async def test_lines_of_the_wrong_kind_are_said_as_such(
     hass: HomeAssistant, silent_hat: tuple[Addon, PtyPort]
 ) -> None:
     addon, port = silent_hat
-    entry = await setup_entry(hass, addon)
     # The voltage board's frames on the hat's port: the ports are swapped.
     for _ in range(3):
         await port.write(b"$ETM,14,230.4,50.00,000,0*3809\r\n")
+    await wait_for(lambda: addon.service.meter.snapshot()["boards"]["rpict"]["lines_rejected"]
+                   == 3, 5, "the lines read and refused")
+    entry = await setup_entry(hass, addon)
     await wait_for(lambda: issue(hass, entry) is not None, 5, "the issue")
     raised = issue(hass, entry)
     assert raised is not None
