@@ -477,10 +477,12 @@ class Forecaster:
         check_origins = np.arange(split, n, dtype=np.int64)
         x_probe, _, _ = training_set(history, calendar, fit_origins, 0, use_temperature)
         if len(x_probe) < MIN_RETRAIN_DAYS * 24:
+            # "28 measured, 19 forecastable" read as a contradiction: say what is missing.
             raise NotEnoughHistory(
                 f"retraining needs {MIN_RETRAIN_DAYS} days of forecastable history plus "
                 f"{VALIDATION_DAYS} to check it; have {len(x_probe) / 24:.1f} forecastable "
-                f"of {int(np.isfinite(history.kwh).sum()) / 24:.1f} measured"
+                f"of {int(np.isfinite(history.kwh).sum()) / 24:.1f} measured (about "
+                f"{math.ceil(MIN_RETRAIN_DAYS - len(x_probe) / 24)} more days of readings)"
             )
         candidate = self._fit(history, calendar, fit_origins, features, prior, alpha)
         before = _mae_on(self, history, calendar, check_origins)

@@ -230,11 +230,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Checked before minutes of training, and the model written last: a report that could
+    # not be written said "error" after the shipped model had been replaced all the same.
+    for path in (args.report, args.out):
+        if path is not None and not path.parent.is_dir():
+            raise FileNotFoundError(f"no folder {path.parent} for {path.name}")
     model, test = train_and_evaluate(with_gbm=not args.no_gbm)
-    model.save(args.out)
     print(json.dumps(test, indent=1))
     if args.report:
         args.report.write_text(json.dumps(test, indent=1) + "\n")
+    model.save(args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -93,3 +93,16 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("prepare", "train", "export", "report", "evaluate", "finetune",
                     "forecast"):
         assert command in description
+
+
+def test_forecast_with_a_report_it_cannot_write_leaves_the_model_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model was saved (over the add-on's shipped one, by default) before the report
+    failed, and the command ended in "error" as if nothing had changed (helper 97)."""
+    model = tmp_path / "model.json"
+    code = main(["forecast", "--no-gbm", "--out", str(model),
+                 "--report", str(tmp_path / "missing" / "report.json")])
+    assert code == 2
+    assert f"no folder {tmp_path / 'missing'} for report.json" in capsys.readouterr().err
+    assert not model.exists()
