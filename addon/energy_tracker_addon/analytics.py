@@ -69,8 +69,12 @@ class Analytics:
         flush_interval_s: float = 10.0,
         carbon: CarbonIntensity | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        learn_afresh: bool = False,
     ) -> None:
+        """`learn_afresh`: the meter is another one than the saved state's (meter_source.py):
+        the detectors' windows and learning are not its."""
         self._options = options
+        self._learn_afresh = learn_afresh
         # Today is the wall clock's: the last reading's day stays yesterday when no reading
         # came since midnight (a stale board), and goes back with a clock set back.
         self._wall_clock = wall_clock
@@ -497,6 +501,8 @@ class Analytics:
         self._buckets, self._co2_buckets = buckets, co2_buckets
         self._next_id, self._last_time = next_id, last_time
         self._events.extend(events)
+        if self._learn_afresh:
+            return
         # Files from before 0.3.7 have no detector streams: they start from empty windows.
         for key, stream in (streams if isinstance(streams, dict) else {}).items():
             detector = self._detectors.get(key)

@@ -27,6 +27,7 @@ from .forecasting import Forecasting
 from .gas import GasCounter
 from .http_noise import malformed_requests_summed_up
 from .meter import Board, Meter
+from .meter_source import switch_learned_state
 from .metrics import Metrics
 from .nilm_service import NilmService
 from .persistence import CounterStore
@@ -238,9 +239,10 @@ class AddonService:
         self._running.push_async_callback(meter.stop)
         # Before the boards start, so it sees the first reading; stops after they do.
         tz = local_zone()
+        switched = switch_learned_state(data_dir, self.source) is not None
         self._analytics = Analytics(options, data_dir, meter, tz,
                                     carbon=CarbonIntensity(options.co2_g_per_kwh, *self._clocks),
-                                    wall_clock=self._clocks[1])
+                                    wall_clock=self._clocks[1], learn_afresh=switched)
         await self._analytics.start()
         self._running.push_async_callback(self._analytics.stop)
         # On the analytics' history store; stops before it.

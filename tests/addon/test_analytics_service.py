@@ -26,6 +26,7 @@ from energy_tracker_addon import api_analytics
 from energy_tracker_addon import history as history_module
 from energy_tracker_addon.history import HistoryStore, Reading
 from energy_tracker_addon.meter import iso_utc
+from energy_tracker_addon.meter_source import SOURCE_FILE, switch_learned_state
 from energy_tracker_addon.statefile import VersionedStateFile
 
 from .analytics_rig import TOKEN, Clocks, Rig
@@ -224,6 +225,42 @@ def _prefill(path: Path, data: pd.DataFrame, shift: timedelta) -> None:
         for moment, row in zip(data.index, data.itertuples(), strict=True)
     ])
     store.close()
+
+
+async def test_the_hat_after_the_simulated_meter_is_not_judged_by_the_replayed_house(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort]
+) -> None:
+    """Two weeks on the simulated meter (DOCS.md's step 2), then rpict_port set: detection
+    was ready at once with the UCI house as this home's usual, and a small flat got "1.7 kW
+    below the usual" on its first evening (helper 98)."""
+    start = datetime.fromisoformat("2009-03-02T00:00+01:00")
+    live_start = start + timedelta(days=14, hours=19)
+    shift = _weeks_to_now(live_start + timedelta(minutes=60))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / SOURCE_FILE).write_text('{"source": "simulated"}')
+    simulated = read_uci(start, live_start)
+    _prefill(data / "history.sqlite3", simulated, shift)
+    rig = Rig(data, Clocks(live_start + shift), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        minutes = pd.date_range(live_start, periods=40, freq="min")
+        flat = pd.DataFrame({"mains": 80.0, "kitchen": 10.0, "water_heater_ac": 5.0},
+                            index=minutes)
+        await rig.replay(flat, shift)
+        assert rig.state["anomaly"]["ready"] is False  # learning this home
+        assert rig.state["anomalies"] == []
+    finally:
+        await rig.stop()
+    assert json.loads((data / SOURCE_FILE).read_text()) == {"source": "serial"}
+    # The replayed house's history is kept aside, and comes back with the simulated meter.
+    assert switch_learned_state(data, "simulated") == "serial"
+    store = HistoryStore(data / "history.sqlite3")
+    try:
+        assert store.count() == len(simulated)
+    finally:
+        store.close()
+    assert (data / "serial.history.sqlite3").exists()
 
 
 async def test_a_spike_after_learning_from_history_turns_the_anomaly_on_and_survives_restart(
