@@ -316,7 +316,27 @@ def finetune(labels_path: Path, history_path: Path, cache: Path, epochs: int,
         meta_path.write_text(json.dumps(meta, indent=2))
         done[name] = {"windows": len(x), "loss": float(history.history["loss"][-1]),
                       **counts}
+    # A target fine-tuned in an earlier round that has no window now (its only label
+    # removed as wrong) kept that round's checkpoint, and `export` shipped it.
+    for name in sorted(wanted - {name for name, d in done.items() if d["windows"]}):
+        if _back_to_trained(cache, name):
+            done[name] = {**done.get(name, {"windows": 0}),
+                          "reset": "no label window this round: train's checkpoint again"}
     return done
+
+
+def _back_to_trained(cache: Path, name: str) -> bool:
+    """Put `train`'s checkpoint back in place of a fine-tuned one; False if it was not
+    fine-tuned."""
+    original, path = before_finetune(cache, name), checkpoint(cache, name)
+    if not original.is_file():
+        return False
+    shutil.copy2(original, path)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta.pop("finetuned_windows", None)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return True
 
 
 def outside_history(labels: list[Label], mains: pd.Series, appliance: str) -> int:

@@ -207,6 +207,39 @@ def test_finetune_moves_the_model_towards_the_labels(
                - after) < 0.5 * (before - after)
 
 
+def test_a_target_without_labels_in_a_later_round_goes_back_to_its_trained_model(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
+) -> None:
+    """A wrong label removed (its appliance's only one): the next round left that target's
+    fine-tuned checkpoint in place, and `export` shipped it (helper 100)."""
+    pytest.importorskip("tensorflow")
+    from energy_tracker_models.finetune import finetune
+    from energy_tracker_models.train import build_model
+
+    labels_path, history_path, _ = files
+    keras_dir = tmp_path / "cache" / "keras"
+    keras_dir.mkdir(parents=True)
+    norm = {"normalisation": {"input_mean": 700.0, "input_std": 800.0, "output_scale": 3000.0}}
+    for name in ("washing_machine", "dishwasher"):
+        build_model(ALL_TARGETS[name].window).save(keras_dir / f"{name}.keras")
+        (keras_dir / f"{name}.json").write_text(json.dumps(norm))
+    trained = (keras_dir / "washing_machine.keras").read_bytes()
+    both = [{"appliance": name, "start": RUN[0], "end": RUN[1], "was_running": True}
+            for name in ("washing_machine", "dishwasher")]
+    targets = ["washing_machine", "dishwasher"]
+    finetune(_write_labels(tmp_path / "round1.jsonl", both), history_path, tmp_path / "cache",
+             epochs=1, targets=targets)
+    assert (keras_dir / "washing_machine.keras").read_bytes() != trained
+    done = finetune(_write_labels(tmp_path / "round2.jsonl", both[1:]), history_path,
+                    tmp_path / "cache", epochs=1, targets=targets)
+    assert done["washing_machine"]["windows"] == 0
+    assert "train's checkpoint" in done["washing_machine"]["reset"]
+    assert (keras_dir / "washing_machine.keras").read_bytes() == trained
+    meta = json.loads((keras_dir / "washing_machine.json").read_text())
+    assert "finetuned_windows" not in meta
+    assert done["dishwasher"]["windows"] > 0
+
+
 def test_a_missing_checkpoint_stops_finetune_before_any_fit(
     files: tuple[Path, Path, pd.DataFrame], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
