@@ -80,6 +80,7 @@ class _Appliance:
 LABEL_CLOCK_SKEW: Final = timedelta(minutes=5)
 LABEL_MAX_SPAN: Final = timedelta(hours=24)
 LABEL_FIELDS: Final = frozenset({"appliance", "start", "end", "was_running"})
+LABEL_HISTORY_WAIT_S: Final = 2.0  # well within the integration's 10 s
 
 
 class LabelError(ValueError):
@@ -210,7 +211,7 @@ def _label_identity(body: Any, known: set[str] | None
             raise LabelError(f"{key} is out of range in UTC") from None
         times.append(moment)
     start, end = times
-    if end <= start:
+    if iso_utc(end) <= iso_utc(start):  # as stored: to the millisecond
         raise LabelError("end must be after start")
     was_running = body.get("was_running", True)
     if not isinstance(was_running, bool):
@@ -434,10 +435,18 @@ class NilmService:
     async def add_label(self, body: Any) -> dict[str, Any]:
         """Validate and store one label; raises LabelError."""
         now = datetime.now(UTC)
-        kept = await self._history.time_range() if self._history is not None else None
-        # No reading kept yet: nothing before now can be learnt from either.
-        label = parse_label(body, self.appliance_ids, now,
-                            None if self._history is None else kept[0] if kept else now)
+        kept_since: datetime | None = None  # None: not checked
+        if self._history is not None:
+            try:
+                # The history's one worker may be busy for long (a Parquet export of months):
+                # Home Assistant gave up after 10 s, and the label was stored all the same.
+                async with asyncio.timeout(LABEL_HISTORY_WAIT_S):
+                    kept = await self._history.time_range()
+                # No reading kept yet: nothing before now can be learnt from either.
+                kept_since = kept[0] if kept else now
+            except TimeoutError:
+                _LOGGER.info("Label: the history is busy, not checked against its span")
+        label = parse_label(body, self.appliance_ids, now, kept_since)
         label["bundle_version"] = self.bundle_version
         return await self._in_worker(self.labels.add_once, label)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +87,10 @@ async def request(service: AddonService, method: str, path: str,
           "end": f"{LABEL_DAY}T07:05:00Z"}, "start needs a time zone"),
         ({"appliance": "kettle", "start": f"{LABEL_DAY}T07:05:00Z",
           "end": f"{LABEL_DAY}T07:00:00Z"}, "end must be after start"),
+        # Apart by less than the millisecond they are stored to: stored as start == end,
+        # which finetune refused, with every other label (helper 100).
+        ({"appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00.000100Z",
+          "end": f"{LABEL_DAY}T07:00:00.000900Z"}, "end must be after start"),
         ({"appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z",
           "end": f"{LABEL_DAY}T07:05:00Z", "was_running": "no"}, "was_running must be"),
         ({"appliance": "kettle", "start": "2099-01-01T07:00:00Z",
@@ -124,6 +129,32 @@ async def test_a_label_before_the_readings_kept_is_refused(
         across = {**older, "end": (kept_since + timedelta(minutes=5)).isoformat()}
         status, stored = await request(service, "POST", "labels", across)
         assert status == 200
+        assert await request(service, "GET", "labels") == (200, {"labels": [stored]})
+    finally:
+        await service.stop()
+
+
+async def test_a_label_is_answered_while_the_history_is_busy(
+    tmp_path: Path, rpict: PtyPort
+) -> None:
+    """A label waited behind a Parquet export on the history's one worker: Home Assistant
+    gave up after 10 s (cannot connect), and the add-on stored it afterwards (helper 100)."""
+    keep_readings_since(tmp_path / "data", datetime.now(UTC) - timedelta(days=2))
+    service = await running(tmp_path, rpict)
+    try:
+        export_done = threading.Event()
+
+        def long_export() -> None:
+            export_done.wait(30)
+
+        busy = asyncio.ensure_future(service.analytics.history.run_in_worker(long_export))
+        label = {"appliance": "kettle", "start": f"{LABEL_DAY}T07:00:00Z",
+                 "end": f"{LABEL_DAY}T07:05:00Z"}
+        status, stored = await request(service, "POST", "labels", label)
+        assert not export_done.is_set()  # answered while the export still ran
+        assert status == 200
+        export_done.set()
+        await busy
         assert await request(service, "GET", "labels") == (200, {"labels": [stored]})
     finally:
         await service.stop()

@@ -216,7 +216,7 @@ def test_a_target_without_labels_in_a_later_round_goes_back_to_its_trained_model
     from energy_tracker_models.finetune import finetune
     from energy_tracker_models.train import build_model
 
-    labels_path, history_path, _ = files
+    _, history_path, _ = files
     keras_dir = tmp_path / "cache" / "keras"
     keras_dir.mkdir(parents=True)
     norm = {"normalisation": {"input_mean": 700.0, "input_std": 800.0, "output_scale": 3000.0}}
