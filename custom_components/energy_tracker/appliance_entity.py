@@ -213,8 +213,10 @@ class ApplianceSensor(NeverBackwards, ApplianceEntity, SensorEntity):
     def native_value(self) -> float | None:
         """The add-on's estimate."""
         appliance = self.appliance
-        return None if appliance is None else self._shown(
-            self.entity_description.value_fn(appliance))
+        if appliance is None:
+            return None
+        shown = self._shown(self.entity_description.value_fn(appliance))
+        return shown
 
 
 class ApplianceBinarySensor(ApplianceEntity, BinarySensorEntity):

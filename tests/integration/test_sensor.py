@@ -298,16 +298,22 @@ async def test_a_channel_the_addon_drops_keeps_its_entities_for_when_it_returns(
 
 
 async def test_a_counter_shown_unrounded_by_an_older_version_does_not_dip(
-    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry
+    hass: HomeAssistant, addon: Addon, config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
 ) -> None:
     """Integrations before 0.2.10 showed counters unrounded and kept no memory: after the
     upgrade the first value, rounded to the Wh, could be below the last one shown (a
     counter under 5 Wh then read as a new meter in the statistics)."""
+    config_entry.add_to_hass(hass)
+    # Registered by the older version, before its last state (a state older than the
+    # entity's registration is another entity's: never_backwards.py).
+    entity_registry.async_get_or_create(
+        "sensor", DOMAIN, f"{addon.meter_id}_total_energy", config_entry=config_entry,
+        suggested_object_id="energy_tracker_total_energy")
     raw = (await addon.get("state"))["total_energy_kwh"]
     restored = math.floor(raw * 1000) / 1000 + 0.0004  # more than its rounding shows
     mock_restore_cache(hass, (State("sensor.energy_tracker_total_energy", str(restored),
                                     {"unit_of_measurement": "kWh"}),))
-    config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()
     shown = [float(hass.states.get("sensor.energy_tracker_total_energy").state)]
