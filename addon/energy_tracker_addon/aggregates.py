@@ -282,7 +282,10 @@ class EnergyBuckets:
                 str(key): float(value) for key, value in data["last_counters"].items()
             }
             saved_zone = data.get("time_zone", str(tz))  # not kept before 0.3.7
-            moved = saved_zone != str(tz)
+            # A zone renamed to one with the same clock (Europe/Paris to Europe/Brussels,
+            # UTC to Etc/UTC) has the same midnights: its day and month are kept.
+            moved = saved_zone != str(tz) and not _same_clock(
+                saved_zone, tz, data["buckets"], restored._last_time)
             periods: tuple[Period, ...] = ("hour",) if moved else PERIODS
             if moved:
                 _LOGGER.warning("Energy aggregates were kept in time zone %s, now %s: hours "
@@ -301,6 +304,25 @@ class EnergyBuckets:
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"malformed aggregates state ({error!r})") from None
         return restored
+
+
+def _same_clock(saved_zone: str, tz: tzinfo, buckets: Mapping[str, Any],
+                last_time: datetime | None) -> bool:
+    """Whether `saved_zone` shows the time `tz` does at every quarter hour (UTC; zones
+    change offset on quarter hours) from the oldest bucket kept to a day after `last_time`."""
+    try:
+        saved = UTC if saved_zone == str(UTC) else ZoneInfo(saved_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    starts = [_aware(raw["start"]) for by_key in buckets.values() for raw in by_key.values()]
+    end = (last_time or datetime.now(UTC)) + timedelta(days=1)
+    moment = min(starts, default=end - timedelta(days=2)).astimezone(UTC)
+    moment = moment.replace(minute=moment.minute // 15 * 15, second=0, microsecond=0)
+    while moment < end:
+        if moment.astimezone(saved).utcoffset() != moment.astimezone(tz).utcoffset():
+            return False
+        moment += timedelta(minutes=15)
+    return True
 
 
 def local_zone(name: str | None = None) -> tzinfo:

@@ -177,7 +177,8 @@ class Analytics:
 
     def _span_ready(self, key: str, now: datetime) -> bool:
         since = self._learning_since.get(key)
-        return since is not None and now - since >= READY_AFTER
+        # In UTC: aware times of one ZoneInfo subtract as wall clocks (a DST change)
+        return since is not None and now.astimezone(UTC) - since.astimezone(UTC) >= READY_AFTER
 
     def _fit(
         self, keys: list[str], minutes: list[int], rows: list[tuple[float | None, ...]]
@@ -195,7 +196,7 @@ class Analytics:
             detector = AnomalyDetector(self._tz, self._detectors[key].series,
                                        self._detectors[key].settings)
             detector.fit(epoch_s, powers)
-            first, last = (datetime.fromtimestamp(float(epoch_s[finite][i]), self._tz)
+            first, last = (datetime.fromtimestamp(float(epoch_s[finite][i]), UTC)
                            for i in (0, -1))
             fitted[key] = (detector, first, last)
         return fitted
@@ -400,7 +401,8 @@ class Analytics:
         # While learning, when the first series has its week: when a new install's alerts
         # start (unknown before the first reading).
         since = min(self._learning_since.values(), default=None)
-        ready_at = None if ready_series or since is None else iso_utc(since + READY_AFTER)
+        ready_at = None if ready_series or since is None else iso_utc(
+            since.astimezone(UTC) + READY_AFTER)
         return {
             "ready": bool(ready_series),
             "ready_at": ready_at,

@@ -225,6 +225,23 @@ def test_a_new_time_zone_keeps_the_hours_and_restarts_days_and_months(
     assert restored.as_json("day")["buckets"][0]["start"] == "2026-12-05T00:00:00-05:00"
 
 
+@pytest.mark.parametrize(("saved_zone", "new_zone"), [
+    ("Europe/Paris", "Europe/Brussels"), ("UTC", "Etc/UTC"), ("Europe/Kiev", "Europe/Kyiv")])
+def test_a_zone_renamed_to_the_same_clock_keeps_the_day_and_the_month(
+    saved_zone: str, new_zone: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Paris to Brussels (same midnights): "Energy today" and the month were thrown away at
+    the next restart, with no repairs issue to say so (helper 103)."""
+    saved = EnergyBuckets(UTC if saved_zone == "UTC" else ZoneInfo(saved_zone))
+    start = datetime(2026, 10, 20, 10, tzinfo=UTC)
+    for minute in range(0, 61, 10):
+        saved.record(start + timedelta(minutes=minute), {"total": minute / 60})
+    restored = EnergyBuckets.from_dict(saved.to_dict(), ZoneInfo(new_zone))
+    assert sum(d["total"] for d in restored.energy("day").values()) == pytest.approx(1.0)
+    assert sum(m["total"] for m in restored.energy("month").values()) == pytest.approx(1.0)
+    assert "start again" not in caplog.text
+
+
 def test_time_zone_comes_from_the_name_or_tz_and_falls_back_to_utc(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

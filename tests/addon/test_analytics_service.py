@@ -227,6 +227,29 @@ def _prefill(path: Path, data: pd.DataFrame, shift: timedelta) -> None:
     store.close()
 
 
+async def test_ready_at_is_a_week_of_real_time_across_a_clock_change(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Learning from a history that spans the autumn change: "ready at" was seven days of
+    wall clock (an hour late), while detection was ready after 168 hours (helper 103)."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    data = tmp_path / "data"
+    data.mkdir()
+    first = datetime(2026, 10, 21, 10, tzinfo=UTC)  # four days before the change
+    store = HistoryStore(data / "history.sqlite3", retention_days=None, max_size_mb=None)
+    store.append([Reading(first + timedelta(minutes=m), 500.0, 0.0)
+                  for m in range(3 * 24 * 60)])
+    store.close()
+    rig = Rig(data, Clocks(first + timedelta(days=6, hours=23)), pty_port("ttyRPICT"))
+    await rig.start()
+    try:
+        assert rig.state["anomaly"]["ready_at"] == iso_utc(first + timedelta(hours=168))
+        await rig.rpict_line(first + timedelta(hours=168, minutes=1), ("500.0", "0.0", "0.0"))
+        assert rig.state["anomaly"]["ready"] is True
+    finally:
+        await rig.stop()
+
+
 async def test_the_hat_after_the_simulated_meter_is_not_judged_by_the_replayed_house(
     tmp_path: Path, pty_port: Callable[[str], PtyPort]
 ) -> None:
