@@ -60,6 +60,8 @@ SILENT_FRAMES: Final = 5  # voltage-board frames (1/s) without any wave before i
 REJECT_LOG_INTERVAL_S: Final = 10.0
 HELLO_REPLY_WAIT_S: Final = 5.0  # a requested hello comes within the command timeout
 SEQ_MODULUS: Final = 65_536
+# A measurement a second, at most 5 errors a second, an acknowledgement per command.
+MAX_BOARD_FRAMES_PER_S: Final = 10
 JOULES_PER_KWH: Final = 3_600_000.0
 
 
@@ -128,8 +130,11 @@ _BOARD_FRAME_START: Final = b"$ET"
 _RPICT_LINE: Final = re.compile(rb"^\s*-?\d+(\.\d+)?(\s+-?\d+(\.\d+)?){3,}\s*$")
 
 
-def _reject_hint(name: Board, line: bytes, error: ProtocolError) -> str:
-    """What a rejected line suggests the user check, when it suggests anything."""
+def _reject_hint(name: Board, line: bytes, error: ProtocolError,
+                 speeds_differ: bool = False) -> str:
+    """What a rejected line suggests the user check, when it suggests anything.
+    `speeds_differ`: both ports are set, at different baud rates: swapped ports read each
+    board at the other's speed, bytes that are not text, never the other's lines."""
     if name == "rpict" and line.lstrip().startswith(_BOARD_FRAME_START):
         return " (the voltage board's protocol: rpict_port and voltage_port swapped?)"
     if name == "voltage" and _RPICT_LINE.match(line):
@@ -138,7 +143,8 @@ def _reject_hint(name: Board, line: bytes, error: ProtocolError) -> str:
     if error.reason == "encoding" or (
             error.reason == "length" and not is_text(line)):
         option = "rpict_baudrate" if name == "rpict" else "voltage_baudrate"
-        return f" (bytes like these come from the wrong baud rate: check {option})"
+        swapped = ", or rpict_port and voltage_port swapped" if speeds_differ else ""
+        return f" (bytes like these come from the wrong baud rate: check {option}{swapped})"
     return ""
 
 
@@ -167,6 +173,8 @@ class Meter:
         self._clock = clock
         self._wall_clock = wall_clock
         self._parser = RpictParser(options.rpict_model)
+        self._speeds_differ = bool(options.rpict_port and options.voltage_port
+                                   and options.rpict_baudrate != options.voltage_baudrate)
         self._channels = options.channels
         mains = [i for i, c in enumerate(self._channels) if c.role == "mains"]
         self._total_indices = mains or list(range(len(self._channels)))
@@ -212,6 +220,7 @@ class Meter:
         self._boot_cause: str | None = None  # the last hello's `reset` (firmware ≥ 1.4.0)
         self._hello_expected_until: float | None = None  # the add-on asked for a hello
         self._last_seq: int | None = None
+        self._last_seq_at = 0.0  # clock() of the frame that carried it
         self._frames_lost = 0
 
         counters = store.load()
@@ -720,14 +729,17 @@ class Meter:
         return vrms
 
     def _count_lost_frames(self, seq: int, *, restart: bool) -> None:
+        now = self._clock()
         last, self._last_seq = self._last_seq, seq
+        elapsed, self._last_seq_at = now - self._last_seq_at, now
         if restart or last is None:
             return
         gap = (seq - last - 1) % SEQ_MODULUS
         if gap == SEQ_MODULUS - 1:
             return  # the same seq again: a repeat, nothing lost
-        if gap >= SEQ_MODULUS // 2:
-            # Far behind: the board restarted and its hello was lost, not 30000+ frames.
+        if gap >= SEQ_MODULUS // 2 or gap > MAX_BOARD_FRAMES_PER_S * elapsed + 10:
+            # More than the board could have sent meanwhile: it restarted and its hello was
+            # lost (after 9 h up, seq 1 after 36000 read as 29535 frames lost).
             self._log.info("Voltage board sequence restarted (%d after %d)", seq, last)
             return
         if gap:
@@ -742,7 +754,7 @@ class Meter:
             return
         more = f" ({held_back} more rejected since the last message)" if held_back else ""
         self._log.warning("Rejected %s line %r: %s%s%s", name, line[:80], error, more,
-                          _reject_hint(name, line, error))
+                          _reject_hint(name, line, error, self._speeds_differ))
 
     def _update_power_metrics(self) -> None:
         metrics = self._metrics

@@ -40,6 +40,7 @@ from .protocol import (
     FIRMWARE_DEFAULT_CAL,
     MAX_RELAYS,
     SEQ_MAX,
+    VRMS_MAX_V,
     CommandFrame,
     ProtocolError,
     frame,
@@ -53,6 +54,9 @@ from .statefile import JsonStateFile
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
+# What the board itself sends: a line starting so is an echo of its output (firmware's
+# board.cpp counts it as such), never answered with an error.
+BOARD_FRAME_PREFIXES: Final = (b"$ETH,", b"$ETM,", b"$ETA,", b"$ETE,")
 
 REPLAY_FILE: Final = "uci_replay.csv.gz"
 ROW_SECONDS: Final = 60.0
@@ -352,9 +356,12 @@ class SimulatedMeter:
         return "".join("1" if closed else "0" for closed in self.relays)
 
     def _send_measurement(self, row: int) -> None:
+        # No ADC behind it: the replayed voltage under the default factor, scaled by a CAL.
+        vrms = self._voltages[row] * self._cal / FIRMWARE_DEFAULT_CAL
         self._send_board(
-            # No ADC behind it: the replayed voltage under the default factor, scaled by a CAL.
-            "ETM", f"{self._voltages[row] * self._cal / FIRMWARE_DEFAULT_CAL:.2f}",
+            # Above the range, empty as the firmware sends it: a whole frame refused took
+            # the relays, gas and frequency with it.
+            "ETM", f"{vrms:.2f}" if 0.0 <= vrms <= VRMS_MAX_V else "",
             NOMINAL_FREQUENCY,
             self._relay_field(),
             str(self._gas.pulses),
@@ -378,8 +385,8 @@ class SimulatedMeter:
             self._send_board("ETE", "ELEN")
 
     def _answer(self, line: bytes) -> None:
-        if is_blank(line):
-            return
+        if is_blank(line) or line.startswith(BOARD_FRAME_PREFIXES):
+            return  # the board's own frames echoed back: no error (docs/protocol.md)
         try:
             command = parse_command_line(line)
         except ProtocolError as error:

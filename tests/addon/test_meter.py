@@ -368,9 +368,18 @@ def test_sequence_gaps_count_lost_frames(tmp_path: Path, clock: FakeClock) -> No
     assert meter.fw_version == "1.0.1"
     # The counter wraps at 65535 without loss; a repeated seq loses nothing either.
     assert feed(etm(2), etm(2), *(etm(seq) for seq in range(3, 65536)), etm(0), etm(1)) == 3
-    # 1 -> 30000 loses 29998 frames; 30000 -> 10 is far behind: a restart whose hello
-    # was lost, not 35000 lost frames.
+    # 1 -> 30000 over 8.3 hours (a serial link down) loses 29998 frames; 30000 -> 10 is far
+    # behind: a restart whose hello was lost, not 35000 lost frames.
+    clock.now += 30000
     assert feed(etm(30000), etm(10)) == 3 + 29998
+    # After 9 hours up (seq 36000 by then), a brown-out reboot whose hello was lost: seq 1
+    # three seconds later is a restart, not 29535 frames lost (helper 102).
+    clock.now += 18000
+    feed(etm(18000))
+    clock.now += 18000
+    before = feed(etm(36000))
+    clock.now += 3
+    assert feed(etm(1), etm(2)) == before
 
 
 def test_relay_states_follow_measurements_and_acks(tmp_path: Path, clock: FakeClock) -> None:
@@ -605,6 +614,12 @@ def test_reject_lines_name_swapped_ports_and_a_wrong_baud_rate(
     meter.feed_rpict_line(b"11 1 2\r\n")  # a line too short says nothing more
     last = next(r.getMessage() for r in reversed(caplog.records) if "Rejected" in r.message)
     assert last.endswith("rpict3t1 lines have 5")
+    # Both ports set at their (different) default speeds: swapped, each board is read at the
+    # other's speed, bytes that are not text; the hint named only the baud rate (helper 102).
+    both = make_meter(tmp_path, clock, rpict_port="/dev/ttyAMA0", voltage_port="/dev/ttyUSB0")
+    both.feed_voltage_line(b"\x1c\xe0\x00\xe0\n")
+    last = next(r.getMessage() for r in reversed(caplog.records) if "Rejected" in r.message)
+    assert last.endswith("check voltage_baudrate, or rpict_port and voltage_port swapped)")
 
 
 async def test_a_port_that_sends_nothing_is_said_once_per_opening(

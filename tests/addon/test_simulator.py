@@ -24,6 +24,7 @@ from energy_tracker_addon.protocol import (
     MeasurementFrame,
     RpictParser,
     encode_command,
+    frame,
     is_blank,
     parse_board_line,
 )
@@ -262,6 +263,32 @@ async def test_board_answers_commands(running: list[SimulatedMeter]) -> None:
         assert isinstance(hello, HelloFrame)
         assert hello.seq == 0
         assert error.code == "ECRC"
+    finally:
+        rpict.close()
+        board.close()
+
+
+async def test_the_simulated_board_behaves_as_the_firmware_at_its_limits(
+    running: list[SimulatedMeter],
+) -> None:
+    """A voltage above the protocol's 500 V was sent as such, and the parser refused the
+    whole frame, relays and gas with it (the firmware sends it empty); its own frames
+    echoed back were answered with errors the firmware never sends (helper 102)."""
+    rpict, board = await start(running, SimulatedMeter(start=datetime(2010, 3, 8)))
+    try:
+        board.write(encode_command(7, "CAL", "5.5"))  # ~12x the default: over 500 V
+        ack = await board.board_frame(AckFrame)
+        assert ack.result == "OK"
+        board.write(frame("ETM", "3", "230.0", "50.00", "111", "0"))  # an echo
+        board.write(encode_command(8, "PING"))
+        # The echo got no answer: the next error-or-ack frame is the PING's.
+        answer = await board.board_frame((AckFrame, BoardErrorFrame))
+        assert isinstance(answer, AckFrame)
+        assert answer.cmd_id == 8
+        # Measurements are all accepted, without a voltage.
+        measurement = await board.board_frame(MeasurementFrame)
+        assert measurement.vrms_v is None
+        assert measurement.relays == (True, True, True)
     finally:
         rpict.close()
         board.close()
