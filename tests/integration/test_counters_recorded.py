@@ -23,6 +23,7 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 from custom_components.energy_tracker.const import DOMAIN
 
 from .conftest import Addon, wait_for
+from .test_appliances import setup_entry
 from .test_meters import GARAGE
 
 TOTAL_ENERGY = "sensor.energy_tracker_total_energy"
@@ -108,15 +109,6 @@ def written_totals(hass: HomeAssistant) -> list[str]:
     return written
 
 
-async def added(hass: HomeAssistant, addon: Addon) -> MockConfigEntry:
-    entry = MockConfigEntry(domain=DOMAIN, title="Energy Tracker", unique_id=addon.meter_id,
-                            data=addon.entry_data)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    return entry
-
-
 def numbers(states: list[str]) -> list[float]:
     return [float(state) for state in states if state not in ("unknown", "unavailable")]
 
@@ -128,12 +120,12 @@ async def test_a_new_meter_under_a_deleted_ones_entity_id_starts_from_its_own_co
     new meter's total, first shown raw, then took the old meter's 5000 kWh as its own; the
     statistics counted a new meter plus 5000 kWh (helper 101)."""
     await seeded(addon, 5000.0)
-    old = await added(hass, addon)
+    old = await setup_entry(hass, addon)
     assert await hass.config_entries.async_remove(old.entry_id)
     await hass.async_block_till_done()
     await other_addon.wait_for_reading()
     written = written_totals(hass)
-    new = await added(hass, other_addon)
+    new = await setup_entry(hass, other_addon)
     await asyncio.sleep(1.5)
     assert numbers(written), written
     assert max(numbers(written)) < 1.0, written  # the new meter's Wh, not 5000 kWh
@@ -147,14 +139,14 @@ async def test_the_same_meter_added_again_never_shows_its_count_without_the_offs
     again: the first state was the raw counter, 1000 kWh below, and the statistics read a
     new meter (helper 101)."""
     await seeded(addon, 5000.0)
-    entry = await added(hass, addon)
+    entry = await setup_entry(hass, addon)
     await seeded(addon, 4000.0)  # an older add-on backup restored on its own
     await asyncio.sleep(2)
     assert float(hass.states.get(TOTAL_ENERGY).state) >= 5000.0
     assert await hass.config_entries.async_remove(entry.entry_id)
     await hass.async_block_till_done()
     written = written_totals(hass)
-    entry = await added(hass, addon)
+    entry = await setup_entry(hass, addon)
     await asyncio.sleep(1.5)
     assert numbers(written), written
     assert min(numbers(written)) >= 5000.0, written
@@ -171,7 +163,7 @@ async def test_the_meter_share_records_no_attributes_that_change_at_every_update
     addon = Addon(data_dir)
     await addon.start(extra_meters=[GARAGE])
     try:
-        entry = await added(hass, addon)
+        entry = await setup_entry(hass, addon)
         share = er.async_get(hass).async_get_entity_id(
             "sensor", DOMAIN, f"{addon.meter_id}_meter_comparison")
         assert share is not None
