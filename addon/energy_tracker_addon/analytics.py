@@ -127,6 +127,12 @@ class Analytics:
 
     async def start(self) -> None:
         self._restore()
+        if self._learn_afresh:
+            # Saved now: the source marker already names the new meter, and a first run
+            # without a reading (the hat's port still wrong) saved nothing, so the next
+            # start resumed the old meter's learning.
+            self._unsaved = True
+            self.persist()
         self.export_dir.mkdir(exist_ok=True)
         for leftover in self.export_dir.iterdir():  # from a stop in mid-export
             leftover.unlink(missing_ok=True)

@@ -24,8 +24,9 @@ _LOGGER = logging.getLogger(__name__)
 
 SOURCE_FILE: Final = "meter_source.json"
 # Everything learned from the readings (SQLite's WAL and index files go with their database).
+# A state file's backup goes too: loading falls back on it when the file is absent.
 LEARNED_FILES: Final = (HISTORY_FILE, f"{HISTORY_FILE}-wal", f"{HISTORY_FILE}-shm",
-                        FORECAST_FILE, f"{FORECAST_FILE}.live")
+                        FORECAST_FILE, f"{FORECAST_FILE}.bak", f"{FORECAST_FILE}.live")
 
 
 def switch_learned_state(data_dir: Path, source: str) -> str | None:
