@@ -213,10 +213,8 @@ class ApplianceSensor(NeverBackwards, ApplianceEntity, SensorEntity):
     def native_value(self) -> float | None:
         """The add-on's estimate."""
         appliance = self.appliance
-        if appliance is None:
-            return None
-        shown = self._shown(self.entity_description.value_fn(appliance))
-        return shown
+        return None if appliance is None else self._shown(
+            self.entity_description.value_fn(appliance))
 
 
 class ApplianceBinarySensor(ApplianceEntity, BinarySensorEntity):

@@ -261,11 +261,10 @@ class EnergyTrackerConfigFlow(ConfigFlow, domain=DOMAIN):
             return self.async_abort(reason=errors["base"])
         # A card still waiting from an earlier announcement holds the token of then (the
         # add-on restarted with a new api_token): the newest announcement replaces it.
-        for flow in self._async_in_progress(include_uninitialized=True):
-            context = flow["context"]
-            if context.get("source") == SOURCE_HASSIO and \
-                    context.get("unique_id") == info.meter_id:
-                self.hass.config_entries.flow.async_abort(flow["flow_id"])
+        for flow in self._async_in_progress(
+                include_uninitialized=True,
+                match_context={"source": SOURCE_HASSIO, "unique_id": info.meter_id}):
+            self.hass.config_entries.flow.async_abort(flow["flow_id"])
         await self.async_set_unique_id(info.meter_id)
         # A known meter whose add-on moved or got a new token is simply updated.
         self._abort_if_meter_configured(data)

@@ -20,6 +20,7 @@ from homeassistant.helpers.event import async_call_later
 from .const import DOMAIN, ISSUE_NO_READINGS
 from .coordinator import EnergyTrackerCoordinator
 from .coordinator_issue import CoordinatorIssue
+from .models import MeterState
 
 # Long enough for a hat to start and for a replug; short enough to be found the same day.
 METER_ISSUE_AFTER: Final = timedelta(minutes=5)
@@ -54,8 +55,7 @@ class NoReadingsIssue(CoordinatorIssue):
         if not self._coordinator.last_update_success:
             return  # the add-on is unreachable: the outage issue says so
         if self._coordinator.data.available:
-            board = self._coordinator.data.boards.get(RPICT)
-            self._rejected_while_reading = (board.lines_rejected or 0) if board else 0
+            self._rejected_while_reading = _lines_rejected(self._coordinator.data)
             self._async_cancel_timer()
             ir.async_delete_issue(self._hass, DOMAIN, self._issue_id)
         elif self._cancel_timer is None:
@@ -70,7 +70,7 @@ class NoReadingsIssue(CoordinatorIssue):
         if not self._coordinator.last_update_success or state.available:
             return
         board = state.boards.get(RPICT)
-        rejected = (board.lines_rejected or 0) if board else 0
+        rejected = _lines_rejected(state)
         if rejected >= self._rejected_while_reading:  # else the add-on restarted: from 0
             rejected -= self._rejected_while_reading
         if board is None or not board.connected:
@@ -94,3 +94,9 @@ class NoReadingsIssue(CoordinatorIssue):
         if self._cancel_timer is not None:
             self._cancel_timer()
             self._cancel_timer = None
+
+
+def _lines_rejected(state: MeterState) -> int:
+    """The hat's rejected lines since the add-on started (0 without a hat)."""
+    board = state.boards.get(RPICT)
+    return (board.lines_rejected or 0) if board else 0

@@ -125,10 +125,7 @@ class ExtraMeterSensor(NeverBackwards, CoordinatorEntity[EnergyTrackerCoordinato
     def native_value(self) -> float | None:
         """The value, or None when the meter is gone from the state."""
         meter = self.coordinator.data.extra_meters.get(self._id)
-        if meter is None:
-            return None
-        shown = self._shown(self.entity_description.value_fn(meter))
-        return shown
+        return None if meter is None else self._shown(self.entity_description.value_fn(meter))
 
     @property
     def available(self) -> bool:

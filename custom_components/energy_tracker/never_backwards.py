@@ -137,7 +137,7 @@ class NeverBackwards(RestoreEntity):
     def extra_restore_state_data(self) -> ExtraStoredData | None:
         return self._memory
 
-    def _shown[T](self, value: T, decimals: int = COUNTER_DECIMALS) -> T | float | None:
+    def _shown[T](self, value: T | None, decimals: int = COUNTER_DECIMALS) -> T | float | None:
         """The value to show for the add-on's `value`; anything but a tracked number as is."""
         memory = self._memory
         if memory is None or not isinstance(value, int | float) or isinstance(value, bool):

@@ -47,6 +47,25 @@ def issue(hass: HomeAssistant, entry: MockConfigEntry) -> ir.IssueEntry | None:
     return ir.async_get(hass).async_get_issue(DOMAIN, f"{ISSUE_NO_READINGS}_{entry.entry_id}")
 
 
+async def raised_issue(hass: HomeAssistant, entry: MockConfigEntry,
+                       timeout: float = 5) -> ir.IssueEntry:
+    await wait_for(lambda: issue(hass, entry) is not None, timeout, "the issue")
+    raised = issue(hass, entry)
+    assert raised is not None
+    return raised
+
+
+def shows_a_reading(hass: HomeAssistant) -> bool:
+    """The total power shows RPICT_LINE's 500 W."""
+    state = hass.states.get("sensor.energy_tracker_total_power")
+    return state is not None and state.state == "500.0"
+
+
+def rejected_lines(addon: Addon) -> int:
+    """The hat's rejected lines as the add-on counts them."""
+    return int(addon.service.meter.snapshot()["boards"]["rpict"]["lines_rejected"])
+
+
 async def test_a_hat_that_sends_nothing_is_a_repairs_issue_until_it_reads(
     hass: HomeAssistant, silent_hat: tuple[Addon, PtyPort]
 ) -> None:
@@ -54,9 +73,7 @@ async def test_a_hat_that_sends_nothing_is_a_repairs_issue_until_it_reads(
     add-on's log said the port was silent."""
     addon, port = silent_hat
     entry = await setup_entry(hass, addon)
-    await wait_for(lambda: issue(hass, entry) is not None, 5, "the issue")
-    raised = issue(hass, entry)
-    assert raised is not None
+    raised = await raised_issue(hass, entry)
     assert raised.translation_key == "no_readings_nothing_sent"
     assert raised.severity is ir.IssueSeverity.ERROR
     assert raised.translation_placeholders == {"title": "Energy Tracker", "minutes": "0",
@@ -72,12 +89,9 @@ async def test_lines_of_the_wrong_kind_are_said_as_such(
     # The voltage board's frames on the hat's port: the ports are swapped.
     for _ in range(3):
         await port.write(b"$ETM,14,230.4,50.00,000,0*3809\r\n")
-    await wait_for(lambda: addon.service.meter.snapshot()["boards"]["rpict"]["lines_rejected"]
-                   == 3, 5, "the lines read and refused")
+    await wait_for(lambda: rejected_lines(addon) == 3, 5, "the lines read and refused")
     entry = await setup_entry(hass, addon)
-    await wait_for(lambda: issue(hass, entry) is not None, 5, "the issue")
-    raised = issue(hass, entry)
-    assert raised is not None
+    raised = await raised_issue(hass, entry)
     assert raised.translation_key == "no_readings_lines_rejected"
     assert raised.translation_placeholders is not None
     assert raised.translation_placeholders["rejected"] == "3"
@@ -94,14 +108,10 @@ async def test_a_hat_gone_silent_after_one_noisy_line_is_said_to_send_nothing(
     await port.write(b"11 50\x800.0 120.0 0.0 21.5\r\n")  # one byte garbled on the line
     await port.write(RPICT_LINE)
     entry = await setup_entry(hass, addon)
-    await wait_for(lambda: addon.service.meter.snapshot()["boards"]["rpict"]["lines_rejected"]
-                   == 1, 5, "the noisy line counted")
-    await wait_for(lambda: (state := hass.states.get("sensor.energy_tracker_total_power"))
-                   is not None and state.state == "500.0", 5, "a reading shown")
+    await wait_for(lambda: rejected_lines(addon) == 1, 5, "the noisy line counted")
+    await wait_for(lambda: shows_a_reading(hass), 5, "a reading shown")
     # Then the hat stops sending; its port stays open.
-    await wait_for(lambda: issue(hass, entry) is not None, 10, "the issue")
-    raised = issue(hass, entry)
-    assert raised is not None
+    raised = await raised_issue(hass, entry, timeout=10)
     assert raised.translation_key == "no_readings_nothing_sent"
     assert raised.translation_placeholders is not None
     assert raised.translation_placeholders["rejected"] == "0"
@@ -113,14 +123,10 @@ async def test_readings_that_stop_raise_it_and_a_reload_clears_nothing_wrongly(
     addon, port = silent_hat
     await port.write(RPICT_LINE)
     entry = await setup_entry(hass, addon)
-    await wait_for(lambda: hass.states.get("sensor.energy_tracker_total_power") is not None
-                   and hass.states.get("sensor.energy_tracker_total_power").state == "500.0",
-                   5, "a reading shown")
+    await wait_for(lambda: shows_a_reading(hass), 5, "a reading shown")
     assert issue(hass, entry) is None
     port.unplug()  # the hat's port goes: values unavailable at once
-    await wait_for(lambda: issue(hass, entry) is not None, 5, "the issue")
-    raised = issue(hass, entry)
-    assert raised is not None
+    raised = await raised_issue(hass, entry)
     assert raised.translation_key == "no_readings_port_closed"
     # Unloading the entry takes its issue with it.
     assert await hass.config_entries.async_unload(entry.entry_id)
