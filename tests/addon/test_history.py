@@ -172,7 +172,11 @@ def _children() -> list[int]:
     """This process's live child processes (every thread's), zombies excluded."""
     found: list[int] = []
     for task in Path("/proc/self/task").iterdir():
-        for pid in (task / "children").read_text().split():
+        try:
+            pids = (task / "children").read_text().split()
+        except FileNotFoundError:  # that thread ended after the listing
+            continue
+        for pid in pids:
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
                     found.append(int(pid))
