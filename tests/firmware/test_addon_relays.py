@@ -112,7 +112,7 @@ async def test_a_board_that_crashed_says_so_in_the_log_and_the_state(
         assert warnings == []
     else:
         assert len(warnings) == 1, warnings
-        assert f"after {warned} (firmware 1.5.0)" in warnings[0]
+        assert f"after {warned} (firmware 1.5.1)" in warnings[0]
 
 
 async def test_a_fail_safe_relay_is_closed_by_the_board_when_the_addon_is_gone(

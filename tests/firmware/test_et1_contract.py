@@ -72,7 +72,7 @@ def test_board_frames_parse_unchanged_and_carry_accurate_measurements(
     start_board: Callable[..., PtyBoard], freq: float, vrms: float
 ) -> None:
     board = start_board(*FAST, "--freq", str(freq), "--vrms", str(vrms), "--gas-period-ms", "1000")
-    assert hello(board) == HelloFrame(seq=0, fw_version="1.5.0", n_relays=3, cal=2.4,
+    assert hello(board) == HelloFrame(seq=0, fw_version="1.5.1", n_relays=3, cal=2.4,
                                          reset="power_on", safe=(False, False, False))
     frames = measurements(board, 8)
     assert [f.seq for f in frames] == list(range(1, 9))  # no gaps, hello was 0

@@ -68,7 +68,7 @@ TEST(boot_sets_relays_to_stored_safe_state_then_says_hello) {
     const Sent hello = r.only();
     CHECK(hello.crc_ok);
     CHECK_EQ(hello.type, std::string("ETH"));
-    CHECK(hello.fields == (std::vector<std::string>{"0", "1.5.0", "3", "0.4512", "power_on", "101"}));
+    CHECK(hello.fields == (std::vector<std::string>{"0", "1.5.1", "3", "0.4512", "power_on", "101"}));
 }
 
 TEST(hello_names_how_the_boot_began) {
@@ -413,6 +413,29 @@ TEST(a_flood_of_bad_lines_gets_few_replies_and_commands_still_answered) {
     r.now += 1000;  // a second later bad lines are answered again
     r.raw("x\n");
     CHECK_EQ(r.only().fields[1], std::string("EFRAME"));
+}
+
+TEST(no_second_holds_more_than_five_error_replies) {
+    // Five bad lines just before a second's edge and five just after were ten replies in
+    // 20 ms when the limit counted per fixed second; it is a sliding second.
+    Rig r;
+    r.boot();
+    r.sent();
+    auto replies_to = [&r](int lines) {
+        size_t ete = 0;
+        for (int i = 0; i < lines; ++i) r.raw("x\n");
+        for (const Sent& s : r.sent()) ete += s.type == "ETE";
+        return ete;
+    };
+    r.now += 990;
+    CHECK_EQ(replies_to(5), size_t{5});
+    r.now += 20;
+    CHECK_EQ(replies_to(5), size_t{0});
+    r.now += 975;  // 995 ms after the five: still inside their second
+    CHECK_EQ(replies_to(5), size_t{0});
+    r.now += 5;  // a full second after them
+    CHECK_EQ(replies_to(5), size_t{5});
+    CHECK_EQ(r.board.errors().unanswered, uint32_t{10});
 }
 
 TEST(an_echoing_port_does_not_start_a_ping_pong) {

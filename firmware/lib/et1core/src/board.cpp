@@ -223,15 +223,14 @@ void Board::send_ack(uint32_t cmd_id, const char* result) {
 }
 
 void Board::send_error(const char* code, uint32_t now_ms) {
-    if (now_ms - error_window_ms_ >= 1000) {
-        error_window_ms_ = now_ms;
-        errors_in_window_ = 0;
-    }
-    if (errors_in_window_ >= kMaxErrorRepliesPerSecond) {
+    if (error_replies_ == kMaxErrorRepliesPerSecond
+        && now_ms - error_reply_ms_[error_next_] < 1000) {
         ++errors_.unanswered;
         return;
     }
-    ++errors_in_window_;
+    error_reply_ms_[error_next_] = now_ms;
+    error_next_ = (error_next_ + 1) % kMaxErrorRepliesPerSecond;
+    if (error_replies_ < kMaxErrorRepliesPerSecond) ++error_replies_;
     FrameWriter w("ETE");
     w.add_uint(next_seq()).add(code);
     send(w);

@@ -13,7 +13,7 @@
 
 namespace et1 {
 
-constexpr const char* kFirmwareVersion = "1.5.0";
+constexpr const char* kFirmwareVersion = "1.5.1";
 
 // Hardware boundary: the serial port's transmit side.
 class Output {
@@ -93,8 +93,11 @@ private:
     ErrorCounters errors_;
     uint16_t seq_ = 0;
     uint32_t last_report_ms_ = 0;
-    uint32_t error_window_ms_ = 0;  // start of the current second of ETE replies
-    uint8_t errors_in_window_ = 0;
+    // Send times of the last kMaxErrorRepliesPerSecond ETE replies (a ring, oldest at
+    // error_next_ once full): a sliding second, so no burst straddles a window edge.
+    uint32_t error_reply_ms_[kMaxErrorRepliesPerSecond] = {};
+    uint8_t error_replies_ = 0;  // entries filled so far, up to the ring's size
+    uint8_t error_next_ = 0;
     bool store_failed_ = false;  // flash may differ from what store_.read() returns
 
     char line_[kMaxFrameBytes];
