@@ -105,6 +105,7 @@ def test_unknown_model_is_refused_at_construction() -> None:
         ("rpict3t1", b"11 243.5 0.0 1520.2 21.4 7\r\n", "fields"),
         ("rpict3t1", b"11 243.5,0.0 1520.2 21.4\r\n", "fields"),
         ("rpict3t1", b"11 243.5  1520.2 21.4\r\n", "number"),
+        ("rpict3t1", b"11 243.5  0.0 1520.2 21.4\r\n", "fields"),  # every value, one space too many
         ("rpict3t1", b"\r\n", "fields"),
         ("rpict3t1", b"11 nan 0.0 1520.2 21.4\r\n", "number"),
         ("rpict3t1", b"11 inf 0.0 1520.2 21.4\r\n", "number"),
