@@ -38,6 +38,8 @@ from .simulator import HAT_MODEL, SimulatedMeter
 from .statefile import JsonStateFile
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .mqtt import MqttPublisher
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class _Entry:
     buckets: EnergyBuckets | None  # None: the main meter's, which the analytics keep
     source: str = "serial"
     link: SerialLink | None = None
+    metrics: Metrics | None = None  # an extra meter's own registry (serial line counters)
 
 
 def extra_meter_options(options: Options, config: ExtraMeterConfig, port: str) -> Options:
@@ -142,7 +145,8 @@ class ExtraMeters:
             self._running.callback(self._persist)
             self._main.meter.add_state_part("meters", self.extra_summary)
             self._main.meter.add_state_part("meter_comparison", lambda: self.compare("day"))
-            self._running.callback(self._main_metrics.watch_extra_meters(self.extra_summary))
+            self._running.callback(self._main_metrics.watch_extra_meters(
+                self.extra_summary, self._registries))
 
     async def _start_meter(self, config: ExtraMeterConfig) -> None:
         folder = self._dir / config.id
@@ -156,11 +160,13 @@ class ExtraMeters:
             self._running.push_async_callback(simulator.stop)
         options = extra_meter_options(self._options, config, port)
         own_id = meter_id(folder)
-        # Its own registry: the main /metrics exports its summary (watch_extra_meters).
-        meter = Meter(options, CounterStore(folder / COUNTER_FILE), Metrics(), own_id,
+        # Its own registry: the main /metrics exports its summary and serial counters
+        # with the meter's labels (watch_extra_meters).
+        metrics = Metrics(boards=("rpict",))  # no voltage board
+        meter = Meter(options, CounterStore(folder / COUNTER_FILE), metrics, own_id,
                       self._clock, self._wall_clock, label=f"Extra meter {config.id}")
         entry = _Entry(config.id, config.name, own_id, meter,
-                       EnergyBuckets(self._tz), source)
+                       EnergyBuckets(self._tz), source, metrics=metrics)
         self._extras[config.id] = entry
         await meter.start()
         self._running.push_async_callback(meter.stop)
@@ -248,6 +254,10 @@ class ExtraMeters:
     def summary(self) -> list[dict[str, Any]]:
         """GET /api/v1/meters: the main meter first, then the extra ones."""
         return [self._summary(self._main, self._main.meter.snapshot()), *self.extra_summary()]
+
+    def _registries(self) -> list[tuple[str, str, CollectorRegistry]]:
+        return [(e.id, e.name, e.metrics.registry) for e in self._extras.values()
+                if e.metrics is not None]
 
     def extra_summary(self) -> list[dict[str, Any]]:
         """The `meters` state field (the main meter's own values are the state itself)."""

@@ -12,25 +12,32 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 BOARDS = ("rpict", "voltage")
 METER_LABELS = ["meter", "name"]
 
+# id, name and own registry of each extra meter
+ExtraRegistries = Callable[[], Sequence[tuple[str, str, CollectorRegistry]]]
+
 
 class ExtraMeterCollector(Collector):
-    """Power, energy and availability of the extra meters, read when /metrics is scraped.
+    """Power, energy and availability of the extra meters, read when /metrics is scraped,
+    and the serial line counters of their own registries.
 
     A collector instead of gauges: the meters' summaries are the one source, and nothing
     has to be kept in step when a reading arrives.
     """
 
-    def __init__(self, meters: Callable[[], Sequence[Mapping[str, Any]]]) -> None:
+    def __init__(self, meters: Callable[[], Sequence[Mapping[str, Any]]],
+                 registries: ExtraRegistries) -> None:
         self._meters = meters
+        self._registries = registries
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
+        yield from self._serial_families().values()
 
     def collect(self) -> Iterator[Metric]:
         power, energy, up = self._families()
@@ -40,6 +47,31 @@ class ExtraMeterCollector(Collector):
             energy.add_metric(labels, or_nan(meter["total_energy_kwh"]))
             up.add_metric(labels, 1.0 if meter["available"] else 0.0)
         yield from (power, energy, up)
+        serial = self._serial_families()
+        for meter_id, name, registry in self._registries():
+            for family in registry.collect():
+                target = serial.get(family.name)
+                if target is None:
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):  # not the _created timestamps
+                        target.add_metric([meter_id, name, *sample.labels.values()],
+                                          sample.value)
+        yield from serial.values()
+
+    @staticmethod
+    def _serial_families() -> dict[str, CounterMetricFamily]:
+        """An extra meter's own serial counters, by their name in its registry."""
+        return {
+            "energy_tracker_serial_lines": CounterMetricFamily(
+                "energy_tracker_extra_meter_serial_lines",
+                "Lines read from an extra meter's board, accepted and rejected",
+                labels=[*METER_LABELS, "board"]),
+            "energy_tracker_serial_lines_rejected": CounterMetricFamily(
+                "energy_tracker_extra_meter_serial_lines_rejected",
+                "Serial lines of an extra meter rejected by the parser, by reason",
+                labels=[*METER_LABELS, "board", "reason"]),
+        }
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
@@ -66,7 +98,8 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, boards: Sequence[str] = BOARDS) -> None:
+        """`boards`: those whose line counter is shown (at 0) before their first line."""
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.serial_lines = Counter(
@@ -123,16 +156,17 @@ class Metrics:
             "WebSocket clients connected to /api/v1/stream",
             registry=registry,
         )
-        for board in BOARDS:
+        for board in boards:
             self.serial_lines.labels(board)
         nan = float("nan")
         for gauge in (self.total_power_w, self.voltage_v, self.frequency_hz):
             gauge.set(nan)
 
-    def watch_extra_meters(self, meters: Callable[[], Sequence[Mapping[str, Any]]]
-                           ) -> Callable[[], None]:
-        """Export the extra meters' summaries; returns the function that stops it."""
-        collector = ExtraMeterCollector(meters)
+    def watch_extra_meters(self, meters: Callable[[], Sequence[Mapping[str, Any]]],
+                           registries: ExtraRegistries) -> Callable[[], None]:
+        """Export the extra meters' summaries and serial counters; returns the function
+        that stops it."""
+        collector = ExtraMeterCollector(meters, registries)
         self.registry.register(collector)
         return lambda: self.registry.unregister(collector)
 

@@ -82,13 +82,16 @@ async def both_ports_open(service: AddonService) -> None:
     await wait_until(open_, what="both meters' ports open")
 
 
-async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, str], float]:
-    """/metrics as {(sample name, meter label): value} for the extra meters' series."""
+async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, ...], float]:
+    """/metrics as {(sample name, meter label[, board[, reason]]): value} for the extra
+    meters' series."""
     async with session.get(f"{url}/metrics",
                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
         assert resp.status == 200
         text = await resp.text()
-    return {(sample.name, sample.labels["meter"]): sample.value
+    return {(sample.name, sample.labels["meter"],
+             *(sample.labels[k] for k in ("board", "reason") if k in sample.labels)):
+            sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples if "meter" in sample.labels}
 
@@ -141,12 +144,23 @@ async def test_two_meters_on_two_ptys_have_their_own_state_counters_and_comparis
             ("main", "Energy Tracker", "serial", 1000.0), ("garage", "Garage", "serial", 500.0)
         ]
 
+        # A garbled line from the garage's hat is counted against the garage.
+        await garage.write(b"11 500.0 0.0\r\n")
+
+        async def garage_rejected() -> bool:
+            state = await get(session, service.url, "meters/garage/state")
+            return bool(state["boards"]["rpict"]["lines_rejected"] == 1)
+
+        await wait_until(garage_rejected, what="garage line rejected")
         # Prometheus sees the garage beside the main meter's own series.
         metrics = await scrape(session, service.url)
         assert metrics == {
             ("energy_tracker_extra_meter_power_watts", "garage"): 500.0,
             ("energy_tracker_extra_meter_energy_kwh", "garage"): pytest.approx(0.5, abs=1e-6),
             ("energy_tracker_extra_meter_up", "garage"): 1.0,
+            ("energy_tracker_extra_meter_serial_lines_total", "garage", "rpict"): 12.0,
+            ("energy_tracker_extra_meter_serial_lines_rejected_total", "garage", "rpict",
+             "fields"): 1.0,
         }
 
         day = await get(session, service.url, "compare?period=day")
