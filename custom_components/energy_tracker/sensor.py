@@ -131,9 +131,10 @@ METER_SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.POWER_FACTOR,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=2,
-        # Only hats with a voltage input measure it; the default RPICT3T1 never does.
-        entity_registry_enabled_default=False,
         value_fn=lambda s: s.power_factor,
+        # Only hats with a voltage input measure it (a voltage board does not: the
+        # RPICT3T1's powers are Irms x an estimated voltage).
+        measured_fn=lambda info: _hat_model(info) not in HATS_WITHOUT_VOLTAGE,
     ),
     MeterSensorDescription(
         key="temperature",

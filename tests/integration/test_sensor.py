@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 from homeassistant.components.sensor import ATTR_STATE_CLASS
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import (
@@ -258,7 +259,16 @@ async def test_chatty_and_empty_entities_are_disabled_by_default(
     hass: HomeAssistant, addon: Addon, loaded_entry: MockConfigEntry,
     entity_registry: er.EntityRegistry,
 ) -> None:
-    for key in ("power_factor", "rpict_lines_ok", "rpict_last_frame"):
+    keys = ("power_factor", "rpict_lines_ok", "rpict_last_frame")
+    for key in keys:
+        entry = entity_registry.async_get(entity_id(entity_registry, addon, key))
+        assert entry is not None
+        assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
+    # Still so after a reload (the power factor, never measured by the RPICT3T1, was
+    # taken for "measured now" and enabled, to stay unavailable).
+    assert await hass.config_entries.async_reload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    for key in keys:
         entry = entity_registry.async_get(entity_id(entity_registry, addon, key))
         assert entry is not None
         assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
@@ -324,29 +334,38 @@ async def test_a_counter_shown_unrounded_by_an_older_version_does_not_dip(
     assert shown == sorted(shown)
 
 
+@pytest.mark.parametrize(("model", "line", "unmeasured"), [
+    ("rpict3t1", b"11 100.0 50.0 20.0 21.5\r\n",
+     {"voltage", "frequency", "gas", "power_factor"}),
+    ("rpict3v1", b"11 100.0 50.0 20.0 500 250 100 231.0\r\n",
+     {"temperature", "frequency", "gas"}),
+])
 async def test_values_nothing_measures_are_created_disabled(
     hass: HomeAssistant, addon: Addon, tmp_path: Path, entity_registry: er.EntityRegistry,
+    model: str, line: bytes, unmeasured: set[str],
 ) -> None:
-    """The default hardware, an RPICT3T1 hat alone: Voltage, Frequency and Gas were enabled
-    and unavailable for ever, as no board of it measures them (helper 83)."""
+    """A hat alone: Voltage, Frequency and Gas were enabled and unavailable for ever on the
+    default RPICT3T1, as no board of it measures them (helper 83); a hat with a voltage
+    input measures voltage and power factor, none of the others temperature."""
     await addon.stop()
     hat = PtyPort(tmp_path / "ttyHAT")
     hat.plug()
 
     async def prints() -> None:
         while True:
-            await hat.write(b"11 100.0 50.0 20.0 21.5\r\n")
+            await hat.write(line)
             await asyncio.sleep(0.5)
 
+    keys = ("total_power", "temperature", "voltage", "frequency", "gas", "power_factor")
     printing = asyncio.create_task(prints())
     try:
-        await addon.start(rpict_port=str(hat.path))
+        await addon.start(rpict_port=str(hat.path), rpict_model=model)
         await addon.wait_for_reading()
         entry = MockConfigEntry(domain=DOMAIN, unique_id=addon.meter_id, data=addon.entry_data)
         entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
-        disabled = {key for key in ("total_power", "temperature", "voltage", "frequency", "gas")
+        disabled = {key for key in keys
                     if entity_registry.async_get(entity_id(entity_registry, addon, key))
                     .disabled_by is er.RegistryEntryDisabler.INTEGRATION}  # type: ignore[union-attr]
         assert await hass.config_entries.async_unload(entry.entry_id)
@@ -354,7 +373,7 @@ async def test_values_nothing_measures_are_created_disabled(
         printing.cancel()
         await addon.stop()
         hat.unplug()
-    assert disabled == {"voltage", "frequency", "gas"}
+    assert disabled == unmeasured
 
 
 async def test_a_voltage_board_plugged_in_later_enables_what_it_measures(
@@ -372,8 +391,9 @@ async def test_a_voltage_board_plugged_in_later_enables_what_it_measures(
         entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
-        gas, voltage, frequency = (entity_id(entity_registry, addon, key)
-                                   for key in ("gas", "voltage", "frequency"))
+        gas, voltage, frequency, power_factor = (
+            entity_id(entity_registry, addon, key)
+            for key in ("gas", "voltage", "frequency", "power_factor"))
         assert entity_registry.async_get(gas).disabled_by is (  # type: ignore[union-attr]
             er.RegistryEntryDisabler.INTEGRATION)
         # The user also disables the frequency (so nothing turns it back on).
@@ -394,6 +414,9 @@ async def test_a_voltage_board_plugged_in_later_enables_what_it_measures(
         assert entity_registry.async_get(voltage).disabled_by is None  # type: ignore[union-attr]
         assert entity_registry.async_get(frequency).disabled_by is (  # type: ignore[union-attr]
             er.RegistryEntryDisabler.USER)
+        # Not the power factor: the hat's powers are still Irms x an estimated voltage.
+        assert entity_registry.async_get(power_factor).disabled_by is (  # type: ignore[union-attr]
+            er.RegistryEntryDisabler.INTEGRATION)
         assert await hass.config_entries.async_unload(entry.entry_id)
     finally:
         await addon.stop()
