@@ -84,8 +84,10 @@ class Rig:
         assert self.service is not None
         return self.service.meter.snapshot()
 
-    async def _until(self, condition: Any, what: str, timeout: float = 5) -> None:
+    async def _until(self, condition: Any, what: str, timeout: float = 30) -> None:
         # Polled every 2 ms, not 50 (polling.py): hundreds of lines go through one test.
+        # The bound only ends a test that would fail anyway: some waits are on forecast
+        # work, which took 3x its usual time on a loaded machine (helper 105).
         try:
             async with asyncio.timeout(timeout):
                 while not condition():  # noqa: ASYNC110 - state of a service, no event

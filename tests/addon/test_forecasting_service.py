@@ -92,8 +92,8 @@ async def _settled(rig: Rig, generated_after: str | None = None) -> dict[str, An
         return generated_after is None or (
             forecast is not None and forecast["generated"] > generated_after)
 
-    # A retrain takes about a second alone, several on a loaded machine
-    await rig._until(done, "the forecast", timeout=30)
+    # A retrain takes about a second alone, 14 s was seen on a loaded machine
+    await rig._until(done, "the forecast", timeout=120)
     return rig.state
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from homeassistant.const import STATE_UNAVAILABLE
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -159,7 +159,7 @@ async def test_replay_matches_the_evaluation_cli(
     entry = await setup_entry(hass, addon)
     coordinator: EnergyTrackerCoordinator = entry.runtime_data
     events: list[Event] = []
-    hass.bus.async_listen(EVENT_ENERGY_TRACKER, events.append)
+    hass.bus.async_listen(EVENT_ENERGY_TRACKER, callback(lambda e: events.append(e)))
     # A device trigger on the washing machine's own device, as a user would set one up.
     washer = device_with(dr.async_get(hass),
                          (DOMAIN, f"{addon.meter_id}_appliance_washing_machine"))
@@ -168,7 +168,7 @@ async def test_replay_matches_the_evaluation_cli(
     offered = await device_trigger.async_get_triggers(hass, washer.id)
     assert {t["type"] for t in offered} == {"appliance_started", "appliance_finished"}
     washes: list[Event] = []
-    hass.bus.async_listen("wash_started", washes.append)
+    hass.bus.async_listen("wash_started", callback(lambda e: washes.append(e)))
     assert await async_setup_component(hass, "automation", {"automation": [{
         "trigger": {"platform": "device", "domain": DOMAIN, "device_id": washer.id,
                     "type": "appliance_started"},
@@ -581,6 +581,7 @@ async def test_an_older_addon_backup_restored_alone_steps_no_counter_back(
     assert channel is not None
     shown: list[float] = []
 
+    @callback
     def record(event: Event) -> None:
         if event.data["entity_id"] == total and (new := event.data["new_state"]) is not None \
                 and new.state not in ("unavailable", "unknown"):

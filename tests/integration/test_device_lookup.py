@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from homeassistant.components.device_automation import DeviceAutomationType
 from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import (
@@ -136,7 +136,7 @@ async def test_shed_load_by_device_and_relay_events_find_their_devices(
     assert relay is not None
     device_registry.async_update_device(relay.id, name_by_user="Boiler")
     events: list[dict[str, Any]] = []
-    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(dict(e.data)))
+    hass.bus.async_listen("energy_tracker_event", callback(lambda e: events.append(dict(e.data))))
 
     await hass.services.async_call("switch", SERVICE_TURN_OFF, {
         ATTR_ENTITY_ID: relay_entity(entity_registry, addon, 1)}, blocking=True)

@@ -12,7 +12,7 @@ import pytest
 from homeassistant.components import automation
 from homeassistant.components.device_automation import DeviceAutomationType
 from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF, SERVICE_TURN_ON
-from homeassistant.core import HomeAssistant, ServiceCall
+from homeassistant.core import HomeAssistant, ServiceCall, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -127,7 +127,7 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
     await set_up(hass, config_entry)
     meter = meter_device(device_registry, addon)
     events: list[dict[str, Any]] = []
-    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(dict(e.data)))
+    hass.bus.async_listen("energy_tracker_event", callback(lambda e: events.append(dict(e.data))))
     calls = await automation_calls(hass, [
         {"trigger": "device", "domain": DOMAIN, "device_id": meter.id, "type": kind,
          "appliance": "channel_2"} for kind in ("appliance_started", "appliance_finished")])
@@ -155,8 +155,8 @@ async def test_circuit_power_crossing_fires_appliance_started_and_finished(
 
 async def circuit_events(hass: HomeAssistant) -> list[tuple[str, str]]:
     events: list[tuple[str, str]] = []
-    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(
-        (e.data["type"], e.data["appliance"])))
+    hass.bus.async_listen("energy_tracker_event", callback(lambda e: events.append(
+        (e.data["type"], e.data["appliance"]))))
     return events
 
 
@@ -226,7 +226,7 @@ async def test_a_circuit_its_relay_switched_is_said_once_by_the_relay(
     await wait_for(lambda: hass.states.get("sensor.energy_tracker_water_heater_ac_power")
                    .state == "2000.0", 10, "the water heater running")
     events: list[dict[str, Any]] = []
-    hass.bus.async_listen("energy_tracker_event", lambda e: events.append(dict(e.data)))
+    hass.bus.async_listen("energy_tracker_event", callback(lambda e: events.append(dict(e.data))))
     switch = relay_entity(entity_registry, addon, 1)
 
     await hass.services.async_call("switch", SERVICE_TURN_OFF, {ATTR_ENTITY_ID: switch},
@@ -324,9 +324,9 @@ async def test_power_threshold_ignores_a_reload(
     total, calls = await total_power_trigger(hass, boards, addon, config_entry, kind,
                                              threshold, steady)
     seen: list[str] = []
-    hass.bus.async_listen("state_changed", lambda event: seen.append(
+    hass.bus.async_listen("state_changed", callback(lambda event: seen.append(
         event.data["new_state"].state if event.data["new_state"] else "removed")
-        if event.data["entity_id"] == total.entity_id else None)
+        if event.data["entity_id"] == total.entity_id else None))
     assert await hass.config_entries.async_reload(config_entry.entry_id)
     await wait_for(lambda: hass.states.get(total.entity_id).state == str(steady), 10,
                    "steady after the reload")
