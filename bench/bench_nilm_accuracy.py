@@ -52,13 +52,22 @@ def main() -> None:
                    f"{mae['tflite_int8'] / mae['always_off']:.0%}"
         else:
             goal_w = PUBLISHED_MAE[name]
-            goal = f"≤ {goal_w} W (published Seq2Point)"
+            # Published on real UK-DALE house 2, not these houses: a reference, not a
+            # like-for-like comparison.
+            goal = f"≤ {goal_w} W (published Seq2Point, other data)"
         met = mae["tflite_int8"] <= goal_w
+        verdict = "met" if met else "MISSED"
+        if met and mae["always_off"] <= goal_w:
+            # A rarely used appliance: predicting 0 W meets that goal too.
+            verdict += ", as always-off would" + (
+                "; int8 no better than always-off"
+                if mae["tflite_int8"] >= mae["always_off"] else "")
         keras = f"{mae['keras_float']:8.1f}" if "keras_float" in mae else f"{'n/a':>8}"
         print(f"{name:16} {mae['always_off']:10.1f} {mae['mean']:8.1f} {keras} "
-              f"{mae['tflite_int8']:8.1f}  {goal}: {'met' if met else 'MISSED'}")
+              f"{mae['tflite_int8']:8.1f}  {goal}: {verdict}")
         figures[name] = {**{f"{k}_mae_w": round(v, 2) for k, v in mae.items()},
-                         "goal_mae_w": round(goal_w, 2), "goal_met": met}
+                         "goal_mae_w": round(goal_w, 2), "goal_met": met,
+                         "beats_always_off": mae["tflite_int8"] < mae["always_off"]}
     for name, parts in bands.items():
         print(f"\n{name}, held-out int8 error by true power (W of MAE):")
         print(f"  {'true power':14} {'minutes':>8} {'under':>7} {'over':>7}")

@@ -2,7 +2,8 @@
 
 Starts `energy-tracker-addon` as a real process whose voltage board is the firmware's host
 build (`et1_pty_board`, built here with CMake) on a pseudo-terminal bridged to the add-on's
-port; without cmake/g++ a pty peer in this script acks instead (printed as such). Times
+port; without cmake/g++ a pty peer in this script (measurements each second, acks) stands
+in (printed as such; tests/addon/test_benches.py runs it). Times
 COMMANDS alternating on/off PUTs to /api/v1/relays/1 from send to response.
 
     .venv/bin/python bench/bench_relay_latency.py [--commands 200] [--peer auto|firmware|ack]
@@ -51,17 +52,34 @@ def build_firmware(build: Path) -> Path | None:
 
 
 async def ack_peer(port: PtyPort) -> None:
-    """A board that only acks: every RELAY command is applied and answered at once."""
+    """A board that acks: every RELAY command is applied and answered at once, and a
+    measurement goes out each second as from the firmware (the add-on asks a silent port's
+    board for its hello only after a measurement: a hello sent before it opened the port
+    is lost)."""
     relays, seq = ["0", "0", "0"], 0
-    await port.write(frame("ETH", "0", "bench", "3", "1.0"))
-    while True:
-        command = parse_command_line(await port.read_line(timeout=3600))
-        if command.command == "RELAY":
-            relays[int(command.args[0]) - 1] = command.args[1]
-        seq += 1
-        await port.write(frame("ETA", str(seq), str(command.cmd_id), "OK", "".join(relays)))
-        if command.command == "HELLO":
-            await port.write(frame("ETH", "0", "bench", "3", "1.0"))
+
+    async def measure() -> None:
+        nonlocal seq
+        while True:
+            seq += 1
+            await port.write(frame("ETM", str(seq), "230.0", "50.00", "".join(relays), "0"))
+            await asyncio.sleep(1)
+
+    measuring = asyncio.create_task(measure())
+    try:
+        await port.write(frame("ETH", "0", "bench", "3", "1.0"))
+        while True:
+            command = parse_command_line(await port.read_frame_line(timeout=3600))
+            if command.command == "RELAY":
+                relays[int(command.args[0]) - 1] = command.args[1]
+            seq += 1
+            await port.write(frame("ETA", str(seq), str(command.cmd_id), "OK",
+                                   "".join(relays)))
+            if command.command == "HELLO":
+                seq = 0
+                await port.write(frame("ETH", str(seq), "bench", "3", "1.0"))
+    finally:
+        measuring.cancel()
 
 
 def free_port() -> int:
