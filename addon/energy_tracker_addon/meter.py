@@ -58,6 +58,8 @@ STALE_REPUBLISH_S: Final = 60.0
 MIN_MAINS_VRMS: Final = 50.0  # V; rpict_vest's lower bound: below it no mains is measured
 SILENT_FRAMES: Final = 5  # voltage-board frames (1/s) without any wave before it is said
 REJECT_LOG_INTERVAL_S: Final = 10.0
+# A port closing again and again (serial_link's flapping) is said once per this interval.
+PORT_LOG_INTERVAL_S: Final = 300.0
 HELLO_REPLY_WAIT_S: Final = 5.0  # a requested hello comes within the command timeout
 SEQ_MODULUS: Final = 65_536
 # A measurement a second, at most 5 errors a second, an acknowledgement per command.
@@ -76,14 +78,15 @@ def _round(value: float | None, digits: int) -> float | None:
 
 @dataclass(slots=True)
 class _LogLimit:
-    """At most one log line per REJECT_LOG_INTERVAL_S; the lines held back are counted."""
+    """At most one log line per `interval_s`; the lines held back are counted."""
 
     last: float | None = None
     held_back: int = 0
+    interval_s: float = REJECT_LOG_INTERVAL_S
 
     def due(self, now: float) -> int | None:
         """The lines held back since the last one when a line is due now, else None."""
-        if self.last is not None and now - self.last < REJECT_LOG_INTERVAL_S:
+        if self.last is not None and now - self.last < self.interval_s:
             self.held_back += 1
             return None
         held_back, self.last, self.held_back = self.held_back, now, 0
@@ -113,6 +116,10 @@ class _BoardState:
     # many of both).
     reject_log: _LogLimit = field(default_factory=_LogLimit)
     board_error_log: _LogLimit = field(default_factory=_LogLimit)
+    # The port closing and the values coming back: two lines per drop of a flapping port.
+    port_log: _LogLimit = field(
+        default_factory=lambda: _LogLimit(interval_s=PORT_LOG_INTERVAL_S))
+    quiet_return: bool = False  # its closing was held back: so is the values' return
 
 
 # Measured voltage / rpict_vest outside this: the option is not the hat's Vest (mains
@@ -318,7 +325,9 @@ class Meter:
         self._hat_voltage = hat_voltages[0] if hat_voltages else None
         self._last_rpict = now
         if not self._available:
-            self._log.info("RPICT readings available")
+            self._log.log(logging.DEBUG if board.quiet_return else logging.INFO,
+                          "RPICT readings available")
+            board.quiet_return = False
         self._available = True
         self._update_power_metrics()
         self._publish()
@@ -445,16 +454,26 @@ class Meter:
         if board == "rpict":
             self._last_rpict = None
             if self._available:
-                self._log.info("RPICT port closed: values unavailable")
+                self._port_closed_line(board, "RPICT port closed: values unavailable")
                 self._rpict_gone()
         elif board == "voltage":
             self._relays_at_close = self._relays or self._relays_at_close
             self._relays = None
             self._last_measurement = None
             if self._voltage_fresh:
-                self._log.info("Voltage board port closed: using vest %g V",
-                               self._options.rpict_vest)
+                self._port_closed_line(
+                    board, f"Voltage board port closed: using vest {self._options.rpict_vest:g} V")
                 self._voltage_gone()
+
+    def _port_closed_line(self, board: Board, message: str) -> None:
+        state = self._boards[board]
+        held_back = state.port_log.due(self._clock())
+        state.quiet_return = held_back is None
+        if held_back is None:
+            self._log.debug("%s", message)
+        else:
+            more = f" (closed {held_back} more times since the last message)" if held_back else ""
+            self._log.info("%s%s", message, more)
 
     def _rpict_gone(self) -> None:
         self._available = False

@@ -4,7 +4,9 @@ The port may be missing at start, be unplugged and plugged back (a USB adapter, 
 tests a pseudo-terminal whose master is closed) or fail with read errors. The link keeps
 trying with exponential backoff (0.5 s doubling to 5 s), so a port that comes back is in
 use again within 5 s. Logging: the first occurrence of a problem at WARNING, repeats of
-the same problem at DEBUG, and INFO once connected again.
+the same problem at DEBUG, and INFO once connected again. A port that keeps dropping soon
+after each opening (a loose cable, a board resetting on a weak supply) is said once every
+FLAP_LOG_INTERVAL_S with its count of drops, not in two lines per drop.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ port would pass for silent. Delivered then (rejected as "encoding": the baud-rat
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 5.0
+# A connection that ends sooner than this is a flap; one that lasts it ends the flapping.
+STABLE_S = 60.0
+FLAP_LOG_INTERVAL_S = 300.0
 _READ_CHUNK = 1024
 
 
@@ -61,6 +66,8 @@ class SerialLink:
         self._writer: asyncio.StreamWriter | None = None
         self._last_problem: str | None = None
         self._ever_connected = False
+        self._brief_drops = 0  # connections in a row that ended within STABLE_S
+        self._flaps_said_at: float | None = None  # loop time
 
     @property
     def connected(self) -> bool:
@@ -102,25 +109,60 @@ class SerialLink:
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
             delay = BACKOFF_INITIAL_S
+            opened = asyncio.get_running_loop().time()
             problem = await self._serve(reader, writer)
-            self._problem(f"lost {self.port} ({problem}); reconnecting", "lost")
+            self._lost(problem, asyncio.get_running_loop().time() - opened)
             await asyncio.sleep(delay)
+
+    def _lost(self, problem: str, lasted: float) -> None:
+        message = f"lost {self.port} ({problem}); reconnecting"
+        self._brief_drops = self._brief_drops + 1 if lasted < STABLE_S else 0
+        if not self._flapping:
+            self._problem(message, "lost")
+            return
+        _LOGGER.debug("%s: %s", self.name, message)
+        self._last_problem = "lost"
+        now = asyncio.get_running_loop().time()
+        if self._flaps_said_at is None or now - self._flaps_said_at >= FLAP_LOG_INTERVAL_S:
+            _LOGGER.warning(
+                "%s: %s has dropped %d times in a row within a minute of opening: a loose "
+                "connection, or a board that keeps resetting (its power supply?)",
+                self.name, self.port, self._brief_drops)
+            self._flaps_said_at = now
+
+    @property
+    def _flapping(self) -> bool:
+        """Two connections in a row ended soon after opening (one is a replug, maybe)."""
+        return self._brief_drops >= 2
+
+    def _steady(self) -> None:
+        """Connected for STABLE_S: flapping, if it was, is over."""
+        if self._flapping:
+            _LOGGER.info("%s: %s has stayed connected for %g s, after %d short connections",
+                         self.name, self.port, STABLE_S, self._brief_drops)
+            self._last_problem = None
+        self._brief_drops = 0
+        self._flaps_said_at = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         """Read lines until the port fails; return what went wrong."""
         again = " again" if self._ever_connected else ""
-        _LOGGER.info("%s: connected%s to %s at %d baud", self.name, again, self.port,
-                     self.baudrate)
-        self._last_problem = None
+        _LOGGER.log(logging.DEBUG if self._flapping else logging.INFO,
+                    "%s: connected%s to %s at %d baud", self.name, again, self.port,
+                    self.baudrate)
+        if not self._flapping:
+            self._last_problem = None
         self._ever_connected = True
         self._writer = writer
         self._notify_connection(True)
+        steady = asyncio.get_running_loop().call_later(STABLE_S, self._steady)
         try:
             await self._read_lines(reader)
             return "end of file"
         except (OSError, serial.SerialException) as err:
             return str(err) or type(err).__name__
         finally:
+            steady.cancel()
             self._writer = None
             writer.close()
             # Waits for the transport to close the port; it re-raises the read error.

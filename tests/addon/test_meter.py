@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from energy_tracker_addon.config import ChannelConfig, Options, OptionsError
-from energy_tracker_addon.meter import Meter
+from energy_tracker_addon.meter import PORT_LOG_INTERVAL_S, Meter
 from energy_tracker_addon.metrics import Metrics
 from energy_tracker_addon.persistence import CounterStore
 from energy_tracker_addon.protocol import (
@@ -657,6 +657,43 @@ async def test_a_port_that_sends_nothing_is_said_once_per_opening(
         await wait_until(lambda: len(silent_lines()) == 2, timeout=2, what="said again")
     finally:
         await meter.stop()
+
+
+def test_a_port_closing_again_and_again_is_said_once_per_interval(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two info lines per drop of a flapping port (closed, values back) filled the log
+    beside the link's own lines (helper 106): one per PORT_LOG_INTERVAL_S, with a count."""
+    meter = make_meter(tmp_path, clock, rpict_port="/dev/ttyAMA0")
+    caplog.set_level(logging.INFO)
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.INFO and "RPICT" in r.getMessage()]
+
+    for _ in range(20):  # a drop every 3 s for a minute
+        meter.set_board_connected("rpict", True)
+        meter.feed_rpict_line(rpict(1500.0, 0.0, 0.0))
+        clock.now += 3
+        meter.set_board_connected("rpict", False)
+    assert said() == ["RPICT readings available", "RPICT port closed: values unavailable",
+                      "RPICT readings available"]  # the closings after the first: silent
+    assert meter.snapshot()["available"] is False  # the state itself is not held back
+    clock.now += PORT_LOG_INTERVAL_S
+    meter.set_board_connected("rpict", True)
+    meter.feed_rpict_line(rpict(1500.0, 0.0, 0.0))
+    meter.set_board_connected("rpict", False)
+    assert said()[3:] == [
+        "RPICT port closed: values unavailable (closed 19 more times since the last message)"]
+    meter.set_board_connected("rpict", True)
+    meter.feed_rpict_line(rpict(1500.0, 0.0, 0.0))
+    assert said()[4:] == ["RPICT readings available"]
+    clock.now += 3
+    meter.set_board_connected("rpict", False)
+    meter.set_board_connected("rpict", True)
+    meter.feed_rpict_line(rpict(1500.0, 0.0, 0.0))
+    assert said()[5:] == []  # its closing was held back: so is the values' return
+    assert meter.snapshot()["available"] is True
 
 
 def test_a_vest_far_from_the_measured_voltage_is_said_once(

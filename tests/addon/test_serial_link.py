@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from energy_tracker_addon import serial_link
 from energy_tracker_addon.protocol import (
     ProtocolError,
     RpictParser,
@@ -122,6 +123,43 @@ async def test_unplug_then_replug_resumes_within_five_seconds(
         r.levelno == logging.INFO and "connected again" in r.getMessage() for r in caplog.records
     )
     assert recorder.states == [True, False, True]
+
+
+async def test_a_port_that_keeps_dropping_is_said_in_a_few_lines_not_two_per_drop(
+    rig: tuple[PtyPort, SerialLink, Recorder], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loose cable or a board resetting in a loop (a weak supply): each drop was a
+    warning and an info line, thousands an hour (helper 106). Now one warning says it keeps
+    dropping, at most every FLAP_LOG_INTERVAL_S, and one line says when it stays up."""
+    monkeypatch.setattr(serial_link, "STABLE_S", 3.0)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    port, link, recorder = rig
+    port.plug()
+    await link.start()
+    await recorder.wait_state(True, timeout=2)
+    for _ in range(8):
+        port.unplug()
+        await recorder.wait_state(False, timeout=2)
+        port.plug()
+        await recorder.wait_state(True, timeout=5)
+    assert recorder.states == [True, False] * 8 + [True]
+
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    warnings = [r.getMessage() for r in said if r.levelno >= logging.WARNING]
+    # The first drop (it may be a replug), then the flapping once.
+    assert len(warnings) == 2, warnings
+    assert "lost" in warnings[0]
+    assert "dropped 2 times in a row within a minute" in warnings[1]
+    assert sum("connected again" in r.getMessage() for r in said) == 1
+    # Staying up ends it, and says so.
+    await wait_for_record(caplog, logging.INFO, "has stayed connected for 3 s, after 8 short",
+                          timeout=5)
+    port.unplug()  # a drop after that is said again
+    await recorder.wait_state(False, timeout=2)
+    await wait_for_record(caplog, logging.WARNING, "lost")
+    assert sum("lost" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING) == 2
 
 
 async def test_port_missing_at_start_is_used_once_it_appears(
