@@ -36,6 +36,7 @@ from .statefile import VersionedStateFile, write_atomic
 from .tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
+FAILURE_LOG_INTERVAL_S: Final = 3600.0
 
 ENERGY_FILE: Final = "nilm_energy.json"
 LABELS_FILE: Final = "nilm_labels.jsonl"
@@ -252,6 +253,8 @@ class NilmService:
         self._executor: ThreadPoolExecutor | None = None
         self._remove_observer: Callable[[], None] | None = None
         self._last_persist = 0.0
+        self._failures = 0  # batches that failed since the last line about it
+        self._failure_said_at = -math.inf  # loop time
 
     @property
     def available(self) -> bool:
@@ -352,8 +355,27 @@ class NilmService:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
-            estimates = await self._in_worker(self._feed,
-                                              [(t, w, gap) for t, w, _, gap in batch])
+            try:
+                estimates = await self._in_worker(self._feed,
+                                                  [(t, w, gap) for t, w, _, gap in batch])
+            except Exception:
+                # The task ended here before, silently: estimates frozen for good and the
+                # readings piling up in _pending. These readings are lost to detection.
+                self._failures += 1
+                if loop.time() - self._failure_said_at >= FAILURE_LOG_INTERVAL_S:
+                    self._failure_said_at = loop.time()
+                    _LOGGER.exception("Appliance detection failed on %d readings (%d times "
+                                      "since the last message); its windows start again",
+                                      len(batch), self._failures)
+                    self._failures = 0
+                # The estimates before it are not the appliances' state now (as after a gap).
+                self._restart_queued = True
+                if self._pending:
+                    t, w, m, _gap = self._pending[0]
+                    self._pending[0] = (t, w, m, True)
+                else:
+                    self._gap = True
+                continue
             self._newest, self.as_of = batch[-1][0], batch[-1][2]
             # The batch's gaps are applied; one may have come in meanwhile.
             self._restart_queued = any(gap for *_, gap in self._pending)

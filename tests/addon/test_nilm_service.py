@@ -456,3 +456,40 @@ async def test_a_clock_set_back_is_a_gap_too(
     assert readings
     assert all(state["appliances"][0]["power_w"] is None for state in readings)
     assert all(state["appliances"][0]["running"] is None for state in readings)
+
+
+async def test_a_failed_inference_is_logged_and_detection_goes_on(
+    tmp_path: Path, pty_port: Callable[[str], PtyPort], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """LiteRT raising in the worker ended the detection task without a word: estimates
+    frozen for good, readings piling up unprocessed (helper 106)."""
+    rig, live, shift = _kitchen_afternoon(tmp_path, pty_port)
+    await rig.start()
+    try:
+        assert rig.service is not None
+        assert rig.service.nilm._bundle is not None
+        runner = rig.service.nilm._bundle.models["kitchen"]
+        await rig.replay(live.iloc[:110], shift)
+        await asyncio.sleep(0.3)
+        assert rig.state["appliances"][0]["power_w"] is not None
+        predict = runner.predict
+
+        def fails_once(windows: Any) -> Any:
+            runner.predict = predict  # type: ignore[method-assign]
+            raise RuntimeError("tensor buffer is referenced")  # what LiteRT's invoke says
+
+        runner.predict = fails_once  # type: ignore[method-assign]
+        await rig.replay(live.iloc[110:112], shift)
+        await wait_until(lambda: "Appliance detection failed" in caplog.text, timeout=5,
+                         what="the failure logged")
+        await rig.replay(live.iloc[112:115], shift)
+        newest = live.index[114] + shift
+        await wait_until(lambda: rig.service is not None and rig.service.nilm.as_of == newest,
+                         timeout=5, what="the readings after it fed")
+        # The windows start again: no estimate from before the failure passes for now.
+        assert rig.state["appliances"][0]["power_w"] is None
+    finally:
+        await rig.stop()
+    assert [r.levelname for r in caplog.records if "detection failed" in r.getMessage()] \
+        == ["ERROR"]
+
