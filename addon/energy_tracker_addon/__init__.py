@@ -1,3 +1,3 @@
 """energy_tracker add-on service: serial meter -> power and energy -> authenticated API."""
 
-__version__ = "0.3.22"
+__version__ = "0.3.23"
