@@ -64,7 +64,7 @@ RPICT_INTERVAL_S: Final = 2.0
 BOARD_INTERVAL_S: Final = 1.0
 NODE_ID: Final = 11
 HAT_MODEL: Final = "rpict3t1"  # the RPICT lines it prints: three powers and a temperature
-FIRMWARE_VERSION: Final = "1.5.0-sim"  # speaks firmware 1.5.0's protocol (its hello has `safe`)
+FIRMWARE_VERSION: Final = "1.5.1-sim"  # speaks firmware 1.5.1's protocol (its hello has `safe`)
 NOMINAL_FREQUENCY: Final = "50.00"
 TEMPERATURE: Final = "20.0"
 # What a board keeps of a command line before giving up on it (the ET1 frame limit, x2).
