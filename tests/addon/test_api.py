@@ -175,6 +175,11 @@ async def test_mangled_or_odd_authorization_headers(
     async with session.get(service.url + "/api/v1/state",
                            headers={"Authorization": f"Bearer {TOKEN.upper()}"}) as resp:
         assert resp.status == 401
+    # The token under another scheme, or none, is refused (docs/api.md: Bearer).
+    for header in (f"Basic {TOKEN}", f"Token {TOKEN}", f" {TOKEN}"):
+        async with session.get(service.url + "/api/v1/state",
+                               headers={"Authorization": header}) as resp:
+            assert resp.status == 401, header
 
 
 @pytest.mark.parametrize(

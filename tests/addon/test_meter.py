@@ -225,6 +225,21 @@ def test_energy_matches_trapezoid_integration_of_real_data(
     assert state["total_energy_kwh"] == pytest.approx(expected["mains_w"], rel=1e-4)
 
 
+def test_a_step_in_power_counts_half_of_it_for_the_interval(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The trapezoid rule on every channel and the total: 0 W, then 3600 W two seconds
+    later, is 1 Wh (a rectangle would say 0 or 2). The day of real data above cannot tell
+    the rules apart on a channel (helper 109)."""
+    meter = make_meter(tmp_path, clock, rpict_port="/dev/ttyAMA0")
+    meter.feed_rpict_line(rpict(0.0, 0.0, 0.0))
+    clock.now += 2
+    meter.feed_rpict_line(rpict(3600.0, 3600.0, 0.0))
+    state = meter.snapshot()
+    assert state["total_energy_kwh"] == pytest.approx(0.001)
+    assert [c["energy_kwh"] for c in state["channels"]] == pytest.approx([0.001, 0.001, 0.0])
+
+
 def test_no_energy_is_counted_across_a_gap(tmp_path: Path, clock: FakeClock) -> None:
     meter = make_meter(tmp_path, clock, stale_after_s=10, rpict_port="/dev/ttyAMA0")
     for step in (0, 2, 2, 30, 2):  # 4 s, then a 30 s gap, then 2 s

@@ -212,6 +212,14 @@ def test_on_off_hysteresis_and_minimum_durations(powers: list[float],
     assert [tracker.update(p, 6) for p in powers] == states
 
 
+def test_a_blip_shorter_than_min_on_is_no_run() -> None:
+    """A start is confirmed after min_on_s, not min_off_s: with the shipped fridge's 60 s
+    and 12 s, a 12 s blip would be a run (helper 109; _spec's 12 s and 18 s hid it)."""
+    tracker = OnOffTracker(_spec(min_on_s=30, min_off_s=6))
+    assert [tracker.update(p, 6) for p in [120, 120, 120, 30, 30]] == [
+        None, None, None, False, False]
+
+
 def test_zero_minimum_off_switches_off_at_once() -> None:
     tracker = OnOffTracker(_spec(min_on_s=0, min_off_s=0))
     assert [tracker.update(p, 6) for p in [200, 200, 10, 200]] == [True, True, False, True]

@@ -811,6 +811,22 @@ async def test_the_minimum_off_time_outlives_a_restart(tmp_path: Path) -> None:
         await second.stop()
 
 
+async def test_the_minimum_off_time_is_not_cut_short_by_rounding(tmp_path: Path) -> None:
+    """Half a second of a heat pump's 300 s rest left is one second left, not none: the
+    rest protects its compressor (helper 109)."""
+    now = [1000.0]
+    manager = RelayManager([RelayConfig(1, "Heat pump", "board")], tmp_path,
+                           clock=lambda: now[0])
+    manager.report(1, True)
+    await manager.update_settings(1, min_off_s=300)
+    manager.report(1, False)
+    now[0] += 299.5
+    try:
+        assert manager.min_off_left_s(manager.get(1)) == 1
+    finally:
+        await manager.stop()
+
+
 async def test_a_shed_switch_the_board_left_unanswered_is_restored(
     board: tuple[AddonService, BoardPeer], ports: tuple[PtyPort, PtyPort],
     session: aiohttp.ClientSession,

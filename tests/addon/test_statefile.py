@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from energy_tracker_addon import statefile
 from energy_tracker_addon.statefile import JsonStateFile, VersionedStateFile, write_atomic
 
 
@@ -20,6 +22,31 @@ def test_a_failed_write_leaves_the_old_file_and_no_scratch(tmp_path: Path) -> No
         write_atomic(path, '{"1": "\ud800"}')
     assert path.read_text(encoding="utf-8") == '{"1": {"priority": 2}}'
     assert [p.name for p in tmp_path.iterdir()] == ["relays.json"]
+
+
+def test_the_data_is_on_disk_before_it_replaces_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renamed before its data reached the disk, a power cut (common on a Pi) can leave an
+    empty counter file in place of the good one. A power cut cannot be made here, so the
+    order of the OS calls is what is checked (helper 109)."""
+    calls: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def fsync_spy(fd: int) -> None:
+        calls.append("fsync")
+        fsync(fd)
+
+    def replace_spy(src: str | Path, dst: str | Path) -> None:
+        calls.append("replace")
+        replace(src, dst)
+
+    monkeypatch.setattr(statefile.os, "fsync", fsync_spy)
+    monkeypatch.setattr(statefile.os, "replace", replace_spy)
+    write_atomic(tmp_path / "energy.json", "{}")
+    # The file's data, the rename, then the folder (the rename itself made durable).
+    assert calls == ["fsync", "replace", "fsync"]
+    assert (tmp_path / "energy.json").read_text() == "{}"
 
 
 def test_a_secret_is_private_from_its_first_byte(tmp_path: Path) -> None:
