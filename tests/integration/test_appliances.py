@@ -640,3 +640,15 @@ async def test_an_older_addon_backup_restored_alone_steps_no_counter_back(
     await readings(1)
     assert value(total) == pytest.approx(before[0] + 0.06, abs=0.002)
     assert shown == sorted(shown)
+
+    # Back a second time (the same backup restored again): the two steps add up, and
+    # the counter goes on from where it was shown (it froze until the add-on's own count
+    # caught up when the second step replaced the first; helper 109).
+    await addon.stop()
+    await hass.async_add_executor_job(shutil.rmtree, addon.data_dir)
+    await hass.async_add_executor_job(shutil.copytree, backup, addon.data_dir)
+    await start_addon(addon, clock, rpict_port=str(port.path))
+    await readings(2)
+    assert value(total) == pytest.approx(before[0] + 0.09, abs=0.002)
+    assert value(channel) == pytest.approx(before[1] + 0.03, abs=0.002)
+    assert shown == sorted(shown)

@@ -30,7 +30,7 @@ from custom_components.energy_tracker.const import (
     UNREACHABLE_ISSUE_AFTER,
 )
 
-from .conftest import Addon, new_token_on_the_addon, wait_for
+from .conftest import Addon, loaded_entry_with_interval, new_token_on_the_addon, wait_for
 
 
 def our_states(hass: HomeAssistant) -> list[str]:
@@ -246,6 +246,25 @@ async def test_update_interval_option_throttles_entity_updates(
     assert seq_after - seq_before >= 5  # the meter kept reading every 2 s
     assert 1 <= len(changes) <= 3, changes
     assert all(b - a >= 4.9 for a, b in itertools.pairwise(changes)), changes
+
+
+@pytest.mark.shipped_update_interval
+async def test_a_reading_held_back_is_dropped_when_the_connection_is_lost(
+    hass: HomeAssistant, addon: Addon,
+) -> None:
+    """A reading held back by the minimum update interval, published after the stream
+    dropped, would bring the entities back with the old power for a while (automations
+    on it would run; helper 109's mutation run found nothing checking it)."""
+    entry = await loaded_entry_with_interval(hass, addon, 10)
+    coordinator = entry.runtime_data
+    await wait_for(lambda: coordinator._pending is not None, 15, "a reading held back")
+    await addon.stop()
+    await wait_for(lambda: not coordinator.last_update_success, 10, "the outage")
+    await asyncio.sleep(11)  # past the held-back reading's time
+    assert not coordinator.last_update_success
+    power = hass.states.get("sensor.energy_tracker_total_power")
+    assert power is not None
+    assert power.state == STATE_UNAVAILABLE
 
 
 async def test_an_outage_across_a_reload_still_raises_and_clears_the_issue(
