@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 
 from .config import Options, check_hat_channels
 from .gas import GasCounter
+from .log_limit import LogLimit
 from .metrics import Metrics, or_nan
 from .persistence import CounterStore, EnergyCounters
 from .protocol import (
@@ -76,23 +77,6 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@dataclass(slots=True)
-class _LogLimit:
-    """At most one log line per `interval_s`; the lines held back are counted."""
-
-    last: float | None = None
-    held_back: int = 0
-    interval_s: float = REJECT_LOG_INTERVAL_S
-
-    def due(self, now: float) -> int | None:
-        """The lines held back since the last one when a line is due now, else None."""
-        if self.last is not None and now - self.last < self.interval_s:
-            self.held_back += 1
-            return None
-        held_back, self.last, self.held_back = self.held_back, now, 0
-        return held_back
-
-
 # The hello `reset` causes that mean the firmware failed (docs/protocol.md 2.1), for the log.
 _FAILED_BOOT_CAUSES: Final = {
     "hw_watchdog": "a hardware watchdog reset (the firmware stopped running)",
@@ -114,11 +98,11 @@ class _BoardState:
     silence_said: bool = False
     # Logging of rejected lines, and of the voltage board's ETE frames (a noisy line makes
     # many of both).
-    reject_log: _LogLimit = field(default_factory=_LogLimit)
-    board_error_log: _LogLimit = field(default_factory=_LogLimit)
+    reject_log: LogLimit = field(default_factory=lambda: LogLimit(REJECT_LOG_INTERVAL_S))
+    board_error_log: LogLimit = field(
+        default_factory=lambda: LogLimit(REJECT_LOG_INTERVAL_S))
     # The port closing and the values coming back: two lines per drop of a flapping port.
-    port_log: _LogLimit = field(
-        default_factory=lambda: _LogLimit(interval_s=PORT_LOG_INTERVAL_S))
+    port_log: LogLimit = field(default_factory=lambda: LogLimit(PORT_LOG_INTERVAL_S))
     quiet_return: bool = False  # its closing was held back: so is the values' return
 
 

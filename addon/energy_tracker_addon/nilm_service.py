@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from .config import APPLIANCE_ID_PATTERN, Options
 from .history import HistoryWriter
+from .log_limit import LogLimit
 from .meter import Meter, iso_utc
 from .nilm import DEFAULT_BUNDLE, Disaggregator, Estimate, NilmBundle, NilmBundleError, load_bundle
 from .statefile import VersionedStateFile, write_atomic
@@ -253,8 +254,7 @@ class NilmService:
         self._executor: ThreadPoolExecutor | None = None
         self._remove_observer: Callable[[], None] | None = None
         self._last_persist = 0.0
-        self._failures = 0  # batches that failed since the last line about it
-        self._failure_said_at = -math.inf  # loop time
+        self._failure_log = LogLimit(FAILURE_LOG_INTERVAL_S)  # on the loop's time
 
     @property
     def available(self) -> bool:
@@ -361,13 +361,10 @@ class NilmService:
             except Exception:
                 # The task ended here before, silently: estimates frozen for good and the
                 # readings piling up in _pending. These readings are lost to detection.
-                self._failures += 1
-                if loop.time() - self._failure_said_at >= FAILURE_LOG_INTERVAL_S:
-                    self._failure_said_at = loop.time()
+                if (held_back := self._failure_log.due(loop.time())) is not None:
                     _LOGGER.exception("Appliance detection failed on %d readings (%d times "
                                       "since the last message); its windows start again",
-                                      len(batch), self._failures)
-                    self._failures = 0
+                                      len(batch), held_back + 1)
                 # The estimates before it are not the appliances' state now (as after a gap).
                 self._restart_queued = True
                 if self._pending:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import serial
 import serial_asyncio_fast
 
+from .log_limit import LogLimit
 from .protocol import is_text
 from .tasks import cancel_and_wait
 
@@ -67,7 +68,7 @@ class SerialLink:
         self._last_problem: str | None = None
         self._ever_connected = False
         self._brief_drops = 0  # connections in a row that ended within STABLE_S
-        self._flaps_said_at: float | None = None  # loop time
+        self._flap_log = LogLimit(FLAP_LOG_INTERVAL_S)  # on the loop's time
 
     @property
     def connected(self) -> bool:
@@ -122,13 +123,11 @@ class SerialLink:
             return
         _LOGGER.debug("%s: %s", self.name, message)
         self._last_problem = "lost"
-        now = asyncio.get_running_loop().time()
-        if self._flaps_said_at is None or now - self._flaps_said_at >= FLAP_LOG_INTERVAL_S:
+        if self._flap_log.due(asyncio.get_running_loop().time()) is not None:
             _LOGGER.warning(
                 "%s: %s has dropped %d times in a row within a minute of opening: a loose "
                 "connection, or a board that keeps resetting (its power supply?)",
                 self.name, self.port, self._brief_drops)
-            self._flaps_said_at = now
 
     @property
     def _flapping(self) -> bool:
@@ -142,7 +141,7 @@ class SerialLink:
                          self.name, self.port, STABLE_S, self._brief_drops)
             self._last_problem = None
         self._brief_drops = 0
-        self._flaps_said_at = None
+        self._flap_log = LogLimit(FLAP_LOG_INTERVAL_S)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         """Read lines until the port fails; return what went wrong."""
